@@ -1,0 +1,355 @@
+"""Node configuration and board profile: schema, loading and validation.
+
+Both files are TOML. Every key is declared here; unknown keys are errors, and
+every error names the file, the key and the reason (:class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG_PATH = Path("/etc/tandem/tandem.toml")
+BOARD_PROFILE_DIRS = (
+    Path("/etc/tandem/board_profiles"),
+    Path(__file__).resolve().parent.parent / "board_profiles",
+    Path("/usr/share/tandem/board_profiles"),
+)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$"
+UDP_DEFAULT_PORT = 694
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as `file: key: reason`."""
+
+    def __init__(self, path: Path | str, key: str, reason: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.reason = reason
+        where = f"{self.path}: {key}: " if key else f"{self.path}: "
+        super().__init__(where + reason)
+
+
+class _Strict(BaseModel):
+    """Base for all config sections: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def parse_host_port(text: str, default_port: int = UDP_DEFAULT_PORT) -> tuple[str, int]:
+    """Parse `host[:port]` or `[v6]:port` into (host, port); raise ValueError if malformed."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\](?::(\d+))?", text)
+    if match:
+        host, port = match.group(1), match.group(2)
+    elif text.count(":") > 1:  # bare IPv6 address, no port
+        host, port = text, None
+    else:
+        host, _, port = text.partition(":")
+        port = port or None
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError as exc:
+        raise ValueError(f"{host!r} is not an IP address (write e.g. 192.0.2.1:694 or [2001:db8::1]:694)") from exc
+    number = int(port) if port is not None else default_port
+    if not 0 < number < 65536:
+        raise ValueError(f"port {number} is outside 1-65535")
+    return host, number
+
+
+class UdpLinkConfig(_Strict):
+    """A UDP heartbeat link: where this node listens and where the peer listens."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    kind: Literal["udp"]
+    bind: str
+    peer: str
+
+    @field_validator("bind", "peer")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        parse_host_port(value)
+        return value
+
+    @property
+    def bind_address(self) -> tuple[str, int]:
+        """The (host, port) this node binds."""
+        return parse_host_port(self.bind)
+
+    @property
+    def peer_address(self) -> tuple[str, int]:
+        """The (host, port) heartbeats are sent to."""
+        return parse_host_port(self.peer)
+
+
+class SerialLinkConfig(_Strict):
+    """A serial null-modem heartbeat link."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    kind: Literal["serial"]
+    port: Annotated[str, Field(min_length=1)]
+    baud: Literal[9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600] = 115200
+
+
+LinkConfig = Annotated[UdpLinkConfig | SerialLinkConfig, Field(discriminator="kind")]
+
+
+class TimersConfig(_Strict):
+    """Heartbeat timing. All values in milliseconds."""
+
+    heartbeat_ms: Annotated[int, Field(ge=10, le=10_000)] = 100
+    deadtime_ms: Annotated[int, Field(ge=30, le=600_000)] = 300
+    initdead_ms: Annotated[int, Field(ge=0, le=600_000)] = 3000
+    handover_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 5000
+    shutdown_timeout_ms: Annotated[int, Field(ge=0, le=600_000)] = 10_000
+
+    @model_validator(mode="after")
+    def _deadtime_covers_heartbeats(self) -> "TimersConfig":
+        if self.deadtime_ms < 2 * self.heartbeat_ms:
+            raise ValueError(
+                f"deadtime_ms ({self.deadtime_ms}) must be at least twice heartbeat_ms "
+                f"({self.heartbeat_ms}), or one late heartbeat causes a failover"
+            )
+        return self
+
+
+class WitnessConfig(_Strict):
+    """Split-brain guard used when the peer is silent on every link."""
+
+    targets: list[Annotated[str, Field(pattern=r"^(tcp://.+:\d+|icmp://.+)$")]] = []
+    require: Literal["all", "any"] = "all"
+    timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 250
+    min_health: Annotated[int, Field(ge=0, le=100)] = 0
+
+
+class HealthConfig(_Strict):
+    """How the health score (0-100) is judged."""
+
+    critical: Annotated[int, Field(ge=0, le=100)] = 30
+
+
+class FailbackConfig(_Strict):
+    """What a returning primary does while the secondary is ACTIVE."""
+
+    policy: Literal["never", "auto", "window"] = "never"
+    hold_down_s: Annotated[float, Field(ge=0)] = 60.0
+    min_uptime_s: Annotated[float, Field(ge=0)] = 300.0
+    window: Annotated[str, Field(pattern=r"^\d\d:\d\d-\d\d:\d\d$")] = "02:00-04:00"
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        for part in value.split("-"):
+            hours, minutes = (int(x) for x in part.split(":"))
+            if hours > 23 or minutes > 59:
+                raise ValueError(f"{part} is not a time of day (HH:MM, 00:00-23:59)")
+        return value
+
+    @property
+    def window_minutes(self) -> tuple[int, int]:
+        """The window as (start, end) minutes of the day; end < start wraps midnight."""
+        start, end = (int(p[:2]) * 60 + int(p[3:]) for p in self.window.split("-"))
+        return start, end
+
+
+class FlapConfig(_Strict):
+    """Flap damping: a node that failed this often stays STANDBY until an operator acts."""
+
+    max_failures: Annotated[int, Field(ge=1)] = 3
+    window_min: Annotated[float, Field(gt=0)] = 30.0
+
+
+class JournalConfig(_Strict):
+    """Event journal rotation."""
+
+    max_bytes: Annotated[int, Field(ge=4096)] = 1_048_576
+    keep: Annotated[int, Field(ge=1, le=100)] = 5
+
+
+class NodeConfig(_Strict):
+    """The node configuration file (`/etc/tandem/tandem.toml`)."""
+
+    node: Annotated[str, Field(pattern=NAME_PATTERN)]
+    peer: Annotated[str, Field(pattern=NAME_PATTERN)]
+    role: Literal["primary", "secondary", "equal"] = "equal"
+    board: Annotated[str, Field(min_length=1)]
+    key_file: Path = Path("/etc/tandem/cluster.key")
+    state_dir: Path = Path("/var/lib/tandem")
+    control_socket: Path = Path("/run/tandem/control.sock")
+    control_group: str | None = None
+    links: Annotated[list[LinkConfig], Field(min_length=1)]
+    timers: TimersConfig = TimersConfig()
+    witness: WitnessConfig = WitnessConfig()
+    health: HealthConfig = HealthConfig()
+    failback: FailbackConfig = FailbackConfig()
+    flap: FlapConfig = FlapConfig()
+    journal: JournalConfig = JournalConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "NodeConfig":
+        if self.node == self.peer:
+            raise ValueError("node and peer must have different names")
+        names = [link.name for link in self.links]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"link names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+class BoardProfile(_Strict):
+    """A board profile (`board_profiles/<vendor-model>.toml`): names the hardware drivers."""
+
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    simulator: bool = False
+
+
+class Config(BaseModel):
+    """The effective configuration: node config, its board profile and where they came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    node: NodeConfig
+    board: BoardProfile
+    board_path: Path
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part in ("udp", "serial", "function-after[_address(), str]"):
+            continue  # pydantic's union/validator tags are not keys the user wrote
+        else:
+            key += ("." if key else "") + str(part)
+    return key
+
+
+def _validation_error(path: Path, error: ValidationError) -> ConfigError:
+    first = error.errors()[0]
+    key = _format_location(tuple(first["loc"]))
+    reason = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key"
+    elif first["type"] == "missing":
+        reason = "required key is missing"
+    count = error.error_count()
+    if count > 1:
+        reason += f" (and {count - 1} more problem{'s' if count > 2 else ''})"
+    return ConfigError(path, key, reason)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except PermissionError:
+        raise ConfigError(path, "", "permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a directory, not a file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+
+
+def find_board_profile(name: str, relative_to: Path) -> Path:
+    """Return the profile file for `name`: a path (absolute or relative to the config) or a name."""
+    if "/" in name or name.endswith(".toml"):
+        candidate = (relative_to.parent / name).resolve()
+        if candidate.is_file():
+            return candidate
+        raise ConfigError(relative_to, "board", f"board profile file {candidate} does not exist")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise ConfigError(relative_to, "board", f"{name!r} is not a profile name")
+    for directory in BOARD_PROFILE_DIRS:
+        candidate = directory / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(str(d) for d in BOARD_PROFILE_DIRS)
+    raise ConfigError(relative_to, "board", f"no board profile {name!r} (searched {searched})")
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative file paths in the node config relative to the config file's folder."""
+    resolved = dict(raw)
+    for key in ("key_file", "state_dir", "control_socket"):
+        value = resolved.get(key)
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            resolved[key] = str((base.parent / value).resolve())
+    links = resolved.get("links")
+    if isinstance(links, list):
+        fixed = []
+        for link in links:
+            if isinstance(link, dict) and isinstance(link.get("port"), str) and not os.path.isabs(link["port"]):
+                link = {**link, "port": str((base.parent / link["port"]).resolve())}
+            fixed.append(link)
+        resolved["links"] = fixed
+    return resolved
+
+
+def load_board_profile(path: Path) -> BoardProfile:
+    """Load and validate one board profile file."""
+    try:
+        return BoardProfile.model_validate(_read_toml(path))
+    except ValidationError as exc:
+        raise _validation_error(path, exc) from None
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> Config:
+    """Load the node config at `path` and its board profile; raise ConfigError on any problem."""
+    path = Path(path)
+    raw = _read_toml(path)
+    try:
+        node = NodeConfig.model_validate(_resolve_paths(raw, path))
+    except ValidationError as exc:
+        raise _validation_error(path, exc) from None
+    board_path = find_board_profile(node.board, path)
+    return Config(path=path, node=node, board=load_board_profile(board_path), board_path=board_path)
+
+
+def check_key_file_permissions(path: Path, config_path: Path) -> None:
+    """Refuse a key file that is missing, unreadable, or readable by group or others (like ssh)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(config_path, "key_file", f"{path} does not exist (create it with `tandem keygen {path}`)") from None
+    except PermissionError:
+        raise ConfigError(config_path, "key_file", f"{path} cannot be read: permission denied") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(config_path, "key_file", f"{path} is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            config_path,
+            "key_file",
+            f"{path} has permissions {mode:04o}, which let other users read the cluster key; "
+            f"run `chmod 600 {path}`",
+        )
+    if not os.access(path, os.R_OK):
+        raise ConfigError(config_path, "key_file", f"{path} cannot be read: permission denied")
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """The effective configuration with every default filled in, as plain data."""
+    return {
+        "config_file": str(config.path),
+        "board_profile_file": str(config.board_path),
+        "node": config.node.model_dump(mode="json"),
+        "board": config.board.model_dump(mode="json"),
+    }

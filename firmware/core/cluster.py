@@ -1,0 +1,745 @@
+"""The decision core: who is ACTIVE. Pure and deterministic; the clock is an input.
+
+`step()` takes the current :class:`ClusterState` and the :class:`Inputs` of one
+instant and returns the next state and its :class:`Outputs` (events to journal,
+whether to send a heartbeat at once, when to be called again). `command()`
+applies an operator command the same way. Nothing here does I/O.
+
+Rules, in short:
+
+* The peer is alive while it is heard on at least one link within `deadtime`.
+* While the peer is alive, a node takes resources only with the peer's consent:
+  it raises HANDOVER_REQUEST and promotes when the peer answers HANDOVER_GRANT
+  from a state that holds nothing, in a heartbeat that acknowledges the
+  request (break-before-make). A node grants only while it holds nothing and
+  keeps holding nothing until the requester took over, gave up, or died.
+* When the peer is silent on every link, a STANDBY node takes over only if the
+  split-brain guard passes: a witness check started after the peer fell
+  silent, and optionally a minimum own health.
+* Two ACTIVE nodes that hear each other: the one with the lower
+  (epoch, health, role preference, name order) releases. A node the peer
+  cannot hear releases regardless, because the peer cannot apply the rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from firmware.core.peer import PeerView
+from firmware.core.protocol import Heartbeat
+from firmware.core.states import Flag, NodeState, Role
+
+S = NodeState
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parts of the configuration the core decides with (times in seconds)."""
+
+    node: str
+    peer: str
+    role: Role = Role.EQUAL
+    heartbeat: float = 0.1
+    deadtime: float = 0.3
+    initdead: float = 3.0
+    handover_timeout: float = 5.0
+    shutdown_timeout: float = 10.0
+    critical: int = 30
+    witness_required: bool = False
+    witness_min_health: int = 0
+    failback: str = "never"  # never | auto | window
+    failback_hold_down: float = 60.0
+    failback_min_uptime: float = 300.0
+    failback_window: tuple[int, int] = (120, 240)  # minutes of the day, end < start wraps
+    flap_max_failures: int = 3
+    flap_window: float = 1800.0
+
+
+@dataclass(frozen=True)
+class Persisted:
+    """What survives a restart (written atomically by the shell after every change)."""
+
+    epoch: int = 0
+    last_state: NodeState = S.STANDBY
+    clean_exit: bool = True
+    maintenance: bool = False
+    operator_hold: bool = False
+    flap_hold: bool = False
+    failures: tuple[float, ...] = ()  # wall-clock times this node failed while ACTIVE
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for the state file."""
+        data = dataclasses.asdict(self)
+        data["last_state"] = self.last_state.name
+        data["failures"] = list(self.failures)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Persisted":
+        """Inverse of to_json; unknown keys are ignored so old state files still load."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "last_state" in values:
+            values["last_state"] = NodeState[values["last_state"]]
+        if "failures" in values:
+            values["failures"] = tuple(float(x) for x in values["failures"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class WitnessResult:
+    """Outcome of one split-brain witness check."""
+
+    ok: bool
+    started_at: float  # monotonic time the check started
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the core may look at for one decision."""
+
+    now: float                 # monotonic seconds
+    wall: float                # wall-clock seconds (for flap history across restarts)
+    minute_of_day: int         # local time, for the failback window
+    tick: int                  # our current heartbeat tick
+    peer: PeerView
+    health: int = 100
+    witness: WitnessResult | None = None
+    actions_done: int = -1     # the `transition` whose actions the shell finished
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something worth journaling."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the shell must do after a decision."""
+
+    events: tuple[Event, ...] = ()
+    send_now: bool = False
+    wake_at: float | None = None
+    want_witness: bool = False
+    persist: bool = False
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer to an operator command."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """Whether a link carries heartbeats each way."""
+
+    name: str
+    rx: bool  # we hear the peer on it
+    tx: bool  # the peer confirms hearing us on it
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """The core's state between decisions."""
+
+    state: NodeState
+    since: float
+    started_at: float
+    persisted: Persisted
+    transition: int = 0
+    reason: str = "starting"
+    request_tick: int | None = None    # our tick when we began asking for a handover
+    request_deadline: float | None = None
+    request_by_operator: bool = False
+    request_forced: bool = False
+    granting: bool = False             # we granted the peer's request and stay out of the way
+    grant_deadline: float | None = None
+    release_for_request: bool = False  # the running release answers a peer request
+    shutting_down: bool = False
+    shutdown_handover: bool = False    # we held resources when the shutdown began
+    shutdown_deadline: float | None = None
+    peer_alive: bool = False
+    peer_found_at: float | None = None
+    peer_epoch: int = 0
+    peer_boot: bytes | None = None
+    links: tuple[LinkStatus, ...] = ()
+
+
+def initial_state(settings: Settings, persisted: Persisted, now: float, wall: float) -> tuple[ClusterState, Outputs]:
+    """The state at daemon start. A crash while holding resources counts as a failure."""
+    events = [Event("start", {"epoch": persisted.epoch, "last_state": persisted.last_state.name})]
+    if not persisted.clean_exit and persisted.last_state.holds_resources:
+        persisted, flap_events = _record_failure(settings, persisted, wall, "restarted after a crash while ACTIVE")
+        events += flap_events
+    persisted = replace(persisted, clean_exit=False)
+    state = ClusterState(state=S.STARTING, since=now, started_at=now, persisted=persisted,
+                         reason=f"waiting up to {settings.initdead:g} s for the peer")
+    return state, Outputs(events=tuple(events), send_now=True, wake_at=now + settings.initdead, persist=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _record_failure(settings: Settings, persisted: Persisted, wall: float, why: str) -> tuple[Persisted, list[Event]]:
+    recent = tuple(t for t in persisted.failures if wall - t < settings.flap_window) + (wall,)
+    events = [Event("failure", {"reason": why, "count": len(recent)})]
+    hold = persisted.flap_hold
+    if len(recent) >= settings.flap_max_failures and not hold:
+        hold = True
+        events.append(Event("flap.hold", {
+            "failures": len(recent), "window_min": settings.flap_window / 60,
+            "message": "failed too often; staying STANDBY until an operator runs `tandem promote` or `tandem maintenance off`",
+        }))
+    return replace(persisted, failures=recent, flap_hold=hold), events
+
+
+def _healthy(health: int, settings: Settings) -> bool:
+    return health >= settings.critical
+
+
+def _peer_message(st: ClusterState, inp: Inputs) -> Heartbeat | None:
+    return inp.peer.message if st.peer_alive else None
+
+
+def _peer_candidate(msg: Heartbeat) -> bool:
+    """Whether the peer may be elected to take over."""
+    blocked = Flag.MAINTENANCE | Flag.FLAP_HOLD | Flag.SHUTTING_DOWN
+    return msg.state in (S.STANDBY, S.TAKEOVER, S.ACTIVE, S.RELEASING) and not msg.flags & blocked
+
+
+def _self_candidate(st: ClusterState) -> bool:
+    """Whether this node may be elected or take over from a dead peer.
+
+    An operator hold does not block: it only ranks the node last, so a demoted
+    node still takes the calls when nobody else can.
+    """
+    p = st.persisted
+    return st.state not in (S.STARTING, S.STOPPED) and not (p.maintenance or p.flap_hold or st.shutting_down)
+
+
+def _rank(hold: bool, health: int, role: Role, name: str, settings: Settings) -> tuple[Any, ...]:
+    # Name order: the name that sorts first wins, so negate its code points.
+    return (int(not hold), int(_healthy(health, settings)), role.preference, health,
+            tuple(-ord(c) for c in name))
+
+
+def _self_preferred(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
+    """Election when nobody holds resources: True if this node should take over."""
+    if not _self_candidate(st):
+        return False
+    if not _peer_candidate(msg):
+        return True
+    mine = _rank(st.persisted.operator_hold, inp.health, settings.role, settings.node, settings)
+    theirs = _rank(bool(msg.flags & Flag.OPERATOR_HOLD), msg.health, msg.role, msg.node, settings)
+    return mine > theirs
+
+
+def _self_wins_dual_active(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
+    """Deterministic tie-break both nodes compute alike: epoch, health, role, name."""
+    mine = (st.persisted.epoch,) + _rank(False, inp.health, settings.role, settings.node, settings)[2:]
+    theirs = (msg.epoch,) + _rank(False, msg.health, msg.role, msg.node, settings)[2:]
+    return mine > theirs
+
+
+def _in_window(minute: int, window: tuple[int, int]) -> bool:
+    start, end = window
+    return start <= minute < end if start <= end else minute >= start or minute < end
+
+
+def _go(st: ClusterState, new: NodeState, now: float, reason: str, **changes: Any) -> ClusterState:
+    persisted = changes.pop("persisted", st.persisted)
+    if new.holds_resources or new == S.STANDBY:
+        persisted = replace(persisted, last_state=new)
+    return replace(st, state=new, since=now, transition=st.transition + 1, reason=reason,
+                   persisted=persisted, **changes)
+
+
+def _clear_request(st: ClusterState) -> ClusterState:
+    return replace(st, request_tick=None, request_deadline=None, request_by_operator=False, request_forced=False)
+
+
+def _takeover(settings: Settings, st: ClusterState, inp: Inputs, reason: str) -> ClusterState:
+    epoch = max(st.persisted.epoch, st.peer_epoch) + 1
+    persisted = replace(st.persisted, epoch=epoch, operator_hold=False)
+    st = _clear_request(st)
+    return _go(st, S.TAKEOVER, inp.now, reason, persisted=persisted, granting=False, grant_deadline=None)
+
+
+def _release(st: ClusterState, inp: Inputs, reason: str, for_request: bool = False) -> ClusterState:
+    return _go(_clear_request(st), S.RELEASING, inp.now, reason, release_for_request=for_request)
+
+
+# --------------------------------------------------------------------------- observation
+
+
+def _observe(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]]:
+    """Update peer liveness and link status from the PeerView; emit their events."""
+    now, view, events = inp.now, inp.peer, []
+    deadline = now - settings.deadtime
+    links = tuple(
+        LinkStatus(link.name,
+                   rx=link.rx_at is not None and link.rx_at > deadline,
+                   tx=link.tx_ok_at is not None and link.tx_ok_at > deadline - settings.heartbeat)
+        for link in view.links
+    )
+    alive = any(link.rx for link in links)
+    previous = {link.name: link for link in st.links}
+    for link in links:
+        old = previous.get(link.name, LinkStatus(link.name, False, False))
+        if (old.rx, old.tx) != (link.rx, link.tx):
+            kind = "link.up" if link.rx and link.tx else "link.down"
+            events.append(Event(kind, {"link": link.name, "rx": link.rx, "tx": link.tx,
+                                       "detail": _link_detail(link)}))
+    msg = view.message
+    changes: dict[str, Any] = {"links": links, "peer_alive": alive}
+    if alive and not st.peer_alive:
+        changes["peer_found_at"] = now
+        events.append(Event("peer.found", {"peer": settings.peer,
+                                           "state": msg.state.name if msg else None}))
+    elif st.peer_alive and not alive:
+        planned = msg is not None and (msg.state == S.STOPPED or bool(msg.flags & Flag.SHUTTING_DOWN))
+        events.append(Event("peer.lost", {"peer": settings.peer, "planned": planned,
+                                          "last_state": msg.state.name if msg else None}))
+    if alive and view.boot_id != st.peer_boot:
+        if st.peer_boot is not None:
+            events.append(Event("peer.restarted", {"peer": settings.peer}))
+        changes["peer_boot"] = view.boot_id
+    if msg is not None and msg.epoch > st.peer_epoch:
+        changes["peer_epoch"] = msg.epoch
+    return replace(st, **changes), events
+
+
+def _link_detail(link: LinkStatus) -> str:
+    if link.rx and link.tx:
+        return "carries heartbeats both ways"
+    if link.rx:
+        return "one-way: the peer does not hear us on this link"
+    if link.tx:
+        return "one-way: we do not hear the peer on this link"
+    return "silent"
+
+
+def alarms(settings: Settings, st: ClusterState) -> list[str]:
+    """Active alarm texts for status and the panel."""
+    found: list[str] = []
+    if st.peer_alive:
+        for link in st.links:
+            if not (link.rx and link.tx):
+                found.append(f"link {link.name}: {_link_detail(link)} (peer still heard on another link)")
+    elif st.state != S.STARTING:
+        found.append(f"peer {settings.peer} silent on every link")
+    p = st.persisted
+    if p.flap_hold:
+        found.append("flap hold: failed too often; staying STANDBY until an operator acts")
+    if p.maintenance:
+        found.append("maintenance mode: this node will not become ACTIVE")
+    return found
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, Outputs]:
+    """One decision at `inp.now`. Returns the next state and what the shell must do."""
+    before = st
+    st, events = _observe(settings, st, inp)
+    if st.state == S.STARTING:
+        if st.peer_alive:
+            st = _go(st, S.STANDBY, inp.now, "peer found")
+        elif inp.now - st.started_at >= settings.initdead:
+            st = _go(st, S.STANDBY, inp.now, "peer not heard within initdead")
+    if st.shutting_down:
+        st = _shutdown_progress(settings, st, inp)
+    if st.state == S.STANDBY:
+        st, more = _standby(settings, st, inp)
+        events += more
+    elif st.state == S.TAKEOVER:
+        st = _dual_active(settings, st, inp) or st
+        if st.state == S.TAKEOVER and inp.actions_done == st.transition:
+            st = _go(st, S.ACTIVE, inp.now, st.reason)
+    elif st.state == S.ACTIVE:
+        st, more = _active(settings, st, inp)
+        events += more
+    elif st.state == S.RELEASING and inp.actions_done == st.transition:
+        granting = st.release_for_request
+        st = _go(st, S.STANDBY, inp.now, st.reason, granting=granting,
+                 grant_deadline=inp.now + settings.handover_timeout if granting else None,
+                 release_for_request=False)
+        if st.shutting_down:
+            st = _shutdown_progress(settings, st, inp)
+    return _finish(settings, before, st, inp, events)
+
+
+def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inputs,
+            events: list[Event]) -> tuple[ClusterState, Outputs]:
+    if st.state != before.state:
+        events.append(Event("state", {"from": before.state.name, "to": st.state.name,
+                                      "reason": st.reason, "epoch": st.persisted.epoch}))
+    flags_changed = heartbeat_flags(st) != heartbeat_flags(before)
+    last_rx = inp.peer.last_rx
+    wake = [st.started_at + settings.initdead] if st.state == S.STARTING else []
+    if last_rx is not None and st.peer_alive:
+        wake.append(last_rx + settings.deadtime + 1e-4)
+    for deadline in (st.request_deadline, st.grant_deadline, st.shutdown_deadline):
+        if deadline is not None:
+            wake.append(deadline)
+    silent_for = inp.now - _silent_since(st, inp)
+    want_witness = (settings.witness_required and st.state in (S.STARTING, S.STANDBY)
+                    and silent_for >= 1.5 * settings.heartbeat)
+    return st, Outputs(
+        events=tuple(events),
+        send_now=st.state != before.state or flags_changed,
+        wake_at=min(wake) if wake else None,
+        want_witness=want_witness,
+        persist=st.persisted != before.persisted,
+    )
+
+
+def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]]:
+    events: list[Event] = []
+    msg = _peer_message(st, inp)
+    if msg is None or (_peer_deaf(st, msg) and not msg.state.holds_resources):
+        # A peer that cannot hear us cannot consent to a handover: judge as if it were silent.
+        return _standby_alone(settings, st, inp)
+    # The peer is alive.
+    if msg.state == S.ACTIVE and st.persisted.operator_hold:
+        st = replace(st, persisted=replace(st.persisted, operator_hold=False))
+    peer_requesting = bool(msg.flags & Flag.HANDOVER_REQUEST)
+    if st.granting:
+        done = msg.state.holds_resources or not peer_requesting
+        expired = st.grant_deadline is not None and inp.now >= st.grant_deadline
+        if done or expired:
+            st = replace(st, granting=False, grant_deadline=None)
+            if expired and not done:
+                events.append(Event("handover.timeout", {"side": "granter", "peer": settings.peer}))
+        if st.granting:
+            return replace(st, reason=f"handing over to {settings.peer}"), events
+    # Give up a request that timed out.
+    if st.request_tick is not None and st.request_deadline is not None and inp.now >= st.request_deadline:
+        events.append(Event("handover.timeout", {"side": "requester", "peer": settings.peer,
+                                                 "operator": st.request_by_operator}))
+        st = _clear_request(st)
+    if msg.state.holds_resources:
+        return _standby_behind_active(settings, st, inp, msg, events)
+    # Nobody holds resources (the peer is STARTING, STANDBY or STOPPED).
+    if msg.state == S.STOPPED and _self_candidate(st):
+        return _takeover(settings, st, inp, f"{settings.peer} left the cluster"), events
+    preferred = _self_preferred(settings, st, inp, msg)
+    wants = st.request_by_operator or (msg.state == S.STANDBY and preferred)
+    if peer_requesting:
+        # Two requests at once: an operator's beats an election's; between equals the election decides.
+        theirs = (bool(msg.flags & Flag.OPERATOR_REQUEST), not preferred)
+        ours = (st.request_by_operator, preferred)
+        if not wants or theirs > ours:
+            st = _clear_request(st)
+            return replace(st, granting=True, grant_deadline=inp.now + settings.handover_timeout,
+                           reason=f"letting {settings.peer} take over"), events
+    if wants:
+        return _request_or_take(settings, st, inp, msg, events)
+    st = _clear_request(st)
+    return replace(st, reason=_standby_reason(settings, st, msg)), events
+
+
+def _standby_reason(settings: Settings, st: ClusterState, msg: Heartbeat) -> str:
+    p = st.persisted
+    if p.maintenance:
+        return "maintenance mode"
+    if p.flap_hold:
+        return "flap hold: waiting for an operator"
+    if p.operator_hold:
+        return "demoted by an operator"
+    if msg.state == S.STARTING:
+        return f"waiting for {settings.peer} to finish starting"
+    return f"{settings.peer} is preferred"
+
+
+def _request_or_take(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat,
+                     events: list[Event]) -> tuple[ClusterState, list[Event]]:
+    """Ask the peer for consent, or take over if it already consented to this request."""
+    if st.request_tick is None:
+        st = replace(st, request_tick=inp.tick + 1, request_deadline=inp.now + settings.handover_timeout)
+        events.append(Event("handover.request", {"peer": settings.peer, "operator": st.request_by_operator}))
+    granted = (bool(msg.flags & Flag.HANDOVER_GRANT) and not msg.state.holds_resources
+               and inp.peer.acked_tick >= st.request_tick)
+    if granted:
+        why = "operator promote" if st.request_by_operator else f"{settings.peer} handed over"
+        return _takeover(settings, st, inp, why), events
+    return replace(st, reason=f"asking {settings.peer} to hand over"), events
+
+
+def _standby_behind_active(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat,
+                           events: list[Event]) -> tuple[ClusterState, list[Event]]:
+    """STANDBY while the peer holds resources: maybe ask for a failback or an operator handover."""
+    if msg.state != S.ACTIVE:
+        return replace(st, reason=f"{settings.peer} is {msg.state.name}"), events
+    wants = st.request_by_operator or _failback_due(settings, st, inp, msg)
+    if not wants:
+        st = _clear_request(st)
+        return replace(st, reason=f"{settings.peer} is ACTIVE"), events
+    return _request_or_take(settings, st, inp, msg, events)
+
+
+def _failback_due(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
+    if settings.failback == "never" or settings.role != Role.PRIMARY or msg.role != Role.SECONDARY:
+        return False
+    if not _self_candidate(st) or st.persisted.operator_hold or not _healthy(inp.health, settings):
+        return False
+    found = st.peer_found_at if st.peer_found_at is not None else inp.now
+    if inp.now - found < settings.failback_hold_down or inp.now - st.started_at < settings.failback_min_uptime:
+        return False
+    return settings.failback == "auto" or _in_window(inp.minute_of_day, settings.failback_window)
+
+
+def _silent_since(st: ClusterState, inp: Inputs) -> float:
+    """Since when the nodes have had no two-way contact (for the witness's freshness)."""
+    msg = _peer_message(st, inp)
+    if msg is not None and _peer_deaf(st, msg):
+        times = [link.tx_ok_at for link in inp.peer.links if link.tx_ok_at is not None]
+        return max(times, default=st.started_at)
+    last_rx = inp.peer.last_rx
+    return last_rx if last_rx is not None else st.started_at
+
+
+def _guard(settings: Settings, st: ClusterState, inp: Inputs) -> str | None:
+    """Why a takeover from a silent peer is unsafe now, or None if the guard passes."""
+    if not _self_candidate(st):
+        return _standby_reason(settings, st, Heartbeat(settings.peer, S.STANDBY, Role.EQUAL, 0, Flag.NONE, 0, 0))
+    if settings.witness_min_health and inp.health < settings.witness_min_health:
+        return f"own health {inp.health} is below the guard's minimum {settings.witness_min_health}"
+    if settings.witness_required:
+        silent_since = _silent_since(st, inp)
+        w = inp.witness
+        if w is None or w.started_at < silent_since:
+            return "checking the witness"
+        if not w.ok:
+            return f"witness unreachable ({w.detail}): staying STANDBY to avoid split brain"
+    return None
+
+
+def _standby_alone(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]]:
+    st = _clear_request(replace(st, granting=False, grant_deadline=None))
+    blocked = _guard(settings, st, inp)
+    if blocked is None:
+        return _takeover(settings, st, inp, f"{settings.peer} silent on every link"), []
+    events = []
+    if blocked != st.reason and blocked != "checking the witness":
+        events.append(Event("takeover.blocked", {"reason": blocked}))
+    return replace(st, reason=f"{settings.peer} silent on every link; {blocked}"
+                   if not blocked.startswith(("maintenance", "flap", "demoted")) else blocked), events
+
+
+def _peer_deaf(st: ClusterState, msg: Heartbeat) -> bool:
+    """The peer says it hears nothing from us and confirms none of our heartbeats."""
+    return bool(msg.flags & Flag.PEER_SILENT) and not any(link.tx for link in st.links)
+
+
+def _dual_active(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState | None:
+    """If both nodes hold resources, decide whether this one releases."""
+    msg = _peer_message(st, inp)
+    if msg is None or msg.state not in (S.TAKEOVER, S.ACTIVE):
+        return None
+    if _peer_deaf(st, msg):
+        return _release(st, inp, f"dual ACTIVE: {settings.peer} cannot hear this node, so this node yields")
+    if _self_wins_dual_active(settings, st, inp, msg):
+        return None
+    return _release(st, inp, f"dual ACTIVE resolved in favour of {settings.peer} (epoch, health, role, name)")
+
+
+def _active(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]]:
+    resolved = _dual_active(settings, st, inp)
+    if resolved is not None:
+        return resolved, [Event("dual_active", {"peer": settings.peer, "yield": True})]
+    msg = _peer_message(st, inp)
+    if msg is None or msg.state != S.STANDBY:
+        return replace(st, reason="carrying the calls"), []
+    peer_ok = _peer_candidate(msg) and _healthy(msg.health, settings)
+    if msg.flags & Flag.HANDOVER_REQUEST and (peer_ok or msg.flags & Flag.FORCED):
+        return _release(st, inp, f"{settings.peer} asked for a handover", for_request=True), []
+    if not _healthy(inp.health, settings) and peer_ok:
+        persisted, events = _record_failure(settings, st.persisted, inp.wall,
+                                            f"health {inp.health} below critical {settings.critical}")
+        st = replace(st, persisted=persisted)
+        events.insert(0, Event("health.critical", {"health": inp.health, "critical": settings.critical,
+                                                   "action": f"handing over to {settings.peer}"}))
+        return _release(st, inp, f"own health {inp.health} is critical; {settings.peer} is healthy"), events
+    return replace(st, reason="carrying the calls"), []
+
+
+def _shutdown_progress(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState:
+    """Leave the cluster: release first, let the peer take over, then stop."""
+    if st.state in (S.ACTIVE, S.TAKEOVER):
+        return _release(st, inp, "shutting down")
+    if st.state not in (S.STANDBY, S.STARTING):
+        return st  # RELEASING: wait for the demote actions
+    msg = _peer_message(st, inp)
+    expired = st.shutdown_deadline is not None and inp.now >= st.shutdown_deadline
+    waiting_for_peer = (st.shutdown_handover and msg is not None and _peer_candidate(msg)
+                        and not msg.state.holds_resources)
+    if waiting_for_peer and not expired:
+        return st
+    persisted = replace(st.persisted, clean_exit=True)
+    return _go(_clear_request(st), S.STOPPED, inp.now, "shut down", persisted=persisted,
+               granting=False, grant_deadline=None)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def command(settings: Settings, st: ClusterState, inp: Inputs, name: str,
+            force: bool = False) -> tuple[ClusterState, Outputs, Reply]:
+    """Apply an operator command. Unsafe requests are refused with the reason unless `force`."""
+    st, observed = _observe(settings, st, inp)
+    before = st
+    handler = _COMMANDS.get(name)
+    if handler is None:
+        return _command_result(settings, before, st, inp, observed, Reply(False, f"unknown command {name!r}"), name, force)
+    st, reply = handler(settings, st, inp, force)
+    return _command_result(settings, before, st, inp, observed, reply, name, force)
+
+
+def _command_result(settings: Settings, before: ClusterState, st: ClusterState, inp: Inputs,
+                    events: list[Event], reply: Reply, name: str, force: bool) -> tuple[ClusterState, Outputs, Reply]:
+    kind = "command" if reply.ok else "refused"
+    events = events + [Event(kind, {"command": name, "force": force, "message": reply.message})]
+    st, out = _finish(settings, before, st, inp, events)
+    return st, out, reply
+
+
+def _peer_takeover_problem(settings: Settings, st: ClusterState, inp: Inputs) -> str | None:
+    """Why the peer could not take the calls if this node stepped down, or None."""
+    msg = _peer_message(st, inp)
+    if msg is None:
+        return f"{settings.peer} is silent on every link; stepping down would leave no ACTIVE node"
+    if msg.flags & Flag.MAINTENANCE:
+        return f"{settings.peer} is in maintenance"
+    if msg.flags & (Flag.FLAP_HOLD | Flag.SHUTTING_DOWN) or msg.state in (S.STOPPED, S.STARTING):
+        return f"{settings.peer} cannot take over ({msg.state.name}, flags {msg.flags!r})"
+    if not _healthy(msg.health, settings):
+        return f"{settings.peer} is unhealthy (health {msg.health} below critical {settings.critical})"
+    return None
+
+
+def _cmd_promote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> tuple[ClusterState, Reply]:
+    if st.state in (S.ACTIVE, S.TAKEOVER):
+        return st, Reply(True, f"already {st.state.name}")
+    if st.state in (S.RELEASING, S.STOPPED) or st.shutting_down:
+        return st, Reply(False, f"cannot promote while {st.state.name}{' and shutting down' if st.shutting_down else ''}")
+    if st.persisted.maintenance:
+        return st, Reply(False, "this node is in maintenance; run `tandem maintenance off` first")
+    if not _healthy(inp.health, settings) and not force:
+        return st, Reply(False, f"own health {inp.health} is below critical {settings.critical}; use --force to promote anyway")
+    persisted = replace(st.persisted, operator_hold=False, flap_hold=False)
+    st = replace(st, persisted=persisted, granting=False, grant_deadline=None)
+    if st.peer_alive:
+        st = replace(st, request_tick=inp.tick + 1, request_deadline=inp.now + settings.handover_timeout,
+                     request_by_operator=True, request_forced=force)
+        if st.state == S.STARTING:
+            st = _go(st, S.STANDBY, inp.now, "operator promote")
+        return st, Reply(True, f"asking {settings.peer} to hand over")
+    blocked = _guard(settings, st, inp)
+    if blocked is not None and not force:
+        return st, Reply(False, f"{settings.peer} is silent on every link and {blocked}; use --force to promote anyway")
+    return _takeover(settings, st, inp, "operator promote" + (" (forced)" if force else "")), Reply(True, "taking over")
+
+
+def _cmd_demote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> tuple[ClusterState, Reply]:
+    if st.state not in (S.ACTIVE, S.TAKEOVER):
+        return st, Reply(True, f"not ACTIVE ({st.state.name}); nothing to demote")
+    problem = _peer_takeover_problem(settings, st, inp)
+    if problem and not force:
+        return st, Reply(False, f"{problem}; use --force to demote anyway")
+    if problem and not st.peer_alive:
+        # Forced demote with nobody to take over: stay down until the operator says otherwise.
+        persisted = replace(st.persisted, maintenance=True)
+        return _release(replace(st, persisted=persisted), inp, "operator demote (forced)"), Reply(
+            True, "releasing; maintenance is now on so this node stays STANDBY (`tandem maintenance off` to resume)")
+    persisted = replace(st.persisted, operator_hold=True)
+    return _release(replace(st, persisted=persisted), inp, "operator demote"), Reply(True, f"releasing to {settings.peer}")
+
+
+def _cmd_maintenance(on: bool):  # noqa: ANN202 - returns a command handler
+    def handler(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> tuple[ClusterState, Reply]:
+        if not on:
+            persisted = replace(st.persisted, maintenance=False, flap_hold=False, operator_hold=False)
+            return replace(st, persisted=persisted), Reply(True, "maintenance off; holds cleared")
+        if st.state in (S.ACTIVE, S.TAKEOVER):
+            problem = _peer_takeover_problem(settings, st, inp)
+            if problem and not force:
+                return st, Reply(False, f"{problem}; use --force to enter maintenance anyway")
+            persisted = replace(st.persisted, maintenance=True)
+            return _release(replace(st, persisted=persisted), inp, "maintenance on"), Reply(
+                True, "maintenance on; releasing")
+        persisted = replace(st.persisted, maintenance=True)
+        return _clear_request(replace(st, persisted=persisted)), Reply(True, "maintenance on")
+    return handler
+
+
+def _cmd_shutdown(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> tuple[ClusterState, Reply]:
+    if st.shutting_down:
+        return st, Reply(True, "already shutting down")
+    if st.state.holds_resources and not force:
+        problem = _peer_takeover_problem(settings, st, inp)
+        if problem:
+            return st, Reply(False, f"{problem}; use --force to shut down anyway")
+    return begin_shutdown(settings, st, inp), Reply(True, "leaving the cluster" + (
+        f"; handing over to {settings.peer} first" if st.state.holds_resources else ""))
+
+
+def begin_shutdown(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState:
+    """Start leaving the cluster (also used for SIGTERM, which cannot be refused)."""
+    st = _clear_request(replace(st, shutting_down=True, shutdown_handover=st.state.holds_resources,
+                                shutdown_deadline=inp.now + settings.shutdown_timeout))
+    return _shutdown_progress(settings, st, inp)
+
+
+_COMMANDS = {
+    "promote": _cmd_promote,
+    "demote": _cmd_demote,
+    "maintenance-on": _cmd_maintenance(True),
+    "maintenance-off": _cmd_maintenance(False),
+    "shutdown": _cmd_shutdown,
+}
+
+
+def heartbeat_flags(st: ClusterState) -> Flag:
+    """The flags this node advertises."""
+    p = st.persisted
+    flags = Flag.NONE
+    if p.maintenance:
+        flags |= Flag.MAINTENANCE
+    if p.flap_hold:
+        flags |= Flag.FLAP_HOLD
+    if p.operator_hold:
+        flags |= Flag.OPERATOR_HOLD
+    if st.shutting_down:
+        flags |= Flag.SHUTTING_DOWN
+    if st.request_tick is not None:
+        flags |= Flag.HANDOVER_REQUEST
+        if st.request_forced:
+            flags |= Flag.FORCED
+        if st.request_by_operator:
+            flags |= Flag.OPERATOR_REQUEST
+    if st.granting:
+        flags |= Flag.HANDOVER_GRANT
+    if not st.peer_alive:
+        flags |= Flag.PEER_SILENT
+    if st.state != S.STARTING:
+        flags |= Flag.STARTED
+    return flags
+
+
+def heartbeat(settings: Settings, st: ClusterState, health: int, tick: int,
+              ack_boot: bytes, acks: tuple[tuple[int, int], ...]) -> Heartbeat:
+    """The heartbeat this node sends now."""
+    return Heartbeat(node=settings.node, state=st.state, role=settings.role, health=health,
+                     flags=heartbeat_flags(st), epoch=st.persisted.epoch, tick=tick,
+                     ack_boot=ack_boot, acks=acks)

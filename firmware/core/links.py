@@ -1,0 +1,363 @@
+"""Heartbeat transports (UDP and serial) and their per-link figures.
+
+Every link carries the same sealed packets. A link never blocks: sends that
+cannot go out at once are dropped and counted, and a serial port that
+disappears is closed and reopened when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import serial
+from cobs import cobs
+
+from firmware.config import SerialLinkConfig, UdpLinkConfig
+
+log = logging.getLogger(__name__)
+
+LATENESS_BUCKETS_MS = (10, 25, 50, 100, 200, 500)
+SERIAL_REOPEN_S = 0.05
+SERIAL_MAX_FRAME = 512
+SERIAL_MAX_QUEUED = 1024
+
+PacketHandler = Callable[[str, bytes, float], None]
+
+
+class LinkError(Exception):
+    """A link that cannot be set up at all (bad address, port in use): fatal at startup."""
+
+
+@dataclass
+class LinkStats:
+    """Counters for one link, as shown by `tandem links`."""
+
+    sent: int = 0
+    send_dropped: int = 0
+    received: int = 0
+    lost: int = 0
+    pending: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    last_rx_at: float | None = None
+    lateness: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS_MS) + 1))
+    _last_tick: int | None = None
+    _last_boot: bytes | None = None
+
+    def record_valid(self, now: float, boot_id: bytes, tick: int, interval: float) -> None:
+        """Count an accepted heartbeat: losses from tick gaps, lateness from arrival gaps."""
+        self.received += 1
+        if boot_id != self._last_boot:
+            self._last_boot, self._last_tick = boot_id, None
+        if self._last_tick is not None and tick > self._last_tick + 1:
+            self.lost += tick - self._last_tick - 1
+        if self._last_tick is None or tick > self._last_tick:
+            self._last_tick = tick
+        if self.last_rx_at is not None:
+            late_ms = (now - self.last_rx_at - interval) * 1000
+            self.lateness[_bucket(late_ms)] += 1
+        self.last_rx_at = now
+
+    def record_reject(self, reason: str) -> None:
+        """Count a dropped packet under its reason."""
+        if reason == "unconfirmed":
+            self.pending += 1
+        else:
+            self.rejected[reason] += 1
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        """The figures as plain data."""
+        labels = [f"<={b}ms" for b in LATENESS_BUCKETS_MS] + [f">{LATENESS_BUCKETS_MS[-1]}ms"]
+        return {
+            "sent": self.sent,
+            "send_dropped": self.send_dropped,
+            "received": self.received,
+            "lost": self.lost,
+            "pending": self.pending,
+            "rejected": dict(self.rejected),
+            "rejected_total": sum(self.rejected.values()),
+            "last_heard_s": None if self.last_rx_at is None else round(now - self.last_rx_at, 3),
+            "lateness_ms": dict(zip(labels, self.lateness)),
+            "late_over_50ms": sum(self.lateness[3:]),
+        }
+
+
+def _bucket(late_ms: float) -> int:
+    for index, bound in enumerate(LATENESS_BUCKETS_MS):
+        if late_ms <= bound:
+            return index
+    return len(LATENESS_BUCKETS_MS)
+
+
+class Link:
+    """Base of all transports: a name, its figures and a packet callback."""
+
+    kind = "?"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stats = LinkStats()
+        self.detail = "not started"
+        self._on_packet: PacketHandler | None = None
+
+    async def start(self, on_packet: PacketHandler) -> None:
+        """Open the transport; packets go to `on_packet(link_name, packet, monotonic_time)`."""
+        raise NotImplementedError
+
+    def send(self, packet: bytes) -> None:
+        """Send one packet now or drop it; never blocks."""
+        raise NotImplementedError
+
+    def maintain(self, now: float) -> None:
+        """Periodic upkeep (reopening a lost device); called on every heartbeat tick."""
+
+    def close(self) -> None:
+        """Release the transport."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the transport can send right now."""
+        raise NotImplementedError
+
+    def _deliver(self, packet: bytes) -> None:
+        if self._on_packet is not None:
+            self._on_packet(self.name, packet, asyncio.get_running_loop().time())
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, link: "UdpLink") -> None:
+        self.link = link
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.link._deliver(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like arrive here; the peer may simply be down.
+        self.link.stats.send_dropped += 1
+        self.link.detail = f"last send error: {exc}"
+
+
+class UdpLink(Link):
+    """Heartbeats over UDP between a bind address and the peer's address."""
+
+    kind = "udp"
+
+    def __init__(self, config: UdpLinkConfig) -> None:
+        super().__init__(config.name)
+        self.bind_address = config.bind_address
+        self.peer_address = config.peer_address
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(self, on_packet: PacketHandler) -> None:
+        """Bind the socket; raise LinkError naming the address if that is impossible."""
+        self._on_packet = on_packet
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.bind_address[0] else socket.AF_INET
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=self.bind_address, family=family)
+        except OSError as exc:
+            host, port = self.bind_address
+            raise LinkError(f"link {self.name}: cannot bind {host}:{port}: {exc.strerror or exc}") from None
+        sock = transport.get_extra_info("socket")
+        # Heartbeats are control traffic: mark them so QoS-aware switches queue them first.
+        try:
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xC0)  # CS6
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0xC0)
+        except OSError:
+            pass
+        self._transport = transport
+        self.detail = f"bound {self.bind_address[0]}:{self.bind_address[1]}"
+
+    def send(self, packet: bytes) -> None:
+        """Send to the peer's address; errors are counted, never raised."""
+        if self._transport is None:
+            self.stats.send_dropped += 1
+            return
+        try:
+            self._transport.sendto(packet, self.peer_address)
+            self.stats.sent += 1
+        except OSError as exc:
+            self.stats.send_dropped += 1
+            self.detail = f"last send error: {exc}"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the socket is bound."""
+        return self._transport is not None
+
+    def close(self) -> None:
+        """Close the socket."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+class FrameDecoder:
+    """Splits a byte stream into COBS frames delimited by zero bytes.
+
+    Noise between frames becomes at most one malformed frame; the next zero
+    byte resynchronises the stream.
+    """
+
+    def __init__(self, max_frame: int = SERIAL_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> tuple[list[bytes], int]:
+        """Add bytes; return (complete packets, number of malformed frames dropped)."""
+        packets: list[bytes] = []
+        malformed = 0
+        self._buffer += data
+        while True:
+            end = self._buffer.find(0)
+            if end < 0:
+                break
+            chunk = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            if not chunk:
+                continue
+            try:
+                packets.append(cobs.decode(chunk))
+            except cobs.DecodeError:
+                malformed += 1
+        if len(self._buffer) > self.max_frame:
+            self._buffer.clear()
+            malformed += 1
+        return packets, malformed
+
+
+def encode_frame(packet: bytes) -> bytes:
+    """A packet as a serial frame: a leading zero flushes any noise, then COBS, then zero."""
+    return b"\0" + cobs.encode(packet) + b"\0"
+
+
+class SerialLink(Link):
+    """Heartbeats over a serial null-modem cable (8N1, no flow control), COBS framed."""
+
+    kind = "serial"
+
+    def __init__(self, config: SerialLinkConfig) -> None:
+        super().__init__(config.name)
+        self.port = config.port
+        self.baud = config.baud
+        self._serial: serial.Serial | None = None
+        self._decoder = FrameDecoder()
+        self._next_open = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self, on_packet: PacketHandler) -> None:
+        """Try to open the port; a missing port is retried on every tick, never fatal."""
+        self._on_packet = on_packet
+        self._loop = asyncio.get_running_loop()
+        self._try_open()
+
+    def _try_open(self) -> None:
+        assert self._loop is not None
+        try:
+            port = serial.Serial(
+                self.port, self.baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
+                stopbits=serial.STOPBITS_ONE, timeout=0, write_timeout=0,
+                xonxoff=False, rtscts=False, dsrdtr=False, exclusive=True,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            reason = str(exc)
+            if self.detail != f"cannot open {self.port}: {reason}":
+                log.warning("link %s: cannot open %s: %s (retrying)", self.name, self.port, reason)
+            self.detail = f"cannot open {self.port}: {reason}"
+            return
+        self._serial = port
+        self._decoder = FrameDecoder()
+        self._loop.add_reader(port.fileno(), self._on_readable)
+        self.detail = f"open {self.port} at {self.baud} 8N1"
+        log.info("link %s: opened %s", self.name, self.port)
+
+    def _on_readable(self) -> None:
+        port = self._serial
+        if port is None:
+            return
+        try:
+            data = port.read(port.in_waiting or 1)
+        except (serial.SerialException, OSError) as exc:
+            self._lost(f"read failed: {exc}")
+            return
+        packets, malformed = self._decoder.feed(data)
+        for _ in range(malformed):
+            self.stats.record_reject("malformed")
+        for packet in packets:
+            self._deliver(packet)
+
+    def _lost(self, why: str) -> None:
+        log.warning("link %s: %s %s; will reopen when it is back", self.name, self.port, why)
+        self.close()
+        self.detail = f"{self.port} lost ({why}); reopening"
+
+    def send(self, packet: bytes) -> None:
+        """Write one frame if the port's queue has room; otherwise drop it."""
+        port = self._serial
+        if port is None:
+            self.stats.send_dropped += 1
+            return
+        frame = encode_frame(packet)
+        try:
+            if port.out_waiting > SERIAL_MAX_QUEUED:
+                self.stats.send_dropped += 1
+                return
+            # os.write on pyserial's non-blocking fd: pyserial's own write() spins
+            # on EAGAIN even with write_timeout=0, which would stall the event loop.
+            written = os.write(port.fileno(), frame)
+        except BlockingIOError:
+            self.stats.send_dropped += 1
+            return
+        except (serial.SerialException, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+                self.stats.send_dropped += 1
+                return
+            self._lost(f"write failed: {exc}")
+            self.stats.send_dropped += 1
+            return
+        if written < len(frame):
+            self.stats.send_dropped += 1  # the partial frame is discarded by the far decoder
+        else:
+            self.stats.sent += 1
+
+    def maintain(self, now: float) -> None:
+        """Reopen the port if it was lost (a USB adapter unplugged and plugged back)."""
+        if self._serial is None and now >= self._next_open:
+            self._next_open = now + SERIAL_REOPEN_S
+            self._try_open()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the port is open."""
+        return self._serial is not None
+
+    def close(self) -> None:
+        """Close the port and stop watching it."""
+        port, self._serial = self._serial, None
+        if port is None:
+            return
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(port.fileno())
+            except (ValueError, OSError):
+                pass
+        try:
+            port.close()
+        except (serial.SerialException, OSError):
+            pass
+
+
+def make_link(config: UdpLinkConfig | SerialLinkConfig) -> Link:
+    """The transport for one configured link."""
+    if isinstance(config, UdpLinkConfig):
+        return UdpLink(config)
+    return SerialLink(config)

@@ -1,0 +1,175 @@
+"""What this node knows about its peer: replay protection, boot tracking, per-link liveness.
+
+A packet that opened correctly still has to pass here before the decision core
+sees it. The tracker drops repeated and old packets (a sliding window over the
+peer's sequence numbers) and accepts a new peer boot only once that boot has
+acknowledged a heartbeat we sent after first seeing it, so packets recorded
+during an earlier boot cannot be replayed to fake a live peer.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from firmware.core.protocol import Header, Heartbeat, boot_tag, link_id
+
+REPLAY_WINDOW = 1024
+RETIRED_BOOTS = 8
+
+
+class ReplayWindow:
+    """Sliding window over one boot's sequence numbers; each number is accepted once."""
+
+    def __init__(self, size: int = REPLAY_WINDOW) -> None:
+        self.size = size
+        self.highest = 0
+        self._seen = 0  # bit i set: highest - i was seen
+
+    def accept(self, seq: int) -> bool:
+        """Record `seq`; False if it was seen before or is too old to judge."""
+        if seq > self.highest:
+            shift = seq - self.highest
+            self._seen = ((self._seen << shift) | 1) & ((1 << self.size) - 1)
+            self.highest = seq
+            return True
+        offset = self.highest - seq
+        if offset >= self.size or self._seen >> offset & 1:
+            return False
+        self._seen |= 1 << offset
+        return True
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """One link as the decision core sees it."""
+
+    name: str
+    rx_at: float | None     # last valid packet from the peer on this link
+    tx_ok_at: float | None  # send time of our newest heartbeat the peer confirms on this link
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """Everything the decision core knows about the peer at one instant."""
+
+    links: tuple[LinkView, ...]
+    message: Heartbeat | None = None  # newest heartbeat (highest tick) of the current peer boot
+    message_at: float | None = None
+    acked_tick: int = 0  # newest tick of ours the peer confirms hearing, on any link
+    boot_id: bytes | None = None
+
+    @property
+    def last_rx(self) -> float | None:
+        """When the peer was last heard on any link."""
+        times = [link.rx_at for link in self.links if link.rx_at is not None]
+        return max(times) if times else None
+
+
+@dataclass
+class _Boot:
+    boot_id: bytes
+    first_seen_tick: int
+    window: ReplayWindow = field(default_factory=ReplayWindow)
+    heard: dict[str, int] = field(default_factory=dict)  # link -> last tick heard on it
+
+
+class PeerTracker:
+    """Turns opened packets into a PeerView; rejects replays and unconfirmed boots."""
+
+    def __init__(self, peer_name: str, link_names: list[str], deadtime: float) -> None:
+        self.peer_name = peer_name
+        self.deadtime = deadtime
+        self.link_names = list(link_names)
+        self.current: _Boot | None = None
+        self._candidates: OrderedDict[bytes, _Boot] = OrderedDict()
+        self._retired: deque[bytes] = deque(maxlen=RETIRED_BOOTS)
+        self._rx_at: dict[str, float] = {}
+        self._tx_ok_at: dict[str, float] = {}
+        self._message: Heartbeat | None = None
+        self._message_at: float | None = None
+        self._acked_tick = 0
+        self._ack_boot: _Boot | None = None  # the boot our acknowledgements refer to
+
+    def accept(
+        self, header: Header, message: Heartbeat, link: str, now: float,
+        own_boot_id: bytes, own_tick: int, sent_at: dict[int, float],
+    ) -> str | None:
+        """File one opened packet; return None if accepted, else the reject reason.
+
+        `own_tick` is our current heartbeat tick and `sent_at` maps our recent
+        ticks to the time we sent them (to date the peer's acknowledgements).
+        """
+        if message.node != self.peer_name:
+            return "wrong_node"
+        if header.boot_id in self._retired:
+            return "replay"
+        boot = self._boot_for(header.boot_id, own_tick)
+        if not boot.window.accept(header.seq):
+            return "replay"
+        boot.heard[link] = max(boot.heard.get(link, 0), message.tick)
+        if boot is self.current or not self._current_alive(now):
+            # A candidate boot is acknowledged only once the current one went silent, so
+            # replayed packets of some unknown boot cannot divert our acknowledgements.
+            self._ack_boot = boot
+        acks_us = message.ack_boot == boot_tag(own_boot_id)
+        newest_ack = max((tick for _, tick in message.acks), default=0) if acks_us else 0
+        if boot is not self.current:
+            if not (acks_us and newest_ack >= boot.first_seen_tick):
+                return "unconfirmed"
+            self._promote_boot(boot)
+        if acks_us:
+            self._acked_tick = max(self._acked_tick, newest_ack)
+            for name in self.link_names:
+                tick = message.ack_for(name)
+                if tick is not None and tick in sent_at:
+                    self._tx_ok_at[name] = max(self._tx_ok_at.get(name, 0.0), sent_at[tick])
+        self._rx_at[link] = now
+        if self._message is None or message.tick >= self._message.tick:
+            self._message, self._message_at = message, now
+        return None
+
+    def _current_alive(self, now: float) -> bool:
+        last = max(self._rx_at.values(), default=None)
+        return last is not None and now - last < self.deadtime
+
+    def _boot_for(self, boot_id: bytes, own_tick: int) -> _Boot:
+        if self.current is not None and self.current.boot_id == boot_id:
+            return self.current
+        boot = self._candidates.get(boot_id)
+        if boot is None:
+            boot = _Boot(boot_id, first_seen_tick=own_tick + 1)
+            self._candidates[boot_id] = boot
+            while len(self._candidates) > 4:
+                self._candidates.popitem(last=False)
+        return boot
+
+    def _promote_boot(self, boot: _Boot) -> None:
+        if self.current is not None:
+            self._retired.append(self.current.boot_id)
+        self._candidates.pop(boot.boot_id, None)
+        self.current = boot
+        self._rx_at.clear()
+        self._tx_ok_at.clear()
+        self._message = self._message_at = None
+        self._acked_tick = 0
+
+    def acks(self) -> tuple[bytes, tuple[tuple[int, int], ...]]:
+        """What our next heartbeat acknowledges: the peer boot's tag and per-link last ticks."""
+        boot = self._ack_boot
+        if boot is None:
+            return b"\0\0\0\0", ()
+        return boot_tag(boot.boot_id), tuple(
+            (link_id(name), boot.heard[name]) for name in self.link_names if name in boot.heard
+        )
+
+    def view(self) -> PeerView:
+        """The current PeerView for the decision core."""
+        links = tuple(
+            LinkView(name, self._rx_at.get(name), self._tx_ok_at.get(name)) for name in self.link_names
+        )
+        return PeerView(
+            links=links, message=self._message, message_at=self._message_at,
+            acked_tick=self._acked_tick,
+            boot_id=self.current.boot_id if self.current else None,
+        )

@@ -1,0 +1,260 @@
+"""Heartbeat wire format: a compact binary message sealed with AES-256-GCM-SIV.
+
+Packet layout (big-endian)::
+
+    header (16 bytes, authenticated, not encrypted)
+      magic   2  b"TH"
+      version 1  PROTOCOL_VERSION
+      key id  1  which cluster key sealed the packet (two keys are accepted during a rotation)
+      boot id 8  random per daemon start
+      seq     4  per-boot packet counter, one per packet on any link
+    ciphertext of the payload, then the 16-byte tag
+
+The nonce is boot id + seq. Each daemon start draws a fresh 64-bit boot id and
+never repeats a seq within a boot, so a nonce is never reused under a key; the
+SIV mode keeps even an accidental repeat from leaking the key.
+
+Payload::
+
+    name length 1, name (1-16 bytes UTF-8)
+    state 1, role 1, health 1, flags 2, epoch 4, tick 4
+    ack boot tag 4 (first 4 bytes of the receiver's boot id the acks refer to)
+    ack count 1, then per link: link id 2 (CRC of the link name), last tick heard 4
+
+A full packet with 8 links is 115 bytes.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import secrets
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+
+from firmware.core.states import Flag, NodeState, Role
+
+MAGIC = b"TH"
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct("!2sBB8sI")
+BODY = struct.Struct("!BBBHII4sB")
+ACK = struct.Struct("!HI")
+TAG_BYTES = 16
+KEY_BYTES = 32
+MAX_NAME_BYTES = 16
+MAX_ACKS = 8
+MAX_SEQ = 0xFFFF_FFFF
+MAX_PACKET_BYTES = HEADER.size + 1 + MAX_NAME_BYTES + BODY.size + MAX_ACKS * ACK.size + TAG_BYTES
+
+
+class ProtocolError(Exception):
+    """A packet that must be dropped; `reason` is the counter it is filed under."""
+
+    REASONS = ("malformed", "version", "unknown_key", "bad_tag")
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        assert reason in self.REASONS, reason
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def link_id(name: str) -> int:
+    """The 16-bit wire id of a link: a CRC of its name, which both nodes configure alike."""
+    return zlib.crc32(name.encode()) & 0xFFFF
+
+
+def boot_tag(boot_id: bytes) -> bytes:
+    """The 4-byte tag that names a boot in acknowledgements."""
+    return boot_id[:4]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What one node tells the other, many times a second, on every link."""
+
+    node: str
+    state: NodeState
+    role: Role
+    health: int
+    flags: Flag
+    epoch: int
+    tick: int
+    ack_boot: bytes = b"\0\0\0\0"
+    acks: tuple[tuple[int, int], ...] = field(default=())  # (link id, last tick heard)
+
+    def ack_for(self, link: str) -> int | None:
+        """The last tick of ours the sender heard on `link`, if it reported one."""
+        wanted = link_id(link)
+        for ident, tick in self.acks:
+            if ident == wanted:
+                return tick
+        return None
+
+
+@dataclass(frozen=True)
+class Header:
+    """The cleartext, authenticated part of a packet."""
+
+    key_id: int
+    boot_id: bytes
+    seq: int
+
+
+class Keyring:
+    """The cluster keys: the first one seals outgoing packets, all of them open incoming ones."""
+
+    def __init__(self, keys: list[tuple[int, bytes]]) -> None:
+        if not keys:
+            raise ValueError("a keyring needs at least one key")
+        for key_id, key in keys:
+            if not 0 <= key_id <= 255:
+                raise ValueError(f"key id {key_id} is outside 0-255")
+            if len(key) != KEY_BYTES:
+                raise ValueError(f"key {key_id} is {len(key)} bytes, not {KEY_BYTES}")
+        ids = [key_id for key_id, _ in keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("key ids must be unique")
+        self.send_id = keys[0][0]
+        self._ciphers = {key_id: AESGCMSIV(key) for key_id, key in keys}
+
+    @property
+    def key_ids(self) -> list[int]:
+        """Ids of every accepted key, the sending key first."""
+        return list(self._ciphers)
+
+    def cipher(self, key_id: int) -> AESGCMSIV | None:
+        """The cipher for `key_id`, or None if that key is not in the ring."""
+        return self._ciphers.get(key_id)
+
+    @classmethod
+    def load(cls, path: Path) -> "Keyring":
+        """Read a key file: lines `<id> <64 hex digits>`, `#` comments; first line sends."""
+        keys: list[tuple[int, bytes]] = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            parts = text.split()
+            if len(parts) != 2:
+                raise ValueError(f"line {number}: expected `<key id> <64 hex digits>`")
+            try:
+                keys.append((int(parts[0]), bytes.fromhex(parts[1])))
+            except ValueError:
+                raise ValueError(f"line {number}: key id must be a number and the key hexadecimal") from None
+        try:
+            return cls(keys)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def new_key_line(key_id: int) -> str:
+    """A fresh random 256-bit key as a key-file line."""
+    return f"{key_id} {secrets.token_hex(KEY_BYTES)}\n"
+
+
+def write_key_file(path: Path, key_id: int = 1, add: bool = False) -> None:
+    """Create a key file with mode 0600 (or, with `add`, append a new key for rotation)."""
+    line = new_key_line(key_id)
+    if add:
+        existing = Keyring.load(path)
+        if key_id in existing.key_ids:
+            raise ValueError(f"{path} already has a key with id {key_id}")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class Sealer:
+    """Seals heartbeats for one daemon start: owns the boot id and the nonce counter."""
+
+    def __init__(self, keyring: Keyring, boot_id: bytes | None = None) -> None:
+        self.keyring = keyring
+        self.boot_id = boot_id if boot_id is not None else secrets.token_bytes(8)
+        self.seq = 0
+
+    def seal(self, message: Heartbeat) -> bytes:
+        """Encode and encrypt `message` under a nonce never used before in this boot."""
+        if self.seq >= MAX_SEQ:  # ~13 years at 10 Hz on one link: start a new boot
+            self.boot_id, self.seq = secrets.token_bytes(8), 0
+        self.seq += 1
+        header = HEADER.pack(MAGIC, PROTOCOL_VERSION, self.keyring.send_id, self.boot_id, self.seq)
+        cipher = self.keyring.cipher(self.keyring.send_id)
+        assert cipher is not None
+        return header + cipher.encrypt(header[4:16], encode_payload(message), header)
+
+
+def encode_payload(message: Heartbeat) -> bytes:
+    """The cleartext payload of a heartbeat."""
+    name = message.node.encode()
+    if not 1 <= len(name) <= MAX_NAME_BYTES:
+        raise ValueError(f"node name must be 1-{MAX_NAME_BYTES} bytes")
+    if len(message.acks) > MAX_ACKS:
+        raise ValueError(f"at most {MAX_ACKS} links")
+    body = BODY.pack(
+        int(message.state), int(message.role), message.health, int(message.flags),
+        message.epoch, message.tick, message.ack_boot, len(message.acks),
+    )
+    acks = b"".join(ACK.pack(ident, tick) for ident, tick in message.acks)
+    return bytes([len(name)]) + name + body + acks
+
+
+def decode_payload(payload: bytes) -> Heartbeat:
+    """Parse a decrypted payload; raise ProtocolError('malformed') on any inconsistency."""
+    try:
+        name_len = payload[0]
+        if not 1 <= name_len <= MAX_NAME_BYTES:
+            raise ProtocolError("malformed", "bad name length")
+        name = payload[1 : 1 + name_len].decode()
+        offset = 1 + name_len
+        state, role, health, flags, epoch, tick, ack_boot, count = BODY.unpack_from(payload, offset)
+        offset += BODY.size
+        if count > MAX_ACKS or len(payload) != offset + count * ACK.size:
+            raise ProtocolError("malformed", "bad ack list")
+        acks = tuple(ACK.unpack_from(payload, offset + i * ACK.size) for i in range(count))
+        if health > 100:
+            raise ProtocolError("malformed", "health above 100")
+        return Heartbeat(
+            node=name, state=NodeState(state), role=Role(role), health=health,
+            flags=Flag(flags), epoch=epoch, tick=tick, ack_boot=ack_boot, acks=acks,
+        )
+    except ProtocolError:
+        raise
+    except (IndexError, struct.error, UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError("malformed", str(exc)) from None
+
+
+def open_packet(packet: bytes, keyring: Keyring) -> tuple[Header, Heartbeat]:
+    """Authenticate, decrypt and parse one packet; raise ProtocolError naming why it was dropped."""
+    if len(packet) < HEADER.size + TAG_BYTES:
+        raise ProtocolError("malformed", f"{len(packet)} bytes is too short")
+    if len(packet) > MAX_PACKET_BYTES:
+        raise ProtocolError("malformed", f"{len(packet)} bytes is too long")
+    magic, version, key_id, boot_id, seq = HEADER.unpack_from(packet)
+    if magic != MAGIC:
+        raise ProtocolError("malformed", "bad magic")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError("version", f"protocol version {version}, expected {PROTOCOL_VERSION}")
+    cipher = keyring.cipher(key_id)
+    if cipher is None:
+        raise ProtocolError("unknown_key", f"key id {key_id} is not in the key file")
+    header = packet[: HEADER.size]
+    try:
+        payload = cipher.decrypt(header[4:16], packet[HEADER.size :], header)
+    except InvalidTag:
+        raise ProtocolError("bad_tag", "authentication failed (tampered, or another key)") from None
+    return Header(key_id=key_id, boot_id=boot_id, seq=seq), decode_payload(payload)
+
+
+def hexlify(data: bytes) -> str:
+    """Short hex form of a boot id for logs."""
+    return binascii.hexlify(data).decode()

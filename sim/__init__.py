@@ -1,0 +1,1 @@
+"""Simulated hardware and the two-node lab for Tandem."""

@@ -1,0 +1,285 @@
+"""A discrete-event model of two Tandem nodes, for property and scenario tests.
+
+Each node is the real decision core (`cluster.step`) behind the real heartbeat
+endpoint (real AEAD, replay guard and boot tracking); only time, the links and
+the takeover actions are simulated. The model checks, at every event, the
+safety and liveness invariants the property tests state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware.core import cluster
+from firmware.core.cluster import ClusterState, Inputs, Persisted, Settings, WitnessResult
+from firmware.core.heartbeat import HeartbeatEndpoint
+from firmware.core.protocol import Keyring
+from firmware.core.states import NodeState
+
+KEYRING = Keyring([(1, bytes(range(32)))])
+LINKS = ("net0", "serial0")
+DIRECTIONS = ("0->1", "1->0")
+HOLDING = (NodeState.TAKEOVER, NodeState.ACTIVE)
+
+
+def model_settings(index: int, **overrides: Any) -> Settings:
+    """Settings for node 0 (`alpha`) or node 1 (`bravo`) with short model timers."""
+    names = ("alpha", "bravo")
+    values: dict[str, Any] = dict(
+        node=names[index], peer=names[1 - index], heartbeat=0.1, deadtime=0.3, initdead=1.0,
+        handover_timeout=2.0, shutdown_timeout=3.0, critical=30, witness_required=True,
+        flap_max_failures=3, flap_window=600.0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Node:
+    """One simulated daemon."""
+
+    index: int
+    settings: Settings
+    rng: random.Random
+    persisted: Persisted = field(default_factory=Persisted)
+    alive: bool = False
+    generation: int = 0
+    state: ClusterState | None = None
+    endpoint: HeartbeatEndpoint | None = None
+    health: int = 100
+    witness_reachable: bool = True
+    witness: WitnessResult | None = None
+    witness_busy: bool = False
+    actions_done: int = -1
+    next_wake: float | None = None
+    events: list[tuple[float, str, dict]] = field(default_factory=list)
+
+    @property
+    def holds(self) -> bool:
+        """Alive and holding shared resources."""
+        return self.alive and self.state is not None and self.state.state.holds_resources
+
+
+class TwoNodeModel:
+    """Two nodes, two links with per-direction modes, a clock and an event queue."""
+
+    def __init__(self, seed: int = 0, settle: float = 2.5, liveness_window: float = 7.0,
+                 **overrides: Any) -> None:
+        self.rng = random.Random(seed)
+        self.nodes = [Node(i, model_settings(i, **overrides), random.Random(seed * 7 + i)) for i in range(2)]
+        self.now = 0.0
+        self.queue: list[tuple[float, int, str, tuple]] = []
+        self.counter = itertools.count()
+        self.modes = {(link, d): "up" for link in LINKS for d in DIRECTIONS}
+        self.last_lost = {(link, d): False for link in LINKS for d in DIRECTIONS}
+        self.carried_since: dict[str, float | None] = {d: 0.0 for d in DIRECTIONS}
+        self.settle = settle
+        self.liveness_window = liveness_window
+        self.last_command_at = -1e9
+        self.good_since: list[float | None] = [None, None]
+        self.idle_since: float | None = 0.0
+        self.violations: list[str] = []
+        self.timeline: list[tuple[float, str]] = []
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _push(self, at: float, kind: str, *args: Any) -> None:
+        heapq.heappush(self.queue, (at, next(self.counter), kind, args))
+
+    def _inputs(self, node: Node) -> Inputs:
+        assert node.endpoint is not None
+        return Inputs(now=self.now, wall=1_700_000_000 + self.now, minute_of_day=int(self.now // 60) % 1440,
+                      tick=node.endpoint.tick, peer=node.endpoint.view(), health=node.health,
+                      witness=node.witness, actions_done=node.actions_done)
+
+    def start(self, index: int) -> None:
+        """Start (or restart) a node's daemon."""
+        node = self.nodes[index]
+        node.generation += 1
+        node.alive = True
+        node.witness, node.witness_busy, node.actions_done = None, False, -1
+        node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat,
+                                          node.settings.deadtime, boot_id=node.rng.randbytes(8))
+        node.state, out = cluster.initial_state(node.settings, node.persisted, self.now, 1_700_000_000 + self.now)
+        self._apply(node, out)
+        self._push(self.now + node.rng.uniform(0, 0.1), "tick", index, node.generation)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL: the node stops at once and holds nothing afterwards."""
+        node = self.nodes[index]
+        node.alive = False
+        node.generation += 1
+        self.timeline.append((self.now, f"kill {node.settings.node}"))
+
+    def _evaluate(self, node: Node) -> None:
+        assert node.state is not None
+        node.state, out = cluster.step(node.settings, node.state, self._inputs(node))
+        self._apply(node, out)
+
+    def _apply(self, node: Node, out: cluster.Outputs) -> None:
+        assert node.state is not None
+        for event in out.events:
+            node.events.append((self.now, event.kind, event.data))
+            if event.kind in ("state", "refused", "dual_active", "flap.hold"):
+                self.timeline.append((self.now, f"{node.settings.node}: {event.kind} {event.data}"))
+        if out.persist:
+            node.persisted = node.state.persisted
+        st = node.state
+        if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and node.actions_done != st.transition:
+            self._push(self.now + node.rng.uniform(0.005, 0.05), "actions", node.index, node.generation, st.transition)
+        if out.want_witness and not node.witness_busy:
+            node.witness_busy = True
+            self._push(self.now + 0.005, "witness", node.index, node.generation, self.now)
+        if out.wake_at is not None and out.wake_at > self.now and out.wake_at != node.next_wake:
+            node.next_wake = out.wake_at
+            self._push(out.wake_at, "wake", node.index, node.generation)
+        if out.send_now:
+            self._send_round(node)
+        if st.state == NodeState.STOPPED:
+            self._send_round(node)
+            node.alive = False
+            node.generation += 1
+
+    def _send_round(self, node: Node) -> None:
+        assert node.endpoint is not None and node.state is not None
+        tick = node.endpoint.next_tick(self.now)
+        ack_boot, acks = node.endpoint.acks()
+        message = cluster.heartbeat(node.settings, node.state, node.health, tick, ack_boot, acks)
+        direction = DIRECTIONS[node.index]
+        for link in LINKS:
+            packet = node.endpoint.seal(message)
+            mode = self.modes[(link, direction)]
+            if mode == "down":
+                continue
+            if mode == "lossy" and not self.last_lost[(link, direction)] and self.rng.random() < 0.3:
+                self.last_lost[(link, direction)] = True  # never two losses in a row
+                continue
+            self.last_lost[(link, direction)] = False
+            delay = self.rng.uniform(0.0005, 0.015)
+            self._push(self.now + delay, "deliver", 1 - node.index, link, packet)
+
+    # ------------------------------------------------------------------ faults and commands
+
+    def set_mode(self, link: str, direction: str, mode: str) -> None:
+        """Set one link direction to up, lossy or down."""
+        self.modes[(link, direction)] = mode
+        self.timeline.append((self.now, f"{link} {direction} {mode}"))
+        for d in DIRECTIONS:
+            carried = any(self.modes[(l, d)] != "down" for l in LINKS)
+            if not carried:
+                self.carried_since[d] = None
+            elif self.carried_since[d] is None:
+                self.carried_since[d] = self.now
+
+    def command(self, index: int, name: str, force: bool = False) -> cluster.Reply | None:
+        """An operator command on a running node."""
+        node = self.nodes[index]
+        self.last_command_at = self.now
+        if not node.alive or node.state is None:
+            return None
+        node.state, out, reply = cluster.command(node.settings, node.state, self._inputs(node), name, force)
+        self.timeline.append((self.now, f"{node.settings.node}: {name}{' --force' if force else ''} -> {reply}"))
+        self._apply(node, out)
+        return reply
+
+    def sigterm(self, index: int) -> None:
+        """SIGTERM: leave the cluster, handing over first."""
+        node = self.nodes[index]
+        self.last_command_at = self.now
+        if not node.alive or node.state is None:
+            return
+        node.state = cluster.begin_shutdown(node.settings, node.state, self._inputs(node))
+        self._evaluate(node)
+
+    # ------------------------------------------------------------------ running
+
+    def run_until(self, until: float) -> None:
+        """Process events up to `until`, checking the invariants after each one."""
+        while self.queue and self.queue[0][0] <= until:
+            at, _, kind, args = heapq.heappop(self.queue)
+            self.now = at
+            self._handle(kind, args)
+            self.check()
+        self.now = until
+        self.check()
+
+    def _handle(self, kind: str, args: tuple) -> None:
+        if kind == "deliver":
+            index, link, packet = args
+            node = self.nodes[index]
+            if node.alive and node.endpoint is not None:
+                if node.endpoint.receive(link, packet, self.now) is not None:
+                    self._evaluate(node)
+            return
+        index, generation = args[0], args[1]
+        node = self.nodes[index]
+        if not node.alive or generation != node.generation:
+            return
+        if kind == "tick":
+            self._evaluate(node)
+            if node.alive:
+                self._send_round(node)
+                jitter = node.rng.uniform(-0.01, 0.01)
+                self._push(self.now + node.settings.heartbeat + jitter, "tick", index, node.generation)
+        elif kind == "wake":
+            if self.now == node.next_wake:
+                node.next_wake = None
+                self._evaluate(node)
+        elif kind == "witness":
+            node.witness = WitnessResult(node.witness_reachable, started_at=args[2],
+                                         detail="reachable" if node.witness_reachable else "refused")
+            node.witness_busy = False
+            self._evaluate(node)
+        elif kind == "actions":
+            node.actions_done = args[2]
+            self._evaluate(node)
+
+    # ------------------------------------------------------------------ invariants
+
+    def joined_for(self) -> float:
+        """How long some direction has been carried by some link without a break."""
+        spans = [self.now - since for since in self.carried_since.values() if since is not None]
+        return max(spans, default=-1.0)
+
+    def _good(self, node: Node) -> bool:
+        p = node.persisted
+        st = node.state
+        return (node.alive and node.health >= node.settings.critical and node.witness_reachable
+                and st is not None and not (p.maintenance or p.flap_hold or st.shutting_down))
+
+    def check(self) -> None:
+        """Safety: at most one holder once joined for `settle`. Liveness: a good node means a holder."""
+        holders = [n for n in self.nodes if n.holds]
+        if len(holders) > 1 and self.joined_for() >= self.settle:
+            self.violations.append(f"t={self.now:.3f}: both nodes hold resources while joined for "
+                                   f"{self.joined_for():.2f}s: {[n.state.state.name for n in holders]}")
+        for node in self.nodes:
+            good = self._good(node)
+            if not good:
+                self.good_since[node.index] = None
+            elif self.good_since[node.index] is None:
+                self.good_since[node.index] = self.now
+        if any(n.alive and n.state is not None and n.state.state in HOLDING for n in self.nodes):
+            self.idle_since = None
+            return
+        if self.idle_since is None:
+            self.idle_since = self.now
+        for node in self.nodes:
+            since = self.good_since[node.index]
+            if since is None:
+                continue
+            start = max(since, self.last_command_at, self.idle_since)
+            if self.now - start >= self.liveness_window:
+                self.violations.append(
+                    f"t={self.now:.3f}: {node.settings.node} good since {since:.2f}s but no node ACTIVE since "
+                    f"{self.idle_since:.2f}s: {[(n.settings.node, n.alive, n.state.state.name if n.state else None, n.state.reason if n.state else None) for n in self.nodes]}")
+                self.idle_since = self.now  # report once per window
+
+    def state_of(self, index: int) -> NodeState | None:
+        """The node's state, or None if its daemon is not running."""
+        node = self.nodes[index]
+        return node.state.state if node.alive and node.state is not None else None

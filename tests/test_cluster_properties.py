@@ -1,0 +1,112 @@
+"""Property-based tests of the decision core over random fault sequences.
+
+Two model nodes (real core, real heartbeat endpoint, simulated time and links)
+go through random link losses (both ways, one way, lossy), SIGKILLs and
+restarts, SIGTERMs, health and witness changes and operator commands. After
+every event the model checks:
+
+* safety: while some link has carried heartbeats for the settle time, at most
+  one node holds the shared resources (TAKEOVER, ACTIVE or RELEASING);
+* liveness: if a node has been healthy, running, out of maintenance and holds,
+  with its witness reachable, for the liveness window (and no operator acted
+  meanwhile), some node is ACTIVE.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from clustermodel import DIRECTIONS, LINKS, TwoNodeModel
+
+node = st.integers(0, 1)
+actions = st.one_of(
+    st.tuples(st.just("mode"), st.sampled_from(LINKS), st.sampled_from(DIRECTIONS),
+              st.sampled_from(["up", "down", "lossy"])),
+    st.tuples(st.just("cut_all")),
+    st.tuples(st.just("heal_all")),
+    st.tuples(st.just("kill"), node),
+    st.tuples(st.just("start"), node),
+    st.tuples(st.just("sigterm"), node),
+    st.tuples(st.just("health"), node, st.sampled_from([0, 10, 29, 30, 60, 100])),
+    st.tuples(st.just("witness"), node, st.booleans()),
+    st.tuples(st.just("cmd"), node, st.sampled_from(["promote", "demote", "maintenance-on",
+                                                     "maintenance-off", "shutdown"]), st.booleans()),
+)
+timed = st.lists(st.tuples(st.floats(0.0, 3.0), actions), min_size=1, max_size=25)
+
+
+def apply(model: TwoNodeModel, action: tuple) -> None:
+    kind = action[0]
+    if kind == "mode":
+        model.set_mode(action[1], action[2], action[3])
+    elif kind == "cut_all":
+        for link in LINKS:
+            for d in DIRECTIONS:
+                model.set_mode(link, d, "down")
+    elif kind == "heal_all":
+        for link in LINKS:
+            for d in DIRECTIONS:
+                model.set_mode(link, d, "up")
+    elif kind == "kill":
+        if model.nodes[action[1]].alive:
+            model.kill(action[1])
+    elif kind == "start":
+        if not model.nodes[action[1]].alive:
+            model.start(action[1])
+    elif kind == "sigterm":
+        model.sigterm(action[1])
+    elif kind == "health":
+        model.nodes[action[1]].health = action[2]
+    elif kind == "witness":
+        model.nodes[action[1]].witness_reachable = action[2]
+    elif kind == "cmd":
+        model.command(action[1], action[2], action[3])
+
+
+def run(seed: int, steps: list, **overrides) -> TwoNodeModel:
+    model = TwoNodeModel(seed=seed, **overrides)
+    model.start(0)
+    model.start(1)
+    t = 0.0
+    for gap, action in steps:
+        t += gap
+        model.run_until(t)
+        apply(model, action)
+    # Calm finale: everything healed and running, so liveness and safety must both show.
+    model.run_until(t + 1.0)
+    apply(model, ("heal_all",))
+    for index in (0, 1):
+        if not model.nodes[index].alive:
+            model.start(index)
+    model.run_until(t + 12.0)
+    return model
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), steps=timed)
+def test_safety_and_liveness_under_random_faults(seed: int, steps: list) -> None:
+    model = run(seed, steps)
+    assert not model.violations, "\n".join(model.violations[:3] + [f"{t:.3f} {e}" for t, e in model.timeline[-40:]])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), steps=timed)
+def test_same_properties_with_roles_and_failback(seed: int, steps: list) -> None:
+    from firmware.core.states import Role
+    model = TwoNodeModel(seed=seed)
+    model.nodes[0].settings = model.nodes[0].settings.__class__(**{
+        **model.nodes[0].settings.__dict__, "role": Role.PRIMARY, "failback": "auto",
+        "failback_hold_down": 1.0, "failback_min_uptime": 1.0})
+    model.nodes[1].settings = model.nodes[1].settings.__class__(**{
+        **model.nodes[1].settings.__dict__, "role": Role.SECONDARY})
+    model.start(0)
+    model.start(1)
+    t = 0.0
+    for gap, action in steps:
+        t += gap
+        model.run_until(t)
+        apply(model, action)
+    model.run_until(t + 1.0)
+    apply(model, ("heal_all",))
+    model.run_until(t + 12.0)
+    assert not model.violations, "\n".join(model.violations[:3] + [f"{t:.3f} {e}" for t, e in model.timeline[-40:]])
