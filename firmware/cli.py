@@ -1,2 +1,268 @@
-def main():
-    pass
+"""The `tandem` command line: run the daemon, inspect and steer it, set up keys and configs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from firmware import __version__
+from firmware.config import DEFAULT_CONFIG_PATH, ConfigError, check_key_file_permissions, effective_config, load_config
+from firmware.core.control import ControlError, request, stream
+from firmware.core.links import LinkError
+from firmware.core.protocol import Keyring
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd units can refuse to restart on it
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("TANDEM_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    return load_config(_config_path(args)).node.control_socket
+
+
+def _call(args: argparse.Namespace, payload: dict[str, Any], timeout: float = 60.0) -> Any:
+    return request(_socket_path(args), payload, timeout)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon in the foreground."""
+    from firmware.core.daemon import Daemon, configure_logging
+
+    configure_logging(args.verbose)
+    config = load_config(_config_path(args))
+    daemon = Daemon(config)
+    return asyncio.run(daemon.run())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config (and its key file) and print the effective configuration."""
+    path = Path(args.path) if args.path else _config_path(args)
+    config = load_config(path)
+    check_key_file_permissions(config.node.key_file, config.path)
+    try:
+        keyring = Keyring.load(config.node.key_file)
+    except ValueError as exc:
+        raise ConfigError(config.path, "key_file", f"{config.node.key_file}: {exc}") from None
+    data = effective_config(config)
+    data["keys"] = {"send_key_id": keyring.send_id, "accepted_key_ids": keyring.key_ids}
+    warnings = []
+    if not config.node.witness.targets:
+        warnings.append("witness.targets is empty: when the peer is silent on every link this node "
+                        "takes over without a split-brain check")
+    if len(config.node.links) < 2:
+        warnings.append("only one link: a single broken cable or switch makes the peer look dead")
+    data["warnings"] = warnings
+    print(json.dumps(data, indent=2))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: OK", file=sys.stderr)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Write a new cluster key file with mode 0600 (or add a key for rotation)."""
+    from firmware.core.protocol import write_key_file
+
+    path = Path(args.path)
+    try:
+        write_key_file(path, key_id=args.key_id, add=args.add)
+    except FileExistsError:
+        raise ControlError(f"{path} exists; use --add to add a key for rotation, or remove it first") from None
+    except (OSError, ValueError) as exc:
+        raise ControlError(f"{path}: {exc}") from None
+    action = "added key" if args.add else "wrote key"
+    print(f"{action} id {args.key_id} to {path} (mode 0600); copy the file to the peer over a secure channel")
+    return 0
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    return f"{seconds:.2f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def format_status(s: dict[str, Any]) -> str:
+    """Human-readable status table."""
+    peer = s["peer"]
+    lines = [
+        f"Node     {s['node']} ({s['role']})  {s['state']}  for {_age(s['since_s'])}: {s['reason']}",
+        f"Health   {s['health']}   epoch {s['epoch']}   flags {', '.join(s['flags']) or '-'}",
+    ]
+    if peer["alive"]:
+        lines.append(f"Peer     {peer['name']} ({peer['role']})  {peer['state']}  health {peer['health']}  "
+                     f"epoch {peer['epoch']}  heard {_age(peer['last_heard_s'])} ago")
+    else:
+        lines.append(f"Peer     {peer['name']}  SILENT on every link (last heard {_age(peer['last_heard_s'])}"
+                     f"{' ago' if peer['last_heard_s'] is not None else ''})")
+    lines.append("Links    " + "   ".join(f"{l['name']} {l['state']}" for l in s["links"]))
+    w = s["witness"]
+    if w["configured"]:
+        verdict = "not checked yet" if w["ok"] is None else ("reachable" if w["ok"] else "UNREACHABLE")
+        lines.append(f"Witness  {verdict}  {w['detail']}")
+    else:
+        lines.append("Witness  none configured")
+    lines.append(f"Alarms   {len(s['alarms'])}")
+    lines += [f"  ! {alarm}" for alarm in s["alarms"]]
+    return "\n".join(lines)
+
+
+def format_links(links: list[dict[str, Any]]) -> str:
+    """Per-link figures as a table."""
+    header = f"{'LINK':<10} {'KIND':<7} {'STATE':<8} {'TX':<8} {'LAST HEARD':>10} {'RECEIVED':>9} {'LOST':>6} {'REJECTED':>9} {'LATE':>6}  DETAIL"
+    rows = [header]
+    for l in links:
+        tx = "ok" if l["tx"] else "unheard"
+        rows.append(f"{l['name']:<10} {l['kind']:<7} {l['state']:<8} {tx:<8} {_age(l['last_heard_s']):>10} "
+                    f"{l['received']:>9} {l['lost']:>6} {l['rejected_total']:>9} {l['late_over_50ms']:>6}  {l['detail']}")
+    return "\n".join(rows)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the cluster status."""
+    status = _call(args, {"cmd": "status"})
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def cmd_links(args: argparse.Namespace) -> int:
+    """Show per-link figures."""
+    links = _call(args, {"cmd": "links"})
+    print(json.dumps(links, indent=2) if args.json else format_links(links))
+    return 0
+
+
+def _operator_command(args: argparse.Namespace, name: str) -> int:
+    result = _call(args, {"cmd": name, "force": getattr(args, "force", False), "source": "cli"})
+    print(f"{result['message']}: {result['outcome']}")
+    return 0
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """Turn maintenance mode on or off."""
+    return _operator_command(args, f"maintenance-{args.mode}")
+
+
+def format_event(record: dict[str, Any]) -> str:
+    """One journal record as a line."""
+    when = datetime.datetime.fromtimestamp(record["time"]).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    data = " ".join(f"{k}={v}" for k, v in record.get("data", {}).items())
+    return f"{record['id']:>6}  {when}  {record['kind']:<16} {data}"
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """Print journal events (optionally following new ones)."""
+    payload = {"cmd": "events", "since": args.since, "follow": args.follow}
+    try:
+        for item in stream(_socket_path(args), payload):
+            record = item["event"]
+            print(json.dumps(record) if args.json else format_event(record), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Simulator commands."""
+    if args.sim_command == "lab":
+        from sim.lab import run_lab
+
+        return run_lab(base=Path(args.dir) if args.dir else None, duration=args.duration)
+    if args.sim_command == "health":
+        print(_call(args, {"cmd": "sim.health", "value": args.value}))
+        return 0
+    raise ControlError(f"unknown sim command {args.sim_command}")
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="tandem", description="Tandem two-node HA daemon for PBX appliances")
+    parser.add_argument("--version", action="version", version=f"tandem {__version__}")
+    parser.add_argument("-c", "--config", help=f"node config (default $TANDEM_CONFIG or {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--socket", help="control socket (default: from the config)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config and print the effective configuration")
+    p.add_argument("path", nargs="?", help="config file (default: --config)")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("keygen", help="write a new cluster key file (mode 0600)")
+    p.add_argument("path", nargs="?", default="/etc/tandem/cluster.key")
+    p.add_argument("--key-id", type=int, default=1, help="key id 0-255 (default 1)")
+    p.add_argument("--add", action="store_true", help="append a new key to an existing file (key rotation)")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("status", help="show the cluster status")
+    p.add_argument("--json", action="store_true", help="the full status snapshot as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("links", help="show per-link heartbeat figures")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_links)
+
+    for name, text in (("promote", "make this node ACTIVE (planned handover if the peer is ACTIVE)"),
+                       ("demote", "hand the calls over to the peer"),
+                       ("shutdown", "leave the cluster (handing over first) and stop the daemon")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--force", action="store_true", help="override the safety checks")
+        p.set_defaults(func=lambda a, n=name: _operator_command(a, n))
+
+    p = sub.add_parser("maintenance", help="maintenance mode: this node never becomes ACTIVE")
+    p.add_argument("mode", choices=["on", "off"])
+    p.add_argument("--force", action="store_true", help="enter maintenance even if nobody can take over")
+    p.set_defaults(func=cmd_maintenance)
+
+    p = sub.add_parser("events", help="show the event journal")
+    p.add_argument("--since", type=int, default=0, help="only events with a higher id")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("sim", help="simulator: the two-node lab and fault injection")
+    simsub = p.add_subparsers(dest="sim_command", required=True, metavar="SIMCOMMAND")
+    lab = simsub.add_parser("lab", help="start two simulated nodes and show their live status")
+    lab.add_argument("--dir", help="working folder (default: a new temporary folder)")
+    lab.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    health = simsub.add_parser("health", help="set a simulated node's health (0-100)")
+    health.add_argument("value", type=int)
+    p.set_defaults(func=cmd_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tandem` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"tandem: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ControlError, LinkError) as exc:
+        print(f"tandem: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

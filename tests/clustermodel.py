@@ -56,6 +56,8 @@ class Node:
     witness_busy: bool = False
     actions_done: int = -1
     next_wake: float | None = None
+    boot_counter: int = 0
+    known_peer: tuple[int, int] | None = None
     events: list[tuple[float, str, dict]] = field(default_factory=list)
 
     @property
@@ -77,6 +79,8 @@ class TwoNodeModel:
         self.modes = {(link, d): "up" for link in LINKS for d in DIRECTIONS}
         self.last_lost = {(link, d): False for link in LINKS for d in DIRECTIONS}
         self.carried_since: dict[str, float | None] = {d: 0.0 for d in DIRECTIONS}
+        self.bidir_since: dict[str, float | None] = {link: 0.0 for link in LINKS}
+        self.last_mode_change = 0.0
         self.settle = settle
         self.liveness_window = liveness_window
         self.last_command_at = -1e9
@@ -102,8 +106,11 @@ class TwoNodeModel:
         node.generation += 1
         node.alive = True
         node.witness, node.witness_busy, node.actions_done = None, False, -1
+        node.boot_counter += 1
+        boot_id = node.boot_counter.to_bytes(4, "big") + node.rng.randbytes(4)
         node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat,
-                                          node.settings.deadtime, boot_id=node.rng.randbytes(8))
+                                          node.settings.deadtime, boot_id=boot_id, known_peer=node.known_peer)
+        self._push(self.now + 5.0, "persist_peer", index, node.generation)
         node.state, out = cluster.initial_state(node.settings, node.persisted, self.now, 1_700_000_000 + self.now)
         self._apply(node, out)
         self._push(self.now + node.rng.uniform(0, 0.1), "tick", index, node.generation)
@@ -168,6 +175,13 @@ class TwoNodeModel:
         """Set one link direction to up, lossy or down."""
         self.modes[(link, direction)] = mode
         self.timeline.append((self.now, f"{link} {direction} {mode}"))
+        self.last_mode_change = self.now
+        for l in LINKS:
+            bidir = all(self.modes[(l, d)] != "down" for d in DIRECTIONS)
+            if not bidir:
+                self.bidir_since[l] = None
+            elif self.bidir_since[l] is None:
+                self.bidir_since[l] = self.now
         for d in DIRECTIONS:
             carried = any(self.modes[(l, d)] != "down" for l in LINKS)
             if not carried:
@@ -225,6 +239,10 @@ class TwoNodeModel:
                 self._send_round(node)
                 jitter = node.rng.uniform(-0.01, 0.01)
                 self._push(self.now + node.settings.heartbeat + jitter, "tick", index, node.generation)
+        elif kind == "persist_peer":  # the daemon saves the peer's boot record every few seconds
+            assert node.endpoint is not None
+            node.known_peer = node.endpoint.tracker.record()
+            self._push(self.now + 5.0, "persist_peer", index, node.generation)
         elif kind == "wake":
             if self.now == node.next_wake:
                 node.next_wake = None
@@ -241,9 +259,16 @@ class TwoNodeModel:
     # ------------------------------------------------------------------ invariants
 
     def joined_for(self) -> float:
-        """How long some direction has been carried by some link without a break."""
-        spans = [self.now - since for since in self.carried_since.values() if since is not None]
-        return max(spans, default=-1.0)
+        """How long the nodes have been joined without a break.
+
+        Joined means: some link carries both directions (a fault elsewhere does not
+        matter), or, after link changes have settled, some direction is carried
+        at all (a one-way link: the node that hears must resolve any dual ACTIVE).
+        """
+        both = [self.now - since for since in self.bidir_since.values() if since is not None]
+        one_way = [min(self.now - since, self.now - self.last_mode_change)
+                   for since in self.carried_since.values() if since is not None]
+        return max(both + one_way, default=-1.0)
 
     def _good(self, node: Node) -> bool:
         p = node.persisted

@@ -293,12 +293,12 @@ def _observe(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
     )
     alive = any(link.rx for link in links)
     previous = {link.name: link for link in st.links}
-    for link in links:
+    for link in links if alive else ():  # a silent peer is reported once, as peer.lost
         old = previous.get(link.name, LinkStatus(link.name, False, False))
-        if (old.rx, old.tx) != (link.rx, link.tx):
-            kind = "link.up" if link.rx and link.tx else "link.down"
-            events.append(Event(kind, {"link": link.name, "rx": link.rx, "tx": link.tx,
-                                       "detail": _link_detail(link)}))
+        was_up, up = old.rx and old.tx, link.rx and link.tx
+        if was_up != up or (not up and (old.rx, old.tx) != (link.rx, link.tx) and (old.rx or old.tx)):
+            events.append(Event("link.up" if up else "link.down",
+                                {"link": link.name, "rx": link.rx, "tx": link.tx, "detail": _link_detail(link)}))
     msg = view.message
     changes: dict[str, Any] = {"links": links, "peer_alive": alive}
     if alive and not st.peer_alive:
@@ -392,7 +392,7 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
     for deadline in (st.request_deadline, st.grant_deadline, st.shutdown_deadline):
         if deadline is not None:
             wake.append(deadline)
-    silent_for = inp.now - _silent_since(st, inp)
+    silent_for = inp.now - _silent_since(settings, st, inp)
     want_witness = (settings.witness_required and st.state in (S.STARTING, S.STANDBY)
                     and silent_for >= 1.5 * settings.heartbeat)
     return st, Outputs(
@@ -407,7 +407,7 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
 def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]]:
     events: list[Event] = []
     msg = _peer_message(st, inp)
-    if msg is None or (_peer_deaf(st, msg) and not msg.state.holds_resources):
+    if msg is None or (_peer_deaf(settings, st, inp, msg) and not msg.state.holds_resources):
         # A peer that cannot hear us cannot consent to a handover: judge as if it were silent.
         return _standby_alone(settings, st, inp)
     # The peer is alive.
@@ -499,10 +499,10 @@ def _failback_due(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartb
     return settings.failback == "auto" or _in_window(inp.minute_of_day, settings.failback_window)
 
 
-def _silent_since(st: ClusterState, inp: Inputs) -> float:
+def _silent_since(settings: Settings, st: ClusterState, inp: Inputs) -> float:
     """Since when the nodes have had no two-way contact (for the witness's freshness)."""
     msg = _peer_message(st, inp)
-    if msg is not None and _peer_deaf(st, msg):
+    if msg is not None and _peer_deaf(settings, st, inp, msg):
         times = [link.tx_ok_at for link in inp.peer.links if link.tx_ok_at is not None]
         return max(times, default=st.started_at)
     last_rx = inp.peer.last_rx
@@ -516,7 +516,7 @@ def _guard(settings: Settings, st: ClusterState, inp: Inputs) -> str | None:
     if settings.witness_min_health and inp.health < settings.witness_min_health:
         return f"own health {inp.health} is below the guard's minimum {settings.witness_min_health}"
     if settings.witness_required:
-        silent_since = _silent_since(st, inp)
+        silent_since = _silent_since(settings, st, inp)
         w = inp.witness
         if w is None or w.started_at < silent_since:
             return "checking the witness"
@@ -537,9 +537,10 @@ def _standby_alone(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[C
                    if not blocked.startswith(("maintenance", "flap", "demoted")) else blocked), events
 
 
-def _peer_deaf(st: ClusterState, msg: Heartbeat) -> bool:
-    """The peer says it hears nothing from us and confirms none of our heartbeats."""
-    return bool(msg.flags & Flag.PEER_SILENT) and not any(link.tx for link in st.links)
+def _peer_deaf(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
+    """The peer has heard nothing from us for a deadtime although we have been hearing it."""
+    heard_long_enough = st.peer_found_at is not None and inp.now - st.peer_found_at >= settings.deadtime
+    return heard_long_enough and bool(msg.flags & Flag.PEER_SILENT) and not any(link.tx for link in st.links)
 
 
 def _dual_active(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState | None:
@@ -547,7 +548,7 @@ def _dual_active(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterSt
     msg = _peer_message(st, inp)
     if msg is None or msg.state not in (S.TAKEOVER, S.ACTIVE):
         return None
-    if _peer_deaf(st, msg):
+    if _peer_deaf(settings, st, inp, msg):
         return _release(st, inp, f"dual ACTIVE: {settings.peer} cannot hear this node, so this node yields")
     if _self_wins_dual_active(settings, st, inp, msg):
         return None

@@ -21,10 +21,11 @@ class HeartbeatEndpoint:
     """Seals heartbeats for every link and turns received packets into a PeerView."""
 
     def __init__(self, keyring: Keyring, peer_name: str, link_names: list[str],
-                 interval: float, deadtime: float, boot_id: bytes | None = None) -> None:
+                 interval: float, deadtime: float, boot_id: bytes,
+                 known_peer: tuple[int, int] | None = None) -> None:
         self.keyring = keyring
         self.sealer = Sealer(keyring, boot_id)
-        self.tracker = PeerTracker(peer_name, link_names, deadtime)
+        self.tracker = PeerTracker(peer_name, link_names, deadtime, known_peer)
         self.interval = interval
         self.stats = {name: LinkStats() for name in link_names}
         self.tick = 0

@@ -2,9 +2,16 @@
 
 A packet that opened correctly still has to pass here before the decision core
 sees it. The tracker drops repeated and old packets (a sliding window over the
-peer's sequence numbers) and accepts a new peer boot only once that boot has
-acknowledged a heartbeat we sent after first seeing it, so packets recorded
-during an earlier boot cannot be replayed to fake a live peer.
+peer's sequence numbers). Boot ids start with a boot counter that grows with
+every daemon start and is persisted on both sides, so:
+
+* a boot with a higher counter than any seen is the peer's new start: accepted
+  at once (this works over one-way links too);
+* the boot last seen before our own restart is accepted for sequence numbers
+  above the last one we persisted;
+* anything else (a lower counter: replayed old packets, or a peer whose state
+  was wiped) is accepted only once it has acknowledged a heartbeat we sent
+  after first seeing it, which recorded packets cannot do.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from firmware.core.protocol import Header, Heartbeat, boot_tag, link_id
+from firmware.core.protocol import Header, Heartbeat, boot_counter, boot_tag, link_id
 
 REPLAY_WINDOW = 1024
 RETIRED_BOOTS = 8
@@ -77,9 +84,11 @@ class _Boot:
 class PeerTracker:
     """Turns opened packets into a PeerView; rejects replays and unconfirmed boots."""
 
-    def __init__(self, peer_name: str, link_names: list[str], deadtime: float) -> None:
+    def __init__(self, peer_name: str, link_names: list[str], deadtime: float,
+                 known: tuple[int, int] | None = None) -> None:
         self.peer_name = peer_name
         self.deadtime = deadtime
+        self.known = known  # (boot counter, highest seq) persisted before our restart
         self.link_names = list(link_names)
         self.current: _Boot | None = None
         self._candidates: OrderedDict[bytes, _Boot] = OrderedDict()
@@ -115,7 +124,7 @@ class PeerTracker:
         acks_us = message.ack_boot == boot_tag(own_boot_id)
         newest_ack = max((tick for _, tick in message.acks), default=0) if acks_us else 0
         if boot is not self.current:
-            if not (acks_us and newest_ack >= boot.first_seen_tick):
+            if not (self._evidently_newer(header) or acks_us and newest_ack >= boot.first_seen_tick):
                 return "unconfirmed"
             self._promote_boot(boot)
         if acks_us:
@@ -128,6 +137,23 @@ class PeerTracker:
         if self._message is None or message.tick >= self._message.tick:
             self._message, self._message_at = message, now
         return None
+
+    def _evidently_newer(self, header: Header) -> bool:
+        """Whether a boot other than the current one is fresher than anything seen before."""
+        counter = boot_counter(header.boot_id)
+        floor = boot_counter(self.current.boot_id) if self.current else None
+        if self.known is not None:
+            known_counter, known_seq = self.known
+            if self.current is None and counter == known_counter:
+                return header.seq > known_seq
+            floor = max(floor or 0, known_counter)
+        return floor is None or counter > floor
+
+    def record(self) -> tuple[int, int] | None:
+        """(boot counter, highest seq) of the current peer boot, for persisting."""
+        if self.current is None:
+            return self.known
+        return boot_counter(self.current.boot_id), self.current.window.highest
 
     def _current_alive(self, now: float) -> bool:
         last = max(self._rx_at.values(), default=None)

@@ -6,13 +6,15 @@ Packet layout (big-endian)::
       magic   2  b"TH"
       version 1  PROTOCOL_VERSION
       key id  1  which cluster key sealed the packet (two keys are accepted during a rotation)
-      boot id 8  random per daemon start
+      boot id 8  boot counter (4, grows with every daemon start) + 4 random bytes
       seq     4  per-boot packet counter, one per packet on any link
     ciphertext of the payload, then the 16-byte tag
 
-The nonce is boot id + seq. Each daemon start draws a fresh 64-bit boot id and
-never repeats a seq within a boot, so a nonce is never reused under a key; the
-SIV mode keeps even an accidental repeat from leaking the key.
+The nonce is boot id + seq. Each daemon start takes a boot counter higher than
+any before it (persisted, and never below the wall clock's seconds) plus 32
+random bits that keep the two nodes apart, and never repeats a seq within a
+boot, so a nonce is never reused under a key; the SIV mode keeps even an
+accidental repeat from leaking the key.
 
 Payload::
 
@@ -68,9 +70,19 @@ def link_id(name: str) -> int:
     return zlib.crc32(name.encode()) & 0xFFFF
 
 
+def boot_counter(boot_id: bytes) -> int:
+    """The boot counter at the start of a boot id."""
+    return int.from_bytes(boot_id[:4], "big")
+
+
+def new_boot_id(counter: int) -> bytes:
+    """A boot id for a daemon start with the given boot counter."""
+    return (counter & 0xFFFF_FFFF).to_bytes(4, "big") + secrets.token_bytes(4)
+
+
 def boot_tag(boot_id: bytes) -> bytes:
-    """The 4-byte tag that names a boot in acknowledgements."""
-    return boot_id[:4]
+    """The 4-byte tag that names a boot in acknowledgements (its random half)."""
+    return boot_id[4:]
 
 
 @dataclass(frozen=True)
@@ -177,15 +189,15 @@ def write_key_file(path: Path, key_id: int = 1, add: bool = False) -> None:
 class Sealer:
     """Seals heartbeats for one daemon start: owns the boot id and the nonce counter."""
 
-    def __init__(self, keyring: Keyring, boot_id: bytes | None = None) -> None:
+    def __init__(self, keyring: Keyring, boot_id: bytes) -> None:
         self.keyring = keyring
-        self.boot_id = boot_id if boot_id is not None else secrets.token_bytes(8)
+        self.boot_id = boot_id
         self.seq = 0
 
     def seal(self, message: Heartbeat) -> bytes:
         """Encode and encrypt `message` under a nonce never used before in this boot."""
-        if self.seq >= MAX_SEQ:  # ~13 years at 10 Hz on one link: start a new boot
-            self.boot_id, self.seq = secrets.token_bytes(8), 0
+        if self.seq >= MAX_SEQ:  # years of heartbeats: continue as the next boot
+            self.boot_id, self.seq = new_boot_id(boot_counter(self.boot_id) + 1), 0
         self.seq += 1
         header = HEADER.pack(MAGIC, PROTOCOL_VERSION, self.keyring.send_id, self.boot_id, self.seq)
         cipher = self.keyring.cipher(self.keyring.send_id)

@@ -1,0 +1,188 @@
+"""Control socket: JSON lines over a Unix socket. One request, one response; `events` streams.
+
+Request:  {"cmd": "status"} or {"cmd": "promote", "force": false}, one per line.
+Response: {"ok": true, "result": ...} or {"ok": false, "error": "one clear line"}.
+A streaming request ({"cmd": "events"}) gets {"ok": true, "event": {...}}
+lines and then {"ok": true, "end": true}; with "follow": true it keeps sending
+events until the client hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 65536
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | AsyncIterator[dict[str, Any]]]]
+
+
+class ControlError(Exception):
+    """The daemon could not be reached or refused the request."""
+
+
+class ControlServer:
+    """Serves the control socket; each request goes to `handler`."""
+
+    def __init__(self, path: Path, handler: Handler, group: str | None = None) -> None:
+        self.path = path
+        self.handler = handler
+        self.group = group
+        self._server: asyncio.base_events.Server | None = None
+        self._clients: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        """Create the socket (mode 0660, optional group); a stale socket file is replaced."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            if _socket_in_use(self.path):
+                raise ControlError(f"{self.path} is in use by another running daemon")
+            self.path.unlink()
+        old_umask = os.umask(0o117)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+                                                           limit=MAX_REQUEST_BYTES)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o660)
+        if self.group:
+            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
+
+    async def close(self) -> None:
+        """Stop listening, end open connections, remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._clients):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await _write(writer, {"ok": False, "error": "request too long"})
+                    return
+                if not line:
+                    return
+                await self._answer(line, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            return
+        finally:
+            if task is not None:
+                self._clients.discard(task)
+            writer.close()
+
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                raise ValueError("a request is a JSON object with a string `cmd`")
+        except ValueError as exc:
+            await _write(writer, {"ok": False, "error": f"bad request: {exc}"})
+            return
+        try:
+            result = await self.handler(request)
+        except ControlError as exc:
+            await _write(writer, {"ok": False, "error": str(exc)})
+            return
+        except Exception as exc:  # a bug in one command must not take the daemon down
+            log.exception("control: %s failed", request.get("cmd"))
+            await _write(writer, {"ok": False, "error": f"internal error: {exc}"})
+            return
+        if isinstance(result, dict):
+            await _write(writer, result)
+            return
+        async for item in result:
+            await _write(writer, item)
+        await _write(writer, {"ok": True, "end": True})
+
+
+async def _write(writer: asyncio.StreamWriter, item: dict[str, Any]) -> None:
+    writer.write(json.dumps(item, default=str).encode() + b"\n")
+    await writer.drain()
+
+
+def _socket_in_use(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _connect(path: Path, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except FileNotFoundError:
+        sock.close()
+        raise ControlError(f"cannot reach the daemon: {path} does not exist (is `tandem run` running?)") from None
+    except PermissionError:
+        sock.close()
+        raise ControlError(f"cannot reach the daemon: permission denied on {path} (run as root or join its group)") from None
+    except OSError as exc:
+        sock.close()
+        raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    buffer = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            raise ControlError("the daemon did not answer in time") from None
+        if not chunk:
+            if buffer.strip():
+                yield json.loads(buffer)
+            return
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+
+
+def request(path: Path, payload: dict[str, Any], timeout: float = 30.0) -> Any:
+    """Send one request and return its result; raise ControlError with the daemon's reason."""
+    with _connect(path, timeout) as sock:
+        sock.sendall(json.dumps(payload).encode() + b"\n")
+        for reply in _lines(sock):
+            if not reply.get("ok"):
+                raise ControlError(reply.get("error", "request failed"))
+            return reply.get("result")
+    raise ControlError("the daemon closed the connection without answering")
+
+
+def stream(path: Path, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Send a streaming request (e.g. events --follow); yield each item until the daemon stops."""
+    with _connect(path, 10.0) as sock:
+        sock.sendall(json.dumps(payload).encode() + b"\n")
+        sock.settimeout(None)
+        for reply in _lines(sock):
+            if not reply.get("ok"):
+                raise ControlError(reply.get("error", "request failed"))
+            if reply.get("end"):
+                return
+            yield reply

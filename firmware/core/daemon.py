@@ -1,0 +1,484 @@
+"""`tandem run`: the asyncio daemon that wires links, the decision core and the world together.
+
+Everything on the event loop is short and non-blocking: the heartbeat timer,
+packet reception and the decision core. Disk writes (journal, state) run on
+worker threads; witness checks and takeover actions run as tasks with
+timeouts. So nothing delays a heartbeat (DESIGN.md, principle 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import replace
+from typing import Any, AsyncIterator, Callable
+
+from firmware import __version__
+from firmware.config import Config, ConfigError, check_key_file_permissions
+from firmware.core import cluster
+from firmware.core.actions import ActionPlan
+from firmware.core.cluster import ClusterState, Inputs, Persisted, Settings, WitnessResult
+from firmware.core.control import ControlError, ControlServer
+from firmware.core.heartbeat import HeartbeatEndpoint
+from firmware.core.journal import Journal, JsonStore
+from firmware.core.links import Link, make_link
+from firmware.core.notify import Notifier
+from firmware.core.protocol import Keyring, new_boot_id
+from firmware.core.states import Flag, NodeState, Role
+from firmware.core.witness import Witness
+
+log = logging.getLogger(__name__)
+
+FINAL_ROUNDS = 3  # heartbeats sent after STOPPED so the peer hears the planned exit
+PEER_RECORD_EVERY_TICKS = 50
+
+
+def settings_from_config(config: Config) -> Settings:
+    """The decision core's settings from the node configuration."""
+    node = config.node
+    t = node.timers
+    return Settings(
+        node=node.node, peer=node.peer, role=Role.parse(node.role),
+        heartbeat=t.heartbeat_ms / 1000, deadtime=t.deadtime_ms / 1000, initdead=t.initdead_ms / 1000,
+        handover_timeout=t.handover_timeout_ms / 1000, shutdown_timeout=t.shutdown_timeout_ms / 1000,
+        critical=node.health.critical,
+        witness_required=bool(node.witness.targets), witness_min_health=node.witness.min_health,
+        failback=node.failback.policy, failback_hold_down=node.failback.hold_down_s,
+        failback_min_uptime=node.failback.min_uptime_s, failback_window=node.failback.window_minutes,
+        flap_max_failures=node.flap.max_failures, flap_window=node.flap.window_min * 60,
+    )
+
+
+def flag_names(flags: Flag) -> list[str]:
+    """Flag names for status output."""
+    return [f.name.lower() for f in Flag if f and f in flags and f.name]
+
+
+class Daemon:
+    """One Tandem node."""
+
+    def __init__(self, config: Config, plan: ActionPlan | None = None) -> None:
+        self.config = config
+        node = config.node
+        check_key_file_permissions(node.key_file, config.path)
+        try:
+            self.keyring = Keyring.load(node.key_file)
+        except ValueError as exc:
+            raise ConfigError(config.path, "key_file", f"{node.key_file}: {exc}") from None
+        self.settings = settings_from_config(config)
+        node.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = JsonStore(node.state_dir / "state.json")
+        self.boot_store = JsonStore(node.state_dir / "boot.json")
+        boot = self.boot_store.load()
+        self.boot_counter = max(int(boot.get("own_counter", 0)) + 1, int(time.time()))
+        known = boot.get("peer")
+        known_peer = (int(known[0]), int(known[1])) if isinstance(known, list) and len(known) == 2 else None
+        # Persist the new counter before the first packet: a crash must never reuse it.
+        self.boot_store.save_now({"own_counter": self.boot_counter, "peer": known_peer})
+        self._saved_peer_record = known_peer
+        self.journal = Journal(node.state_dir, node.journal.max_bytes, node.journal.keep)
+        self.links: dict[str, Link] = {link.name: make_link(link) for link in node.links}
+        self.endpoint = HeartbeatEndpoint(self.keyring, node.peer, list(self.links),
+                                          self.settings.heartbeat, self.settings.deadtime,
+                                          boot_id=new_boot_id(self.boot_counter), known_peer=known_peer)
+        self.witness = Witness(node.witness.targets, node.witness.require, node.witness.timeout_ms / 1000)
+        self.plan = plan or ActionPlan()
+        self.notifier = Notifier()
+        self.control = ControlServer(node.control_socket, self.handle_request, node.control_group)
+        self.health = 100
+        self.witness_result: WitnessResult | None = None
+        self.witness_summary = ""
+        self.actions_done = -1
+        self.state: ClusterState | None = None
+        self.started_wall = time.time()
+        self.max_tick_lag = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._next_tick_at = 0.0
+        self._wake_handle: asyncio.TimerHandle | None = None
+        self._wake_at: float | None = None
+        self._witness_task: asyncio.Task | None = None
+        self._witness_started = -1e9
+        self._actions_for = -1
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
+        self._stopped = asyncio.Event()
+        self._last_watchdog = 0.0
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def run(self) -> int:
+        """Run until the node has left the cluster; return the process exit code."""
+        self._loop = loop = asyncio.get_running_loop()
+        for link in self.links.values():
+            await link.start(self._on_packet)
+        await self.control.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        now = loop.time()
+        persisted = Persisted.from_json(self.store.load())
+        self.state, out = cluster.initial_state(self.settings, persisted, now, time.time())
+        self.journal.record("daemon.start", {"version": __version__, "node": self.settings.node,
+                                             "boot_id": self.endpoint.boot_id.hex(),
+                                             "links": list(self.links), "board": self.config.board.name})
+        self._apply(out)
+        self._next_tick_at = now
+        self._tick()
+        self.notifier.ready(self._status_line())
+        log.info("node %s started (%s); links: %s", self.settings.node, self.settings.role.name.lower(),
+                 ", ".join(f"{l.name} ({l.detail})" for l in self.links.values()))
+        await self._stopped.wait()
+        await self._finish()
+        return 0
+
+    def _on_signal(self, sig: int) -> None:
+        log.info("received %s: leaving the cluster", signal.Signals(sig).name)
+        self.journal.record("signal", {"signal": signal.Signals(sig).name})
+        self.notifier.stopping()
+        assert self.state is not None and self._loop is not None
+        if not self.state.shutting_down:
+            self.state = cluster.begin_shutdown(self.settings, self.state, self._inputs(self._loop.time()))
+        self._evaluate(self._loop.time())
+
+    async def _finish(self) -> None:
+        assert self.state is not None
+        for _ in range(FINAL_ROUNDS):
+            self._send_round()
+            await asyncio.sleep(self.settings.heartbeat / 4)
+        self.store.save_now(self.state.persisted.to_json())
+        self._save_boot_record(now=True)
+        self.journal.record("daemon.stop", {"state": self.state.state.name})
+        await self.control.close()
+        for link in self.links.values():
+            link.close()
+        self.journal.close()
+
+    # ------------------------------------------------------------------ heartbeat path
+
+    def _tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        lag = now - self._next_tick_at
+        self.max_tick_lag = max(self.max_tick_lag, lag)
+        for link in self.links.values():
+            link.maintain(now)
+        self._evaluate(now)
+        self._send_round()
+        interval = self.settings.heartbeat
+        self._next_tick_at += interval
+        if self._next_tick_at < now:  # we were stalled: do not burst to catch up
+            self._next_tick_at = now + interval
+        if not self._stopped.is_set():
+            loop.call_at(self._next_tick_at, self._tick)
+        self._pet_watchdog(now, lag)
+        if self.endpoint.tick % PEER_RECORD_EVERY_TICKS == 0:
+            self._save_boot_record()
+
+    def _save_boot_record(self, now: bool = False) -> None:
+        # The peer's boot counter and highest seq: after our own restart, only newer
+        # packets of that boot are accepted without a round trip (see peer.py).
+        record = self.endpoint.tracker.record()
+        if record == self._saved_peer_record and not now:
+            return
+        self._saved_peer_record = record
+        data = {"own_counter": self.boot_counter, "peer": list(record) if record else None}
+        (self.boot_store.save_now if now else self.boot_store.save)(data)
+
+    def _pet_watchdog(self, now: float, lag: float) -> None:
+        # Petted from the heartbeat tick itself, and only when that tick was on time:
+        # a stalled loop stops the petting and systemd restarts the daemon.
+        interval = self.notifier.watchdog_interval
+        if interval is None or lag > self.settings.deadtime:
+            return
+        if now - self._last_watchdog >= interval:
+            self._last_watchdog = now
+            self.notifier.watchdog()
+
+    def _send_round(self) -> None:
+        assert self._loop is not None and self.state is not None
+        tick = self.endpoint.next_tick(self._loop.time())
+        ack_boot, acks = self.endpoint.acks()
+        message = cluster.heartbeat(self.settings, self.state, self.health, tick, ack_boot, acks)
+        for link in self.links.values():
+            link.send(self.endpoint.seal(message))
+
+    def _on_packet(self, link: str, packet: bytes, now: float) -> None:
+        if self.endpoint.receive(link, packet, now) is not None:
+            self._evaluate(now)
+
+    # ------------------------------------------------------------------ decisions
+
+    def _inputs(self, now: float) -> Inputs:
+        local = time.localtime()
+        return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
+                      tick=self.endpoint.tick, peer=self.endpoint.view(), health=self.health,
+                      witness=self.witness_result, actions_done=self.actions_done)
+
+    def _evaluate(self, now: float) -> None:
+        if self.state is None or self.state.state == NodeState.STOPPED:
+            return
+        self.state, out = cluster.step(self.settings, self.state, self._inputs(now))
+        self._apply(out)
+
+    def _apply(self, out: cluster.Outputs) -> None:
+        st = self.state
+        assert st is not None and self._loop is not None
+        for event in out.events:
+            self.journal.record(event.kind, event.data)
+            if event.kind in ("state", "peer.lost", "peer.found", "link.down", "link.up", "refused",
+                              "takeover.blocked", "health.critical", "flap.hold", "dual_active"):
+                log.info("%s %s", event.kind, event.data)
+        if out.persist:
+            self.store.save(st.persisted.to_json())
+        if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and self._actions_for != st.transition:
+            self._actions_for = st.transition
+            self._spawn(self._run_actions(st.state, st.transition))
+        if out.want_witness:
+            self._maybe_check_witness()
+        self._schedule_wake(out.wake_at)
+        if out.send_now:
+            self._send_round()
+            self.notifier.status(self._status_line())
+        if st.state == NodeState.STOPPED:
+            self._stopped.set()
+        self._resolve_waiters()
+
+    def _schedule_wake(self, wake_at: float | None) -> None:
+        if wake_at == self._wake_at:
+            return
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+        self._wake_at = wake_at
+        self._wake_handle = None
+        if wake_at is not None and self._loop is not None:
+            self._wake_handle = self._loop.call_at(wake_at, self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._wake_at = self._wake_handle = None
+        assert self._loop is not None
+        self._evaluate(self._loop.time())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _maybe_check_witness(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        busy = self._witness_task is not None and not self._witness_task.done()
+        if busy or now - self._witness_started < self.settings.heartbeat:
+            return
+        self._witness_started = now
+        self._witness_task = asyncio.ensure_future(self._check_witness(now))
+
+    async def _check_witness(self, started: float) -> None:
+        ok, summary = await self.witness.check()
+        self.witness_result = WitnessResult(ok, started, summary)
+        self.witness_summary = summary
+        assert self._loop is not None
+        self._evaluate(self._loop.time())
+
+    async def _run_actions(self, state: NodeState, transition: int) -> None:
+        outcomes = await (self.plan.promote() if state == NodeState.TAKEOVER else self.plan.demote())
+        for outcome in outcomes:
+            self.journal.record("action", {"action": outcome.action, "ok": outcome.ok,
+                                           "detail": outcome.detail, "for": state.name})
+        self.actions_done = transition
+        assert self._loop is not None
+        self._evaluate(self._loop.time())
+
+    # ------------------------------------------------------------------ control requests
+
+    async def handle_request(self, request: dict[str, Any]) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+        """Answer one control-socket request."""
+        cmd = request["cmd"]
+        if cmd == "status":
+            return {"ok": True, "result": self.status()}
+        if cmd == "links":
+            return {"ok": True, "result": self.status()["links"]}
+        if cmd == "ping":
+            return {"ok": True, "result": "pong"}
+        if cmd == "events":
+            return self._events(int(request.get("since", 0)), bool(request.get("follow", False)))
+        if cmd in ("promote", "demote", "shutdown", "maintenance-on", "maintenance-off"):
+            return await self._command(cmd, bool(request.get("force", False)), str(request.get("source", "cli")))
+        if cmd == "sim.health":
+            if not self.config.board.simulator:
+                raise ControlError("sim.health is only available on a simulator board profile")
+            return self._set_health(int(request["value"]))
+        raise ControlError(f"unknown command {cmd!r}")
+
+    def _set_health(self, value: int) -> dict[str, Any]:
+        if not 0 <= value <= 100:
+            raise ControlError("health must be 0-100")
+        self.health = value
+        self.journal.record("health", {"health": value, "source": "simulator"})
+        assert self._loop is not None
+        self._evaluate(self._loop.time())
+        return {"ok": True, "result": f"health set to {value}"}
+
+    async def _command(self, name: str, force: bool, source: str) -> dict[str, Any]:
+        assert self.state is not None and self._loop is not None
+        self.state, out, reply = cluster.command(self.settings, self.state, self._inputs(self._loop.time()),
+                                                 name, force)
+        out = replace(out, events=tuple(
+            replace(e, data={**e.data, "source": source}) if e.kind in ("command", "refused") else e
+            for e in out.events))
+        self._apply(out)
+        if not reply.ok:
+            raise ControlError(reply.message)
+        outcome = await self._await_outcome(name)
+        return {"ok": True, "result": {"message": reply.message, "outcome": outcome,
+                                       "state": self.state.state.name}}
+
+    async def _await_outcome(self, name: str) -> str:
+        """Wait (bounded) until a command has taken effect; describe what happened."""
+        st = self.state
+        assert st is not None
+        limit = self.settings.handover_timeout + 2 * self.settings.deadtime + 1.0
+        peer_active = lambda: (self.endpoint.view().message is not None  # noqa: E731
+                               and self.state is not None and self.state.peer_alive
+                               and self.endpoint.view().message.state == NodeState.ACTIVE)
+        if name == "promote":
+            done = await self._wait_for(lambda: self.state.state == NodeState.ACTIVE
+                                        or self.state.request_tick is None and not self.state.state.holds_resources,
+                                        limit)
+            if self.state.state == NodeState.ACTIVE:
+                return "this node is ACTIVE"
+            raise ControlError(f"promotion did not complete: {self.state.reason}" if done else
+                               f"promotion did not complete within {limit:g} s: {self.state.reason}")
+        if name in ("demote", "maintenance-on") and st.state.holds_resources or st.state == NodeState.RELEASING:
+            await self._wait_for(lambda: not self.state.state.holds_resources, limit)
+            if await self._wait_for(peer_active, limit):
+                return f"{self.settings.peer} is ACTIVE"
+            return f"this node released; {self.settings.peer} has not taken over ({self.state.reason})"
+        if name == "shutdown":
+            await self._wait_for(lambda: self.state.state == NodeState.STOPPED,
+                                 self.settings.shutdown_timeout + limit)
+            return "left the cluster"
+        return self.state.reason
+
+    async def _wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        if predicate():
+            return True
+        assert self._loop is not None
+        future = self._loop.create_future()
+        self._waiters.append((predicate, future))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._waiters = [(p, f) for p, f in self._waiters if f is not future]
+
+    def _resolve_waiters(self) -> None:
+        for predicate, future in list(self._waiters):
+            if not future.done() and predicate():
+                future.set_result(True)
+
+    async def _events(self, since: int, follow: bool) -> AsyncIterator[dict[str, Any]]:
+        for record in self.journal.since(since):
+            yield {"ok": True, "event": record}
+        if not follow:
+            return
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.journal.add_listener(queue.put_nowait)
+        try:
+            while True:
+                yield {"ok": True, "event": await queue.get()}
+        finally:
+            self.journal.remove_listener(queue.put_nowait)
+
+    # ------------------------------------------------------------------ status
+
+    def _status_line(self) -> str:
+        st = self.state
+        if st is None:
+            return "starting"
+        return f"{st.state.name} ({st.reason}); peer {'alive' if st.peer_alive else 'silent'}"
+
+    def status(self) -> dict[str, Any]:
+        """The status snapshot (DESIGN.md): one JSON document for CLI, panel, hooks and metrics."""
+        assert self.state is not None and self._loop is not None
+        st, now = self.state, self._loop.time()
+        view = self.endpoint.view()
+        msg = view.message
+        link_status = {link.name: link for link in st.links}
+        links = []
+        for name, link in self.links.items():
+            status = link_status.get(name)
+            rx, tx = (status.rx, status.tx) if status else (False, False)
+            links.append({
+                "name": name, "kind": link.kind, "rx": rx, "tx": tx,
+                "state": "up" if rx and tx else "one-way" if rx or tx else "down",
+                "open": link.is_open, "detail": link.detail,
+                **self.endpoint.stats[name].to_json(now),
+            })
+        last_rx = view.last_rx
+        return {
+            "node": self.settings.node,
+            "role": self.settings.role.name.lower(),
+            "state": st.state.name,
+            "reason": st.reason,
+            "since_s": round(now - st.since, 3),
+            "health": self.health,
+            "epoch": st.persisted.epoch,
+            "flags": flag_names(cluster.heartbeat_flags(st)),
+            "maintenance": st.persisted.maintenance,
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_wall, 1),
+            "board": self.config.board.name,
+            "simulator": self.config.board.simulator,
+            "peer": {
+                "name": self.settings.peer,
+                "alive": st.peer_alive,
+                "state": msg.state.name if msg else None,
+                "role": msg.role.name.lower() if msg else None,
+                "health": msg.health if msg else None,
+                "epoch": msg.epoch if msg else None,
+                "flags": flag_names(msg.flags) if msg else [],
+                "last_heard_s": None if last_rx is None else round(now - last_rx, 3),
+            },
+            "links": links,
+            "witness": {
+                "configured": self.witness.configured,
+                "targets": self.witness.targets,
+                "ok": self.witness_result.ok if self.witness_result else None,
+                "detail": self.witness_summary,
+                "age_s": None if self.witness_result is None else round(now - self.witness_result.started_at, 3),
+            },
+            "alarms": cluster.alarms(self.settings, st),
+            "sensors": [],
+            "shared_ips": [],
+            "relays": [],
+            "heartbeat": {"interval_ms": self.settings.heartbeat * 1000, "deadtime_ms": self.settings.deadtime * 1000,
+                          "max_tick_lag_ms": round(self.max_tick_lag * 1000, 2), "tick": self.endpoint.tick},
+        }
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Log to stderr; with journald (JOURNAL_STREAM set) use `<N>` priority prefixes, no timestamps."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if os.environ.get("JOURNAL_STREAM"):
+        class _Journald(logging.Formatter):
+            PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+            def format(self, record: logging.LogRecord) -> str:
+                return f"<{self.PRIORITY.get(record.levelno, 6)}>{record.name}: {record.getMessage()}"
+        formatter: logging.Formatter = _Journald()
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+async def run_daemon(config: Config) -> int:
+    """Build and run a daemon from a loaded config."""
+    return await Daemon(config).run()

@@ -1,0 +1,57 @@
+"""systemd's notify protocol (READY, STATUS, WATCHDOG, STOPPING) without depending on systemd.
+
+Does nothing when NOTIFY_SOCKET is not set, so the daemon runs the same way
+under systemd, another supervisor, or a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+class Notifier:
+    """Sends sd_notify datagrams to $NOTIFY_SOCKET, if there is one."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET", "")
+        if address.startswith("@"):
+            address = "\0" + address[1:]  # abstract socket namespace
+        self.address = address or None
+        self.watchdog_interval: float | None = None
+        usec = env.get("WATCHDOG_USEC")
+        pid = env.get("WATCHDOG_PID")
+        if usec and usec.isdigit() and (not pid or pid == str(os.getpid())):
+            self.watchdog_interval = int(usec) / 1_000_000 / 2
+        self._sock: socket.socket | None = None
+        if self.address:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.setblocking(False)
+
+    def send(self, **fields: str | int) -> bool:
+        """Send `KEY=value` lines (e.g. READY=1, STATUS=...); False if nobody listens."""
+        if self._sock is None or self.address is None:
+            return False
+        message = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
+        try:
+            self._sock.sendto(message, self.address)
+        except OSError:
+            return False
+        return True
+
+    def ready(self, status: str) -> None:
+        """Tell the supervisor start-up is complete."""
+        self.send(READY=1, STATUS=status)
+
+    def status(self, status: str) -> None:
+        """Update the one-line status `systemctl status` shows."""
+        self.send(STATUS=status)
+
+    def watchdog(self) -> None:
+        """Pet the systemd watchdog."""
+        self.send(WATCHDOG=1)
+
+    def stopping(self) -> None:
+        """Tell the supervisor the daemon is shutting down."""
+        self.send(STOPPING=1)

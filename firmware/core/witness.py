@@ -1,0 +1,86 @@
+"""Split-brain witness checks: can this node reach the addresses it must reach?
+
+Targets are `tcp://HOST:PORT` (a TCP connect must succeed) or `icmp://HOST`
+(an echo reply must come back; raw sockets as root, unprivileged ICMP
+sockets otherwise). All targets are checked at once, each with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+import icmplib
+
+from firmware.config import parse_host_port
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """Outcome for one target."""
+
+    target: str
+    ok: bool
+    detail: str
+
+
+async def check_tcp(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    """Connect and close; ok if the handshake completes within `timeout`."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except asyncio.TimeoutError:
+        return False, f"no answer within {timeout * 1000:.0f} ms"
+    except OSError as exc:
+        return False, exc.strerror or str(exc)
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return True, "connected"
+
+
+async def check_icmp(host: str, timeout: float) -> tuple[bool, str]:
+    """One echo request; ok on a reply within `timeout`."""
+    try:
+        reply = await icmplib.async_ping(host, count=1, timeout=timeout, privileged=os.geteuid() == 0)
+    except icmplib.ICMPLibError as exc:
+        return False, str(exc) or type(exc).__name__
+    except OSError as exc:
+        return False, exc.strerror or str(exc)
+    if reply.is_alive:
+        return True, f"reply in {reply.avg_rtt:.1f} ms"
+    return False, f"no reply within {timeout * 1000:.0f} ms"
+
+
+async def check_target(target: str, timeout: float) -> TargetResult:
+    """Check one `tcp://` or `icmp://` target."""
+    scheme, _, rest = target.partition("://")
+    if scheme == "tcp":
+        host, port = parse_host_port(rest, default_port=0)
+        ok, detail = await check_tcp(host, port, timeout)
+    else:
+        ok, detail = await check_icmp(rest.strip("[]"), timeout)
+    return TargetResult(target, ok, detail)
+
+
+class Witness:
+    """The configured witness: several targets, `all` or `any` of which must answer."""
+
+    def __init__(self, targets: list[str], require: str = "all", timeout: float = 0.25) -> None:
+        self.targets = list(targets)
+        self.require = require
+        self.timeout = timeout
+
+    @property
+    def configured(self) -> bool:
+        """Whether any target is configured (no targets: the guard is off)."""
+        return bool(self.targets)
+
+    async def check(self) -> tuple[bool, str]:
+        """Check every target at once; return (passed, a one-line summary)."""
+        results = await asyncio.gather(*(check_target(t, self.timeout) for t in self.targets))
+        passed = all(r.ok for r in results) if self.require == "all" else any(r.ok for r in results)
+        summary = "; ".join(f"{r.target} {r.detail}" for r in results)
+        return passed, summary
