@@ -125,8 +125,9 @@ def format_links(links: list[dict[str, Any]]) -> str:
     header = f"{'LINK':<10} {'KIND':<7} {'STATE':<8} {'TX':<8} {'LAST HEARD':>10} {'RECEIVED':>9} {'LOST':>6} {'REJECTED':>9} {'LATE':>6}  DETAIL"
     rows = [header]
     for l in links:
+        rx = "up" if l["rx"] else "down"
         tx = "ok" if l["tx"] else "unheard"
-        rows.append(f"{l['name']:<10} {l['kind']:<7} {l['state']:<8} {tx:<8} {_age(l['last_heard_s']):>10} "
+        rows.append(f"{l['name']:<10} {l['kind']:<7} {rx:<8} {tx:<8} {_age(l['last_heard_s']):>10} "
                     f"{l['received']:>9} {l['lost']:>6} {l['rejected_total']:>9} {l['late_over_50ms']:>6}  {l['detail']}")
     return "\n".join(rows)
 

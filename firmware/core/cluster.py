@@ -622,8 +622,12 @@ def _peer_takeover_problem(settings: Settings, st: ClusterState, inp: Inputs) ->
         return f"{settings.peer} is silent on every link; stepping down would leave no ACTIVE node"
     if msg.flags & Flag.MAINTENANCE:
         return f"{settings.peer} is in maintenance"
-    if msg.flags & (Flag.FLAP_HOLD | Flag.SHUTTING_DOWN) or msg.state in (S.STOPPED, S.STARTING):
-        return f"{settings.peer} cannot take over ({msg.state.name}, flags {msg.flags!r})"
+    if msg.flags & Flag.FLAP_HOLD:
+        return f"{settings.peer} is held STANDBY after failing too often (flap hold)"
+    if msg.flags & Flag.SHUTTING_DOWN or msg.state == S.STOPPED:
+        return f"{settings.peer} is leaving the cluster"
+    if msg.state == S.STARTING:
+        return f"{settings.peer} is still starting"
     if not _healthy(msg.health, settings):
         return f"{settings.peer} is unhealthy (health {msg.health} below critical {settings.critical})"
     return None

@@ -1,0 +1,96 @@
+"""`tandem sim lab`: start the simulated two-node rack and show both nodes live until Ctrl-C."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from sim.rack import NODES, TwoNodeRack
+
+REFRESH_S = 0.5
+
+
+def _cell(value: Any, width: int) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _link_cell(link: dict[str, Any]) -> str:
+    heard = "never" if link["last_heard_s"] is None else f"{link['last_heard_s']:.2f}s ago"
+    return f"{link['state']:<7} heard {heard}, lost {link['lost']}, bad {link['rejected_total']}"
+
+
+def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width: int = 38) -> str:
+    """One screen of the lab: a column per node."""
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, values: list[Any]) -> None:
+        rows.append((label, [_cell(v, width) for v in values]))
+
+    alive = [s is not None for s in (statuses[n] for n in NODES)]
+    row("node", [f"{n} ({rack.roles[n]})" for n in NODES])
+    row("state", [s["state"] if s else "NOT RUNNING" for s in (statuses[n] for n in NODES)])
+    row("why", [s["reason"] if s else "" for s in (statuses[n] for n in NODES)])
+    row("health", [s["health"] if s else "" for s in (statuses[n] for n in NODES)])
+    row("epoch", [s["epoch"] if s else "" for s in (statuses[n] for n in NODES)])
+    link_names = next((([l["name"] for l in s["links"]]) for s in statuses.values() if s), [])
+    for link in link_names:
+        row(link, [_link_cell({l["name"]: l for l in s["links"]}[link]) if s else ""
+                   for s in (statuses[n] for n in NODES)])
+    row("alarms", [(str(len(s["alarms"])) + (": " + s["alarms"][0] if s["alarms"] else "")) if s else ""
+                   for s in (statuses[n] for n in NODES)])
+    label_width = max(len(label) for label, _ in rows)
+    lines = [f"Tandem simulated rack   {time.strftime('%H:%M:%S')}   (Ctrl-C stops the lab)", ""]
+    for label, values in rows:
+        lines.append(f"  {label:<{label_width}}  " + "  ".join(f"{v:<{width}}" for v in values))
+    active = [n for n, s in statuses.items() if s and s["state"] == "ACTIVE"]
+    verdict = {0: "no node is ACTIVE", 1: f"{active[0] if active else ''} carries the calls"}.get(
+        len(active), "TWO NODES ACTIVE (partition)")
+    lines += ["", f"  cluster: {verdict}" if any(alive) else "  cluster: no node running"]
+    return "\n".join(lines)
+
+
+def _help_text(rack: TwoNodeRack) -> str:
+    a, b = (rack.config_path(n) for n in NODES)
+    return "\n".join([
+        "Steer the nodes from another terminal, for example:",
+        f"  tandem --config {a} demote        # hand the calls to bravo",
+        f"  tandem --config {a} promote       # take them back",
+        f"  tandem --config {b} status        # bravo's view",
+        f"  tandem --config {b} events -f     # bravo's journal, live",
+        f"Logs: {rack.base}/<node>/daemon.log",
+    ])
+
+
+def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO = sys.stdout) -> int:
+    """Start the rack and refresh the live view until Ctrl-C (or `duration` seconds)."""
+    own_dir = base is None
+    base = Path(tempfile.mkdtemp(prefix="tandem-lab-")) if base is None else base
+    rack = TwoNodeRack(base)
+    interactive = out.isatty()
+    print(f"Starting two simulated nodes in {base} …", file=out, flush=True)
+    rack.start()
+    started = time.monotonic()
+    try:
+        while duration is None or time.monotonic() - started < duration:
+            screen = render(rack, {n: rack.status(n) for n in NODES})
+            if interactive:
+                out.write("\x1b[H\x1b[2J" + screen + "\n\n" + _help_text(rack) + "\n")
+            else:
+                out.write(screen + "\n\n")
+            out.flush()
+            time.sleep(REFRESH_S)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("Stopping the lab …", file=out, flush=True)
+        for name in NODES:
+            rack.kill(name)
+        rack.stop()
+        if own_dir:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0

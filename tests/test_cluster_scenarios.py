@@ -1,0 +1,260 @@
+"""Named scenarios of the decision core, run in the two-node model (simulated time).
+
+Each one is a story an operator or integrator would tell; the model also checks
+the safety and liveness invariants after every event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from clustermodel import DIRECTIONS, LINKS, TwoNodeModel
+from firmware.core.states import NodeState, Role
+
+A, B = 0, 1
+ACTIVE, STANDBY = NodeState.ACTIVE, NodeState.STANDBY
+
+
+def started(**overrides) -> TwoNodeModel:
+    """A settled pair: alpha (primary) ACTIVE, bravo (secondary) STANDBY."""
+    model = TwoNodeModel(seed=1, **overrides)
+    model.nodes[A].settings = replace(model.nodes[A].settings, role=Role.PRIMARY)
+    model.nodes[B].settings = replace(model.nodes[B].settings, role=Role.SECONDARY)
+    model.start(A)
+    model.start(B)
+    model.run_until(2.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
+    return model
+
+
+def cut(model: TwoNodeModel, links=LINKS, directions=DIRECTIONS) -> None:
+    for link in links:
+        for d in directions:
+            model.set_mode(link, d, "down")
+
+
+def heal(model: TwoNodeModel) -> None:
+    for link in LINKS:
+        for d in DIRECTIONS:
+            model.set_mode(link, d, "up")
+
+
+def events(model: TwoNodeModel, index: int, kind: str) -> list[tuple[float, dict]]:
+    return [(t, data) for t, k, data in model.nodes[index].events if k == kind]
+
+
+def state_times(model: TwoNodeModel, index: int, to: NodeState) -> list[float]:
+    return [t for t, data in events(model, index, "state") if data["to"] == to.name]
+
+
+@pytest.fixture(autouse=True)
+def _no_violations(request):
+    yield
+    model = getattr(request.node, "model", None)
+    if model is not None:
+        assert not model.violations, model.violations[:3]
+
+
+def test_both_start_together_primary_becomes_active(request) -> None:
+    request.node.model = started()
+
+
+def test_sigkill_of_active_standby_takes_over_within_deadtime(request) -> None:
+    model = request.node.model = started()
+    model.run_until(3.0)
+    model.kill(A)
+    model.run_until(3.0 + 0.3 + 0.12 + 0.06)  # deadtime + one heartbeat + actions
+    assert model.state_of(B) == ACTIVE
+
+
+def test_one_link_lost_never_fails_over_and_raises_link_alarm(request) -> None:
+    model = request.node.model = started()
+    cut(model, links=("net0",))
+    model.run_until(10.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
+    assert any(e[1]["link"] == "net0" for e in events(model, B, "link.down"))
+    from firmware.core.cluster import alarms
+    assert any("net0" in a for a in alarms(model.nodes[B].settings, model.nodes[B].state))
+
+
+def test_all_links_lost_witness_reachable_standby_promotes(request) -> None:
+    model = request.node.model = started()
+    cut(model)
+    model.run_until(3.0)
+    assert model.state_of(B) == ACTIVE
+    took = [d for _, d in events(model, B, "state") if d["to"] == "TAKEOVER"][-1]
+    assert "silent on every link" in took["reason"]
+
+
+def test_all_links_lost_witness_unreachable_standby_stays_and_says_why(request) -> None:
+    model = request.node.model = started()
+    model.nodes[B].witness_reachable = False
+    cut(model)
+    model.run_until(6.0)
+    assert model.state_of(B) == STANDBY
+    assert "witness unreachable" in model.nodes[B].state.reason
+    assert events(model, B, "takeover.blocked")
+
+
+def test_heal_after_partition_leaves_exactly_the_newer_epoch_active(request) -> None:
+    model = request.node.model = started()
+    cut(model)
+    model.run_until(3.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, ACTIVE)
+    heal(model)
+    model.run_until(4.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    assert events(model, A, "dual_active")
+
+
+def test_planned_demote_is_break_before_make(request) -> None:
+    model = request.node.model = started()
+    reply = model.command(A, "demote")
+    assert reply.ok
+    model.run_until(3.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    assert state_times(model, A, STANDBY)[-1] <= state_times(model, B, NodeState.TAKEOVER)[-1]
+
+
+def test_promote_on_standby_is_a_planned_handover(request) -> None:
+    model = request.node.model = started()
+    assert model.command(B, "promote").ok
+    model.run_until(3.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    assert state_times(model, A, STANDBY)[-1] <= state_times(model, B, NodeState.TAKEOVER)[-1]
+
+
+def test_demote_with_dead_peer_is_refused_and_force_enters_maintenance(request) -> None:
+    model = request.node.model = started()
+    model.kill(B)
+    model.run_until(3.0)
+    reply = model.command(A, "demote")
+    assert not reply.ok and "silent on every link" in reply.message and "--force" in reply.message
+    assert model.state_of(A) == ACTIVE
+    assert model.command(A, "demote", force=True).ok
+    model.run_until(5.0)
+    assert model.state_of(A) == STANDBY and model.nodes[A].persisted.maintenance
+
+
+def test_critical_health_on_active_hands_over_to_healthy_peer(request) -> None:
+    model = request.node.model = started()
+    model.nodes[A].health = 10
+    model.run_until(3.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    assert events(model, A, "health.critical") and events(model, A, "failure")
+
+
+def test_critical_health_with_unhealthy_peer_stays_active(request) -> None:
+    model = request.node.model = started()
+    model.nodes[B].health = 5
+    model.nodes[A].health = 10
+    model.run_until(4.0)
+    assert model.state_of(A) == ACTIVE
+
+
+def test_flapping_node_is_held_standby_until_an_operator_acts(request) -> None:
+    model = request.node.model = started(flap_max_failures=2)
+    t = 2.0
+    for failure in range(2):  # alpha fails twice: each time its health drops, then recovers
+        model.nodes[A].health = 10
+        model.run_until(t := t + 1.0)
+        model.nodes[A].health = 100
+        model.run_until(t := t + 0.3)  # bravo hears the recovered health
+        if failure == 0:
+            assert model.command(B, "demote").ok  # hand back to alpha for the next failure
+            model.run_until(t := t + 1.0)
+    assert model.nodes[A].persisted.flap_hold
+    refused = model.command(B, "demote")
+    assert not refused.ok and "flap hold" in refused.message
+    assert events(model, A, "flap.hold")
+    model.kill(B)
+    model.run_until(t + 3.0)
+    assert model.state_of(A) == STANDBY and "flap hold" in model.nodes[A].state.reason
+    assert model.command(A, "promote").ok
+    model.run_until(t + 4.0)
+    assert model.state_of(A) == ACTIVE
+
+
+def _failback_model(policy: str, window=(120, 240)) -> TwoNodeModel:
+    model = started()
+    model.nodes[A].settings = replace(model.nodes[A].settings, failback=policy, failback_hold_down=2.0,
+                                      failback_min_uptime=1.0, failback_window=window)
+    model.kill(A)
+    model.run_until(3.0)
+    assert model.state_of(B) == ACTIVE
+    model.start(A)
+    return model
+
+
+def test_failback_never_keeps_the_secondary_active(request) -> None:
+    model = request.node.model = _failback_model("never")
+    model.run_until(20.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+
+
+def test_failback_auto_waits_for_hold_down_then_hands_back(request) -> None:
+    model = request.node.model = _failback_model("auto")
+    model.run_until(4.5)  # peer heard for less than the 2 s hold-down
+    assert model.state_of(A) == STANDBY
+    model.run_until(8.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
+    assert state_times(model, B, STANDBY)[-1] <= state_times(model, A, NodeState.TAKEOVER)[-1]
+
+
+def test_failback_window_only_inside_the_window(request) -> None:
+    # The model's clock: minute_of_day = simulated seconds // 60. Window minute 1 = seconds 60-120.
+    model = request.node.model = _failback_model("window", window=(1, 2))
+    model.run_until(50.0)
+    assert model.state_of(A) == STANDBY
+    model.run_until(65.0)
+    assert model.state_of(A) == ACTIVE
+
+
+def test_maintenance_node_hands_over_and_never_takes_over(request) -> None:
+    model = request.node.model = started()
+    assert model.command(A, "maintenance-on").ok
+    model.run_until(3.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    model.kill(B)
+    model.run_until(6.0)
+    assert model.state_of(A) == STANDBY and "maintenance" in model.nodes[A].state.reason
+
+
+def test_sigterm_of_active_hands_over_then_stops(request) -> None:
+    model = request.node.model = started()
+    model.sigterm(A)
+    model.run_until(3.0)
+    assert model.state_of(A) is None and model.state_of(B) == ACTIVE
+    assert state_times(model, A, STANDBY)[-1] <= state_times(model, B, NodeState.TAKEOVER)[-1]
+    assert model.nodes[A].persisted.clean_exit
+    took = [d for _, d in events(model, B, "state") if d["to"] == "TAKEOVER"][-1]
+    assert "handed over" in took["reason"]
+
+
+def test_one_way_link_dual_active_is_resolved_by_the_node_that_hears(request) -> None:
+    model = request.node.model = started()
+    cut(model, directions=("0->1",))  # bravo no longer hears alpha; alpha still hears bravo
+    model.run_until(4.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    assert events(model, A, "dual_active")
+
+
+def test_restarting_standby_never_takes_over_from_a_live_active(request) -> None:
+    model = request.node.model = started()
+    model.kill(B)
+    model.run_until(2.5)
+    model.start(B)
+    model.run_until(6.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
+    assert not state_times(model, B, NodeState.TAKEOVER)
+
+
+def test_crash_while_active_counts_as_a_failure(request) -> None:
+    model = request.node.model = started()
+    model.kill(A)
+    model.run_until(3.0)
+    model.start(A)
+    model.run_until(5.0)
+    assert [d["reason"] for _, d in events(model, A, "failure")] == ["restarted after a crash while ACTIVE"]

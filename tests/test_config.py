@@ -1,0 +1,319 @@
+"""Config loading and validation, key file permissions, and `tandem check-config`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firmware.config import (
+    ConfigError,
+    UdpLinkConfig,
+    check_key_file_permissions,
+    effective_config,
+    load_config,
+    parse_host_port,
+)
+from firmware.core.protocol import write_key_file
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+if not PYTHON.exists():
+    PYTHON = Path(sys.executable)
+
+MINIMAL = """\
+node = "alpha"
+peer = "beta"
+board = "sim"
+
+[[links]]
+name = "lan"
+kind = "udp"
+bind = "127.0.0.1:16940"
+peer = "127.0.0.1:16941"
+"""
+
+TWO_LINKS = MINIMAL + """
+[[links]]
+name = "serial"
+kind = "serial"
+port = "/dev/ttyS1"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "tandem.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def config_error(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    config = load_config(path)
+    node = config.node
+    assert node.node == "alpha" and node.peer == "beta" and node.role == "equal"
+    assert node.timers.heartbeat_ms == 100
+    assert node.timers.deadtime_ms == 300
+    assert node.timers.initdead_ms == 3000
+    assert node.key_file == Path("/etc/tandem/cluster.key")
+    assert node.witness.targets == [] and node.witness.require == "all"
+    assert node.failback.policy == "never"
+    assert node.journal.keep == 5
+    link = node.links[0]
+    assert isinstance(link, UdpLinkConfig)
+    assert link.bind_address == ("127.0.0.1", 16940)
+    assert link.peer_address == ("127.0.0.1", 16941)
+    assert config.board.name == "sim" and config.board.simulator is True
+    assert config.board_path == ROOT / "board_profiles" / "sim.toml"
+    data = effective_config(config)
+    assert data["node"]["timers"]["heartbeat_ms"] == 100
+    assert data["config_file"] == str(path)
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'key_file = "keys/cluster.key"\nstate_dir = "state"\n' + TWO_LINKS.replace(
+        'port = "/dev/ttyS1"', 'port = "dev/ttyS1"'))
+    node = load_config(path).node
+    assert node.key_file == tmp_path / "keys" / "cluster.key"
+    assert node.state_dir == tmp_path / "state"
+    assert node.links[1].port == str(tmp_path / "dev" / "ttyS1")
+    assert node.links[1].baud == 115200
+
+
+@pytest.mark.parametrize("where, text, key", [
+    ("top level", "bogus = 1\n" + MINIMAL, "bogus"),
+    ("timers", MINIMAL + "\n[timers]\nheartbeat_ms = 100\nbogus = 5\n", "timers.bogus"),
+    ("second link", TWO_LINKS + 'bogus = "x"\n', "links[1].bogus"),
+    ("first link", MINIMAL.replace('kind = "udp"', 'kind = "udp"\nspeed = 3'), "links[0].speed"),
+])
+def test_unknown_key_is_named(tmp_path: Path, where: str, text: str, key: str) -> None:
+    path = write(tmp_path, text)
+    error = config_error(path)
+    message = str(error)
+    assert str(path) in message, where
+    assert key in message, (where, message)
+    assert "unknown key" in message, (where, message)
+    assert error.key == key and error.path == str(path)
+    # The message reads `file: key: reason`.
+    assert message.startswith(f"{path}: {key}: ")
+
+
+def test_missing_node_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace('node = "alpha"\n', ""))
+    error = config_error(path)
+    assert error.key == "node"
+    assert str(path) in str(error) and "missing" in str(error)
+
+
+def test_bad_udp_address_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace('peer = "127.0.0.1:16941"', 'peer = "not-an-address:694"'))
+    error = config_error(path)
+    assert error.key == "links[0].peer", str(error)
+    assert str(path) in str(error) and "not an IP address" in str(error)
+
+
+def test_bad_udp_port_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace('bind = "127.0.0.1:16940"', 'bind = "127.0.0.1:70000"'))
+    error = config_error(path)
+    assert error.key == "links[0].bind", str(error)
+    assert "70000" in str(error)
+
+
+def test_deadtime_shorter_than_two_heartbeats_is_explained(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "\n[timers]\nheartbeat_ms = 200\ndeadtime_ms = 300\n")
+    error = config_error(path)
+    assert error.key == "timers", str(error)
+    message = str(error)
+    assert str(path) in message
+    assert "deadtime_ms (300)" in message and "heartbeat_ms (200)" in message and "twice" in message
+
+
+def test_deadtime_of_exactly_two_heartbeats_is_fine(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "\n[timers]\nheartbeat_ms = 150\ndeadtime_ms = 300\n")
+    assert load_config(path).node.timers.deadtime_ms == 300
+
+
+def test_duplicate_link_names_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, TWO_LINKS.replace('name = "serial"', 'name = "lan"'))
+    error = config_error(path)
+    assert str(path) in str(error)
+    assert "unique" in str(error) and "lan" in str(error)
+
+
+def test_node_equal_to_peer_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace('peer = "beta"', 'peer = "alpha"'))
+    error = config_error(path)
+    assert str(path) in str(error)
+    assert "node and peer" in str(error)
+
+
+def test_unknown_board_profile_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace('board = "sim"', 'board = "no-such-board"'))
+    error = config_error(path)
+    assert error.key == "board"
+    assert "no-such-board" in str(error) and str(path) in str(error)
+
+
+def test_board_profile_by_relative_path(tmp_path: Path) -> None:
+    (tmp_path / "boards").mkdir()
+    (tmp_path / "boards" / "mine.toml").write_text('name = "mine"\n')
+    path = write(tmp_path, MINIMAL.replace('board = "sim"', 'board = "boards/mine.toml"'))
+    config = load_config(path)
+    assert config.board.name == "mine" and config.board.simulator is False
+    assert config.board_path == tmp_path / "boards" / "mine.toml"
+
+
+def test_unknown_key_in_board_profile_names_the_profile(tmp_path: Path) -> None:
+    (tmp_path / "mine.toml").write_text('name = "mine"\nrelays = 4\n')
+    path = write(tmp_path, MINIMAL.replace('board = "sim"', 'board = "mine.toml"'))
+    error = config_error(path)
+    assert error.path == str(tmp_path / "mine.toml")
+    assert error.key == "relays" and "unknown key" in str(error)
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "\n[timers\nheartbeat_ms = \n")
+    error = config_error(path)
+    assert error.path == str(path)
+    assert str(path) in str(error) and "TOML" in str(error)
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    error = config_error(path)
+    assert str(path) in str(error) and "not found" in str(error)
+
+
+def test_parse_host_port() -> None:
+    assert parse_host_port("192.0.2.1") == ("192.0.2.1", 694)
+    assert parse_host_port("192.0.2.1:700") == ("192.0.2.1", 700)
+    assert parse_host_port("[2001:db8::1]:700") == ("2001:db8::1", 700)
+    assert parse_host_port("2001:db8::1") == ("2001:db8::1", 694)
+    for bad in ("example.com:694", "192.0.2.1:0", "192.0.2.1:65536", ""):
+        with pytest.raises(ValueError):
+            parse_host_port(bad)
+
+
+# ---------------------------------------------------------------------------- key file permissions
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_key_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    key = tmp_path / "cluster.key"
+    write_key_file(key)
+    os.chmod(key, mode)
+    config_path = tmp_path / "tandem.toml"
+    with pytest.raises(ConfigError) as info:
+        check_key_file_permissions(key, config_path)
+    message = str(info.value)
+    assert f"{mode:04o}" in message
+    assert f"chmod 600 {key}" in message
+    assert info.value.key == "key_file"
+    assert str(config_path) in message and str(key) in message
+
+
+def test_missing_key_file_suggests_keygen(tmp_path: Path) -> None:
+    key = tmp_path / "cluster.key"
+    with pytest.raises(ConfigError) as info:
+        check_key_file_permissions(key, tmp_path / "tandem.toml")
+    assert f"tandem keygen {key}" in str(info.value)
+    assert info.value.key == "key_file"
+
+
+def test_key_file_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "cluster.key"
+    key.mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        check_key_file_permissions(key, tmp_path / "tandem.toml")
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_private_key_file_passes(tmp_path: Path, mode: int) -> None:
+    key = tmp_path / "cluster.key"
+    write_key_file(key)
+    os.chmod(key, mode)
+    check_key_file_permissions(key, tmp_path / "tandem.toml")
+
+
+# ---------------------------------------------------------------------------- tandem check-config
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TANDEM_CONFIG"}
+    return subprocess.run(
+        [str(PYTHON), "-m", "firmware.cli", "check-config", str(path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
+def config_with_key(tmp_path: Path, mode: int = 0o600, text: str = MINIMAL) -> tuple[Path, Path]:
+    key = tmp_path / "cluster.key"
+    write_key_file(key)
+    os.chmod(key, mode)
+    path = write(tmp_path, 'key_file = "cluster.key"\n' + text)
+    return path, key
+
+
+def test_cli_check_config_prints_the_effective_config(tmp_path: Path) -> None:
+    path, key = config_with_key(tmp_path)
+    result = check_config(path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["node"]["node"] == "alpha" and data["node"]["peer"] == "beta"
+    assert data["node"]["timers"] == {
+        "heartbeat_ms": 100, "deadtime_ms": 300, "initdead_ms": 3000,
+        "handover_timeout_ms": 5000, "shutdown_timeout_ms": 10000,
+    }
+    assert data["node"]["key_file"] == str(key)
+    assert data["board"]["name"] == "sim"
+    assert data["keys"] == {"send_key_id": 1, "accepted_key_ids": [1]}
+    # One link and no witness: both are worth a warning, on stderr and in the data.
+    assert len(data["warnings"]) == 2
+    assert "OK" in result.stderr
+
+
+def test_cli_check_config_refuses_a_world_readable_key(tmp_path: Path) -> None:
+    path, key = config_with_key(tmp_path, mode=0o644)
+    result = check_config(path)
+    assert result.returncode == 78, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert str(path) in result.stderr
+    assert str(key) in result.stderr
+    assert "key_file" in result.stderr
+    assert "0644" in result.stderr and "chmod 600" in result.stderr
+
+
+def test_cli_check_config_refuses_a_broken_key_file(tmp_path: Path) -> None:
+    path, key = config_with_key(tmp_path)
+    key.write_text("1 not-hex\n")
+    result = check_config(path)
+    assert result.returncode == 78
+    assert "key_file" in result.stderr and str(key) in result.stderr and "line 1" in result.stderr
+
+
+def test_cli_check_config_names_an_unknown_key(tmp_path: Path) -> None:
+    path, _ = config_with_key(tmp_path, text=MINIMAL + "\n[timers]\nbogus = 1\n")
+    result = check_config(path)
+    assert result.returncode == 78
+    assert result.stdout == ""
+    assert "timers.bogus" in result.stderr and "unknown key" in result.stderr
+    assert str(path) in result.stderr
+
+
+def test_cli_check_config_of_a_missing_file(tmp_path: Path) -> None:
+    result = check_config(tmp_path / "absent.toml")
+    assert result.returncode == 78
+    assert str(tmp_path / "absent.toml") in result.stderr

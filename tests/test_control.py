@@ -1,0 +1,229 @@
+"""The control socket: JSON lines over a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from firmware.core.control import ControlError, ControlServer, request, stream
+
+TIMEOUT = 20.0
+
+
+async def handler(req: dict[str, Any]) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+    cmd = req["cmd"]
+    if cmd == "echo":
+        return {"ok": True, "result": {"got": req}}
+    if cmd == "refuse":
+        raise ControlError("peer is not ready for a handover")
+    if cmd == "crash":
+        raise RuntimeError("boom")
+    if cmd == "events":
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            for n in range(req.get("count", 3)):
+                yield {"ok": True, "event": {"id": n + 1}}
+            if req.get("follow"):
+                await asyncio.Event().wait()  # keep the stream open like `events --follow`
+        return events()
+    raise ControlError(f"unknown command {cmd}")
+
+
+def run(test: Callable[[Path], Awaitable[None]], path: Path) -> None:
+    async def main() -> None:
+        await asyncio.wait_for(test(path), TIMEOUT)
+    asyncio.run(main())
+
+
+def sock_path(tmp_path: Path) -> Path:
+    path = tmp_path / "run" / "control.sock"
+    assert len(str(path)) < 100, "socket path too long for AF_UNIX"
+    return path
+
+
+async def started(path: Path) -> ControlServer:
+    server = ControlServer(path, handler)
+    await server.start()
+    return server
+
+
+async def raw_exchange(path: Path, data: bytes) -> dict[str, Any]:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(data)
+    await writer.drain()
+    line = await reader.readline()
+    writer.close()
+    return json.loads(line)
+
+
+def test_request_round_trip(tmp_path: Path) -> None:
+    async def body(path: Path) -> None:
+        server = await started(path)
+        try:
+            result = await asyncio.to_thread(request, path, {"cmd": "echo", "force": True}, 10.0)
+            assert result == {"got": {"cmd": "echo", "force": True}}
+            # Several requests on one connection, one answer each.
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(b'{"cmd": "echo", "n": 1}\n{"cmd": "echo", "n": 2}\n')
+            await writer.drain()
+            first = json.loads(await reader.readline())
+            second = json.loads(await reader.readline())
+            writer.close()
+            assert first["result"]["got"]["n"] == 1 and second["result"]["got"]["n"] == 2
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))
+
+
+def test_control_error_reaches_the_client(tmp_path: Path) -> None:
+    async def body(path: Path) -> None:
+        server = await started(path)
+        try:
+            with pytest.raises(ControlError, match="^peer is not ready for a handover$"):
+                await asyncio.to_thread(request, path, {"cmd": "refuse"}, 10.0)
+            # A bug in a command is reported, and the server keeps serving.
+            with pytest.raises(ControlError, match="internal error: boom"):
+                await asyncio.to_thread(request, path, {"cmd": "crash"}, 10.0)
+            assert await asyncio.to_thread(request, path, {"cmd": "echo"}, 10.0) == {"got": {"cmd": "echo"}}
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))
+
+
+@pytest.mark.parametrize("line", [b"this is not json\n", b"[1, 2]\n", b'{"cmd": 5}\n', b'{"nocmd": 1}\n'])
+def test_malformed_request_is_refused(tmp_path: Path, line: bytes) -> None:
+    async def body(path: Path) -> None:
+        server = await started(path)
+        try:
+            reply = await raw_exchange(path, line)
+            assert reply["ok"] is False
+            assert reply["error"].startswith("bad request")
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))
+
+
+def test_overlong_request_is_refused(tmp_path: Path) -> None:
+    async def body(path: Path) -> None:
+        server = await started(path)
+        try:
+            reply = await raw_exchange(path, b'{"cmd": "' + b"x" * 70000 + b'"}\n')
+            assert reply == {"ok": False, "error": "request too long"}
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))
+
+
+def test_socket_mode_is_0660_and_removed_on_close(tmp_path: Path) -> None:
+    async def body(path: Path) -> None:
+        old_umask = os.umask(0)  # a permissive umask must not widen the socket's mode
+        try:
+            server = await started(path)
+        finally:
+            os.umask(old_umask)
+        try:
+            info = os.stat(path)
+            assert stat.S_ISSOCK(info.st_mode)
+            assert stat.S_IMODE(info.st_mode) == 0o660
+        finally:
+            await server.close()
+        assert not path.exists()
+    run(body, sock_path(tmp_path))
+
+
+def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = sock_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # a daemon that died without removing its socket
+    stale.close()
+    assert path.exists()
+
+    async def body(path: Path) -> None:
+        server = await started(path)
+        try:
+            assert await asyncio.to_thread(request, path, {"cmd": "echo"}, 10.0) == {"got": {"cmd": "echo"}}
+        finally:
+            await server.close()
+    run(body, path)
+
+
+def test_second_server_on_a_live_socket_is_refused(tmp_path: Path) -> None:
+    async def body(path: Path) -> None:
+        server = await started(path)
+        try:
+            second = ControlServer(path, handler)
+            with pytest.raises(ControlError, match="in use"):
+                await second.start()
+            # The first server still owns the socket and answers.
+            assert await asyncio.to_thread(request, path, {"cmd": "echo"}, 10.0) == {"got": {"cmd": "echo"}}
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))
+
+
+def test_request_to_a_missing_socket(tmp_path: Path) -> None:
+    with pytest.raises(ControlError, match="does not exist"):
+        request(tmp_path / "absent.sock", {"cmd": "status"}, 5.0)
+
+
+def test_request_to_a_socket_nobody_serves(tmp_path: Path) -> None:
+    path = tmp_path / "dead.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    with pytest.raises(ControlError, match="cannot reach the daemon"):
+        request(path, {"cmd": "status"}, 5.0)
+
+
+def test_stream_yields_several_items(tmp_path: Path) -> None:
+    def first(n: int, path: Path) -> list[dict[str, Any]]:
+        items = stream(path, {"cmd": "events", "count": 5, "follow": True})
+        try:
+            return list(itertools.islice(items, n))
+        finally:
+            items.close()
+
+    async def body(path: Path) -> None:
+        server = await started(path)
+        try:
+            items = await asyncio.to_thread(first, 4, path)
+            assert [item["event"]["id"] for item in items] == [1, 2, 3, 4]
+            assert all(item["ok"] for item in items)
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))
+
+
+def test_stream_reports_a_refusal(tmp_path: Path) -> None:
+    async def body(path: Path) -> None:
+        server = await started(path)
+        try:
+            with pytest.raises(ControlError, match="unknown command nope"):
+                await asyncio.to_thread(lambda: list(stream(path, {"cmd": "nope"})))
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))
+
+
+def test_request_times_out_when_the_daemon_does_not_answer(tmp_path: Path) -> None:
+    async def slow(req: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {"ok": True}
+
+    async def body(path: Path) -> None:
+        server = ControlServer(path, slow)
+        await server.start()
+        try:
+            with pytest.raises(ControlError, match="did not answer in time"):
+                await asyncio.to_thread(request, path, {"cmd": "status"}, 0.3)
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))

@@ -1,0 +1,211 @@
+"""The event journal, atomic writes and the persisted state file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from firmware.core.journal import Journal, JsonStore, read_journal, read_json, write_atomically
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def journals() -> Iterator[Callable[..., Journal]]:
+    """Open journals, closing every one at the end of the test."""
+    opened: list[Journal] = []
+
+    def open_journal(directory: Path, **kwargs) -> Journal:
+        journal = Journal(directory, **kwargs)
+        opened.append(journal)
+        return journal
+
+    yield open_journal
+    for journal in opened:
+        journal.close()
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_ids_increase_and_records_reach_the_disk(tmp_path: Path, journals) -> None:
+    journal = journals(tmp_path)
+    records = [journal.record("state", {"to": f"S{i}"}) for i in range(20)]
+    ids = [r["id"] for r in records]
+    assert ids == list(range(1, 21))
+    journal.flush()
+    on_disk = lines_of(tmp_path / "events.jsonl")
+    assert [r["id"] for r in on_disk] == ids
+    for written, record in zip(on_disk, records):
+        assert set(written) == {"id", "time", "kind", "data"}
+        assert written["kind"] == "state" and written["data"] == record["data"]
+        assert abs(written["time"] - time.time()) < 60
+    assert journal.record("bare")["data"] == {}
+
+
+def test_ids_continue_after_reopening(tmp_path: Path, journals) -> None:
+    first = journals(tmp_path)
+    for i in range(5):
+        first.record("a", {"i": i})
+    first.close()
+    second = journals(tmp_path)
+    assert second.record("b")["id"] == 6
+    second.close()
+    third = journals(tmp_path)
+    assert third.next_id == 7
+    assert [r["id"] for r in read_journal(tmp_path / "events.jsonl")] == list(range(1, 7))
+
+
+def test_rotation_keeps_at_most_keep_files(tmp_path: Path, journals) -> None:
+    journal = journals(tmp_path, max_bytes=400, keep=2)
+    for i in range(60):
+        journal.record("tick", {"i": i, "pad": "x" * 20})
+    journal.flush()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["events.jsonl", "events.jsonl.1", "events.jsonl.2"], names
+    for path in tmp_path.iterdir():
+        assert path.stat().st_size <= 400
+    records = read_journal(tmp_path / "events.jsonl", keep=2)
+    ids = [r["id"] for r in records]
+    # Whole old files fall away: what remains is every newest record, in order, no gaps.
+    assert ids == list(range(ids[0], 61))
+    assert ids[0] > 1
+    # The journal reopened on the rotated files continues the numbering.
+    journal.close()
+    assert journals(tmp_path, max_bytes=400, keep=2).record("x")["id"] == 61
+
+
+def test_since_from_memory(tmp_path: Path, journals) -> None:
+    journal = journals(tmp_path)
+    for i in range(10):
+        journal.record("e", {"i": i})
+    assert [r["id"] for r in journal.since(7)] == [8, 9, 10]
+    assert [r["id"] for r in journal.since(0)] == list(range(1, 11))
+    assert journal.since(10) == []
+
+
+def test_since_on_a_fresh_journal_reads_the_disk(tmp_path: Path, journals) -> None:
+    first = journals(tmp_path)
+    for i in range(10):
+        first.record("e", {"i": i})
+    first.close()
+    fresh = journals(tmp_path)
+    got = fresh.since(6)
+    assert [r["id"] for r in got] == [7, 8, 9, 10]
+    assert got[0]["data"] == {"i": 6}
+    # Records older than memory come from the files, newer ones are included too.
+    fresh.record("new")
+    assert [r["id"] for r in fresh.since(8)] == [9, 10, 11]
+    assert [r["kind"] for r in fresh.since(10)] == ["new"]
+
+
+def test_listeners_see_every_new_record(tmp_path: Path, journals) -> None:
+    journal = journals(tmp_path)
+    seen: list[int] = []
+    listener = lambda record: seen.append(record["id"])  # noqa: E731
+    journal.add_listener(listener)
+    journal.record("a")
+    journal.record("b")
+    journal.remove_listener(listener)
+    journal.record("c")
+    assert seen == [1, 2]
+
+
+TORN_TAILS = [
+    b'{"id":4,"time":1.0,"ki',  # a record cut short by a power cut
+    b"\x00\x00\x00\x00\x00\x00",  # a zero-filled block (delayed allocation after a power cut)
+    b"\xff\xfe\x00garbage",      # arbitrary garbage
+]
+
+
+def journal_with_torn_tail(tmp_path: Path, journals, torn: bytes) -> Path:
+    journal = journals(tmp_path)
+    for _ in range(3):
+        journal.record("e")
+    journal.close()
+    path = tmp_path / "events.jsonl"
+    with open(path, "ab") as handle:
+        handle.write(torn)
+    return path
+
+
+@pytest.mark.parametrize("torn", TORN_TAILS)
+def test_torn_last_line_does_not_break_reading(tmp_path: Path, journals, torn: bytes) -> None:
+    path = journal_with_torn_tail(tmp_path, journals, torn)
+    assert [r["id"] for r in read_journal(path)] == [1, 2, 3]
+    # The daemon restarts on the damaged file and continues the numbering.
+    reopened = journals(tmp_path)
+    assert reopened.next_id == 4
+    assert [r["id"] for r in reopened.since(1)] == [2, 3]
+
+
+@pytest.mark.parametrize("torn", TORN_TAILS)
+def test_first_record_after_a_torn_line_is_readable(tmp_path: Path, journals, torn: bytes) -> None:
+    path = journal_with_torn_tail(tmp_path, journals, torn)
+    reopened = journals(tmp_path)
+    assert reopened.record("after")["id"] == 4
+    reopened.record("later")
+    reopened.flush()
+    records = read_journal(path)
+    assert [r["id"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["kind"] for r in records[3:]] == ["after", "later"]
+
+
+def test_write_atomically_replaces_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    write_atomically(path, b"first")
+    assert path.read_bytes() == b"first"
+    write_atomically(path, b"second, longer content")
+    assert path.read_bytes() == b"second, longer content"
+    write_atomically(path, b"3", mode=0o600)
+    assert path.read_bytes() == b"3"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_read_json(tmp_path: Path) -> None:
+    assert read_json(tmp_path / "absent.json") is None
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    assert read_json(tmp_path / "x.json") == {"a": 1}
+
+
+def test_json_store_roundtrip(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = JsonStore(path)
+    assert store.load() == {}
+    store.save({"epoch": 1})
+    store.save({"epoch": 2, "boot_counter": 7})
+    wait_until(lambda: path.exists() and store.load() == {"epoch": 2, "boot_counter": 7})
+    store.save_now({"epoch": 3})
+    assert store.load() == {"epoch": 3}
+    assert JsonStore(path).load() == {"epoch": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_json_store_save_now_supersedes_a_pending_save(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = JsonStore(path)
+    for i in range(50):
+        store.save({"n": i})
+        store.save_now({"n": 1000 + i})
+    # The writer thread must never put a stale pending state over the final one.
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        assert store.load() == {"n": 1049}
+        time.sleep(0.01)
+
+
+def test_json_store_load_of_a_corrupt_file_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"epoch": ')
+    assert JsonStore(path).load() == {}
