@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.links import LATENESS_BUCKETS_MS, LinkStats
@@ -36,7 +36,7 @@ LINKS = ["lan", "serial"]
 INTERVAL = 0.1
 DEADTIME = 0.3
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=150, deadline=None)
 
 
 def ring(*keys: tuple[int, bytes]) -> Keyring:

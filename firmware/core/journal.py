@@ -55,11 +55,31 @@ class Journal:
         self.max_bytes = max_bytes
         self.keep = keep
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_KEPT)
+        self._end_torn_line()
         self.next_id = self._last_id() + 1
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._thread = threading.Thread(target=self._writer, name="journal", daemon=True)
         self._thread.start()
+
+    def _end_torn_line(self) -> None:
+        """After a power cut the last line may be torn: end it, so the next record stands alone."""
+        try:
+            with open(self.path, "rb+") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                if size == 0:
+                    return
+                handle.seek(size - 1)
+                if handle.read(1) == b"\n":
+                    return
+                handle.seek(0, os.SEEK_END)
+                handle.write(b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.error("journal: cannot repair %s: %s", self.path, exc)
 
     def _last_id(self) -> int:
         for path in self._files_newest_first():
@@ -152,9 +172,11 @@ def _read_records(path: Path) -> Iterator[dict[str, Any]]:
         with open(path, "rb") as handle:
             for line in handle:
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line after a power cut
+                    record = json.loads(line)
+                except ValueError:  # JSONDecodeError or UnicodeDecodeError: a torn line
+                    continue
+                if isinstance(record, dict):
+                    yield record
     except FileNotFoundError:
         return
 

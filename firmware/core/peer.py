@@ -28,10 +28,11 @@ RETIRED_BOOTS = 8
 class ReplayWindow:
     """Sliding window over one boot's sequence numbers; each number is accepted once."""
 
-    def __init__(self, size: int = REPLAY_WINDOW) -> None:
+    def __init__(self, size: int = REPLAY_WINDOW, floor: int = 0) -> None:
         self.size = size
-        self.highest = 0
-        self._seen = 0  # bit i set: highest - i was seen
+        self.highest = floor
+        # bit i set: highest - i was seen; with a floor, everything up to it counts as seen
+        self._seen = (1 << size) - 1 if floor else 0
 
     def accept(self, seq: int) -> bool:
         """Record `seq`; False if it was seen before or is too old to judge."""
@@ -165,6 +166,8 @@ class PeerTracker:
         boot = self._candidates.get(boot_id)
         if boot is None:
             boot = _Boot(boot_id, first_seen_tick=own_tick + 1)
+            if self.known is not None and boot_counter(boot_id) == self.known[0]:
+                boot.window = ReplayWindow(floor=self.known[1])  # seen before our restart
             self._candidates[boot_id] = boot
             while len(self._candidates) > 4:
                 self._candidates.popitem(last=False)

@@ -51,6 +51,7 @@ KEY_BYTES = 32
 MAX_NAME_BYTES = 16
 MAX_ACKS = 8
 MAX_SEQ = 0xFFFF_FFFF
+MIN_PACKET_BYTES = HEADER.size + 1 + 1 + BODY.size + TAG_BYTES
 MAX_PACKET_BYTES = HEADER.size + 1 + MAX_NAME_BYTES + BODY.size + MAX_ACKS * ACK.size + TAG_BYTES
 
 
@@ -155,13 +156,19 @@ class Keyring:
             if len(parts) != 2:
                 raise ValueError(f"line {number}: expected `<key id> <64 hex digits>`")
             try:
-                keys.append((int(parts[0]), bytes.fromhex(parts[1])))
+                key_id, key = int(parts[0]), bytes.fromhex(parts[1])
             except ValueError:
                 raise ValueError(f"line {number}: key id must be a number and the key hexadecimal") from None
-        try:
-            return cls(keys)
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
+            if not 0 <= key_id <= 255:
+                raise ValueError(f"line {number}: key id {key_id} is outside 0-255")
+            if len(key) != KEY_BYTES:
+                raise ValueError(f"line {number}: the key has {2 * len(key)} hex digits, not {2 * KEY_BYTES}")
+            if any(key_id == seen for seen, _ in keys):
+                raise ValueError(f"line {number}: key id {key_id} is used twice")
+            keys.append((key_id, key))
+        if not keys:
+            raise ValueError("no key in the file (create one with `tandem keygen`)")
+        return cls(keys)
 
 
 def new_key_line(key_id: int) -> str:
@@ -247,7 +254,7 @@ def decode_payload(payload: bytes) -> Heartbeat:
 
 def open_packet(packet: bytes, keyring: Keyring) -> tuple[Header, Heartbeat]:
     """Authenticate, decrypt and parse one packet; raise ProtocolError naming why it was dropped."""
-    if len(packet) < HEADER.size + TAG_BYTES:
+    if len(packet) < MIN_PACKET_BYTES:
         raise ProtocolError("malformed", f"{len(packet)} bytes is too short")
     if len(packet) > MAX_PACKET_BYTES:
         raise ProtocolError("malformed", f"{len(packet)} bytes is too long")

@@ -32,7 +32,7 @@ async def check_tcp(host: str, port: int, timeout: float) -> tuple[bool, str]:
     except asyncio.TimeoutError:
         return False, f"no answer within {timeout * 1000:.0f} ms"
     except OSError as exc:
-        return False, exc.strerror or str(exc)
+        return False, os.strerror(exc.errno) if exc.errno else str(exc)
     writer.close()
     try:
         await writer.wait_closed()

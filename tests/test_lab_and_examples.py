@@ -1,0 +1,62 @@
+"""The README's main command (the lab), the shipped example config and board profile, systemd notify."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware.config import load_config
+from sim.rack import TwoNodeRack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_is_valid_and_documented() -> None:
+    config = load_config(ROOT / "examples" / "tandem.toml")
+    assert config.board.simulator and config.node.timers.heartbeat_ms == 100
+    assert [link.kind for link in config.node.links] == ["udp", "serial"]
+    text = (ROOT / "examples" / "tandem.toml").read_text()
+    for key in ("heartbeat_ms", "deadtime_ms", "initdead_ms", "targets", "policy", "max_failures"):
+        assert f"{key} =" in text
+
+
+@pytest.mark.integration
+def test_lab_starts_both_nodes_and_shows_one_active(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "firmware.cli", "sim", "lab", "--dir", str(tmp_path),
+                             "--duration", "6"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    last_screen = result.stdout.split("Tandem simulated rack")[-1]
+    assert "alpha (primary)" in last_screen and "bravo (secondary)" in last_screen
+    assert "alpha carries the calls" in last_screen
+    assert "serial0" in last_screen and "net0" in last_screen
+
+
+@pytest.mark.integration
+def test_daemon_notifies_systemd_ready_and_watchdog(tmp_path: Path) -> None:
+    rack = TwoNodeRack(tmp_path)
+    rack.write_configs()
+    notify_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(10)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
+    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("alpha")), "run"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        messages: list[str] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum("WATCHDOG=1" in m for m in messages) < 3:
+            messages.append(listener.recv(4096).decode())
+        assert any("READY=1" in m for m in messages)
+        assert sum("WATCHDOG=1" in m for m in messages) >= 3
+        assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in messages)
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
