@@ -205,3 +205,36 @@ def test_bad_config_exits_with_code_and_names_the_key(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 78
     assert str(config) in result.stderr and "timers.deadtime" in result.stderr and "unknown key" in result.stderr
+
+
+def test_critical_health_on_active_hands_over_to_healthy_peer(rack: TwoNodeRack) -> None:
+    result = rack.cli("alpha", "sim", "health", "10")
+    assert result.returncode == 0, result.stderr
+    rack.wait_state("bravo", "ACTIVE", timeout=10)
+    assert rack.state("alpha") == "STANDBY"
+    _assert_break_before_make(rack, "alpha", "bravo")
+    critical = [e for e in rack.events("alpha") if e["kind"] == "health.critical"]
+    assert critical and critical[-1]["data"]["health"] == 10
+
+
+def test_events_follow_streams_new_events(rack: TwoNodeRack) -> None:
+    import select
+
+    last = rack.events("bravo")[-1]["id"]
+    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("bravo")),
+                             "events", "--follow", "--json", "--since", str(last)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert rack.cli("bravo", "maintenance", "on").returncode == 0
+        seen = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(e["kind"] == "command" for e in seen):
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                seen.append(json.loads(proc.stdout.readline()))
+        command = [e for e in seen if e["kind"] == "command"]
+        assert command and command[0]["data"]["command"] == "maintenance-on"
+        assert all(e["id"] > last for e in seen)
+    finally:
+        proc.kill()
+        proc.wait()
