@@ -14,9 +14,12 @@ every event the model checks:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clustermodel import DIRECTIONS, LINKS, TwoNodeModel
+from firmware.core.states import Role
 
 node = st.integers(0, 1)
 actions = st.one_of(
@@ -63,8 +66,10 @@ def apply(model: TwoNodeModel, action: tuple) -> None:
         model.command(action[1], action[2], action[3])
 
 
-def run(seed: int, steps: list, **overrides) -> TwoNodeModel:
-    model = TwoNodeModel(seed=seed, **overrides)
+def run(seed: int, steps: list, roles: dict | None = None) -> TwoNodeModel:
+    model = TwoNodeModel(seed=seed)
+    for index, changes in (roles or {}).items():
+        model.nodes[index].settings = replace(model.nodes[index].settings, **changes)
     model.start(0)
     model.start(1)
     t = 0.0
@@ -82,31 +87,21 @@ def run(seed: int, steps: list, **overrides) -> TwoNodeModel:
     return model
 
 
+def explain(model: TwoNodeModel) -> str:
+    return "\n".join(model.violations[:3] + [f"{t:.3f} {e}" for t, e in model.timeline[-40:]])
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), steps=timed)
 def test_safety_and_liveness_under_random_faults(seed: int, steps: list) -> None:
     model = run(seed, steps)
-    assert not model.violations, "\n".join(model.violations[:3] + [f"{t:.3f} {e}" for t, e in model.timeline[-40:]])
+    assert not model.violations, explain(model)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), steps=timed)
-def test_same_properties_with_roles_and_failback(seed: int, steps: list) -> None:
-    from firmware.core.states import Role
-    model = TwoNodeModel(seed=seed)
-    model.nodes[0].settings = model.nodes[0].settings.__class__(**{
-        **model.nodes[0].settings.__dict__, "role": Role.PRIMARY, "failback": "auto",
-        "failback_hold_down": 1.0, "failback_min_uptime": 1.0})
-    model.nodes[1].settings = model.nodes[1].settings.__class__(**{
-        **model.nodes[1].settings.__dict__, "role": Role.SECONDARY})
-    model.start(0)
-    model.start(1)
-    t = 0.0
-    for gap, action in steps:
-        t += gap
-        model.run_until(t)
-        apply(model, action)
-    model.run_until(t + 1.0)
-    apply(model, ("heal_all",))
-    model.run_until(t + 12.0)
-    assert not model.violations, "\n".join(model.violations[:3] + [f"{t:.3f} {e}" for t, e in model.timeline[-40:]])
+def test_same_properties_with_roles_and_auto_failback(seed: int, steps: list) -> None:
+    roles = {0: {"role": Role.PRIMARY, "failback": "auto", "failback_hold_down": 1.0, "failback_min_uptime": 1.0},
+             1: {"role": Role.SECONDARY}}
+    model = run(seed, steps, roles)
+    assert not model.violations, explain(model)
