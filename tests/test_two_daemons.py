@@ -238,3 +238,19 @@ def test_events_follow_streams_new_events(rack: TwoNodeRack) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_link_that_cannot_bind_is_a_clear_startup_error(tmp_path: Path) -> None:
+    import socket
+
+    rack = TwoNodeRack(tmp_path)
+    rack.write_configs()
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", rack.node_ports["alpha"]))
+    try:
+        result = subprocess.run([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("alpha")),
+                                 "run"], capture_output=True, text=True, timeout=30)
+    finally:
+        blocker.close()
+    assert result.returncode == 1
+    assert f"link net0: cannot bind 127.0.0.1:{rack.node_ports['alpha']}" in result.stderr
