@@ -80,7 +80,7 @@ class TwoNodeModel:
         self.last_lost = {(link, d): False for link in LINKS for d in DIRECTIONS}
         self.carried_since: dict[str, float | None] = {d: 0.0 for d in DIRECTIONS}
         self.bidir_since: dict[str, float | None] = {link: 0.0 for link in LINKS}
-        self.last_mode_change = 0.0
+        self.last_fault = 0.0
         self.settle = settle
         self.liveness_window = liveness_window
         self.last_command_at = -1e9
@@ -175,7 +175,7 @@ class TwoNodeModel:
         """Set one link direction to up, lossy or down."""
         self.modes[(link, direction)] = mode
         self.timeline.append((self.now, f"{link} {direction} {mode}"))
-        self.last_mode_change = self.now
+        self.fault()
         for l in LINKS:
             bidir = all(self.modes[(l, d)] != "down" for d in DIRECTIONS)
             if not bidir:
@@ -188,6 +188,10 @@ class TwoNodeModel:
                 self.carried_since[d] = None
             elif self.carried_since[d] is None:
                 self.carried_since[d] = self.now
+
+    def fault(self) -> None:
+        """Note that something changed (link, witness, health, process, command)."""
+        self.last_fault = self.now
 
     def command(self, index: int, name: str, force: bool = False) -> cluster.Reply | None:
         """An operator command on a running node."""
@@ -262,11 +266,12 @@ class TwoNodeModel:
         """How long the nodes have been joined without a break.
 
         Joined means: some link carries both directions (a fault elsewhere does not
-        matter), or, after link changes have settled, some direction is carried
-        at all (a one-way link: the node that hears must resolve any dual ACTIVE).
+        matter), or, once the last fault has settled, some direction is carried
+        at all. Over a one-way link the deaf node may take over after any fault
+        (it cannot hear the peer); the node that hears must then resolve it.
         """
         both = [self.now - since for since in self.bidir_since.values() if since is not None]
-        one_way = [min(self.now - since, self.now - self.last_mode_change)
+        one_way = [min(self.now - since, self.now - self.last_fault)
                    for since in self.carried_since.values() if since is not None]
         return max(both + one_way, default=-1.0)
 

@@ -40,6 +40,7 @@ timed = st.lists(st.tuples(st.floats(0.0, 3.0), actions), min_size=1, max_size=2
 
 def apply(model: TwoNodeModel, action: tuple) -> None:
     kind = action[0]
+    model.fault()
     if kind == "mode":
         model.set_mode(action[1], action[2], action[3])
     elif kind == "cut_all":
