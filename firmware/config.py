@@ -179,6 +179,13 @@ class JournalConfig(_Strict):
     keep: Annotated[int, Field(ge=1, le=100)] = 5
 
 
+class HooksConfig(_Strict):
+    """Operator hook scripts: `<dir>/<event kind>/*` and `<dir>/all/*`, run-parts style."""
+
+    dir: Path = Path("/etc/tandem/hooks.d")
+    timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 10_000
+
+
 class NodeConfig(_Strict):
     """The node configuration file (`/etc/tandem/tandem.toml`)."""
 
@@ -197,6 +204,7 @@ class NodeConfig(_Strict):
     failback: FailbackConfig = FailbackConfig()
     flap: FlapConfig = FlapConfig()
     journal: JournalConfig = JournalConfig()
+    hooks: HooksConfig = HooksConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "NodeConfig":
@@ -292,6 +300,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         value = resolved.get(key)
         if isinstance(value, str) and value and not os.path.isabs(value):
             resolved[key] = str((base.parent / value).resolve())
+    hooks = resolved.get("hooks")
+    if isinstance(hooks, dict) and isinstance(hooks.get("dir"), str) and not os.path.isabs(hooks["dir"]):
+        resolved["hooks"] = {**hooks, "dir": str((base.parent / hooks["dir"]).resolve())}
     links = resolved.get("links")
     if isinstance(links, list):
         fixed = []

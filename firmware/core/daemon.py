@@ -20,6 +20,7 @@ from firmware import __version__
 from firmware.config import Config, ConfigError, check_key_file_permissions
 from firmware.core import cluster
 from firmware.core.actions import ActionPlan
+from firmware.core.actions.hooks import HookRunner, hook_environment
 from firmware.core.cluster import ClusterState, Inputs, Persisted, Settings, WitnessResult
 from firmware.core.control import ControlError, ControlServer
 from firmware.core.heartbeat import HeartbeatEndpoint
@@ -86,6 +87,7 @@ class Daemon:
                                           boot_id=new_boot_id(self.boot_counter), known_peer=known_peer)
         self.witness = Witness(node.witness.targets, node.witness.require, node.witness.timeout_ms / 1000)
         self.plan = plan or ActionPlan()
+        self.hooks = HookRunner(node.hooks.dir, node.hooks.timeout_ms / 1000)
         self.notifier = Notifier()
         self.control = ControlServer(node.control_socket, self.handle_request, node.control_group)
         self.health = 100
@@ -117,6 +119,7 @@ class Daemon:
         await self.control.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        self.journal.add_listener(self._run_hooks)
         now = loop.time()
         persisted = Persisted.from_json(self.store.load())
         self.state, out = cluster.initial_state(self.settings, persisted, now, time.time())
@@ -281,6 +284,17 @@ class Daemon:
         self.witness_summary = summary
         assert self._loop is not None
         self._evaluate(self._loop.time())
+
+    def _run_hooks(self, record: dict[str, Any]) -> None:
+        if record["kind"] == "hook" or self.state is None or not self.hooks.hooks_for(record["kind"]):
+            return
+        self._spawn(self._hooks_task(record))
+
+    async def _hooks_task(self, record: dict[str, Any]) -> None:
+        for result in await self.hooks.run(record["kind"], record, hook_environment(self.status())):
+            self.journal.record("hook", result.to_json())
+            if not result.ok:
+                log.warning("hook %s for %s: exit %s: %s", result.hook, result.event, result.exit_code, result.output)
 
     async def _run_actions(self, state: NodeState, transition: int) -> None:
         outcomes = await (self.plan.promote() if state == NodeState.TAKEOVER else self.plan.demote())

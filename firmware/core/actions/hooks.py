@@ -1,0 +1,125 @@
+"""Operator hook scripts, run on journal events.
+
+Layout (run-parts style): every executable in `<hooks dir>/<event kind>/` runs,
+in name order, when an event of that kind is journaled, and every executable
+in `<hooks dir>/all/` runs for every event. Each hook gets the event as JSON
+on stdin and `TANDEM_*` variables in its environment, runs with a timeout in
+its own process group (killed whole on timeout), and its exit code and output
+are journaled as a `hook` event. Hooks run as asyncio subprocesses, so they
+never hold up a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+OUTPUT_LIMIT = 4096
+ALL_EVENTS = "all"
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """What one hook did."""
+
+    hook: str
+    event: str
+    exit_code: int | None  # None: killed after the timeout, or could not start
+    duration_ms: float
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the hook exited 0."""
+        return self.exit_code == 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Journal data for this result."""
+        return {"hook": self.hook, "event": self.event, "exit_code": self.exit_code,
+                "duration_ms": round(self.duration_ms, 1), "output": self.output}
+
+
+class HookRunner:
+    """Finds and runs the hooks for an event kind."""
+
+    def __init__(self, directory: Path | None, timeout: float = 10.0) -> None:
+        self.directory = directory
+        self.timeout = timeout
+
+    def hooks_for(self, kind: str) -> list[Path]:
+        """Executables that run for `kind`, in order: the kind's own, then those for all events."""
+        if self.directory is None:
+            return []
+        found = []
+        for folder in (self.directory / kind, self.directory / ALL_EVENTS):
+            try:
+                entries = sorted(folder.iterdir())
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            found += [p for p in entries if p.is_file() and os.access(p, os.X_OK) and not p.name.startswith(".")]
+        return found
+
+    async def run(self, kind: str, record: dict[str, Any], environment: dict[str, str]) -> list[HookResult]:
+        """Run every hook for `kind` one after another; return their results."""
+        results = []
+        for hook in self.hooks_for(kind):
+            results.append(await self._run_one(hook, kind, record, environment))
+        return results
+
+    async def _run_one(self, hook: Path, kind: str, record: dict[str, Any],
+                       environment: dict[str, str]) -> HookResult:
+        env = {**os.environ, **environment, "TANDEM_EVENT": kind}
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(hook), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
+        except OSError as exc:
+            return HookResult(hook.name, kind, None, 0.0, f"could not start: {exc}")
+        payload = json.dumps(record, default=str).encode()
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(payload), self.timeout)
+            code: int | None = proc.returncode
+        except asyncio.TimeoutError:
+            _kill_group(proc.pid)
+            output = b""
+            if proc.stdout is not None:
+                try:
+                    output = await asyncio.wait_for(proc.stdout.read(OUTPUT_LIMIT), 1.0)
+                except (asyncio.TimeoutError, OSError):
+                    pass
+            await proc.wait()
+            code = None
+            output += f"\n[killed after the {self.timeout:g} s timeout]".encode()
+        text = output[-OUTPUT_LIMIT:].decode(errors="replace").strip()
+        return HookResult(hook.name, kind, code, (time.monotonic() - started) * 1000, text)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def hook_environment(status: dict[str, Any]) -> dict[str, str]:
+    """The TANDEM_* variables for hooks, from a status snapshot."""
+    peer = status.get("peer", {})
+    return {
+        "TANDEM_NODE": str(status.get("node", "")),
+        "TANDEM_PEER": str(peer.get("name", "")),
+        "TANDEM_ROLE": str(status.get("role", "")),
+        "TANDEM_STATE": str(status.get("state", "")),
+        "TANDEM_EPOCH": str(status.get("epoch", "")),
+        "TANDEM_HEALTH": str(status.get("health", "")),
+        "TANDEM_PEER_STATE": str(peer.get("state") or ""),
+    }
