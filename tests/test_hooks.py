@@ -78,8 +78,8 @@ def test_daemon_runs_hooks_and_a_hanging_hook_does_not_delay_heartbeats(tmp_path
     from sim.rack import TwoNodeRack
 
     hooks = tmp_path / "hooks"
-    marker = tmp_path / "peer-found.json"
-    make_hook(hooks / "peer.found", "10-note", f"cat > {marker}")
+    marker = tmp_path / "peer-found-alpha.json"
+    make_hook(hooks / "peer.found", "10-note", f'cat > "{tmp_path}/peer-found-$TANDEM_NODE.json"')
     make_hook(hooks / "all", "90-slow", "sleep 2")  # runs for every event, hangs past the timeout
     rack = TwoNodeRack(tmp_path / "rack", extra={"hooks": {"dir": str(hooks), "timeout_ms": 1500}})
     rack.start()
