@@ -85,7 +85,8 @@ def test_daemon_runs_hooks_and_a_hanging_hook_does_not_delay_heartbeats(tmp_path
     rack.start()
     try:
         rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_for(marker.exists, 20, what="the peer.found hook to run")
+        rack.wait_for(lambda: any(e["kind"] == "hook" and e["data"]["hook"] == "10-note" and e["data"]["exit_code"] == 0
+                                  for e in rack.events("alpha")), 20, what="alpha's peer.found hook to finish")
         assert json.loads(marker.read_text())["kind"] == "peer.found"
         rack.wait_for(lambda: any(e["kind"] == "hook" and e["data"]["hook"] == "90-slow" and e["data"]["exit_code"] is None
                                   for e in rack.events("bravo")), 20, what="the slow hook to be killed")
