@@ -179,6 +179,68 @@ class JournalConfig(_Strict):
     keep: Annotated[int, Field(ge=1, le=100)] = 5
 
 
+class SharedIpConfig(_Strict):
+    """A shared address that follows the ACTIVE node."""
+
+    address: str
+    interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,15}$")]
+    vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
+    announce_count: Annotated[int, Field(ge=0, le=100)] = 5
+    announce_interval_ms: Annotated[int, Field(ge=10, le=10_000)] = 200
+    refresh_s: Annotated[float, Field(ge=0)] = 0.0
+    router: bool = False
+    probe: bool = False  # a duplicate-address probe adds probe_timeout_ms to every takeover
+    probe_timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 300
+    force: bool = False
+    route_source: bool = False
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if "/" not in value:
+            raise ValueError(f"{value!r} needs a prefix length, e.g. 192.0.2.10/24 or 2001:db8::10/64")
+        ipaddress.ip_interface(value)
+        return value
+
+    @property
+    def ip(self) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+        """The address with its prefix."""
+        return ipaddress.ip_interface(self.address)
+
+
+class ServiceConfig(_Strict):
+    """The PBX service: `cold` (started on promote, stopped on demote), `hot` (always running) or `none`."""
+
+    mode: Literal["cold", "hot", "none"] = "none"
+    start: list[str] = ["systemctl", "start", "asterisk.service"]
+    stop: list[str] = ["systemctl", "stop", "asterisk.service"]
+    status: list[str] = ["systemctl", "is-active", "--quiet", "asterisk.service"]
+    ready: list[str] = []
+    timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 30_000
+    ready_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 60_000
+
+    @model_validator(mode="after")
+    def _commands(self) -> "ServiceConfig":
+        if self.mode != "none" and not (self.start and self.stop and self.status):
+            raise ValueError("start, stop and status commands are required unless mode is none")
+        return self
+
+
+class ActionsConfig(_Strict):
+    """How takeover actions run."""
+
+    order: list[Literal["shared_ips", "service"]] = ["shared_ips", "service"]
+    on_failure: Literal["handover", "tolerate"] = "handover"
+    veto_backoff_s: Annotated[float, Field(ge=0)] = 10.0
+
+    @field_validator("order")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each action may appear once")
+        return value
+
+
 class HooksConfig(_Strict):
     """Operator hook scripts: `<dir>/<event kind>/*` and `<dir>/all/*`, run-parts style."""
 
@@ -205,6 +267,9 @@ class NodeConfig(_Strict):
     flap: FlapConfig = FlapConfig()
     journal: JournalConfig = JournalConfig()
     hooks: HooksConfig = HooksConfig()
+    shared_ips: list[SharedIpConfig] = []
+    service: ServiceConfig = ServiceConfig()
+    actions: ActionsConfig = ActionsConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "NodeConfig":
@@ -223,6 +288,7 @@ class BoardProfile(_Strict):
     name: Annotated[str, Field(min_length=1)]
     description: str = ""
     simulator: bool = False
+    network: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] = "firmware.core.actions.netlink:NetlinkNetwork"
 
 
 class Config(BaseModel):

@@ -94,12 +94,17 @@ class TwoNodeRack:
 
     def __init__(self, base: Path, timers: dict[str, int] | None = None,
                  roles: tuple[str, str] = ("primary", "secondary"), witness: bool = True,
-                 extra: dict[str, dict[str, Any]] | None = None) -> None:
+                 extra: dict[str, dict[str, Any]] | None = None,
+                 shared_ips: list[dict[str, Any]] | None = None, service: str = "none") -> None:
+        """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
+        configuring); `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx)."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
         self.roles = dict(zip(NODES, roles))
         self.extra = extra or {}
+        self.shared_ips = shared_ips or []
+        self.service = service
         self.key_file = self.base / "cluster.key"
         self.node_ports = {name: free_udp_port() for name in NODES}
         self.relay = UdpRelay((self.node_ports["alpha"], self.node_ports["bravo"]))
@@ -117,6 +122,16 @@ class TwoNodeRack:
     def socket_path(self, name: str) -> Path:
         """Where a node's control socket is."""
         return self.base / name / "control.sock"
+
+    def pbx_dir(self, name: str) -> Path:
+        """Where a node's fake PBX keeps its pid file."""
+        return self.base / name / "pbx"
+
+    def pbx_running(self, name: str) -> bool:
+        """Whether the node's fake PBX process runs."""
+        from sim.fakepbx import _pid
+
+        return _pid(self.pbx_dir(name)) is not None
 
     def log_path(self, name: str) -> Path:
         """Where a node's stderr goes."""
@@ -145,6 +160,15 @@ class TwoNodeRack:
             ]
             if self.witness is not None:
                 lines += ["", "[witness]", f"targets = {_toml_value([self.witness.target])}", "timeout_ms = 200"]
+            for table in self.shared_ips:
+                lines += ["", "[[shared_ips]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+            if self.service != "none":
+                pbx = [sys.executable, "-m", "sim.fakepbx"]
+                where = ["--dir", str(self.pbx_dir(name))]
+                lines += ["", "[service]", f'mode = "{self.service}"',
+                          f"start = {_toml_value(pbx + ['start'] + where)}",
+                          f"stop = {_toml_value(pbx + ['stop'] + where)}",
+                          f"status = {_toml_value(pbx + ['status'] + where)}"]
             for section, values in self.extra.items():
                 lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
             self.config_path(name).write_text("\n".join(lines) + "\n")
@@ -163,6 +187,11 @@ class TwoNodeRack:
         """Stop everything (nodes are killed; this is teardown, not a graceful exit)."""
         for name in list(self.procs):
             self.kill(name)
+        if self.service != "none":
+            from sim.fakepbx import stop as stop_pbx
+
+            for name in NODES:
+                stop_pbx(self.pbx_dir(name))
         self.relay.stop()
         self.cable.stop()
         if self.witness is not None:

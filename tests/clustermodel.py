@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.core import cluster
-from firmware.core.cluster import ClusterState, Inputs, Persisted, Settings, WitnessResult
+from firmware.core.cluster import ActionsReport, ClusterState, Inputs, Persisted, Settings, WitnessResult
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.protocol import Keyring
 from firmware.core.states import NodeState
@@ -54,7 +54,8 @@ class Node:
     witness_reachable: bool = True
     witness: WitnessResult | None = None
     witness_busy: bool = False
-    actions_done: int = -1
+    actions: ActionsReport | None = None
+    promote_result: str = "ok"  # ok | fail | veto: what the node's promote actions do
     next_wake: float | None = None
     boot_counter: int = 0
     known_peer: tuple[int, int] | None = None
@@ -98,14 +99,14 @@ class TwoNodeModel:
         assert node.endpoint is not None
         return Inputs(now=self.now, wall=1_700_000_000 + self.now, minute_of_day=int(self.now // 60) % 1440,
                       tick=node.endpoint.tick, peer=node.endpoint.view(), health=node.health,
-                      witness=node.witness, actions_done=node.actions_done)
+                      witness=node.witness, actions=node.actions)
 
     def start(self, index: int) -> None:
         """Start (or restart) a node's daemon."""
         node = self.nodes[index]
         node.generation += 1
         node.alive = True
-        node.witness, node.witness_busy, node.actions_done = None, False, -1
+        node.witness, node.witness_busy, node.actions = None, False, None
         node.boot_counter += 1
         boot_id = node.boot_counter.to_bytes(4, "big") + node.rng.randbytes(4)
         node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat,
@@ -136,7 +137,8 @@ class TwoNodeModel:
         if out.persist:
             node.persisted = node.state.persisted
         st = node.state
-        if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and node.actions_done != st.transition:
+        if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and (
+                node.actions is None or node.actions.transition != st.transition):
             self._push(self.now + node.rng.uniform(0.005, 0.05), "actions", node.index, node.generation, st.transition)
         if out.want_witness and not node.witness_busy:
             node.witness_busy = True
@@ -257,7 +259,10 @@ class TwoNodeModel:
             node.witness_busy = False
             self._evaluate(node)
         elif kind == "actions":
-            node.actions_done = args[2]
+            transition = args[2]
+            outcome = node.promote_result if node.state is not None and node.state.state == NodeState.TAKEOVER else "ok"
+            node.actions = ActionsReport(transition, ok=outcome == "ok", vetoed=outcome == "veto",
+                                         detail="" if outcome == "ok" else f"simulated {outcome}")
             self._evaluate(node)
 
     # ------------------------------------------------------------------ invariants

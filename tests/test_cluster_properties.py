@@ -32,6 +32,7 @@ actions = st.one_of(
     st.tuples(st.just("sigterm"), node),
     st.tuples(st.just("health"), node, st.sampled_from([0, 10, 29, 30, 60, 100])),
     st.tuples(st.just("witness"), node, st.booleans()),
+    st.tuples(st.just("actions"), node, st.sampled_from(["ok", "ok", "fail", "veto"])),
     st.tuples(st.just("cmd"), node, st.sampled_from(["promote", "demote", "maintenance-on",
                                                      "maintenance-off", "shutdown"]), st.booleans()),
 )
@@ -63,6 +64,8 @@ def apply(model: TwoNodeModel, action: tuple) -> None:
         model.nodes[action[1]].health = action[2]
     elif kind == "witness":
         model.nodes[action[1]].witness_reachable = action[2]
+    elif kind == "actions":
+        model.nodes[action[1]].promote_result = action[2]
     elif kind == "cmd":
         model.command(action[1], action[2], action[3])
 
@@ -82,6 +85,7 @@ def run(seed: int, steps: list, roles: dict | None = None) -> TwoNodeModel:
     model.run_until(t + 1.0)
     apply(model, ("heal_all",))
     for index in (0, 1):
+        model.nodes[index].promote_result = "ok"
         if not model.nodes[index].alive:
             model.start(index)
     model.run_until(t + 12.0)

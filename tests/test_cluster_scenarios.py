@@ -258,3 +258,37 @@ def test_crash_while_active_counts_as_a_failure(request) -> None:
     model.start(A)
     model.run_until(5.0)
     assert [d["reason"] for _, d in events(model, A, "failure")] == ["restarted after a crash while ACTIVE"]
+
+
+def test_vetoed_takeover_backs_off_and_retries(request) -> None:
+    model = request.node.model = started(takeover_backoff=2.0)
+    model.nodes[B].promote_result = "veto"
+    model.kill(A)
+    model.run_until(3.0)
+    assert model.state_of(B) == STANDBY and "vetoed" in model.nodes[B].state.reason
+    vetoes = events(model, B, "promote.vetoed")
+    assert len(vetoes) == 1
+    model.nodes[B].promote_result = "ok"
+    model.run_until(5.5)
+    assert model.state_of(B) == ACTIVE
+
+
+def test_failed_takeover_hands_back_to_the_healthy_peer(request) -> None:
+    model = request.node.model = started()
+    model.nodes[B].promote_result = "fail"
+    assert model.command(A, "demote").ok
+    model.run_until(4.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
+    failed = events(model, B, "promote.failed")
+    assert failed and "handing back" in failed[0][1]["action"]
+    assert events(model, B, "failure")
+
+
+def test_failed_takeover_is_tolerated_when_configured(request) -> None:
+    model = request.node.model = started(on_action_failure="tolerate")
+    model.nodes[B].promote_result = "fail"
+    model.kill(A)
+    model.run_until(3.0)
+    assert model.state_of(B) == ACTIVE
+    from firmware.core.cluster import alarms
+    assert any("promote actions failed" in a for a in alarms(model.nodes[B].settings, model.nodes[B].state))

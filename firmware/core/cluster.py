@@ -55,6 +55,8 @@ class Settings:
     failback_window: tuple[int, int] = (120, 240)  # minutes of the day, end < start wraps
     flap_max_failures: int = 3
     flap_window: float = 1800.0
+    on_action_failure: str = "handover"  # handover | tolerate
+    takeover_backoff: float = 10.0        # after a vetoed or failed takeover, wait before trying again
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,16 @@ class WitnessResult:
 
 
 @dataclass(frozen=True)
+class ActionsReport:
+    """The shell finished the actions of one TAKEOVER or RELEASING."""
+
+    transition: int
+    ok: bool = True
+    vetoed: bool = False
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Inputs:
     """Everything the core may look at for one decision."""
 
@@ -108,7 +120,7 @@ class Inputs:
     peer: PeerView
     health: int = 100
     witness: WitnessResult | None = None
-    actions_done: int = -1     # the `transition` whose actions the shell finished
+    actions: ActionsReport | None = None  # the latest finished actions
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,9 @@ class ClusterState:
     peer_epoch: int = 0
     peer_boot: bytes | None = None
     links: tuple[LinkStatus, ...] = ()
+    backoff_until: float | None = None  # no takeover before this (after a vetoed or failed one)
+    backoff_reason: str = ""
+    action_alarm: str | None = None     # the last promote/demote left something undone
 
 
 def initial_state(settings: Settings, persisted: Persisted, now: float, wall: float) -> tuple[ClusterState, Outputs]:
@@ -212,7 +227,7 @@ def _peer_message(st: ClusterState, inp: Inputs) -> Heartbeat | None:
 
 def _peer_candidate(msg: Heartbeat) -> bool:
     """Whether the peer may be elected to take over."""
-    blocked = Flag.MAINTENANCE | Flag.FLAP_HOLD | Flag.SHUTTING_DOWN
+    blocked = Flag.MAINTENANCE | Flag.FLAP_HOLD | Flag.SHUTTING_DOWN | Flag.BACKING_OFF
     return msg.state in (S.STANDBY, S.TAKEOVER, S.ACTIVE, S.RELEASING) and not msg.flags & blocked
 
 
@@ -234,7 +249,7 @@ def _rank(hold: bool, health: int, role: Role, name: str, settings: Settings) ->
 
 def _self_preferred(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
     """Election when nobody holds resources: True if this node should take over."""
-    if not _self_candidate(st):
+    if not _self_candidate(st) or _backing_off(st, inp):
         return False
     if not _peer_candidate(msg):
         return True
@@ -342,6 +357,8 @@ def alarms(settings: Settings, st: ClusterState) -> list[str]:
         found.append("flap hold: failed too often; staying STANDBY until an operator acts")
     if p.maintenance:
         found.append("maintenance mode: this node will not become ACTIVE")
+    if st.action_alarm:
+        found.append(st.action_alarm)
     return found
 
 
@@ -352,6 +369,8 @@ def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterStat
     """One decision at `inp.now`. Returns the next state and what the shell must do."""
     before = st
     st, events = _observe(settings, st, inp)
+    if st.backoff_until is not None and inp.now >= st.backoff_until:
+        st = replace(st, backoff_until=None, backoff_reason="")
     if st.state == S.STARTING:
         if st.peer_alive:
             st = _go(st, S.STANDBY, inp.now, "peer found")
@@ -364,19 +383,53 @@ def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterStat
         events += more
     elif st.state == S.TAKEOVER:
         st = _dual_active(settings, st, inp) or st
-        if st.state == S.TAKEOVER and inp.actions_done == st.transition:
-            st = _go(st, S.ACTIVE, inp.now, st.reason)
+        report = inp.actions
+        if st.state == S.TAKEOVER and report is not None and report.transition == st.transition:
+            st, more = _takeover_done(settings, st, inp, report)
+            events += more
     elif st.state == S.ACTIVE:
         st, more = _active(settings, st, inp)
         events += more
-    elif st.state == S.RELEASING and inp.actions_done == st.transition:
+    elif st.state == S.RELEASING and inp.actions is not None and inp.actions.transition == st.transition:
+        report = inp.actions
+        if not report.ok:
+            events.append(Event("demote.failed", {"detail": report.detail}))
         granting = st.release_for_request
         st = _go(st, S.STANDBY, inp.now, st.reason, granting=granting,
                  grant_deadline=inp.now + settings.handover_timeout if granting else None,
-                 release_for_request=False)
+                 release_for_request=False,
+                 action_alarm=None if report.ok else f"demote actions failed: {report.detail}")
         if st.shutting_down:
             st = _shutdown_progress(settings, st, inp)
     return _finish(settings, before, st, inp, events)
+
+
+def _takeover_done(settings: Settings, st: ClusterState, inp: Inputs,
+                   report: ActionsReport) -> tuple[ClusterState, list[Event]]:
+    """Promote actions finished: become ACTIVE, or back off after a veto or a failure."""
+    if report.ok:
+        return _go(st, S.ACTIVE, inp.now, st.reason, action_alarm=None), []
+    backoff = inp.now + settings.takeover_backoff
+    if report.vetoed:
+        # The promote.before hooks run before any action, so nothing was acquired.
+        st = _go(st, S.STANDBY, inp.now, f"promotion vetoed: {report.detail}",
+                 backoff_until=backoff, backoff_reason=f"promotion vetoed: {report.detail}")
+        return st, [Event("promote.vetoed", {"detail": report.detail, "retry_in_s": settings.takeover_backoff})]
+    msg = _peer_message(st, inp)
+    peer_ok = msg is not None and _peer_candidate(msg) and _healthy(msg.health, settings)
+    if settings.on_action_failure == "handover" and peer_ok:
+        persisted, events = _record_failure(settings, st.persisted, inp.wall, f"promote actions failed: {report.detail}")
+        st = replace(st, persisted=persisted, backoff_until=backoff,
+                     backoff_reason=f"promote actions failed: {report.detail}")
+        events.insert(0, Event("promote.failed", {"detail": report.detail, "action": f"handing back to {settings.peer}"}))
+        return _release(st, inp, f"promote actions failed; handing back to {settings.peer}"), events
+    why = "tolerated by configuration" if settings.on_action_failure == "tolerate" else "no healthy peer to hand back to"
+    st = _go(st, S.ACTIVE, inp.now, st.reason, action_alarm=f"promote actions failed ({why}): {report.detail}")
+    return st, [Event("promote.failed", {"detail": report.detail, "action": f"staying ACTIVE: {why}"})]
+
+
+def _backing_off(st: ClusterState, inp: Inputs) -> bool:
+    return st.backoff_until is not None and inp.now < st.backoff_until
 
 
 def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inputs,
@@ -389,7 +442,7 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
     wake = [st.started_at + settings.initdead] if st.state == S.STARTING else []
     if last_rx is not None and st.peer_alive:
         wake.append(last_rx + settings.deadtime + 1e-4)
-    for deadline in (st.request_deadline, st.grant_deadline, st.shutdown_deadline):
+    for deadline in (st.request_deadline, st.grant_deadline, st.shutdown_deadline, st.backoff_until):
         if deadline is not None:
             wake.append(deadline)
     silent_for = inp.now - _silent_since(settings, st, inp)
@@ -491,7 +544,8 @@ def _standby_behind_active(settings: Settings, st: ClusterState, inp: Inputs, ms
 def _failback_due(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
     if settings.failback == "never" or settings.role != Role.PRIMARY or msg.role != Role.SECONDARY:
         return False
-    if not _self_candidate(st) or st.persisted.operator_hold or not _healthy(inp.health, settings):
+    if not _self_candidate(st) or st.persisted.operator_hold or _backing_off(st, inp) \
+            or not _healthy(inp.health, settings):
         return False
     found = st.peer_found_at if st.peer_found_at is not None else inp.now
     if inp.now - found < settings.failback_hold_down or inp.now - st.started_at < settings.failback_min_uptime:
@@ -513,6 +567,8 @@ def _guard(settings: Settings, st: ClusterState, inp: Inputs) -> str | None:
     """Why a takeover from a silent peer is unsafe now, or None if the guard passes."""
     if not _self_candidate(st):
         return _standby_reason(settings, st, Heartbeat(settings.peer, S.STANDBY, Role.EQUAL, 0, Flag.NONE, 0, 0))
+    if _backing_off(st, inp):
+        return f"{st.backoff_reason}; retrying in {st.backoff_until - inp.now:.0f} s"
     if settings.witness_min_health and inp.health < settings.witness_min_health:
         return f"own health {inp.health} is below the guard's minimum {settings.witness_min_health}"
     if settings.witness_required:
@@ -739,6 +795,8 @@ def heartbeat_flags(st: ClusterState) -> Flag:
         flags |= Flag.PEER_SILENT
     if st.state != S.STARTING:
         flags |= Flag.STARTED
+    if st.backoff_until is not None:
+        flags |= Flag.BACKING_OFF
     return flags
 
 

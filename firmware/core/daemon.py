@@ -18,10 +18,11 @@ from typing import Any, AsyncIterator, Callable
 
 from firmware import __version__
 from firmware.config import Config, ConfigError, check_key_file_permissions
+from firmware.drivers import load_driver
 from firmware.core import cluster
-from firmware.core.actions import ActionPlan
+from firmware.core.actions import ActionError, ActionPlan, build_plan
 from firmware.core.actions.hooks import HookRunner, hook_environment
-from firmware.core.cluster import ClusterState, Inputs, Persisted, Settings, WitnessResult
+from firmware.core.cluster import ActionsReport, ClusterState, Inputs, Persisted, Settings, WitnessResult
 from firmware.core.control import ControlError, ControlServer
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.journal import Journal, JsonStore
@@ -50,6 +51,7 @@ def settings_from_config(config: Config) -> Settings:
         failback=node.failback.policy, failback_hold_down=node.failback.hold_down_s,
         failback_min_uptime=node.failback.min_uptime_s, failback_window=node.failback.window_minutes,
         flap_max_failures=node.flap.max_failures, flap_window=node.flap.window_min * 60,
+        on_action_failure=node.actions.on_failure, takeover_backoff=node.actions.veto_backoff_s,
     )
 
 
@@ -86,14 +88,21 @@ class Daemon:
                                           self.settings.heartbeat, self.settings.deadtime,
                                           boot_id=new_boot_id(self.boot_counter), known_peer=known_peer)
         self.witness = Witness(node.witness.targets, node.witness.require, node.witness.timeout_ms / 1000)
-        self.plan = plan or ActionPlan()
         self.hooks = HookRunner(node.hooks.dir, node.hooks.timeout_ms / 1000)
+        if plan is None:
+            network = load_driver(config.board.network, "network", config.board_path) if node.shared_ips else None
+            plan = build_plan(config, network, self.hooks, self._hook_environment)
+        self.plan = plan
+        try:
+            self.plan.check()
+        except ActionError as exc:
+            raise ConfigError(config.path, "shared_ips/service", str(exc)) from None
         self.notifier = Notifier()
         self.control = ControlServer(node.control_socket, self.handle_request, node.control_group)
         self.health = 100
         self.witness_result: WitnessResult | None = None
         self.witness_summary = ""
-        self.actions_done = -1
+        self.actions: ActionsReport | None = None
         self.state: ClusterState | None = None
         self.started_wall = time.time()
         self.max_tick_lag = 0.0
@@ -114,6 +123,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until the node has left the cluster; return the process exit code."""
         self._loop = loop = asyncio.get_running_loop()
+        await self._release_leftovers()
         for link in self.links.values():
             await link.start(self._on_packet)
         await self.control.start()
@@ -218,7 +228,7 @@ class Daemon:
         local = time.localtime()
         return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
                       tick=self.endpoint.tick, peer=self.endpoint.view(), health=self.health,
-                      witness=self.witness_result, actions_done=self.actions_done)
+                      witness=self.witness_result, actions=self.actions)
 
     def _evaluate(self, now: float) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:
@@ -291,19 +301,41 @@ class Daemon:
         self._spawn(self._hooks_task(record))
 
     async def _hooks_task(self, record: dict[str, Any]) -> None:
-        for result in await self.hooks.run(record["kind"], record, hook_environment(self.status())):
+        for result in await self.hooks.run(record["kind"], record, self._hook_environment()):
             self.journal.record("hook", result.to_json())
             if not result.ok:
                 log.warning("hook %s for %s: exit %s: %s", result.hook, result.event, result.exit_code, result.output)
 
     async def _run_actions(self, state: NodeState, transition: int) -> None:
-        outcomes = await (self.plan.promote() if state == NodeState.TAKEOVER else self.plan.demote())
-        for outcome in outcomes:
-            self.journal.record("action", {"action": outcome.action, "ok": outcome.ok,
-                                           "detail": outcome.detail, "for": state.name})
-        self.actions_done = transition
+        event = {"kind": "promote" if state == NodeState.TAKEOVER else "demote", "transition": transition,
+                 "reason": self.state.reason if self.state else ""}
+        result = await (self.plan.promote(event) if state == NodeState.TAKEOVER else self.plan.demote(event))
+        for hook in result.hooks:
+            self.journal.record("hook", hook.to_json())
+        for outcome in result.outcomes:
+            self.journal.record("action", {"action": outcome.action, "ok": outcome.ok, "detail": outcome.detail,
+                                           "duration_ms": round(outcome.duration_ms, 1), "for": state.name})
+        self.actions = ActionsReport(transition, ok=result.ok, vetoed=result.vetoed, detail=result.detail)
         assert self._loop is not None
         self._evaluate(self._loop.time())
+
+    async def _release_leftovers(self) -> None:
+        """Before joining: release whatever a crashed run may have left (shared IP, PBX in cold mode)."""
+        if not self.plan.actions:
+            return
+        result = await self.plan.demote({"kind": "startup", "reason": "release leftovers before joining"})
+        self.journal.record("startup.release", {"ok": result.ok, "detail": result.detail or "nothing left over"})
+        for action in self.plan.actions:
+            prepare = getattr(action, "prepare", None)
+            if prepare is not None:
+                try:
+                    await prepare()
+                except ActionError as exc:
+                    self.journal.record("action", {"action": action.name, "ok": False, "detail": str(exc),
+                                                   "for": "STARTING"})
+
+    def _hook_environment(self) -> dict[str, str]:
+        return hook_environment(self.status()) if self.state is not None else {}
 
     # ------------------------------------------------------------------ control requests
 
@@ -467,7 +499,8 @@ class Daemon:
             },
             "alarms": cluster.alarms(self.settings, st),
             "sensors": [],
-            "shared_ips": [],
+            "shared_ips": [a.status() for a in self.plan.actions if a.name.startswith("shared_ip")],
+            "service": next((a.status() for a in self.plan.actions if a.name == "service"), None),
             "relays": [],
             "heartbeat": {"interval_ms": self.settings.heartbeat * 1000, "deadtime_ms": self.settings.deadtime * 1000,
                           "max_tick_lag_ms": round(self.max_tick_lag * 1000, 2), "tick": self.endpoint.tick},

@@ -53,3 +53,4 @@ class Flag(IntFlag):
     FORCED = 1 << 7            # the handover request was forced by an operator
     STARTED = 1 << 8           # sender's initdead is over (it may be elected)
     OPERATOR_REQUEST = 1 << 9  # the handover request comes from an operator command
+    BACKING_OFF = 1 << 10      # sender's last takeover was vetoed or failed; it waits before trying again

@@ -1,20 +1,32 @@
 """Takeover actions run when the node promotes (TAKEOVER) and demotes (RELEASING).
 
 The daemon runs the plan's `promote()` on entering TAKEOVER and `demote()` on
-entering RELEASING, off the heartbeat path, and tells the decision core when
-they finished. Concrete actions (shared IP, PBX service, relays, hooks) plug
-in here as `Action` objects; the plan runs them in order on promote and in
-reverse order on demote.
+entering RELEASING, off the heartbeat path, and tells the decision core how
+it went. A plan is:
+
+    promote: promote.before hooks (any non-zero exit vetoes the promotion),
+             each action's ensure_present in the configured order,
+             promote.after hooks
+    demote:  demote.before hooks, each action's ensure_absent in reverse order,
+             demote.after hooks
+
+Every action is idempotent and has a timeout; each outcome is journaled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from firmware.core.actions.hooks import HookResult, HookRunner
 
 log = logging.getLogger(__name__)
+
+
+class ActionError(Exception):
+    """An action that could not do its job; the message goes to the journal and status."""
 
 
 class Action(Protocol):
@@ -22,11 +34,17 @@ class Action(Protocol):
 
     name: str
 
+    def check(self) -> None:
+        """At daemon start: raise ActionError if this action could never work here."""
+
     async def ensure_present(self) -> None:
         """Acquire the resource (idempotent)."""
 
     async def ensure_absent(self) -> None:
         """Release the resource (idempotent)."""
+
+    def status(self) -> dict[str, Any]:
+        """What the status snapshot shows about it."""
 
 
 @dataclass(frozen=True)
@@ -36,29 +54,92 @@ class ActionOutcome:
     action: str
     ok: bool
     detail: str
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """The outcome of a whole promote or demote."""
+
+    ok: bool
+    vetoed: bool = False
+    detail: str = ""
+    outcomes: tuple[ActionOutcome, ...] = ()
+    hooks: tuple[HookResult, ...] = field(default=())
 
 
 class ActionPlan:
-    """An ordered list of actions, each with a timeout."""
+    """An ordered list of actions, each with a timeout, wrapped in before/after hooks."""
 
-    def __init__(self, actions: list[Action] | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, actions: list[Action] | None = None, timeout: float = 30.0,
+                 hooks: HookRunner | None = None,
+                 environment: Callable[[], dict[str, str]] = dict) -> None:
         self.actions = list(actions or [])
         self.timeout = timeout
+        self.hooks = hooks or HookRunner(None)
+        self.environment = environment
 
-    async def promote(self) -> list[ActionOutcome]:
-        """Run every action's ensure_present, in order."""
-        return [await self._run(a, a.ensure_present) for a in self.actions]
+    def check(self) -> None:
+        """Check every action at start-up; raises ActionError naming the first problem."""
+        for action in self.actions:
+            action.check()
 
-    async def demote(self) -> list[ActionOutcome]:
-        """Run every action's ensure_absent, in reverse order."""
-        return [await self._run(a, a.ensure_absent) for a in reversed(self.actions)]
+    async def promote(self, event: dict[str, Any]) -> PlanResult:
+        """Run the promote sequence; a failing promote.before hook vetoes it before any action."""
+        before = await self.hooks.run("promote.before", event, self.environment(), include_all=False)
+        vetoes = [h for h in before if not h.ok]
+        if vetoes:
+            v = vetoes[0]
+            return PlanResult(False, vetoed=True, hooks=tuple(before),
+                              detail=f"promote.before hook {v.hook} exited {v.exit_code}: {v.output or 'no output'}")
+        outcomes = [await self._run(a, a.ensure_present) for a in self.actions]
+        after = await self.hooks.run("promote.after", event, self.environment(), include_all=False)
+        return self._result(outcomes, before + after)
 
-    async def _run(self, action: Action, method) -> ActionOutcome:  # noqa: ANN001 - bound method
+    async def demote(self, event: dict[str, Any]) -> PlanResult:
+        """Run the demote sequence (every action is attempted even if one fails)."""
+        before = await self.hooks.run("demote.before", event, self.environment(), include_all=False)
+        outcomes = [await self._run(a, a.ensure_absent) for a in reversed(self.actions)]
+        after = await self.hooks.run("demote.after", event, self.environment(), include_all=False)
+        return self._result(outcomes, before + after)
+
+    @staticmethod
+    def _result(outcomes: list[ActionOutcome], hooks: list[HookResult]) -> PlanResult:
+        failed = [o for o in outcomes if not o.ok]
+        detail = "; ".join(f"{o.action}: {o.detail}" for o in failed)
+        return PlanResult(not failed, detail=detail, outcomes=tuple(outcomes), hooks=tuple(hooks))
+
+    async def _run(self, action: Action, method: Callable[[], Any]) -> ActionOutcome:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await asyncio.wait_for(method(), self.timeout)
         except asyncio.TimeoutError:
-            return ActionOutcome(action.name, False, f"timed out after {self.timeout:g} s")
-        except Exception as exc:  # an action's failure is reported, never fatal
+            return ActionOutcome(action.name, False, f"timed out after {self.timeout:g} s",
+                                 (loop.time() - started) * 1000)
+        except ActionError as exc:
+            return ActionOutcome(action.name, False, str(exc), (loop.time() - started) * 1000)
+        except Exception as exc:  # a bug in one action is reported, never fatal
             log.exception("action %s failed", action.name)
-            return ActionOutcome(action.name, False, str(exc))
-        return ActionOutcome(action.name, True, "done")
+            return ActionOutcome(action.name, False, f"internal error: {exc}", (loop.time() - started) * 1000)
+        return ActionOutcome(action.name, True, "done", (loop.time() - started) * 1000)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Status of every action."""
+        return [a.status() for a in self.actions]
+
+
+def build_plan(config: Any, network: Any, hooks: HookRunner,
+               environment: Callable[[], dict[str, str]]) -> ActionPlan:
+    """The plan for a node config: shared IPs and the PBX service in the configured order."""
+    from firmware.core.actions.service import ServiceAction
+    from firmware.core.actions.sharedip import SharedIpAction
+
+    node = config.node
+    groups: dict[str, list[Action]] = {
+        "shared_ips": [SharedIpAction(ip, network) for ip in node.shared_ips],
+        "service": [ServiceAction(node.service)] if node.service.mode != "none" else [],
+    }
+    actions = [a for name in node.actions.order for a in groups[name]]
+    timeout = max([node.service.timeout_ms / 1000 + node.service.ready_timeout_ms / 1000, 10.0])
+    return ActionPlan(actions, timeout=timeout, hooks=hooks, environment=environment)

@@ -2,7 +2,10 @@
 
 Layout (run-parts style): every executable in `<hooks dir>/<event kind>/` runs,
 in name order, when an event of that kind is journaled, and every executable
-in `<hooks dir>/all/` runs for every event. Each hook gets the event as JSON
+in `<hooks dir>/all/` runs for every journaled event. The takeover phases
+(`promote.before`, `promote.after`, `demote.before`, `demote.after`) run only
+their own folder, so a slow notification hook in `all/` cannot veto a
+promotion. Each hook gets the event as JSON
 on stdin and `TANDEM_*` variables in its environment, runs with a timeout in
 its own process group (killed whole on timeout), and its exit code and output
 are journaled as a `hook` event. Hooks run as asyncio subprocesses, so they
@@ -55,12 +58,13 @@ class HookRunner:
         self.directory = directory
         self.timeout = timeout
 
-    def hooks_for(self, kind: str) -> list[Path]:
-        """Executables that run for `kind`, in order: the kind's own, then those for all events."""
+    def hooks_for(self, kind: str, include_all: bool = True) -> list[Path]:
+        """Executables that run for `kind`, in order: the kind's own, then (optionally) those for all events."""
         if self.directory is None:
             return []
         found = []
-        for folder in (self.directory / kind, self.directory / ALL_EVENTS):
+        folders = [self.directory / kind] + ([self.directory / ALL_EVENTS] if include_all else [])
+        for folder in folders:
             try:
                 entries = sorted(folder.iterdir())
             except (FileNotFoundError, NotADirectoryError):
@@ -68,10 +72,11 @@ class HookRunner:
             found += [p for p in entries if p.is_file() and os.access(p, os.X_OK) and not p.name.startswith(".")]
         return found
 
-    async def run(self, kind: str, record: dict[str, Any], environment: dict[str, str]) -> list[HookResult]:
+    async def run(self, kind: str, record: dict[str, Any], environment: dict[str, str],
+                  include_all: bool = True) -> list[HookResult]:
         """Run every hook for `kind` one after another; return their results."""
         results = []
-        for hook in self.hooks_for(kind):
+        for hook in self.hooks_for(kind, include_all):
             results.append(await self._run_one(hook, kind, record, environment))
         return results
 

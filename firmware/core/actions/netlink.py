@@ -1,0 +1,759 @@
+"""The shared-IP network backend for real Linux: netlink (pyroute2) and raw packet sockets.
+
+`NetlinkNetwork` implements `firmware.core.actions.network.NetworkBackend`:
+
+* links, addresses, VLANs and the connected route's preferred source through
+  rtnetlink (pyroute2 `IPRoute`, one short-lived socket per call, so every
+  method is safe to call from any worker thread);
+* gratuitous ARP, ARP probes (RFC 5227), unsolicited neighbour advertisements
+  and duplicate-address neighbour solicitations (RFC 4861) as whole Ethernet
+  frames written with `struct` and sent on an AF_PACKET socket bound to the
+  interface, so the source MAC is the interface's own and nothing depends on
+  the address state (tentative, not yet added) or on the routing table.
+
+Every method is blocking and idempotent. Failures are raised as
+`NetworkError` with a one-line message saying what failed and why.
+Needs root (CAP_NET_ADMIN for netlink changes, CAP_NET_RAW for packet sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_SECONDARY
+
+from firmware.core.actions.network import IPAddress, IPInterface, NetworkError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Ethernet
+ETH_P_ARP = 0x0806
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+ETH_HEADER_LEN = 14
+ETH_MIN_FRAME = 60  # without FCS; shorter frames are zero-padded
+BROADCAST_MAC = b"\xff" * 6
+ZERO_MAC = b"\x00" * 6
+PACKET_OUTGOING = 4  # sll_pkttype of frames this host sent
+
+# ARP (RFC 826, RFC 5227)
+ARP_HTYPE_ETHERNET = 1
+ARP_REQUEST = 1
+ARP_REPLY = 2
+ARP_LEN = 28
+
+# IPv6 neighbour discovery (RFC 4861)
+IPPROTO_ICMPV6 = 58
+ND_HOP_LIMIT = 255
+ICMPV6_NEIGHBOR_SOLICITATION = 135
+ICMPV6_NEIGHBOR_ADVERTISEMENT = 136
+ND_OPT_TARGET_LLADDR = 2
+NA_FLAG_ROUTER = 0x80
+NA_FLAG_SOLICITED = 0x40
+NA_FLAG_OVERRIDE = 0x20
+IPV6_HEADER_LEN = 40
+ALL_NODES = ipaddress.IPv6Address("ff02::1")
+UNSPECIFIED6 = ipaddress.IPv6Address("::")
+
+# rtnetlink
+RT_TABLE_MAIN = 254
+RTPROT_KERNEL = 2
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+RTN_UNICAST = 1
+IP6_RT_PRIO_ADDRCONF = 256  # metric of the kernel's IPv6 prefix routes
+IFF_UP = 0x1
+IFNAMSIZ = 16
+
+# how many probes in_use sends, spread over its timeout
+PROBE_COUNT = 3
+
+
+# --------------------------------------------------------------------------- addresses
+
+def mac_text(mac: bytes) -> str:
+    """`aa:bb:cc:dd:ee:ff` for six bytes."""
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def mac_bytes(text: str) -> bytes:
+    """Six bytes for `aa:bb:cc:dd:ee:ff`; NetworkError if it is not a MAC address."""
+    parts = text.split(":")
+    try:
+        value = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        value = b""
+    if len(parts) != 6 or len(value) != 6:
+        raise NetworkError(f"{text!r} is not an Ethernet MAC address")
+    return value
+
+
+def as_address(address: IPAddress | IPInterface | str) -> IPAddress:
+    """The bare IP address of an address, an interface address (`ip/prefix`) or their text."""
+    if isinstance(address, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return address.ip
+    if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return address
+    return ipaddress.ip_interface(address).ip
+
+
+def as_interface(address: IPInterface | str) -> IPInterface:
+    """An interface address (`ip/prefix`); a bare address gets a host prefix (/32, /128)."""
+    if isinstance(address, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return address
+    return ipaddress.ip_interface(address)
+
+
+def solicited_node(address: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
+    """The solicited-node multicast group of `address` (ff02::1:ffXX:XXXX, RFC 4291)."""
+    low24 = int(address) & 0xFFFFFF
+    return ipaddress.IPv6Address(int(ipaddress.IPv6Address("ff02::1:ff00:0")) | low24)
+
+
+def ipv6_multicast_mac(group: ipaddress.IPv6Address) -> bytes:
+    """The Ethernet destination of an IPv6 multicast group: 33:33 + the group's last 32 bits (RFC 2464)."""
+    return b"\x33\x33" + group.packed[-4:]
+
+
+# --------------------------------------------------------------------------- frames
+
+def ethernet_header(dst: bytes, src: bytes, ethertype: int) -> bytes:
+    """The 14-byte Ethernet II header."""
+    return struct.pack("!6s6sH", dst, src, ethertype)
+
+
+def pad_frame(frame: bytes) -> bytes:
+    """`frame` zero-padded to the Ethernet minimum (60 bytes without the FCS)."""
+    return frame + b"\x00" * max(0, ETH_MIN_FRAME - len(frame))
+
+
+def arp_frame(src_mac: bytes, op: int, sender_ip: ipaddress.IPv4Address, target_ip: ipaddress.IPv4Address,
+              target_mac: bytes = ZERO_MAC, dst_mac: bytes = BROADCAST_MAC) -> bytes:
+    """An Ethernet frame carrying one ARP packet for IPv4 over Ethernet, sender hardware address `src_mac`.
+
+    Gratuitous ARP request: op=1, sender_ip == target_ip == the announced address.
+    ARP probe (RFC 5227): op=1, sender_ip 0.0.0.0, target_ip the probed address.
+    """
+    arp = struct.pack("!HHBBH6s4s6s4s", ARP_HTYPE_ETHERNET, ETH_P_IP, 6, 4, op,
+                      src_mac, sender_ip.packed, target_mac, target_ip.packed)
+    return pad_frame(ethernet_header(dst_mac, src_mac, ETH_P_ARP) + arp)
+
+
+@dataclass(frozen=True)
+class ArpPacket:
+    """The fields of a received ARP packet (IPv4 over Ethernet)."""
+
+    eth_src: bytes
+    op: int
+    sender_mac: bytes
+    sender_ip: ipaddress.IPv4Address
+    target_mac: bytes
+    target_ip: ipaddress.IPv4Address
+
+
+def parse_arp(frame: bytes) -> ArpPacket | None:
+    """The ARP packet in an Ethernet frame, or None if the frame is not IPv4-over-Ethernet ARP."""
+    if len(frame) < ETH_HEADER_LEN + ARP_LEN:
+        return None
+    _dst, src, ethertype = struct.unpack_from("!6s6sH", frame)
+    if ethertype != ETH_P_ARP:
+        return None
+    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = struct.unpack_from(
+        "!HHBBH6s4s6s4s", frame, ETH_HEADER_LEN)
+    if (htype, ptype, hlen, plen) != (ARP_HTYPE_ETHERNET, ETH_P_IP, 6, 4):
+        return None
+    return ArpPacket(src, op, sha, ipaddress.IPv4Address(spa), tha, ipaddress.IPv4Address(tpa))
+
+
+def icmpv6_checksum(src: ipaddress.IPv6Address, dst: ipaddress.IPv6Address, message: bytes) -> int:
+    """The ICMPv6 checksum of `message` (checksum field zero) over the IPv6 pseudo-header (RFC 8200 8.1)."""
+    data = src.packed + dst.packed + struct.pack("!I3xB", len(message), IPPROTO_ICMPV6) + message
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def icmpv6_frame(src_mac: bytes, dst_mac: bytes, src: ipaddress.IPv6Address, dst: ipaddress.IPv6Address,
+                 message: bytes) -> bytes:
+    """An Ethernet frame with an IPv6 packet (hop limit 255) carrying `message`, its checksum filled in."""
+    checksum = icmpv6_checksum(src, dst, message)
+    message = message[:2] + struct.pack("!H", checksum) + message[4:]
+    ipv6 = struct.pack("!IHBB16s16s", 6 << 28, len(message), IPPROTO_ICMPV6, ND_HOP_LIMIT,
+                       src.packed, dst.packed)
+    return pad_frame(ethernet_header(dst_mac, src_mac, ETH_P_IPV6) + ipv6 + message)
+
+
+def neighbor_advertisement_frame(src_mac: bytes, target: ipaddress.IPv6Address, router: bool = False,
+                                 solicited: bool = False, override: bool = True,
+                                 dst: ipaddress.IPv6Address = ALL_NODES) -> bytes:
+    """A neighbour advertisement for `target` from `target` with the Target Link-Layer Address option `src_mac`.
+
+    The defaults make the unsolicited advertisement of RFC 4861 7.2.6: to all nodes
+    (ff02::1), Override set, Solicited clear.
+    """
+    flags = ((NA_FLAG_ROUTER if router else 0) | (NA_FLAG_SOLICITED if solicited else 0)
+             | (NA_FLAG_OVERRIDE if override else 0))
+    message = struct.pack("!BBHB3x16sBB6s", ICMPV6_NEIGHBOR_ADVERTISEMENT, 0, 0, flags, target.packed,
+                          ND_OPT_TARGET_LLADDR, 1, src_mac)
+    dst_mac = ipv6_multicast_mac(dst) if dst.is_multicast else BROADCAST_MAC
+    return icmpv6_frame(src_mac, dst_mac, target, dst, message)
+
+
+def neighbor_solicitation_frame(src_mac: bytes, target: ipaddress.IPv6Address) -> bytes:
+    """A duplicate-address-detection solicitation for `target` (RFC 4862 5.4.2).
+
+    Source ::, destination the target's solicited-node group, and therefore no
+    Source Link-Layer Address option; a holder of `target` answers with an
+    advertisement to all nodes.
+    """
+    group = solicited_node(target)
+    message = struct.pack("!BBH4x16s", ICMPV6_NEIGHBOR_SOLICITATION, 0, 0, target.packed)
+    return icmpv6_frame(src_mac, ipv6_multicast_mac(group), UNSPECIFIED6, group, message)
+
+
+@dataclass(frozen=True)
+class NeighborAdvertisement:
+    """The fields of a received neighbour advertisement."""
+
+    eth_src: bytes
+    src: ipaddress.IPv6Address
+    target: ipaddress.IPv6Address
+    router: bool
+    solicited: bool
+    override: bool
+    lladdr: bytes | None  # the Target Link-Layer Address option, if present
+
+
+def parse_neighbor_advertisement(frame: bytes) -> NeighborAdvertisement | None:
+    """The neighbour advertisement in an Ethernet frame, or None if it is not one (no extension headers)."""
+    start = ETH_HEADER_LEN + IPV6_HEADER_LEN
+    if len(frame) < start + 24:
+        return None
+    _dst, eth_src, ethertype = struct.unpack_from("!6s6sH", frame)
+    if ethertype != ETH_P_IPV6:
+        return None
+    vtf, payload_len, next_header, hop_limit, src, _ip_dst = struct.unpack_from(
+        "!IHBB16s16s", frame, ETH_HEADER_LEN)
+    if vtf >> 28 != 6 or next_header != IPPROTO_ICMPV6 or hop_limit != ND_HOP_LIMIT:
+        return None
+    icmp_type, code, _checksum, flags, target = struct.unpack_from("!BBHB3x16s", frame, start)
+    if icmp_type != ICMPV6_NEIGHBOR_ADVERTISEMENT or code != 0:
+        return None
+    lladdr = None
+    end = min(len(frame), start + payload_len)
+    offset = start + 24
+    while offset + 2 <= end:
+        opt_type, opt_len = frame[offset], frame[offset + 1]
+        if opt_len == 0:
+            break
+        if opt_type == ND_OPT_TARGET_LLADDR and offset + 8 <= end:
+            lladdr = frame[offset + 2:offset + 8]
+        offset += opt_len * 8
+    return NeighborAdvertisement(eth_src, ipaddress.IPv6Address(src), ipaddress.IPv6Address(target),
+                                 bool(flags & NA_FLAG_ROUTER), bool(flags & NA_FLAG_SOLICITED),
+                                 bool(flags & NA_FLAG_OVERRIDE), lladdr)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _why(exc: BaseException) -> str:
+    """A short reason for a netlink or socket error, with a hint for the common ones."""
+    code = getattr(exc, "code", None) if isinstance(exc, NetlinkError) else getattr(exc, "errno", None)
+    if isinstance(exc, NetlinkError):
+        text = exc.args[1] if len(exc.args) > 1 else os.strerror(code or 0)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    if code == errno.EPERM or code == errno.EACCES:
+        text += " (needs root: CAP_NET_ADMIN and CAP_NET_RAW)"
+    elif code == errno.ENETDOWN:
+        text += " (the interface is down)"
+    return text
+
+
+def _in_event_loop_thread() -> bool:
+    """Whether this thread runs an asyncio event loop (pyroute2's synchronous API cannot run there)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _off_loop(fn: Callable[[], T]) -> T:
+    """Run `fn` here, or in a helper thread if this thread runs an asyncio loop; re-raise its error."""
+    if not _in_event_loop_thread():
+        return fn()
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append((True, fn()))
+        except BaseException as exc:  # re-raised in the caller's thread
+            result.append((False, exc))
+
+    worker = threading.Thread(target=run, name="tandem-netlink", daemon=True)
+    worker.start()
+    worker.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _check_ifname(name: str) -> None:
+    """NetworkError unless `name` can be a Linux interface name."""
+    if not name or len(name) >= IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
+        raise NetworkError(f"{name!r} is not a valid interface name (1 to {IFNAMSIZ - 1} characters, "
+                           "no '/' or spaces)")
+
+
+def _family(address: IPAddress | IPInterface) -> int:
+    """AF_INET or AF_INET6 for an address."""
+    return socket.AF_INET if address.version == 4 else socket.AF_INET6
+
+
+@dataclass(frozen=True)
+class _Link:
+    """What the backend needs to know about one interface."""
+
+    index: int
+    name: str
+    mac: bytes
+    up: bool
+    kind: str | None
+    parent: int | None
+    vlan_id: int | None
+
+
+@dataclass(frozen=True)
+class _Addr:
+    """One configured address."""
+
+    interface: IPInterface
+    secondary: bool
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One route of the main table, as far as set/restore_route_source need it."""
+
+    dst: str
+    dst_len: int
+    oif: int
+    proto: int
+    scope: int
+    type: int
+    tos: int
+    priority: int | None
+    prefsrc: str | None
+
+
+# --------------------------------------------------------------------------- the backend
+
+class NetlinkNetwork:
+    """NetworkBackend for real Linux: pyroute2 for links, addresses and routes; AF_PACKET for ARP / ND.
+
+    Stateless and thread-safe: each call opens its own netlink and packet
+    sockets and closes them before returning. Call it from worker threads; a
+    call made on a thread that runs an asyncio loop still works (the netlink
+    part moves to a short helper thread) but blocks that loop.
+    """
+
+    # ---- netlink plumbing
+
+    def _netlink(self, what: str, fn: Callable[[IPRoute], T]) -> T:
+        """Run `fn` with a fresh IPRoute; netlink and socket errors become NetworkError("<what>: <why>")."""
+        def run() -> T:
+            try:
+                with IPRoute() as ipr:
+                    return fn(ipr)
+            except NetworkError:
+                raise
+            except (NetlinkError, OSError) as exc:
+                raise NetworkError(f"{what}: {_why(exc)}") from exc
+        return _off_loop(run)
+
+    @staticmethod
+    def _link(ipr: IPRoute, interface: str) -> _Link:
+        """The interface called `interface`; NetworkError if there is none."""
+        _check_ifname(interface)
+        indexes = ipr.link_lookup(ifname=interface)
+        if not indexes:
+            raise NetworkError(f"interface {interface} does not exist (ip -br link lists the interfaces)")
+        msg = ipr.get_links(indexes[0])[0]
+        kind = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+        vlan_id = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID") if kind == "vlan" else None
+        mac_attr = msg.get_attr("IFLA_ADDRESS")
+        mac = mac_bytes(mac_attr) if mac_attr and mac_attr.count(":") == 5 else ZERO_MAC
+        return _Link(index=msg["index"], name=interface, mac=mac, up=bool(msg["flags"] & IFF_UP),
+                     kind=kind, parent=msg.get_attr("IFLA_LINK"), vlan_id=vlan_id)
+
+    @staticmethod
+    def _ethernet_link(ipr: IPRoute, interface: str) -> _Link:
+        """Like _link, and NetworkError unless the interface has an Ethernet MAC address to send from."""
+        link = NetlinkNetwork._link(ipr, interface)
+        if link.mac == ZERO_MAC:
+            raise NetworkError(f"interface {interface} has no Ethernet address (ARP and neighbour discovery "
+                               "need an Ethernet interface)")
+        return link
+
+    @staticmethod
+    def _addresses(ipr: IPRoute, index: int, family: int) -> list[_Addr]:
+        """The addresses of `family` configured on interface `index`."""
+        found = []
+        for msg in ipr.get_addr(family=family, index=index):
+            if msg["index"] != index:
+                continue
+            ip = msg.get_attr("IFA_LOCAL") if family == socket.AF_INET else None
+            ip = ip or msg.get_attr("IFA_ADDRESS")
+            if ip is None:
+                continue
+            flags = msg.get_attr("IFA_FLAGS")
+            flags = msg["flags"] if flags is None else flags
+            found.append(_Addr(ipaddress.ip_interface(f"{ip}/{msg['prefixlen']}"),
+                               bool(flags & IFA_F_SECONDARY)))
+        return found
+
+    @staticmethod
+    def _connected_route(ipr: IPRoute, index: int, network: ipaddress.IPv4Network | ipaddress.IPv6Network
+                         ) -> _Route | None:
+        """The main-table route for exactly `network` through interface `index`, kernel's own first."""
+        candidates = []
+        for msg in ipr.get_routes(family=_family(network), table=RT_TABLE_MAIN):
+            table = msg.get_attr("RTA_TABLE") or msg["table"]
+            if (table != RT_TABLE_MAIN or msg.get_attr("RTA_OIF") != index
+                    or msg["dst_len"] != network.prefixlen or msg["type"] != RTN_UNICAST):
+                continue
+            dst = msg.get_attr("RTA_DST")
+            if dst is None or ipaddress.ip_address(dst) != network.network_address:
+                continue
+            candidates.append(_Route(dst=str(network.network_address), dst_len=network.prefixlen, oif=index,
+                                     proto=msg["proto"], scope=msg["scope"], type=msg["type"], tos=msg["tos"],
+                                     priority=msg.get_attr("RTA_PRIORITY"), prefsrc=msg.get_attr("RTA_PREFSRC")))
+        candidates.sort(key=lambda r: (r.proto != RTPROT_KERNEL, r.priority or 0))
+        return candidates[0] if candidates else None
+
+    @staticmethod
+    def _replace_route(ipr: IPRoute, route: _Route, family: int, prefsrc: str | None) -> None:
+        """Replace `route` in the main table with the same route and preferred source `prefsrc` (None: none)."""
+        spec: dict[str, Any] = dict(family=family, dst=route.dst, dst_len=route.dst_len, oif=route.oif,
+                                    table=RT_TABLE_MAIN, proto=route.proto, scope=route.scope,
+                                    type=route.type, tos=route.tos)
+        if route.priority is not None:
+            spec["priority"] = route.priority
+        if prefsrc is not None:
+            spec["prefsrc"] = prefsrc
+        ipr.route("replace", **spec)
+
+    @staticmethod
+    def _kernel_route(index: int, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> _Route:
+        """The connected route the kernel makes for `network` on interface `index`."""
+        v4 = network.version == 4
+        return _Route(dst=str(network.network_address), dst_len=network.prefixlen, oif=index,
+                      proto=RTPROT_KERNEL, scope=RT_SCOPE_LINK if v4 else RT_SCOPE_UNIVERSE, type=RTN_UNICAST,
+                      tos=0, priority=None if v4 else IP6_RT_PRIO_ADDRCONF, prefsrc=None)
+
+    # ---- NetworkBackend
+
+    def check(self, interface: str) -> None:
+        """Raise NetworkError unless `interface` exists and this process may change it and send raw frames.
+
+        The privilege test is harmless: an RTM_SETLINK that changes nothing
+        (needs CAP_NET_ADMIN) and opening an AF_PACKET socket that is bound
+        to no protocol (needs CAP_NET_RAW).
+        """
+        def probe(ipr: IPRoute) -> None:
+            link = self._link(ipr, interface)
+            try:
+                ipr.link("set", index=link.index)
+            except NetlinkError as exc:
+                if exc.code in (errno.EPERM, errno.EACCES):
+                    raise NetworkError(f"cannot manage {interface}: not permitted to change network "
+                                       "configuration (run as root, or grant CAP_NET_ADMIN and CAP_NET_RAW)"
+                                       ) from exc
+                raise
+        self._netlink(f"check {interface}", probe)
+        try:
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                raise NetworkError(f"cannot announce on {interface}: not permitted to open raw packet sockets "
+                                   "(run as root, or grant CAP_NET_RAW)") from exc
+            raise NetworkError(f"check {interface}: raw packet socket: {_why(exc)}") from exc
+
+    def ensure_vlan(self, parent: str, vlan_id: int) -> str:
+        """Create `<parent>.<vlan_id>` (802.1Q) if missing, bring it up; return its name.
+
+        NetworkError if the name is taken by something that is not that VLAN of
+        that parent, or the kernel cannot make VLANs (no 8021q module).
+        """
+        if not isinstance(vlan_id, int) or not 1 <= vlan_id <= 4094:
+            raise NetworkError(f"VLAN id {vlan_id!r} is out of range (1 to 4094)")
+        name = f"{parent}.{vlan_id}"
+        _check_ifname(name)
+
+        def ensure(ipr: IPRoute) -> str:
+            parent_link = self._link(ipr, parent)
+            if not ipr.link_lookup(ifname=name):
+                try:
+                    ipr.link("add", ifname=name, kind="vlan", link=parent_link.index, vlan_id=vlan_id)
+                except NetlinkError as exc:
+                    if exc.code == errno.EOPNOTSUPP:
+                        raise NetworkError(f"create VLAN {name}: this kernel has no 802.1Q VLAN support "
+                                           "(modprobe 8021q)") from exc
+                    if exc.code != errno.EEXIST:  # made meanwhile by someone else: checked below
+                        raise
+            link = self._link(ipr, name)
+            if link.kind != "vlan" or link.parent != parent_link.index or link.vlan_id != vlan_id:
+                raise NetworkError(f"interface {name} exists but is not VLAN {vlan_id} on {parent} "
+                                   f"(kind {link.kind or 'unknown'}); remove or rename it")
+            if not link.up:
+                ipr.link("set", index=link.index, state="up")
+            return name
+        return self._netlink(f"ensure VLAN {name}", ensure)
+
+    def has_address(self, interface: str, address: IPInterface) -> bool:
+        """Whether `address` with its prefix is configured on `interface`."""
+        address = as_interface(address)
+
+        def look(ipr: IPRoute) -> bool:
+            link = self._link(ipr, interface)
+            return any(a.interface == address for a in self._addresses(ipr, link.index, _family(address)))
+        return self._netlink(f"read addresses of {interface}", look)
+
+    def add_address(self, interface: str, address: IPInterface) -> None:
+        """Add `address` to `interface`; nothing if it is there. IPv6 with IFA_F_NODAD: usable at once.
+
+        NetworkError if the same IP is already there with another prefix.
+        """
+        address = as_interface(address)
+
+        def add(ipr: IPRoute) -> None:
+            link = self._link(ipr, interface)
+            present = self._addresses(ipr, link.index, _family(address))
+            if any(a.interface == address for a in present):
+                return
+            other = [a.interface for a in present if a.interface.ip == address.ip]
+            if other and address.version == 6:
+                raise NetworkError(f"add {address} to {interface}: {other[0]} is already there "
+                                   "with another prefix")
+            spec: dict[str, Any] = dict(index=link.index, family=_family(address), address=str(address.ip),
+                                        prefixlen=address.network.prefixlen)
+            if address.version == 6:
+                spec["flags"] = IFA_F_NODAD
+            try:
+                ipr.addr("add", **spec)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+                if not any(a.interface == address for a in self._addresses(ipr, link.index, _family(address))):
+                    raise NetworkError(f"add {address} to {interface}: the address is already there "
+                                       "with another prefix") from exc
+            log.debug("added %s to %s", address, interface)
+        self._netlink(f"add {address} to {interface}", add)
+
+    def remove_address(self, interface: str, address: IPInterface) -> None:
+        """Remove `address` from `interface`; nothing if it is not there (or the interface is gone)."""
+        address = as_interface(address)
+
+        def remove(ipr: IPRoute) -> None:
+            _check_ifname(interface)
+            indexes = ipr.link_lookup(ifname=interface)
+            if not indexes:
+                return
+            if not any(a.interface == address for a in self._addresses(ipr, indexes[0], _family(address))):
+                return
+            try:
+                ipr.addr("del", index=indexes[0], family=_family(address), address=str(address.ip),
+                         prefixlen=address.network.prefixlen)
+            except NetlinkError as exc:
+                if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+                    raise
+            log.debug("removed %s from %s", address, interface)
+        self._netlink(f"remove {address} from {interface}", remove)
+
+    def in_use(self, interface: str, address: IPAddress, timeout: float) -> bool:
+        """Whether another host on `interface`'s link holds `address`, waiting at most `timeout` seconds.
+
+        IPv4: ARP probes (RFC 5227: sender IP 0.0.0.0, target `address`); True on
+        any ARP packet whose sender IP is `address` from a MAC other than ours.
+        IPv6: duplicate-address solicitations (source ::, to the solicited-node
+        group); True on a neighbour advertisement for `address` from another MAC.
+        Up to three probes are spread over the timeout, so one lost frame does
+        not hide a holder. False when the timeout passes without an answer.
+        """
+        ip = as_address(address)
+        link = self._netlink(f"probe {ip} on {interface}", lambda ipr: self._ethernet_link(ipr, interface))
+        if ip.version == 4:
+            probe = arp_frame(link.mac, ARP_REQUEST, ipaddress.IPv4Address(0), ip)
+            ethertype = ETH_P_ARP
+
+            def answers(frame: bytes) -> bool:
+                arp = parse_arp(frame)
+                return arp is not None and arp.sender_ip == ip and arp.sender_mac != link.mac
+        else:
+            probe = neighbor_solicitation_frame(link.mac, ip)
+            ethertype = ETH_P_IPV6
+
+            def answers(frame: bytes) -> bool:
+                na = parse_neighbor_advertisement(frame)
+                return (na is not None and na.target == ip
+                        and (na.lladdr or na.eth_src) != link.mac and na.eth_src != link.mac)
+
+        with self._packet_socket(interface, ethertype, f"probe {ip} on {interface}") as sock:
+            start = time.monotonic()
+            deadline = start + max(0.0, timeout)
+            count = PROBE_COUNT if timeout > 0 else 1
+            sends = [start + timeout * i / count for i in range(count)]
+            while True:
+                now = time.monotonic()
+                while sends and sends[0] <= now:
+                    sends.pop(0)
+                    self._send(sock, probe, f"probe {ip} on {interface}")
+                if now >= deadline:
+                    return False
+                wake = min([deadline] + sends[:1])
+                readable, _, _ = select.select([sock], [], [], max(0.0, wake - now))
+                if not readable:
+                    continue
+                try:
+                    frame, meta = sock.recvfrom(65535)
+                except OSError as exc:
+                    raise NetworkError(f"probe {ip} on {interface}: receive: {_why(exc)}") from exc
+                if meta[2] != PACKET_OUTGOING and answers(frame):
+                    log.debug("%s is in use on %s", ip, interface)
+                    return True
+
+    def announce(self, interface: str, address: IPAddress, router: bool = False) -> None:
+        """Send one gratuitous ARP request (IPv4) or one unsolicited neighbour advertisement (IPv6).
+
+        IPv4: broadcast ARP request, sender IP = target IP = `address`, target MAC
+        zero. IPv6: advertisement for `address` from `address` to ff02::1, hop limit
+        255, Override set, Solicited clear, Router as given, Target Link-Layer
+        Address option = the interface MAC. Both leave with the interface's MAC
+        as Ethernet source. Does not check that `address` is configured.
+        """
+        ip = as_address(address)
+        what = f"announce {ip} on {interface}"
+        link = self._netlink(what, lambda ipr: self._ethernet_link(ipr, interface))
+        if ip.version == 4:
+            frame = arp_frame(link.mac, ARP_REQUEST, ip, ip)
+        else:
+            frame = neighbor_advertisement_frame(link.mac, ip, router=router)
+        with self._packet_socket(interface, 0, what) as sock:
+            self._send(sock, frame, what)
+        log.debug("announced %s on %s from %s", ip, interface, mac_text(link.mac))
+
+    def set_route_source(self, interface: str, address: IPInterface) -> None:
+        """Replace the connected route of `address`'s subnet on `interface` by the same route with
+        preferred source `address`, so connections the node opens leave from the shared address.
+
+        The address must already be configured on the interface. If the
+        connected route is missing it is created as the kernel would, with the
+        preferred source.
+        """
+        address = as_interface(address)
+        family = _family(address)
+
+        def replace(ipr: IPRoute) -> None:
+            link = self._link(ipr, interface)
+            if not any(a.interface.ip == address.ip for a in self._addresses(ipr, link.index, family)):
+                raise NetworkError(f"{address.ip} is not configured on {interface} (add it first)")
+            route = self._connected_route(ipr, link.index, address.network)
+            if route is None:
+                route = self._kernel_route(link.index, address.network)
+            elif route.prefsrc is not None and ipaddress.ip_address(route.prefsrc) == address.ip:
+                return
+            self._replace_route(ipr, route, family, str(address.ip))
+            log.debug("route %s dev %s now prefers %s", address.network, interface, address.ip)
+        self._netlink(f"set source {address.ip} on route {address.network} dev {interface}", replace)
+
+    def restore_route_source(self, interface: str, address: IPInterface) -> None:
+        """Undo set_route_source: the connected route of the subnet as the kernel makes it.
+
+        IPv4: preferred source = the interface's own (primary) address in that
+        subnet, or none if the shared address is the only one. If the route is
+        gone (the kernel flushes a route whose preferred source is removed, so
+        removing the shared address first takes the connected route with it)
+        and the interface still has its own address in the subnet, the route is
+        put back. IPv6: the route without a preferred source. Idempotent; no
+        error if the route or the interface is missing, and a route whose
+        preferred source is not `address` is left alone.
+        """
+        address = as_interface(address)
+        family = _family(address)
+
+        def restore(ipr: IPRoute) -> None:
+            _check_ifname(interface)
+            indexes = ipr.link_lookup(ifname=interface)
+            if not indexes:
+                return
+            index = indexes[0]
+            route = self._connected_route(ipr, index, address.network)
+            if route is not None and (route.prefsrc is None
+                                      or ipaddress.ip_address(route.prefsrc) != address.ip):
+                return  # not ours (any more)
+            present = self._addresses(ipr, index, family)
+            if family == socket.AF_INET6:
+                if route is not None:
+                    self._replace_route(ipr, route, family, None)
+                return
+            own = sorted((a for a in present if a.interface.ip != address.ip
+                          and a.interface.ip in address.network), key=lambda a: a.secondary)
+            if own:
+                self._replace_route(ipr, route or self._kernel_route(index, address.network), family,
+                                    str(own[0].interface.ip))
+            elif route is not None and not any(a.interface.ip == address.ip for a in present):
+                self._replace_route(ipr, route, family, None)
+            log.debug("route %s dev %s restored", address.network, interface)
+        self._netlink(f"restore route {address.network} dev {interface}", restore)
+
+    # ---- packet sockets
+
+    @staticmethod
+    def _packet_socket(interface: str, ethertype: int, what: str) -> socket.socket:
+        """An AF_PACKET socket bound to `interface`, receiving `ethertype` frames (0: none)."""
+        try:
+            # protocol 0 at creation: nothing is queued from other interfaces before bind()
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        except OSError as exc:
+            raise NetworkError(f"{what}: raw packet socket: {_why(exc)}") from exc
+        try:
+            sock.bind((interface, ethertype))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.ENODEV:
+                raise NetworkError(f"{what}: interface {interface} does not exist "
+                                   "(ip -br link lists the interfaces)") from exc
+            raise NetworkError(f"{what}: bind to {interface}: {_why(exc)}") from exc
+        return sock
+
+    @staticmethod
+    def _send(sock: socket.socket, frame: bytes, what: str) -> None:
+        """Send one whole frame; NetworkError if the kernel refuses or truncates it."""
+        try:
+            sent = sock.send(frame)
+        except OSError as exc:
+            raise NetworkError(f"{what}: send: {_why(exc)}") from exc
+        if sent != len(frame):
+            raise NetworkError(f"{what}: send: only {sent} of {len(frame)} bytes sent")

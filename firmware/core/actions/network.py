@@ -1,0 +1,52 @@
+"""The network side of takeover: the interface every shared-IP backend implements.
+
+The board profile names the backend by import path (key `network`):
+`firmware.core.actions.netlink:NetlinkNetwork` on real hardware (pyroute2 and
+raw ARP / ICMPv6 sockets), `sim.network:RecordingNetwork` in the simulator.
+Every method is blocking and idempotent; the shared-IP action calls them from
+a worker thread so the heartbeat loop never waits on netlink.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Protocol
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class NetworkError(Exception):
+    """A network operation that failed; the message says what and why, for the journal."""
+
+
+class NetworkBackend(Protocol):
+    """What the shared-IP action needs from the network."""
+
+    def check(self, interface: str) -> None:
+        """Raise NetworkError now (at daemon start) if `interface` cannot be managed: missing, no privilege."""
+
+    def ensure_vlan(self, parent: str, vlan_id: int) -> str:
+        """Create `<parent>.<vlan_id>` if missing, bring it up; return its name."""
+
+    def has_address(self, interface: str, address: IPInterface) -> bool:
+        """Whether `address` (with its prefix) is configured on `interface`."""
+
+    def add_address(self, interface: str, address: IPInterface) -> None:
+        """Add `address` to `interface` (no error if already there). IPv6 without DAD (nodad)."""
+
+    def remove_address(self, interface: str, address: IPInterface) -> None:
+        """Remove `address` from `interface` (no error if absent)."""
+
+    def in_use(self, interface: str, address: IPAddress, timeout: float) -> bool:
+        """Duplicate-address probe: ARP probe (RFC 5227) or neighbour solicitation; True if another host answers."""
+
+    def announce(self, interface: str, address: IPAddress, router: bool = False) -> None:
+        """One gratuitous ARP request (IPv4), or one unsolicited neighbour advertisement with the
+        override flag (IPv6; router flag as given), sent from `interface`'s MAC address."""
+
+    def set_route_source(self, interface: str, address: IPInterface) -> None:
+        """Make the connected route of `address`'s subnet on `interface` prefer `address` as source."""
+
+    def restore_route_source(self, interface: str, address: IPInterface) -> None:
+        """Undo set_route_source: the connected route without the shared address as preferred source."""

@@ -1,0 +1,103 @@
+"""Shared IP action: the service address follows the ACTIVE node.
+
+On promote: optional duplicate-address probe, add the address (on a VLAN
+interface created on demand if configured), announce it at once and then
+`announce_count - 1` more times `announce_interval_ms` apart in the
+background, optionally make it the connected route's preferred source, and
+optionally re-announce every `refresh_s` while ACTIVE. On demote: stop
+announcing, restore the route, remove the address. Backend calls run in worker
+threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from firmware.config import SharedIpConfig
+from firmware.core.actions import ActionError
+from firmware.core.actions.network import NetworkBackend, NetworkError
+
+
+class SharedIpAction:
+    """Ensure-present / ensure-absent of one shared address."""
+
+    def __init__(self, config: SharedIpConfig, network: NetworkBackend) -> None:
+        self.config = config
+        self.network = network
+        self.name = f"shared_ip {config.address}"
+        self.interface = config.interface if config.vlan is None else f"{config.interface}.{config.vlan}"
+        self._tasks: list[asyncio.Task] = []
+        self.announced = 0
+
+    def check(self) -> None:
+        """At start-up: fail now, with the reason, if the interface cannot be managed."""
+        try:
+            self.network.check(self.config.interface)
+        except NetworkError as exc:
+            raise ActionError(f"{self.name}: {exc}") from None
+
+    async def ensure_present(self) -> None:
+        """Claim and announce the address (idempotent)."""
+        cfg, ip = self.config, self.config.ip
+        try:
+            if cfg.vlan is not None:
+                await asyncio.to_thread(self.network.ensure_vlan, cfg.interface, cfg.vlan)
+            if not await asyncio.to_thread(self.network.has_address, self.interface, ip):
+                if cfg.probe and not cfg.force and await asyncio.to_thread(
+                        self.network.in_use, self.interface, ip.ip, cfg.probe_timeout_ms / 1000):
+                    raise ActionError(f"{ip.ip} already answers on {self.interface}: another host uses it "
+                                      f"(set force = true to claim it anyway)")
+                await asyncio.to_thread(self.network.add_address, self.interface, ip)
+            await self._announce()
+            if cfg.route_source:
+                await asyncio.to_thread(self.network.set_route_source, self.interface, ip)
+        except NetworkError as exc:
+            raise ActionError(f"{self.name}: {exc}") from None
+        self._cancel_tasks()
+        if cfg.announce_count > 1:
+            self._tasks.append(asyncio.ensure_future(self._announce_burst()))
+        if cfg.refresh_s > 0:
+            self._tasks.append(asyncio.ensure_future(self._refresh()))
+
+    async def ensure_absent(self) -> None:
+        """Stop announcing and release the address (idempotent)."""
+        self._cancel_tasks()
+        cfg, ip = self.config, self.config.ip
+        try:
+            if cfg.route_source:
+                await asyncio.to_thread(self.network.restore_route_source, self.interface, ip)
+            await asyncio.to_thread(self.network.remove_address, self.interface, ip)
+        except NetworkError as exc:
+            raise ActionError(f"{self.name}: {exc}") from None
+
+    async def _announce(self) -> None:
+        await asyncio.to_thread(self.network.announce, self.interface, self.config.ip.ip, self.config.router)
+        self.announced += 1
+
+    async def _announce_burst(self) -> None:
+        with contextlib.suppress(NetworkError):
+            for _ in range(self.config.announce_count - 1):
+                await asyncio.sleep(self.config.announce_interval_ms / 1000)
+                await self._announce()
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh_s)
+            with contextlib.suppress(NetworkError):
+                await self._announce()
+
+    def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+
+    def status(self) -> dict[str, Any]:
+        """For the status snapshot."""
+        try:
+            present = self.network.has_address(self.interface, self.config.ip)
+        except NetworkError:
+            present = None
+        return {"address": self.config.address, "interface": self.interface, "present": present,
+                "announcements": self.announced}

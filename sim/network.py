@@ -1,0 +1,81 @@
+"""A network backend for the simulator: keeps addresses in memory and records every call.
+
+Chosen by the sim board profile (`network = "sim.network:RecordingNetwork"`), so
+the shared-IP action runs unchanged without root and without touching the
+host. The record is exposed through the daemon's status (`shared_ips`) and to
+tests as `calls`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from firmware.core.actions.network import IPAddress, IPInterface, NetworkError
+
+
+class RecordingNetwork:
+    """NetworkBackend that remembers addresses and logs announcements instead of sending them."""
+
+    def __init__(self, interfaces: tuple[str, ...] = ("eth0", "eth1")) -> None:
+        self.interfaces = set(interfaces)
+        self.addresses: dict[str, set[str]] = {name: set() for name in interfaces}
+        self.route_sources: dict[tuple[str, str], str] = {}
+        self.calls: list[dict[str, Any]] = []
+        self.taken: set[str] = set()  # addresses "another host" answers for (duplicate probes)
+        self._lock = threading.Lock()
+
+    def _record(self, op: str, **data: Any) -> None:
+        with self._lock:
+            self.calls.append({"op": op, "time": time.time(), **{k: str(v) for k, v in data.items()}})
+            del self.calls[:-1000]
+
+    def check(self, interface: str) -> None:
+        """Fail like the real backend would for an unknown interface."""
+        base = interface.split(".")[0]
+        if base not in self.interfaces:
+            raise NetworkError(f"interface {interface} does not exist (simulated interfaces: "
+                               f"{', '.join(sorted(self.interfaces))})")
+
+    def ensure_vlan(self, parent: str, vlan_id: int) -> str:
+        """Pretend-create the VLAN interface."""
+        self.check(parent)
+        name = f"{parent}.{vlan_id}"
+        self.addresses.setdefault(name, set())
+        self._record("vlan", interface=name)
+        return name
+
+    def has_address(self, interface: str, address: IPInterface) -> bool:
+        """Whether the address is configured."""
+        return str(address) in self.addresses.get(interface, set())
+
+    def add_address(self, interface: str, address: IPInterface) -> None:
+        """Configure the address."""
+        self.check(interface)
+        self.addresses.setdefault(interface, set()).add(str(address))
+        self._record("add", interface=interface, address=address)
+
+    def remove_address(self, interface: str, address: IPInterface) -> None:
+        """Remove the address."""
+        self.addresses.get(interface, set()).discard(str(address))
+        self._record("remove", interface=interface, address=address)
+
+    def in_use(self, interface: str, address: IPAddress, timeout: float) -> bool:
+        """Simulated duplicate probe: True for addresses marked as taken."""
+        self._record("probe", interface=interface, address=address)
+        return str(address) in self.taken
+
+    def announce(self, interface: str, address: IPAddress, router: bool = False) -> None:
+        """Record a gratuitous ARP / unsolicited NA."""
+        self._record("garp" if address.version == 4 else "na", interface=interface, address=address, router=router)
+
+    def set_route_source(self, interface: str, address: IPInterface) -> None:
+        """Record the preferred source of the connected route."""
+        self.route_sources[(interface, str(address.network))] = str(address.ip)
+        self._record("route_source", interface=interface, address=address)
+
+    def restore_route_source(self, interface: str, address: IPInterface) -> None:
+        """Forget the preferred source."""
+        self.route_sources.pop((interface, str(address.network)), None)
+        self._record("route_restore", interface=interface, address=address)
