@@ -182,6 +182,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
         from sim.lab import run_lab
 
         return run_lab(base=Path(args.dir) if args.dir else None, duration=args.duration)
+    if args.sim_command == "run":
+        from sim.scenario import ScenarioError, load, run
+
+        try:
+            scenarios = [load(Path(path)) for path in args.files]
+        except ScenarioError as exc:
+            raise ControlError(str(exc)) from None
+        results = [run(scenario) for scenario in scenarios]
+        return 0 if all(results) else EXIT_FAILURE
     if args.sim_command == "health":
         print(_call(args, {"cmd": "sim.health", "value": args.value}))
         return 0
@@ -244,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab = simsub.add_parser("lab", help="start two simulated nodes and show their live status")
     lab.add_argument("--dir", help="working folder (default: a new temporary folder)")
     lab.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    scenario = simsub.add_parser("run", help="run scenario files and print a pass/fail timeline")
+    scenario.add_argument("files", nargs="+", help="scenario TOML files (see sim/scenarios/)")
     health = simsub.add_parser("health", help="set a simulated node's health (0-100)")
     health.add_argument("value", type=int)
     p.set_defaults(func=cmd_sim)

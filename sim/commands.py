@@ -1,0 +1,102 @@
+"""The lab's command language, shared by the interactive view and scenario files.
+
+    cut serial|net [alpha->bravo]     restore serial|net [alpha->bravo]
+    noise [BYTES]                     witness down|up
+    kill NODE   start NODE   term NODE (SIGTERM)
+    promote NODE [--force]   demote NODE [--force]   shutdown NODE [--force]
+    maintenance NODE on|off           health NODE 0-100
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+
+from firmware.core.control import ControlError
+from sim.rack import NODES, TwoNodeRack
+
+HELP = __doc__.split("\n\n", 1)[1].rstrip()
+
+
+class CommandError(Exception):
+    """A command the lab cannot carry out; the message says why."""
+
+
+def _node(word: str) -> str:
+    if word not in NODES:
+        raise CommandError(f"unknown node {word!r} (nodes: {', '.join(NODES)})")
+    return word
+
+
+def _direction(words: list[str]) -> str | None:
+    if not words:
+        return None
+    direction = words[0]
+    parts = direction.split("->")
+    if len(parts) != 2 or any(p not in NODES for p in parts) or parts[0] == parts[1]:
+        raise CommandError(f"direction must be alpha->bravo or bravo->alpha, not {direction!r}")
+    return direction
+
+
+def execute(rack: TwoNodeRack, line: str) -> str:
+    """Carry out one command; return a short description of what happened."""
+    words = shlex.split(line)
+    if not words:
+        return ""
+    verb, args = words[0].lower(), words[1:]
+    if verb in ("cut", "restore"):
+        if not args or args[0] not in ("serial", "net"):
+            raise CommandError(f"usage: {verb} serial|net [alpha->bravo]")
+        direction = _direction(args[1:])
+        method = getattr(rack, f"{verb}_{'serial' if args[0] == 'serial' else 'network'}")
+        method(direction)
+        return f"{verb} {args[0]}" + (f" {direction}" if direction else " (both ways)")
+    if verb == "noise":
+        count = int(args[0]) if args else 64
+        rack.cable.inject_noise(count)
+        return f"{count} noise bytes injected on the serial cable"
+    if verb == "witness":
+        if rack.witness is None or not args or args[0] not in ("up", "down"):
+            raise CommandError("usage: witness up|down")
+        getattr(rack.witness, args[0])()
+        return f"witness {args[0]}"
+    if verb in ("kill", "start", "term"):
+        if not args:
+            raise CommandError(f"usage: {verb} NODE")
+        name = _node(args[0])
+        if verb == "start":
+            if rack.running(name):
+                return f"{name} is already running"
+            rack.start_node(name)
+            return f"{name} started"
+        if not rack.running(name):
+            return f"{name} is not running"
+        rack.kill(name, signal.SIGKILL if verb == "kill" else signal.SIGTERM)
+        return f"{name} {'killed (SIGKILL)' if verb == 'kill' else 'sent SIGTERM'}"
+    if verb in ("promote", "demote", "shutdown", "maintenance", "health"):
+        return _control(rack, verb, args)
+    raise CommandError(f"unknown command {verb!r}; try: help")
+
+
+def _control(rack: TwoNodeRack, verb: str, args: list[str]) -> str:
+    if not args:
+        raise CommandError(f"usage: {verb} NODE …")
+    name = _node(args[0])
+    force = "--force" in args[1:]
+    if verb == "health":
+        if len(args) < 2 or not args[1].isdigit():
+            raise CommandError("usage: health NODE 0-100")
+        payload = {"cmd": "sim.health", "value": int(args[1])}
+    elif verb == "maintenance":
+        if len(args) < 2 or args[1] not in ("on", "off"):
+            raise CommandError("usage: maintenance NODE on|off")
+        payload = {"cmd": f"maintenance-{args[1]}", "force": force, "source": "lab"}
+    else:
+        payload = {"cmd": verb, "force": force, "source": "lab"}
+    try:
+        result = rack.control(name, payload, timeout=30)
+    except ControlError as exc:
+        return f"{name}: refused: {exc}"
+    if isinstance(result, dict):
+        return f"{name}: {result.get('message', '')}: {result.get('outcome', '')}"
+    return f"{name}: {result}"
