@@ -54,36 +54,26 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
     return "\n".join(lines)
 
 
-def _help_text(rack: TwoNodeRack) -> str:
-    a, b = (rack.config_path(n) for n in NODES)
-    return "\n".join([
-        "Steer the nodes from another terminal, for example:",
-        f"  tandem --config {a} demote        # hand the calls to bravo",
-        f"  tandem --config {a} promote       # take them back",
-        f"  tandem --config {b} status        # bravo's view",
-        f"  tandem --config {b} events -f     # bravo's journal, live",
-        f"Logs: {rack.base}/<node>/daemon.log",
-    ])
-
-
 def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO = sys.stdout) -> int:
     """Start the rack and refresh the live view until Ctrl-C (or `duration` seconds)."""
     own_dir = base is None
     base = Path(tempfile.mkdtemp(prefix="tandem-lab-")) if base is None else base
-    rack = TwoNodeRack(base)
+    rack = TwoNodeRack(base, shared_ips=[{"address": "192.0.2.10/24", "interface": "eth0"}], service="cold")
     interactive = out.isatty()
     print(f"Starting two simulated nodes in {base} …", file=out, flush=True)
     rack.start()
     started = time.monotonic()
     try:
-        while duration is None or time.monotonic() - started < duration:
-            screen = render(rack, {n: rack.status(n) for n in NODES})
-            if interactive:
-                out.write("\x1b[H\x1b[2J" + screen + "\n\n" + _help_text(rack) + "\n")
-            else:
-                out.write(screen + "\n\n")
-            out.flush()
-            time.sleep(REFRESH_S)
+        rack.wait_for(lambda: all(rack.status(n) for n in NODES), 30, what="both nodes to answer")
+        if interactive:
+            from sim.labview import run_interactive
+
+            run_interactive(rack, duration)
+        else:
+            while duration is None or time.monotonic() - started < duration:
+                out.write(render(rack, {n: rack.status(n) for n in NODES}) + "\n\n")
+                out.flush()
+                time.sleep(REFRESH_S)
     except KeyboardInterrupt:
         pass
     finally:

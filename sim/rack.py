@@ -111,6 +111,7 @@ class TwoNodeRack:
         self.cable = NullModemCable(self.base / "cable", ends=("a", "b"))
         self.witness = WitnessListener() if witness else None
         self.procs: dict[str, subprocess.Popen] = {}
+        self.cuts: dict[str, set[str]] = {"net": set(), "serial": set()}
         self._logs: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup
@@ -296,18 +297,36 @@ class TwoNodeRack:
     def cut_network(self, direction: str | None = None) -> None:
         """Drop UDP heartbeats (both ways, or "alpha->bravo" / "bravo->alpha")."""
         self.relay.cut(self._relay_direction(direction))
+        self._note_cut("net", direction, True)
 
     def restore_network(self, direction: str | None = None) -> None:
         """Let UDP heartbeats through again."""
         self.relay.restore(self._relay_direction(direction))
+        self._note_cut("net", direction, False)
 
     def cut_serial(self, direction: str | None = None) -> None:
         """Cut the serial cable (both ways, or one direction)."""
         self.cable.cut(self._cable_direction(direction))
+        self._note_cut("serial", direction, True)
 
     def restore_serial(self, direction: str | None = None) -> None:
         """Reconnect the serial cable."""
         self.cable.restore(self._cable_direction(direction))
+        self._note_cut("serial", direction, False)
+
+    def _note_cut(self, medium: str, direction: str | None, cut: bool) -> None:
+        directions = {direction} if direction else {"alpha->bravo", "bravo->alpha"}
+        if cut:
+            self.cuts[medium] |= directions
+        else:
+            self.cuts[medium] -= directions
+
+    def wiring(self, medium: str) -> str:
+        """`ok`, `CUT` or `CUT alpha->bravo` for the lab's status line."""
+        cut = self.cuts[medium]
+        if not cut:
+            return "ok"
+        return "CUT" if len(cut) == 2 else f"CUT {next(iter(cut))}"
 
     @staticmethod
     def _relay_direction(direction: str | None) -> str | None:

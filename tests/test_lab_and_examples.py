@@ -60,3 +60,59 @@ def test_daemon_notifies_systemd_ready_and_watchdog(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
         listener.close()
+
+
+@pytest.mark.integration
+def test_interactive_lab_takes_commands_and_redraws(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    from firmware.core.control import request
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the lab on a 150x45 terminal
+        os.environ["TERM"] = "xterm"
+        os.execv(sys.executable, [sys.executable, "-m", "firmware.cli", "sim", "lab", "--dir", str(tmp_path),
+                                  "--duration", "40"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 150, 0, 0))
+    screen = b""
+
+    def read_until(predicate, timeout: float) -> bool:
+        nonlocal screen
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    screen += os.read(fd, 65536)
+                except OSError:
+                    break
+        return predicate()
+
+    def bravo_state() -> str | None:
+        try:
+            return request(tmp_path / "bravo" / "control.sock", {"cmd": "status"}, 5)["state"]
+        except Exception:
+            return None
+
+    try:
+        assert read_until(lambda: b"carries the calls" in screen, 60), screen[-2000:]
+        assert b"alpha (primary)" in screen and b"shared IP 192.0.2.10/24" in screen
+        os.write(fd, b"kill alpha\r")
+        assert read_until(lambda: bravo_state() == "ACTIVE", 20)
+        # curses sends only what changed, so look in everything drawn so far
+        assert read_until(lambda: b"NOT RUNNING" in screen and b"alpha killed" in screen, 10), screen[-2000:]
+        os.write(fd, b"quit\r")
+        assert read_until(lambda: b"Stopping the lab" in screen, 20)
+    finally:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        os.close(fd)

@@ -113,6 +113,9 @@ def test_add_address_is_visible_and_idempotent(net, node):
     present = addresses(node, IFACE)
     assert present.count(str(SHARED4)) == 1 and present.count(str(SHARED6)) == 1
     assert str(node.ipv4) in present and str(node.ipv6) in present
+    info = [a for link in ip_json(node, "addr", "show", "dev", IFACE) for a in link["addr_info"]
+            if a["local"] == str(SHARED4.ip)]
+    assert info[0].get("broadcast") == "192.0.2.255"
 
 
 def test_ipv6_address_is_added_without_dad(lab, net, node):
@@ -302,6 +305,34 @@ def test_ensure_vlan_creates_once(lab, net, node):
     assert link["linkinfo"]["info_kind"] == "vlan" and link["linkinfo"]["info_data"]["id"] == 100
     assert "UP" in link["flags"]
     assert link.get("link") == IFACE
+
+
+def test_ensure_vlan_request_on_pyroute2_mock(node):
+    """The creation path, for kernels without 802.1Q: pyroute2's mock netlink engine decodes the request.
+
+    Runs inside the node namespace so that nothing could reach the host even if the mock were bypassed.
+    """
+    code = r"""
+from pyroute2 import IPRoute
+from pyroute2.iproute.ipmock import IPEngine
+import firmware.core.actions.netlink as netlink
+engine = IPEngine()
+netlink.IPRoute = lambda: IPRoute(use_socket=engine)
+net = netlink.NetlinkNetwork()
+assert net.ensure_vlan("eth0", 100) == "eth0.100"
+assert net.ensure_vlan("eth0", 100) == "eth0.100"
+with IPRoute(use_socket=engine) as ipr:
+    parent = ipr.link_lookup(ifname="eth0")[0]
+    made = [l for l in ipr.get_links() if l.get("ifname") == "eth0.100"]
+    assert len(made) == 1, made
+    link = made[0]
+    assert link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "vlan"
+    assert link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID") == 100
+    assert link.get("IFLA_LINK") == parent and link["flags"] & 1
+print("ok")
+"""
+    assert python_in(node, code).stdout.strip() == "ok"
+    assert "eth0.100" not in {link["ifname"] for link in ip_json(node, "link", "show")}
 
 
 def test_ensure_vlan_refuses_a_name_taken_by_something_else(lab, net, node):

@@ -542,7 +542,8 @@ class NetlinkNetwork:
         return self._netlink(f"read addresses of {interface}", look)
 
     def add_address(self, interface: str, address: IPInterface) -> None:
-        """Add `address` to `interface`; nothing if it is there. IPv6 with IFA_F_NODAD: usable at once.
+        """Add `address` to `interface`; nothing if it is there. IPv6 with IFA_F_NODAD: usable at once;
+        IPv4 with the subnet's broadcast address (like `ip addr add ... brd +`).
 
         NetworkError if the same IP is already there with another prefix.
         """
@@ -561,6 +562,8 @@ class NetlinkNetwork:
                                         prefixlen=address.network.prefixlen)
             if address.version == 6:
                 spec["flags"] = IFA_F_NODAD
+            elif address.network.prefixlen <= 30:
+                spec["broadcast"] = str(address.network.broadcast_address)  # as `ip addr add ... brd +`
             try:
                 ipr.addr("add", **spec)
             except NetlinkError as exc:
