@@ -31,7 +31,7 @@ def model_settings(index: int, **overrides: Any) -> Settings:
     names = ("alpha", "bravo")
     values: dict[str, Any] = dict(
         node=names[index], peer=names[1 - index], heartbeat=0.1, deadtime=0.3, initdead=1.0,
-        handover_timeout=2.0, shutdown_timeout=3.0, critical=30, witness_required=True,
+        handover_timeout=2.0, shutdown_timeout=3.0, critical=30, witness_required=True, takeover_backoff=2.0,
         flap_max_failures=3, flap_window=600.0,
     )
     values.update(overrides)
@@ -284,6 +284,7 @@ class TwoNodeModel:
         p = node.persisted
         st = node.state
         return (node.alive and node.health >= node.settings.critical and node.witness_reachable
+                and node.promote_result == "ok"
                 and st is not None and not (p.maintenance or p.flap_hold or st.shutting_down))
 
     def check(self) -> None:

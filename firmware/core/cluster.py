@@ -484,7 +484,7 @@ def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
     if msg.state.holds_resources:
         return _standby_behind_active(settings, st, inp, msg, events)
     # Nobody holds resources (the peer is STARTING, STANDBY or STOPPED).
-    if msg.state == S.STOPPED and _self_candidate(st):
+    if msg.state == S.STOPPED and _self_candidate(st) and not _backing_off(st, inp):
         return _takeover(settings, st, inp, f"{settings.peer} left the cluster"), events
     preferred = _self_preferred(settings, st, inp, msg)
     wants = st.request_by_operator or (msg.state == S.STANDBY and preferred)
