@@ -502,14 +502,24 @@ def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
     return replace(st, reason=_standby_reason(settings, st, msg)), events
 
 
-def _standby_reason(settings: Settings, st: ClusterState, msg: Heartbeat) -> str:
+def _hold_reason(st: ClusterState) -> str | None:
+    """Why this node holds back from taking over on its own, if it does."""
     p = st.persisted
     if p.maintenance:
         return "maintenance mode"
     if p.flap_hold:
         return "flap hold: waiting for an operator"
+    if st.shutting_down:
+        return "shutting down"
     if p.operator_hold:
         return "demoted by an operator"
+    return None
+
+
+def _standby_reason(settings: Settings, st: ClusterState, msg: Heartbeat) -> str:
+    held = _hold_reason(st)
+    if held:
+        return held
     if msg.state == S.STARTING:
         return f"waiting for {settings.peer} to finish starting"
     return f"{settings.peer} is preferred"
@@ -566,7 +576,7 @@ def _silent_since(settings: Settings, st: ClusterState, inp: Inputs) -> float:
 def _guard(settings: Settings, st: ClusterState, inp: Inputs) -> str | None:
     """Why a takeover from a silent peer is unsafe now, or None if the guard passes."""
     if not _self_candidate(st):
-        return _standby_reason(settings, st, Heartbeat(settings.peer, S.STANDBY, Role.EQUAL, 0, Flag.NONE, 0, 0))
+        return _hold_reason(st) or f"cannot take over while {st.state.name}"
     if _backing_off(st, inp):
         return f"{st.backoff_reason}; retrying in {st.backoff_until - inp.now:.0f} s"
     if settings.witness_min_health and inp.health < settings.witness_min_health:
@@ -589,8 +599,8 @@ def _standby_alone(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[C
     events = []
     if blocked != st.reason and blocked != "checking the witness":
         events.append(Event("takeover.blocked", {"reason": blocked}))
-    return replace(st, reason=f"{settings.peer} silent on every link; {blocked}"
-                   if not blocked.startswith(("maintenance", "flap", "demoted")) else blocked), events
+    held = blocked == _hold_reason(st)
+    return replace(st, reason=blocked if held else f"{settings.peer} silent on every link; {blocked}"), events
 
 
 def _peer_deaf(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
