@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import tomllib
+import zlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -133,6 +134,21 @@ class WitnessConfig(_Strict):
     require: Literal["all", "any"] = "all"
     timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 250
     min_health: Annotated[int, Field(ge=0, le=100)] = 0
+
+    @field_validator("targets")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        # Addresses only: a name lookup at failover time could hang or fail exactly when it matters.
+        for target in value:
+            scheme, _, rest = target.partition("://")
+            try:
+                if scheme == "icmp":
+                    ipaddress.ip_address(rest.strip("[]"))
+                else:
+                    parse_host_port(rest)
+            except ValueError as exc:
+                raise ValueError(f"{target}: {exc}") from None
+        return value
 
 
 class HealthConfig(_Strict):
@@ -259,7 +275,7 @@ class NodeConfig(_Strict):
     state_dir: Path = Path("/var/lib/tandem")
     control_socket: Path = Path("/run/tandem/control.sock")
     control_group: str | None = None
-    links: Annotated[list[LinkConfig], Field(min_length=1)]
+    links: Annotated[list[LinkConfig], Field(min_length=1, max_length=8)]
     timers: TimersConfig = TimersConfig()
     witness: WitnessConfig = WitnessConfig()
     health: HealthConfig = HealthConfig()
@@ -279,6 +295,9 @@ class NodeConfig(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"link names must be unique; repeated: {', '.join(duplicates)}")
+        ids = [zlib.crc32(n.encode()) & 0xFFFF for n in names]  # the wire id (protocol.link_id)
+        if len(set(ids)) != len(ids):
+            raise ValueError("two link names share a wire id (a CRC16 collision); rename one of them")
         return self
 
 

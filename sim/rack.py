@@ -211,6 +211,8 @@ class TwoNodeRack:
 
     def start_node(self, name: str) -> subprocess.Popen:
         """Start `tandem run` for a node."""
+        if name in self._logs:
+            self._logs[name].close()
         log = open(self.log_path(name), "ab")
         self._logs[name] = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -56,6 +56,7 @@ class Node:
     witness_busy: bool = False
     actions: ActionsReport | None = None
     promote_result: str = "ok"  # ok | fail | veto: what the node's promote actions do
+    action_delay: float | None = None  # how long its actions take (None: 5-50 ms at random)
     next_wake: float | None = None
     boot_counter: int = 0
     known_peer: tuple[int, int] | None = None
@@ -139,7 +140,8 @@ class TwoNodeModel:
         st = node.state
         if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and (
                 node.actions is None or node.actions.transition != st.transition):
-            self._push(self.now + node.rng.uniform(0.005, 0.05), "actions", node.index, node.generation, st.transition)
+            delay = node.action_delay if node.action_delay is not None else node.rng.uniform(0.005, 0.05)
+            self._push(self.now + delay, "actions", node.index, node.generation, st.transition)
         if out.want_witness and not node.witness_busy:
             node.witness_busy = True
             self._push(self.now + 0.005, "witness", node.index, node.generation, self.now)

@@ -292,3 +292,45 @@ def test_failed_takeover_is_tolerated_when_configured(request) -> None:
     assert model.state_of(B) == ACTIVE
     from firmware.core.cluster import alarms
     assert any("promote actions failed" in a for a in alarms(model.nodes[B].settings, model.nodes[B].state))
+
+
+def test_forced_promote_while_still_starting_is_refused(request) -> None:
+    model = request.node.model = started()
+    model.kill(B)
+    model.run_until(2.5)
+    model.start(B)
+    model.run_until(2.501)  # bravo has not heard alpha yet
+    reply = model.command(B, "promote", force=True)
+    assert not reply.ok and "still starting" in reply.message
+    model.run_until(5.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
+
+
+def test_dual_active_tie_break_is_epoch_then_health_then_role_then_name() -> None:
+    from firmware.core import cluster
+    from firmware.core.cluster import Persisted, Settings
+    from firmware.core.peer import PeerView
+
+    primary = Settings(node="alpha", peer="bravo", role=Role.PRIMARY)
+    secondary = Settings(node="bravo", peer="alpha", role=Role.SECONDARY)
+
+    def wins(epochs: tuple[int, int], healths: tuple[int, int]) -> bool:
+        st, _ = cluster.initial_state(primary, Persisted(epoch=epochs[0]), 0.0, 0.0)
+        peer_state, _ = cluster.initial_state(secondary, Persisted(epoch=epochs[1]), 0.0, 0.0)
+        msg = cluster.heartbeat(secondary, peer_state, healths[1], 1, b"\0" * 4, ())
+        inputs = cluster.Inputs(now=1.0, wall=1.0, minute_of_day=0, tick=1, peer=PeerView(()), health=healths[0])
+        return cluster._self_wins_dual_active(primary, st, inputs, msg)
+
+    assert wins((6, 5), (10, 100))       # the newer epoch wins, whatever the health
+    assert not wins((5, 5), (40, 100))   # equal epochs: the healthier secondary beats the primary
+    assert wins((5, 5), (100, 100))      # equal epochs and health: the primary
+    assert wins((5, 5), (100, 90))
+
+
+def test_slow_release_does_not_cancel_an_operator_promote(request) -> None:
+    model = request.node.model = started(handover_timeout=1.0)
+    model.nodes[A].action_delay = 2.5  # alpha's demote actions outlast the handover timeout
+    assert model.command(B, "promote").ok
+    model.run_until(8.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    assert not events(model, B, "handover.timeout")

@@ -317,3 +317,21 @@ def test_cli_check_config_of_a_missing_file(tmp_path: Path) -> None:
     result = check_config(tmp_path / "absent.toml")
     assert result.returncode == 78
     assert str(tmp_path / "absent.toml") in result.stderr
+
+
+def test_witness_target_must_be_an_address(tmp_path: Path) -> None:
+    path = tmp_path / "tandem.toml"
+    path.write_text(MINIMAL + '\n[witness]\ntargets = ["tcp://gateway.example:443"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "witness.targets" in str(info.value) and "not an IP address" in str(info.value)
+
+
+def test_more_than_eight_links_is_refused(tmp_path: Path) -> None:
+    links = "".join(f'[[links]]\nname = "n{i}"\nkind = "udp"\nbind = "127.0.0.1:{1000 + i}"\npeer = "127.0.0.1:{2000 + i}"\n'
+                    for i in range(9))
+    path = tmp_path / "tandem.toml"
+    path.write_text('node = "a"\npeer = "b"\nboard = "sim"\n' + links)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "links" in str(info.value) and "8" in str(info.value)

@@ -227,3 +227,19 @@ def test_request_times_out_when_the_daemon_does_not_answer(tmp_path: Path) -> No
         finally:
             await server.close()
     run(body, sock_path(tmp_path))
+
+
+def test_a_regular_file_at_the_socket_path_is_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    path.write_text("precious")
+
+    async def handler(request):
+        return {"ok": True, "result": None}
+
+    async def main() -> None:
+        server = ControlServer(path, handler)
+        with pytest.raises(ControlError, match="not a socket"):
+            await server.start()
+
+    asyncio.run(main())
+    assert path.read_text() == "precious"

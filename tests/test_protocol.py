@@ -371,10 +371,10 @@ class Node:
     """One side of a conversation: an endpoint plus the bookkeeping of a daemon's tick."""
 
     def __init__(self, name: str, peer: str, counter: int,
-                 known_peer: tuple[int, int] | None = None) -> None:
+                 known_peer: tuple[int, int] | None = None, known_margin: int = 0) -> None:
         self.name = name
         self.ep = HeartbeatEndpoint(ring(), peer, LINKS, INTERVAL, DEADTIME, new_boot_id(counter),
-                                    known_peer=known_peer)
+                                    known_peer=known_peer, known_margin=known_margin)
 
     def packet(self, now: float, node: str | None = None) -> bytes:
         """Start a tick and seal it (as the daemon does, once per link)."""
@@ -538,6 +538,25 @@ def test_after_our_restart_old_packets_stay_refused_once_the_peer_is_back() -> N
         assert restarted.ep.receive("serial", packet, now + 1) is None
     assert restarted.ep.view().links[1].rx_at is None
     assert restarted.ep.stats["serial"].received == 0
+
+
+def test_after_our_restart_packets_sent_after_the_last_save_need_a_round_trip() -> None:
+    # The record is saved every few seconds: packets between the saved seq and the peer's real
+    # highest were possibly recorded by an attacker, so within the margin only a round trip counts.
+    a, b = pair(b_counter=20)
+    saved = [b.packet(1.0 + i * INTERVAL) for i in range(3)]
+    for i, packet in enumerate(saved):
+        assert a.ep.receive("lan", packet, 1.0 + i * INTERVAL) is not None
+    record = a.ep.tracker.record()
+    unsaved = [b.packet(2.0 + i * INTERVAL) for i in range(4)]  # sent after the save, maybe recorded
+    restarted = Node("alpha", "beta", 11, known_peer=record, known_margin=10)
+    for packet in unsaved:
+        assert restarted.ep.receive("lan", packet, 50.0) is None
+    assert restarted.ep.view().boot_id is None
+    # The live peer answers our heartbeats, which confirms its boot by round trip.
+    assert b.ep.receive("lan", restarted.packet(50.0), 50.0) is not None
+    assert restarted.ep.receive("lan", b.packet(50.1), 50.1) is not None
+    assert restarted.ep.view().boot_id == b.ep.boot_id
 
 
 def test_after_our_restart_a_lower_peer_boot_is_refused() -> None:

@@ -254,3 +254,15 @@ def test_link_that_cannot_bind_is_a_clear_startup_error(tmp_path: Path) -> None:
         blocker.close()
     assert result.returncode == 1
     assert f"link net0: cannot bind 127.0.0.1:{rack.node_ports['alpha']}" in result.stderr
+
+
+def test_links_figures_count_sends_and_serial_noise(rack: TwoNodeRack) -> None:
+    rack.cable.inject_noise(300, toward="b", seed=7)
+    def serial(name: str) -> dict:
+        return {l["name"]: l for l in rack.status(name)["links"]}["serial0"]
+
+    rack.wait_for(lambda: serial("bravo")["rejected_total"] > 0, 10, what="bravo to count the noise")
+    assert serial("bravo")["rejected"].get("malformed", 0) > 0
+    assert serial("alpha")["sent"] > 0 and serial("bravo")["received"] > 0
+    result = rack.cli("bravo", "links")
+    assert result.returncode == 0 and "serial0" in result.stdout

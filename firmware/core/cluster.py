@@ -80,13 +80,25 @@ class Persisted:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Persisted":
-        """Inverse of to_json; unknown keys are ignored so old state files still load."""
+        """Inverse of to_json; unknown keys are ignored so old state files still load.
+
+        Raises ValueError naming the bad key if a value cannot be understood.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if "last_state" in values:
-            values["last_state"] = NodeState[values["last_state"]]
-        if "failures" in values:
-            values["failures"] = tuple(float(x) for x in values["failures"])
+        try:
+            if "last_state" in values:
+                values["last_state"] = NodeState[values["last_state"]]
+            if "failures" in values:
+                values["failures"] = tuple(float(x) for x in values["failures"])
+            for key in ("epoch",):
+                if key in values:
+                    values[key] = int(values[key])
+            for key in ("clean_exit", "maintenance", "operator_hold", "flap_hold"):
+                if key in values and not isinstance(values[key], bool):
+                    raise ValueError(f"{key} must be true or false")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"state file value not understood: {exc}") from None
         return cls(**values)
 
 
@@ -260,9 +272,9 @@ def _self_preferred(settings: Settings, st: ClusterState, inp: Inputs, msg: Hear
 
 def _self_wins_dual_active(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
     """Deterministic tie-break both nodes compute alike: epoch, health, role, name."""
-    mine = (st.persisted.epoch,) + _rank(False, inp.health, settings.role, settings.node, settings)[2:]
-    theirs = (msg.epoch,) + _rank(False, msg.health, msg.role, msg.node, settings)[2:]
-    return mine > theirs
+    def key(epoch: int, health: int, role: Role, name: str) -> tuple[Any, ...]:
+        return (epoch, health, role.preference, tuple(-ord(c) for c in name))
+    return key(st.persisted.epoch, inp.health, settings.role, settings.node) > key(msg.epoch, msg.health, msg.role, msg.node)
 
 
 def _in_window(minute: int, window: tuple[int, int]) -> bool:
@@ -464,7 +476,8 @@ def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
         # A peer that cannot hear us cannot consent to a handover: judge as if it were silent.
         return _standby_alone(settings, st, inp)
     # The peer is alive.
-    if msg.state == S.ACTIVE and st.persisted.operator_hold:
+    if msg.state == S.ACTIVE and st.persisted.operator_hold and _healthy(msg.health, settings):
+        # The demote is fulfilled: the peer carries the calls. From now on this node is a normal standby.
         st = replace(st, persisted=replace(st.persisted, operator_hold=False))
     peer_requesting = bool(msg.flags & Flag.HANDOVER_REQUEST)
     if st.granting:
@@ -476,6 +489,9 @@ def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
                 events.append(Event("handover.timeout", {"side": "granter", "peer": settings.peer}))
         if st.granting:
             return replace(st, reason=f"handing over to {settings.peer}"), events
+    if st.request_tick is not None and msg.state == S.RELEASING:
+        # The peer is running its demote actions for us; they may take longer than the timeout.
+        st = replace(st, request_deadline=max(st.request_deadline or 0.0, inp.now + settings.handover_timeout))
     # Give up a request that timed out.
     if st.request_tick is not None and st.request_deadline is not None and inp.now >= st.request_deadline:
         events.append(Event("handover.timeout", {"side": "requester", "peer": settings.peer,
@@ -631,7 +647,7 @@ def _active(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterS
     peer_ok = _peer_candidate(msg) and _healthy(msg.health, settings)
     if msg.flags & Flag.HANDOVER_REQUEST and (peer_ok or msg.flags & Flag.FORCED):
         return _release(st, inp, f"{settings.peer} asked for a handover", for_request=True), []
-    if not _healthy(inp.health, settings) and peer_ok:
+    if not _healthy(inp.health, settings) and peer_ok and not msg.flags & Flag.OPERATOR_HOLD:
         persisted, events = _record_failure(settings, st.persisted, inp.wall,
                                             f"health {inp.health} below critical {settings.critical}")
         st = replace(st, persisted=persisted)
@@ -708,6 +724,10 @@ def _cmd_promote(settings: Settings, st: ClusterState, inp: Inputs, force: bool)
         return st, Reply(False, "this node is in maintenance; run `tandem maintenance off` first")
     if not _healthy(inp.health, settings) and not force:
         return st, Reply(False, f"own health {inp.health} is below critical {settings.critical}; use --force to promote anyway")
+    if st.state == S.STARTING and not st.peer_alive:
+        # Not even --force: until initdead has passed this node does not know whether the peer is ACTIVE.
+        left = st.started_at + settings.initdead - inp.now
+        return st, Reply(False, f"still starting: listening for {settings.peer} for another {max(left, 0):.1f} s; try again then")
     persisted = replace(st.persisted, operator_hold=False, flap_hold=False)
     st = replace(st, persisted=persisted, granting=False, grant_deadline=None)
     if st.peer_alive:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
@@ -43,6 +44,8 @@ class ControlServer:
         """Create the socket (mode 0660, optional group); a stale socket file is replaced."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise ControlError(f"{self.path} exists and is not a socket; refusing to replace it")
             if _socket_in_use(self.path):
                 raise ControlError(f"{self.path} is in use by another running daemon")
             self.path.unlink()
@@ -54,7 +57,11 @@ class ControlServer:
             os.umask(old_umask)
         os.chmod(self.path, 0o660)
         if self.group:
-            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
+            try:
+                gid = grp.getgrnam(self.group).gr_gid
+            except KeyError:
+                raise ControlError(f"control_group {self.group!r} does not exist (create it with groupadd)") from None
+            os.chown(self.path, -1, gid)
 
     async def close(self) -> None:
         """Stop listening, end open connections, remove the socket file."""

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FINAL_ROUNDS = 3  # heartbeats sent after STOPPED so the peer hears the planned exit
 PEER_RECORD_EVERY_TICKS = 50
+FOLLOW_QUEUE = 1000
 
 
 def settings_from_config(config: Config) -> Settings:
@@ -84,9 +85,12 @@ class Daemon:
         self._saved_peer_record = known_peer
         self.journal = Journal(node.state_dir, node.journal.max_bytes, node.journal.keep)
         self.links: dict[str, Link] = {link.name: make_link(link) for link in node.links}
-        self.endpoint = HeartbeatEndpoint(self.keyring, node.peer, list(self.links),
-                                          self.settings.heartbeat, self.settings.deadtime,
-                                          boot_id=new_boot_id(self.boot_counter), known_peer=known_peer)
+        self.endpoint = HeartbeatEndpoint(
+            self.keyring, node.peer, list(self.links), self.settings.heartbeat, self.settings.deadtime,
+            boot_id=new_boot_id(self.boot_counter), known_peer=known_peer,
+            # Packets the peer may have sent between our last save and our restart: a round trip first.
+            known_margin=2 * (PEER_RECORD_EVERY_TICKS + 10) * len(self.links),
+            stats={name: link.stats for name, link in self.links.items()})
         self.witness = Witness(node.witness.targets, node.witness.require, node.witness.timeout_ms / 1000)
         self.hooks = HookRunner(node.hooks.dir, node.hooks.timeout_ms / 1000)
         if plan is None:
@@ -113,6 +117,7 @@ class Daemon:
         self._witness_task: asyncio.Task | None = None
         self._witness_started = -1e9
         self._actions_for = -1
+        self._action_task: asyncio.Task | None = None
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._stopped = asyncio.Event()
         self._last_watchdog = 0.0
@@ -131,7 +136,12 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.journal.add_listener(self._run_hooks)
         now = loop.time()
-        persisted = Persisted.from_json(self.store.load())
+        try:
+            persisted = Persisted.from_json(self.store.load())
+        except ValueError as exc:
+            log.error("%s: %s; starting from defaults", self.store.path, exc)
+            self.journal.record("state.unreadable", {"file": str(self.store.path), "error": str(exc)})
+            persisted = Persisted()  # leftovers were released above either way
         self.state, out = cluster.initial_state(self.settings, persisted, now, time.time())
         self.journal.record("daemon.start", {"version": __version__, "node": self.settings.node,
                                              "boot_id": self.endpoint.boot_id.hex(),
@@ -176,19 +186,22 @@ class Daemon:
         now = loop.time()
         lag = now - self._next_tick_at
         self.max_tick_lag = max(self.max_tick_lag, lag)
-        for link in self.links.values():
-            link.maintain(now)
-        self._evaluate(now)
-        self._send_round()
         interval = self.settings.heartbeat
         self._next_tick_at += interval
         if self._next_tick_at < now:  # we were stalled: do not burst to catch up
             self._next_tick_at = now + interval
         if not self._stopped.is_set():
-            loop.call_at(self._next_tick_at, self._tick)
-        self._pet_watchdog(now, lag)
-        if self.endpoint.tick % PEER_RECORD_EVERY_TICKS == 0:
-            self._save_boot_record()
+            loop.call_at(self._next_tick_at, self._tick)  # first, so no error below stops the heartbeat
+        try:
+            for link in self.links.values():
+                link.maintain(now)
+            self._evaluate(now)
+            self._send_round()
+            self._pet_watchdog(now, lag)
+            if self.endpoint.tick % PEER_RECORD_EVERY_TICKS == 0:
+                self._save_boot_record()
+        except Exception:
+            log.exception("heartbeat tick failed; the next tick is scheduled")
 
     def _save_boot_record(self, now: bool = False) -> None:
         # The peer's boot counter and highest seq: after our own restart, only newer
@@ -219,8 +232,12 @@ class Daemon:
             link.send(self.endpoint.seal(message))
 
     def _on_packet(self, link: str, packet: bytes, now: float) -> None:
-        if self.endpoint.receive(link, packet, now) is not None:
-            self._evaluate(now)
+        try:
+            if self.endpoint.receive(link, packet, now) is not None:
+                self._evaluate(now)
+        except Exception:  # never let one packet take the transport down
+            self.endpoint.stats[link].record_reject("internal_error")
+            log.exception("link %s: failed to handle a packet", link)
 
     # ------------------------------------------------------------------ decisions
 
@@ -248,7 +265,9 @@ class Daemon:
             self.store.save(st.persisted.to_json())
         if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and self._actions_for != st.transition:
             self._actions_for = st.transition
-            self._spawn(self._run_actions(st.state, st.transition))
+            previous = self._action_task
+            self._action_task = asyncio.ensure_future(
+                self._run_actions(st.state, st.transition, previous, st.persisted.to_json()))
         if out.want_witness:
             self._maybe_check_witness()
         self._schedule_wake(out.wake_at)
@@ -306,7 +325,16 @@ class Daemon:
             if not result.ok:
                 log.warning("hook %s for %s: exit %s: %s", result.hook, result.event, result.exit_code, result.output)
 
-    async def _run_actions(self, state: NodeState, transition: int) -> None:
+    async def _run_actions(self, state: NodeState, transition: int, previous: asyncio.Task | None,
+                           persisted: dict[str, Any]) -> None:
+        # One plan at a time: a demote that interrupts a promote cancels it and waits for it,
+        # so a late promote can never re-acquire what the demote released.
+        if previous is not None and not previous.done():
+            previous.cancel()
+            await asyncio.gather(previous, return_exceptions=True)
+        if state == NodeState.TAKEOVER:
+            # The new epoch and last_state are on disk before anything is acquired.
+            await asyncio.to_thread(self.store.save_now, persisted)
         event = {"kind": "promote" if state == NodeState.TAKEOVER else "demote", "transition": transition,
                  "reason": self.state.reason if self.state else ""}
         result = await (self.plan.promote(event) if state == NodeState.TAKEOVER else self.plan.demote(event))
@@ -397,7 +425,7 @@ class Daemon:
                 return "this node is ACTIVE"
             raise ControlError(f"promotion did not complete: {self.state.reason}" if done else
                                f"promotion did not complete within {limit:g} s: {self.state.reason}")
-        if name in ("demote", "maintenance-on") and st.state.holds_resources or st.state == NodeState.RELEASING:
+        if name in ("demote", "maintenance-on") and (st.state.holds_resources or st.state == NodeState.RELEASING):
             await self._wait_for(lambda: not self.state.state.holds_resources, limit)
             if await self._wait_for(peer_active, limit):
                 return f"{self.settings.peer} is ACTIVE"
@@ -427,17 +455,32 @@ class Daemon:
                 future.set_result(True)
 
     async def _events(self, since: int, follow: bool) -> AsyncIterator[dict[str, Any]]:
-        for record in self.journal.since(since):
-            yield {"ok": True, "event": record}
-        if not follow:
-            return
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.journal.add_listener(queue.put_nowait)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=FOLLOW_QUEUE)
+        overflowed = False
+
+        def listener(record: dict[str, Any]) -> None:
+            nonlocal overflowed
+            try:
+                queue.put_nowait(record)
+            except asyncio.QueueFull:
+                overflowed = True
+
+        if follow:
+            self.journal.add_listener(listener)
         try:
-            while True:
-                yield {"ok": True, "event": await queue.get()}
+            # Old events may come from the rotated files: read them off the heartbeat loop.
+            history = await asyncio.to_thread(self.journal.since, since)
+            for record in history:
+                yield {"ok": True, "event": record}
+            last = history[-1]["id"] if history else since
+            while follow and not overflowed:
+                record = await queue.get()
+                if record["id"] > last:
+                    yield {"ok": True, "event": record}
+            if overflowed:
+                raise ControlError("events --follow: the client reads too slowly; reconnect with --since")
         finally:
-            self.journal.remove_listener(queue.put_nowait)
+            self.journal.remove_listener(listener)
 
     # ------------------------------------------------------------------ status
 

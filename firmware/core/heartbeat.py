@@ -22,12 +22,14 @@ class HeartbeatEndpoint:
 
     def __init__(self, keyring: Keyring, peer_name: str, link_names: list[str],
                  interval: float, deadtime: float, boot_id: bytes,
-                 known_peer: tuple[int, int] | None = None) -> None:
+                 known_peer: tuple[int, int] | None = None, known_margin: int = 0,
+                 stats: dict[str, LinkStats] | None = None) -> None:
         self.keyring = keyring
         self.sealer = Sealer(keyring, boot_id)
-        self.tracker = PeerTracker(peer_name, link_names, deadtime, known_peer)
+        self.tracker = PeerTracker(peer_name, link_names, deadtime, known_peer, known_margin)
         self.interval = interval
-        self.stats = {name: LinkStats() for name in link_names}
+        # The links' own figures when given, so transport and protocol counts land in one place.
+        self.stats = stats if stats is not None else {name: LinkStats() for name in link_names}
         self.tick = 0
         self._sent_at: OrderedDict[int, float] = OrderedDict()
 

@@ -160,9 +160,13 @@ class Journal:
         self._thread.join(timeout=5)
 
     def since(self, after_id: int) -> list[dict[str, Any]]:
-        """Events with an id above `after_id`: from memory, or from the files for older ones."""
-        if self.recent and self.recent[0]["id"] <= after_id + 1:
-            return [r for r in self.recent if r["id"] > after_id]
+        """Events with an id above `after_id`: from memory, or from the files for older ones.
+
+        Safe to call from a worker thread while events are being recorded.
+        """
+        recent = list(self.recent)  # one atomic copy: the loop may append meanwhile
+        if recent and recent[0]["id"] <= after_id + 1:
+            return [r for r in recent if r["id"] > after_id]
         self.flush()
         return [r for r in read_journal(self.path, self.keep) if r["id"] > after_id]
 

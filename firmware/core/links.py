@@ -135,6 +135,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.link = link
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.link.detail = self.link.bound_detail
         self.link._deliver(data)
 
     def error_received(self, exc: Exception) -> None:
@@ -153,6 +154,7 @@ class UdpLink(Link):
         self.bind_address = config.bind_address
         self.peer_address = config.peer_address
         self._transport: asyncio.DatagramTransport | None = None
+        self.bound_detail = "not bound"
 
     async def start(self, on_packet: PacketHandler) -> None:
         """Bind the socket; raise LinkError naming the address if that is impossible."""
@@ -175,7 +177,7 @@ class UdpLink(Link):
         except OSError:
             pass
         self._transport = transport
-        self.detail = f"bound {self.bind_address[0]}:{self.bind_address[1]}"
+        self.bound_detail = self.detail = f"bound {self.bind_address[0]}:{self.bind_address[1]}"
 
     def send(self, packet: bytes) -> None:
         """Send to the peer's address; errors are counted, never raised."""

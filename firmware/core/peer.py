@@ -86,10 +86,13 @@ class PeerTracker:
     """Turns opened packets into a PeerView; rejects replays and unconfirmed boots."""
 
     def __init__(self, peer_name: str, link_names: list[str], deadtime: float,
-                 known: tuple[int, int] | None = None) -> None:
+                 known: tuple[int, int] | None = None, known_margin: int = 0) -> None:
         self.peer_name = peer_name
         self.deadtime = deadtime
         self.known = known  # (boot counter, highest seq) persisted before our restart
+        # The record is saved every few seconds, so the real highest seq may be up to this
+        # much above it: packets below highest + margin need a round trip after our restart.
+        self.known_margin = known_margin
         self.link_names = list(link_names)
         self.current: _Boot | None = None
         self._candidates: OrderedDict[bytes, _Boot] = OrderedDict()
@@ -146,7 +149,7 @@ class PeerTracker:
         if self.known is not None:
             known_counter, known_seq = self.known
             if self.current is None and counter == known_counter:
-                return header.seq > known_seq
+                return header.seq > known_seq + self.known_margin
             floor = max(floor or 0, known_counter)
         return floor is None or counter > floor
 

@@ -65,6 +65,13 @@ async def check_target(target: str, timeout: float) -> TargetResult:
     return TargetResult(target, ok, detail)
 
 
+async def _guarded(target: str, timeout: float) -> TargetResult:
+    try:
+        return await check_target(target, timeout)
+    except Exception as exc:  # an unexpected failure is a failed check, never a dead witness task
+        return TargetResult(target, False, f"check failed: {exc}")
+
+
 class Witness:
     """The configured witness: several targets, `all` or `any` of which must answer."""
 
@@ -80,7 +87,7 @@ class Witness:
 
     async def check(self) -> tuple[bool, str]:
         """Check every target at once; return (passed, a one-line summary)."""
-        results = await asyncio.gather(*(check_target(t, self.timeout) for t in self.targets))
+        results = await asyncio.gather(*(_guarded(t, self.timeout) for t in self.targets))
         passed = all(r.ok for r in results) if self.require == "all" else any(r.ok for r in results)
         summary = "; ".join(f"{r.target} {r.detail}" for r in results)
         return passed, summary
