@@ -77,7 +77,7 @@ class LabView:
             self._draw_node(screen, 2, 1 + index * (col + 1), col, name, statuses[name])
         y = min(height - 12, 24)
         wires = (f"cables: network {self.rack.wiring('net')}   serial {self.rack.wiring('serial')}   "
-                 f"witness {'up' if self.rack.witness and self.rack.witness._sock else 'down'}")
+                 f"witness {'up' if self.rack.witness and self.rack.witness.is_up else 'down'}")
         _put(screen, y, 1, wires[: width - 2], curses.A_BOLD)
         active = [n for n, s in statuses.items() if s and s["state"] == "ACTIVE"]
         verdict = (f"{active[0]} carries the calls" if len(active) == 1 else

@@ -23,6 +23,7 @@ interfaces or routes. Everything is removed by `close()` (also on exit of a
 from __future__ import annotations
 
 import atexit
+import ctypes
 import importlib
 import ipaddress
 import json
@@ -619,3 +620,35 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def call_in_namespace(ns: str | LabNode, function: Callable[[], Any]) -> Any:
+    """Run `function` on a thread that has entered `ns`'s network namespace.
+
+    Sockets it creates live in that namespace and keep working from any thread
+    afterwards (used to put the loopback-free UDP relay on the lab's switch).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        fd = os.open(f"/run/netns/{_ns_name(ns)}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                outcome["error"] = NetnsError(f"setns into {_ns_name(ns)}: {os.strerror(ctypes.get_errno())}")
+                return
+            outcome["value"] = function()
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=target, name=f"in-{_ns_name(ns)}")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+CLONE_NEWNET = 0x40000000

@@ -50,11 +50,16 @@ class UdpRelay:
     A relay cannot be restarted once stopped.
     """
 
-    def __init__(self, node_ports: tuple[int, int], host: str = "127.0.0.1") -> None:
-        """Bind the two relay ports; forwarding begins with start()."""
+    def __init__(self, node_ports: tuple[int, int], host: str = "127.0.0.1",
+                 node_hosts: tuple[str, str] | None = None) -> None:
+        """Bind the two relay ports on `host`; forwarding begins with start().
+
+        `node_hosts` gives each node's own address when the nodes do not share
+        `host` (nodes in network namespaces, the relay on the switch)."""
         if len(node_ports) != 2:
             raise ValueError("node_ports must hold exactly two ports")
         self._host = host
+        self._node_hosts = node_hosts or (host, host)
         self._node_ports = (int(node_ports[0]), int(node_ports[1]))
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
@@ -222,7 +227,7 @@ class UdpRelay:
             while queue and queue[0][0] <= now:
                 _, data = queue.popleft()
                 try:
-                    self._socks[dst].sendto(data, (self._host, self._node_ports[dst]))
+                    self._socks[dst].sendto(data, (self._node_hosts[dst], self._node_ports[dst]))
                 except OSError as exc:
                     log.warning("relay %s: send failed: %s", direction, exc)
                     self._stats[direction]["failed"] += 1

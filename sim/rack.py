@@ -47,6 +47,11 @@ class WitnessListener:
         """The witness target string for a node config."""
         return f"tcp://{self.host}:{self.port}"
 
+    @property
+    def is_up(self) -> bool:
+        """Whether it accepts connections now."""
+        return self._sock is not None
+
     def up(self) -> None:
         """Start accepting connections."""
         if self._sock is not None:
@@ -79,6 +84,29 @@ class WitnessListener:
             conn.close()
 
 
+class IcmpWitness:
+    """The namespace lab's switch as the witness: answers pings while up, ignores them while down."""
+
+    def __init__(self, lab: Any) -> None:
+        from sim.netns import SWITCH_IPV4
+
+        self.lab = lab
+        self.target = f"icmp://{SWITCH_IPV4.ip}"
+        self.is_up = True
+
+    def up(self) -> None:
+        """Answer echo requests."""
+        self._set(False)
+
+    def down(self) -> None:
+        """Ignore echo requests."""
+        self._set(True)
+
+    def _set(self, ignore: bool) -> None:
+        self.lab.run(self.lab.switch, ["sysctl", "-q", "-w", f"net.ipv4.icmp_echo_ignore_all={int(ignore)}"])
+        self.is_up = not ignore
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -95,9 +123,12 @@ class TwoNodeRack:
     def __init__(self, base: Path, timers: dict[str, int] | None = None,
                  roles: tuple[str, str] = ("primary", "secondary"), witness: bool = True,
                  extra: dict[str, dict[str, Any]] | None = None,
-                 shared_ips: list[dict[str, Any]] | None = None, service: str = "none") -> None:
+                 shared_ips: list[dict[str, Any]] | None = None, service: str = "none",
+                 netns: bool = False) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
-        configuring); `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx)."""
+        configuring; with `netns` they are real addresses in the nodes' namespaces);
+        `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
+        `netns` (root): each node in its own network namespace (sim.netns.NetnsLab)."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
@@ -106,10 +137,28 @@ class TwoNodeRack:
         self.shared_ips = shared_ips or []
         self.service = service
         self.key_file = self.base / "cluster.key"
-        self.node_ports = {name: free_udp_port() for name in NODES}
-        self.relay = UdpRelay((self.node_ports["alpha"], self.node_ports["bravo"]))
+        self.lab = None
+        if netns:
+            from sim.netns import SWITCH_IPV4, NetnsLab, call_in_namespace
+
+            # Each node in its own network namespace on a bridge; the heartbeat relay sits on the
+            # switch, so the network can still be cut, and the shared IP really moves.
+            self.lab = NetnsLab(nodes=2)
+            self.node_hosts = {name: str(self.lab.nodes[i].ipv4.ip) for i, name in enumerate(NODES)}
+            self.node_ports = {name: 694 for name in NODES}
+            hosts = (self.node_hosts["alpha"], self.node_hosts["bravo"])
+            self.relay_host = str(SWITCH_IPV4.ip)
+            self.relay = call_in_namespace(self.lab.switch, lambda: UdpRelay((694, 694), self.relay_host, hosts))
+        else:
+            self.node_hosts = {name: "127.0.0.1" for name in NODES}
+            self.node_ports = {name: free_udp_port() for name in NODES}
+            self.relay_host = "127.0.0.1"
+            self.relay = UdpRelay((self.node_ports["alpha"], self.node_ports["bravo"]))
+        self.board = "sim-netns" if netns else "sim"
         self.cable = NullModemCable(self.base / "cable", ends=("a", "b"))
-        self.witness = WitnessListener() if witness else None
+        self.witness: WitnessListener | IcmpWitness | None = None
+        if witness:
+            self.witness = IcmpWitness(self.lab) if self.lab is not None else WitnessListener()
         self.procs: dict[str, subprocess.Popen] = {}
         self.cuts: dict[str, set[str]] = {"net": set(), "serial": set()}
         self._logs: dict[str, Any] = {}
@@ -123,6 +172,17 @@ class TwoNodeRack:
     def socket_path(self, name: str) -> Path:
         """Where a node's control socket is."""
         return self.base / name / "control.sock"
+
+    def namespace(self, name: str) -> str:
+        """The node's network namespace (netns mode only)."""
+        assert self.lab is not None, "not a namespace rack"
+        return self.lab.nodes[NODES.index(name)].ns
+
+    def addresses(self, name: str) -> list[str]:
+        """Addresses on the node's eth0 (netns mode only), as `address/prefix`."""
+        from sim.netns import addresses
+
+        return addresses(self.namespace(name), "eth0")
 
     def pbx_dir(self, name: str) -> Path:
         """Where a node's fake PBX keeps its pid file."""
@@ -148,14 +208,14 @@ class TwoNodeRack:
             folder.mkdir(exist_ok=True)
             lines = [
                 f"# Generated by sim.rack for the simulated node {name}.",
-                f'node = "{name}"', f'peer = "{peer}"', f'role = "{self.roles[name]}"', 'board = "sim"',
+                f'node = "{name}"', f'peer = "{peer}"', f'role = "{self.roles[name]}"', f'board = "{self.board}"',
                 f"key_file = {_toml_value(str(self.key_file))}",
                 f"state_dir = {_toml_value(str(folder / 'state'))}",
                 f"control_socket = {_toml_value(str(self.socket_path(name)))}",
                 "", "[timers]", *(f"{k} = {v}" for k, v in self.timers.items()),
                 "", "[[links]]", 'name = "net0"', 'kind = "udp"',
-                f'bind = "127.0.0.1:{self.node_ports[name]}"',
-                f'peer = "127.0.0.1:{self.relay.relay_port(index)}"',
+                f'bind = "{self.node_hosts[name]}:{self.node_ports[name]}"',
+                f'peer = "{self.relay_host}:{self.relay.relay_port(index)}"',
                 "", "[[links]]", 'name = "serial0"', 'kind = "serial"',
                 f"port = {_toml_value(str(self.cable.path(CABLE_ENDS[name])))}",
             ]
@@ -195,10 +255,12 @@ class TwoNodeRack:
                 stop_pbx(self.pbx_dir(name))
         self.relay.stop()
         self.cable.stop()
-        if self.witness is not None:
+        if self.witness is not None and self.lab is None:
             self.witness.down()
         for handle in self._logs.values():
             handle.close()
+        if self.lab is not None:
+            self.lab.close()
 
     def __enter__(self) -> "TwoNodeRack":
         self.start()
@@ -217,8 +279,10 @@ class TwoNodeRack:
         self._logs[name] = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("NOTIFY_SOCKET", None)
-        proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "--config", str(self.config_path(name)), "run"],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        argv = [sys.executable, "-m", "firmware.cli", "--config", str(self.config_path(name)), "run"]
+        if self.lab is not None:
+            argv = ["ip", "netns", "exec", self.namespace(name)] + argv  # ip execs: the pid is the daemon's
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         self.procs[name] = proc
         return proc
 

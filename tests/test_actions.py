@@ -201,3 +201,15 @@ def test_restarted_node_stops_a_leftover_cold_pbx_before_joining(tmp_path: Path)
         assert any(e["kind"] == "startup.release" for e in rack.events("alpha"))
     finally:
         rack.stop()
+
+
+def test_unknown_interface_is_refused_at_startup_not_at_failover(tmp_path: Path) -> None:
+    import subprocess
+
+    rack = TwoNodeRack(tmp_path, shared_ips=[{"address": "192.0.2.10/24", "interface": "eth9"}])
+    rack.write_configs()
+    result = subprocess.run([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("alpha")), "run"],
+                            capture_output=True, text=True, timeout=30)
+    rack.relay.stop()
+    assert result.returncode == 78
+    assert "eth9 does not exist" in result.stderr and "shared_ip 192.0.2.10/24" in result.stderr
