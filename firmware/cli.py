@@ -181,7 +181,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if args.sim_command == "lab":
         from sim.lab import run_lab
 
-        return run_lab(base=Path(args.dir) if args.dir else None, duration=args.duration)
+        if args.netns and os.geteuid() != 0:
+            raise ControlError("sim lab --netns needs root (it creates network namespaces)")
+        return run_lab(base=Path(args.dir) if args.dir else None, duration=args.duration, netns=args.netns)
     if args.sim_command == "run":
         from sim.scenario import ScenarioError, load, run
 
@@ -253,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab = simsub.add_parser("lab", help="start two simulated nodes and show their live status")
     lab.add_argument("--dir", help="working folder (default: a new temporary folder)")
     lab.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    lab.add_argument("--netns", action="store_true",
+                     help="root: each node in its own network namespace, so the shared IP really moves")
     scenario = simsub.add_parser("run", help="run scenario files and print a pass/fail timeline")
     scenario.add_argument("files", nargs="+", help="scenario TOML files (see sim/scenarios/)")
     health = simsub.add_parser("health", help="set a simulated node's health (0-100)")

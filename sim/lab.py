@@ -54,11 +54,21 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
     return "\n".join(lines)
 
 
-def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO = sys.stdout) -> int:
-    """Start the rack and refresh the live view until Ctrl-C (or `duration` seconds)."""
+def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO = sys.stdout,
+            netns: bool = False) -> int:
+    """Start the rack and refresh the live view until Ctrl-C (or `duration` seconds).
+
+    With `netns` (root) each node runs in its own network namespace on a bridge, so the
+    shared addresses (192.0.2.100/24, 2001:db8::100/64) really move and ARP is really sent.
+    """
     own_dir = base is None
     base = Path(tempfile.mkdtemp(prefix="tandem-lab-")) if base is None else base
-    rack = TwoNodeRack(base, shared_ips=[{"address": "192.0.2.10/24", "interface": "eth0"}], service="cold")
+    if netns:
+        shared = [{"address": "192.0.2.100/24", "interface": "eth0", "route_source": True},
+                  {"address": "2001:db8::100/64", "interface": "eth0"}]
+    else:
+        shared = [{"address": "192.0.2.10/24", "interface": "eth0"}]
+    rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns)
     interactive = out.isatty()
     print(f"Starting two simulated nodes in {base} …", file=out, flush=True)
     rack.start()
