@@ -332,12 +332,13 @@ class Daemon:
         if previous is not None and not previous.done():
             previous.cancel()
             await asyncio.gather(previous, return_exceptions=True)
-        if state == NodeState.TAKEOVER:
-            # The new epoch and last_state are on disk before anything is acquired.
-            await asyncio.to_thread(self.store.save_now, persisted)
+        # The new epoch and last_state go to disk alongside the actions, not before them: an fsync
+        # must not delay the gratuitous ARP, and a restart releases leftovers whatever the file says.
+        saved = asyncio.ensure_future(asyncio.to_thread(self.store.save_now, persisted))
         event = {"kind": "promote" if state == NodeState.TAKEOVER else "demote", "transition": transition,
                  "reason": self.state.reason if self.state else ""}
         result = await (self.plan.promote(event) if state == NodeState.TAKEOVER else self.plan.demote(event))
+        await saved
         for hook in result.hooks:
             self.journal.record("hook", hook.to_json())
         for outcome in result.outcomes:

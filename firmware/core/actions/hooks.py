@@ -92,7 +92,7 @@ class HookRunner:
             return HookResult(hook.name, kind, None, 0.0, f"could not start: {exc}")
         payload = json.dumps(record, default=str).encode()
         try:
-            output, _ = await asyncio.wait_for(proc.communicate(payload), self.timeout)
+            output = await asyncio.wait_for(_exchange(proc, payload), self.timeout)
             code: int | None = proc.returncode
         except asyncio.TimeoutError:
             _kill_group(proc.pid)
@@ -107,6 +107,21 @@ class HookRunner:
             output += f"\n[killed after the {self.timeout:g} s timeout]".encode()
         text = output[-OUTPUT_LIMIT:].decode(errors="replace").strip()
         return HookResult(hook.name, kind, code, (time.monotonic() - started) * 1000, text)
+
+
+async def _exchange(proc: asyncio.subprocess.Process, payload: bytes) -> bytes:
+    """Give the hook its stdin (it may not read it) and collect its output until it exits."""
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(payload)
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # a hook that ignores stdin is fine
+    finally:
+        proc.stdin.close()
+    output = await proc.stdout.read()
+    await proc.wait()
+    return output
 
 
 def _kill_group(pid: int) -> None:

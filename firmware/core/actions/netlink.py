@@ -658,14 +658,18 @@ class NetlinkNetwork:
         """
         ip = as_address(address)
         what = f"announce {ip} on {interface}"
-        link = self._netlink(what, lambda ipr: self._ethernet_link(ipr, interface))
-        if ip.version == 4:
-            frame = arp_frame(link.mac, ARP_REQUEST, ip, ip)
-        else:
-            frame = neighbor_advertisement_frame(link.mac, ip, router=router)
         with self._packet_socket(interface, 0, what) as sock:
+            # The bound packet socket names the interface's current hardware address: no netlink
+            # round trip on the way to the first announcement, and never a stale MAC.
+            _, _, _, hatype, mac = sock.getsockname()
+            if hatype != ARP_HTYPE_ETHERNET or len(mac) != 6 or mac == ZERO_MAC:
+                raise NetworkError(f"{what}: {interface} is not an Ethernet interface")
+            if ip.version == 4:
+                frame = arp_frame(mac, ARP_REQUEST, ip, ip)
+            else:
+                frame = neighbor_advertisement_frame(mac, ip, router=router)
             self._send(sock, frame, what)
-        log.debug("announced %s on %s from %s", ip, interface, mac_text(link.mac))
+        log.debug("announced %s on %s from %s", ip, interface, mac_text(mac))
 
     def set_route_source(self, interface: str, address: IPInterface) -> None:
         """Replace the connected route of `address`'s subnet on `interface` by the same route with

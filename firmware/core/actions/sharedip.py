@@ -44,12 +44,13 @@ class SharedIpAction:
         try:
             if cfg.vlan is not None:
                 await asyncio.to_thread(self.network.ensure_vlan, cfg.interface, cfg.vlan)
-            if not await asyncio.to_thread(self.network.has_address, self.interface, ip):
-                if cfg.probe and not cfg.force and await asyncio.to_thread(
-                        self.network.in_use, self.interface, ip.ip, cfg.probe_timeout_ms / 1000):
+            probing = cfg.probe and not cfg.force
+            if probing and not await asyncio.to_thread(self.network.has_address, self.interface, ip):
+                if await asyncio.to_thread(self.network.in_use, self.interface, ip.ip, cfg.probe_timeout_ms / 1000):
                     raise ActionError(f"{ip.ip} already answers on {self.interface}: another host uses it "
                                       f"(set force = true to claim it anyway)")
-                await asyncio.to_thread(self.network.add_address, self.interface, ip)
+            # add_address is idempotent: no separate look-up on the way to the first announcement.
+            await asyncio.to_thread(self.network.add_address, self.interface, ip)
             await self._announce()
             if cfg.route_source:
                 await asyncio.to_thread(self.network.set_route_source, self.interface, ip)
