@@ -17,7 +17,6 @@ The last line is JSON: detect_p50_ms, detect_p95_ms, detect_p99_ms, idle_cpu_pct
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
@@ -27,36 +26,13 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sim.rack import NODES, TwoNodeRack  # noqa: E402
+from stats import percentile  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "60"))
 IDLE_S = float(os.environ.get("BENCH_IDLE_S", "60"))
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0-100)."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def became_active_after(rack: TwoNodeRack, name: str, after: float) -> float | None:
-    """Wall time of the node's first journaled change to ACTIVE after `after`."""
-    for event in rack.events(name):
-        if event["kind"] == "state" and event["data"]["to"] == "ACTIVE" and event["time"] >= after:
-            return event["time"]
-    return None
-
-
-def settled(rack: TwoNodeRack) -> str | None:
-    """The ACTIVE node if the pair is settled (one ACTIVE, one STANDBY hearing it)."""
-    states = {name: rack.status(name) for name in NODES}
-    if any(s is None for s in states.values()):
-        return None
-    active = [n for n, s in states.items() if s["state"] == "ACTIVE"]
-    standby = [n for n, s in states.items() if s["state"] == "STANDBY" and s["peer"]["alive"]]
-    return active[0] if len(active) == 1 and len(standby) == 1 else None
 
 
 def main() -> None:
@@ -67,17 +43,17 @@ def main() -> None:
         try:
             detections = []
             for run in range(RUNS):
-                active = rack.wait_for(lambda: settled(rack), 30, what="a settled pair")
+                active = rack.wait_for(rack.settled, 30, what="a settled pair")
                 time.sleep(0.3)  # a few heartbeats in the steady state before the kill
                 standby = NODES[1 - NODES.index(active)]
                 killed_at = rack.kill(active)
-                took = rack.wait_for(lambda: became_active_after(rack, standby, killed_at), 10,
+                took = rack.wait_for(lambda: rack.state_time(standby, "ACTIVE", killed_at), 10,
                                      interval=0.01, what=f"{standby} to become ACTIVE")
                 detections.append((took - killed_at) * 1000)
                 print(f"run {run + 1:>3}/{RUNS}: {active} killed, {standby} ACTIVE after {detections[-1]:.1f} ms",
                       flush=True)
                 rack.start_node(active)
-            rack.wait_for(lambda: settled(rack), 30, what="a settled pair")
+            rack.wait_for(rack.settled, 30, what="a settled pair")
             procs = {name: psutil.Process(rack.procs[name].pid) for name in NODES}
             time.sleep(2)
             before = {n: p.cpu_times() for n, p in procs.items()}

@@ -21,7 +21,6 @@ garp_p99_ms, garp_minus_active_p99_ms (default timers) plus the 50/150 figures.
 from __future__ import annotations
 
 import json
-import math
 import os
 import queue
 import subprocess
@@ -32,19 +31,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sim.rack import NODES, TwoNodeRack  # noqa: E402
+from stats import percentile  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "50"))
 SHARED = "192.0.2.100"
 TIMER_SETS = {"default": {"heartbeat_ms": 100, "deadtime_ms": 300},
               "fast": {"heartbeat_ms": 50, "deadtime_ms": 150}}
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0-100)."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 class AddressMonitor:
@@ -75,24 +70,6 @@ class AddressMonitor:
         self.proc.wait()
 
 
-def state_time(rack: TwoNodeRack, name: str, to: str, after: float) -> float | None:
-    """Wall time of the node's first journaled change to `to` after `after`."""
-    for event in rack.events(name):
-        if event["kind"] == "state" and event["data"]["to"] == to and event["time"] >= after:
-            return event["time"]
-    return None
-
-
-def settled(rack: TwoNodeRack) -> str | None:
-    """The ACTIVE node if one is ACTIVE and the other STANDBY hearing it."""
-    states = {name: rack.status(name) for name in NODES}
-    if any(s is None for s in states.values()):
-        return None
-    active = [n for n, s in states.items() if s["state"] == "ACTIVE"]
-    standby = [n for n, s in states.items() if s["state"] == "STANDBY" and s["peer"]["alive"]]
-    return active[0] if len(active) == 1 and len(standby) == 1 else None
-
-
 def measure(timers: dict[str, int]) -> dict[str, list[float]]:
     """RUNS SIGKILLs at the given timers; the delays in ms for each measurement."""
     figures: dict[str, list[float]] = {"active": [], "active_done": [], "vip": [], "garp": [], "garp_minus_active": []}
@@ -108,13 +85,13 @@ def measure(timers: dict[str, int]) -> dict[str, list[float]]:
             sniffer = rack.lab.sniffer()
             macs = {name: rack.lab.nodes[i].mac for i, name in enumerate(NODES)}
             for run in range(RUNS):
-                active = rack.wait_for(lambda: settled(rack), 30, what="a settled pair")
+                active = rack.wait_for(rack.settled, 30, what="a settled pair")
                 time.sleep(0.3)
                 standby = NODES[1 - NODES.index(active)]
                 killed = rack.kill(active)
-                decided = rack.wait_for(lambda: state_time(rack, standby, "TAKEOVER", killed), 10, interval=0.01,
+                decided = rack.wait_for(lambda: rack.state_time(standby, "TAKEOVER", killed), 10, interval=0.01,
                                         what="the takeover decision")
-                done = rack.wait_for(lambda: state_time(rack, standby, "ACTIVE", killed), 10, interval=0.01,
+                done = rack.wait_for(lambda: rack.state_time(standby, "ACTIVE", killed), 10, interval=0.01,
                                      what="ACTIVE")
                 vip = monitors[standby].first_after(killed)
                 garp = sniffer.wait_for(kind="garp", ip=SHARED, mac=macs[standby], since=killed, timeout=10)["t"]

@@ -356,6 +356,22 @@ class TwoNodeRack:
         """Wait until a node reports `state`."""
         self.wait_for(lambda: self.state(name) == state, timeout, what=f"{name} to be {state}")
 
+    def state_time(self, name: str, to: str, after: float) -> float | None:
+        """Wall time of the node's first journaled change to state `to` at or after `after`."""
+        for event in self.events(name):
+            if event["kind"] == "state" and event["data"]["to"] == to and event["time"] >= after:
+                return event["time"]
+        return None
+
+    def settled(self) -> str | None:
+        """The ACTIVE node if the pair is settled (one ACTIVE, the other STANDBY hearing it)."""
+        states = {name: self.status(name) for name in NODES}
+        if any(s is None for s in states.values()):
+            return None
+        active = [n for n, s in states.items() if s["state"] == "ACTIVE"]
+        standby = [n for n, s in states.items() if s["state"] == "STANDBY" and s["peer"]["alive"]]
+        return active[0] if len(active) == 1 and len(standby) == 1 else None
+
     def active_nodes(self) -> list[str]:
         """Nodes reporting ACTIVE right now."""
         return [name for name in NODES if self.state(name) == "ACTIVE"]

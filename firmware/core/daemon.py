@@ -364,7 +364,13 @@ class Daemon:
                                                    "for": "STARTING"})
 
     def _hook_environment(self) -> dict[str, str]:
-        return hook_environment(self.status()) if self.state is not None else {}
+        st = self.state
+        if st is None:
+            return {}
+        msg = self.endpoint.view().message if st.peer_alive else None
+        return hook_environment({"node": self.settings.node, "role": self.settings.role.name.lower(),
+                                 "state": st.state.name, "epoch": st.persisted.epoch, "health": self.health,
+                                 "peer": {"name": self.settings.peer, "state": msg.state.name if msg else None}})
 
     # ------------------------------------------------------------------ control requests
 

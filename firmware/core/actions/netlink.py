@@ -290,6 +290,19 @@ def _why(exc: BaseException) -> str:
     return text
 
 
+_thread_sockets = threading.local()
+
+
+def _drop_thread_socket() -> None:
+    ipr = getattr(_thread_sockets, "ipr", None)
+    _thread_sockets.ipr = None
+    if ipr is not None:
+        try:
+            ipr.close()
+        except Exception:  # closing a broken socket must not mask the original error
+            pass
+
+
 def _in_event_loop_thread() -> bool:
     """Whether this thread runs an asyncio event loop (pyroute2's synchronous API cannot run there)."""
     try:
@@ -373,8 +386,8 @@ class _Route:
 class NetlinkNetwork:
     """NetworkBackend for real Linux: pyroute2 for links, addresses and routes; AF_PACKET for ARP / ND.
 
-    Stateless and thread-safe: each call opens its own netlink and packet
-    sockets and closes them before returning. Call it from worker threads; a
+    Thread-safe: each worker thread keeps its own netlink socket, and packet
+    sockets are opened and closed per call. Call it from worker threads; a
     call made on a thread that runs an asyncio loop still works (the netlink
     part moves to a short helper thread) but blocks that loop.
     """
@@ -382,15 +395,25 @@ class NetlinkNetwork:
     # ---- netlink plumbing
 
     def _netlink(self, what: str, fn: Callable[[IPRoute], T]) -> T:
-        """Run `fn` with a fresh IPRoute; netlink and socket errors become NetworkError("<what>: <why>")."""
+        """Run `fn` with this thread's IPRoute; netlink and socket errors become NetworkError("<what>: <why>").
+
+        Each worker thread keeps one netlink socket (opening one costs about a millisecond on the
+        way to the first announcement); it is dropped and reopened after any error.
+        """
         def run() -> T:
+            ipr = getattr(_thread_sockets, "ipr", None)
             try:
-                with IPRoute() as ipr:
-                    return fn(ipr)
+                if ipr is None:
+                    ipr = _thread_sockets.ipr = IPRoute()
+                return fn(ipr)
             except NetworkError:
                 raise
             except (NetlinkError, OSError) as exc:
+                _drop_thread_socket()
                 raise NetworkError(f"{what}: {_why(exc)}") from exc
+            except BaseException:
+                _drop_thread_socket()
+                raise
         return _off_loop(run)
 
     @staticmethod

@@ -30,6 +30,7 @@ class SharedIpAction:
         self.interface = config.interface if config.vlan is None else f"{config.interface}.{config.vlan}"
         self._tasks: list[asyncio.Task] = []
         self.announced = 0
+        self.present: bool | None = None  # None: not managed yet in this run
 
     def check(self) -> None:
         """At start-up: fail now, with the reason, if the interface cannot be managed."""
@@ -51,6 +52,7 @@ class SharedIpAction:
                                       f"(set force = true to claim it anyway)")
             # add_address is idempotent: no separate look-up on the way to the first announcement.
             await asyncio.to_thread(self.network.add_address, self.interface, ip)
+            self.present = True
             await self._announce()
             if cfg.route_source:
                 await asyncio.to_thread(self.network.set_route_source, self.interface, ip)
@@ -70,6 +72,7 @@ class SharedIpAction:
             if cfg.route_source:
                 await asyncio.to_thread(self.network.restore_route_source, self.interface, ip)
             await asyncio.to_thread(self.network.remove_address, self.interface, ip)
+            self.present = False
         except NetworkError as exc:
             raise ActionError(f"{self.name}: {exc}") from None
 
@@ -95,10 +98,7 @@ class SharedIpAction:
         self._tasks.clear()
 
     def status(self) -> dict[str, Any]:
-        """For the status snapshot."""
-        try:
-            present = self.network.has_address(self.interface, self.config.ip)
-        except NetworkError:
-            present = None
-        return {"address": self.config.address, "interface": self.interface, "present": present,
+        """For the status snapshot: what this node last did with the address (no netlink query,
+        since status is built on the heartbeat loop)."""
+        return {"address": self.config.address, "interface": self.interface, "present": self.present,
                 "announcements": self.announced}
