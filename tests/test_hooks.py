@@ -99,3 +99,30 @@ def test_daemon_runs_hooks_and_a_hanging_hook_does_not_delay_heartbeats(tmp_path
             assert late["<=500ms"] + late[">500ms"] == 0, link
     finally:
         rack.stop()
+
+
+def test_promote_before_hook_vetoes_a_real_takeover(tmp_path: Path) -> None:
+    from sim.rack import TwoNodeRack
+
+    hooks = tmp_path / "hooks"
+    flag = tmp_path / "veto-bravo"
+    # bravo's promote.before refuses while the flag file exists (e.g. "trunk card not ready").
+    make_hook(hooks / "promote.before", "10-trunks",
+              f'if [ "$TANDEM_NODE" = bravo ] && [ -e {flag} ]; then echo "trunk card not ready"; exit 1; fi')
+    flag.touch()
+    rack = TwoNodeRack(tmp_path / "rack", extra={"hooks": {"dir": str(hooks)}, "actions": {"veto_backoff_s": 2.0}})
+    rack.start()
+    try:
+        rack.wait_state("alpha", "ACTIVE", timeout=20)
+        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.kill("alpha")
+        rack.wait_for(lambda: any(e["kind"] == "promote.vetoed" for e in rack.events("bravo")), 10,
+                      what="bravo's promotion to be vetoed")
+        veto = next(e for e in rack.events("bravo") if e["kind"] == "promote.vetoed")
+        assert "10-trunks exited 1: trunk card not ready" in veto["data"]["detail"]
+        assert rack.state("bravo") == "STANDBY"
+        assert "vetoed" in rack.status("bravo")["reason"]
+        flag.unlink()  # the card is ready: after the back-off bravo takes over
+        rack.wait_state("bravo", "ACTIVE", timeout=15)
+    finally:
+        rack.stop()
