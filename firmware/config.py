@@ -245,7 +245,7 @@ class ServiceConfig(_Strict):
 class ActionsConfig(_Strict):
     """How takeover actions run."""
 
-    order: list[Literal["shared_ips", "service"]] = ["shared_ips", "service"]
+    order: list[Literal["shared_ips", "service", "relays"]] = ["shared_ips", "relays", "service"]
     on_failure: Literal["handover", "tolerate"] = "handover"
     veto_backoff_s: Annotated[float, Field(ge=0)] = 10.0
 
@@ -255,6 +255,23 @@ class ActionsConfig(_Strict):
         if len(set(value)) != len(value):
             raise ValueError("each action may appear once")
         return value
+
+
+class RelayGroupConfig(_Strict):
+    """Relay channels that switch together with the node's role (e.g. the T1/PRI trunks)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    outputs: Annotated[list[Annotated[str, Field(pattern=r"^[\w-]+:\d+$")]], Field(min_length=1)]
+    energized_when_active: bool = True
+    feedback: list[Annotated[str, Field(pattern=r"^[\w-]+:\d+$")]] = []
+    on_mismatch: Literal["alarm", "block"] = "alarm"
+    settle_ms: Annotated[int, Field(ge=0, le=60_000)] = 200
+
+    @model_validator(mode="after")
+    def _feedback_matches(self) -> "RelayGroupConfig":
+        if self.feedback and len(self.feedback) != len(self.outputs):
+            raise ValueError("feedback needs one input per output (or none)")
+        return self
 
 
 class HooksConfig(_Strict):
@@ -285,6 +302,7 @@ class NodeConfig(_Strict):
     hooks: HooksConfig = HooksConfig()
     shared_ips: list[SharedIpConfig] = []
     service: ServiceConfig = ServiceConfig()
+    relay_groups: list[RelayGroupConfig] = []
     actions: ActionsConfig = ActionsConfig()
 
     @model_validator(mode="after")
@@ -308,6 +326,18 @@ class BoardProfile(_Strict):
     description: str = ""
     simulator: bool = False
     network: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] = "firmware.core.actions.netlink:NetlinkNetwork"
+    # Relay banks and feedback-input banks by name: {driver = "module:Class", …driver parameters}.
+    relays: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
+    feedback: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
+
+    @field_validator("relays", "feedback")
+    @classmethod
+    def _drivers(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for bank, params in value.items():
+            driver = params.get("driver")
+            if not isinstance(driver, str) or not re.fullmatch(r"[\w.]+:\w+", driver):
+                raise ValueError(f"{bank}: `driver` must name a class as \"module:Class\"")
+        return value
 
 
 class Config(BaseModel):

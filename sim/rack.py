@@ -124,7 +124,7 @@ class TwoNodeRack:
                  roles: tuple[str, str] = ("primary", "secondary"), witness: bool = True,
                  extra: dict[str, dict[str, Any]] | None = None,
                  shared_ips: list[dict[str, Any]] | None = None, service: str = "none",
-                 netns: bool = False) -> None:
+                 netns: bool = False, relay_groups: list[dict[str, Any]] | None = None) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
@@ -135,6 +135,7 @@ class TwoNodeRack:
         self.roles = dict(zip(NODES, roles))
         self.extra = extra or {}
         self.shared_ips = shared_ips or []
+        self.relay_groups = relay_groups or []
         self.service = service
         self.key_file = self.base / "cluster.key"
         self.lab = None
@@ -221,8 +222,9 @@ class TwoNodeRack:
             ]
             if self.witness is not None:
                 lines += ["", "[witness]", f"targets = {_toml_value([self.witness.target])}", "timeout_ms = 200"]
-            for table in self.shared_ips:
-                lines += ["", "[[shared_ips]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+            for key, tables in (("shared_ips", self.shared_ips), ("relay_groups", self.relay_groups)):
+                for table in tables:
+                    lines += ["", f"[[{key}]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
             if self.service != "none":
                 pbx = [sys.executable, "-m", "sim.fakepbx"]
                 where = ["--dir", str(self.pbx_dir(name))]

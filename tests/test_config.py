@@ -177,11 +177,11 @@ def test_board_profile_by_relative_path(tmp_path: Path) -> None:
 
 
 def test_unknown_key_in_board_profile_names_the_profile(tmp_path: Path) -> None:
-    (tmp_path / "mine.toml").write_text('name = "mine"\nrelays = 4\n')
+    (tmp_path / "mine.toml").write_text('name = "mine"\nbogus_key = 4\n')
     path = write(tmp_path, MINIMAL.replace('board = "sim"', 'board = "mine.toml"'))
     error = config_error(path)
     assert error.path == str(tmp_path / "mine.toml")
-    assert error.key == "relays" and "unknown key" in str(error)
+    assert error.key == "bogus_key" and "unknown key" in str(error)
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from firmware.drivers import load_driver
 from firmware.core import cluster
 from firmware.core.actions import ActionError, ActionPlan, build_plan
 from firmware.core.actions.hooks import HookRunner, hook_environment
+from firmware.core.actions.relays import open_banks
 from firmware.core.cluster import ActionsReport, ClusterState, Inputs, Persisted, Settings, WitnessResult
 from firmware.core.control import ControlError, ControlServer
 from firmware.core.heartbeat import HeartbeatEndpoint
@@ -93,9 +94,13 @@ class Daemon:
             stats={name: link.stats for name, link in self.links.items()})
         self.witness = Witness(node.witness.targets, node.witness.require, node.witness.timeout_ms / 1000)
         self.hooks = HookRunner(node.hooks.dir, node.hooks.timeout_ms / 1000)
+        # Relay banks are opened (all channels de-energized: the safe state) before anything else runs.
+        self.relay_banks = open_banks(config.board.relays, "relays", config.board_path, load_driver)
+        self.feedback_banks = open_banks(config.board.feedback, "feedback", config.board_path, load_driver)
         if plan is None:
             network = load_driver(config.board.network, "network", config.board_path) if node.shared_ips else None
-            plan = build_plan(config, network, self.hooks, self._hook_environment)
+            plan = build_plan(config, network, self.hooks, self._hook_environment, self.relay_banks,
+                              self.feedback_banks, self._peer_holds, self.journal.record)
         self.plan = plan
         try:
             self.plan.check()
@@ -176,7 +181,13 @@ class Daemon:
         await self.control.close()
         for link in self.links.values():
             link.close()
+        self._release_hardware()
         self.journal.close()
+
+    def _release_hardware(self) -> None:
+        """Relays to their safe (de-energized) state and GPIO lines handed back."""
+        for bank in list(self.relay_banks.values()) + list(self.feedback_banks.values()):
+            bank.release()
 
     # ------------------------------------------------------------------ heartbeat path
 
@@ -363,6 +374,15 @@ class Daemon:
                     self.journal.record("action", {"action": action.name, "ok": False, "detail": str(exc),
                                                    "for": "STARTING"})
 
+    def _peer_holds(self) -> str | None:
+        """Relay interlock: why energizing now would be unsafe (the peer says it holds resources)."""
+        st = self.state
+        msg = self.endpoint.view().message
+        if st is not None and st.peer_alive and msg is not None and msg.state.holds_resources:
+            heard_on = [link.name for link in st.links if link.rx]
+            return f"{self.settings.peer} reports {msg.state.name} (heard on {', '.join(heard_on)})"
+        return None
+
     def _hook_environment(self) -> dict[str, str]:
         st = self.state
         if st is None:
@@ -387,11 +407,27 @@ class Daemon:
             return self._events(int(request.get("since", 0)), bool(request.get("follow", False)))
         if cmd in ("promote", "demote", "shutdown", "maintenance-on", "maintenance-off"):
             return await self._command(cmd, bool(request.get("force", False)), str(request.get("source", "cli")))
+        if cmd == "sim.contact":
+            if not self.config.board.simulator:
+                raise ControlError("sim.contact is only available on a simulator board profile")
+            return self._inject_contact(str(request.get("input", "")), request.get("value"))
         if cmd == "sim.health":
             if not self.config.board.simulator:
                 raise ControlError("sim.health is only available on a simulator board profile")
             return self._set_health(int(request["value"]))
         raise ControlError(f"unknown command {cmd!r}")
+
+    def _inject_contact(self, ref: str, value: Any) -> dict[str, Any]:
+        from firmware.core.actions.relays import parse_ref
+
+        try:
+            bank, channel = parse_ref(ref)
+            inject = getattr(self.feedback_banks[bank], "inject")
+        except (ValueError, KeyError, AttributeError):
+            raise ControlError(f"no simulated feedback input {ref!r} (banks: {', '.join(self.feedback_banks)})") from None
+        inject(channel, None if value is None else bool(value))
+        self.journal.record("sim.contact", {"input": ref, "stuck": value})
+        return {"ok": True, "result": f"{ref} {'cleared' if value is None else 'stuck ' + ('on' if value else 'off')}"}
 
     def _set_health(self, value: int) -> dict[str, Any]:
         if not 0 <= value <= 100:
@@ -551,7 +587,7 @@ class Daemon:
             "sensors": [],
             "shared_ips": [a.status() for a in self.plan.actions if a.name.startswith("shared_ip")],
             "service": next((a.status() for a in self.plan.actions if a.name == "service"), None),
-            "relays": [],
+            "relays": [a.status() for a in self.plan.actions if a.name.startswith("relays ")],
             "heartbeat": {"interval_ms": self.settings.heartbeat * 1000, "deadtime_ms": self.settings.deadtime * 1000,
                           "max_tick_lag_ms": round(self.max_tick_lag * 1000, 2), "tick": self.endpoint.tick},
         }

@@ -129,17 +129,22 @@ class ActionPlan:
         return [a.status() for a in self.actions]
 
 
-def build_plan(config: Any, network: Any, hooks: HookRunner,
-               environment: Callable[[], dict[str, str]]) -> ActionPlan:
-    """The plan for a node config: shared IPs and the PBX service in the configured order."""
+def build_plan(config: Any, network: Any, hooks: HookRunner, environment: Callable[[], dict[str, str]],
+               relays: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
+               interlock: Callable[[], str | None] = lambda: None,
+               report: Callable[[str, dict[str, Any]], None] = lambda kind, data: None) -> ActionPlan:
+    """The plan for a node config: shared IPs, relay groups and the PBX service in the configured order."""
+    from firmware.core.actions.relays import RelayAction
     from firmware.core.actions.service import ServiceAction
     from firmware.core.actions.sharedip import SharedIpAction
 
     node = config.node
     groups: dict[str, list[Action]] = {
         "shared_ips": [SharedIpAction(ip, network) for ip in node.shared_ips],
+        "relays": [RelayAction(group, relays or {}, inputs or {}, interlock, report) for group in node.relay_groups],
         "service": [ServiceAction(node.service)] if node.service.mode != "none" else [],
     }
-    actions = [a for name in node.actions.order for a in groups[name]]
+    order = node.actions.order + [name for name in groups if name not in node.actions.order]
+    actions = [a for name in order for a in groups[name]]
     timeout = max([node.service.timeout_ms / 1000 + node.service.ready_timeout_ms / 1000, 10.0])
     return ActionPlan(actions, timeout=timeout, hooks=hooks, environment=environment)

@@ -1,0 +1,186 @@
+"""CH340 USB serial relay boards ("LCUS-1/2/4/8" style).
+
+The board listens at 9600 8N1 and never answers. Each command is four bytes:
+``A0 <channel> <state> <checksum>``, channel 1-based, state 0x01 = energized
+and 0x00 = de-energized, checksum = (0xA0 + channel + state) & 0xFF.
+
+The board is powered from USB, so an unplugged board drops all its relays.
+When a write fails (SerialException/OSError, the adapter gone) the driver
+closes the port, ``connected`` turns False and ``set`` raises RelayError
+saying the board is unplugged. The next ``set``/``open`` reopens the port and
+first re-sends the last commanded state of every channel, so a replugged
+board works again without a restart. No call blocks for long: writes time
+out after ``WRITE_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import threading
+
+import serial
+
+from firmware.core.actions.relay_base import RelayError, check_channel
+
+__all__ = ["UsbRelayBoard", "frame"]
+
+START = 0xA0
+ON = 0x01
+OFF = 0x00
+MAX_CHANNELS = 8  # LCUS boards come with 1, 2, 4 or 8 channels
+WRITE_TIMEOUT_S = 0.5
+READ_TIMEOUT_S = 0.05
+_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+_ABSENT = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EIO}
+
+
+def frame(channel: int, energized: bool) -> bytes:
+    """The 4-byte command that drives ``channel`` (1-based) on or off."""
+    state = ON if energized else OFF
+    return bytes((START, channel, state, (START + channel + state) & 0xFF))
+
+
+class UsbRelayBoard:
+    """A CH340 USB relay board on a serial port (channel n = the board's relay n)."""
+
+    def __init__(self, port: str, channels: int = 1, baud: int = 9600) -> None:
+        """Validate the board profile parameters; the port is not opened here."""
+        if not isinstance(port, str) or not port.strip():
+            raise ValueError(f"port must be a serial device path such as /dev/ttyUSB0, not {port!r}")
+        if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+            raise ValueError(f"channels must be an integer 1..{MAX_CHANNELS}, not {channels!r}")
+        if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+            raise ValueError(f"baud must be a positive integer, not {baud!r}")
+        self.port = port
+        self.channels = channels
+        self.baud = baud
+        self.name = f"usb relay on {port}"
+        self._lock = threading.RLock()
+        self._serial: serial.Serial | None = None
+        self._states: dict[int, bool] = {}  # last state written to the board, per channel
+        self._opened_before = False
+        self._open_error = ""
+
+    # ----------------------------------------------------------------- interface
+
+    def open(self) -> None:
+        """Open the port. The first open switches every channel off; a reopen re-sends the last states."""
+        with self._lock:
+            self._ensure_open(skip=None)
+
+    def set(self, channel: int, energized: bool) -> None:
+        """Drive one channel, reopening the port first if it was lost."""
+        check_channel(channel, self.channels)
+        energized = bool(energized)
+        with self._lock:
+            self._ensure_open(skip=channel)
+            self._write(frame(channel, energized))
+            self._states[channel] = energized
+
+    def get(self, channel: int) -> bool | None:
+        """The last state written to ``channel`` (None before the first open)."""
+        check_channel(channel, self.channels)
+        with self._lock:
+            return self._states.get(channel)
+
+    def release(self) -> None:
+        """Switch every channel off if the board is reachable, then close the port. Never raises."""
+        with self._lock:
+            try:
+                if self._serial is None or not self._healthy():
+                    self._close()
+                    self._serial = self._try_open()
+                if self._serial is not None:
+                    self._serial.write(b"".join(frame(ch, False) for ch in self._all_channels()))
+                    self._states = dict.fromkeys(self._all_channels(), False)
+            except Exception:  # releasing must never raise; an unplugged board is off anyway
+                pass
+            self._close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the port is open and still the plugged-in board (no hang-up, device node unchanged)."""
+        with self._lock:
+            return self._serial is not None and self._healthy()
+
+    # ------------------------------------------------------------------- helpers
+
+    def _all_channels(self) -> range:
+        return range(1, self.channels + 1)
+
+    def _ensure_open(self, skip: int | None) -> None:
+        """Open the port if needed and bring the board to the known states (``skip``: about to be set)."""
+        if self._serial is not None:
+            if self._healthy():
+                return
+            self._close()  # a stale descriptor: the board was unplugged (and maybe plugged back)
+        port = self._try_open()
+        if port is None:
+            raise RelayError(f"{self.name}: cannot open: {self._open_error}")
+        self._serial = port
+        if not self._opened_before:
+            self._states = dict.fromkeys(self._all_channels(), False)
+        states = {ch: on for ch, on in self._states.items() if ch != skip}
+        if states:
+            self._write(b"".join(frame(ch, on) for ch, on in sorted(states.items())))
+        self._opened_before = True
+
+    def _try_open(self) -> serial.Serial | None:
+        """Open the port 8N1 without flow control; None (reason in _open_error) if it is not there."""
+        try:
+            return serial.Serial(
+                self.port, self.baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
+                stopbits=serial.STOPBITS_ONE, timeout=READ_TIMEOUT_S, write_timeout=WRITE_TIMEOUT_S,
+                xonxoff=False, rtscts=False, dsrdtr=False, exclusive=True,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self._open_error = _reason(exc)
+            if isinstance(exc, OSError) and exc.errno in _ABSENT:
+                self._open_error += " (board unplugged?)"
+            return None
+
+    def _write(self, data: bytes) -> None:
+        assert self._serial is not None
+        try:
+            self._serial.write(data)
+        except serial.SerialTimeoutException:
+            self._close()
+            raise RelayError(f"{self.name}: write timed out after {WRITE_TIMEOUT_S:g} s "
+                             "(board unplugged or hung?)") from None
+        except (serial.SerialException, OSError) as exc:
+            self._close()
+            raise RelayError(f"{self.name}: unplugged ({_reason(exc)}); "
+                             "will reopen on the next command") from None
+
+    def _healthy(self) -> bool:
+        """The open descriptor is not hung up and the port path still names the same device."""
+        assert self._serial is not None
+        try:
+            fd = self._serial.fileno()
+            poller = select.poll()
+            poller.register(fd, 0)  # hang-up and error events are always reported
+            if any(events & _GONE for _, events in poller.poll(0)):
+                return False
+            return os.stat(self.port).st_rdev == os.fstat(fd).st_rdev
+        except (OSError, ValueError, serial.SerialException):
+            return False
+
+    def _close(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError):
+                pass
+
+
+def _reason(exc: BaseException) -> str:
+    """A short one-line reason from a pyserial or OS error."""
+    text = str(exc)
+    if "exclusively lock" in text:
+        return "in use by another process"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,338 @@
+"""A simulated I2C/SMBus: an smbus2.SMBus stand-in routing to device models.
+
+Drivers open the simulated bus exactly as they would smbus2
+(``SimSMBus(bus).write_byte(address, value)``); board profiles select it with
+``smbus = "sim.i2c:SimSMBus"``. Each transaction goes to the device model
+attached at ``(bus, address)`` on a process-wide registry; an address with
+nothing attached fails with ``OSError(ENXIO)`` like the kernel's i2c-dev.
+Buses are keyed by number: ``1``, ``"1"`` and ``"/dev/i2c-1"`` are the same
+bus. Transactions are serialised process-wide, as on a real bus.
+
+Adding a device model (an LM75 sensor, a PMBus power supply, ...):
+
+1. Subclass ``SimI2cDevice`` and override the transactions the chip answers,
+   keeping its state behind ``self.lock`` (tests poke it from other threads)::
+
+       class Lm75Model(SimI2cDevice):
+           def __init__(self, celsius: float = 25.0) -> None:
+               super().__init__()
+               self.celsius = celsius
+
+           def read_word_data(self, register: int) -> int:
+               with self.lock:
+                   if register != 0:  # only the temperature register is modelled
+                       return super().read_word_data(register)
+                   raw = round(self.celsius * 2) << 7 & 0xFFFF  # 9-bit two's complement, MSB first
+                   return (raw >> 8) | (raw & 0xFF) << 8  # SMBus words arrive LSB first
+
+   Unmodelled transactions raise ``OSError(EIO)``; the block transactions
+   default to byte-register reads/writes with auto-increment, and words to
+   two byte registers (LSB first), so a register-file chip often needs only
+   ``read_byte_data``/``write_byte_data``. A PMBus supply would answer
+   ``read_byte_data`` (STATUS_BYTE, 0x78) and ``read_word_data`` (READ_VIN
+   0x88, READ_IOUT 0x8C ... in LINEAR11).
+2. Attach it in the simulator or a test: ``SimSMBus.attach(1, 0x48, Lm75Model())``,
+   and ``SimSMBus.detach(1, 0x48)`` when done (``SimSMBus.reset()`` clears all).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import threading
+import time
+from types import TracebackType
+from typing import Any, ClassVar
+
+__all__ = ["Pcf8574Model", "SimI2cDevice", "SimSMBus"]
+
+BLOCK_MAX = 32  # I2C_SMBUS_BLOCK_MAX: the longest i2c block transfer smbus2 allows
+
+BusKey = int | str
+
+
+def _bus_key(bus: int | str) -> BusKey:
+    """Normalise a bus: 1, "1" and "/dev/i2c-1" are all bus 1; other names stay as given."""
+    if isinstance(bus, bool) or not isinstance(bus, (int, str)):
+        raise TypeError(f"bus must be an int or a str, not {bus!r}")
+    if isinstance(bus, str):
+        match = re.fullmatch(r"(?:/dev/i2c-)?(\d+)", bus)
+        return int(match.group(1)) if match else bus
+    return bus
+
+
+def _check(value: int, limit: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise ValueError(f"{what} must be an integer 0..{limit}, not {value!r}")
+
+
+def _not_modelled(device: object, transaction: str) -> OSError:
+    return OSError(errno.EIO, f"{transaction} is not modelled by {type(device).__name__}")
+
+
+class SimI2cDevice:
+    """Base class of simulated I2C devices: override the transactions the chip answers.
+
+    Every method here is one SMBus transaction as seen by the device (the
+    bus has already checked the argument ranges). The defaults raise
+    ``OSError(EIO)``, except words and blocks, which are built from
+    byte-register transactions (words LSB first, blocks auto-incrementing).
+    """
+
+    def __init__(self) -> None:
+        """Create the lock that guards the model's state."""
+        self.lock = threading.RLock()
+
+    def read_byte(self) -> int:
+        """Receive byte (no register)."""
+        raise _not_modelled(self, "read_byte")
+
+    def write_byte(self, value: int) -> None:
+        """Send byte (no register)."""
+        raise _not_modelled(self, "write_byte")
+
+    def read_byte_data(self, register: int) -> int:
+        """Read one byte register."""
+        raise _not_modelled(self, "read_byte_data")
+
+    def write_byte_data(self, register: int, value: int) -> None:
+        """Write one byte register."""
+        raise _not_modelled(self, "write_byte_data")
+
+    def read_word_data(self, register: int) -> int:
+        """Read a 16-bit word: by default byte registers ``register`` (low) and ``register + 1`` (high)."""
+        with self.lock:
+            return self.read_byte_data(register) | self.read_byte_data((register + 1) & 0xFF) << 8
+
+    def write_word_data(self, register: int, value: int) -> None:
+        """Write a 16-bit word: by default byte registers ``register`` (low) and ``register + 1`` (high)."""
+        with self.lock:
+            self.write_byte_data(register, value & 0xFF)
+            self.write_byte_data((register + 1) & 0xFF, value >> 8)
+
+    def read_i2c_block_data(self, register: int, length: int) -> list[int]:
+        """Read ``length`` bytes from ``register`` on (auto-increment by default)."""
+        with self.lock:
+            return [self.read_byte_data((register + i) & 0xFF) for i in range(length)]
+
+    def write_i2c_block_data(self, register: int, data: list[int]) -> None:
+        """Write ``data`` to ``register`` on (auto-increment by default)."""
+        with self.lock:
+            for i, value in enumerate(data):
+                self.write_byte_data((register + i) & 0xFF, value)
+
+
+class SimSMBus:
+    """An smbus2.SMBus-compatible handle on a simulated bus (the subset the drivers use)."""
+
+    _registry: ClassVar[dict[tuple[BusKey, int], SimI2cDevice]] = {}
+    _registry_lock: ClassVar[threading.RLock] = threading.RLock()
+
+    # ------------------------------------------------------------- the registry
+
+    @classmethod
+    def attach(cls, bus: int | str, address: int, device: SimI2cDevice) -> SimI2cDevice:
+        """Put ``device`` on ``bus`` at 7-bit ``address``; ValueError if the address is taken."""
+        _check(address, 0x7F, "address")
+        key = (_bus_key(bus), address)
+        with cls._registry_lock:
+            if key in cls._registry:
+                raise ValueError(f"I2C bus {key[0]} address 0x{address:02x} already has a device; detach it first")
+            cls._registry[key] = device
+        return device
+
+    @classmethod
+    def detach(cls, bus: int | str, address: int) -> SimI2cDevice | None:
+        """Remove and return the device at ``(bus, address)`` (None if there was none)."""
+        with cls._registry_lock:
+            return cls._registry.pop((_bus_key(bus), address), None)
+
+    @classmethod
+    def device(cls, bus: int | str, address: int) -> SimI2cDevice:
+        """The device attached at ``(bus, address)``; KeyError if none."""
+        key = (_bus_key(bus), address)
+        with cls._registry_lock:
+            try:
+                return cls._registry[key]
+            except KeyError:
+                raise KeyError(f"no simulated device on I2C bus {key[0]} at 0x{address:02x}") from None
+
+    @classmethod
+    def reset(cls) -> None:
+        """Detach every device (between tests)."""
+        with cls._registry_lock:
+            cls._registry.clear()
+
+    # --------------------------------------------------------------- the handle
+
+    def __init__(self, bus: int | str) -> None:
+        """Open the simulated bus ``bus`` (a number or a /dev/i2c-N path); every bus exists."""
+        self.bus = _bus_key(bus)
+        self._open = True
+
+    def close(self) -> None:
+        """Close the handle; later transactions raise OSError(EBADF)."""
+        self._open = False
+
+    def __enter__(self) -> SimSMBus:
+        """The handle itself."""
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Close the handle."""
+        self.close()
+
+    def read_byte(self, i2c_addr: int, force: bool | None = None) -> int:
+        """Receive one byte from the device."""
+        return self._call(i2c_addr, "read_byte")
+
+    def write_byte(self, i2c_addr: int, value: int, force: bool | None = None) -> None:
+        """Send one byte to the device."""
+        _check(value, 0xFF, "value")
+        self._call(i2c_addr, "write_byte", value)
+
+    def read_byte_data(self, i2c_addr: int, register: int, force: bool | None = None) -> int:
+        """Read one byte register."""
+        _check(register, 0xFF, "register")
+        return self._call(i2c_addr, "read_byte_data", register)
+
+    def write_byte_data(self, i2c_addr: int, register: int, value: int, force: bool | None = None) -> None:
+        """Write one byte register."""
+        _check(register, 0xFF, "register")
+        _check(value, 0xFF, "value")
+        self._call(i2c_addr, "write_byte_data", register, value)
+
+    def read_word_data(self, i2c_addr: int, register: int, force: bool | None = None) -> int:
+        """Read a 16-bit word (SMBus order: LSB first on the wire)."""
+        _check(register, 0xFF, "register")
+        return self._call(i2c_addr, "read_word_data", register)
+
+    def write_word_data(self, i2c_addr: int, register: int, value: int, force: bool | None = None) -> None:
+        """Write a 16-bit word (SMBus order: LSB first on the wire)."""
+        _check(register, 0xFF, "register")
+        _check(value, 0xFFFF, "value")
+        self._call(i2c_addr, "write_word_data", register, value)
+
+    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int,
+                            force: bool | None = None) -> list[int]:
+        """Read ``length`` (1..32) bytes starting at ``register``."""
+        _check(register, 0xFF, "register")
+        if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= BLOCK_MAX:
+            raise ValueError(f"Desired block length over {BLOCK_MAX} bytes" if isinstance(length, int)
+                             else f"length must be an integer, not {length!r}")
+        return list(self._call(i2c_addr, "read_i2c_block_data", register, length))
+
+    def write_i2c_block_data(self, i2c_addr: int, register: int, data: list[int],
+                             force: bool | None = None) -> None:
+        """Write ``data`` (at most 32 bytes) starting at ``register``."""
+        _check(register, 0xFF, "register")
+        data = list(data)
+        if len(data) > BLOCK_MAX:
+            raise ValueError(f"Data length cannot exceed {BLOCK_MAX} bytes")
+        for value in data:
+            _check(value, 0xFF, "data byte")
+        self._call(i2c_addr, "write_i2c_block_data", register, data)
+
+    def _call(self, address: int, transaction: str, *args: Any) -> Any:
+        """Run one transaction on the device at ``address``, as the kernel would report it."""
+        _check(address, 0x7F, "i2c_addr")
+        if not self._open:
+            raise OSError(errno.EBADF, f"simulated I2C bus {self.bus} is closed")
+        with self._registry_lock:  # one transaction at a time on every bus
+            device = self._registry.get((self.bus, address))
+            if device is None:
+                raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
+            return getattr(device, transaction)(*args)
+
+
+class Pcf8574Model(SimI2cDevice):
+    """A PCF8574(A) quasi-bidirectional 8-bit port.
+
+    ``write_byte`` sets the output latch (power-on value 0xFF) and is logged
+    in ``history`` as ``(time.time(), value)``. A latch bit 0 drives its pin
+    low; a latch bit 1 is a weak pull-up, so the pin reads whatever is driven
+    onto it externally (``set_input``; default high). ``read_byte`` returns
+    the pin levels. The chip has no registers: every byte of a register
+    write goes to the latch, and a register read first writes the register
+    byte to the latch, as on the real chip.
+    """
+
+    def __init__(self) -> None:
+        """A chip at power-on: latch all ones, nothing driving the pins."""
+        super().__init__()
+        self._latch = 0xFF
+        self._inputs = 0xFF  # levels driven onto the pins from outside (1 = high or floating)
+        self._history: list[tuple[float, int]] = []
+
+    @property
+    def latch(self) -> int:
+        """The output latch (the byte last written)."""
+        with self.lock:
+            return self._latch
+
+    @property
+    def history(self) -> list[tuple[float, int]]:
+        """A copy of every byte written: ``(time.time(), value)``."""
+        with self.lock:
+            return list(self._history)
+
+    @property
+    def pins(self) -> int:
+        """The pin levels as the chip would read them."""
+        with self.lock:
+            return self._latch & self._inputs
+
+    def set_input(self, bit: int, level: bool) -> None:
+        """Drive pin ``bit`` (0..7) from outside: False pulls it low, True lets it float high."""
+        _check(bit, 7, "bit")
+        with self.lock:
+            if level:
+                self._inputs |= 1 << bit
+            else:
+                self._inputs &= ~(1 << bit)
+
+    def read_byte(self) -> int:
+        """The pin levels: 0 where the latch drives low, else the external level."""
+        return self.pins
+
+    def write_byte(self, value: int) -> None:
+        """Set the output latch."""
+        with self.lock:
+            self._latch = value
+            self._history.append((time.time(), value))
+
+    def read_byte_data(self, register: int) -> int:
+        """A register read: the register byte lands in the latch, then the pins are read."""
+        with self.lock:
+            self.write_byte(register)
+            return self.read_byte()
+
+    def write_byte_data(self, register: int, value: int) -> None:
+        """A register write: both bytes land in the latch in turn."""
+        with self.lock:
+            self.write_byte(register)
+            self.write_byte(value)
+
+    def read_word_data(self, register: int) -> int:
+        """The register byte lands in the latch, then the pins are read twice (LSB first)."""
+        with self.lock:
+            low, high = self.read_i2c_block_data(register, 2)
+            return low | high << 8
+
+    def write_word_data(self, register: int, value: int) -> None:
+        """The register byte, then the low and high bytes land in the latch in turn."""
+        self.write_i2c_block_data(register, [value & 0xFF, value >> 8])
+
+    def read_i2c_block_data(self, register: int, length: int) -> list[int]:
+        """The register byte lands in the latch, then the pins are read ``length`` times."""
+        with self.lock:
+            self.write_byte(register)
+            return [self.read_byte() for _ in range(length)]
+
+    def write_i2c_block_data(self, register: int, data: list[int]) -> None:
+        """Every byte lands in the latch in turn."""
+        with self.lock:
+            for value in (register, *data):
+                self.write_byte(value)

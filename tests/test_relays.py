@@ -1,0 +1,95 @@
+"""Failover relays in two real daemons on the simulated board (gpiozero mock pins)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from sim.rack import TwoNodeRack
+
+pytestmark = pytest.mark.integration
+
+TRUNKS = {"name": "trunks", "outputs": ["trunk:1", "trunk:2"], "feedback": ["trunk-sense:1", "trunk-sense:2"],
+          "settle_ms": 200}
+
+
+def relays(rack: TwoNodeRack, name: str) -> dict:
+    status = rack.status(name)
+    return status["relays"][0] if status and status["relays"] else {}
+
+
+def energized(rack: TwoNodeRack, name: str) -> list[bool | None]:
+    return [o["energized"] for o in relays(rack, name).get("outputs", [])]
+
+
+@pytest.fixture
+def rack(tmp_path: Path):
+    rack = TwoNodeRack(tmp_path, relay_groups=[dict(TRUNKS)])
+    rack.start()
+    try:
+        rack.wait_state("alpha", "ACTIVE", timeout=20)
+        rack.wait_state("bravo", "STANDBY", timeout=20)
+        yield rack
+    finally:
+        rack.stop()
+
+
+def switch_times(rack: TwoNodeRack, name: str, energized_: bool) -> list[float]:
+    return [e["time"] for e in relays(rack, name)["timeline"] if e["energized"] == energized_]
+
+
+def test_active_node_holds_the_trunks(rack: TwoNodeRack) -> None:
+    assert energized(rack, "alpha") == [True, True]
+    assert energized(rack, "bravo") == [False, False]
+    assert relays(rack, "alpha")["position"] == "active" and relays(rack, "alpha")["mismatch"] is None
+
+
+def test_planned_handover_is_break_before_make_on_the_relays(rack: TwoNodeRack) -> None:
+    assert rack.cli("alpha", "demote").returncode == 0
+    rack.wait_for(lambda: energized(rack, "bravo") == [True, True], 10, what="bravo's relays closed")
+    assert energized(rack, "alpha") == [False, False]
+    opened = max(switch_times(rack, "alpha", False))
+    closed = min(switch_times(rack, "bravo", True))
+    gap = closed - opened
+    assert gap >= 0.2, f"bravo closed {gap * 1000:.0f} ms after alpha opened; the settle delay is 200 ms"
+
+
+def test_sigkill_peer_closes_only_after_deadtime_and_settle(rack: TwoNodeRack) -> None:
+    killed = rack.kill("alpha", signal.SIGKILL)
+    rack.wait_for(lambda: energized(rack, "bravo") == [True, True], 10, what="bravo's relays closed")
+    closed = min(switch_times(rack, "bravo", True))
+    # The killed node's mock pins vanished with its process (the hardware's pull resistors hold the
+    # safe level); the peer may close only after it declared alpha dead and waited the settle delay.
+    assert closed - killed >= 0.2
+
+
+def test_stuck_contact_raises_the_alarm(rack: TwoNodeRack) -> None:
+    # alpha's contact 1 is stuck open: opening is fine, closing is not confirmed.
+    rack.control("alpha", {"cmd": "sim.contact", "input": "trunk-sense:1", "value": False})
+    assert rack.cli("bravo", "promote").returncode == 0  # alpha releases; its contact reads off: fine
+    rack.wait_for(lambda: energized(rack, "bravo") == [True, True], 10, what="bravo's relays closed")
+    assert rack.cli("alpha", "promote").returncode == 0  # alpha closes, but contact 1 stays open
+    rack.wait_for(lambda: relays(rack, "alpha")["mismatch"], 10, what="the mismatch alarm on alpha")
+    assert "trunk:1 commanded on but contact trunk-sense:1 reads off" in relays(rack, "alpha")["mismatch"]
+    assert any(e["kind"] == "relay.mismatch" for e in rack.events("alpha"))
+
+
+def test_stuck_contact_blocks_takeover_when_configured(tmp_path: Path) -> None:
+    rack = TwoNodeRack(tmp_path, relay_groups=[dict(TRUNKS, on_mismatch="block")],
+                       extra={"actions": {"veto_backoff_s": 30}})
+    rack.start()
+    try:
+        rack.wait_state("alpha", "ACTIVE", timeout=20)
+        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.control("bravo", {"cmd": "sim.contact", "input": "trunk-sense:2", "value": False})
+        rack.cli("alpha", "demote")  # alpha releases; bravo's takeover will fail on its feedback
+        rack.wait_for(lambda: any(e["kind"] == "promote.failed" for e in rack.events("bravo")), 15,
+                      what="bravo's takeover to fail on the feedback")
+        failed = next(e for e in rack.events("bravo") if e["kind"] == "promote.failed")
+        assert "takeover blocked" in failed["data"]["detail"]
+        rack.wait_state("alpha", "ACTIVE", timeout=15)  # handed back to the healthy peer
+        assert energized(rack, "bravo") == [False, False]
+    finally:
+        rack.stop()
