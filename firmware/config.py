@@ -274,6 +274,20 @@ class RelayGroupConfig(_Strict):
         return self
 
 
+class WatchdogConfig(_Strict):
+    """Optional hardware watchdog, pinged from the heartbeat tick while it runs on time."""
+
+    device: str = ""  # e.g. "/dev/watchdog"; empty: not used
+    timeout_s: Annotated[int, Field(ge=1, le=3600)] = 10
+
+
+class FencingConfig(_Strict):
+    """Self-fencing of an ACTIVE node that may no longer be the right one to hold the calls."""
+
+    isolated: bool = True          # release when every link is silent and the witness fails
+    stall_ms: Annotated[int, Field(ge=0, le=600_000)] = 0  # release after a loop stall this long (0: the deadtime)
+
+
 class HooksConfig(_Strict):
     """Operator hook scripts: `<dir>/<event kind>/*` and `<dir>/all/*`, run-parts style."""
 
@@ -303,6 +317,8 @@ class NodeConfig(_Strict):
     shared_ips: list[SharedIpConfig] = []
     service: ServiceConfig = ServiceConfig()
     relay_groups: list[RelayGroupConfig] = []
+    watchdog: WatchdogConfig = WatchdogConfig()
+    fencing: FencingConfig = FencingConfig()
     actions: ActionsConfig = ActionsConfig()
 
     @model_validator(mode="after")
@@ -319,6 +335,15 @@ class NodeConfig(_Strict):
         return self
 
 
+class PulseConfig(_Strict):
+    """A GPIO toggled while the node is ACTIVE and healthy, for external failover switches."""
+
+    pin: Annotated[int, Field(ge=0)]
+    pin_factory: str = "lgpio"
+    active_high: bool = True
+    interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
+
+
 class BoardProfile(_Strict):
     """A board profile (`board_profiles/<vendor-model>.toml`): names the hardware drivers."""
 
@@ -327,6 +352,7 @@ class BoardProfile(_Strict):
     simulator: bool = False
     network: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] = "firmware.core.actions.netlink:NetlinkNetwork"
     # Relay banks and feedback-input banks by name: {driver = "module:Class", …driver parameters}.
+    watchdog_pulse: PulseConfig | None = None
     relays: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
     feedback: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
 

@@ -214,8 +214,8 @@ class TwoNodeModel:
         self.last_command_at = self.now
         if not node.alive or node.state is None:
             return
-        node.state = cluster.begin_shutdown(node.settings, node.state, self._inputs(node))
-        self._evaluate(node)
+        node.state, out, _ = cluster.command(node.settings, node.state, self._inputs(node), "shutdown", force=True)
+        self._apply(node, out)
 
     # ------------------------------------------------------------------ running
 

@@ -177,6 +177,7 @@ def test_usb_write_failure_closes_and_next_set_reopens(emulator: UsbRelayEmulato
                                                        monkeypatch: pytest.MonkeyPatch, error: Exception,
                                                        message: str) -> None:
     board.set(1, True)
+    wait_for(lambda: emulator.states[1], what="channel 1 on")
     port = board._serial
     assert port is not None
 

@@ -786,7 +786,10 @@ def _cmd_shutdown(settings: Settings, st: ClusterState, inp: Inputs, force: bool
 
 
 def begin_shutdown(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState:
-    """Start leaving the cluster (also used for SIGTERM, which cannot be refused)."""
+    """Start leaving the cluster: hand over first if this node holds resources.
+
+    SIGTERM uses `command(..., "shutdown", force=True)`, which cannot be refused.
+    """
     st = _clear_request(replace(st, shutting_down=True, shutdown_handover=st.state.holds_resources,
                                 shutdown_deadline=inp.now + settings.shutdown_timeout))
     return _shutdown_progress(settings, st, inp)

@@ -31,6 +31,7 @@ from firmware.core.links import Link, make_link
 from firmware.core.notify import Notifier
 from firmware.core.protocol import Keyring, new_boot_id
 from firmware.core.states import Flag, NodeState, Role
+from firmware.core.watchdog import HardwareWatchdog, WatchdogError, WatchdogPulse
 from firmware.core.witness import Witness
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,10 @@ class Daemon:
         self.witness = Witness(node.witness.targets, node.witness.require, node.witness.timeout_ms / 1000)
         self.hooks = HookRunner(node.hooks.dir, node.hooks.timeout_ms / 1000)
         # Relay banks are opened (all channels de-energized: the safe state) before anything else runs.
+        self.hw_watchdog = HardwareWatchdog(node.watchdog.device, node.watchdog.timeout_s) if node.watchdog.device else None
+        pulse = config.board.watchdog_pulse
+        self.pulse = WatchdogPulse(pulse.pin, pulse.pin_factory, pulse.active_high) if pulse else None
+        self._last_pulse = 0.0
         self.relay_banks = open_banks(config.board.relays, "relays", config.board_path, load_driver)
         self.feedback_banks = open_banks(config.board.feedback, "feedback", config.board_path, load_driver)
         if plan is None:
@@ -133,6 +138,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until the node has left the cluster; return the process exit code."""
         self._loop = loop = asyncio.get_running_loop()
+        self._open_watchdogs()
         await self._release_leftovers()
         for link in self.links.values():
             await link.start(self._on_packet)
@@ -161,14 +167,33 @@ class Daemon:
         await self._finish()
         return 0
 
+    def _open_watchdogs(self) -> None:
+        try:
+            if self.hw_watchdog is not None:
+                self.hw_watchdog.open()
+                if self.hw_watchdog.rebooted_by_watchdog:
+                    self.journal.record("watchdog.reboot", {"device": self.hw_watchdog.device,
+                                                            "message": "the last reboot was caused by the watchdog"})
+            if self.pulse is not None:
+                self.pulse.open()
+        except WatchdogError as exc:
+            key = "watchdog.device" if "pulse" not in str(exc) else "watchdog_pulse"
+            path = self.config.path if key == "watchdog.device" else self.config.board_path
+            raise ConfigError(path, key, str(exc)) from None
+
     def _on_signal(self, sig: int) -> None:
         log.info("received %s: leaving the cluster", signal.Signals(sig).name)
         self.journal.record("signal", {"signal": signal.Signals(sig).name})
         self.notifier.stopping()
         assert self.state is not None and self._loop is not None
-        if not self.state.shutting_down:
-            self.state = cluster.begin_shutdown(self.settings, self.state, self._inputs(self._loop.time()))
-        self._evaluate(self._loop.time())
+        if self.state.shutting_down:
+            self._evaluate(self._loop.time())
+            return
+        # A signal cannot be refused: the forced shutdown command (hand over first if possible).
+        self.state, out, _ = cluster.command(self.settings, self.state, self._inputs(self._loop.time()),
+                                             "shutdown", force=True)
+        self._apply(replace(out, events=tuple(
+            replace(e, data={**e.data, "source": "signal"}) if e.kind == "command" else e for e in out.events)))
 
     async def _finish(self) -> None:
         assert self.state is not None
@@ -185,7 +210,11 @@ class Daemon:
         self.journal.close()
 
     def _release_hardware(self) -> None:
-        """Relays to their safe (de-energized) state and GPIO lines handed back."""
+        """Relays to their safe (de-energized) state, GPIO lines handed back, watchdog disarmed."""
+        if self.pulse is not None:
+            self.pulse.close()
+        if self.hw_watchdog is not None:
+            self.hw_watchdog.close(magic=True)
         for bank in list(self.relay_banks.values()) + list(self.feedback_banks.values()):
             bank.release()
 
@@ -225,14 +254,21 @@ class Daemon:
         (self.boot_store.save_now if now else self.boot_store.save)(data)
 
     def _pet_watchdog(self, now: float, lag: float) -> None:
-        # Petted from the heartbeat tick itself, and only when that tick was on time:
-        # a stalled loop stops the petting and systemd restarts the daemon.
-        interval = self.notifier.watchdog_interval
-        if interval is None or lag > self.settings.deadtime:
+        # Fed from the heartbeat tick itself, and only when that tick was on time: a stalled
+        # loop stops feeding, so systemd restarts the daemon, the board's watchdog resets it,
+        # and the external failover switch sees the pulse stop.
+        if lag > self.settings.deadtime:
             return
-        if now - self._last_watchdog >= interval:
+        interval = self.notifier.watchdog_interval
+        if interval is not None and now - self._last_watchdog >= interval:
             self._last_watchdog = now
             self.notifier.watchdog()
+        if self.hw_watchdog is not None:
+            self.hw_watchdog.keepalive()
+        pulse = self.config.board.watchdog_pulse
+        if self.pulse is not None and pulse is not None and now - self._last_pulse >= pulse.interval_ms / 1000:
+            self._last_pulse = now
+            self.pulse.beat(self.state is not None and self.state.state == NodeState.ACTIVE)
 
     def _send_round(self) -> None:
         assert self._loop is not None and self.state is not None
@@ -407,6 +443,13 @@ class Daemon:
             return self._events(int(request.get("since", 0)), bool(request.get("follow", False)))
         if cmd in ("promote", "demote", "shutdown", "maintenance-on", "maintenance-off"):
             return await self._command(cmd, bool(request.get("force", False)), str(request.get("source", "cli")))
+        if cmd == "sim.stall":
+            if not self.config.board.simulator:
+                raise ControlError("sim.stall is only available on a simulator board profile")
+            seconds = min(float(request.get("seconds", 1.0)), 30.0)
+            self.journal.record("sim.stall", {"seconds": seconds})
+            time.sleep(seconds)  # deliberately blocks the event loop: a fault injection
+            return {"ok": True, "result": f"stalled the event loop for {seconds:g} s"}
         if cmd == "sim.contact":
             if not self.config.board.simulator:
                 raise ControlError("sim.contact is only available on a simulator board profile")
@@ -588,6 +631,8 @@ class Daemon:
             "shared_ips": [a.status() for a in self.plan.actions if a.name.startswith("shared_ip")],
             "service": next((a.status() for a in self.plan.actions if a.name == "service"), None),
             "relays": [a.status() for a in self.plan.actions if a.name.startswith("relays ")],
+            "watchdog": self.hw_watchdog.status() if self.hw_watchdog else None,
+            "watchdog_pulse": self.pulse.status() if self.pulse else None,
             "heartbeat": {"interval_ms": self.settings.heartbeat * 1000, "deadtime_ms": self.settings.deadtime * 1000,
                           "max_tick_lag_ms": round(self.max_tick_lag * 1000, 2), "tick": self.endpoint.tick},
         }

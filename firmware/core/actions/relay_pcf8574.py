@@ -131,10 +131,9 @@ class Pcf8574Relays(_Pcf8574):
             self._states = states
 
     def get(self, channel: int) -> bool | None:
-        """The last state written to ``channel`` (None before the first open)."""
+        """The last state written to ``channel`` (None before the first open). Never waits for the bus."""
         check_channel(channel, self.channels)
-        with self._lock:
-            return self._states.get(channel)
+        return self._states.get(channel)
 
     def release(self) -> None:
         """Write the all-de-energized byte if the chip answers, then close the bus. Never raises."""

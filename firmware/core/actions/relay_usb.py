@@ -80,16 +80,15 @@ class UsbRelayBoard:
             self._states[channel] = energized
 
     def get(self, channel: int) -> bool | None:
-        """The last state written to ``channel`` (None before the first open)."""
+        """The last state written to ``channel`` (None before the first open). Never waits for a write."""
         check_channel(channel, self.channels)
-        with self._lock:
-            return self._states.get(channel)
+        return self._states.get(channel)
 
     def release(self) -> None:
         """Switch every channel off if the board is reachable, then close the port. Never raises."""
         with self._lock:
             try:
-                if self._serial is None or not self._healthy():
+                if self._serial is None or not self._healthy(self._serial):
                     self._close()
                     self._serial = self._try_open()
                 if self._serial is not None:
@@ -101,9 +100,12 @@ class UsbRelayBoard:
 
     @property
     def connected(self) -> bool:
-        """Whether the port is open and still the plugged-in board (no hang-up, device node unchanged)."""
-        with self._lock:
-            return self._serial is not None and self._healthy()
+        """Whether the port is open and still the plugged-in board (no hang-up, device node unchanged).
+
+        Lock-free and non-blocking, so the status snapshot never waits behind a write.
+        """
+        port = self._serial
+        return port is not None and self._healthy(port)
 
     # ------------------------------------------------------------------- helpers
 
@@ -113,7 +115,7 @@ class UsbRelayBoard:
     def _ensure_open(self, skip: int | None) -> None:
         """Open the port if needed and bring the board to the known states (``skip``: about to be set)."""
         if self._serial is not None:
-            if self._healthy():
+            if self._healthy(self._serial):
                 return
             self._close()  # a stale descriptor: the board was unplugged (and maybe plugged back)
         port = self._try_open()
@@ -154,11 +156,10 @@ class UsbRelayBoard:
             raise RelayError(f"{self.name}: unplugged ({_reason(exc)}); "
                              "will reopen on the next command") from None
 
-    def _healthy(self) -> bool:
+    def _healthy(self, port: serial.Serial) -> bool:
         """The open descriptor is not hung up and the port path still names the same device."""
-        assert self._serial is not None
         try:
-            fd = self._serial.fileno()
+            fd = port.fileno()
             poller = select.poll()
             poller.register(fd, 0)  # hang-up and error events are always reported
             if any(events & _GONE for _, events in poller.poll(0)):
