@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from firmware.core import cluster
@@ -59,12 +59,16 @@ class Node:
     action_delay: float | None = None  # how long its actions take (None: 5-50 ms at random)
     next_wake: float | None = None
     boot_counter: int = 0
+    frozen_until: float = 0.0  # a stalled process: its events wait until then
     known_peer: tuple[int, int] | None = None
     events: list[tuple[float, str, dict]] = field(default_factory=list)
 
     @property
     def holds(self) -> bool:
-        """Alive and holding shared resources."""
+        """Running (alive and not frozen) and holding shared resources.
+
+        A frozen process can neither hold a call nor let one go; it counts again once it runs.
+        """
         return self.alive and self.state is not None and self.state.state.holds_resources
 
 
@@ -83,6 +87,7 @@ class TwoNodeModel:
         self.carried_since: dict[str, float | None] = {d: 0.0 for d in DIRECTIONS}
         self.bidir_since: dict[str, float | None] = {link: 0.0 for link in LINKS}
         self.last_fault = 0.0
+        self.stall_ends: list[float] = []
         self.settle = settle
         self.liveness_window = liveness_window
         self.last_command_at = -1e9
@@ -115,7 +120,15 @@ class TwoNodeModel:
         self._push(self.now + 5.0, "persist_peer", index, node.generation)
         node.state, out = cluster.initial_state(node.settings, node.persisted, self.now, 1_700_000_000 + self.now)
         self._apply(node, out)
-        self._push(self.now + node.rng.uniform(0, 0.1), "tick", index, node.generation)
+        first = self.now + node.rng.uniform(0, 0.1)
+        self._push(first, "tick", index, node.generation, first)
+
+    def stall(self, index: int, seconds: float) -> None:
+        """Freeze a node's process (its loop stops: no heartbeats, no decisions) for `seconds`."""
+        node = self.nodes[index]
+        node.frozen_until = self.now + seconds
+        self.stall_ends.append(node.frozen_until)
+        self.timeline.append((self.now, f"stall {node.settings.node} {seconds:g}s"))
 
     def kill(self, index: int) -> None:
         """SIGKILL: the node stops at once and holds nothing afterwards."""
@@ -124,9 +137,10 @@ class TwoNodeModel:
         node.generation += 1
         self.timeline.append((self.now, f"kill {node.settings.node}"))
 
-    def _evaluate(self, node: Node) -> None:
+    def _evaluate(self, node: Node, stalled_for: float = 0.0) -> None:
         assert node.state is not None
-        node.state, out = cluster.step(node.settings, node.state, self._inputs(node))
+        inputs = replace(self._inputs(node), stalled_for=stalled_for)
+        node.state, out = cluster.step(node.settings, node.state, inputs)
         self._apply(node, out)
 
     def _apply(self, node: Node, out: cluster.Outputs) -> None:
@@ -224,6 +238,10 @@ class TwoNodeModel:
         while self.queue and self.queue[0][0] <= until:
             at, _, kind, args = heapq.heappop(self.queue)
             self.now = at
+            target = self.nodes[args[0]]
+            if target.frozen_until > at:  # the process is stalled: the event waits for it
+                self._push(target.frozen_until, kind, *args)
+                continue
             self._handle(kind, args)
             self.check()
         self.now = until
@@ -242,11 +260,15 @@ class TwoNodeModel:
         if not node.alive or generation != node.generation:
             return
         if kind == "tick":
-            self._evaluate(node)
+            due = args[2]
+            self._evaluate(node, stalled_for=self.now - due)
             if node.alive:
                 self._send_round(node)
                 jitter = node.rng.uniform(-0.01, 0.01)
-                self._push(self.now + node.settings.heartbeat + jitter, "tick", index, node.generation)
+                following = max(due + node.settings.heartbeat + jitter, self.now + 0.001)
+                if following < self.now:
+                    following = self.now + node.settings.heartbeat
+                self._push(following, "tick", index, node.generation, following)
         elif kind == "persist_peer":  # the daemon saves the peer's boot record every few seconds
             assert node.endpoint is not None
             node.known_peer = node.endpoint.tracker.record()
@@ -277,15 +299,20 @@ class TwoNodeModel:
         at all. Over a one-way link the deaf node may take over after any fault
         (it cannot hear the peer); the node that hears must then resolve it.
         """
-        both = [self.now - since for since in self.bidir_since.values() if since is not None]
-        one_way = [min(self.now - since, self.now - self.last_fault)
+        # A stalled process is like a cable pulled out for the length of the stall.
+        stalled = max([end for end in self.stall_ends if end <= self.now], default=0.0)
+        if any(end > self.now for end in self.stall_ends):
+            return -1.0
+        both = [self.now - max(since, stalled) for since in self.bidir_since.values() if since is not None]
+        one_way = [min(self.now - since, self.now - self.last_fault, self.now - stalled)
                    for since in self.carried_since.values() if since is not None]
         return max(both + one_way, default=-1.0)
 
     def _good(self, node: Node) -> bool:
         p = node.persisted
         st = node.state
-        return (node.alive and node.health >= node.settings.critical and node.witness_reachable
+        return (node.alive and node.frozen_until <= self.now
+                and node.health >= node.settings.critical and node.witness_reachable
                 and node.promote_result == "ok"
                 and st is not None and not (p.maintenance or p.flap_hold or st.shutting_down))
 

@@ -33,6 +33,7 @@ actions = st.one_of(
     st.tuples(st.just("health"), node, st.sampled_from([0, 10, 29, 30, 60, 100])),
     st.tuples(st.just("witness"), node, st.booleans()),
     st.tuples(st.just("actions"), node, st.sampled_from(["ok", "ok", "fail", "veto"])),
+    st.tuples(st.just("stall"), node, st.sampled_from([0.15, 0.4, 1.0])),
     st.tuples(st.just("cmd"), node, st.sampled_from(["promote", "demote", "maintenance-on",
                                                      "maintenance-off", "shutdown"]), st.booleans()),
 )
@@ -66,6 +67,9 @@ def apply(model: TwoNodeModel, action: tuple) -> None:
         model.nodes[action[1]].witness_reachable = action[2]
     elif kind == "actions":
         model.nodes[action[1]].promote_result = action[2]
+    elif kind == "stall":
+        if model.nodes[action[1]].alive:
+            model.stall(action[1], action[2])
     elif kind == "cmd":
         model.command(action[1], action[2], action[3])
 

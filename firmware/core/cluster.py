@@ -56,6 +56,8 @@ class Settings:
     flap_max_failures: int = 3
     flap_window: float = 1800.0
     on_action_failure: str = "handover"  # handover | tolerate
+    fence_isolated: bool = True           # ACTIVE, every link silent, witness failing: release
+    fence_stall: float = 0.3              # ACTIVE whose own loop stalled this long: release
     takeover_backoff: float = 10.0        # after a vetoed or failed takeover, wait before trying again
 
 
@@ -133,6 +135,7 @@ class Inputs:
     health: int = 100
     witness: WitnessResult | None = None
     actions: ActionsReport | None = None  # the latest finished actions
+    stalled_for: float = 0.0   # how late the shell's heartbeat tick ran (its loop was stalled this long)
 
 
 @dataclass(frozen=True)
@@ -458,8 +461,11 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
         if deadline is not None:
             wake.append(deadline)
     silent_for = inp.now - _silent_since(settings, st, inp)
-    want_witness = (settings.witness_required and st.state in (S.STARTING, S.STANDBY)
-                    and silent_for >= 1.5 * settings.heartbeat)
+    standby_check = st.state in (S.STARTING, S.STANDBY) and silent_for >= 1.5 * settings.heartbeat
+    # An ACTIVE node checks sooner, so it can fence itself before the peer's deadtime runs out.
+    fence_check = (settings.fence_isolated and st.state == S.ACTIVE and not st.peer_alive
+                   and silent_for >= 1.2 * settings.heartbeat)
+    want_witness = settings.witness_required and (standby_check or fence_check)
     return st, Outputs(
         events=tuple(events),
         send_now=st.state != before.state or flags_changed,
@@ -638,6 +644,9 @@ def _dual_active(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterSt
 
 
 def _active(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]]:
+    fenced = _self_fence(settings, st, inp)
+    if fenced is not None:
+        return fenced
     resolved = _dual_active(settings, st, inp)
     if resolved is not None:
         return resolved, [Event("dual_active", {"peer": settings.peer, "yield": True})]
@@ -655,6 +664,27 @@ def _active(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterS
                                                    "action": f"handing over to {settings.peer}"}))
         return _release(st, inp, f"own health {inp.health} is critical; {settings.peer} is healthy"), events
     return replace(st, reason="carrying the calls"), []
+
+
+def _self_fence(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]] | None:
+    """An ACTIVE node that may no longer be the right one releases on its own.
+
+    * Its own loop stalled for `fence_stall` or more: its heartbeats stopped, so the
+      peer may have declared it dead and taken over.
+    * Every link is silent and the witness check (started after the silence began)
+      fails: this node is the isolated one; the peer, if it reaches the witness,
+      takes over after its deadtime.
+    """
+    if settings.fence_stall and inp.stalled_for >= settings.fence_stall:
+        why = f"self-fence: this node's loop stalled {inp.stalled_for:.2f} s, so {settings.peer} may have taken over"
+        return _release(st, inp, why), [Event("fence", {"cause": "stall", "stalled_s": round(inp.stalled_for, 3)})]
+    if not (settings.fence_isolated and settings.witness_required) or st.peer_alive:
+        return None
+    w = inp.witness
+    if w is not None and not w.ok and w.started_at >= _silent_since(settings, st, inp):
+        why = f"self-fence: isolated ({settings.peer} silent on every link and the witness unreachable: {w.detail})"
+        return _release(st, inp, why), [Event("fence", {"cause": "isolated", "witness": w.detail})]
+    return None
 
 
 def _shutdown_progress(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState:

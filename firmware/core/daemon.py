@@ -55,6 +55,8 @@ def settings_from_config(config: Config) -> Settings:
         failback_min_uptime=node.failback.min_uptime_s, failback_window=node.failback.window_minutes,
         flap_max_failures=node.flap.max_failures, flap_window=node.flap.window_min * 60,
         on_action_failure=node.actions.on_failure, takeover_backoff=node.actions.veto_backoff_s,
+        fence_isolated=node.fencing.isolated,
+        fence_stall=(node.fencing.stall_ms or t.deadtime_ms) / 1000,
     )
 
 
@@ -235,7 +237,7 @@ class Daemon:
         try:
             for link in self.links.values():
                 link.maintain(now)
-            self._evaluate(now)
+            self._evaluate(now, stalled_for=lag)
             self._send_round()
             self._pet_watchdog(now, lag)
             if self.endpoint.tick % PEER_RECORD_EVERY_TICKS == 0:
@@ -288,16 +290,16 @@ class Daemon:
 
     # ------------------------------------------------------------------ decisions
 
-    def _inputs(self, now: float) -> Inputs:
+    def _inputs(self, now: float, stalled_for: float = 0.0) -> Inputs:
         local = time.localtime()
         return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
                       tick=self.endpoint.tick, peer=self.endpoint.view(), health=self.health,
-                      witness=self.witness_result, actions=self.actions)
+                      witness=self.witness_result, actions=self.actions, stalled_for=stalled_for)
 
-    def _evaluate(self, now: float) -> None:
+    def _evaluate(self, now: float, stalled_for: float = 0.0) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:
             return
-        self.state, out = cluster.step(self.settings, self.state, self._inputs(now))
+        self.state, out = cluster.step(self.settings, self.state, self._inputs(now, stalled_for))
         self._apply(out)
 
     def _apply(self, out: cluster.Outputs) -> None:
