@@ -124,7 +124,8 @@ class TwoNodeRack:
                  roles: tuple[str, str] = ("primary", "secondary"), witness: bool = True,
                  extra: dict[str, dict[str, Any]] | None = None,
                  shared_ips: list[dict[str, Any]] | None = None, service: str = "none",
-                 netns: bool = False, relay_groups: list[dict[str, Any]] | None = None) -> None:
+                 netns: bool = False, relay_groups: list[dict[str, Any]] | None = None,
+                 witness_targets: dict[str, str] | None = None) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
@@ -136,6 +137,7 @@ class TwoNodeRack:
         self.extra = extra or {}
         self.shared_ips = shared_ips or []
         self.relay_groups = relay_groups or []
+        self.witness_targets = witness_targets or {}  # per-node override of the shared witness target
         self.service = service
         self.key_file = self.base / "cluster.key"
         self.lab = None
@@ -221,7 +223,8 @@ class TwoNodeRack:
                 f"port = {_toml_value(str(self.cable.path(CABLE_ENDS[name])))}",
             ]
             if self.witness is not None:
-                lines += ["", "[witness]", f"targets = {_toml_value([self.witness.target])}", "timeout_ms = 200"]
+                target = self.witness_targets.get(name, self.witness.target)
+                lines += ["", "[witness]", f"targets = {_toml_value([target])}", "timeout_ms = 200"]
             for key, tables in (("shared_ips", self.shared_ips), ("relay_groups", self.relay_groups)):
                 for table in tables:
                     lines += ["", f"[[{key}]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]

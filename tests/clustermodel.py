@@ -60,6 +60,7 @@ class Node:
     next_wake: float | None = None
     boot_counter: int = 0
     frozen_until: float = 0.0  # a stalled process: its events wait until then
+    relays_closed: bool = False  # its trunk relays (closed by promote actions, opened by demote actions)
     known_peer: tuple[int, int] | None = None
     events: list[tuple[float, str, dict]] = field(default_factory=list)
 
@@ -131,9 +132,10 @@ class TwoNodeModel:
         self.timeline.append((self.now, f"stall {node.settings.node} {seconds:g}s"))
 
     def kill(self, index: int) -> None:
-        """SIGKILL: the node stops at once and holds nothing afterwards."""
+        """SIGKILL: the node stops at once and holds nothing afterwards (relays fall to their safe state)."""
         node = self.nodes[index]
         node.alive = False
+        node.relays_closed = False
         node.generation += 1
         self.timeline.append((self.now, f"kill {node.settings.node}"))
 
@@ -284,7 +286,10 @@ class TwoNodeModel:
             self._evaluate(node)
         elif kind == "actions":
             transition = args[2]
-            outcome = node.promote_result if node.state is not None and node.state.state == NodeState.TAKEOVER else "ok"
+            promoting = node.state is not None and node.state.state == NodeState.TAKEOVER
+            outcome = node.promote_result if promoting else "ok"
+            if node.state is not None and node.state.transition == transition:
+                node.relays_closed = promoting and outcome == "ok"
             node.actions = ActionsReport(transition, ok=outcome == "ok", vetoed=outcome == "veto",
                                          detail="" if outcome == "ok" else f"simulated {outcome}")
             self._evaluate(node)
@@ -318,6 +323,10 @@ class TwoNodeModel:
 
     def check(self) -> None:
         """Safety: at most one holder once joined for `settle`. Liveness: a good node means a holder."""
+        closed = [n for n in self.nodes if n.alive and n.relays_closed]
+        if len(closed) > 1 and self.joined_for() >= self.settle:
+            self.violations.append(f"t={self.now:.3f}: both nodes' trunk relays closed while joined for "
+                                   f"{self.joined_for():.2f}s")
         holders = [n for n in self.nodes if n.holds]
         if len(holders) > 1 and self.joined_for() >= self.settle:
             self.violations.append(f"t={self.now:.3f}: both nodes hold resources while joined for "

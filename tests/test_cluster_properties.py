@@ -2,11 +2,15 @@
 
 Two model nodes (real core, real heartbeat endpoint, simulated time and links)
 go through random link losses (both ways, one way, lossy), SIGKILLs and
-restarts, SIGTERMs, health and witness changes and operator commands. After
+restarts, SIGTERMs, process stalls, health and witness changes, failing or
+vetoed promote actions and operator commands. After
 every event the model checks:
 
 * safety: while some link has carried heartbeats for the settle time, at most
-  one node holds the shared resources (TAKEOVER, ACTIVE or RELEASING);
+  one node holds the shared resources (TAKEOVER, ACTIVE or RELEASING), and
+  the two nodes' trunk relays are never closed at the same instant (a
+  process stall counts as a broken link for its duration: its latched relays
+  are what the hardware watchdog and the pulse output are for);
 * liveness: if a node has been healthy, running, out of maintenance and holds,
   with its witness reachable, for the liveness window (and no operator acted
   meanwhile), some node is ACTIVE.

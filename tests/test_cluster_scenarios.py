@@ -334,3 +334,30 @@ def test_slow_release_does_not_cancel_an_operator_promote(request) -> None:
     model.run_until(8.0)
     assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
     assert not events(model, B, "handover.timeout")
+
+
+def test_isolated_active_fences_itself_before_the_peers_deadtime(request) -> None:
+    model = request.node.model = started()
+    model.nodes[A].witness_reachable = False  # alpha is the one cut off from the world
+    model.run_until(2.5)
+    cut(model)
+    model.run_until(4.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    assert [d["cause"] for _, d in events(model, A, "fence")] == ["isolated"]
+    assert state_times(model, A, STANDBY)[-1] <= state_times(model, B, NodeState.TAKEOVER)[-1]
+
+
+def test_active_with_a_reachable_witness_does_not_fence(request) -> None:
+    model = request.node.model = started()
+    cut(model)
+    model.run_until(4.0)
+    assert model.state_of(A) == ACTIVE and not events(model, A, "fence")
+
+
+def test_stalled_active_fences_itself_when_it_resumes(request) -> None:
+    model = request.node.model = started()
+    model.run_until(2.5)
+    model.stall(A, 1.0)
+    model.run_until(6.0)
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    assert [d["cause"] for _, d in events(model, A, "fence")] == ["stall"]

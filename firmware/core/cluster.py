@@ -460,12 +460,16 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
     for deadline in (st.request_deadline, st.grant_deadline, st.shutdown_deadline, st.backoff_until):
         if deadline is not None:
             wake.append(deadline)
-    silent_for = inp.now - _silent_since(settings, st, inp)
-    standby_check = st.state in (S.STARTING, S.STANDBY) and silent_for >= 1.5 * settings.heartbeat
-    # An ACTIVE node checks sooner, so it can fence itself before the peer's deadtime runs out.
-    fence_check = (settings.fence_isolated and st.state == S.ACTIVE and not st.peer_alive
-                   and silent_for >= 1.2 * settings.heartbeat)
-    want_witness = settings.witness_required and (standby_check or fence_check)
+    silent_since = _silent_since(settings, st, inp)
+    silent_for = inp.now - silent_since
+    # An ACTIVE node checks sooner than a standby, so it can fence itself before the peer's
+    # deadtime runs out; both are woken exactly when their check is due, not at the next tick.
+    check_after = 1.2 * settings.heartbeat if st.state == S.ACTIVE else 1.5 * settings.heartbeat
+    checking = settings.witness_required and (
+        st.state in (S.STARTING, S.STANDBY) or (settings.fence_isolated and st.state == S.ACTIVE))
+    if checking and silent_for < check_after and last_rx is not None:
+        wake.append(silent_since + check_after + 1e-4)
+    want_witness = checking and silent_for >= check_after
     return st, Outputs(
         events=tuple(events),
         send_now=st.state != before.state or flags_changed,
@@ -671,17 +675,22 @@ def _self_fence(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Clus
 
     * Its own loop stalled for `fence_stall` or more: its heartbeats stopped, so the
       peer may have declared it dead and taken over.
-    * Every link is silent and the witness check (started after the silence began)
-      fails: this node is the isolated one; the peer, if it reaches the witness,
-      takes over after its deadtime.
+    * Every link has been silent for more than a heartbeat and the witness check
+      (started after the silence began) fails: this node is the isolated one; the
+      peer, if it reaches the witness, takes over after its deadtime.
     """
     if settings.fence_stall and inp.stalled_for >= settings.fence_stall:
         why = f"self-fence: this node's loop stalled {inp.stalled_for:.2f} s, so {settings.peer} may have taken over"
         return _release(st, inp, why), [Event("fence", {"cause": "stall", "stalled_s": round(inp.stalled_for, 3)})]
-    if not (settings.fence_isolated and settings.witness_required) or st.peer_alive:
+    if not (settings.fence_isolated and settings.witness_required):
+        return None
+    # Not "peer dead" (that takes the whole deadtime): fencing must finish before the peer's
+    # deadtime runs out, so a little over one missed heartbeat of silence on every link counts.
+    silent_since = _silent_since(settings, st, inp)
+    if inp.now - silent_since < 1.2 * settings.heartbeat:
         return None
     w = inp.witness
-    if w is not None and not w.ok and w.started_at >= _silent_since(settings, st, inp):
+    if w is not None and not w.ok and w.started_at >= silent_since:
         why = f"self-fence: isolated ({settings.peer} silent on every link and the witness unreachable: {w.detail})"
         return _release(st, inp, why), [Event("fence", {"cause": "isolated", "witness": w.detail})]
     return None

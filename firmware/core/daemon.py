@@ -296,9 +296,13 @@ class Daemon:
                       tick=self.endpoint.tick, peer=self.endpoint.view(), health=self.health,
                       witness=self.witness_result, actions=self.actions, stalled_for=stalled_for)
 
-    def _evaluate(self, now: float, stalled_for: float = 0.0) -> None:
+    def _evaluate(self, now: float, stalled_for: float | None = None) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:
             return
+        if stalled_for is None:
+            # Whatever callback runs first after a stall (often a queued packet) sees how late
+            # the heartbeat tick is, so the core can fence before it reacts to anything else.
+            stalled_for = max(0.0, now - self._next_tick_at)
         self.state, out = cluster.step(self.settings, self.state, self._inputs(now, stalled_for))
         self._apply(out)
 

@@ -1,0 +1,59 @@
+"""Self-fencing in two real daemons: a stalled or isolated ACTIVE node gets out of the way."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from sim.rack import TwoNodeRack
+
+pytestmark = pytest.mark.integration
+
+
+def state_events(rack: TwoNodeRack, name: str, to: str) -> list[dict]:
+    return [e for e in rack.events(name) if e["kind"] == "state" and e["data"]["to"] == to]
+
+
+def test_isolated_active_fences_itself_before_the_peer_takes_over(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    unreachable = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
+    rack = TwoNodeRack(tmp_path, witness_targets={"alpha": unreachable},
+                       relay_groups=[{"name": "trunks", "outputs": ["trunk:1"], "settle_ms": 100}])
+    rack.start()
+    try:
+        rack.wait_state("alpha", "ACTIVE", timeout=20)
+        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.cut_network()
+        rack.cut_serial()
+        rack.wait_state("bravo", "ACTIVE", timeout=10)
+        rack.wait_state("alpha", "STANDBY", timeout=10)
+        fence = [e for e in rack.events("alpha") if e["kind"] == "fence"]
+        assert fence and fence[-1]["data"]["cause"] == "isolated"
+        released = state_events(rack, "alpha", "STANDBY")[-1]["time"]
+        took = state_events(rack, "bravo", "TAKEOVER")[-1]["time"]
+        assert released <= took, "alpha must let go before bravo's deadtime runs out"
+        alpha_opened = max(e["time"] for e in rack.status("alpha")["relays"][0]["timeline"] if not e["energized"])
+        bravo_closed = min(e["time"] for e in rack.status("bravo")["relays"][0]["timeline"] if e["energized"])
+        assert alpha_opened <= bravo_closed
+    finally:
+        rack.stop()
+        closed.close()
+
+
+def test_stalled_active_fences_itself_when_it_resumes(tmp_path: Path) -> None:
+    rack = TwoNodeRack(tmp_path)
+    rack.start()
+    try:
+        rack.wait_state("alpha", "ACTIVE", timeout=20)
+        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.0}, timeout=20)
+        rack.wait_for(lambda: any(e["kind"] == "fence" for e in rack.events("alpha")), 10, what="alpha's fence")
+        fence = next(e for e in rack.events("alpha") if e["kind"] == "fence")
+        assert fence["data"]["cause"] == "stall" and fence["data"]["stalled_s"] >= 0.9
+        rack.wait_for(lambda: rack.active_nodes() == ["bravo"], 10, what="bravo alone ACTIVE")
+        assert rack.state("alpha") == "STANDBY"
+    finally:
+        rack.stop()
