@@ -63,6 +63,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if not config.node.witness.targets:
         warnings.append("witness.targets is empty: when the peer is silent on every link this node "
                         "takes over without a split-brain check")
+    node = config.node
+    fence_budget = node.timers.deadtime_ms - 1.2 * node.timers.heartbeat_ms
+    if node.witness.targets and node.fencing.isolated and node.witness.timeout_ms >= fence_budget:
+        warnings.append(f"witness.timeout_ms ({node.witness.timeout_ms}) leaves no time to fence an isolated "
+                        f"ACTIVE node before the peer's deadtime: keep it below {fence_budget:.0f}")
     if len(config.node.links) < 2:
         warnings.append("only one link: a single broken cable or switch makes the peer look dead")
     data["warnings"] = warnings

@@ -110,7 +110,19 @@ def test_both_links_cut_with_witness_reachable_standby_promotes_then_heal_leaves
     assert any(e["kind"] == "dual_active" for e in rack.events("alpha"))
 
 
-def test_both_links_cut_with_witness_unreachable_standby_stays(rack: TwoNodeRack) -> None:
+def test_both_links_cut_with_witness_unreachable_standby_stays(tmp_path: Path) -> None:
+    # Self-fencing off: here the witness is down for both nodes, and this test is about the standby.
+    rack = TwoNodeRack(tmp_path, extra={"fencing": {"isolated": False}})
+    rack.start()
+    try:
+        rack.wait_state("alpha", "ACTIVE", timeout=20)
+        rack.wait_state("bravo", "STANDBY", timeout=20)
+        _standby_stays_without_witness(rack)
+    finally:
+        rack.stop()
+
+
+def _standby_stays_without_witness(rack: TwoNodeRack) -> None:
     assert rack.witness is not None
     rack.witness.down()
     rack.cut_network()
