@@ -5,6 +5,7 @@
     kill NODE   start NODE   term NODE (SIGTERM)
     promote NODE [--force]   demote NODE [--force]   shutdown NODE [--force]
     maintenance NODE on|off           health NODE 0-100
+    stuck NODE INPUT on|off|clear     (a relay feedback contact, e.g. stuck alpha trunk-sense:1 off)
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ def execute(rack: TwoNodeRack, line: str) -> str:
             return f"{name} is not running"
         rack.kill(name, signal.SIGKILL if verb == "kill" else signal.SIGTERM)
         return f"{name} {'killed (SIGKILL)' if verb == 'kill' else 'sent SIGTERM'}"
+    if verb == "stuck":
+        if len(args) != 3 or args[2] not in ("on", "off", "clear"):
+            raise CommandError("usage: stuck NODE INPUT on|off|clear")
+        value = None if args[2] == "clear" else args[2] == "on"
+        try:
+            return f"{_node(args[0])}: {rack.control(args[0], {'cmd': 'sim.contact', 'input': args[1], 'value': value})}"
+        except ControlError as exc:
+            return f"{args[0]}: refused: {exc}"
     if verb in ("promote", "demote", "shutdown", "maintenance", "health"):
         return _control(rack, verb, args)
     raise CommandError(f"unknown command {verb!r}; try: help")

@@ -68,7 +68,10 @@ def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO
                   {"address": "2001:db8::100/64", "interface": "eth0"}]
     else:
         shared = [{"address": "192.0.2.10/24", "interface": "eth0"}]
-    rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns)
+    trunks = [{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
+               "feedback": ["trunk-sense:1", "trunk-sense:2"], "settle_ms": 200}]
+    rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns,
+                       relay_groups=trunks)
     interactive = out.isatty()
     print(f"Starting two simulated nodes in {base} …", file=out, flush=True)
     rack.start()

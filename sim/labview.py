@@ -109,12 +109,18 @@ class LabView:
         pbx = "PBX " + ("-" if service is None else
                         f"{'running' if service['running'] else 'stopped'} ({service['mode']})")
         _put(screen, y + 5, x, pbx[:width])
-        _put(screen, y + 6, x, "links      state  heard   lost  bad", curses.A_DIM)
+        relays = status.get("relays") or []
+        for offset, group in enumerate(relays[:1]):
+            positions = " ".join(f"{o['output']}={'ON' if o['energized'] else 'off'}" for o in group["outputs"])
+            text = f"relays {group['group']}: {positions}" + (" MISMATCH" if group["mismatch"] else "")
+            _put(screen, y + 6, x, text[:width], _colour("bad") if group["mismatch"] else 0)
+        top = y + 6 + min(len(relays), 1)
+        _put(screen, top, x, "links      state  heard   lost  bad", curses.A_DIM)
         for offset, link in enumerate(status["links"]):
             heard = "never" if link["last_heard_s"] is None else f"{link['last_heard_s']:.2f}s"
             text = f"{link['name']:<10} {link['state']:<6} {heard:>6} {link['lost']:>5} {link['rejected_total']:>4}"
-            _put(screen, y + 7 + offset, x, text[:width], _colour("ACTIVE" if link["state"] == "up" else "bad"))
-        row = y + 7 + len(status["links"])
+            _put(screen, top + 1 + offset, x, text[:width], _colour("ACTIVE" if link["state"] == "up" else "bad"))
+        row = top + 1 + len(status["links"])
         alarms = status["alarms"]
         _put(screen, row, x, f"alarms: {len(alarms) or 'none'}"[:width], _colour("bad") if alarms else 0)
         for offset, alarm in enumerate(alarms[:2]):

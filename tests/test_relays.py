@@ -93,3 +93,18 @@ def test_stuck_contact_blocks_takeover_when_configured(tmp_path: Path) -> None:
         assert energized(rack, "bravo") == [False, False]
     finally:
         rack.stop()
+
+
+def test_peer_never_closes_while_the_releaser_reports_a_welded_contact(rack: TwoNodeRack) -> None:
+    # alpha's contact 1 is welded shut: its release cannot be confirmed, so it says so in its heartbeat
+    # and bravo's interlock keeps bravo's relays open (two PBXs on one trunk is worse than none).
+    rack.control("alpha", {"cmd": "sim.contact", "input": "trunk-sense:1", "value": True})
+    rack.cli("alpha", "demote")
+    rack.wait_for(lambda: any(e["kind"] == "demote.failed" for e in rack.events("alpha")), 10,
+                  what="alpha's failed release")
+    rack.wait_for(lambda: any(e["kind"] == "action" and not e["data"]["ok"] and "its release failed" in e["data"]["detail"]
+                              for e in rack.events("bravo")), 10, what="bravo's interlock to refuse")
+    # bravo hands the calls back to alpha, whose (welded) relays carry the trunk anyway.
+    rack.wait_state("alpha", "ACTIVE", timeout=10)
+    assert energized(rack, "bravo") == [False, False]
+    assert all(not e["energized"] for e in relays(rack, "bravo")["timeline"])

@@ -869,6 +869,8 @@ def heartbeat_flags(st: ClusterState) -> Flag:
         flags |= Flag.STARTED
     if st.backoff_until is not None:
         flags |= Flag.BACKING_OFF
+    if st.action_alarm and st.action_alarm.startswith("demote actions failed"):
+        flags |= Flag.RELEASE_FAILED
     return flags
 
 

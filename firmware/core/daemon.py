@@ -420,9 +420,13 @@ class Daemon:
         """Relay interlock: why energizing now would be unsafe (the peer says it holds resources)."""
         st = self.state
         msg = self.endpoint.view().message
-        if st is not None and st.peer_alive and msg is not None and msg.state.holds_resources:
-            heard_on = [link.name for link in st.links if link.rx]
-            return f"{self.settings.peer} reports {msg.state.name} (heard on {', '.join(heard_on)})"
+        if st is None or not st.peer_alive or msg is None:
+            return None
+        heard_on = ", ".join(link.name for link in st.links if link.rx)
+        if msg.state.holds_resources:
+            return f"{self.settings.peer} reports {msg.state.name} (heard on {heard_on})"
+        if msg.flags & Flag.RELEASE_FAILED:
+            return f"{self.settings.peer} reports that its release failed (its relays may still be closed)"
         return None
 
     def _hook_environment(self) -> dict[str, str]:
@@ -600,6 +604,7 @@ class Daemon:
                 **self.endpoint.stats[name].to_json(now),
             })
         last_rx = view.last_rx
+        relay_status = [a.status() for a in self.plan.actions if a.name.startswith("relays ")]
         return {
             "node": self.settings.node,
             "role": self.settings.role.name.lower(),
@@ -632,11 +637,12 @@ class Daemon:
                 "detail": self.witness_summary,
                 "age_s": None if self.witness_result is None else round(now - self.witness_result.started_at, 3),
             },
-            "alarms": cluster.alarms(self.settings, st),
+            "alarms": cluster.alarms(self.settings, st) + [
+                f"relays {r['group']}: {r['mismatch']}" for r in relay_status if r["mismatch"]],
             "sensors": [],
             "shared_ips": [a.status() for a in self.plan.actions if a.name.startswith("shared_ip")],
             "service": next((a.status() for a in self.plan.actions if a.name == "service"), None),
-            "relays": [a.status() for a in self.plan.actions if a.name.startswith("relays ")],
+            "relays": relay_status,
             "watchdog": self.hw_watchdog.status() if self.hw_watchdog else None,
             "watchdog_pulse": self.pulse.status() if self.pulse else None,
             "heartbeat": {"interval_ms": self.settings.heartbeat * 1000, "deadtime_ms": self.settings.deadtime * 1000,

@@ -54,3 +54,4 @@ class Flag(IntFlag):
     STARTED = 1 << 8           # sender's initdead is over (it may be elected)
     OPERATOR_REQUEST = 1 << 9  # the handover request comes from an operator command
     BACKING_OFF = 1 << 10      # sender's last takeover was vetoed or failed; it waits before trying again
+    RELEASE_FAILED = 1 << 11   # sender's demote actions failed: it may still hold something (e.g. a welded relay)

@@ -106,7 +106,7 @@ class ActionPlan:
     @staticmethod
     def _result(outcomes: list[ActionOutcome], hooks: list[HookResult]) -> PlanResult:
         failed = [o for o in outcomes if not o.ok]
-        detail = "; ".join(f"{o.action}: {o.detail}" for o in failed)
+        detail = "; ".join(o.detail if o.detail.startswith(o.action) else f"{o.action}: {o.detail}" for o in failed)
         return PlanResult(not failed, detail=detail, outcomes=tuple(outcomes), hooks=tuple(hooks))
 
     async def _run(self, action: Action, method: Callable[[], Any]) -> ActionOutcome:
