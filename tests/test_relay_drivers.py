@@ -452,3 +452,29 @@ def test_simsmbus_custom_register_device() -> None:
         assert unmodelled.value.errno == errno.EIO
     finally:
         SimSMBus.reset()
+
+
+def test_daemon_alarms_when_the_usb_relay_board_is_unplugged(tmp_path) -> None:
+    """A daemon whose board profile names a USB relay board raises an alarm when it disappears."""
+    from pathlib import Path as _Path
+
+    from sim.rack import TwoNodeRack
+    from sim.usbrelay import UsbRelayEmulator
+
+    board = tmp_path / "usb-board.toml"
+    with UsbRelayEmulator(tmp_path / "usb", channels=2) as emulator:
+        board.write_text('name = "usb-sim"\nsimulator = true\nnetwork = "sim.network:RecordingNetwork"\n'
+                         '[relays.trunk]\ndriver = "firmware.core.actions.relay_usb:UsbRelayBoard"\n'
+                         f'port = "{emulator.path}"\nchannels = 2\n')
+        rack = TwoNodeRack(_Path(tmp_path / "rack"), relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
+                                                                    "settle_ms": 0}])
+        rack.board = str(board)
+        rack.start(nodes=("alpha",))
+        try:
+            rack.wait_state("alpha", "ACTIVE", timeout=20)
+            assert emulator.wait_for(lambda: emulator.states == {1: True, 2: True}, 10)
+            emulator.unplug()
+            rack.wait_for(lambda: any("relay bank trunk" in a for a in rack.status("alpha")["alarms"]), 10,
+                          what="the unplugged-board alarm")
+        finally:
+            rack.stop()

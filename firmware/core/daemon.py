@@ -638,7 +638,9 @@ class Daemon:
                 "age_s": None if self.witness_result is None else round(now - self.witness_result.started_at, 3),
             },
             "alarms": cluster.alarms(self.settings, st) + [
-                f"relays {r['group']}: {r['mismatch']}" for r in relay_status if r["mismatch"]],
+                f"relays {r['group']}: {r['mismatch']}" for r in relay_status if r["mismatch"]] + [
+                f"relay bank {name} ({bank.name}) is not reachable; it is reopened on the next switch"
+                for name, bank in self.relay_banks.items() if not getattr(bank, "connected", True)],
             "sensors": [],
             "shared_ips": [a.status() for a in self.plan.actions if a.name.startswith("shared_ip")],
             "service": next((a.status() for a in self.plan.actions if a.name == "service"), None),
