@@ -361,6 +361,11 @@ class TwoNodeRack:
         """Wait until a node reports `state`."""
         self.wait_for(lambda: self.state(name) == state, timeout, what=f"{name} to be {state}")
 
+    def wait_settled(self, timeout: float = 20.0) -> None:
+        """Wait for the usual start: alpha (primary) ACTIVE and bravo STANDBY."""
+        self.wait_state("alpha", "ACTIVE", timeout)
+        self.wait_state("bravo", "STANDBY", timeout)
+
     def state_time(self, name: str, to: str, after: float) -> float | None:
         """Wall time of the node's first journaled change to state `to` at or after `after`."""
         for event in self.events(name):

@@ -169,8 +169,7 @@ def test_service_modes_follow_the_active_node_in_two_daemons(tmp_path: Path, mod
     rack = TwoNodeRack(tmp_path, shared_ips=[{"address": "192.0.2.10/24", "interface": "eth0"}], service=mode)
     rack.start()
     try:
-        rack.wait_state("alpha", "ACTIVE", timeout=30)
-        rack.wait_state("bravo", "STANDBY", timeout=30)
+        rack.wait_settled(timeout=30)
         status = rack.status("alpha")
         assert status["shared_ips"][0]["present"] is True and status["service"]["running"] is True
         assert rack.status("bravo")["shared_ips"][0]["present"] is False

@@ -24,8 +24,7 @@ def test_isolated_active_fences_itself_before_the_peer_takes_over(tmp_path: Path
                        relay_groups=[{"name": "trunks", "outputs": ["trunk:1"], "settle_ms": 100}])
     rack.start()
     try:
-        rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.wait_settled(timeout=20)
         rack.cut_network()
         rack.cut_serial()
         rack.wait_state("bravo", "ACTIVE", timeout=10)
@@ -47,8 +46,7 @@ def test_stalled_active_fences_itself_when_it_resumes(tmp_path: Path) -> None:
     rack = TwoNodeRack(tmp_path)
     rack.start()
     try:
-        rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.wait_settled(timeout=20)
         rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.0}, timeout=20)
         rack.wait_for(lambda: any(e["kind"] == "fence" for e in rack.events("alpha")), 10, what="alpha's fence")
         fence = next(e for e in rack.events("alpha") if e["kind"] == "fence")

@@ -113,8 +113,7 @@ def test_promote_before_hook_vetoes_a_real_takeover(tmp_path: Path) -> None:
     rack = TwoNodeRack(tmp_path / "rack", extra={"hooks": {"dir": str(hooks)}, "actions": {"veto_backoff_s": 2.0}})
     rack.start()
     try:
-        rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.wait_settled(timeout=20)
         rack.kill("alpha")
         rack.wait_for(lambda: any(e["kind"] == "promote.vetoed" for e in rack.events("bravo")), 10,
                       what="bravo's promotion to be vetoed")

@@ -29,8 +29,7 @@ def rack(tmp_path: Path):
     ])
     try:
         rack.start()
-        rack.wait_state("alpha", "ACTIVE", timeout=30)
-        rack.wait_state("bravo", "STANDBY", timeout=30)
+        rack.wait_settled(timeout=30)
         yield rack
     finally:
         rack.stop()

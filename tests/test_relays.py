@@ -29,8 +29,7 @@ def rack(tmp_path: Path):
     rack = TwoNodeRack(tmp_path, relay_groups=[dict(TRUNKS)])
     rack.start()
     try:
-        rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.wait_settled(timeout=20)
         yield rack
     finally:
         rack.stop()
@@ -81,8 +80,7 @@ def test_stuck_contact_blocks_takeover_when_configured(tmp_path: Path) -> None:
                        extra={"actions": {"veto_backoff_s": 30}})
     rack.start()
     try:
-        rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.wait_settled(timeout=20)
         rack.control("bravo", {"cmd": "sim.contact", "input": "trunk-sense:2", "value": False})
         rack.cli("alpha", "demote")  # alpha releases; bravo's takeover will fail on its feedback
         rack.wait_for(lambda: any(e["kind"] == "promote.failed" for e in rack.events("bravo")), 15,

@@ -28,8 +28,7 @@ def rack(tmp_path: Path):
     rack = TwoNodeRack(tmp_path)
     rack.start()
     try:
-        rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.wait_settled(timeout=20)
         yield rack
     finally:
         rack.stop()
@@ -115,8 +114,7 @@ def test_both_links_cut_with_witness_unreachable_standby_stays(tmp_path: Path) -
     rack = TwoNodeRack(tmp_path, extra={"fencing": {"isolated": False}})
     rack.start()
     try:
-        rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.wait_settled(timeout=20)
         _standby_stays_without_witness(rack)
     finally:
         rack.stop()

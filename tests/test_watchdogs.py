@@ -89,8 +89,7 @@ def test_watchdog_pulse_toggles_only_on_the_active_node(tmp_path: Path) -> None:
     rack = TwoNodeRack(tmp_path)
     rack.start()
     try:
-        rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_state("bravo", "STANDBY", timeout=20)
+        rack.wait_settled(timeout=20)
         first = rack.status("alpha")["watchdog_pulse"]["toggles"]
         rack.wait_for(lambda: rack.status("alpha")["watchdog_pulse"]["toggles"] >= first + 5, 10,
                       what="the pulse on the ACTIVE node")
