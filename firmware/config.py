@@ -323,6 +323,11 @@ class NodeConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "NodeConfig":
+        stall, t = self.fencing.stall_ms, self.timers
+        if stall and not 2 * t.heartbeat_ms <= stall <= t.deadtime_ms - t.heartbeat_ms:
+            raise ValueError(f"fencing.stall_ms ({stall}) must lie between two heartbeats ({2 * t.heartbeat_ms}) "
+                             f"and deadtime_ms - heartbeat_ms ({t.deadtime_ms - t.heartbeat_ms}): shorter fences "
+                             "on harmless pauses, longer lets the peer close its relays first")
         if self.node == self.peer:
             raise ValueError("node and peer must have different names")
         names = [link.name for link in self.links]

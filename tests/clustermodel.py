@@ -125,10 +125,17 @@ class TwoNodeModel:
         self._push(first, "tick", index, node.generation, first)
 
     def stall(self, index: int, seconds: float) -> None:
-        """Freeze a node's process (its loop stops: no heartbeats, no decisions) for `seconds`."""
+        """Freeze a node's process (its loop stops: no heartbeats, no decisions) for `seconds`.
+
+        Its stall-fence thread still runs: after `fence_stall` without a tick it opens the relays.
+        """
         node = self.nodes[index]
         node.frozen_until = self.now + seconds
         self.stall_ends.append(node.frozen_until)
+        if seconds > node.settings.fence_stall:
+            # The fence thread measures from the node's last tick, at most one heartbeat ago.
+            heapq.heappush(self.queue, (self.now + node.settings.fence_stall, next(self.counter), "fence_thread",
+                                        (index, node.generation)))
         self.timeline.append((self.now, f"stall {node.settings.node} {seconds:g}s"))
 
     def kill(self, index: int) -> None:
@@ -241,6 +248,12 @@ class TwoNodeModel:
             at, _, kind, args = heapq.heappop(self.queue)
             self.now = at
             target = self.nodes[args[0]]
+            if kind == "fence_thread":  # runs beside the frozen loop
+                if target.alive and args[1] == target.generation and target.frozen_until > at:
+                    target.relays_closed = False
+                    self.timeline.append((at, f"{target.settings.node}: stall fence opened the relays"))
+                self.check()
+                continue
             if target.frozen_until > at:  # the process is stalled: the event waits for it
                 self._push(target.frozen_until, kind, *args)
                 continue
@@ -296,7 +309,7 @@ class TwoNodeModel:
 
     # ------------------------------------------------------------------ invariants
 
-    def joined_for(self) -> float:
+    def joined_for(self, count_stalls: bool = True) -> float:
         """How long the nodes have been joined without a break.
 
         Joined means: some link carries both directions (a fault elsewhere does not
@@ -305,8 +318,8 @@ class TwoNodeModel:
         (it cannot hear the peer); the node that hears must then resolve it.
         """
         # A stalled process is like a cable pulled out for the length of the stall.
-        stalled = max([end for end in self.stall_ends if end <= self.now], default=0.0)
-        if any(end > self.now for end in self.stall_ends):
+        stalled = max([end for end in self.stall_ends if end <= self.now], default=0.0) if count_stalls else 0.0
+        if count_stalls and any(end > self.now for end in self.stall_ends):
             return -1.0
         both = [self.now - max(since, stalled) for since in self.bidir_since.values() if since is not None]
         one_way = [min(self.now - since, self.now - self.last_fault, self.now - stalled)
@@ -324,7 +337,7 @@ class TwoNodeModel:
     def check(self) -> None:
         """Safety: at most one holder once joined for `settle`. Liveness: a good node means a holder."""
         closed = [n for n in self.nodes if n.alive and n.relays_closed]
-        if len(closed) > 1 and self.joined_for() >= self.settle:
+        if len(closed) > 1 and self.joined_for(count_stalls=False) >= self.settle:
             self.violations.append(f"t={self.now:.3f}: both nodes' trunk relays closed while joined for "
                                    f"{self.joined_for():.2f}s")
         holders = [n for n in self.nodes if n.holds]

@@ -8,9 +8,9 @@ every event the model checks:
 
 * safety: while some link has carried heartbeats for the settle time, at most
   one node holds the shared resources (TAKEOVER, ACTIVE or RELEASING), and
-  the two nodes' trunk relays are never closed at the same instant (a
-  process stall counts as a broken link for its duration: its latched relays
-  are what the hardware watchdog and the pulse output are for);
+  the two nodes' trunk relays are never closed at the same instant, stalls
+  included (a stalled node's fence thread opens its relays before the peer's
+  deadtime runs out); for the roles a stall counts as a broken link;
 * liveness: if a node has been healthy, running, out of maintenance and holds,
   with its witness reachable, for the liveness window (and no operator acted
   meanwhile), some node is ACTIVE.

@@ -42,6 +42,23 @@ def test_isolated_active_fences_itself_before_the_peer_takes_over(tmp_path: Path
         closed.close()
 
 
+def test_stall_fence_opens_the_relays_before_the_peer_closes_its_own(tmp_path: Path) -> None:
+    rack = TwoNodeRack(tmp_path, relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"], "settle_ms": 0}])
+    rack.start()
+    try:
+        rack.wait_settled()
+        rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.0}, timeout=20)  # returns when the stall ends
+        rack.wait_for(lambda: rack.active_nodes() == ["bravo"], 10, what="bravo alone ACTIVE")
+        alpha = rack.status("alpha")["relays"][0]["timeline"]
+        bravo = rack.status("bravo")["relays"][0]["timeline"]
+        opened = min(e["time"] for e in alpha if not e["energized"])
+        closed = min(e["time"] for e in bravo if e["energized"])
+        # Even with no settle delay, alpha's fence thread let go while its loop was still stuck.
+        assert opened < closed, f"alpha opened {opened - closed:+.3f} s after bravo closed"
+    finally:
+        rack.stop()
+
+
 def test_stalled_active_fences_itself_when_it_resumes(tmp_path: Path) -> None:
     rack = TwoNodeRack(tmp_path)
     rack.start()

@@ -161,11 +161,13 @@ def test_usb_unplug_and_replug(emulator: UsbRelayEmulator, board: UsbRelayBoard)
     emulator.replug()
     start = len(emulator.raw)
     board.set(4, True)
-    expected = frame(1, True) + frame(2, False) + frame(3, True) + frame(4, True)  # re-sent, then the command
+    # A reopened board starts all off (as a freshly powered one is); re-energizing the others is the
+    # relay action's job, behind its interlock. Then the command itself.
+    expected = frame(1, False) + frame(2, False) + frame(3, False) + frame(4, True)
     assert received_after(emulator, start, 16) == expected
     wait_for(lambda: emulator.states[4], what="channel 4 on")
-    assert emulator.states == {1: True, 2: False, 3: True, 4: True}
-    assert board.connected
+    assert emulator.states == {1: False, 2: False, 3: False, 4: True}
+    assert board.get(1) is False and board.connected
 
 
 @pytest.mark.parametrize("error, message", [
@@ -190,8 +192,8 @@ def test_usb_write_failure_closes_and_next_set_reopens(emulator: UsbRelayEmulato
     assert str(emulator.path) in str(raised.value)
     assert not board.connected and not port.is_open
     start = len(emulator.raw)
-    board.set(3, True)  # reopens the port, re-sends the known states, then the command
-    expected = frame(1, True) + frame(2, False) + frame(4, False) + frame(3, True)
+    board.set(3, True)  # reopens the port, switches the others off (a fresh start), then the command
+    expected = frame(1, False) + frame(2, False) + frame(4, False) + frame(3, True)
     assert received_after(emulator, start, 16) == expected
     assert board.connected
 
@@ -210,9 +212,12 @@ def test_usb_open_reconnects_after_replug(emulator: UsbRelayEmulator, board: Usb
     with pytest.raises(RelayError, match="unplugged"):
         board.open()
     emulator.replug()
+    before = emulator.frames
     board.open()
-    wait_for(lambda: emulator.states[2], what="channel 2 re-sent on reopen")
+    wait_for(lambda: emulator.frames >= before + 4, what="the reopened board's frames")
     assert board.connected
+    # Reopened all off: nothing is energized again behind the relay action's interlock.
+    assert emulator.states == {1: False, 2: False, 3: False, 4: False} and board.get(2) is False
 
 
 def test_usb_release_deenergizes_everything(emulator: UsbRelayEmulator, board: UsbRelayBoard) -> None:

@@ -57,7 +57,7 @@ class Settings:
     flap_window: float = 1800.0
     on_action_failure: str = "handover"  # handover | tolerate
     fence_isolated: bool = True           # ACTIVE, every link silent, witness failing: release
-    fence_stall: float = 0.3              # ACTIVE whose own loop stalled this long: release
+    fence_stall: float = 0.2              # ACTIVE whose own loop stalled this long: release (deadtime - heartbeat)
     takeover_backoff: float = 10.0        # after a vetoed or failed takeover, wait before trying again
 
 
@@ -121,6 +121,7 @@ class ActionsReport:
     ok: bool = True
     vetoed: bool = False
     detail: str = ""
+    relays_released: bool = True  # for a release: every relay group reached its released position
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ class ClusterState:
     backoff_until: float | None = None  # no takeover before this (after a vetoed or failed one)
     backoff_reason: str = ""
     action_alarm: str | None = None     # the last promote/demote left something undone
+    release_failed: bool = False        # the last release left a relay closed (e.g. a welded contact)
 
 
 def initial_state(settings: Settings, persisted: Persisted, now: float, wall: float) -> tuple[ClusterState, Outputs]:
@@ -412,7 +414,7 @@ def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterStat
         granting = st.release_for_request
         st = _go(st, S.STANDBY, inp.now, st.reason, granting=granting,
                  grant_deadline=inp.now + settings.handover_timeout if granting else None,
-                 release_for_request=False,
+                 release_for_request=False, release_failed=not report.relays_released,
                  action_alarm=None if report.ok else f"demote actions failed: {report.detail}")
         if st.shutting_down:
             st = _shutdown_progress(settings, st, inp)
@@ -423,7 +425,7 @@ def _takeover_done(settings: Settings, st: ClusterState, inp: Inputs,
                    report: ActionsReport) -> tuple[ClusterState, list[Event]]:
     """Promote actions finished: become ACTIVE, or back off after a veto or a failure."""
     if report.ok:
-        return _go(st, S.ACTIVE, inp.now, st.reason, action_alarm=None), []
+        return _go(st, S.ACTIVE, inp.now, st.reason, action_alarm=None, release_failed=False), []
     backoff = inp.now + settings.takeover_backoff
     if report.vetoed:
         # The promote.before hooks run before any action, so nothing was acquired.
@@ -869,7 +871,7 @@ def heartbeat_flags(st: ClusterState) -> Flag:
         flags |= Flag.STARTED
     if st.backoff_until is not None:
         flags |= Flag.BACKING_OFF
-    if st.action_alarm and st.action_alarm.startswith("demote actions failed"):
+    if st.release_failed:
         flags |= Flag.RELEASE_FAILED
     return flags
 

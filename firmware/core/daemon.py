@@ -22,7 +22,7 @@ from firmware.drivers import load_driver
 from firmware.core import cluster
 from firmware.core.actions import ActionError, ActionPlan, build_plan
 from firmware.core.actions.hooks import HookRunner, hook_environment
-from firmware.core.actions.relays import open_banks
+from firmware.core.actions.relays import RelayAction, open_banks
 from firmware.core.cluster import ActionsReport, ClusterState, Inputs, Persisted, Settings, WitnessResult
 from firmware.core.control import ControlError, ControlServer
 from firmware.core.heartbeat import HeartbeatEndpoint
@@ -31,13 +31,14 @@ from firmware.core.links import Link, make_link
 from firmware.core.notify import Notifier
 from firmware.core.protocol import Keyring, new_boot_id
 from firmware.core.states import Flag, NodeState, Role
-from firmware.core.watchdog import HardwareWatchdog, WatchdogError, WatchdogPulse
+from firmware.core.watchdog import HardwareWatchdog, StallFence, WatchdogError, WatchdogPulse
 from firmware.core.witness import Witness
 
 log = logging.getLogger(__name__)
 
 FINAL_ROUNDS = 3  # heartbeats sent after STOPPED so the peer hears the planned exit
 PEER_RECORD_EVERY_TICKS = 50
+BANK_CHECK_S = 1.0
 FOLLOW_QUEUE = 1000
 
 
@@ -56,7 +57,7 @@ def settings_from_config(config: Config) -> Settings:
         flap_max_failures=node.flap.max_failures, flap_window=node.flap.window_min * 60,
         on_action_failure=node.actions.on_failure, takeover_backoff=node.actions.veto_backoff_s,
         fence_isolated=node.fencing.isolated,
-        fence_stall=(node.fencing.stall_ms or t.deadtime_ms) / 1000,
+        fence_stall=(node.fencing.stall_ms or t.deadtime_ms - t.heartbeat_ms) / 1000,
     )
 
 
@@ -112,7 +113,16 @@ class Daemon:
         try:
             self.plan.check()
         except ActionError as exc:
-            raise ConfigError(config.path, "shared_ips/service", str(exc)) from None
+            key = ("relay_groups" if str(exc).startswith("relays ") else
+                   "shared_ips" if str(exc).startswith("shared_ip") else "service")
+            raise ConfigError(config.path, key, str(exc)) from None
+        self.relay_actions = [a for a in self.plan.actions if isinstance(a, RelayAction)]
+        self.stall_fence = StallFence(self.settings.fence_stall, self._release_relays_now)
+        self.bank_ok: dict[str, bool] = {name: True for name in self.relay_banks}
+        if pulse is not None and pulse.interval_ms < node.timers.heartbeat_ms:
+            raise ConfigError(config.board_path, "watchdog_pulse.interval_ms",
+                              f"{pulse.interval_ms} ms is shorter than the heartbeat ({node.timers.heartbeat_ms} ms), "
+                              "which feeds the pulse")
         self.notifier = Notifier()
         self.control = ControlServer(node.control_socket, self.handle_request, node.control_group)
         self.health = 100
@@ -139,12 +149,20 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until the node has left the cluster; return the process exit code."""
+        try:
+            return await self._run()
+        finally:
+            self._release_hardware()  # relays safe and the watchdog disarmed on every way out
+
+    async def _run(self) -> int:
         self._loop = loop = asyncio.get_running_loop()
-        self._open_watchdogs()
         await self._release_leftovers()
         for link in self.links.values():
             await link.start(self._on_packet)
         await self.control.start()
+        self._open_watchdogs()  # armed only once start-up work that may take long is done
+        self.stall_fence.start()
+        self._spawn(self._watch_banks())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.journal.add_listener(self._run_hooks)
@@ -212,13 +230,15 @@ class Daemon:
         self.journal.close()
 
     def _release_hardware(self) -> None:
-        """Relays to their safe (de-energized) state, GPIO lines handed back, watchdog disarmed."""
+        """Relays to their safe (de-energized) state, GPIO lines handed back, watchdog disarmed (idempotent)."""
+        self.stall_fence.stop()
         if self.pulse is not None:
             self.pulse.close()
         if self.hw_watchdog is not None:
             self.hw_watchdog.close(magic=True)
         for bank in list(self.relay_banks.values()) + list(self.feedback_banks.values()):
             bank.release()
+        self.relay_banks, self.feedback_banks = {}, {}
 
     # ------------------------------------------------------------------ heartbeat path
 
@@ -240,6 +260,8 @@ class Daemon:
             self._evaluate(now, stalled_for=lag)
             self._send_round()
             self._pet_watchdog(now, lag)
+            holding = self.state is not None and self.state.state in (NodeState.TAKEOVER, NodeState.ACTIVE)
+            self.stall_fence.tick(holding or any(a.position == "active" for a in self.relay_actions))
             if self.endpoint.tick % PEER_RECORD_EVERY_TICKS == 0:
                 self._save_boot_record()
         except Exception:
@@ -397,7 +419,8 @@ class Daemon:
         for outcome in result.outcomes:
             self.journal.record("action", {"action": outcome.action, "ok": outcome.ok, "detail": outcome.detail,
                                            "duration_ms": round(outcome.duration_ms, 1), "for": state.name})
-        self.actions = ActionsReport(transition, ok=result.ok, vetoed=result.vetoed, detail=result.detail)
+        self.actions = ActionsReport(transition, ok=result.ok, vetoed=result.vetoed, detail=result.detail,
+                                     relays_released=state != NodeState.RELEASING or result.relays_ok)
         assert self._loop is not None
         self._evaluate(self._loop.time())
 
@@ -415,6 +438,31 @@ class Daemon:
                 except ActionError as exc:
                     self.journal.record("action", {"action": action.name, "ok": False, "detail": str(exc),
                                                    "for": "STARTING"})
+
+    def _release_relays_now(self) -> None:
+        """The stall fence's last resort (runs on its own thread while the loop is stuck)."""
+        for action in self.relay_actions:
+            action.release_now()
+
+    async def _watch_banks(self) -> None:
+        """Every second, off the loop: is each relay bank reachable? Reopen lost ones; while ACTIVE,
+        put the relays back in the ACTIVE position once a bank is back (behind the interlock)."""
+        while True:
+            await asyncio.sleep(BANK_CHECK_S)
+            for name, bank in list(self.relay_banks.items()):
+                ok = await asyncio.to_thread(_probe_bank, bank)
+                came_back = ok and not self.bank_ok.get(name, True)
+                self.bank_ok[name] = ok
+                if not ok or not came_back:
+                    continue
+                self.journal.record("relay.bank", {"bank": name, "detail": "reachable again"})
+                if self.state is not None and self.state.state == NodeState.ACTIVE:
+                    for action in self.relay_actions:
+                        try:
+                            await action.ensure_present()
+                        except ActionError as exc:
+                            self.journal.record("action", {"action": action.name, "ok": False,
+                                                           "detail": str(exc), "for": "ACTIVE"})
 
     def _peer_holds(self) -> str | None:
         """Relay interlock: why energizing now would be unsafe (the peer says it holds resources)."""
@@ -639,8 +687,8 @@ class Daemon:
             },
             "alarms": cluster.alarms(self.settings, st) + [
                 f"relays {r['group']}: {r['mismatch']}" for r in relay_status if r["mismatch"]] + [
-                f"relay bank {name} ({bank.name}) is not reachable; it is reopened on the next switch"
-                for name, bank in self.relay_banks.items() if not getattr(bank, "connected", True)],
+                f"relay bank {name} ({bank.name}) is not reachable; retrying every {BANK_CHECK_S:g} s"
+                for name, bank in self.relay_banks.items() if not self.bank_ok.get(name, True)],
             "sensors": [],
             "shared_ips": [a.status() for a in self.plan.actions if a.name.startswith("shared_ip")],
             "service": next((a.status() for a in self.plan.actions if a.name == "service"), None),
@@ -650,6 +698,17 @@ class Daemon:
             "heartbeat": {"interval_ms": self.settings.heartbeat * 1000, "deadtime_ms": self.settings.deadtime * 1000,
                           "max_tick_lag_ms": round(self.max_tick_lag * 1000, 2), "tick": self.endpoint.tick},
         }
+
+
+def _probe_bank(bank: Any) -> bool:
+    """Whether a relay bank answers (reopening it if it was lost); runs in a worker thread."""
+    try:
+        if getattr(bank, "connected", True):
+            return True
+        bank.open()
+        return bool(getattr(bank, "connected", True))
+    except Exception:
+        return False
 
 
 def configure_logging(verbose: bool = False) -> None:

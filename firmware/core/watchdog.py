@@ -17,7 +17,9 @@ import fcntl
 import logging
 import os
 import struct
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +143,51 @@ class WatchdogPulse:
             except Exception:
                 pass
             self._device = None
+
+
+class StallFence:
+    """Releases the relays from a plain thread when the heartbeat loop stops ticking while ACTIVE.
+
+    A stalled loop cannot fence itself before the peer's deadtime runs out: the
+    peer declares this node dead about a deadtime after its last heartbeat and
+    then closes its own relays. This thread never feeds a watchdog or sends a
+    heartbeat; its only power is to let go. The loop demotes properly when it
+    resumes (the decision core sees the stall).
+    """
+
+    def __init__(self, limit: float, release: Callable[[], None], poll: float = 0.01) -> None:
+        self.limit = limit
+        self.release = release
+        self.poll = poll
+        self.fired = 0
+        self._last_tick = time.monotonic()
+        self._holding = False
+        self._fenced = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall-fence", daemon=True)
+
+    def start(self) -> None:
+        """Start watching."""
+        self._thread.start()
+
+    def tick(self, holding: bool) -> None:
+        """Called by every heartbeat tick: the loop is alive, and whether it holds the trunks."""
+        self._last_tick = time.monotonic()
+        self._holding = holding
+        self._fenced = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            if self._holding and not self._fenced and time.monotonic() - self._last_tick > self.limit:
+                self._fenced = True
+                self.fired += 1
+                log.error("heartbeat loop stalled for more than %.0f ms while ACTIVE: releasing the relays",
+                          self.limit * 1000)
+                try:
+                    self.release()
+                except Exception:  # a last resort must not die
+                    log.exception("stall fence: releasing failed")
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._stop.set()

@@ -67,6 +67,11 @@ class PlanResult:
     outcomes: tuple[ActionOutcome, ...] = ()
     hooks: tuple[HookResult, ...] = field(default=())
 
+    @property
+    def relays_ok(self) -> bool:
+        """Whether every relay group reached its position (a failed release keeps the peer's relays open)."""
+        return all(o.ok for o in self.outcomes if o.action.startswith("relays "))
+
 
 class ActionPlan:
     """An ordered list of actions, each with a timeout, wrapped in before/after hooks."""

@@ -8,7 +8,7 @@ The board is powered from USB, so an unplugged board drops all its relays.
 When a write fails (SerialException/OSError, the adapter gone) the driver
 closes the port, ``connected`` turns False and ``set`` raises RelayError
 saying the board is unplugged. The next ``set``/``open`` reopens the port and
-first re-sends the last commanded state of every channel, so a replugged
+first switches every channel off (as a freshly powered board is), so a replugged
 board works again without a restart. No call blocks for long: writes time
 out after ``WRITE_TIMEOUT_S``.
 """
@@ -122,8 +122,9 @@ class UsbRelayBoard:
         if port is None:
             raise RelayError(f"{self.name}: cannot open: {self._open_error}")
         self._serial = port
-        if not self._opened_before:
-            self._states = dict.fromkeys(self._all_channels(), False)
+        # Every (re)open starts with all channels off, as the board itself does on power-up:
+        # re-energizing is the relay action's job, behind its interlock with the peer.
+        self._states = dict.fromkeys(self._all_channels(), False)
         states = {ch: on for ch, on in self._states.items() if ch != skip}
         if states:
             self._write(b"".join(frame(ch, on) for ch, on in sorted(states.items())))

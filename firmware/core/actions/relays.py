@@ -81,15 +81,38 @@ class RelayAction:
             raise ActionError(f"{self.name}: interlock: {reason}; relays stay open")
 
     async def _switch(self, energized: bool, position: str) -> None:
+        # Releasing tries every output even if one fails: one dead bank must not keep another closed.
+        releasing = energized != self.group.energized_when_active
+        errors = []
         for ref in self.group.outputs:
             bank, channel = parse_ref(ref)
             try:
                 await asyncio.to_thread(self.banks[bank].set, channel, energized)
             except RelayError as exc:
-                raise ActionError(f"{self.name}: {exc}") from None
+                errors.append(str(exc))
+                if not releasing:
+                    break
+                continue
             self.timeline.append({"time": time.time(), "output": ref, "energized": energized})
         del self.timeline[:-TIMELINE_KEPT]
+        if errors:
+            raise ActionError(f"{self.name}: {'; '.join(errors)}")
         self.position = position
+
+    def release_now(self) -> None:
+        """From any thread, without the event loop: every output to the released position.
+
+        Used by the stall fence while the loop is stuck; errors are swallowed (it is a last resort).
+        """
+        energized = not self.group.energized_when_active
+        for ref in self.group.outputs:
+            bank, channel = parse_ref(ref)
+            try:
+                self.banks[bank].set(channel, energized)
+                self.timeline.append({"time": time.time(), "output": ref, "energized": energized})
+            except (RelayError, ValueError):
+                pass
+        self.position = "released (stall fence)"
 
     async def _verify(self, energized: bool) -> str | None:
         """Read the feedback contacts back; record and report a mismatch."""
