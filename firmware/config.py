@@ -477,7 +477,9 @@ def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> Config:
     except ValidationError as exc:
         raise _validation_error(path, exc) from None
     board_path = find_board_profile(node.board, path)
-    return Config(path=path, node=node, board=load_board_profile(board_path), board_path=board_path)
+    config = Config(path=path, node=node, board=load_board_profile(board_path), board_path=board_path)
+    check_relay_references(config)
+    return config
 
 
 def check_key_file_permissions(path: Path, config_path: Path) -> None:
@@ -500,6 +502,19 @@ def check_key_file_permissions(path: Path, config_path: Path) -> None:
         )
     if not os.access(path, os.R_OK):
         raise ConfigError(config_path, "key_file", f"{path} cannot be read: permission denied")
+
+
+def check_relay_references(config: Config) -> None:
+    """Every relay group names banks the board profile has (channel counts are checked at start)."""
+    for index, group in enumerate(config.node.relay_groups):
+        for field, banks in (("outputs", config.board.relays), ("feedback", config.board.feedback)):
+            for ref in getattr(group, field):
+                bank = ref.partition(":")[0]
+                if bank not in banks:
+                    known = ", ".join(sorted(banks)) or "none"
+                    raise ConfigError(config.path, f"relay_groups[{index}].{field}",
+                                      f"{ref}: the board profile {config.board_path.name} has no bank {bank!r} "
+                                      f"(it has: {known})")
 
 
 def effective_config(config: Config) -> dict[str, Any]:

@@ -335,3 +335,10 @@ def test_more_than_eight_links_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "links" in str(info.value) and "8" in str(info.value)
+
+
+def test_relay_group_must_name_a_bank_of_the_board_profile(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '\n[[relay_groups]]\nname = "trunks"\noutputs = ["trunks:1"]\n')
+    error = config_error(path)
+    assert error.key == "relay_groups[0].outputs"
+    assert "no bank 'trunks'" in str(error) and "trunk" in str(error)
