@@ -110,7 +110,7 @@ class LabView:
                         f"{'running' if service['running'] else 'stopped'} ({service['mode']})")
         _put(screen, y + 5, x, pbx[:width])
         relays = status.get("relays") or []
-        for offset, group in enumerate(relays[:1]):
+        for group in relays[:1]:  # the first group fits the column; status --json has them all
             positions = " ".join(f"{o['output']}={'ON' if o['energized'] else 'off'}" for o in group["outputs"])
             text = f"relays {group['group']}: {positions}" + (" MISMATCH" if group["mismatch"] else "")
             _put(screen, y + 6, x, text[:width], _colour("bad") if group["mismatch"] else 0)

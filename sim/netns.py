@@ -169,6 +169,20 @@ def _stop_process(proc: subprocess.Popen, grace: float = 3.0) -> None:
 
 # --------------------------------------------------------------------------- the lab
 
+def _end_stdin_worker(proc: subprocess.Popen, grace: float = 2.0) -> None:
+    """Stop a helper process that exits at end of input: close its stdin, wait, then stop it hard."""
+    if proc.stdin is not None and not proc.stdin.closed:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _stop_process(proc)
+
+
 @dataclass(frozen=True)
 class LabNode:
     """One node namespace of the lab."""
@@ -430,16 +444,7 @@ class Sniffer:
 
     def close(self) -> None:
         """Stop the capture (idempotent); the frames stay readable."""
-        if self._proc.stdin is not None and not self._proc.stdin.closed:
-            try:
-                self._proc.stdin.close()  # the sniffer exits when its stdin closes
-            except OSError:
-                pass
-        try:
-            self._proc.wait(2.0)
-        except subprocess.TimeoutExpired:
-            pass
-        _stop_process(self._proc)
+        _end_stdin_worker(self._proc)  # the sniffer exits when its stdin closes
         self._reader.join(2.0)
 
     def __enter__(self) -> Sniffer:
@@ -568,16 +573,7 @@ class NamespaceNetwork:
     def close(self) -> None:
         """Stop the worker (idempotent)."""
         with self._lock:
-            if self._proc.stdin is not None and not self._proc.stdin.closed:
-                try:
-                    self._proc.stdin.close()  # the worker exits at end of input
-                except OSError:
-                    pass
-            try:
-                self._proc.wait(2.0)
-            except subprocess.TimeoutExpired:
-                pass
-            _stop_process(self._proc)
+            _end_stdin_worker(self._proc)  # the worker exits at end of input
 
 
 def serve(spec: str, stdin: Iterable[str] = sys.stdin) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from firmware.core.protocol import (
     MAX_PACKET_BYTES,
     MAX_SEQ,
     PROTOCOL_VERSION,
-    TAG_BYTES,
     Heartbeat,
     Keyring,
     ProtocolError,
@@ -423,7 +421,7 @@ def test_older_packet_after_a_newer_one_is_accepted_once() -> None:
 def test_packets_older_than_the_window_are_refused() -> None:
     a, b = pair()
     old = b.packet(0.0)
-    for i in range(1100):
+    for _ in range(1100):
         b.packet(0.0)
     assert a.ep.receive("lan", b.packet(1.0), 1.0) is not None
     assert a.ep.receive("lan", old, 1.0) is None

@@ -822,11 +822,11 @@ def _cmd_shutdown(settings: Settings, st: ClusterState, inp: Inputs, force: bool
         problem = _peer_takeover_problem(settings, st, inp)
         if problem:
             return st, Reply(False, f"{problem}; use --force to shut down anyway")
-    return begin_shutdown(settings, st, inp), Reply(True, "leaving the cluster" + (
+    return _begin_shutdown(settings, st, inp), Reply(True, "leaving the cluster" + (
         f"; handing over to {settings.peer} first" if st.state.holds_resources else ""))
 
 
-def begin_shutdown(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState:
+def _begin_shutdown(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState:
     """Start leaving the cluster: hand over first if this node holds resources.
 
     SIGTERM uses `command(..., "shutdown", force=True)`, which cannot be refused.

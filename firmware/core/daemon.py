@@ -728,8 +728,3 @@ def configure_logging(verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-
-
-async def run_daemon(config: Config) -> int:
-    """Build and run a daemon from a loaded config."""
-    return await Daemon(config).run()
