@@ -1,0 +1,1 @@
+"""Sensor families: one module per family, each a `Sensor` subclass (see base.py)."""
