@@ -120,9 +120,90 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"Witness  {verdict}  {w['detail']}")
     else:
         lines.append("Witness  none configured")
-    lines.append(f"Alarms   {len(s['alarms'])}")
+    sensors = s.get("sensors") or []
+    if sensors:
+        counts = {level: sum(1 for x in sensors if x["state"] == level) for level in ("CRITICAL", "WARNING", "UNKNOWN")}
+        lines.append(f"Sensors  {len(sensors)}: " + ", ".join(f"{n} {k.lower()}" for k, n in counts.items() if n)
+                     if any(counts.values()) else f"Sensors  {len(sensors)}, all OK")
+    system = ((s.get("inventory") or {}).get("system") or {})
+    if system:
+        lines.append("Chassis  " + " ".join(str(system.get(k)) for k in ("Manufacturer", "Product Name", "Serial Number")
+                                             if system.get(k)))
+    silenced = "  (silenced)" if s.get("alarm_silenced") else ""
+    lines.append(f"Alarms   {len(s['alarms'])}{silenced}")
     lines += [f"  ! {alarm}" for alarm in s["alarms"]]
     return "\n".join(lines)
+
+
+def _value_text(sensor: dict[str, Any]) -> str:
+    units = sensor.get("units", {})
+    return ", ".join(f"{name} {value:g}{(' ' + units[name]) if units.get(name) else ''}"
+                     for name, value in sensor.get("values", {}).items())
+
+
+def _threshold_text(thresholds: dict[str, dict[str, float]]) -> str:
+    marks = {"warn_above": "W>", "crit_above": "C>", "warn_below": "W<", "crit_below": "C<", "hysteresis": "±"}
+    return "; ".join(f"{name} " + " ".join(f"{marks[k]}{v:g}" for k, v in limits.items())
+                     for name, limits in thresholds.items())
+
+
+def format_sensors(sensors: list[dict[str, Any]]) -> str:
+    """Every sensor: state, values, thresholds and the last error, worst first."""
+    if not sensors:
+        return "no sensors configured"
+    rows = [f"{'SENSOR':<14} {'TYPE':<12} {'STATE':<9} {'AGE':>7}  VALUES / SUMMARY"]
+    for s in sensors:
+        age = "-" if s.get("age_s") is None else f"{s['age_s']:.0f} s"
+        rows.append(f"{s['name']:<14} {s['type']:<12} {s['state']:<9} {age:>7}  {_value_text(s) or '-'}")
+        if s.get("summary"):
+            rows.append(f"{'':<45}{s['summary']}")
+        if s.get("thresholds"):
+            rows.append(f"{'':<45}thresholds: {_threshold_text(s['thresholds'])}")
+        if s.get("error"):
+            rows.append(f"{'':<45}last error: {s['error']}")
+    return "\n".join(rows)
+
+
+def cmd_sensors(args: argparse.Namespace) -> int:
+    """List every sensor with its value, state, thresholds and last error."""
+    sensors = _call(args, {"cmd": "sensors"})
+    print(json.dumps(sensors, indent=2) if args.json else format_sensors(sensors))
+    return 0
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    """Silence the active alarms (buzzer and blinking) until a new alarm is raised."""
+    print(_call(args, {"cmd": "alarm-silence", "source": "cli"}))
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Draw a graph of recorded metrics from the history under the state directory."""
+    from firmware.core.history import History
+
+    config = load_config(_config_path(args))
+    history = History(config.node.state_dir / "history")
+    if args.list:
+        print("\n".join(history.metrics()) or "no history recorded yet")
+        return 0
+    if not args.metrics:
+        raise ControlError("name at least one metric (see `tandem graph --list`)")
+    thresholds: dict[str, list[tuple[str, float]]] = {}
+    from firmware.core.health import configured_sensors
+
+    for entry, _, _ in configured_sensors(config):
+        for value_name, limits in entry.thresholds.items():
+            metric = f"{entry.name}.{value_name}"
+            if metric in args.metrics:
+                thresholds[metric] = [(f"{metric} {key.replace('_', ' ')}", bound)
+                                      for key, bound in limits.model_dump(exclude_none=True).items()
+                                      if key != "hysteresis"]
+    try:
+        history.graph(args.metrics, since=args.since, output=Path(args.output), thresholds=thresholds)
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+    print(f"wrote {args.output}")
+    return 0
 
 
 def format_links(links: list[dict[str, Any]]) -> str:
@@ -199,7 +280,17 @@ def cmd_sim(args: argparse.Namespace) -> int:
         results = [run(scenario) for scenario in scenarios]
         return 0 if all(results) else EXIT_FAILURE
     if args.sim_command == "health":
-        print(_call(args, {"cmd": "sim.health", "value": args.value}))
+        value = None if args.value == "sensors" else int(args.value)
+        print(_call(args, {"cmd": "sim.health", "value": value}))
+        return 0
+    if args.sim_command == "set":
+        settings = {}
+        for item in args.settings:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ControlError(f"{item!r}: settings are key=value, e.g. ac=lost")
+            settings[key] = value
+        print(_call(args, {"cmd": "sim.set", "target": args.target, "settings": settings}))
         return 0
     raise ControlError(f"unknown sim command {args.sim_command}")
 
@@ -249,6 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="enter maintenance even if nobody can take over")
     p.set_defaults(func=cmd_maintenance)
 
+    p = sub.add_parser("sensors", help="list every sensor: value, state, thresholds, last error")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sensors)
+
+    p = sub.add_parser("silence", help="silence the active alarms (until a new one is raised)")
+    p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("graph", help="draw recorded sensor history as a PNG")
+    p.add_argument("metrics", nargs="*", help="metrics such as psu1.vin, inlet.temp, health")
+    p.add_argument("--since", default="6h", help="how far back: 30m, 6h, 2d, 1w (default 6h)")
+    p.add_argument("-o", "--output", default="tandem-graph.png", help="PNG file to write")
+    p.add_argument("--list", action="store_true", help="list the recorded metrics")
+    p.set_defaults(func=cmd_graph)
+
     p = sub.add_parser("events", help="show the event journal")
     p.add_argument("--since", type=int, default=0, help="only events with a higher id")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
@@ -264,8 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="root: each node in its own network namespace, so the shared IP really moves")
     scenario = simsub.add_parser("run", help="run scenario files and print a pass/fail timeline")
     scenario.add_argument("files", nargs="+", help="scenario TOML files (see sim/scenarios/)")
-    health = simsub.add_parser("health", help="set a simulated node's health (0-100)")
-    health.add_argument("value", type=int)
+    health = simsub.add_parser("health", help="override a simulated node's health (0-100, or `sensors` to follow them)")
+    health.add_argument("value", help="0-100, or sensors")
+    inject = simsub.add_parser("set", help="inject a simulated hardware fault, e.g. `sim set psu1 ac=lost`")
+    inject.add_argument("target", help="simulated device: psu1, psu2, inlet, sda, md0, asterisk, …")
+    inject.add_argument("settings", nargs="+", help="key=value, e.g. ac=lost, present=no, temp=75")
     p.set_defaults(func=cmd_sim)
     return parser
 

@@ -152,9 +152,67 @@ class WitnessConfig(_Strict):
 
 
 class HealthConfig(_Strict):
-    """How the health score (0-100) is judged."""
+    """How the health score (0-100) is judged from the sensors.
+
+    Each sensor's `weight` is the number of health points it takes away while
+    CRITICAL; WARNING and UNKNOWN take that weight times their factor.
+    """
 
     critical: Annotated[int, Field(ge=0, le=100)] = 30
+    warning_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
+    unknown_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
+    history: bool = True
+    workers: Annotated[int, Field(ge=1, le=64)] = 8
+
+
+class ThresholdConfig(_Strict):
+    """Levels for one numeric value of a sensor, with the margin that must be crossed back to clear."""
+
+    warn_above: float | None = None
+    crit_above: float | None = None
+    warn_below: float | None = None
+    crit_below: float | None = None
+    hysteresis: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ThresholdConfig":
+        if self.warn_above is not None and self.crit_above is not None and self.crit_above < self.warn_above:
+            raise ValueError(f"crit_above ({self.crit_above:g}) must not be below warn_above ({self.warn_above:g})")
+        if self.warn_below is not None and self.crit_below is not None and self.crit_below > self.warn_below:
+            raise ValueError(f"crit_below ({self.crit_below:g}) must not be above warn_below ({self.warn_below:g})")
+        return self
+
+
+class SensorConfig(BaseModel):
+    """One `[[sensors]]` entry: the common keys; the family's own keys are checked by the family."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
+    type: Annotated[str, Field(pattern=r"^[\w.]+(:\w+)?$")]
+    enabled: bool = True
+    interval_s: Annotated[float, Field(ge=0.5, le=86_400)] = 10.0
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    weight: Annotated[float, Field(ge=0, le=100)] = 10.0
+    clear_after: Annotated[int, Field(ge=1, le=100)] = 2
+    thresholds: dict[Annotated[str, Field(pattern=r"^\w+$")], ThresholdConfig] = {}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The family-specific keys."""
+        return dict(self.model_extra or {})
+
+
+class PanelConfig(_Strict):
+    """How the front panel (if the board profile has one) may be used."""
+
+    enabled: bool = True
+    view_only: bool = False
+    pin_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    relock_s: Annotated[float, Field(ge=10, le=86_400)] = 120.0
+    backlight_timeout_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    menu_timeout_s: Annotated[float, Field(ge=5, le=3600)] = 30.0
+    hold_confirm_s: Annotated[float, Field(ge=1, le=10)] = 3.0
 
 
 class FailbackConfig(_Strict):
@@ -320,6 +378,8 @@ class NodeConfig(_Strict):
     watchdog: WatchdogConfig = WatchdogConfig()
     fencing: FencingConfig = FencingConfig()
     actions: ActionsConfig = ActionsConfig()
+    sensors: list[SensorConfig] = []
+    panel: PanelConfig = PanelConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "NodeConfig":
@@ -330,6 +390,10 @@ class NodeConfig(_Strict):
                              "on harmless pauses, longer lets the peer close its relays first")
         if self.node == self.peer:
             raise ValueError("node and peer must have different names")
+        sensor_names = [s.name for s in self.sensors]
+        repeated = sorted({n for n in sensor_names if sensor_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"sensor names must be unique; repeated: {', '.join(repeated)}")
         names = [link.name for link in self.links]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -349,6 +413,30 @@ class PulseConfig(_Strict):
     interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
 
 
+DriverSpec = Annotated[str, Field(pattern=r"^[\w.]+:\w+$")]
+
+
+class DriverTable(BaseModel):
+    """A driver by import path plus its keyword arguments (`{driver = "module:Class", …}`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    driver: DriverSpec
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The driver's keyword arguments."""
+        return dict(self.model_extra or {})
+
+
+class PanelProfile(_Strict):
+    """The front panel hardware: one display, key sources by name, optional LEDs and buzzer."""
+
+    display: DriverTable
+    keys: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], DriverTable] = {}
+    indicators: DriverTable | None = None
+
+
 class BoardProfile(_Strict):
     """A board profile (`board_profiles/<vendor-model>.toml`): names the hardware drivers."""
 
@@ -360,6 +448,13 @@ class BoardProfile(_Strict):
     watchdog_pulse: PulseConfig | None = None
     relays: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
     feedback: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
+    # Front panel (display, keys, LEDs/buzzer); none on a headless board.
+    panel: PanelProfile | None = None
+    # What the sensors talk to: I2C bus opener, sysfs/procfs roots, command overrides (SensorContext).
+    sensor_host: DriverTable | None = None
+    # Sensors the chassis implies (its power supplies, temperature sensors); the node config's
+    # [[sensors]] entries with the same name replace them.
+    sensors: list[SensorConfig] = []
 
     @field_validator("relays", "feedback")
     @classmethod

@@ -25,11 +25,14 @@ from firmware.core.actions.hooks import HookRunner, hook_environment
 from firmware.core.actions.relays import RelayAction, open_banks
 from firmware.core.cluster import ActionsReport, ClusterState, Inputs, Persisted, Settings, WitnessResult
 from firmware.core.control import ControlError, ControlServer
+from firmware.core.health import HealthMonitor, build_sensors
 from firmware.core.heartbeat import HeartbeatEndpoint
+from firmware.core.hotplug import DeviceEvent, HotplugWatcher, sensors_watching
 from firmware.core.journal import Journal, JsonStore
 from firmware.core.links import Link, make_link
 from firmware.core.notify import Notifier
 from firmware.core.protocol import Keyring, new_boot_id
+from firmware.core.sensors.base import SensorContext
 from firmware.core.states import Flag, NodeState, Role
 from firmware.core.watchdog import HardwareWatchdog, StallFence, WatchdogError, WatchdogPulse
 from firmware.core.witness import Witness
@@ -125,6 +128,20 @@ class Daemon:
                               "which feeds the pulse")
         self.notifier = Notifier()
         self.control = ControlServer(node.control_socket, self.handle_request, node.control_group)
+        self.sensor_host = self._open_sensor_host()
+        self.history = None
+        if node.health.history:
+            from firmware.core.history import History
+
+            self.history = History(node.state_dir / "history")
+        self.monitor = HealthMonitor(
+            build_sensors(config, self.sensor_host), warning_factor=node.health.warning_factor,
+            unknown_factor=node.health.unknown_factor, workers=node.health.workers,
+            on_change=self._health_changed_elsewhere, record=self.history.record if self.history else None)
+        self.hotplug = HotplugWatcher(self._on_hotplug)
+        self.health_override: int | None = None  # set by `sim.health` on a simulator board
+        self.inventory: dict[str, Any] | None = None
+        self._silenced: set[str] = set()
         self.health = 100
         self.witness_result: WitnessResult | None = None
         self.witness_summary = ""
@@ -162,6 +179,12 @@ class Daemon:
         await self.control.start()
         self._open_watchdogs()  # armed only once start-up work that may take long is done
         self.stall_fence.start()
+        if self.history is not None:
+            self.history.start()
+        self.monitor.start()
+        if self.monitor.sensors:
+            self.hotplug.start()
+        self._spawn(self._read_inventory())
         self._spawn(self._watch_banks())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -232,6 +255,13 @@ class Daemon:
     def _release_hardware(self) -> None:
         """Relays to their safe (de-energized) state, GPIO lines handed back, watchdog disarmed (idempotent)."""
         self.stall_fence.stop()
+        self.hotplug.close()
+        self.monitor.close()
+        if self.history is not None:
+            self.history.close()
+        close_host = getattr(self.sensor_host, "close", None)
+        if close_host is not None:
+            close_host()
         if self.pulse is not None:
             self.pulse.close()
         if self.hw_watchdog is not None:
@@ -486,6 +516,97 @@ class Daemon:
                                  "state": st.state.name, "epoch": st.persisted.epoch, "health": self.health,
                                  "peer": {"name": self.settings.peer, "state": msg.state.name if msg else None}})
 
+    # ------------------------------------------------------------------ health and alarms
+
+    def _open_sensor_host(self) -> SensorContext:
+        host = self.config.board.sensor_host
+        if host is None:
+            return SensorContext()
+        context = load_driver(host.driver, "sensor_host.driver", self.config.board_path, **host.kwargs)
+        if not isinstance(context, SensorContext):
+            raise ConfigError(self.config.board_path, "sensor_host.driver",
+                              f"{host.driver} returned {type(context).__name__}, not a SensorContext")
+        return context
+
+    async def _read_inventory(self) -> None:
+        from firmware.core.sensors.dmi import read_inventory
+
+        try:
+            self.inventory = await asyncio.to_thread(read_inventory, self.sensor_host)
+        except Exception as exc:  # inventory is informative; its failure must not stop the node
+            self.inventory = {"error": str(exc)}
+            log.warning("inventory could not be read: %s", exc)
+
+    def _on_hotplug(self, event: DeviceEvent) -> None:
+        """On pyudev's thread: poll the sensors that watch this device now, and journal it."""
+        watching = sensors_watching(event, ((m.config.name, m.sensor.options) for m in self.monitor.sensors))
+        if not watching:
+            return
+        self.monitor.poll_now(watching)
+        self._health_changed_elsewhere([("hotplug", {"action": event.action, "device": event.node or event.name,
+                                                     "subsystem": event.subsystem, "sensors": watching})])
+
+    def _health_changed_elsewhere(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Called on the health scheduler's thread: hand the events to the event loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_health_events, events)
+
+    def _on_health_events(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        for kind, data in events:
+            self.journal.record(kind, data)
+            if kind.startswith("alarm."):
+                log.warning("%s %s", kind, data["message"])
+        self._update_health()
+
+    def _update_health(self) -> None:
+        health = self.health_override if self.health_override is not None else self.monitor.score
+        if health == self.health:
+            return
+        self.health = health
+        if self.state is not None and self._loop is not None:
+            self._evaluate(self._loop.time())
+
+    def _alarms(self) -> list[str]:
+        """Every active alarm: the cluster's, the relays' and the sensors'."""
+        assert self.state is not None
+        relay_status = [a.status() for a in self.plan.actions if a.name.startswith("relays ")]
+        return (cluster.alarms(self.settings, self.state)
+                + [f"relays {r['group']}: {r['mismatch']}" for r in relay_status if r["mismatch"]]
+                + [f"relay bank {name} ({bank.name}) is not reachable; retrying every {BANK_CHECK_S:g} s"
+                   for name, bank in self.relay_banks.items() if not self.bank_ok.get(name, True)]
+                + self.monitor.alarms())
+
+    @staticmethod
+    def _alarm_key(alarm: str) -> str:
+        # A sensor alarm's text carries live values; silencing is by sensor and level, not by text.
+        words = alarm.split(" ", 2)
+        return " ".join(words[:2]) if len(words) > 1 and words[1] in ("WARNING:", "CRITICAL:", "UNKNOWN:") else alarm
+
+    def _alarm_silenced(self, alarms: list[str]) -> bool:
+        return bool(alarms) and {self._alarm_key(a) for a in alarms} <= self._silenced
+
+    def _silence_alarms(self, source: str) -> dict[str, Any]:
+        alarms = self._alarms()
+        if not alarms:
+            return {"ok": True, "result": "no active alarms"}
+        self._silenced = {self._alarm_key(a) for a in alarms}
+        self.journal.record("alarm.silenced", {"source": source, "alarms": alarms})
+        return {"ok": True, "result": f"silenced {len(alarms)} alarm{'s' if len(alarms) > 1 else ''} "
+                                      "(a new alarm sounds again)"}
+
+    def _sim_set(self, target: str, settings: dict[str, Any]) -> dict[str, Any]:
+        inject = getattr(self.sensor_host, "inject", None)
+        if inject is None:
+            raise ControlError("this board's sensor host has nothing to inject into")
+        try:
+            detail = inject(target, settings)
+        except (KeyError, ValueError) as exc:
+            raise ControlError(str(exc).strip("'\"")) from None
+        self.journal.record("sim.set", {"target": target, "settings": settings})
+        self.monitor.poll_now()
+        return {"ok": True, "result": detail or f"{target}: set {settings}"}
+
     # ------------------------------------------------------------------ control requests
 
     async def handle_request(self, request: dict[str, Any]) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
@@ -515,7 +636,18 @@ class Daemon:
         if cmd == "sim.health":
             if not self.config.board.simulator:
                 raise ControlError("sim.health is only available on a simulator board profile")
-            return self._set_health(int(request["value"]))
+            return self._set_health(request.get("value"))
+        if cmd == "sim.set":
+            if not self.config.board.simulator:
+                raise ControlError("sim.set is only available on a simulator board profile")
+            settings = request.get("settings")
+            if not isinstance(settings, dict):
+                raise ControlError("sim.set needs settings as an object, e.g. {\"ac\": \"lost\"}")
+            return self._sim_set(str(request.get("target", "")), settings)
+        if cmd == "sensors":
+            return {"ok": True, "result": self.monitor.snapshot()}
+        if cmd == "alarm-silence":
+            return self._silence_alarms(str(request.get("source", "cli")))
         raise ControlError(f"unknown command {cmd!r}")
 
     def _inject_contact(self, ref: str, value: Any) -> dict[str, Any]:
@@ -530,13 +662,18 @@ class Daemon:
         self.journal.record("sim.contact", {"input": ref, "stuck": value})
         return {"ok": True, "result": f"{ref} {'cleared' if value is None else 'stuck ' + ('on' if value else 'off')}"}
 
-    def _set_health(self, value: int) -> dict[str, Any]:
+    def _set_health(self, value: Any) -> dict[str, Any]:
+        if value is None:  # back to the sensors' score
+            self.health_override = None
+            self.journal.record("health", {"health": self.monitor.score, "source": "sensors"})
+            self._update_health()
+            return {"ok": True, "result": f"health follows the sensors again ({self.monitor.score})"}
+        value = int(value)
         if not 0 <= value <= 100:
             raise ControlError("health must be 0-100")
-        self.health = value
+        self.health_override = value
         self.journal.record("health", {"health": value, "source": "simulator"})
-        assert self._loop is not None
-        self._evaluate(self._loop.time())
+        self._update_health()
         return {"ok": True, "result": f"health set to {value}"}
 
     async def _command(self, name: str, force: bool, source: str) -> dict[str, Any]:
@@ -653,6 +790,7 @@ class Daemon:
             })
         last_rx = view.last_rx
         relay_status = [a.status() for a in self.plan.actions if a.name.startswith("relays ")]
+        alarms = self._alarms()
         return {
             "node": self.settings.node,
             "role": self.settings.role.name.lower(),
@@ -685,11 +823,11 @@ class Daemon:
                 "detail": self.witness_summary,
                 "age_s": None if self.witness_result is None else round(now - self.witness_result.started_at, 3),
             },
-            "alarms": cluster.alarms(self.settings, st) + [
-                f"relays {r['group']}: {r['mismatch']}" for r in relay_status if r["mismatch"]] + [
-                f"relay bank {name} ({bank.name}) is not reachable; retrying every {BANK_CHECK_S:g} s"
-                for name, bank in self.relay_banks.items() if not self.bank_ok.get(name, True)],
-            "sensors": [],
+            "alarms": alarms,
+            "alarm_silenced": self._alarm_silenced(alarms),
+            "sensors": self.monitor.snapshot(),
+            "inventory": self.inventory,
+            "history": self.history.status() if self.history else None,
             "shared_ips": [a.status() for a in self.plan.actions if a.name.startswith("shared_ip")],
             "service": next((a.status() for a in self.plan.actions if a.name == "service"), None),
             "relays": relay_status,

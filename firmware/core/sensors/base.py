@@ -130,3 +130,15 @@ class Sensor(ABC):
 
     def close(self) -> None:
         """Release whatever ``read`` opened (buses, sockets); the default has nothing to release."""
+
+
+def host_context(smbus: str | None = None, sysfs: str = "/sys", procfs: str = "/proc",
+                 commands: dict[str, str] | None = None) -> SensorContext:
+    """A `SensorContext` from board-profile keys (``[sensor_host]``); ``smbus`` is an import path."""
+    opener = None
+    if smbus is not None:
+        import importlib
+
+        module_name, _, attribute = smbus.partition(":")
+        opener = getattr(importlib.import_module(module_name), attribute)
+    return SensorContext(smbus=opener, sysfs=Path(sysfs), procfs=Path(procfs), commands=dict(commands or {}))

@@ -1,0 +1,112 @@
+"""Hot-plug: udev events re-read the sensors that watch the device at once, instead of at the next poll.
+
+A disk, a USB serial adapter or a panel that disappears (or comes back) is
+matched against every sensor's options: a sensor whose options name the
+device node, one of its stable links (/dev/disk/by-id/…, /dev/serial/by-id/…)
+or its kernel name (``sda``, ``ttyUSB0``, ``eth1``) is polled right away, so
+its alarm is raised or cleared within moments. pyudev's observer thread
+delivers the events; nothing here touches the heartbeat loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+SUBSYSTEMS = ("block", "tty", "usb", "net")
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    """One udev event, reduced to what matching needs."""
+
+    action: str
+    subsystem: str
+    name: str
+    node: str | None = None
+    links: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> set[str]:
+        """Every name the device goes by: kernel name, node, stable links."""
+        return {n for n in (self.name, self.node, *self.links) if n}
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, (str, os.PathLike)):
+        yield str(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def sensors_watching(event: DeviceEvent, sensors: Iterable[tuple[str, Any]]) -> list[str]:
+    """The names of the sensors whose options mention the device (``(name, options)`` pairs in)."""
+    names = event.names
+    watching = []
+    for sensor_name, options in sensors:
+        dumped = options.model_dump() if hasattr(options, "model_dump") else options
+        for text in _strings(dumped):
+            if text in names or os.path.basename(text) == event.name:
+                watching.append(sensor_name)
+                break
+    return watching
+
+
+class HotplugWatcher:
+    """Watches udev for devices coming and going and reports each as a `DeviceEvent`."""
+
+    def __init__(self, callback: Callable[[DeviceEvent], None], subsystems: Iterable[str] = SUBSYSTEMS) -> None:
+        """``callback`` runs on pyudev's observer thread."""
+        self.callback = callback
+        self.subsystems = tuple(subsystems)
+        self._observer: Any = None
+        self.source: str | None = None
+        self.error: str | None = None
+
+    def start(self) -> bool:
+        """Start watching; False (with ``error`` set) where udev cannot be watched (e.g. a container)."""
+        try:
+            import pyudev
+
+            context = pyudev.Context()
+            # Without a udev daemon (containers, early boot) only the kernel's raw events exist.
+            self.source = "udev" if os.path.exists("/run/udev/control") else "kernel"
+            monitor = pyudev.Monitor.from_netlink(context, source=self.source)
+            for subsystem in self.subsystems:
+                monitor.filter_by(subsystem)
+            self._observer = pyudev.MonitorObserver(monitor, callback=self._on_device, name="hotplug")
+            self._observer.start()
+            return True
+        except Exception as exc:  # hot-plug is an accelerator; polling still sees every change
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.warning("hot-plug events unavailable (%s); sensors are polled at their interval", self.error)
+            return False
+
+    def _on_device(self, device: Any) -> None:
+        try:
+            event = DeviceEvent(action=device.action or "change", subsystem=device.subsystem or "",
+                                name=device.sys_name or "", node=device.device_node,
+                                links=tuple(device.device_links))
+            if event.action in ("add", "remove", "change", "online", "offline", "bind", "unbind"):
+                self.callback(event)
+        except Exception:
+            log.exception("hot-plug: failed to handle a udev event")
+
+    def close(self) -> None:
+        """Stop the observer thread."""
+        if self._observer is not None:
+            self._observer.send_stop()
+            self._observer = None
+
+    @property
+    def running(self) -> bool:
+        """Whether events are being watched."""
+        return self._observer is not None
