@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from firmware import __version__
-from firmware.config import DEFAULT_CONFIG_PATH, ConfigError, check_key_file_permissions, effective_config, load_config
+from firmware.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    check_key_file_permissions,
+    effective_config,
+    load_config,
+)
 from firmware.core.control import ControlError, request, stream
 from firmware.core.links import LinkError
 from firmware.core.protocol import Keyring
@@ -330,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (("promote", "make this node ACTIVE (planned handover if the peer is ACTIVE)"),
                        ("demote", "hand the calls over to the peer"),
-                       ("shutdown", "leave the cluster (handing over first) and stop the daemon")):
+                       ("shutdown", "leave the cluster (handing over first) and stop the daemon"),
+                       ("poweroff", "leave the cluster (handing over first), then power the appliance off"),
+                       ("reboot", "leave the cluster (handing over first), then reboot the appliance")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--force", action="store_true", help="override the safety checks")
         p.set_defaults(func=lambda a, n=name: _operator_command(a, n))

@@ -118,7 +118,7 @@ class TimersConfig(_Strict):
     shutdown_timeout_ms: Annotated[int, Field(ge=0, le=600_000)] = 10_000
 
     @model_validator(mode="after")
-    def _deadtime_covers_heartbeats(self) -> "TimersConfig":
+    def _deadtime_covers_heartbeats(self) -> TimersConfig:
         if self.deadtime_ms < 2 * self.heartbeat_ms:
             raise ValueError(
                 f"deadtime_ms ({self.deadtime_ms}) must be at least twice heartbeat_ms "
@@ -175,7 +175,7 @@ class ThresholdConfig(_Strict):
     hysteresis: Annotated[float, Field(ge=0)] = 0.0
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ThresholdConfig":
+    def _ordered(self) -> ThresholdConfig:
         if self.warn_above is not None and self.crit_above is not None and self.crit_above < self.warn_above:
             raise ValueError(f"crit_above ({self.crit_above:g}) must not be below warn_above ({self.warn_above:g})")
         if self.warn_below is not None and self.crit_below is not None and self.crit_below > self.warn_below:
@@ -294,7 +294,7 @@ class ServiceConfig(_Strict):
     ready_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 60_000
 
     @model_validator(mode="after")
-    def _commands(self) -> "ServiceConfig":
+    def _commands(self) -> ServiceConfig:
         if self.mode != "none" and not (self.start and self.stop and self.status):
             raise ValueError("start, stop and status commands are required unless mode is none")
         return self
@@ -326,7 +326,7 @@ class RelayGroupConfig(_Strict):
     settle_ms: Annotated[int, Field(ge=0, le=60_000)] = 200
 
     @model_validator(mode="after")
-    def _feedback_matches(self) -> "RelayGroupConfig":
+    def _feedback_matches(self) -> RelayGroupConfig:
         if self.feedback and len(self.feedback) != len(self.outputs):
             raise ValueError("feedback needs one input per output (or none)")
         return self
@@ -382,7 +382,7 @@ class NodeConfig(_Strict):
     panel: PanelConfig = PanelConfig()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "NodeConfig":
+    def _consistent(self) -> NodeConfig:
         stall, t = self.fencing.stall_ms, self.timers
         if stall and not 2 * t.heartbeat_ms <= stall <= t.deadtime_ms - t.heartbeat_ms:
             raise ValueError(f"fencing.stall_ms ({stall}) must lie between two heartbeats ({2 * t.heartbeat_ms}) "
@@ -448,6 +448,8 @@ class BoardProfile(_Strict):
     watchdog_pulse: PulseConfig | None = None
     relays: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
     feedback: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
+    # Powering off / rebooting after leaving the cluster (panel Shutdown/Reboot, `tandem poweroff`).
+    power: DriverTable = DriverTable(driver="firmware.core.actions.power:SystemPower")
     # Front panel (display, keys, LEDs/buzzer); none on a headless board.
     panel: PanelProfile | None = None
     # What the sensors talk to: I2C bus opener, sysfs/procfs roots, command overrides (SensorContext).

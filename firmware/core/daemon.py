@@ -13,17 +13,24 @@ import logging
 import os
 import signal
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from firmware import __version__
 from firmware.config import Config, ConfigError, check_key_file_permissions
-from firmware.drivers import load_driver
 from firmware.core import cluster
 from firmware.core.actions import ActionError, ActionPlan, build_plan
 from firmware.core.actions.hooks import HookRunner, hook_environment
 from firmware.core.actions.relays import RelayAction, open_banks
-from firmware.core.cluster import ActionsReport, ClusterState, Inputs, Persisted, Settings, WitnessResult
+from firmware.core.cluster import (
+    ActionsReport,
+    ClusterState,
+    Inputs,
+    Persisted,
+    Settings,
+    WitnessResult,
+)
 from firmware.core.control import ControlError, ControlServer
 from firmware.core.health import HealthMonitor, build_sensors
 from firmware.core.heartbeat import HeartbeatEndpoint
@@ -34,8 +41,14 @@ from firmware.core.notify import Notifier
 from firmware.core.protocol import Keyring, new_boot_id
 from firmware.core.sensors.base import SensorContext
 from firmware.core.states import Flag, NodeState, Role
-from firmware.core.watchdog import HardwareWatchdog, StallFence, WatchdogError, WatchdogPulse
+from firmware.core.watchdog import (
+    HardwareWatchdog,
+    StallFence,
+    WatchdogError,
+    WatchdogPulse,
+)
 from firmware.core.witness import Witness
+from firmware.drivers import load_driver
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +152,9 @@ class Daemon:
             unknown_factor=node.health.unknown_factor, workers=node.health.workers,
             on_change=self._health_changed_elsewhere, record=self.history.record if self.history else None)
         self.hotplug = HotplugWatcher(self._on_hotplug)
+        self.power = load_driver(config.board.power.driver, "power.driver", config.board_path,
+                                 **config.board.power.kwargs)
+        self._power_after: str | None = None
         self.health_override: int | None = None  # set by `sim.health` on a simulator board
         self.inventory: dict[str, Any] | None = None
         self._silenced: set[str] = set()
@@ -246,6 +262,9 @@ class Daemon:
         self.store.save_now(self.state.persisted.to_json())
         self._save_boot_record(now=True)
         self.journal.record("daemon.stop", {"state": self.state.state.name})
+        if self._power_after is not None:
+            self.journal.record("power", {"action": self._power_after,
+                                          "detail": self.power.request(self._power_after)})
         await self.control.close()
         for link in self.links.values():
             link.close()
@@ -622,6 +641,15 @@ class Daemon:
             return self._events(int(request.get("since", 0)), bool(request.get("follow", False)))
         if cmd in ("promote", "demote", "shutdown", "maintenance-on", "maintenance-off"):
             return await self._command(cmd, bool(request.get("force", False)), str(request.get("source", "cli")))
+        if cmd in ("poweroff", "reboot"):
+            # Leave the cluster exactly as `shutdown` does (same checks), then power off or reboot.
+            previous, self._power_after = self._power_after, cmd
+            try:
+                return await self._command("shutdown", bool(request.get("force", False)),
+                                           str(request.get("source", "cli")))
+            except ControlError:
+                self._power_after = previous
+                raise
         if cmd == "sim.stall":
             if not self.config.board.simulator:
                 raise ControlError("sim.stall is only available on a simulator board profile")
@@ -655,7 +683,7 @@ class Daemon:
 
         try:
             bank, channel = parse_ref(ref)
-            inject = getattr(self.feedback_banks[bank], "inject")
+            inject = self.feedback_banks[bank].inject
         except (ValueError, KeyError, AttributeError):
             raise ControlError(f"no simulated feedback input {ref!r} (banks: {', '.join(self.feedback_banks)})") from None
         inject(channel, None if value is None else bool(value))
@@ -695,7 +723,7 @@ class Daemon:
         st = self.state
         assert st is not None
         limit = self.settings.handover_timeout + 2 * self.settings.deadtime + 1.0
-        peer_active = lambda: (self.endpoint.view().message is not None  # noqa: E731
+        peer_active = lambda: (self.endpoint.view().message is not None
                                and self.state is not None and self.state.peer_alive
                                and self.endpoint.view().message.state == NodeState.ACTIVE)
         if name == "promote":
@@ -725,7 +753,7 @@ class Daemon:
         self._waiters.append((predicate, future))
         try:
             return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             self._waiters = [(p, f) for p, f in self._waiters if f is not future]

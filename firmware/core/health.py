@@ -27,12 +27,13 @@ sensor takes away when CRITICAL".
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
+from concurrent import futures
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from firmware.config import SensorConfig, ThresholdConfig
 from firmware.core.sensors.base import Level, Reading, Sensor

@@ -36,7 +36,7 @@ FAMILIES: dict[str, str] = {
 }
 
 
-def family_class(type_name: str) -> "type[Sensor]":
+def family_class(type_name: str) -> type[Sensor]:
     """The Sensor subclass for a ``type``; ValueError naming the known families if there is none."""
     from firmware.core.sensors.base import Sensor
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import subprocess
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -36,7 +37,7 @@ class Level(IntEnum):
     UNKNOWN = 3
 
     @classmethod
-    def worst(cls, *levels: "Level") -> "Level":
+    def worst(cls, *levels: Level) -> Level:
         """The most severe level: CRITICAL > WARNING > UNKNOWN > OK."""
         order = {cls.OK: 0, cls.UNKNOWN: 1, cls.WARNING: 2, cls.CRITICAL: 3}
         return max(levels, key=order.__getitem__, default=cls.OK)
