@@ -133,7 +133,7 @@ def format_status(s: dict[str, Any]) -> str:
                      if any(counts.values()) else f"Sensors  {len(sensors)}, all OK")
     system = ((s.get("inventory") or {}).get("system") or {})
     if system:
-        lines.append("Chassis  " + " ".join(str(system.get(k)) for k in ("Manufacturer", "Product Name", "Serial Number")
+        lines.append("Chassis  " + " ".join(str(system.get(k)) for k in ("manufacturer", "product_name", "serial_number")
                                              if system.get(k)))
     silenced = "  (silenced)" if s.get("alarm_silenced") else ""
     lines.append(f"Alarms   {len(s['alarms'])}{silenced}")

@@ -33,6 +33,17 @@ Adding a device model (an LM75 sensor, a PMBus power supply, ...):
    0x88, READ_IOUT 0x8C ... in LINEAR11).
 2. Attach it in the simulator or a test: ``SimSMBus.attach(1, 0x48, Lm75Model())``,
    and ``SimSMBus.detach(1, 0x48)`` when done (``SimSMBus.reset()`` clears all).
+
+PEC (SMBus packet error checking): a driver enables it as with smbus2,
+``bus.pec = 1``; the handle then frames every SMBus transaction (not the I2C
+block transfers, as in the kernel) with its wire bytes, address bytes
+included. Before a write the device's ``pec_received`` sees those bytes and
+the PEC byte and may refuse the write; after a read the handle compares the
+device's ``pec_for_read`` with the CRC of the bytes and fails with
+``OSError(EBADMSG)`` on a mismatch, like the kernel. A device that does not
+override them has no PEC: its reads fail (the master clocks in an idle bus,
+0xFF). `smbus_pec` computes the CRC for models. Device models for sensors
+(LM75, PMBus supplies) live in sim/i2cdevices.py.
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ import time
 from types import TracebackType
 from typing import Any, ClassVar
 
-__all__ = ["Pcf8574Model", "SimI2cDevice", "SimSMBus"]
+__all__ = ["Pcf8574Model", "SimI2cDevice", "SimSMBus", "smbus_pec"]
 
 BLOCK_MAX = 32  # I2C_SMBUS_BLOCK_MAX: the longest i2c block transfer smbus2 allows
 
@@ -69,6 +80,36 @@ def _check(value: int, limit: int, what: str) -> None:
 
 def _not_modelled(device: object, transaction: str) -> OSError:
     return OSError(errno.EIO, f"{transaction} is not modelled by {type(device).__name__}")
+
+
+def smbus_pec(data: bytes) -> int:
+    """SMBus PEC of ``data``: CRC-8, polynomial x^8 + x^2 + x + 1, initial value 0, no reflection."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc << 1 ^ 0x07) & 0xFF if crc & 0x80 else crc << 1
+    return crc
+
+
+def _wire(address: int, transaction: str, args: tuple[Any, ...], result: Any = None) -> bytes | None:
+    """The bytes of an SMBus transaction as the PEC covers them (None for I2C block transfers, which have no PEC)."""
+    write, read = address << 1, address << 1 | 1
+    if transaction == "read_byte":
+        return bytes([read, result])
+    if transaction == "write_byte":
+        return bytes([write, args[0]])
+    if transaction == "read_byte_data":
+        return bytes([write, args[0], read, result])
+    if transaction == "write_byte_data":
+        return bytes([write, args[0], args[1]])
+    if transaction == "read_word_data":
+        return bytes([write, args[0], read, result & 0xFF, result >> 8])
+    if transaction == "write_word_data":
+        return bytes([write, args[0], args[1] & 0xFF, args[1] >> 8])
+    if transaction == "read_block_data":
+        return bytes([write, args[0], read, len(result), *result])
+    return None
 
 
 class SimI2cDevice:
@@ -115,6 +156,18 @@ class SimI2cDevice:
         """Read ``length`` bytes from ``register`` on (auto-increment by default)."""
         with self.lock:
             return [self.read_byte_data((register + i) & 0xFF) for i in range(length)]
+
+    def read_block_data(self, register: int) -> list[int]:
+        """SMBus block read: the device sends the length (0..32), then the bytes."""
+        raise _not_modelled(self, "read_block_data")
+
+    def pec_for_read(self, wire: bytes) -> int:
+        """The PEC byte sent after a read whose bytes were ``wire``; by default none (the idle bus, 0xFF)."""
+        return 0xFF
+
+    def pec_received(self, wire: bytes, pec: int) -> bool:
+        """A write of ``wire`` came with PEC byte ``pec``: False discards it. By default it is accepted."""
+        return True
 
     def write_i2c_block_data(self, register: int, data: list[int]) -> None:
         """Write ``data`` to ``register`` on (auto-increment by default)."""
@@ -170,6 +223,8 @@ class SimSMBus:
         """Open the simulated bus ``bus`` (a number or a /dev/i2c-N path); every bus exists."""
         self.bus = _bus_key(bus)
         self._open = True
+        self.pec = 0
+        """1 to frame SMBus transactions with PEC (as smbus2's ``pec``)."""
 
     def close(self) -> None:
         """Close the handle; later transactions raise OSError(EBADF)."""
@@ -215,6 +270,14 @@ class SimSMBus:
         _check(value, 0xFFFF, "value")
         self._call(i2c_addr, "write_word_data", register, value)
 
+    def read_block_data(self, i2c_addr: int, register: int, force: bool | None = None) -> list[int]:
+        """SMBus block read: up to 32 bytes, the length sent by the device."""
+        _check(register, 0xFF, "register")
+        data = list(self._call(i2c_addr, "read_block_data", register))
+        if len(data) > BLOCK_MAX:
+            raise OSError(errno.EPROTO, f"block of {len(data)} bytes is longer than {BLOCK_MAX}")
+        return data
+
     def read_i2c_block_data(self, i2c_addr: int, register: int, length: int,
                             force: bool | None = None) -> list[int]:
         """Read ``length`` (1..32) bytes starting at ``register``."""
@@ -244,7 +307,18 @@ class SimSMBus:
             device = self._registry.get((self.bus, address))
             if device is None:
                 raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
-            return getattr(device, transaction)(*args)
+            if not self.pec:
+                return getattr(device, transaction)(*args)
+            if transaction.startswith("write"):
+                wire = _wire(address, transaction, args)
+                if wire is not None and not device.pec_received(wire, smbus_pec(wire)):
+                    return None  # the device discarded it (a PMBus device flags STATUS_CML)
+                return getattr(device, transaction)(*args)
+            result = getattr(device, transaction)(*args)
+            wire = _wire(address, transaction, args, result)
+            if wire is not None and device.pec_for_read(wire) != smbus_pec(wire):
+                raise OSError(errno.EBADMSG, os.strerror(errno.EBADMSG))
+            return result
 
 
 class Pcf8574Model(SimI2cDevice):

@@ -71,7 +71,7 @@ def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO
     trunks = [{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
                "feedback": ["trunk-sense:1", "trunk-sense:2"], "settle_ms": 200}]
     rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns,
-                       relay_groups=trunks)
+                       relay_groups=trunks, history=True)
     interactive = out.isatty()
     print(f"Starting two simulated nodes in {base} …", file=out, flush=True)
     rack.start()

@@ -125,16 +125,19 @@ class TwoNodeRack:
                  extra: dict[str, dict[str, Any]] | None = None,
                  shared_ips: list[dict[str, Any]] | None = None, service: str = "none",
                  netns: bool = False, relay_groups: list[dict[str, Any]] | None = None,
-                 witness_targets: dict[str, str] | None = None) -> None:
+                 witness_targets: dict[str, str] | None = None, history: bool = False) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
-        `netns` (root): each node in its own network namespace (sim.netns.NetnsLab)."""
+        `netns` (root): each node in its own network namespace (sim.netns.NetnsLab);
+        `history`: keep rrdtool sensor history (off by default: tests need no graphs, and each
+        metric's file preallocates its two years of retention)."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
         self.roles = dict(zip(NODES, roles))
-        self.extra = extra or {}
+        self.extra = dict(extra or {})
+        self.extra["health"] = {"history": history, **self.extra.get("health", {})}
         self.shared_ips = shared_ips or []
         self.relay_groups = relay_groups or []
         self.witness_targets = witness_targets or {}  # per-node override of the shared witness target

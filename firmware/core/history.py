@@ -370,7 +370,8 @@ class History:
                 f"DS:{DS_NAME}:GAUGE:{HEARTBEAT_STEPS * self.step_s}:U:U",
             ]
             for steps, rows in RETENTION_TIERS:
-                arguments += [f"RRA:{cf}:0.5:{steps}:{rows}" for cf in CONSOLIDATIONS]
+                # At one step per row MIN and MAX equal AVERAGE: storing them would only cost disk.
+                arguments += [f"RRA:{cf}:0.5:{steps}:{rows}" for cf in (CONSOLIDATIONS if steps > 1 else ("AVERAGE",))]
             try:
                 with _RRD_LOCK:
                     rrdtool.create(str(path), *arguments)
