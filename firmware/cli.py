@@ -63,6 +63,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         keyring = Keyring.load(config.node.key_file)
     except ValueError as exc:
         raise ConfigError(config.path, "key_file", f"{config.node.key_file}: {exc}") from None
+    from firmware.core.health import sensor_options
+
+    sensor_options(config)  # every sensor's family and options, named by file and key on error
     data = effective_config(config)
     data["keys"] = {"send_key_id": keyring.send_id, "accepted_key_ids": keyring.key_ids}
     warnings = []

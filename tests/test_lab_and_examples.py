@@ -22,8 +22,16 @@ def test_example_config_is_valid_and_documented() -> None:
     assert config.board.simulator and config.node.timers.heartbeat_ms == 100
     assert [link.kind for link in config.node.links] == ["udp", "serial"]
     text = (ROOT / "examples" / "tandem.toml").read_text()
-    for key in ("heartbeat_ms", "deadtime_ms", "initdead_ms", "targets", "policy", "max_failures"):
+    for key in ("heartbeat_ms", "deadtime_ms", "initdead_ms", "targets", "policy", "max_failures",
+                "warning_factor", "hold_confirm_s", "view_only"):
         assert f"{key} =" in text
+    from firmware.core.health import sensor_options
+
+    checked = {entry.name: (cls.family, options) for entry, cls, options in sensor_options(config)}
+    # The example's own sensors (with their family options) plus the sim board's chassis.
+    assert {"asterisk", "pbx-process", "itsp", "root-disk", "gateway", "psu1", "inlet"} <= set(checked)
+    assert checked["pbx-process"][1].process == "asterisk"
+    assert checked["asterisk"][1].timeout_s == 5.0  # the sensor's timeout_s reaches the AMI client
 
 
 @pytest.mark.integration

@@ -540,7 +540,7 @@ def test_process_found_by_cmdline_and_name() -> None:
     assert reading.level is Level.OK and reading.values["count"] >= 1
     assert str(os.getpid()) in reading.info["pids"].split()
     assert reading.values["rss_mb"] > 0
-    assert make(ProcessSensor, name=me.name()).read().level is Level.OK
+    assert make(ProcessSensor, process=me.name()).read().level is Level.OK
 
 
 def test_process_absent_is_critical(tmp_path: Path) -> None:
@@ -548,7 +548,7 @@ def test_process_absent_is_critical(tmp_path: Path) -> None:
     reading = make(ProcessSensor, cmdline_contains=token).read()
     assert reading.level is Level.CRITICAL and reading.conditions == ("not_running",)
     assert reading.values["count"] == 0
-    reading = make(ProcessSensor, name="asterisk-" + uuid.uuid4().hex[:6]).read()
+    reading = make(ProcessSensor, process="asterisk-" + uuid.uuid4().hex[:6]).read()
     assert reading.summary.endswith("is not running")
 
 
@@ -569,7 +569,7 @@ def test_process_options_need_exactly_one() -> None:
     with pytest.raises(ValidationError):
         ProcessSensor.Options()
     with pytest.raises(ValidationError):
-        ProcessSensor.Options(name="asterisk", pidfile="/run/asterisk.pid")
+        ProcessSensor.Options(process="asterisk", pidfile="/run/asterisk.pid")
 
 
 def test_clock_sync_sources() -> None:

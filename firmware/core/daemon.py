@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
@@ -56,6 +57,7 @@ FINAL_ROUNDS = 3  # heartbeats sent after STOPPED so the peer hears the planned 
 PEER_RECORD_EVERY_TICKS = 50
 BANK_CHECK_S = 1.0
 FOLLOW_QUEUE = 1000
+LAG_SAMPLES = 3000  # the last five minutes of heartbeat ticks, for lateness percentiles
 
 
 def settings_from_config(config: Config) -> Settings:
@@ -165,6 +167,7 @@ class Daemon:
         self.state: ClusterState | None = None
         self.started_wall = time.time()
         self.max_tick_lag = 0.0
+        self.tick_lags: deque[tuple[int, float]] = deque(maxlen=LAG_SAMPLES)  # (tick, how late it ran)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_tick_at = 0.0
         self._wake_handle: asyncio.TimerHandle | None = None
@@ -297,6 +300,7 @@ class Daemon:
         now = loop.time()
         lag = now - self._next_tick_at
         self.max_tick_lag = max(self.max_tick_lag, lag)
+        self.tick_lags.append((self.endpoint.tick, lag))
         interval = self.settings.heartbeat
         self._next_tick_at += interval
         if self._next_tick_at < now:  # we were stalled: do not burst to catch up
@@ -637,6 +641,9 @@ class Daemon:
             return {"ok": True, "result": self.status()["links"]}
         if cmd == "ping":
             return {"ok": True, "result": "pong"}
+        if cmd == "lateness":  # heartbeat tick lateness over the ticks after `since_tick` (benchmarks)
+            return {"ok": True, "result": {"tick": self.endpoint.tick,
+                                           **_lateness(self.tick_lags, int(request.get("since_tick", -1)))}}
         if cmd == "events":
             return self._events(int(request.get("since", 0)), bool(request.get("follow", False)))
         if cmd in ("promote", "demote", "shutdown", "maintenance-on", "maintenance-off"):
@@ -862,8 +869,18 @@ class Daemon:
             "watchdog": self.hw_watchdog.status() if self.hw_watchdog else None,
             "watchdog_pulse": self.pulse.status() if self.pulse else None,
             "heartbeat": {"interval_ms": self.settings.heartbeat * 1000, "deadtime_ms": self.settings.deadtime * 1000,
-                          "max_tick_lag_ms": round(self.max_tick_lag * 1000, 2), "tick": self.endpoint.tick},
+                          "max_tick_lag_ms": round(self.max_tick_lag * 1000, 2), "tick": self.endpoint.tick,
+                          "lateness_ms": _lateness(self.tick_lags)},
         }
+
+
+def _lateness(lags: deque[tuple[int, float]], since_tick: int = -1) -> dict[str, float | int]:
+    """How late recent heartbeat ticks ran (after ``since_tick``): p50, p99 and max in ms."""
+    ordered = sorted(lag for tick, lag in lags if tick > since_tick)
+    if not ordered:
+        return {"samples": 0}
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)  # noqa: E731
+    return {"samples": len(ordered), "p50": pick(0.50), "p99": pick(0.99), "max": round(ordered[-1] * 1000, 3)}
 
 
 def _probe_bank(bank: Any) -> bool:

@@ -413,8 +413,11 @@ def sensor_options(config: Any) -> list[tuple[SensorConfig, type[Sensor], Any]]:
             cls = family_class(entry.type)
         except ValueError as exc:
             raise ConfigError(path, f"{key}.type", str(exc)) from None
+        raw = entry.options
+        if "timeout_s" in cls.Options.model_fields:  # the family's own timeout is the sensor's
+            raw = {**raw, "timeout_s": entry.timeout_s}
         try:
-            options = cls.Options.model_validate(entry.options)
+            options = cls.Options.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             reason = "unknown key" if first["type"] == "extra_forbidden" else (

@@ -164,9 +164,12 @@ def _first_line(proc: object) -> str:
 
 
 class ProcessOptions(SensorOptions):
-    """Options of the ``process`` family: exactly one of ``name``, ``pidfile``, ``cmdline_contains``."""
+    """Options of the ``process`` family: exactly one of ``process``, ``pidfile``, ``cmdline_contains``.
 
-    name: str | None = None
+    (``process``, not ``name``: ``name`` is the sensor's own name in a ``[[sensors]]`` table.)
+    """
+
+    process: str | None = None
     """Process name as in ``ps -e`` (``asterisk``); also matches the basename of argv[0]."""
     pidfile: str | None = None
     """A pid file (``/var/run/asterisk/asterisk.pid``): that pid must be alive."""
@@ -175,9 +178,9 @@ class ProcessOptions(SensorOptions):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ProcessOptions:
-        given = [key for key in ("name", "pidfile", "cmdline_contains") if getattr(self, key)]
+        given = [key for key in ("process", "pidfile", "cmdline_contains") if getattr(self, key)]
         if len(given) != 1:
-            raise ValueError("give exactly one of name, pidfile, cmdline_contains"
+            raise ValueError("give exactly one of process, pidfile, cmdline_contains"
                              + (f" (got {', '.join(given)})" if given else ""))
         return self
 
@@ -197,8 +200,8 @@ class ProcessSensor(Sensor):
     def label(self) -> str:
         """What the summary calls the process."""
         options: ProcessOptions = self.options  # type: ignore[assignment]
-        if options.name:
-            return options.name
+        if options.process:
+            return options.process
         if options.pidfile:
             return Path(options.pidfile).stem
         return repr(options.cmdline_contains)
@@ -229,9 +232,9 @@ class ProcessSensor(Sensor):
             if info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             cmdline = info["cmdline"] or []
-            if options.name:
+            if options.process:
                 argv0 = os.path.basename(cmdline[0]) if cmdline else ""
-                if options.name not in (info["name"], argv0):
+                if options.process not in (info["name"], argv0):
                     continue
             elif options.cmdline_contains not in " ".join(cmdline):
                 continue
