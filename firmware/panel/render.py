@@ -178,11 +178,26 @@ def _text_width(text: str, scale: int) -> int:
     return max(0, len(text) * 6 * scale - scale)
 
 
+def _rows(draw: ImageDraw.ImageDraw, spans: list[tuple[int, int, int]], color: object) -> None:
+    """Fill one-pixel-high spans (x0, x1, y): shapes built from these rasterise the same in every Pillow."""
+    for x0, x1, y in spans:
+        draw.rectangle((x0, y, x1, y), fill=color)  # type: ignore[arg-type]
+
+
+def _triangle_spans(x: int, y: int, size: int, up: bool) -> list[tuple[int, int, int]]:
+    spans = []
+    for row in range(size):
+        half = (row if up else size - 1 - row) // 2
+        mid = x + (size - 1) // 2
+        spans.append((mid - half, mid + half + (size - 1) % 2, y + row))
+    return spans
+
+
 def _alarm_icon(draw: ImageDraw.ImageDraw, x: int, y: int, size: int, color: object, bg: object) -> None:
-    draw.polygon([(x + size // 2, y), (x, y + size - 1), (x + size - 1, y + size - 1)], fill=color)  # type: ignore[arg-type]
-    mid = x + size // 2
-    draw.line([(mid, y + size // 3), (mid, y + size - 4)], fill=bg)  # type: ignore[arg-type]
-    draw.point((mid, y + size - 2), fill=bg)  # type: ignore[arg-type]
+    """A warning triangle with an exclamation mark."""
+    _rows(draw, _triangle_spans(x, y, size, up=True), color)
+    mid = x + (size - 1) // 2
+    _rows(draw, [(mid, mid, row) for row in range(y + size // 3, y + size - 3)] + [(mid, mid, y + size - 2)], bg)
 
 
 def _link_icon(draw: ImageDraw.ImageDraw, x: int, y: int, size: int, state: str, theme: _Theme) -> None:
@@ -194,8 +209,8 @@ def _link_icon(draw: ImageDraw.ImageDraw, x: int, y: int, size: int, state: str,
         draw.rectangle((x, y, x + size // 2, y + size - 1), fill=theme.warn)  # type: ignore[arg-type]
     else:
         draw.rectangle(box, outline=theme.err)  # type: ignore[arg-type]
-        draw.line([(x, y), (x + size - 1, y + size - 1)], fill=theme.err)  # type: ignore[arg-type]
-        draw.line([(x, y + size - 1), (x + size - 1, y)], fill=theme.err)  # type: ignore[arg-type]
+        _rows(draw, [(x + i, x + i, y + i) for i in range(size)]
+              + [(x + i, x + i, y + size - 1 - i) for i in range(size)], theme.err)
 
 
 def _header(image: Image.Image, draw: ImageDraw.ImageDraw, screen: Screen, lay: GraphicLayout,
@@ -288,11 +303,8 @@ def _home(image: Image.Image, draw: ImageDraw.ImageDraw, screen: Screen, lay: Gr
 
 
 def _triangle(draw: ImageDraw.ImageDraw, x: int, y: int, size: int, up: bool, color: object) -> None:
-    if up:
-        points = [(x, y + size - 1), (x + size - 1, y + size - 1), (x + size // 2, y)]
-    else:
-        points = [(x, y), (x + size - 1, y), (x + size // 2, y + size - 1)]
-    draw.polygon(points, fill=color)  # type: ignore[arg-type]
+    """A small scroll arrow."""
+    _rows(draw, _triangle_spans(x, y, size, up), color)
 
 
 def _draw(image: Image.Image, screen: Screen, theme: _Theme) -> None:
@@ -325,14 +337,20 @@ def _draw(image: Image.Image, screen: Screen, theme: _Theme) -> None:
     room = max(0, (bottom - lay.header_h - m) // lay.pitch)
     rows, selected, above, below = _body(screen, screen.lines, room, lay.columns - 1, "a00")
     y = lay.header_h + m
-    text_color = theme.err if screen.kind in ("result", "lockout") and screen.tone == "error" else theme.fg
+    error = screen.tone == "error" and screen.kind in ("result", "lockout")
     for i, row in enumerate(rows):
+        if y + 8 * s > bottom:
+            break
         row = fit(row, lay.columns - 1).rstrip()
         if i == selected:
             draw.rectangle((0, y - s, width - 1, y + 8 * s), fill=theme.select_bg)  # type: ignore[arg-type]
             _text(image, (m, y), row, s, theme.select_fg)
+        elif i == 0 and screen.kind == "pin" and y + 18 * s <= bottom:  # the digits, large
+            _text(image, ((width - _text_width(row, 2 * s)) // 2, y), row, 2 * s, theme.fg)
+            y += 8 * s
         else:
-            _text(image, (m, y), row, s, text_color if i == 0 else theme.fg)
+            red = error and (screen.kind == "result" or i == 0)  # a refusal in full, a lockout's count
+            _text(image, (m, y), row, s, theme.err if red else theme.fg)
         y += lay.pitch
     arrow = 5 * s
     if above:
@@ -364,9 +382,12 @@ def body_rows(display: Display) -> int:
 def render_for(display: Display, screen: Screen) -> list[str] | Image.Image:
     """``screen`` rendered for ``display``: lines for a text display, an image for a graphic one.
 
-    A text display may name its ROM with a ``charset`` attribute ("a00", the
-    default, or "ascii").
+    A text display names its character ROM with a ``charset`` attribute:
+    "a00" for an HD44780 with ROM A00 (its degree sign, arrows and block are
+    used, as ROM escapes that luma's hd44780 ``text`` draws as-is), or
+    "ascii". Without the attribute the text is plain ASCII, which every ROM
+    shows correctly.
     """
     if display.kind == "text":
-        return render_text(screen, display.columns, display.rows, getattr(display, "charset", "a00"))
+        return render_text(screen, display.columns, display.rows, getattr(display, "charset", None) or "ascii")
     return render_graphic(screen, display.width, display.height, display.mode)

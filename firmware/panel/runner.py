@@ -193,6 +193,7 @@ class PanelRunner:
             self._fetch()
             now = self._clock()
             next_refresh = now + self.options.refresh_s
+            self.ui.observe(self._status, now)  # an alarm that just arrived stops a hold before tick() ends it
         effects += self.ui.tick(now)
         screen = self.ui.screen(self._status, list(self._events), now, self._error)
         effects += self.ui.tick(now)  # the status just seen may start or end an alarm's blinking

@@ -426,8 +426,8 @@ def result_screen(label: str, ok: bool, message: str) -> Screen:
 def pin_screen(digits: Sequence[int], position: int, length: int, message: str | None = None) -> Screen:
     """PIN entry: digits entered so far as ``*``, the current one shown, the rest ``_``."""
     cells = ["*" if i < position else str(digits[i]) if i == position else "_" for i in range(length)]
-    hint = message or "UP/DOWN digit ENTER next"
-    return Screen(title="Enter PIN", lines=(" ".join(cells), hint), kind="pin",
+    hints = (message,) if message else ("UP/DOWN: digit", "ENTER: next digit")
+    return Screen(title="Enter PIN", lines=(" ".join(cells), *hints), kind="pin",
                   tone="error" if message else "normal")
 
 

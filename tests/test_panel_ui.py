@@ -1,0 +1,508 @@
+"""The pure panel state machine, driven by key sequences with an explicit clock."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from panel_samples import (
+    ACTIVE_HEALTHY,
+    ALARMS,
+    ALARMS_SILENCED,
+    MINIMAL,
+    NO_SENSORS,
+    PIN,
+    PIN_HASH,
+    STANDBY_PEER_SILENT,
+    Panel,
+    hold_start,
+)
+
+from firmware.panel import screens
+from firmware.panel.base import Key, KeyEvent
+from firmware.panel.render import render_text
+from firmware.panel.text import to_unicode
+from firmware.panel.ui import (
+    PanelOptions,
+    PanelUi,
+    RunCommand,
+    SetBacklight,
+    lockout_delay,
+)
+
+U, D, L, R, E, B = Key.UP, Key.DOWN, Key.LEFT, Key.RIGHT, Key.ENTER, Key.BACK
+
+
+# ---------------------------------------------------------------- pages
+
+def test_up_down_walk_the_pages_and_wrap() -> None:
+    p = Panel()
+    assert p.ui.page == "home" and p.screen.big == "ACTIVE"
+    seen = []
+    for _ in range(20):
+        seen.append(p.ui.page)
+        p.keys(D)
+    order = [page.name for page in screens.PAGES]
+    assert [name for i, name in enumerate(seen) if i == 0 or name != seen[i - 1]][:9] == order + ["home"]
+    p.keys(B)
+    assert p.ui.page == "home"
+    p.keys(U)
+    assert p.ui.page == "version"
+    p.keys(R, R)
+    assert p.ui.page == "peer"
+    p.keys(L)
+    assert p.ui.page == "home"
+
+
+def test_a_long_page_scrolls_before_the_next_page() -> None:
+    p = Panel()
+    p.keys(D)
+    assert p.ui.page == "peer" and len(p.screen.lines) > 3
+    p.keys(D)
+    assert p.ui.page == "peer" and p.screen.scroll == 3
+    assert "witness" in p.text()
+    p.keys(U)
+    assert p.ui.page == "peer" and p.screen.scroll == 0
+    p.keys(D, D)
+    assert p.ui.page == "links"
+
+
+def test_16x2_home_shows_two_lines_and_scrolls_through_the_rest() -> None:
+    p = Panel(body_rows=1)
+    lines = render_text(p.screen, 16, 2)
+    assert [to_unicode(x) for x in lines] == ["pbx-a ACTV pri  ", "100% peer STBY  "]
+    p.keys(D)
+    assert p.ui.page == "home" and "lan0:up" in to_unicode(render_text(p.screen, 16, 2)[1])
+    p.keys(D)
+    assert "192.0.2.10" in to_unicode(render_text(p.screen, 16, 2)[1])
+    p.keys(D)
+    assert p.ui.page == "peer"
+
+
+def test_pages_show_their_number_and_the_home_screen_its_role() -> None:
+    p = Panel()
+    assert p.text().splitlines()[0] == "pbx-a ACTIVE     pri"
+    p.keys(D, D, D)
+    assert p.text().splitlines()[0] == "Links            3/8"
+
+
+def test_every_page_survives_missing_keys() -> None:
+    for status in (MINIMAL, {}, {"links": "nonsense", "peer": 3, "sensors": [None, 1]}, NO_SENSORS):
+        p = Panel(status=status)
+        for _ in screens.PAGES:
+            assert len(render_text(p.screen, 20, 4)) == 4
+            p.keys(R)
+    p = Panel(status=MINIMAL)
+    assert "health - peer -" in p.text()
+
+
+def test_no_status_says_the_daemon_is_not_answering() -> None:
+    p = Panel(status=None)
+    screen = p.ui.screen(None, [], p.now, error="cannot reach the daemon: no socket")
+    text = "\n".join(render_text(screen, 20, 4))
+    assert "daemon not answering" in text and "cannot reach" in text
+
+
+def test_sensors_worst_first_and_no_sensors() -> None:
+    p = Panel(status=ALARMS)
+    p.keys(B)  # acknowledge the alarm
+    p.keys(R, R, R)
+    assert p.ui.page == "sensors"
+    assert [line.split()[1] for line in p.screen.lines] == ["CRIT", "WARN", "UNKN", "ok"]
+    p.status = NO_SENSORS
+    assert p.show().lines == ("no sensors",)
+
+
+def test_events_page_newest_first_in_the_given_time_zone() -> None:
+    p = Panel()
+    p.keys(R, R, R, R, R)
+    assert p.ui.page == "events"
+    assert p.screen.lines[0] == "09:29 link.down lan0"
+    assert p.screen.lines[1] == "09:10 state ACTIVE"
+
+
+# ---------------------------------------------------------------- menu and confirmation
+
+def test_enter_opens_the_menu_and_back_leaves() -> None:
+    p = Panel()
+    p.keys(E)
+    assert p.screen.kind == "menu" and p.screen.highlight == 0
+    assert p.screen.lines == ("Promote", "Demote", "Shutdown", "Reboot", "Maintenance on", "Silence alarm", "Back")
+    p.keys(D, D)
+    assert p.screen.highlight == 2
+    p.keys(B)
+    assert p.ui.mode == "pages"
+    p.keys(E, U)
+    assert p.screen.highlight == 6  # wraps to "Back"
+    p.keys(E)
+    assert p.ui.mode == "pages" and p.commands() == []
+
+
+def test_maintenance_label_follows_the_status() -> None:
+    p = Panel(status=NO_SENSORS)  # maintenance: true
+    p.keys(E)
+    assert "Maintenance off" in p.screen.lines
+
+
+def test_confirmation_defaults_to_no() -> None:
+    p = Panel()
+    p.keys(E, E)
+    assert p.screen.kind == "confirm" and p.screen.choice == 0
+    assert p.screen.title == "Promote pbx-a?"
+    assert "[No]" in p.text() and "[Yes]" not in p.text()
+    p.keys(E)
+    assert p.ui.mode == "menu" and p.commands() == []
+
+
+def test_confirmation_toggles_with_any_arrow() -> None:
+    p = Panel()
+    p.keys(E, E)
+    for key, expected in ((D, 1), (U, 0), (R, 1), (L, 0)):
+        p.keys(key)
+        assert p.screen.choice == expected
+    p.keys(B)
+    assert p.ui.mode == "menu"
+
+
+def test_promote_needs_the_hold_with_a_visible_countdown() -> None:
+    p = Panel(PanelOptions(hold_confirm_s=3.0))
+    hold_start(p, 0)
+    assert p.screen.kind == "hold" and p.screen.progress == 0.0
+    assert "hold 3 s more" in p.text()
+    p.tick(1.5)
+    assert p.commands() == []
+    assert p.screen.progress == pytest.approx(0.5)
+    assert "hold 2 s more" in p.text()
+    assert p.tick(1.4) == [] and p.commands() == []
+    p.tick(0.1)
+    assert p.commands() == ["promote"]
+    assert p.screen.kind == "working" and "working" in p.text()
+    p.release(E)  # the release after the end changes nothing
+    assert p.commands() == ["promote"] and p.ui.mode == "working"
+    p.keys(D)  # keys wait while the daemon works
+    assert p.ui.mode == "working"
+
+
+def test_releasing_early_cancels() -> None:
+    p = Panel()
+    hold_start(p, 0)
+    p.at(2.9)
+    p.release(E)
+    assert p.screen.kind == "confirm" and p.screen.choice == 0
+    assert "cancelled" in p.text()
+    p.tick(10)
+    assert p.commands() == []
+
+
+def test_a_release_that_came_early_is_judged_by_its_time() -> None:
+    p = Panel()
+    hold_start(p, 0)
+    started = p.now
+    p.at(3.5)  # the panel thread was slow, but the key came up at 1 s
+    p.ui.handle_key(KeyEvent(E, "release", started + 1.0), p.now)
+    assert p.show().kind == "confirm" and p.commands() == []
+
+
+def test_another_key_during_the_hold_cancels() -> None:
+    p = Panel()
+    hold_start(p, 1)
+    assert p.screen.title == "Demote: hold ENTER"
+    p.at(1).press(B)
+    assert p.screen.kind == "confirm"
+    p.tick(5)
+    assert p.commands() == []
+
+
+@pytest.mark.parametrize("item, cmd", [(1, "demote"), (2, "poweroff"), (3, "reboot")])
+def test_dangerous_commands_all_need_the_hold(item: int, cmd: str) -> None:
+    p = Panel()
+    hold_start(p, item)
+    assert p.screen.kind == "hold"
+    p.tick(3.0)
+    assert p.commands() == [cmd]
+
+
+def test_maintenance_needs_confirmation_but_no_hold() -> None:
+    p = Panel()
+    p.keys(E, D, D, D, D, E)
+    assert p.screen.title == "Maintenance on?"
+    p.keys(D)
+    assert p.keys(E) == [RunCommand("maintenance-on")]
+
+
+def test_result_is_shown_until_a_key_or_ten_seconds() -> None:
+    p = Panel()
+    hold_start(p, 0)
+    p.tick(3)
+    p.ui.command_result("promote", True, "this node is ACTIVE", p.now)
+    assert p.show().kind == "result" and "Promote: done" in p.text() and "this node is ACTIVE" in p.text()
+    p.tick(9.9)
+    assert p.ui.mode == "result"
+    p.tick(0.1)
+    assert p.ui.mode == "pages" and p.ui.page == "home"
+
+
+def test_refusal_reason_is_shown() -> None:
+    p = Panel()
+    hold_start(p, 0)
+    p.tick(3)
+    p.ui.command_result("promote", False, "pbx-b is ACTIVE and healthy; use --force", p.now)
+    text = p.text()
+    assert "Promote: refused" in text and "pbx-b is ACTIVE" in text and "healthy" in text
+    assert p.screen.tone == "error"
+    p.keys(D)
+    assert p.ui.mode == "pages"
+
+
+# ---------------------------------------------------------------- PIN
+
+def test_pin_is_entered_with_the_keys_before_the_menu() -> None:
+    p = Panel(PanelOptions(pin_hash=PIN_HASH))
+    p.keys(E)
+    assert p.screen.kind == "pin" and p.screen.lines[0] == "0 _ _ _"
+    p.keys(U, U, E)          # 2
+    p.keys(U, U, U, U, U, E)  # 5
+    p.keys(D, D)              # 0 → 9 → 8
+    assert p.screen.lines[0] == "* * 8 _"
+    p.keys(E)
+    p.keys(L)                 # back to the third digit …
+    assert p.screen.lines[0] == "* * 8 _"
+    p.keys(R)                 # … and on again (the digit restarts at 0)
+    p.keys(E)                 # 0, submit
+    assert p.screen.kind == "menu" and p.ui.unlocked
+
+
+def test_back_on_the_first_digit_leaves_pin_entry() -> None:
+    p = Panel(PanelOptions(pin_hash=PIN_HASH))
+    p.keys(E, B)
+    assert p.ui.mode == "pages"
+
+
+def test_wrong_pins_back_off_with_the_remaining_time_shown() -> None:
+    p = Panel(PanelOptions(pin_hash=PIN_HASH))
+    p.keys(E)
+    for _ in range(3):
+        p.enter_pin("1111")
+        assert p.screen.kind == "pin" and "wrong PIN" in p.text()
+    p.enter_pin("1111")
+    assert p.screen.kind == "lockout"
+    assert "try again in 0:30" in p.text() and "4 wrong PINs" in p.text()
+    p.keys(U, E, E)  # ignored while locked out
+    assert p.screen.kind == "lockout"
+    p.tick(20)
+    assert "try again in 0:10" in p.text()  # 20.6 s of 30 gone
+    p.tick(10)
+    assert p.ui.mode == "pages"  # the lockout screen timed out like any dialog
+    p.keys(E)
+    assert p.screen.kind == "pin"
+    p.enter_pin("9999")
+    assert "try again in 1:00" in p.text()
+    p.tick(60)
+    p.keys(E, E)  # the first only wakes the backlight
+    p.enter_pin(PIN)
+    assert p.screen.kind == "menu"
+
+
+def test_lockout_doubles_up_to_fifteen_minutes() -> None:
+    assert [lockout_delay(n) for n in range(1, 11)] == [0, 0, 0, 30, 60, 120, 240, 480, 900, 900]
+
+
+def test_panel_relocks_after_idle() -> None:
+    p = Panel(PanelOptions(pin_hash=PIN_HASH, relock_s=120, backlight_timeout_s=600))
+    p.keys(E)
+    p.enter_pin(PIN)
+    assert p.ui.unlocked
+    p.keys(B)
+    p.tick(119)
+    assert p.ui.unlocked
+    p.tick(1)
+    assert not p.ui.unlocked
+    p.keys(E)
+    assert p.screen.kind == "pin"
+
+
+def test_lock_panel_relocks_at_once() -> None:
+    p = Panel(PanelOptions(pin_hash=PIN_HASH))
+    p.keys(E)
+    p.enter_pin(PIN)
+    assert p.screen.lines[-2:] == ("Lock panel", "Back")
+    p.keys(U, U, E)
+    assert not p.ui.unlocked and "Panel locked" in p.text()
+    p.keys(D, E)
+    assert p.screen.kind == "pin"
+
+
+def test_no_pin_means_no_lock_item() -> None:
+    p = Panel()
+    p.keys(E)
+    assert "Lock panel" not in p.screen.lines
+
+
+def test_bad_pin_hash_is_rejected() -> None:
+    with pytest.raises(ValueError, match="pin_hash"):
+        PanelOptions(pin_hash="1234")
+
+
+# ---------------------------------------------------------------- view only
+
+def test_view_only_never_produces_a_command() -> None:
+    p = Panel(PanelOptions(view_only=True, hold_confirm_s=0.5))
+    p.keys(E)
+    assert p.screen.kind == "message" and "panel control disabled by config" in " ".join(p.screen.lines)
+    assert "View only" in p.text()
+    for key in [E, D, E, D, E, R, E, U, E, B, E, E, D, E] * 3:
+        p.at(0.1)
+        p.press(key, release=False)
+        p.tick(1.0)
+        p.release(key)
+    p.status = ALARMS
+    p.keys(E, E, D, D, D, D, D, E, E)
+    assert p.commands() == []
+    assert not any(isinstance(e, RunCommand) for e in p.effects)
+
+
+# ---------------------------------------------------------------- alarms
+
+def test_alarm_takes_over_until_a_key_acknowledges_it() -> None:
+    p = Panel()
+    p.keys(E, D)
+    assert p.ui.mode == "menu"
+    p.status = ALARMS
+    p.show()
+    assert p.screen.kind == "alarm" and p.screen.alarm
+    assert "ALARM (3)" in p.text() and "psu1 CRITICAL" in p.text()
+    p.keys(D)  # acknowledges only
+    assert p.screen.kind == "menu" and p.screen.highlight == 1
+    live = copy.deepcopy(ALARMS)
+    live["alarms"][1] = "cpu WARNING: temp 72.5 °C"  # same alarm, new reading
+    p.status = live
+    assert p.show().kind == "menu"
+    live = copy.deepcopy(live)
+    live["alarms"].append("relay bank pcf0 is not reachable")
+    p.status = live
+    assert p.show().kind == "alarm"
+
+
+def test_silence_alarm_from_the_menu() -> None:
+    p = Panel(status=ALARMS)
+    p.keys(B)  # acknowledge
+    p.keys(E, U, U)
+    assert p.screen.lines[p.screen.highlight or 0] == "Silence alarm"
+    p.keys(E)
+    assert p.commands() == ["alarm-silence"]
+    p.ui.command_result("alarm-silence", True, "silenced 3 alarms", p.now)
+    p.status = ALARMS_SILENCED
+    assert p.show().kind == "result" and "silenced 3 alarms" in p.text()
+    p.keys(D)
+    assert p.screen.kind == "page"
+
+
+def test_an_alarm_cancels_a_hold_in_progress() -> None:
+    p = Panel()
+    hold_start(p, 0)
+    p.at(1)
+    p.status = ALARMS
+    assert p.show().kind == "alarm"
+    p.tick(5)
+    assert p.commands() == []
+    p.keys(B)
+    assert p.screen.kind == "confirm" and "cancelled: alarm" in p.text()
+
+
+def test_alarm_forces_the_backlight_on_and_blinks_it() -> None:
+    p = Panel(PanelOptions(backlight_timeout_s=60, backlight_dim_level=0))
+    p.tick(100)
+    assert p.ui.backlight(p.now) == 0
+    p.status = ALARMS
+    p.show()
+    p.now = 2000.0
+    assert p.ui.backlight(2000.0) == 100
+    assert p.ui.backlight(2000.6) == 25
+    assert p.ui.backlight(2001.1) == 100
+    levels = [e.level for e in p.ui.tick(2000.6) + p.ui.tick(2001.0) + p.ui.tick(2001.5)]
+    assert levels == [25, 100, 25]
+    assert p.ui.next_change(2000.2) == pytest.approx(0.3)
+    p.status = ALARMS_SILENCED
+    p.show()
+    assert p.ui.backlight(2001.0) == 0  # silenced: dims like any idle panel
+
+
+def test_indicators() -> None:
+    ui = PanelUi(PanelOptions(), 0.0)
+    assert ui.indicators(ACTIVE_HEALTHY, 0) == ("on", "off", False)
+    assert ui.indicators(STANDBY_PEER_SILENT, 0) == ("slow", "off", False)
+    assert ui.indicators({**ACTIVE_HEALTHY, "state": "TAKEOVER"}, 0)[0] == "fast"
+    assert ui.indicators({**ACTIVE_HEALTHY, "state": "RELEASING"}, 0)[0] == "fast"
+    assert ui.indicators({**ACTIVE_HEALTHY, "state": "STOPPED"}, 0)[0] == "off"
+    assert ui.indicators(ALARMS, 0) == ("on", "fast", True)
+    assert ui.indicators(ALARMS_SILENCED, 0) == ("on", "on", False)
+    assert ui.indicators(None, 0) == ("off", "off", False)
+
+
+# ---------------------------------------------------------------- timeouts
+
+def test_backlight_dims_when_idle_and_the_first_key_only_wakes() -> None:
+    p = Panel(PanelOptions(backlight_timeout_s=60, backlight_dim_level=5))
+    assert p.tick() == [SetBacklight(100)]
+    assert p.tick(59.9) == []
+    assert p.tick(0.1) == [SetBacklight(5)]
+    assert p.ui.next_change(p.now) is None or p.ui.next_change(p.now) > 0
+    got = p.at(1).press(D)
+    assert got == [SetBacklight(100)]
+    assert p.ui.page == "home"  # woke only
+    p.keys(D)
+    assert p.ui.page == "peer"
+
+
+def test_the_waking_enter_does_not_open_the_menu() -> None:
+    p = Panel()
+    p.tick(61)
+    p.keys(E)
+    assert p.ui.mode == "pages"
+    p.keys(E)
+    assert p.ui.mode == "menu"
+
+
+def test_menu_times_out_to_home() -> None:
+    p = Panel(PanelOptions(menu_timeout_s=30))
+    p.keys(D, D, E, D)
+    assert p.ui.mode == "menu"
+    p.tick(29.9)
+    assert p.ui.mode == "menu"
+    p.tick(0.1)
+    assert p.ui.mode == "pages" and p.ui.page == "home"
+
+
+def test_confirm_and_pin_time_out_too_and_pages_return_home() -> None:
+    p = Panel(PanelOptions(pin_hash=PIN_HASH))
+    p.keys(E, U)
+    p.tick(30)
+    assert p.ui.mode == "pages"
+    p.keys(R, R)
+    assert p.ui.page == "links"
+    p.tick(30)
+    assert p.ui.page == "home"
+
+
+def test_page_rotation_is_off_by_default_and_optional() -> None:
+    p = Panel()
+    p.tick(300)
+    assert p.ui.page == "home"
+    p = Panel(PanelOptions(page_rotation_s=5))
+    p.tick(5)
+    assert p.ui.page == "peer"
+    p.tick(5)
+    assert p.ui.page == "links"
+    p.status = ALARMS
+    p.show()
+    p.tick(5)
+    assert p.ui.page == "links"  # the alarm overlay stops the rotation
+
+
+def test_next_change_is_prompt_during_a_hold() -> None:
+    p = Panel()
+    assert p.ui.next_change(p.now) == pytest.approx(60.0)  # the backlight timeout
+    p.keys(D)
+    assert p.ui.next_change(p.now) == pytest.approx(30.0)  # back home from another page
+    hold_start(p, 0)
+    assert p.ui.next_change(p.now) == pytest.approx(0.05)
