@@ -186,6 +186,28 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_panel(args: argparse.Namespace) -> int:
+    """Show the front panel's frame, or press its keys (simulator boards)."""
+    if args.panel_command == "show":
+        frame = _call(args, {"cmd": "panel.frame"})
+        width = max((len(line) for line in frame["text"]), default=0)
+        print("+" + "-" * width + "+")
+        print("\n".join(f"|{line:<{width}}|" for line in frame["text"]))
+        print("+" + "-" * width + "+")
+        if args.png:
+            import base64
+
+            Path(args.png).write_bytes(base64.b64decode(frame["png"]))
+            print(f"wrote {args.png}")
+        return 0
+    for key in args.keys:
+        payload = {"cmd": "panel.press", "key": key, "action": "hold" if args.hold else "click"}
+        if args.hold:
+            payload["seconds"] = args.hold
+        _call(args, payload)
+    return 0
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     """Draw a graph of recorded metrics from the history under the state directory."""
     from firmware.core.history import History
@@ -357,6 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("silence", help="silence the active alarms (until a new one is raised)")
     p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("panel", help="the front panel: show what it displays, press its keys (simulator)")
+    panelsub = p.add_subparsers(dest="panel_command", required=True, metavar="PANELCOMMAND")
+    show = panelsub.add_parser("show", help="print the panel's current frame as text")
+    show.add_argument("--png", help="also write the frame as a PNG file")
+    press = panelsub.add_parser("press", help="simulator: press keys in turn (up, down, enter, back, left, right)")
+    press.add_argument("keys", nargs="+")
+    press.add_argument("--hold", type=float, help="hold each key this many seconds (hold-to-confirm)")
+    p.set_defaults(func=cmd_panel)
 
     p = sub.add_parser("graph", help="draw recorded sensor history as a PNG")
     p.add_argument("metrics", nargs="*", help="metrics such as psu1.vin, inlet.temp, health")

@@ -209,6 +209,7 @@ class PanelConfig(_Strict):
     enabled: bool = True
     view_only: bool = False
     pin_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    pin_length: Annotated[int, Field(ge=4, le=8)] = 4
     relock_s: Annotated[float, Field(ge=10, le=86_400)] = 120.0
     backlight_timeout_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     menu_timeout_s: Annotated[float, Field(ge=5, le=3600)] = 30.0

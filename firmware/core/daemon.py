@@ -9,6 +9,7 @@ timeouts. So nothing delays a heartbeat (DESIGN.md, principle 2).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import signal
@@ -49,6 +50,7 @@ from firmware.core.watchdog import (
     WatchdogPulse,
 )
 from firmware.core.witness import Witness
+from firmware.panel.setup import open_panel
 from firmware.drivers import load_driver
 
 log = logging.getLogger(__name__)
@@ -157,6 +159,7 @@ class Daemon:
         self.power = load_driver(config.board.power.driver, "power.driver", config.board_path,
                                  **config.board.power.kwargs)
         self._power_after: str | None = None
+        self.panel = open_panel(config, node.control_socket)
         self.health_override: int | None = None  # set by `sim.health` on a simulator board
         self.inventory: dict[str, Any] | None = None
         self._silenced: set[str] = set()
@@ -208,6 +211,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.journal.add_listener(self._run_hooks)
+        if self.panel is not None:
+            self.journal.add_listener(lambda record: self.panel.notify())
+            self.panel.start()
         now = loop.time()
         try:
             persisted = Persisted.from_json(self.store.load())
@@ -265,6 +271,7 @@ class Daemon:
         self.store.save_now(self.state.persisted.to_json())
         self._save_boot_record(now=True)
         self.journal.record("daemon.stop", {"state": self.state.state.name})
+        self._close_panel()
         if self._power_after is not None:
             self.journal.record("power", {"action": self._power_after,
                                           "detail": self.power.request(self._power_after)})
@@ -277,6 +284,7 @@ class Daemon:
     def _release_hardware(self) -> None:
         """Relays to their safe (de-energized) state, GPIO lines handed back, watchdog disarmed (idempotent)."""
         self.stall_fence.stop()
+        self._close_panel()
         self.hotplug.close()
         self.monitor.close()
         if self.history is not None:
@@ -541,6 +549,35 @@ class Daemon:
 
     # ------------------------------------------------------------------ health and alarms
 
+    def _close_panel(self) -> None:
+        if self.panel is not None:
+            panel, self.panel = self.panel, None
+            panel.close()
+
+    async def _panel_request(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``panel.frame`` (any board): what the panel shows; ``panel.press`` (simulator): press its keys."""
+        if self.panel is None:
+            raise ControlError("this node has no front panel (none in the board profile, or [panel] enabled = false)")
+        if cmd == "panel.frame":
+            png = await asyncio.to_thread(self.panel.frame_png)
+            return {"ok": True, "result": {"text": self.panel.frame_text(), "png": base64.b64encode(png).decode()}}
+        if not self.config.board.simulator:
+            raise ControlError("panel.press is only available on a simulator board profile")
+        key, action = str(request.get("key", "")).lower(), str(request.get("action", "click"))
+        source = next((s for s in self.panel.keys if key in getattr(s, "key_names", ())), None)
+        if source is None:
+            names = sorted({name for s in self.panel.keys for name in getattr(s, "key_names", ())})
+            raise ControlError(f"no panel key {key!r} (keys: {', '.join(names) or 'none'})")
+        if action not in ("press", "release", "click", "hold"):
+            raise ControlError(f"action {action!r}: expected press, release, click or hold")
+        if action in ("press", "click", "hold"):
+            source.inject(key, "press")
+        if action == "hold":
+            await asyncio.sleep(min(float(request.get("seconds", 1.0)), 30.0))
+        if action in ("release", "click", "hold"):
+            source.inject(key, "release")
+        return {"ok": True, "result": f"{key} {action}"}
+
     def _open_sensor_host(self) -> SensorContext:
         host = self.config.board.sensor_host
         if host is None:
@@ -645,7 +682,10 @@ class Daemon:
             return {"ok": True, "result": {"tick": self.endpoint.tick,
                                            **_lateness(self.tick_lags, int(request.get("since_tick", -1)))}}
         if cmd == "events":
-            return self._events(int(request.get("since", 0)), bool(request.get("follow", False)))
+            since = int(request.get("since", 0))
+            if request.get("last") is not None:  # only the newest N (the panel's "last events" page)
+                since = max(since, self.journal.next_id - 1 - int(request["last"]))
+            return self._events(since, bool(request.get("follow", False)))
         if cmd in ("promote", "demote", "shutdown", "maintenance-on", "maintenance-off"):
             return await self._command(cmd, bool(request.get("force", False)), str(request.get("source", "cli")))
         if cmd in ("poweroff", "reboot"):
@@ -679,6 +719,8 @@ class Daemon:
             if not isinstance(settings, dict):
                 raise ControlError("sim.set needs settings as an object, e.g. {\"ac\": \"lost\"}")
             return self._sim_set(str(request.get("target", "")), settings)
+        if cmd in ("panel.frame", "panel.press"):
+            return await self._panel_request(cmd, request)
         if cmd == "sensors":
             return {"ok": True, "result": self.monitor.snapshot()}
         if cmd == "alarm-silence":

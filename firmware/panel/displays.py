@@ -97,6 +97,8 @@ class Hd44780Display(Display):
         smbus_cls = _smbus_class(smbus)
         self.bus = bus
         self.address = address
+        # The renderer uses ROM A00's own glyphs (degree sign, arrows, block) only on an A00 ROM.
+        self.charset = "a00" if font == "A00" else "ascii"
         self.columns = columns
         self.rows = rows
         self.name = f"HD44780 on {_i2c_path(bus)} address 0x{address:02x}"

@@ -181,9 +181,14 @@ class GpioKeys(_ButtonKeys):
             self.close()
             raise
 
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """The keys this source has (what `inject` accepts)."""
+        return tuple(self.pins)
+
     def inject(self, key: str, action: str) -> None:
         """Press or release ``key`` on the simulated pins, exactly as a finger would (mock factory only)."""
-        self._inject_button(_key(key, tuple(self.pins)), action)
+        self._inject_button(_key(key, self.key_names), action)
 
 
 class EncoderKeys(_ButtonKeys):
@@ -232,6 +237,12 @@ class EncoderKeys(_ButtonKeys):
             self.close()
             raise
 
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """The keys this source has (what `inject` accepts)."""
+        return ("up", "down") + (("enter",) if self.button is not None else ()) + \
+               (("back",) if self.back is not None else ())
+
     def _tap(self, key: Key) -> None:
         self._emit(key, "press")
         self._emit(key, "release")
@@ -241,9 +252,7 @@ class EncoderKeys(_ButtonKeys):
 
         Releasing ``up``/``down`` does nothing (a detent is already a whole tap). Mock factory only.
         """
-        allowed = ("up", "down") + (("enter",) if self.button is not None else ()) + \
-                  (("back",) if self.back is not None else ())
-        target = _key(key, allowed)
+        target = _key(key, self.key_names)
         if target in (Key.UP, Key.DOWN):
             if action not in ("press", "release"):
                 raise ValueError(f"action must be \"press\" or \"release\", not {action!r}")

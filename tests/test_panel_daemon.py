@@ -1,0 +1,80 @@
+"""The front panel inside two real daemons (sim board: 20×4 dummy LCD, keys and LEDs on mock pins).
+
+Keys are pressed through the control socket (`panel.press` drives the mock
+pins), so each press goes through gpiozero, the panel thread, the UI and,
+for actions, back into the daemon over the control socket like the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from sim.rack import TwoNodeRack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def rack(tmp_path: Path):
+    rack = TwoNodeRack(tmp_path)
+    rack.start()
+    try:
+        rack.wait_settled(timeout=20)
+        yield rack
+    finally:
+        rack.stop()
+
+
+def frame(rack: TwoNodeRack, node: str) -> str:
+    return "\n".join(rack.control(node, {"cmd": "panel.frame"})["text"])
+
+
+def press(rack: TwoNodeRack, node: str, *keys: str) -> None:
+    for key in keys:
+        rack.control(node, {"cmd": "panel.press", "key": key, "action": "click"})
+
+
+def test_home_screen_shows_the_node_and_a_png_frame(rack: TwoNodeRack) -> None:
+    rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's panel to show ACTIVE")
+    text = frame(rack, "alpha")
+    assert "alpha" in text and len(text.splitlines()) == 4
+    png = base64.b64decode(rack.control("alpha", {"cmd": "panel.frame"})["png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = rack.cli("bravo", "panel", "show")
+    assert shown.returncode == 0 and "STANDBY" in shown.stdout
+
+
+def test_demote_the_active_from_its_panel_hands_over(rack: TwoNodeRack) -> None:
+    rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's panel to show ACTIVE")
+    press(rack, "alpha", "enter", "down", "enter")  # menu, Demote, its confirmation
+    rack.wait_for(lambda: "Demote" in frame(rack, "alpha"), 5, what="the demote confirmation")
+    assert rack.state("alpha") == "ACTIVE"  # confirming defaults to No: nothing yet
+    press(rack, "alpha", "down")  # Yes
+    rack.control("alpha", {"cmd": "panel.press", "key": "enter", "action": "hold", "seconds": 3.6})
+    rack.wait_state("bravo", "ACTIVE", timeout=15)
+    assert rack.state("alpha") == "STANDBY"
+    commands = [e["data"] for e in rack.events("alpha") if e["kind"] == "command"]
+    assert commands[-1]["command"] == "demote" and commands[-1]["source"] == "panel"
+
+
+def test_a_refusal_is_shown_on_the_panel(rack: TwoNodeRack) -> None:
+    rack.kill("bravo")
+    rack.wait_for(lambda: not rack.status("alpha")["peer"]["alive"], 10, what="alpha to see bravo gone")
+    # The silent peer is an alarm: it takes over the LCD, and the first key only acknowledges it.
+    rack.wait_for(lambda: "ALARM" in frame(rack, "alpha"), 10, what="the alarm screen")
+    press(rack, "alpha", "back")
+    rack.wait_for(lambda: "ALARM" not in frame(rack, "alpha"), 5, what="the alarm to be acknowledged")
+    press(rack, "alpha", "enter", "down", "enter", "down")
+    rack.control("alpha", {"cmd": "panel.press", "key": "enter", "action": "hold", "seconds": 3.6})
+    rack.wait_for(lambda: "refused" in frame(rack, "alpha").lower(), 10, what="the refusal on the LCD")
+    assert rack.state("alpha") == "ACTIVE"
+    refused = [e["data"] for e in rack.events("alpha") if e["kind"] == "refused"]
+    assert refused and refused[-1]["source"] == "panel"
+
+
+def test_panel_press_is_refused_for_unknown_keys(rack: TwoNodeRack) -> None:
+    result = rack.cli("alpha", "panel", "press", "select")
+    assert result.returncode == 1 and "no panel key 'select'" in result.stderr
