@@ -6,6 +6,9 @@
     promote NODE [--force]   demote NODE [--force]   shutdown NODE [--force]
     maintenance NODE on|off           health NODE 0-100
     stuck NODE INPUT on|off|clear     (a relay feedback contact, e.g. stuck alpha trunk-sense:1 off)
+    set NODE DEVICE KEY=VALUE…        (chassis fault, e.g. set alpha psu1 ac=lost; set alpha inlet temp=55)
+    press NODE KEY… [--hold S]        (front-panel keys: up down enter back; --hold for hold-to-confirm)
+    silence NODE                      (silence the node's alarms)
 """
 
 from __future__ import annotations
@@ -84,7 +87,42 @@ def execute(rack: TwoNodeRack, line: str) -> str:
             return f"{args[0]}: refused: {exc}"
     if verb in ("promote", "demote", "shutdown", "maintenance", "health"):
         return _control(rack, verb, args)
+    if verb in ("set", "press", "silence"):
+        return _hardware(rack, verb, args)
     raise CommandError(f"unknown command {verb!r}; try: help")
+
+
+def _hardware(rack: TwoNodeRack, verb: str, args: list[str]) -> str:
+    """Simulated hardware: chassis faults, panel keys, alarm silence."""
+    usage = {"set": "set NODE DEVICE KEY=VALUE…", "press": "press NODE KEY… [--hold SECONDS]",
+             "silence": "silence NODE"}[verb]
+    if not args or (verb != "silence" and len(args) < 2):
+        raise CommandError(f"usage: {usage}")
+    name = _node(args[0])
+    try:
+        if verb == "silence":
+            return f"{name}: {rack.control(name, {'cmd': 'alarm-silence', 'source': 'lab'})}"
+        if verb == "set":
+            settings = dict(item.split("=", 1) for item in args[2:] if "=" in item)
+            if not settings or len(settings) != len(args[2:]):
+                raise CommandError(f"usage: {usage}")
+            return f"{name}: {rack.control(name, {'cmd': 'sim.set', 'target': args[1], 'settings': settings})}"
+        keys, hold = args[1:], None
+        if "--hold" in keys:
+            at = keys.index("--hold")
+            try:
+                hold = float(keys[at + 1])
+            except (IndexError, ValueError):
+                raise CommandError(f"usage: {usage}") from None
+            keys = keys[:at] + keys[at + 2:]
+        for key in keys:
+            payload = {"cmd": "panel.press", "key": key, "action": "hold" if hold else "click"}
+            if hold:
+                payload["seconds"] = hold
+            rack.control(name, payload, timeout=60)
+        return f"{name}: pressed {' '.join(keys)}" + (f" (held {hold:g} s)" if hold else "")
+    except ControlError as exc:
+        return f"{name}: refused: {exc}"
 
 
 def _control(rack: TwoNodeRack, verb: str, args: list[str]) -> str:

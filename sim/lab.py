@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from sim.labview import panel_text, sensor_summary
 from sim.rack import NODES, TwoNodeRack
 
 REFRESH_S = 0.5
@@ -43,6 +44,10 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
                    for s in (statuses[n] for n in NODES)])
     row("alarms", [(str(len(s["alarms"])) + (": " + s["alarms"][0] if s["alarms"] else "")) if s else ""
                    for s in (statuses[n] for n in NODES)])
+    row("sensors", [sensor_summary(s) if s else "" for s in (statuses[n] for n in NODES)])
+    panels = [panel_text(rack, n) if statuses[n] else [] for n in NODES]
+    for line in range(max(len(p) for p in panels)):
+        row("panel" if line == 0 else "", [p[line] if line < len(p) else "" for p in panels])
     label_width = max(len(label) for label, _ in rows)
     lines = [f"Tandem simulated rack   {time.strftime('%H:%M:%S')}   (Ctrl-C stops the lab)", ""]
     for label, values in rows:

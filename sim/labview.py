@@ -73,9 +73,9 @@ class LabView:
         title = "Tandem lab: two simulated nodes joined by a network link (net0) and a serial cable (serial0)"
         _put(screen, 0, 0, title[: width - 1], curses.A_BOLD)
         _put(screen, 0, max(0, width - 9), time.strftime("%H:%M:%S"))
-        for index, name in enumerate(NODES):
-            self._draw_node(screen, 2, 1 + index * (col + 1), col, name, statuses[name])
-        y = min(height - 12, 24)
+        bottom = max(self._draw_node(screen, 2, 1 + index * (col + 1), col, name, statuses[name])
+                     for index, name in enumerate(NODES))
+        y = min(height - 8, bottom + 1)
         wires = (f"cables: network {self.rack.wiring('net')}   serial {self.rack.wiring('serial')}   "
                  f"witness {'up' if self.rack.witness and self.rack.witness.is_up else 'down'}")
         _put(screen, y, 1, wires[: width - 2], curses.A_BOLD)
@@ -90,12 +90,13 @@ class LabView:
         prompt = f"command> {self.input}" + ("   (running…)" if self.busy else "")
         _put(screen, height - 1, 0, prompt[: width - 1], curses.A_BOLD)
 
-    def _draw_node(self, screen: Any, y: int, x: int, width: int, name: str, status: dict[str, Any] | None) -> None:
+    def _draw_node(self, screen: Any, y: int, x: int, width: int, name: str, status: dict[str, Any] | None) -> int:
+        """Draw one node's column; return the row below it."""
         role = self.rack.roles[name]
         _put(screen, y, x, f"{name} ({role})", curses.A_BOLD | curses.A_UNDERLINE)
         if status is None:
             _put(screen, y + 1, x, "NOT RUNNING  (start " + name + ")", _colour("bad"))
-            return
+            return y + 2
         state = status["state"]
         _put(screen, y + 1, x, f"{state:<9}", _colour(state) | curses.A_BOLD)
         _put(screen, y + 1, x + 10, f"for {status['since_s']:.0f}s"[: width - 10])
@@ -125,11 +126,37 @@ class LabView:
         _put(screen, row, x, f"alarms: {len(alarms) or 'none'}"[:width], _colour("bad") if alarms else 0)
         for offset, alarm in enumerate(alarms[:2]):
             _put(screen, row + 1 + offset, x, ("! " + alarm)[:width], _colour("bad"))
-        row += 4
+        row += 3
+        _put(screen, row, x, sensor_summary(status)[:width], _colour("bad") if status["alarms"] else 0)
+        panel = panel_text(self.rack, name)
+        for offset, line in enumerate(panel):
+            _put(screen, row + 1 + offset, x, line[:width], curses.A_REVERSE if 0 < offset < len(panel) - 1 else 0)
+        row += 1 + len(panel)
         _put(screen, row, x, "recent events", curses.A_DIM)
         recent = [e for e in self.rack.events(name) if e["kind"] not in QUIET_EVENTS][-EVENTS_SHOWN:]
         for offset, event in enumerate(recent):
             _put(screen, row + 1 + offset, x, _event_line(event)[:width])
+        return row + 1 + len(recent)
+
+
+def sensor_summary(status: dict[str, Any]) -> str:
+    """One line: how many sensors and the worst of them."""
+    sensors = status.get("sensors") or []
+    if not sensors:
+        return "sensors: none"
+    bad = [s for s in sensors if s["state"] != "OK"]
+    return f"sensors: {len(sensors)}, " + (f"{bad[0]['name']} {bad[0]['state']}" + (
+        f" (+{len(bad) - 1} more)" if len(bad) > 1 else "") if bad else "all OK")
+
+
+def panel_text(rack: TwoNodeRack, name: str) -> list[str]:
+    """The node's front panel as a small framed text block (empty if it has none or is down)."""
+    try:
+        lines = rack.control(name, {"cmd": "panel.frame", "png": False}, timeout=2)["text"]
+    except Exception:  # a stopped node or a board without a panel: nothing to show
+        return []
+    width = max((len(line) for line in lines), default=0)
+    return ["┌" + "─" * width + "┐", *(f"│{line:<{width}}│" for line in lines), "└" + "─" * width + "┘"]
 
 
 def _event_line(event: dict[str, Any]) -> str:
@@ -139,7 +166,10 @@ def _event_line(event: dict[str, Any]) -> str:
         return f"{when} {data['from']}→{data['to']}: {data['reason']}"
     if event["kind"] in ("link.up", "link.down"):
         return f"{when} {event['kind']} {data['link']}: {data['detail']}"
-    detail = data.get("command") or data.get("peer") or data.get("reason") or data.get("detail") or ""
+    if event["kind"] == "sensor.state":
+        return f"{when} {data['sensor']} {data['from']}→{data['to']}: {data['summary']}"
+    detail = (data.get("command") or data.get("peer") or data.get("reason") or data.get("detail")
+              or data.get("message") or "")
     return f"{when} {event['kind']} {detail}"
 
 

@@ -559,8 +559,10 @@ class Daemon:
         if self.panel is None:
             raise ControlError("this node has no front panel (none in the board profile, or [panel] enabled = false)")
         if cmd == "panel.frame":
-            png = await asyncio.to_thread(self.panel.frame_png)
-            return {"ok": True, "result": {"text": self.panel.frame_text(), "png": base64.b64encode(png).decode()}}
+            frame: dict[str, Any] = {"text": self.panel.frame_text()}
+            if request.get("png", True):
+                frame["png"] = base64.b64encode(await asyncio.to_thread(self.panel.frame_png)).decode()
+            return {"ok": True, "result": frame}
         if not self.config.board.simulator:
             raise ControlError("panel.press is only available on a simulator board profile")
         key, action = str(request.get("key", "")).lower(), str(request.get("action", "click"))
