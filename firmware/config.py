@@ -162,7 +162,6 @@ class HealthConfig(_Strict):
     warning_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
     unknown_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
     history: bool = True
-    workers: Annotated[int, Field(ge=1, le=64)] = 8
 
 
 class ThresholdConfig(_Strict):
@@ -180,6 +179,11 @@ class ThresholdConfig(_Strict):
             raise ValueError(f"crit_above ({self.crit_above:g}) must not be below warn_above ({self.warn_above:g})")
         if self.warn_below is not None and self.crit_below is not None and self.crit_below > self.warn_below:
             raise ValueError(f"crit_below ({self.crit_below:g}) must not be above warn_below ({self.warn_below:g})")
+        uppers = [b for b in (self.warn_above, self.crit_above) if b is not None]
+        lowers = [b for b in (self.warn_below, self.crit_below) if b is not None]
+        if uppers and lowers and min(uppers) - max(lowers) <= self.hysteresis:
+            raise ValueError(f"the OK band {max(lowers):g}..{min(uppers):g} must be wider than the hysteresis "
+                             f"({self.hysteresis:g}), or an alarm could never clear")
         return self
 
 

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from firmware.config import ConfigError, SensorConfig, ThresholdConfig, load_config
-from firmware.core.health import HealthMonitor, SensorTracker, build_sensors, health_score, threshold_level
+from firmware.core.health import (
+    HealthMonitor,
+    SensorTracker,
+    build_sensors,
+    health_score,
+    threshold_level,
+    threshold_sides,
+)
 from firmware.core.sensors.base import Level, Reading, Sensor, SensorContext, SensorError, SensorOptions
 
 TEMP = ThresholdConfig(warn_above=40, crit_above=50, hysteresis=2)
@@ -20,14 +27,35 @@ def test_threshold_levels_and_hysteresis() -> None:
     assert threshold_level(40, TEMP) == Level.WARNING
     assert threshold_level(55, TEMP) == Level.CRITICAL
     # Back under 50 but not by the 2-degree margin: still critical; past the margin: warning.
-    assert threshold_level(49, TEMP, Level.CRITICAL) == Level.CRITICAL
-    assert threshold_level(47.9, TEMP, Level.CRITICAL) == Level.WARNING
-    assert threshold_level(38.5, TEMP, Level.WARNING) == Level.WARNING
-    assert threshold_level(37.9, TEMP, Level.WARNING) == Level.OK
+    hot, warm, ok = (Level.CRITICAL, Level.OK), (Level.WARNING, Level.OK), (Level.OK, Level.OK)
+    assert threshold_level(49, TEMP, hot) == Level.CRITICAL
+    assert threshold_level(47.9, TEMP, hot) == Level.WARNING
+    assert threshold_level(38.5, TEMP, warm) == Level.WARNING
+    assert threshold_level(37.9, TEMP, warm) == Level.OK
+    assert threshold_level(49, TEMP, ok) == Level.WARNING
     low = ThresholdConfig(warn_below=11.5, crit_below=11.0, hysteresis=0.2)
     assert threshold_level(10.9, low) == Level.CRITICAL
-    assert threshold_level(11.1, low, Level.CRITICAL) == Level.CRITICAL
-    assert threshold_level(11.3, low, Level.CRITICAL) == Level.WARNING
+    assert threshold_level(11.1, low, (Level.OK, Level.CRITICAL)) == Level.CRITICAL
+    assert threshold_level(11.3, low, (Level.OK, Level.CRITICAL)) == Level.WARNING
+
+
+def test_a_band_clears_each_side_by_its_own_margin() -> None:
+    rail = ThresholdConfig(warn_above=12.6, warn_below=11.4, hysteresis=0.7)
+    high = threshold_sides(12.7, rail)
+    assert high == (Level.WARNING, Level.OK)
+    assert threshold_sides(12.0, rail, high) == (Level.WARNING, Level.OK)  # not 0.7 below 12.6 yet
+    assert threshold_sides(11.8, rail, high) == (Level.OK, Level.OK)  # cleared, though near the low limit
+    low = threshold_sides(11.3, rail)
+    assert threshold_sides(12.0, rail, low) == (Level.OK, Level.WARNING)
+    assert threshold_sides(12.2, rail, low) == (Level.OK, Level.OK)
+    with pytest.raises(ValueError, match="wider than the hysteresis"):
+        ThresholdConfig(warn_above=12.6, warn_below=11.4, hysteresis=1.2)
+
+
+def test_nan_counts_as_a_missing_value() -> None:
+    tracker = SensorTracker("inlet", {"temp": TEMP}, clear_after=1)
+    tracker.update(reading(float("nan")), None, 1.0)
+    assert tracker.level == Level.UNKNOWN and "temp missing" in tracker.summary
 
 
 def test_threshold_order_is_checked() -> None:
@@ -217,3 +245,37 @@ def test_device_sensor_sees_a_path_come_and_go(tmp_path: Path) -> None:
     assert sensor.read().level == Level.CRITICAL
     (tmp_path / "ttyUSB0").touch()
     assert sensor.read().level == Level.OK
+
+
+def test_hung_reads_neither_starve_other_sensors_nor_block_the_exit(tmp_path: Path) -> None:
+    """Twelve reads stuck for a minute: the healthy sensor is still read, and the process exits at once."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "hang.py"
+    script.write_text(f'''
+import sys, time
+sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parent.parent)!r}]
+from test_health import FakeSensor, FakeOptions, wait_until, state
+from firmware.config import SensorConfig
+from firmware.core.health import HealthMonitor
+from firmware.core.sensors.base import SensorContext
+pairs = []
+for i in range(13):
+    cfg = SensorConfig(name=f"s{{i}}", type="fake", interval_s=0.5, timeout_s=0.3, clear_after=1)
+    sensor = FakeSensor(cfg.name, FakeOptions(mode="ok" if i == 12 else "hang"), SensorContext())
+    sensor.release.wait = lambda timeout=None: time.sleep(60)
+    pairs.append((cfg, sensor))
+monitor = HealthMonitor(pairs)
+monitor.start()
+wait_until(lambda: pairs[12][1].reads >= 3, what="the healthy sensor to be read")
+assert state(monitor, "s12")["state"] == "OK", state(monitor, "s12")
+assert all(state(monitor, f"s{{i}}")["state"] == "UNKNOWN" for i in range(12))
+monitor.close()
+print("closed", flush=True)
+''')
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stderr
+    assert "closed" in result.stdout
+    assert time.monotonic() - started < 20  # not the 60 s the reads hang

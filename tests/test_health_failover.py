@@ -93,6 +93,16 @@ def test_silencing_alarms_and_a_new_alarm_sounds_again(tmp_path: Path) -> None:
                       what="the RAID alarm")
         assert rack.status("bravo")["alarm_silenced"] is False
         assert any(e["kind"] == "alarm.silenced" and e["data"]["source"] == "cli" for e in rack.events("bravo"))
+        # Silenced, cleared, back again: it is a new alarm and sounds.
+        rack.cli("bravo", "silence")
+        assert rack.status("bravo")["alarm_silenced"] is True
+        rack.control("bravo", {"cmd": "sim.set", "target": "md0", "settings": {"state": "healthy"}})
+        rack.wait_for(lambda: not any(a.startswith("md0") for a in rack.status("bravo")["alarms"]), 20,
+                      what="the RAID alarm to clear")
+        rack.control("bravo", {"cmd": "sim.set", "target": "md0", "settings": {"state": "degraded"}})
+        rack.wait_for(lambda: any(a.startswith("md0 CRITICAL") for a in rack.status("bravo")["alarms"]), 15,
+                      what="the RAID alarm again")
+        assert rack.status("bravo")["alarm_silenced"] is False
         bad = rack.cli("bravo", "sim", "set", "psu9", "ac=lost")
         assert bad.returncode == 1 and "no simulated device 'psu9'" in bad.stderr
     finally:

@@ -153,7 +153,7 @@ class Daemon:
             self.history = History(node.state_dir / "history")
         self.monitor = HealthMonitor(
             build_sensors(config, self.sensor_host), warning_factor=node.health.warning_factor,
-            unknown_factor=node.health.unknown_factor, workers=node.health.workers,
+            unknown_factor=node.health.unknown_factor,
             on_change=self._health_changed_elsewhere, record=self.history.record if self.history else None)
         self.hotplug = HotplugWatcher(self._on_hotplug)
         self.power = load_driver(config.board.power.driver, "power.driver", config.board_path,
@@ -619,6 +619,8 @@ class Daemon:
             self.journal.record(kind, data)
             if kind.startswith("alarm."):
                 log.warning("%s %s", kind, data["message"])
+            if kind == "alarm.cleared":
+                self._silenced = {k for k in self._silenced if not k.startswith(data["sensor"] + " ")}
         self._update_health()
 
     def _update_health(self) -> None:
@@ -646,7 +648,9 @@ class Daemon:
         return " ".join(words[:2]) if len(words) > 1 and words[1] in ("WARNING:", "CRITICAL:", "UNKNOWN:") else alarm
 
     def _alarm_silenced(self, alarms: list[str]) -> bool:
-        return bool(alarms) and {self._alarm_key(a) for a in alarms} <= self._silenced
+        keys = {self._alarm_key(a) for a in alarms}
+        self._silenced &= keys  # an alarm that went away and comes back is a new alarm: it sounds
+        return bool(alarms) and keys <= self._silenced
 
     def _silence_alarms(self, source: str) -> dict[str, Any]:
         alarms = self._alarms()

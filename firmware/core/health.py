@@ -5,12 +5,12 @@ Two layers:
 - `SensorTracker` and `health_score` are pure: a reading (or a failure) and
   the wall time in, the committed state and any transition out. Tested
   without threads.
-- `HealthMonitor` runs the sensors: a scheduler thread submits each due
-  sensor's blocking ``read()`` to a small thread pool and waits for results
-  with the sensor's timeout. A sensor that raises or does not answer in time
-  becomes UNKNOWN with the reason; a hung read keeps its worker until it
-  returns, and that sensor is not started again meanwhile (its next reading
-  is taken once the old one comes back). Nothing here runs on the daemon's
+- `HealthMonitor` runs the sensors: a scheduler thread starts each due
+  sensor's blocking ``read()`` on a daemon thread of its own and waits for
+  results with the sensor's timeout. A sensor that raises or does not answer
+  in time becomes UNKNOWN with the reason; a hung read keeps its thread until
+  it returns, that sensor is not started again meanwhile (its next reading is
+  taken once the old one comes back), and no other sensor waits for it. Nothing here runs on the daemon's
   event loop: results reach the daemon through the ``on_change`` callback,
   which the daemon hands to its loop thread-safely. So a slow sensor never
   delays a heartbeat (DESIGN.md, principle 2).
@@ -18,6 +18,7 @@ Two layers:
 States change with hysteresis: worse at once; better only after
 ``clear_after`` consecutive better readings, and for a thresholded value only
 once it has crossed back past the threshold by the ``hysteresis`` margin.
+Either can be switched off (``clear_after = 1``, ``hysteresis = 0``).
 
 The score is 100 minus, for each sensor, its weight times the factor of its
 state (OK 0, WARNING ``warning_factor``, UNKNOWN ``unknown_factor``,
@@ -28,6 +29,7 @@ sensor takes away when CRITICAL".
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -47,28 +49,41 @@ Event = tuple[str, dict[str, Any]]
 # ---------------------------------------------------------------------- pure part
 
 
-def threshold_level(value: float, limits: ThresholdConfig, current: Level = Level.OK) -> Level:
-    """The level of ``value`` against ``limits``, given the level it is at now.
+Sides = tuple[Level, Level]
+"""A value's level from its upper limits and from its lower limits, kept apart for hysteresis."""
+CLEAR: Sides = (Level.OK, Level.OK)
+
+
+def threshold_sides(value: float, limits: ThresholdConfig, current: Sides = CLEAR) -> Sides:
+    """The levels of ``value`` against the upper and the lower limits, given where each side is now.
 
     Going worse needs only the threshold; going better needs the value to be
-    past the threshold by ``limits.hysteresis`` (so a value hovering at a
-    threshold does not flap).
+    back past the threshold that raised it by ``limits.hysteresis`` (so a
+    value hovering at a threshold does not flap). Each side keeps its own
+    margin: a high temperature clears by falling, not by reaching the low limits.
     """
-    def level_of(above: float, below: float) -> Level:
-        if (limits.crit_above is not None and above >= limits.crit_above) or (
-                limits.crit_below is not None and below <= limits.crit_below):
+    def upper(v: float) -> Level:
+        if limits.crit_above is not None and v >= limits.crit_above:
             return Level.CRITICAL
-        if (limits.warn_above is not None and above >= limits.warn_above) or (
-                limits.warn_below is not None and below <= limits.warn_below):
-            return Level.WARNING
-        return Level.OK
+        return Level.WARNING if limits.warn_above is not None and v >= limits.warn_above else Level.OK
 
-    raw = level_of(value, value)
-    if raw >= current or current == Level.UNKNOWN:
-        return raw
-    # Better than now: judge it as if the value were still `hysteresis` closer to trouble.
+    def lower(v: float) -> Level:
+        if limits.crit_below is not None and v <= limits.crit_below:
+            return Level.CRITICAL
+        return Level.WARNING if limits.warn_below is not None and v <= limits.warn_below else Level.OK
+
     margin = limits.hysteresis
-    return max(raw, min(current, level_of(value + margin, value - margin)))
+    above, below = upper(value), lower(value)
+    if above < current[0]:
+        above = max(above, min(current[0], upper(value + margin)))
+    if below < current[1]:
+        below = max(below, min(current[1], lower(value - margin)))
+    return above, below
+
+
+def threshold_level(value: float, limits: ThresholdConfig, current: Sides = CLEAR) -> Level:
+    """The level of ``value`` against ``limits`` (the worse side; see `threshold_sides`)."""
+    return max(threshold_sides(value, limits, current))
 
 
 def describe_threshold(name: str, value: float, unit: str, limits: ThresholdConfig, level: Level) -> str:
@@ -94,7 +109,7 @@ class SensorTracker:
     reading: Reading | None = None
     since: float | None = None
     last_reading_at: float | None = None
-    value_levels: dict[str, Level] = field(default_factory=dict)
+    value_levels: dict[str, Sides] = field(default_factory=dict)
     better_count: int = 0
     readings: int = 0
     failures: int = 0
@@ -105,10 +120,12 @@ class SensorTracker:
         self.last_reading_at = wall
         if reading is None:
             self.failures += 1
-            raw, summary, value_levels = Level.UNKNOWN, error or "no reading", self.value_levels
+            raw, summary = Level.UNKNOWN, error or "no reading"
         else:
             self.readings += 1
-            raw, summary, value_levels = self._judge(reading)
+            # Each value's sides carry their own hysteresis margin, so they advance on every reading;
+            # `clear_after` applies to the sensor's overall level below.
+            raw, summary, self.value_levels = self._judge(reading)
         self.error = error if reading is None else None
         if reading is not None:
             self.reading = reading
@@ -122,7 +139,7 @@ class SensorTracker:
             commit = self.better_count >= self.clear_after
         if commit:
             self.first, self.better_count = False, 0
-            self.level, self.value_levels = raw, value_levels
+            self.level = raw
             if raw != old:
                 self.since = wall
         self.summary = summary if commit or raw == old else f"{summary} (clearing {self.better_count}/{self.clear_after})"
@@ -132,20 +149,20 @@ class SensorTracker:
     def _worse(new: Level, old: Level) -> bool:
         return Level.worst(new, old) == new and new != old
 
-    def _judge(self, reading: Reading) -> tuple[Level, str, dict[str, Level]]:
+    def _judge(self, reading: Reading) -> tuple[Level, str, dict[str, Sides]]:
         levels = [reading.level]
         notes: list[str] = []
-        value_levels: dict[str, Level] = {}
+        value_levels: dict[str, Sides] = {}
         for value_name, limits in self.thresholds.items():
             value = reading.values.get(value_name)
-            if value is None:
-                value_levels[value_name] = Level.UNKNOWN
+            current = self.value_levels.get(value_name, CLEAR)
+            if value is None or math.isnan(value):
+                value_levels[value_name] = current
                 notes.append(f"{value_name} missing")
                 levels.append(Level.UNKNOWN)
                 continue
-            current = self.value_levels.get(value_name, Level.OK)
-            level = threshold_level(value, limits, current)
-            value_levels[value_name] = level
+            value_levels[value_name] = threshold_sides(value, limits, current)
+            level = max(value_levels[value_name])
             levels.append(level)
             if level != Level.OK:
                 notes.append(describe_threshold(value_name, value, reading.units.get(value_name, ""), limits, level))
@@ -182,7 +199,7 @@ class HealthMonitor:
     """Runs the configured sensors off the event loop and keeps their states, the score and alarms."""
 
     def __init__(self, sensors: list[tuple[SensorConfig, Sensor]], *, warning_factor: float = 0.5,
-                 unknown_factor: float = 0.5, workers: int = 8,
+                 unknown_factor: float = 0.5,
                  on_change: Callable[[list[Event]], None] | None = None,
                  record: Callable[[str, float | None, str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
@@ -195,28 +212,36 @@ class HealthMonitor:
         self.record = record
         self.clock, self.wall = clock, wall
         self._lock = threading.Lock()
-        self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sensor")
         self._wake: futures.Future = futures.Future()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._score = self._compute_score()
+        self._record_failed: set[str] = set()
 
     # -------------------------------------------------------------- life cycle
 
     def start(self) -> None:
         """Start the scheduler thread (every sensor is read at once, then at its interval)."""
+        now = self.clock()
+        for m in self.sensors:
+            m.next_due = now
         if self._thread is None and self.sensors:
             self._thread = threading.Thread(target=self._run, name="health", daemon=True)
             self._thread.start()
 
     def close(self) -> None:
-        """Stop scheduling, wait briefly for reads in flight, close the sensors."""
+        """Stop scheduling and close the sensors whose reads are not in flight.
+
+        A read still hanging (a stuck bus) keeps its own daemon thread, which
+        does not hold up the process's exit; its sensor is left open.
+        """
         self._stop.set()
         self._poke()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
         for m in self.sensors:
+            if m.in_flight is not None and not m.in_flight.done():
+                continue
             try:
                 m.sensor.close()
             except Exception:  # closing must not stop the daemon's shutdown
@@ -279,9 +304,11 @@ class HealthMonitor:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                with self._lock:  # taken before scheduling, so a poke meanwhile is not lost
+                    wake = self._wake
                 timeout = self._schedule()
                 with self._lock:
-                    waiting = [m.in_flight for m in self.sensors if m.in_flight is not None] + [self._wake]
+                    waiting = [m.in_flight for m in self.sensors if m.in_flight is not None] + [wake]
                 futures.wait(waiting, timeout=timeout, return_when=futures.FIRST_COMPLETED)
                 self._collect()
             except Exception:  # the scheduler must outlive any bug in one sensor's handling
@@ -299,7 +326,7 @@ class HealthMonitor:
                     m.started = now
                     m.timed_out = False
                     m.next_due = max(m.next_due + m.config.interval_s, now + min(m.config.interval_s, 1.0))
-                    m.in_flight = self._pool.submit(_timed_read, m.sensor)
+                    m.in_flight = _start_read(m.sensor)
                 if m.in_flight is not None and not m.timed_out:
                     deadline = m.started + m.config.timeout_s
                     if now >= deadline:
@@ -334,7 +361,7 @@ class HealthMonitor:
         change = m.tracker.update(reading, error, wall)
         if reading is not None and self.record is not None:
             for value_name, value in reading.values.items():
-                self.record(f"{m.config.name}.{value_name}", value, reading.units.get(value_name, ""))
+                self._record(f"{m.config.name}.{value_name}", value, reading.units.get(value_name, ""))
         events: list[Event] = []
         if change is not None:
             old, new = change
@@ -354,8 +381,17 @@ class HealthMonitor:
             events.append(("health", {"health": score, "previous": self._score, "source": "sensors"}))
             self._score = score
         if self.record is not None:
-            self.record("health", float(score), "")
+            self._record("health", float(score), "")
         return events
+
+    def _record(self, metric: str, value: float | None, unit: str) -> None:
+        """Hand a value to the history; its failure must never cost an alarm (logged once per metric)."""
+        try:
+            self.record(metric, value, unit)  # type: ignore[misc]
+        except Exception as exc:
+            if metric not in self._record_failed:
+                self._record_failed.add(metric)
+                log.warning("history: cannot record %s: %s", metric, exc)
 
     def _emit(self, events: list[Event]) -> None:
         if events and self.on_change is not None:
@@ -363,6 +399,24 @@ class HealthMonitor:
                 self.on_change(events)
             except Exception:
                 log.exception("health: on_change callback failed")
+
+
+def _start_read(sensor: Sensor) -> futures.Future:
+    """Run one read on a thread of its own (a daemon thread: a hung read never blocks the exit).
+
+    A thread per read rather than a pool: a pool's hung workers would starve
+    healthy sensors, and pool threads are joined at interpreter exit.
+    """
+    future: futures.Future = futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(_timed_read(sensor))
+        except BaseException as exc:  # reported as the sensor's failure by _collect
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"sensor-{sensor.name}", daemon=True).start()
+    return future
 
 
 def _timed_read(sensor: Sensor) -> tuple[Reading, float]:
@@ -416,6 +470,9 @@ def sensor_options(config: Any) -> list[tuple[SensorConfig, type[Sensor], Any]]:
         raw = entry.options
         if "timeout_s" in cls.Options.model_fields:  # the family's own timeout is the sensor's
             raw = {**raw, "timeout_s": entry.timeout_s}
+        if "command_timeout_s" in cls.Options.model_fields and "command_timeout_s" not in raw:
+            # A command must end (and say why) before the scheduler gives up on the whole read.
+            raw = {**raw, "command_timeout_s": round(0.9 * entry.timeout_s, 3)}
         try:
             options = cls.Options.model_validate(raw)
         except ValidationError as exc:

@@ -37,27 +37,46 @@ class DeviceEvent:
         return {n for n in (self.name, self.node, *self.links) if n}
 
 
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, (str, os.PathLike)):
-        yield str(value)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _strings(item)
+DEVICE_KEYS = ("device", "path", "port", "array", "interface")
+"""Option keys that name a device by its kernel name (``md0``, ``eth1``) rather than by a /dev path."""
+
+
+def _device_names(options: dict[str, Any]) -> set[str]:
+    """The devices a sensor's options name: any /dev path, and kernel names under `DEVICE_KEYS`."""
+    names: set[str] = set()
+
+    def visit(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                visit(k, v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(key, v)
+        elif isinstance(value, (str, os.PathLike)):
+            text = str(value)
+            if text.startswith("/dev/"):
+                names.update({text, os.path.basename(text)})
+            elif key in DEVICE_KEYS and text and "/" not in text:
+                names.add(text)
+
+    for key, value in options.items():
+        visit(key, value)
+    return names
 
 
 def sensors_watching(event: DeviceEvent, sensors: Iterable[tuple[str, Any]]) -> list[str]:
-    """The names of the sensors whose options mention the device (``(name, options)`` pairs in)."""
+    """The names of the sensors whose options name the device (``(name, options)`` pairs in).
+
+    A /dev path in any option matches the device's node, links or kernel name;
+    a bare name matches only under a device key (``array = "md0"``), so a
+    plugin argument that happens to read ``usb1`` does not.
+    """
     names = event.names
     watching = []
     for sensor_name, options in sensors:
-        dumped = options.model_dump() if hasattr(options, "model_dump") else options
-        for text in _strings(dumped):
-            if text in names or os.path.basename(text) == event.name:
-                watching.append(sensor_name)
-                break
+        dumped = options.model_dump() if hasattr(options, "model_dump") else dict(options)
+        if _device_names(dumped) & names:
+            watching.append(sensor_name)
     return watching
 
 
