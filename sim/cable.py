@@ -13,7 +13,6 @@ Direction names are ``"<src>-><dst>"``, e.g. ``"a->b"`` for the default ends.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import os
 import pathlib
@@ -21,8 +20,9 @@ import random
 import selectors
 import threading
 import time
-import tty
 from types import TracebackType
+
+from sim.ptyport import link_atomically, open_raw_pty
 
 __all__ = ["NullModemCable"]
 
@@ -37,14 +37,8 @@ class _End:
     """One plugged-in end: a raw pty pair and the bytes waiting to be written into it."""
 
     def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        try:
-            tty.setraw(self.slave)  # no echo or line editing before the daemon opens it
-            os.set_blocking(self.master, False)
-            self.tty_name = os.ttyname(self.slave)
-        except BaseException:
-            self.close()
-            raise
+        self.master, self.slave = open_raw_pty()  # raw: no echo or line editing before the daemon opens it
+        self.tty_name = os.ttyname(self.slave)
         self.outbuf: collections.deque[list] = collections.deque()  # [data, is_noise]
         self.pending = 0  # bytes in outbuf
         self.mask = 0  # events currently registered with the selector
@@ -88,7 +82,6 @@ class NullModemCable:
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
         self._running = False
-        self._tmp_ids = itertools.count()
 
     # ----------------------------------------------------------------- public API
 
@@ -257,13 +250,9 @@ class NullModemCable:
 
     def _plug(self, name: str) -> None:
         end = _End()
-        link = self.path(name)
-        tmp = self._dir / f".{name}.tty.{os.getpid()}.{next(self._tmp_ids)}.tmp"
         try:
-            os.symlink(end.tty_name, tmp)
-            os.replace(tmp, link)
+            link_atomically(end.tty_name, self.path(name))
         except BaseException:
-            tmp.unlink(missing_ok=True)
             end.close()
             raise
         self._ends[name] = end

@@ -26,7 +26,6 @@ All methods and properties are thread-safe; the properties return copies.
 from __future__ import annotations
 
 import collections
-import itertools
 import os
 import pathlib
 import select
@@ -35,7 +34,6 @@ import tempfile
 import termios
 import threading
 import time
-import tty
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
@@ -48,6 +46,7 @@ from firmware.panel.cfontz import (
     PacketDecoder,
     encode_packet,
 )
+from sim.ptyport import plug_pty
 
 __all__ = ["CfaEmulator"]
 
@@ -94,7 +93,6 @@ class CfaEmulator:
         self._host_resets: list[bytes] = []
         self._master = self._slave = -1
         self._generation = 0
-        self._tmp_ids = itertools.count()
         self._power_on()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -278,20 +276,7 @@ class CfaEmulator:
             pass
 
     def _plug(self) -> None:
-        master, slave = os.openpty()
-        try:
-            tty.setraw(slave)  # no echo, no line editing, no output processing
-            os.set_blocking(master, False)
-            tmp = self.directory / f".{self.model}.tty.{os.getpid()}.{next(self._tmp_ids)}.tmp"
-            try:
-                os.symlink(os.ttyname(slave), tmp)
-                os.replace(tmp, self.port)
-            finally:
-                tmp.unlink(missing_ok=True)
-        except BaseException:
-            os.close(master)
-            os.close(slave)
-            raise
+        master, slave = plug_pty(pathlib.Path(self.port))
         # Keeping our own slave descriptor open means the master never reads EIO while the
         # driver has the port closed, and lets us read the line settings the driver made.
         self._master, self._slave = master, slave

@@ -16,15 +16,15 @@ All methods and properties are thread-safe; the properties return copies.
 
 from __future__ import annotations
 
-import itertools
 import os
 import pathlib
 import select
 import threading
 import time
-import tty
 from types import TracebackType
 from typing import Callable
+
+from sim.ptyport import plug_pty
 
 __all__ = ["UsbRelayEmulator"]
 
@@ -64,7 +64,6 @@ class UsbRelayEmulator:
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
         self._running = False
-        self._tmp_ids = itertools.count()
 
     # ----------------------------------------------------------------- public API
 
@@ -202,20 +201,7 @@ class UsbRelayEmulator:
         self._wake_r = self._wake_w = -1
 
     def _plug(self) -> None:
-        master, slave = os.openpty()
-        try:
-            tty.setraw(slave)  # no echo, no line editing, no output processing
-            os.set_blocking(master, False)
-            tmp = self.directory / f".usbrelay.tty.{os.getpid()}.{next(self._tmp_ids)}.tmp"
-            try:
-                os.symlink(os.ttyname(slave), tmp)
-                os.replace(tmp, self.path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        except BaseException:
-            os.close(master)
-            os.close(slave)
-            raise
+        master, slave = plug_pty(pathlib.Path(self.path))
         # The emulator keeps its own slave descriptor open so the master never reads EIO
         # while the driver has the port closed.
         self._master, self._slave = master, slave

@@ -370,11 +370,11 @@ def version(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = No
              f"board {_s(status.get('board'))}" + (" (sim)" if status.get("simulator") else "")]
     system = _get(status, "inventory", "system")
     if isinstance(system, Mapping):
-        model = " ".join(str(system[k]) for k in ("Manufacturer", "Product Name") if system.get(k))
+        model = " ".join(str(system[k]) for k in ("manufacturer", "product_name") if system.get(k))
         if model:
             lines.append(model)
-        if system.get("Serial Number"):
-            lines.append(f"S/N {system['Serial Number']}")
+        if system.get("serial_number"):
+            lines.append(f"S/N {system['serial_number']}")
     return Screen(title="Version", lines=tuple(lines))
 
 
