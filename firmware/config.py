@@ -215,7 +215,7 @@ class PanelConfig(_Strict):
     pin_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     pin_length: Annotated[int, Field(ge=4, le=8)] = 4
     relock_s: Annotated[float, Field(ge=10, le=86_400)] = 120.0
-    backlight_timeout_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    backlight_timeout_s: Annotated[float, Field(ge=5, le=86_400)] = 60.0
     menu_timeout_s: Annotated[float, Field(ge=5, le=3600)] = 30.0
     hold_confirm_s: Annotated[float, Field(ge=1, le=10)] = 3.0
 

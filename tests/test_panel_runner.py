@@ -44,6 +44,7 @@ class FakeDaemon:
         self.refuse: dict[str, str] = {}
         self.block: dict[str, threading.Event] = {}
         self.down = False
+        self.status_delay = 0.0
         self._lock = threading.Lock()
 
     def __call__(self, request: dict[str, Any]) -> Any:
@@ -54,6 +55,7 @@ class FakeDaemon:
             raise ControlError("cannot reach the daemon: /run/tandem/control.sock does not exist")
         cmd = request["cmd"]
         if cmd == "status":
+            time.sleep(self.status_delay)  # a daemon slow to answer
             return status
         if cmd in self.block:
             self.block[cmd].wait(TIMEOUT)
@@ -203,6 +205,26 @@ def test_an_early_release_sends_nothing(rigs: Callable[..., Rig]) -> None:
     assert rig.daemon.commands() == []
 
 
+def test_a_release_during_a_slow_status_fetch_still_cancels_the_hold(rigs: Callable[..., Rig]) -> None:
+    rig = rigs(options=PanelOptions(refresh_s=0.05, hold_confirm_s=1.0))
+    rig.wait_text("pbx-a ACTIVE")
+    rig.daemon.status_delay = 2.5
+    _promote(rig)  # ENTER is down: the countdown runs
+    time.sleep(0.3)
+    rig.keys.send(Key.ENTER, "release")  # long before the second is up, while a fetch hangs
+    rig.wait_text("cancelled")
+    time.sleep(1.5)  # past the end of the hold and the slow fetch
+    assert rig.daemon.commands() == []
+
+
+def test_a_daemon_that_stops_answering_keeps_the_role_and_flashes_the_fault_led(rigs: Callable[..., Rig]) -> None:
+    rig = rigs()
+    wait_for(lambda: rig.leds.role == "on", "the role LED on for ACTIVE")
+    rig.daemon.down = True
+    wait_for(lambda: rig.leds.fault == "fast", "the fault LED flashing")
+    assert rig.leds.role == "on"
+
+
 def test_a_slow_command_does_not_freeze_the_display(rigs: Callable[..., Rig]) -> None:
     rig = rigs(options=PanelOptions(refresh_s=0.05, hold_confirm_s=0.2))
     release = rig.daemon.block["promote"] = threading.Event()
@@ -243,7 +265,7 @@ def test_leds_buzzer_and_backlight_follow_the_status(rigs: Callable[..., Rig]) -
     rig.runner.notify()
     wait_for(lambda: rig.leds.buzzer and rig.leds.fault == "fast", "the buzzer and fast fault LED")
     rig.wait_text("ALARM (3)")
-    wait_for(lambda: rig.display.backlight == 25, "the backlight blinking low")
+    wait_for(lambda: rig.display.backlight == 0, "the backlight blinking off")
     wait_for(lambda: rig.display.backlight == 100, "the backlight blinking high")
     rig.keys.tap(Key.BACK, Key.ENTER)  # acknowledge, menu
     rig.wait_text("Promote")

@@ -417,10 +417,10 @@ def test_alarm_forces_the_backlight_on_and_blinks_it() -> None:
     p.show()
     p.now = 2000.0
     assert p.ui.backlight(2000.0) == 100
-    assert p.ui.backlight(2000.6) == 25
+    assert p.ui.backlight(2000.6) == 0  # off, not dimmer: on/off backlights must visibly blink too
     assert p.ui.backlight(2001.1) == 100
     levels = [e.level for e in p.ui.tick(2000.6) + p.ui.tick(2001.0) + p.ui.tick(2001.5)]
-    assert levels == [25, 100, 25]
+    assert levels == [100, 0]  # only changes are sent: it was already off (dark) at 2000.6
     assert p.ui.next_change(2000.2) == pytest.approx(0.3)
     p.status = ALARMS_SILENCED
     p.show()

@@ -182,11 +182,14 @@ def request(path: Path, payload: dict[str, Any], timeout: float = 30.0) -> Any:
     raise ControlError("the daemon closed the connection without answering")
 
 
-def stream(path: Path, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Send a streaming request (e.g. events --follow); yield each item until the daemon stops."""
+def stream(path: Path, payload: dict[str, Any], timeout: float | None = None) -> Iterator[dict[str, Any]]:
+    """Send a streaming request (e.g. events --follow); yield each item until the daemon stops.
+
+    ``timeout`` bounds each wait for the next item (None: wait as long as it takes, for --follow).
+    """
     with _connect(path, 10.0) as sock:
         sock.sendall(json.dumps(payload).encode() + b"\n")
-        sock.settimeout(None)
+        sock.settimeout(timeout)
         for reply in _lines(sock):
             if not reply.get("ok"):
                 raise ControlError(reply.get("error", "request failed"))

@@ -212,7 +212,7 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.journal.add_listener(self._run_hooks)
         if self.panel is not None:
-            self.journal.add_listener(lambda record: self.panel.notify())
+            self.journal.add_listener(self._notify_panel)
             self.panel.start()
         now = loop.time()
         try:
@@ -271,7 +271,9 @@ class Daemon:
         self.store.save_now(self.state.persisted.to_json())
         self._save_boot_record(now=True)
         self.journal.record("daemon.stop", {"state": self.state.state.name})
-        self._close_panel()
+        panel, self.panel = self.panel, None
+        if panel is not None:  # off the loop: the panel's last fetch may still wait on this very loop
+            await asyncio.to_thread(panel.close)
         if self._power_after is not None:
             self.journal.record("power", {"action": self._power_after,
                                           "detail": self.power.request(self._power_after)})
@@ -548,6 +550,10 @@ class Daemon:
                                  "peer": {"name": self.settings.peer, "state": msg.state.name if msg else None}})
 
     # ------------------------------------------------------------------ health and alarms
+
+    def _notify_panel(self, record: dict[str, Any]) -> None:
+        if self.panel is not None:
+            self.panel.notify()
 
     def _close_panel(self) -> None:
         if self.panel is not None:

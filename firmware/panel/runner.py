@@ -1,9 +1,13 @@
 """Runs the front panel on its own thread: inputs in, frames, backlight, LEDs and commands out.
 
 The daemon's event loop never waits on the panel: key sources and `notify`
-only put items on a queue. The panel thread fetches the status through
-``control``, feeds the pure `PanelUi`, renders, and pushes a frame to the
-display only when it differs from the last one. Commands run on a worker
+only put items on a queue or set a flag. A fetcher thread gets the status
+(and new events) through ``control`` when notified, else every
+``refresh_s``, and queues it; the panel thread feeds keys and statuses to the
+pure `PanelUi` in arrival order, renders, and pushes a frame to the display
+only when it differs from the last one. Because no fetch runs on the panel
+thread, a slow daemon never delays a key: a release is always judged before
+a hold-to-confirm can complete. Commands run on a worker
 thread each, so a promote that waits for the handover never freezes the
 display; their answer comes back through the same queue.
 
@@ -78,8 +82,14 @@ class PanelRunner:
         self._clock = time.monotonic
         self.ui = PanelUi(options, self._clock(), body_rows(display), tz)
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._lock = threading.Lock()  # display access and the published frame
+        self._lock = threading.Lock()  # display access
+        self._frame_lock = threading.Lock()  # the published frame (never held during display I/O)
         self._thread = threading.Thread(target=self._run, name="tandem-panel", daemon=True)
+        # Status and events are fetched on a thread of their own, so a slow daemon never holds up
+        # key handling: a release queued behind a fetch must be judged before the hold completes.
+        self._fetch_wanted = threading.Event()
+        self._fetcher = threading.Thread(target=self._fetch_loop, name="tandem-panel-fetch", daemon=True)
+        self._last_good: Mapping[str, Any] | None = None
         self._started = self._closed = False
         self._status: Mapping[str, Any] | None = None
         self._error: str | None = "no status yet"
@@ -102,6 +112,7 @@ class PanelRunner:
             return self
         self._started = True
         self._thread.start()
+        self._fetcher.start()
         for source in self.keys:
             source.start(self.key)
         return self
@@ -112,7 +123,8 @@ class PanelRunner:
 
     def notify(self) -> None:
         """The daemon's state changed: fetch the status now (safe from any thread, never blocks)."""
-        self._queue.put(("notify", None))
+        self._events_wanted = True
+        self._fetch_wanted.set()
 
     def frame_text(self) -> list[str]:
         """What the panel shows, as readable Unicode lines.
@@ -120,7 +132,7 @@ class PanelRunner:
         A text display: exactly the lines on the glass. A graphic display: the
         current screen laid out as text on that display's character grid.
         """
-        with self._lock:
+        with self._frame_lock:
             if self.display.kind == "text":
                 lines = self._pushed if isinstance(self._pushed, tuple) else ()
                 return [to_unicode(line) for line in lines]
@@ -138,7 +150,11 @@ class PanelRunner:
         return buffer.getvalue()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread, then close the key sources, indicators and display."""
+        """Stop the threads, then close the key sources, indicators and display.
+
+        A fetch still waiting on the daemon is abandoned (its thread is a daemon
+        thread that ends with its request's timeout).
+        """
         if self._closed:
             return
         self._closed = True
@@ -146,6 +162,7 @@ class PanelRunner:
             self._safely("keys.close", source.close)
         if self._started:
             self._queue.put(("stop", None))
+            self._fetch_wanted.set()
             self._thread.join(timeout)
         if self.indicators is not None:
             self._safely("indicators.close", self.indicators.close)
@@ -155,10 +172,9 @@ class PanelRunner:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
-        next_refresh = 0.0
         while True:
             now = self._clock()
-            wait = max(0.0, next_refresh - now)
+            wait = 1.0
             hint = self.ui.next_change(now)
             if hint is not None:
                 wait = min(wait, hint)
@@ -172,55 +188,65 @@ class PanelRunner:
             if any(kind == "stop" for kind, _ in items):
                 return
             try:
-                next_refresh = self._step(items, next_refresh)
+                self._step(items)
             except Exception:  # a bug or a driver failure must not end the panel
                 log.exception("panel: update failed")
-                next_refresh = self._clock() + self.options.refresh_s
 
-    def _step(self, items: list[tuple[str, Any]], next_refresh: float) -> float:
+    def _step(self, items: list[tuple[str, Any]]) -> None:
         now = self._clock()
         effects: list[Effect] = []
-        fetch = False
         for kind, payload in items:
             if kind == "key":
                 effects += self.ui.handle_key(payload, now)
-            elif kind == "notify":
-                fetch = self._events_wanted = True
+            elif kind == "status":
+                self._status, self._error, records = payload
+                self._events.extend(records)
+                if self._status is not None:
+                    self._last_good = self._status
+                self.ui.observe(self._status, now)  # an alarm that just arrived stops a hold before tick() ends it
             elif kind == "result":
                 self.ui.command_result(*payload, now)
-                fetch = self._events_wanted = True
-        if fetch or now >= next_refresh:
-            self._fetch()
-            now = self._clock()
-            next_refresh = now + self.options.refresh_s
-            self.ui.observe(self._status, now)  # an alarm that just arrived stops a hold before tick() ends it
+                self.notify()
         effects += self.ui.tick(now)
         screen = self.ui.screen(self._status, list(self._events), now, self._error)
         effects += self.ui.tick(now)  # the status just seen may start or end an alarm's blinking
         self._apply(effects)
         self._push(screen)
         self._drive_indicators(now)
-        return next_refresh
+
+    def _fetch_loop(self) -> None:
+        """On its own thread: fetch the status (and new events) when notified, else every refresh_s."""
+        while not self._closed:
+            self._fetch_wanted.wait(self.options.refresh_s)
+            self._fetch_wanted.clear()
+            if self._closed:
+                return
+            try:
+                self._fetch()
+            except Exception:  # the next round tries again
+                log.exception("panel: fetch failed")
 
     def _fetch(self) -> None:
         self.fetches += 1
         try:
             status = self._control({"cmd": "status"})
-            self._status = status if isinstance(status, Mapping) else None
-            self._error = None if self._status is not None else "the daemon's status is not a JSON object"
+            error = None if isinstance(status, Mapping) else "the daemon's status is not a JSON object"
+            status = status if isinstance(status, Mapping) else None
         except Exception as exc:  # noqa: BLE001 - whatever went wrong is shown on the glass
-            self._status, self._error = None, str(exc) or type(exc).__name__
+            status, error = None, str(exc) or type(exc).__name__
+        records: list[Mapping[str, Any]] = []
         on_events_page = self.ui.mode == "pages" and self.ui.page == "events"
         if self._events_fetcher is not None and (self._events_wanted or on_events_page):
             try:
                 for record in self._events_fetcher(self._last_event_id):
                     record_id = record.get("id")
                     if isinstance(record_id, int) and record_id > self._last_event_id:
-                        self._events.append(record)
+                        records.append(record)
                         self._last_event_id = record_id
                 self._events_wanted = False
             except Exception as exc:  # noqa: BLE001 - the events page is optional; logged once
                 self._note_failure("events", exc)
+        self._queue.put(("status", (status, error, records)))
 
     def _apply(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -243,21 +269,29 @@ class PanelRunner:
     def _push(self, screen: Screen) -> None:
         frame = render_for(self.display, screen)
         key: object = tuple(frame) if isinstance(frame, list) else (frame.mode, frame.size, frame.tobytes())
-        with self._lock:
+        with self._frame_lock:
             self._screen = screen
             if key == self._pushed:
                 return
+        with self._lock:
             if isinstance(frame, list):
                 done = self._safely("display.show_text", self.display.show_text, frame)
             else:
                 done = self._safely("display.show_image", self.display.show_image, frame)
-            if done:
+        if done:
+            with self._frame_lock:
                 self._pushed = key
 
     def _drive_indicators(self, now: float) -> None:
         if self.indicators is None:
             return
-        leds = self.ui.indicators(self._status, now)
+        if self._status is None and self._last_good is not None:
+            # The daemon stopped answering: keep showing the role and alarms last known, and flash the
+            # fault LED (going dark and quiet exactly when the daemon wedges would hide the problem).
+            role, _, buzzer = self.ui.indicators(self._last_good, now)
+            leds: tuple[Blink, Blink, bool] = (role, "fast", buzzer)
+        else:
+            leds = self.ui.indicators(self._status, now)
         if leds == self._leds:
             return
         role, fault, buzzer = leds

@@ -26,7 +26,7 @@ def _control(socket: Path, payload: dict[str, Any]) -> Any:
 def _events(socket: Path, since: int) -> list[dict[str, Any]]:
     """Journal records after ``since`` (only the newest few the first time)."""
     payload = {"cmd": "events", "since": since, "last": RECENT_EVENTS}
-    return [item["event"] for item in stream(socket, payload)]
+    return [item["event"] for item in stream(socket, payload, timeout=CONTROL_TIMEOUT_S)]
 
 
 def panel_options(config: Config) -> PanelOptions:
@@ -46,6 +46,7 @@ def open_panel(config: Config, socket: Path) -> PanelRunner | None:
     profile = config.board.panel
     if profile is None or not config.node.panel.enabled:
         return None
+    options = panel_options(config)  # before any driver is opened: nothing to close if it is wrong
     where = config.board_path
     opened: list[Any] = []
     try:
@@ -63,5 +64,5 @@ def open_panel(config: Config, socket: Path) -> PanelRunner | None:
         for driver in reversed(opened):
             driver.close()
         raise
-    return PanelRunner(display, keys, indicators, functools.partial(_control, socket), panel_options(config),
+    return PanelRunner(display, keys, indicators, functools.partial(_control, socket), options,
                        events=functools.partial(_events, socket))

@@ -32,7 +32,7 @@ Behaviour in brief:
   produced.
 - Unsilenced alarms take over the screen (any key acknowledges them until a
   new alarm arrives), force the backlight on and blink it at 1 Hz between
-  full and a quarter, blink the fault LED and sound the buzzer.
+  full and the dim level (off by default), blink the fault LED and sound the buzzer.
 - The backlight dims after ``backlight_timeout_s`` without a key; the key
   that wakes it does nothing else. Menus and dialogs fall back to the home
   page after ``menu_timeout_s`` without a key, and so does any other page
@@ -223,8 +223,8 @@ class PanelUi:
         """The backlight level the display should have at ``now``."""
         opts = self.options
         if self._alarm_active:
-            low = max(opts.backlight_dim_level, opts.backlight_level // 4)
-            return opts.backlight_level if now % 1.0 < 0.5 else low
+            # Off in the low half: many backlights (a PCF8574 backpack bit) are only on or off.
+            return opts.backlight_level if now % 1.0 < 0.5 else opts.backlight_dim_level
         if self._is_dark(now):
             return opts.backlight_dim_level
         return opts.backlight_level
@@ -290,11 +290,11 @@ class PanelUi:
         """One key event (press, release or hold) at ``now``."""
         if event.action == "release":
             # Judged by when the key came up, before letting the clock finish the hold.
+            if (self._mode is _Mode.HOLD and event.key is Key.ENTER
+                    and min(event.at, now) < self._hold_start + self.options.hold_confirm_s):
+                self._cancel_hold("cancelled")  # whatever else was pending: an early release never confirms
             if self._swallow is event.key:
                 self._swallow = None
-            elif (self._mode is _Mode.HOLD and event.key is Key.ENTER
-                  and min(event.at, now) < self._hold_start + self.options.hold_confirm_s):
-                self._cancel_hold("cancelled")
             return self._expire(now) + self._backlight_effects(now)
         effects = self._expire(now)
         if event.action != "press":
