@@ -300,7 +300,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
         if args.netns and os.geteuid() != 0:
             raise ControlError("sim lab --netns needs root (it creates network namespaces)")
-        return run_lab(base=Path(args.dir) if args.dir else None, duration=args.duration, netns=args.netns)
+        if args.board and args.netns:
+            raise ControlError("sim lab: --board and --netns cannot be combined (the namespace lab has its own board)")
+        return run_lab(base=Path(args.dir) if args.dir else None, duration=args.duration, netns=args.netns,
+                       board=args.board)
     if args.sim_command == "run":
         from sim.scenario import ScenarioError, load, run
 
@@ -407,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab = simsub.add_parser("lab", help="start two simulated nodes and show their live status")
     lab.add_argument("--dir", help="working folder (default: a new temporary folder)")
     lab.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    lab.add_argument("--board", help="simulator board profile (default sim; sim-cfa635 has a CFA-635 panel)")
     lab.add_argument("--netns", action="store_true",
                      help="root: each node in its own network namespace, so the shared IP really moves")
     scenario = simsub.add_parser("run", help="run scenario files and print a pass/fail timeline")

@@ -25,6 +25,7 @@ All methods and properties are thread-safe; the properties return copies.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import pathlib
@@ -36,19 +37,22 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from firmware.panel.base import Key
 from firmware.panel.cfontz import (
     KEY_MASK_BITS,
     KIND_COMMAND,
     MODELS,
+    CfaDisplay,
+    CfaIndicators,
+    CfaKeys,
     PacketDecoder,
     encode_packet,
 )
 from sim.ptyport import plug_pty
 
-__all__ = ["CfaEmulator"]
+__all__ = ["CfaEmulator", "EmulatedCfaDisplay", "EmulatedCfaIndicators", "EmulatedCfaKeys", "shared_emulator"]
 
 _READ_SIZE = 4096
 _ERROR_BACKOFF_S = 0.05
@@ -427,3 +431,55 @@ class CfaEmulator:
                     failed = True
             if failed:  # do not spin on a master that keeps reporting an error
                 select.select([self._wake_r], [], [], _ERROR_BACKOFF_S)
+
+
+# ------------------------------------------------------------------ a simulator board's panel
+
+_SHARED: dict[str, CfaEmulator] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_emulator(name: str = "panel", model: str = "cfa635") -> CfaEmulator:
+    """The process's emulator called ``name`` (started on first use, closed at exit).
+
+    The emulated drivers below share it, as a real profile's display, keys
+    and LEDs share one USB port.
+    """
+    with _SHARED_LOCK:
+        if name not in _SHARED:
+            _SHARED[name] = CfaEmulator(model)
+            atexit.register(_SHARED[name].close)
+        return _SHARED[name]
+
+
+class EmulatedCfaDisplay(CfaDisplay):
+    """The real CFA display driver, on the process's emulated module (simulator board profiles)."""
+
+    def __init__(self, emulator: str = "panel", model: str = "cfa635", **options: Any) -> None:
+        """Open the driver on the shared emulator's port."""
+        super().__init__(port=shared_emulator(emulator, model).port, model=model, **options)
+
+
+class EmulatedCfaIndicators(CfaIndicators):
+    """The real CFA LED driver, on the process's emulated module."""
+
+    def __init__(self, emulator: str = "panel", model: str = "cfa635", **options: Any) -> None:
+        """Open the driver on the shared emulator's port."""
+        super().__init__(port=shared_emulator(emulator, model).port, model=model, **options)
+
+
+class EmulatedCfaKeys(CfaKeys):
+    """The real CFA keypad driver on the emulated module; `inject` presses the module's keys."""
+
+    key_names = ("up", "down", "left", "right", "enter", "back")
+
+    def __init__(self, emulator: str = "panel", model: str = "cfa635", **options: Any) -> None:
+        """Open the driver on the shared emulator's port."""
+        self.emulator = shared_emulator(emulator, model)
+        super().__init__(port=self.emulator.port, model=model, **options)
+
+    def inject(self, key: str, action: str) -> None:
+        """Press or release a key on the emulated module: it sends the key report over the wire."""
+        if key not in self.key_names:
+            raise ValueError(f"unknown key {key!r}: the keys are {', '.join(self.key_names)}")
+        (self.emulator.press if action == "press" else self.emulator.release)(key)

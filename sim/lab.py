@@ -60,7 +60,7 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
 
 
 def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO = sys.stdout,
-            netns: bool = False) -> int:
+            netns: bool = False, board: str | None = None) -> int:
     """Start the rack and refresh the live view until Ctrl-C (or `duration` seconds).
 
     With `netns` (root) each node runs in its own network namespace on a bridge, so the
@@ -77,6 +77,8 @@ def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO
                "feedback": ["trunk-sense:1", "trunk-sense:2"], "settle_ms": 200}]
     rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns,
                        relay_groups=trunks, history=True)
+    if board is not None:  # e.g. sim-cfa635: the same rack with a Crystalfontz panel
+        rack.board = board
     interactive = out.isatty()
     print(f"Starting two simulated nodes in {base} …", file=out, flush=True)
     rack.start()

@@ -78,3 +78,19 @@ def test_a_refusal_is_shown_on_the_panel(rack: TwoNodeRack) -> None:
 def test_panel_press_is_refused_for_unknown_keys(rack: TwoNodeRack) -> None:
     result = rack.cli("alpha", "panel", "press", "select")
     assert result.returncode == 1 and "no panel key 'select'" in result.stderr
+
+
+def test_a_cfa635_panel_on_the_emulated_module(tmp_path: Path) -> None:
+    """The sim-cfa635 board: the real Crystalfontz driver over a pty, keys pressed on the module."""
+    rack = TwoNodeRack(tmp_path)
+    rack.board = "sim-cfa635"
+    rack.start()
+    try:
+        rack.wait_settled(timeout=20)
+        rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's CFA-635 to show ACTIVE")
+        press(rack, "alpha", "down")
+        rack.wait_for(lambda: "Peer" in frame(rack, "alpha"), 10, what="the peer page after DOWN")
+        press(rack, "alpha", "back", "enter")  # BACK is the module's EXIT key; ENTER opens the menu
+        rack.wait_for(lambda: "Promote" in frame(rack, "alpha"), 10, what="the menu")
+    finally:
+        rack.stop()
