@@ -94,3 +94,23 @@ def test_a_cfa635_panel_on_the_emulated_module(tmp_path: Path) -> None:
         rack.wait_for(lambda: "Promote" in frame(rack, "alpha"), 10, what="the menu")
     finally:
         rack.stop()
+
+
+def test_a_wrong_pin_at_the_panel_is_journaled(tmp_path: Path) -> None:
+    import hashlib
+
+    rack = TwoNodeRack(tmp_path, extra={"panel": {"pin_sha256": hashlib.sha256(b"4711").hexdigest()}})
+    rack.start()
+    try:
+        rack.wait_settled(timeout=20)
+        rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's panel to show ACTIVE")
+        press(rack, "alpha", "enter")  # the menu asks for the PIN first
+        rack.wait_for(lambda: "PIN" in frame(rack, "alpha"), 5, what="the PIN entry")
+        press(rack, "alpha", "enter", "enter", "enter", "enter")  # 0000
+        rack.wait_for(lambda: any(e["kind"] == "panel" for e in rack.events("alpha")), 10,
+                      what="the wrong PIN in the journal")
+        event = next(e["data"] for e in rack.events("alpha") if e["kind"] == "panel")
+        assert event == {"event": "pin.wrong", "detail": "1 wrong in a row", "source": "panel"}
+        assert "wrong PIN" in frame(rack, "alpha")
+    finally:
+        rack.stop()

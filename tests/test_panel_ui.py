@@ -25,6 +25,7 @@ from firmware.panel.text import to_unicode
 from firmware.panel.ui import (
     PanelOptions,
     PanelUi,
+    Report,
     RunCommand,
     SetBacklight,
     lockout_delay,
@@ -330,6 +331,22 @@ def test_lock_panel_relocks_at_once() -> None:
     assert not p.ui.unlocked and "Panel locked" in p.text()
     p.keys(D, E)
     assert p.screen.kind == "pin"
+
+
+def test_pin_attempts_and_locking_are_reported_for_the_journal() -> None:
+    p = Panel(PanelOptions(pin_hash=PIN_HASH, relock_s=60))
+    p.keys(E)
+    for _ in range(4):
+        p.enter_pin("1111")
+    reports = [e for e in p.effects if isinstance(e, Report)]
+    assert [r.event for r in reports] == ["pin.wrong"] * 4
+    assert reports[-1].detail == "4 wrong in a row; locked for 30 s"
+    p.tick(31)
+    p.keys(E)
+    p.enter_pin(PIN)
+    assert p.ui.unlocked and isinstance(p.effects[-1], Report) and p.effects[-1].event == "pin.accepted"
+    p.tick(61)
+    assert Report("panel.locked", "no key for 60 s") in p.effects
 
 
 def test_no_pin_means_no_lock_item() -> None:

@@ -731,6 +731,13 @@ class Daemon:
             if not isinstance(settings, dict):
                 raise ControlError("sim.set needs settings as an object, e.g. {\"ac\": \"lost\"}")
             return self._sim_set(str(request.get("target", "")), settings)
+        if cmd == "panel.report":  # the panel journals what happened at it (PIN attempts, locking)
+            event = str(request.get("event", ""))
+            if event not in ("pin.accepted", "pin.wrong", "panel.locked"):
+                raise ControlError(f"panel.report: unknown event {event!r}")
+            self.journal.record("panel", {"event": event, "detail": str(request.get("detail", ""))[:200],
+                                          "source": "panel"})
+            return {"ok": True, "result": "journaled"}
         if cmd in ("panel.frame", "panel.press"):
             return await self._panel_request(cmd, request)
         if cmd == "sensors":

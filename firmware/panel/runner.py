@@ -41,7 +41,7 @@ from firmware.panel.base import Blink, Display, Indicators, KeyEvent, KeySource
 from firmware.panel.render import body_rows, graphic_layout, render_for, render_text
 from firmware.panel.screens import Screen
 from firmware.panel.text import to_unicode
-from firmware.panel.ui import Effect, PanelOptions, PanelUi, RunCommand, SetBacklight
+from firmware.panel.ui import Effect, PanelOptions, PanelUi, Report, RunCommand, SetBacklight
 
 __all__ = ["Control", "EventsFetcher", "PanelOptions", "PanelRunner", "describe_result"]
 
@@ -257,6 +257,16 @@ class PanelRunner:
             elif isinstance(effect, RunCommand) and not self.options.view_only:
                 threading.Thread(target=self._command, args=(effect.cmd,), name=f"tandem-panel-{effect.cmd}",
                                  daemon=True).start()
+            elif isinstance(effect, Report):
+                threading.Thread(target=self._send_report, args=(effect,), name="tandem-panel-report",
+                                 daemon=True).start()
+
+    def _send_report(self, report: Report) -> None:
+        """Have the daemon journal what happened at the panel (PIN attempts, locking)."""
+        try:
+            self._control({"cmd": "panel.report", "event": report.event, "detail": report.detail})
+        except Exception as exc:  # noqa: BLE001 - the panel works on; the failure is logged once
+            self._note_failure("report", exc)
 
     def _command(self, cmd: str) -> None:
         try:

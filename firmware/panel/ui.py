@@ -55,7 +55,7 @@ from firmware.panel.base import Blink, Key, KeyEvent
 from firmware.panel.screens import Screen
 
 __all__ = [
-    "COMMANDS", "DANGEROUS", "Effect", "PanelOptions", "PanelUi", "RunCommand", "SetBacklight", "lockout_delay",
+    "COMMANDS", "DANGEROUS", "Effect", "PanelOptions", "PanelUi", "Report", "RunCommand", "SetBacklight", "lockout_delay",
 ]
 
 COMMANDS: tuple[str, ...] = ("promote", "demote", "poweroff", "reboot", "maintenance-on", "maintenance-off",
@@ -132,7 +132,15 @@ class SetBacklight:
     level: int
 
 
-Effect = RunCommand | SetBacklight
+@dataclass(frozen=True)
+class Report:
+    """Something the daemon should journal as coming from the panel (PIN accepted or wrong, locked)."""
+
+    event: str
+    detail: str = ""
+
+
+Effect = RunCommand | SetBacklight | Report
 
 
 class _Mode(Enum):
@@ -188,6 +196,7 @@ class PanelUi:
         self._backlight_sent: int | None = None
         # PIN
         self._unlocked = options.pin_hash is None
+        self._reports: list[Report] = []
         self._digits = [0] * options.pin_length
         self._position = 0
         self._pin_message: str | None = None
@@ -288,6 +297,16 @@ class PanelUi:
 
     def handle_key(self, event: KeyEvent, now: float) -> list[Effect]:
         """One key event (press, release or hold) at ``now``."""
+        return self._handle_key(event, now) + self._drain_reports()
+
+    def _report(self, event: str, detail: str = "") -> None:
+        self._reports.append(Report(event, detail))
+
+    def _drain_reports(self) -> list[Effect]:
+        reports, self._reports = self._reports, []
+        return list(reports)
+
+    def _handle_key(self, event: KeyEvent, now: float) -> list[Effect]:
         if event.action == "release":
             # Judged by when the key came up, before letting the clock finish the hold.
             if (self._mode is _Mode.HOLD and event.key is Key.ENTER
@@ -312,7 +331,7 @@ class PanelUi:
 
     def tick(self, now: float) -> list[Effect]:
         """Let time pass: timeouts, relock, the end of a hold (which sends its command), backlight."""
-        return self._expire(now) + self._backlight_effects(now)
+        return self._expire(now) + self._backlight_effects(now) + self._drain_reports()
 
     def command_result(self, cmd: str, ok: bool, message: str, now: float) -> None:
         """The daemon's answer to a `RunCommand`: shown until a key or ``result_s``."""
@@ -405,6 +424,7 @@ class PanelUi:
             effects += self._send(self._pending or "", now)
         if opts.pin_hash and self._unlocked and idle >= opts.relock_s:
             self._unlocked = False
+            self._report("panel.locked", f"no key for {opts.relock_s:g} s")
             if self._mode in (_Mode.MENU, _Mode.CONFIRM):
                 self._go_home()
         dialog_expired = self._mode in _MENU_TIMED and idle >= opts.menu_timeout_s
@@ -495,6 +515,7 @@ class PanelUi:
                 self._mode = _Mode.PAGES
             elif action == "lock":
                 self._unlocked = False
+                self._report("panel.locked", "Lock panel from the menu")
                 self._show_message("Panel locked", ["PIN needed for the menu"], now)
             elif action == "alarm-silence":
                 self._pending = action
@@ -552,8 +573,11 @@ class PanelUi:
         if hmac.compare_digest(entered, self.options.pin_hash or ""):
             self._unlocked, self._failures, self._pin_message = True, 0, None
             self._mode, self._menu_index = _Mode.MENU, 0
+            self._report("pin.accepted")
             return
         self._failures += 1
         delay = lockout_delay(self._failures)
         self._locked_until = now + delay if delay else -math.inf
         self._pin_message = "wrong PIN"
+        self._report("pin.wrong", f"{self._failures} wrong in a row"
+                     + (f"; locked for {delay:g} s" if delay else ""))
