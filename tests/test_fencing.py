@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,31 @@ def test_stalled_active_fences_itself_when_it_resumes(tmp_path: Path) -> None:
         assert rack.state("alpha") == "STANDBY"
     finally:
         rack.stop()
+
+
+def test_stall_fence_fires_once_per_stall_and_only_while_holding() -> None:
+    import threading
+
+    from firmware.core.watchdog import StallFence
+
+    released = threading.Event()
+    fence = StallFence(0.2, released.set)
+    fence.start()
+    try:
+        fence.tick(holding=False)
+        time.sleep(0.5)  # not holding: a silent loop is no reason to release anything
+        assert fence.fired == 0
+        for _ in range(10):  # holding and ticking every 50 ms: no fence
+            fence.tick(holding=True)
+            time.sleep(0.05)
+        assert fence.fired == 0
+        stopped_at = time.monotonic()  # the loop stalls
+        assert released.wait(5)
+        assert 0.15 <= time.monotonic() - stopped_at < 2.0
+        time.sleep(0.4)
+        assert fence.fired == 1  # once per stall
+        released.clear()
+        fence.tick(holding=True)  # the loop resumes, then stalls again
+        assert released.wait(5) and fence.fired == 2
+    finally:
+        fence.stop()
