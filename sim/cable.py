@@ -22,6 +22,7 @@ import threading
 import time
 from types import TracebackType
 
+from sim.emulator import WakePipe
 from sim.ptyport import link_atomically, open_raw_pty
 
 __all__ = ["NullModemCable"]
@@ -79,7 +80,7 @@ class NullModemCable:
         }
         self._stats = {d: {"forwarded": 0, "dropped": 0, "noise": 0} for d in self._directions()}
         self._sel: selectors.BaseSelector | None = None
-        self._wake_r = self._wake_w = -1
+        self._waker = WakePipe()
         self._thread: threading.Thread | None = None
         self._running = False
 
@@ -103,10 +104,8 @@ class NullModemCable:
                 raise RuntimeError("cable already started")
             self._dir.mkdir(parents=True, exist_ok=True)
             self._sel = selectors.DefaultSelector()
-            self._wake_r, self._wake_w = os.pipe()
-            os.set_blocking(self._wake_r, False)
-            os.set_blocking(self._wake_w, False)
-            self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+            self._waker.open()
+            self._sel.register(self._waker.fileno(), selectors.EVENT_READ, None)
             try:
                 for name in self._names:
                     self._plug(name)
@@ -124,7 +123,7 @@ class NullModemCable:
         with self._lock:
             self._running = False
             thread, self._thread = self._thread, None
-            self._wake()
+            self._waker.wake()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         with self._lock:
@@ -146,7 +145,7 @@ class NullModemCable:
             raise ValueError("delay must be >= 0")
         with self._lock:
             self._delay = float(seconds)
-            self._wake()
+            self._waker.wake()
 
     def inject_noise(self, nbytes: int, toward: str | None = None, seed: int | None = None) -> None:
         """Write ``nbytes`` random bytes (any value 0..255) into the line toward an end.
@@ -181,7 +180,7 @@ class NullModemCable:
             self._check_running()
             if end in self._ends:
                 self._unplug(end, remove_link=True)
-                self._wake()
+                self._waker.wake()
 
     def replug(self, end: str) -> None:
         """Plug a fresh pty pair in at that end, re-pointing its symlink atomically."""
@@ -191,7 +190,7 @@ class NullModemCable:
             if end in self._ends:
                 self._unplug(end, remove_link=False)
             self._plug(end)
-            self._wake()
+            self._waker.wake()
 
     def __enter__(self) -> NullModemCable:
         """Start the cable."""
@@ -239,13 +238,6 @@ class NullModemCable:
             raise ValueError(f"unknown direction {direction!r}; expected one of {self._directions()}")
         return (direction,)
 
-    def _wake(self) -> None:
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"\0")
-            except BlockingIOError:
-                pass  # a wake-up is already pending
-
     # The methods below are called with self._lock held.
 
     def _plug(self, name: str) -> None:
@@ -278,10 +270,7 @@ class NullModemCable:
         if self._sel is not None:
             self._sel.close()
             self._sel = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        self._waker.close()
 
     def _update_registration(self, end: _End, now: float) -> None:
         want = 0 if now < end.quiet_until else selectors.EVENT_READ
@@ -395,11 +384,7 @@ class NullModemCable:
         now = time.monotonic()
         for key, mask in events:
             if key.data is None:
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+                self._waker.drain()
                 continue
             end: _End = key.data
             name = next((n for n, e in self._ends.items() if e is end), None)

@@ -29,12 +29,10 @@ import atexit
 import collections
 import os
 import pathlib
-import select
 import shutil
 import tempfile
 import termios
 import threading
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
@@ -50,12 +48,10 @@ from firmware.panel.cfontz import (
     PacketDecoder,
     encode_packet,
 )
-from sim.ptyport import plug_pty
+from sim.emulator import PtyEmulator
 
 __all__ = ["CfaEmulator", "EmulatedCfaDisplay", "EmulatedCfaIndicators", "EmulatedCfaKeys", "shared_emulator"]
 
-_READ_SIZE = 4096
-_ERROR_BACKOFF_S = 0.05
 _KEY_PRESS_CODES = {Key.UP: 1, Key.DOWN: 2, Key.LEFT: 3, Key.RIGHT: 4, Key.ENTER: 5, Key.BACK: 6}
 _VERSIONS = {"cfa635": b"CFA635:h1.5,c1.0", "cfa533": b"CFA533:h1.4,u1v2"}
 _BOOT_TEXT = {"cfa635": ["Crystalfontz", "CFA635", "", ""], "cfa533": ["Crystalfontz", "CFA533"]}
@@ -63,7 +59,7 @@ _SPEEDS = {getattr(termios, f"B{rate}"): rate for rate in (9600, 19200, 38400, 5
 _LED_INDEXES = range(5, 13)  # CFA-635 command 34: 5..12 are the LEDs (0..4 are GPIOs)
 
 
-class CfaEmulator:
+class CfaEmulator(PtyEmulator):
     """A Crystalfontz module (``model`` "cfa635" or "cfa533") behind the pty symlink ``.port``.
 
     Observations: ``text_rows()``, ``backlight``, ``contrast``, ``leds``
@@ -72,8 +68,11 @@ class CfaEmulator:
     valid commands received, dropped ones included), ``bad_packets`` (bad CRC
     or garbage runs), ``noise_bytes`` (bytes heard at the wrong baud rate),
     ``line_baudrate`` and ``plugged``. Starts at construction; ``close()``
-    stops it and removes its directory if it made one.
+    stops it and removes its directory if it made one. ``replug()`` powers
+    the module up again (boot screen, LEDs off, no key reports).
     """
+
+    _RECHECK_S = 0.1  # the line speed the driver sets on the pty changes without a notify
 
     def __init__(self, model: str = "cfa635", directory: pathlib.Path | str | None = None) -> None:
         """Plug the module in: a pty, its symlink in ``directory`` (a new temp dir if None) and the reader."""
@@ -86,8 +85,7 @@ class CfaEmulator:
         self._own_dir = directory is None
         self.directory = pathlib.Path(tempfile.mkdtemp(prefix="cfa-") if directory is None else directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        super().__init__(self.directory / f"{model}.tty")
         self._decoder = PacketDecoder(MODELS[model].max_data)
         self._commands: collections.Counter[int] = collections.Counter()
         self._drop = 0
@@ -95,24 +93,15 @@ class CfaEmulator:
         self._dropped = 0
         self._noise = 0
         self._host_resets: list[bytes] = []
-        self._master = self._slave = -1
-        self._generation = 0
-        self._power_on()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._running = True
         with self._lock:
-            self._plug()
-        self._thread = threading.Thread(target=self._run, name=f"{model}-emulator", daemon=True)
-        self._thread.start()
+            self._start(f"{model}-emulator")  # plugging in powers the module up
 
     # ----------------------------------------------------------------- observations
 
     @property
     def port(self) -> str:
         """The stable symlink the driver opens (it exists only while plugged)."""
-        return str(self.directory / f"{self.model}.tty")
+        return str(self._link)
 
     def text_rows(self) -> list[str]:
         """The display buffer, one string of ``columns`` characters per row."""
@@ -179,12 +168,6 @@ class CfaEmulator:
         with self._lock:
             return self._line_baudrate()
 
-    @property
-    def plugged(self) -> bool:
-        """Whether the module is plugged in (its pty and symlink exist)."""
-        with self._lock:
-            return self._master >= 0
-
     # ----------------------------------------------------------------- keys and faults
 
     def press(self, key: Key | str) -> bool:
@@ -210,44 +193,13 @@ class CfaEmulator:
         with self._lock:
             self._send_raw(bytes(data))
 
-    def unplug(self) -> None:
-        """Pull the USB cable: the symlink goes and the pty closes (the driver's reads fail with EIO)."""
-        with self._lock:
-            self._unplug(remove_link=True)
-            self._wake()
-
-    def replug(self) -> None:
-        """Plug a fresh pty in at the same symlink path; the module powers up with its boot screen."""
-        with self._lock:
-            self._unplug(remove_link=False)
-            self._power_on()
-            self._plug()
-            self._wake()
-
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Wait until ``predicate()`` is true (re-checked after every received chunk); False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(min(remaining, 0.1))
-            return True
+        """Wait until ``predicate()`` is true (re-checked after every received chunk and every 0.1 s); False on timeout."""
+        return super().wait_for(predicate, timeout)
 
     def close(self) -> None:
         """Stop the reader, unplug and remove the directory if the emulator made it. Idempotent."""
-        with self._lock:
-            if not self._running:
-                return
-            self._running = False
-            self._wake()
-        self._thread.join(timeout=5)
-        with self._lock:
-            self._unplug(remove_link=True)
-            for fd in (self._wake_r, self._wake_w):
-                os.close(fd)
-        if self._own_dir:
+        if self._stop(join_timeout=5) and self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> Self:
@@ -262,6 +214,9 @@ class CfaEmulator:
     # ------------------------------------------------------------------- helpers
     # The methods below are called with self._lock held.
 
+    def _on_plug(self) -> None:
+        self._power_on()
+
     def _power_on(self) -> None:
         boot = _BOOT_TEXT[self.model]
         self._text = [list(boot[row].center(self.columns)) for row in range(self.rows)]
@@ -272,30 +227,6 @@ class CfaEmulator:
         self._watchdog = 0
         self._down: set[Key] = set()
         self._decoder.reset()
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
-
-    def _plug(self) -> None:
-        master, slave = plug_pty(pathlib.Path(self.port))
-        # Keeping our own slave descriptor open means the master never reads EIO while the
-        # driver has the port closed, and lets us read the line settings the driver made.
-        self._master, self._slave = master, slave
-        self._generation += 1
-        self._changed.notify_all()
-
-    def _unplug(self, remove_link: bool) -> None:
-        if remove_link:  # first, so the driver cannot reopen the dying pty through it
-            pathlib.Path(self.port).unlink(missing_ok=True)
-        if self._master >= 0:
-            os.close(self._master)
-            os.close(self._slave)
-            self._master = self._slave = -1
-            self._generation += 1
-            self._changed.notify_all()
 
     def _line_baudrate(self) -> int | None:
         if self._slave < 0:
@@ -349,7 +280,6 @@ class CfaEmulator:
                 self._send(0xC0 | packet.code)
             else:
                 self._send(0x40 | packet.code, reply)
-        self._changed.notify_all()
 
     def _execute(self, cmd: int, data: bytes) -> bytes | None:
         """Apply one command; the response data, or None for an error answer."""
@@ -393,45 +323,6 @@ class CfaEmulator:
         if cmd == 35 and n == 1 and self._gpio and data[0] <= 12:
             return bytes((data[0], self._gpio.get(data[0], 0), 0, 0))
         return None
-
-    # ------------------------------------------------------------------- reader
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._running:
-                    return
-                master, generation = self._master, self._generation
-            poller = select.poll()
-            poller.register(self._wake_r, select.POLLIN)
-            if master >= 0:
-                poller.register(master, select.POLLIN)
-            events = dict(poller.poll())
-            if events.get(self._wake_r):
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
-            mask = events.get(master, 0) if master >= 0 else 0
-            if not mask:
-                continue
-            failed = False
-            with self._lock:
-                if generation != self._generation or not self._running:
-                    continue  # unplugged or replugged meanwhile: that descriptor is gone
-                try:
-                    data = os.read(master, _READ_SIZE)
-                except BlockingIOError:
-                    data = None
-                except OSError:
-                    data, failed = None, True
-                if data:
-                    self._feed(data)
-                elif data is not None or mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-                    failed = True
-            if failed:  # do not spin on a master that keeps reporting an error
-                select.select([self._wake_r], [], [], _ERROR_BACKOFF_S)
-
 
 # ------------------------------------------------------------------ a simulator board's panel
 

@@ -19,7 +19,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from typing import Self
+
+from sim.emulator import FakeService, wait_for_interrupt
 
 __all__ = ["FakeAmiServer"]
 
@@ -33,6 +34,15 @@ def _encode(fields: Iterable[tuple[str, object]]) -> bytes:
     return ("".join(f"{key}: {value}\r\n" for key, value in fields) + "\r\n").encode()
 
 
+def _hang_up(sock: socket.socket) -> None:
+    """Shut a socket down both ways (waking a thread blocked on it), then close it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
 def _parse(raw: bytes) -> Message:
     message: Message = {}
     for line in raw.decode("utf-8", "replace").splitlines():
@@ -42,7 +52,7 @@ def _parse(raw: bytes) -> Message:
     return message
 
 
-class FakeAmiServer:
+class FakeAmiServer(FakeService):
     """A threaded TCP server that behaves like Asterisk's AMI for the actions Tandem uses.
 
     State (change it at any time; it is read on every action):
@@ -62,13 +72,15 @@ class FakeAmiServer:
     pause before a failed login answer (about 1 s in Asterisk).
 
     ``actions`` records every action received (parsed), ``connections``
-    counts accepted connections.
+    counts accepted connections. ``port`` is the bound TCP port (after ``start``).
     """
+
+    _thread_name = "fakeami-accept"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, username: str = "tandem",
                  secret: str = "tandem-secret", version: str = "9.0.0") -> None:
         """Configure; `start` binds and begins serving."""
-        self.host = host
+        super().__init__(host, port)
         self.username = username
         self.secret = secret
         self.version = version
@@ -86,77 +98,40 @@ class FakeAmiServer:
         self.login_fail_delay = 1.0
         self.actions: list[Message] = []
         self.connections = 0
-        self._requested_port = port
-        self._listener: socket.socket | None = None
         self._clients: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._closed = threading.Event()
         self._started = time.time()
         self._event_ids = itertools.count(1)
-
-    @property
-    def port(self) -> int:
-        """The bound TCP port (after `start`)."""
-        if self._listener is None:
-            raise RuntimeError("FakeAmiServer is not started")
-        return self._listener.getsockname()[1]
-
-    def start(self) -> Self:
-        """Bind, listen and serve connections on background threads."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self._requested_port))
-        listener.listen(16)
-        self._listener = listener
-        self._closed.clear()
-        threading.Thread(target=self._accept_loop, name="fakeami-accept", daemon=True).start()
-        return self
 
     def close(self) -> None:
         """Stop listening and drop every open connection."""
         self._closed.set()
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
-        with self._lock:
-            clients, self._clients = list(self._clients), set()
-        for conn in clients:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+        if self._sock is not None:
+            _hang_up(self._sock)
+        self.drop_connections()
 
     def drop_connections(self) -> None:
         """Close every open client connection but keep listening (like an Asterisk restart)."""
         with self._lock:
             clients, self._clients = list(self._clients), set()
         for conn in clients:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-
-    def __enter__(self) -> Self:
-        """Start serving."""
-        return self.start() if self._listener is None else self
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Stop serving."""
-        self.close()
+            _hang_up(conn)
 
     # ---- connections
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
+    def _bind(self, family: socket.AddressFamily) -> socket.socket:
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self._requested_port))
+        listener.listen(16)
+        return listener
+
+    def _loop(self) -> None:
+        """Accept connections, each served on its own thread."""
+        assert self._sock is not None
         while not self._closed.is_set():
             try:
-                conn, _ = self._listener.accept()
+                conn, _ = self._sock.accept()
             except OSError:
                 return
             with self._lock:
@@ -331,10 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         server.registrations[name] = status or "Registered"
     with server:
         print(f"fake AMI on {args.host}:{server.port}", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+        wait_for_interrupt()
     return 0
 
 

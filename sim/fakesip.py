@@ -16,10 +16,10 @@ import argparse
 import re
 import secrets
 import socket
-import threading
 import time
 from dataclasses import dataclass
-from typing import Self
+
+from sim.emulator import FakeService, wait_for_interrupt
 
 __all__ = ["FakeSipResponder", "ReceivedRequest"]
 
@@ -66,7 +66,7 @@ def _parse_request(data: bytes, source: tuple[str, int]) -> ReceivedRequest | No
     return ReceivedRequest(parts[0], parts[1], parts[2], headers, source, data)
 
 
-class FakeSipResponder:
+class FakeSipResponder(FakeService):
     """A UDP SIP endpoint answering every request with ``status`` (settable while it runs).
 
     ``silent`` drops requests unanswered; ``drop_first`` drops that many
@@ -74,12 +74,14 @@ class FakeSipResponder:
     before answering; ``provisional`` sends ``100 Trying`` first; ``decoy``
     sends, before the real answer, a 500 whose Via branch is altered (a client
     that does not match on the branch takes it for the answer). Every request
-    received is kept in ``requests``.
+    received is kept in ``requests``. ``port`` is the bound UDP port (after ``start``).
     """
+
+    _thread_name = "fakesip"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, status: int = 200) -> None:
         """Configure; `start` binds and begins answering."""
-        self.host = host
+        super().__init__(host, port)
         self.status = status
         self.silent = False
         self.drop_first = 0
@@ -87,42 +89,13 @@ class FakeSipResponder:
         self.provisional = False
         self.decoy = False
         self.requests: list[ReceivedRequest] = []
-        self._requested_port = port
-        self._sock: socket.socket | None = None
-        self._closed = threading.Event()
         self._to_tag = secrets.token_hex(4)
 
-    @property
-    def port(self) -> int:
-        """The bound UDP port (after `start`)."""
-        if self._sock is None:
-            raise RuntimeError("FakeSipResponder is not started")
-        return self._sock.getsockname()[1]
-
-    def start(self) -> Self:
-        """Bind and answer on a background thread."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+    def _bind(self, family: socket.AddressFamily) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.bind((self.host, self._requested_port))
         sock.settimeout(0.2)
-        self._sock = sock
-        self._closed.clear()
-        threading.Thread(target=self._loop, name="fakesip", daemon=True).start()
-        return self
-
-    def close(self) -> None:
-        """Stop answering and release the port."""
-        self._closed.set()
-        if self._sock is not None:
-            self._sock.close()
-
-    def __enter__(self) -> Self:
-        """Start answering."""
-        return self.start() if self._sock is None else self
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Stop answering."""
-        self.close()
+        return sock
 
     def _loop(self) -> None:
         assert self._sock is not None
@@ -182,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with FakeSipResponder(args.host, args.port, args.status) as responder:
         print(f"fake SIP on {args.host}:{responder.port}/udp answering {args.status}", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+        wait_for_interrupt()
     return 0
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import random
 import selectors
 import socket
 import threading
 import time
 from types import TracebackType
+
+from sim.emulator import WakePipe
 
 __all__ = ["UdpRelay", "free_udp_port"]
 
@@ -86,7 +87,7 @@ class UdpRelay:
             for d in _DIRECTIONS
         }
         self._sel: selectors.BaseSelector | None = None
-        self._wake_r = self._wake_w = -1
+        self._waker = WakePipe()
         self._thread: threading.Thread | None = None
         self._running = False
         self._closed = False
@@ -113,10 +114,8 @@ class UdpRelay:
             if self._sel is not None:
                 raise RuntimeError("relay already started")
             self._sel = selectors.DefaultSelector()
-            self._wake_r, self._wake_w = os.pipe()
-            os.set_blocking(self._wake_r, False)
-            os.set_blocking(self._wake_w, False)
-            self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+            self._waker.open()
+            self._sel.register(self._waker.fileno(), selectors.EVENT_READ, None)
             for i, sock in enumerate(self._socks):
                 self._sel.register(sock, selectors.EVENT_READ, i)
             self._running = True
@@ -130,17 +129,14 @@ class UdpRelay:
         with self._lock:
             self._running = False
             thread, self._thread = self._thread, None
-            self._wake()
+            self._waker.wake()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         with self._lock:
             if self._sel is not None:
                 self._sel.close()
                 self._sel = None
-            for fd in (self._wake_r, self._wake_w):
-                if fd >= 0:
-                    os.close(fd)
-            self._wake_r = self._wake_w = -1
+            self._waker.close()
             for sock in self._socks:
                 sock.close()
             self._closed = True
@@ -170,7 +166,7 @@ class UdpRelay:
             raise ValueError("delay must be >= 0")
         with self._lock:
             self._delay = float(seconds)
-            self._wake()
+            self._waker.wake()
 
     def __enter__(self) -> UdpRelay:
         """Start the relay."""
@@ -187,14 +183,6 @@ class UdpRelay:
         self.stop()
 
     # ------------------------------------------------------------------- helpers
-
-    def _wake(self) -> None:
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"\0")
-            except BlockingIOError:
-                pass  # a wake-up is already pending
-
     # The methods below are called with self._lock held.
 
     def _receive(self, src: int, now: float) -> None:
@@ -261,11 +249,7 @@ class UdpRelay:
         now = time.monotonic()
         for key, _ in events:
             if key.data is None:
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+                self._waker.drain()
             else:
                 self._receive(key.data, now)
         self._deliver_due(now)

@@ -20,6 +20,7 @@ import serial
 from cobs import cobs
 
 from firmware.config import SerialLinkConfig, UdpLinkConfig
+from firmware.serialport import close_quietly, open_port
 
 log = logging.getLogger(__name__)
 
@@ -265,11 +266,7 @@ class SerialLink(Link):
     def _try_open(self) -> None:
         assert self._loop is not None
         try:
-            port = serial.Serial(
-                self.port, self.baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE, timeout=0, write_timeout=0,
-                xonxoff=False, rtscts=False, dsrdtr=False, exclusive=True,
-            )
+            port = open_port(self.port, self.baud, read_timeout=0, write_timeout=0)
         except (serial.SerialException, OSError, ValueError) as exc:
             reason = str(exc)
             if self.detail != f"cannot open {self.port}: {reason}":
@@ -352,10 +349,7 @@ class SerialLink(Link):
                 self._loop.remove_reader(port.fileno())
             except (ValueError, OSError):
                 pass
-        try:
-            port.close()
-        except (serial.SerialException, OSError):
-            pass
+        close_quietly(port)
 
 
 def make_link(config: UdpLinkConfig | SerialLinkConfig) -> Link:

@@ -32,8 +32,6 @@ connection.
 from __future__ import annotations
 
 import logging
-import os
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +43,7 @@ from luma.core.bitmap_font import embedded_fonts
 from luma.lcd.const import hd44780
 from PIL import Image, ImageDraw
 
+from firmware import serialport
 from firmware.panel.base import (
     Blink,
     Display,
@@ -590,13 +589,9 @@ class CfaPanel:
     def _open(self) -> serial.Serial | str:
         """The opened port, or the reason it cannot be opened."""
         try:
-            return serial.Serial(
-                self.port, self.baudrate, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE, timeout=READ_TIMEOUT_S, write_timeout=WRITE_TIMEOUT_S,
-                xonxoff=False, rtscts=False, dsrdtr=False, exclusive=True,
-            )
+            return serialport.open_port(self.port, self.baudrate, READ_TIMEOUT_S, WRITE_TIMEOUT_S)
         except (serial.SerialException, OSError, ValueError) as exc:
-            return _reason(exc)
+            return serialport.reason(exc)
 
     def _attach(self, port: serial.Serial) -> None:
         try:
@@ -621,17 +616,13 @@ class CfaPanel:
             except serial.SerialTimeoutException:
                 return  # counts as an unanswered try
             except (serial.SerialException, OSError) as exc:
-                self._lost = f"write failed: {_reason(exc)}"
+                self._lost = f"write failed: {serialport.reason(exc)}"
                 raise CfaDisconnected(f"{self.name}: {self._lost}") from None
 
     def _close_port(self) -> None:
         """Close the port; called with _port_lock held."""
         port, self._serial = self._serial, None
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError):
-                pass
+        serialport.close_quietly(port)
 
     def _drop(self, why: str) -> None:
         log.warning("%s: %s; reopening when it is back", self.name, why)
@@ -674,31 +665,15 @@ class CfaPanel:
                 data = port.read(port.in_waiting or 1)
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
                 # TypeError/AttributeError: pyserial on a descriptor closed under it.
-                self._drop(f"read failed: {_reason(exc)}")
+                self._drop(f"read failed: {serialport.reason(exc)}")
                 continue
             if data:
                 self._receive(data)
             elif time.monotonic() >= next_check:
                 next_check = time.monotonic() + STALE_CHECK_S
-                gone = self._port_gone(port)
+                gone = serialport.port_gone(port, self.port)
                 if gone:
                     self._drop(gone)
-
-    def _port_gone(self, port: serial.Serial) -> str | None:
-        """Why the open port is no longer the plugged-in device (hung up, path gone or re-pointed), if so."""
-        try:
-            fd = port.fileno()
-            poller = select.poll()
-            poller.register(fd, 0)  # hang-up and error events are always reported
-            if any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, events in poller.poll(0)):
-                return "device hung up"
-            if os.stat(self.port).st_rdev != os.fstat(fd).st_rdev:
-                return f"{self.port} now names another device"
-        except FileNotFoundError:
-            return f"{self.port} vanished"
-        except (OSError, ValueError, serial.SerialException) as exc:
-            return f"port check failed: {_reason(exc)}"
-        return None
 
     def _receive(self, data: bytes) -> None:
         for packet in self._decoder.feed(data):
@@ -800,16 +775,6 @@ def _clamp(level: int, top: int, what: str) -> int:
     if isinstance(level, bool) or not isinstance(level, (int, float)):
         raise TypeError(f"{what} must be a number 0..{top}, not {level!r}")
     return max(0, min(top, int(level)))
-
-
-def _reason(exc: BaseException) -> str:
-    """A short one-line reason from a pyserial or OS error."""
-    text = str(exc)
-    if "exclusively lock" in text:
-        return "in use by another process"
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ------------------------------------------------------------------------- shared connections

@@ -16,12 +16,11 @@ out after ``WRITE_TIMEOUT_S``.
 from __future__ import annotations
 
 import errno
-import os
-import select
 import threading
 
 import serial
 
+from firmware import serialport
 from firmware.core.actions.relay_base import RelayError, check_channel
 
 __all__ = ["UsbRelayBoard", "frame"]
@@ -32,7 +31,6 @@ OFF = 0x00
 MAX_CHANNELS = 8  # LCUS boards come with 1, 2, 4 or 8 channels
 WRITE_TIMEOUT_S = 0.5
 READ_TIMEOUT_S = 0.05
-_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 _ABSENT = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EIO}
 
 
@@ -133,13 +131,9 @@ class UsbRelayBoard:
     def _try_open(self) -> serial.Serial | None:
         """Open the port 8N1 without flow control; None (reason in _open_error) if it is not there."""
         try:
-            return serial.Serial(
-                self.port, self.baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
-                stopbits=serial.STOPBITS_ONE, timeout=READ_TIMEOUT_S, write_timeout=WRITE_TIMEOUT_S,
-                xonxoff=False, rtscts=False, dsrdtr=False, exclusive=True,
-            )
+            return serialport.open_port(self.port, self.baud, READ_TIMEOUT_S, WRITE_TIMEOUT_S)
         except (serial.SerialException, OSError, ValueError) as exc:
-            self._open_error = _reason(exc)
+            self._open_error = serialport.reason(exc)
             if isinstance(exc, OSError) and exc.errno in _ABSENT:
                 self._open_error += " (board unplugged?)"
             return None
@@ -154,35 +148,13 @@ class UsbRelayBoard:
                              "(board unplugged or hung?)") from None
         except (serial.SerialException, OSError) as exc:
             self._close()
-            raise RelayError(f"{self.name}: unplugged ({_reason(exc)}); "
+            raise RelayError(f"{self.name}: unplugged ({serialport.reason(exc)}); "
                              "will reopen on the next command") from None
 
     def _healthy(self, port: serial.Serial) -> bool:
         """The open descriptor is not hung up and the port path still names the same device."""
-        try:
-            fd = port.fileno()
-            poller = select.poll()
-            poller.register(fd, 0)  # hang-up and error events are always reported
-            if any(events & _GONE for _, events in poller.poll(0)):
-                return False
-            return os.stat(self.port).st_rdev == os.fstat(fd).st_rdev
-        except (OSError, ValueError, serial.SerialException):
-            return False
+        return serialport.port_gone(port, self.port) is None
 
     def _close(self) -> None:
         port, self._serial = self._serial, None
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError):
-                pass
-
-
-def _reason(exc: BaseException) -> str:
-    """A short one-line reason from a pyserial or OS error."""
-    text = str(exc)
-    if "exclusively lock" in text:
-        return "in use by another process"
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    return text.splitlines()[0] if text else type(exc).__name__
+        serialport.close_quietly(port)
