@@ -34,7 +34,7 @@ from firmware.core.cluster import (
     WitnessResult,
 )
 from firmware.core.control import ControlError, ControlServer
-from firmware.core.health import HealthMonitor, build_sensors
+from firmware.core.health import HealthMonitor, alarm_key, build_sensors
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.hotplug import DeviceEvent, HotplugWatcher, sensors_watching
 from firmware.core.journal import Journal, JsonStore
@@ -50,8 +50,8 @@ from firmware.core.watchdog import (
     WatchdogPulse,
 )
 from firmware.core.witness import Witness
-from firmware.panel.setup import open_panel
 from firmware.drivers import load_driver
+from firmware.panel.setup import open_panel
 
 log = logging.getLogger(__name__)
 
@@ -647,14 +647,8 @@ class Daemon:
                    for name, bank in self.relay_banks.items() if not self.bank_ok.get(name, True)]
                 + self.monitor.alarms())
 
-    @staticmethod
-    def _alarm_key(alarm: str) -> str:
-        # A sensor alarm's text carries live values; silencing is by sensor and level, not by text.
-        words = alarm.split(" ", 2)
-        return " ".join(words[:2]) if len(words) > 1 and words[1] in ("WARNING:", "CRITICAL:", "UNKNOWN:") else alarm
-
     def _alarm_silenced(self, alarms: list[str]) -> bool:
-        keys = {self._alarm_key(a) for a in alarms}
+        keys = {alarm_key(a) for a in alarms}
         self._silenced &= keys  # an alarm that went away and comes back is a new alarm: it sounds
         return bool(alarms) and keys <= self._silenced
 
@@ -662,7 +656,7 @@ class Daemon:
         alarms = self._alarms()
         if not alarms:
             return {"ok": True, "result": "no active alarms"}
-        self._silenced = {self._alarm_key(a) for a in alarms}
+        self._silenced = {alarm_key(a) for a in alarms}
         self.journal.record("alarm.silenced", {"source": source, "alarms": alarms})
         return {"ok": True, "result": f"silenced {len(alarms)} alarm{'s' if len(alarms) > 1 else ''} "
                                       "(a new alarm sounds again)"}

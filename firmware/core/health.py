@@ -170,6 +170,24 @@ class SensorTracker:
         return Level.worst(*levels), summary, value_levels
 
 
+ALARM_LEVELS = ("WARNING:", "CRITICAL:", "UNKNOWN:")
+
+
+def alarm_text(sensor: str, level: Level, summary: str) -> str:
+    """A sensor alarm as shown in the status: ``"psu1 CRITICAL: AC input lost, …"``."""
+    return f"{sensor} {level.name}: {summary}"
+
+
+def alarm_key(alarm: str) -> str:
+    """What identifies an alarm across readings, for silencing and acknowledging.
+
+    A sensor alarm's text carries live values ("inlet WARNING: 45 °C …"), so
+    it is keyed by sensor and level; any other alarm by its whole text.
+    """
+    words = alarm.split(" ", 2)
+    return " ".join(words[:2]) if len(words) > 1 and words[1] in ALARM_LEVELS else alarm
+
+
 def health_score(tracked: Iterable[tuple[float, Level]], warning_factor: float = 0.5,
                  unknown_factor: float = 0.5) -> int:
     """100 minus each sensor's weight times its state's factor, clamped to 0..100."""
@@ -274,7 +292,7 @@ class HealthMonitor:
     def alarms(self) -> list[str]:
         """One line per sensor that is not OK."""
         with self._lock:
-            return [f"{m.config.name} {m.tracker.level.name}: {m.tracker.summary}"
+            return [alarm_text(m.config.name, m.tracker.level, m.tracker.summary)
                     for m in self.sensors if m.tracker.level != Level.OK]
 
     def _row(self, m: MonitoredSensor, wall: float) -> dict[str, Any]:
@@ -368,7 +386,7 @@ class HealthMonitor:
             data = {"sensor": m.config.name, "type": m.config.type, "from": old.name, "to": new.name,
                     "summary": m.tracker.summary}
             events.append(("sensor.state", data))
-            message = f"{m.config.name} {new.name}: {m.tracker.summary}"
+            message = alarm_text(m.config.name, new, m.tracker.summary)
             if old == Level.OK:
                 events.append(("alarm.raised", {"sensor": m.config.name, "level": new.name, "message": message}))
             elif new == Level.OK:

@@ -25,7 +25,6 @@ __all__ = [
     "Screen",
     "ScreenKind",
     "Tone",
-    "alarm_key",
     "alarm_screen",
     "confirm_screen",
     "duration",
@@ -209,13 +208,6 @@ def _short_link(name: str, many: bool) -> str:
 def _alarms(status: Status) -> list[str]:
     alarms = status.get("alarms")
     return [str(a) for a in alarms] if isinstance(alarms, list) else []
-
-
-def alarm_key(alarm: str) -> str:
-    """What identifies an alarm across readings: a sensor alarm's text carries live values
-    ("cpu WARNING: 71 °C"), so it is keyed by sensor and level, as the daemon silences it."""
-    words = alarm.split(" ", 2)
-    return " ".join(words[:2]) if len(words) > 1 and words[1] in ("WARNING:", "CRITICAL:", "UNKNOWN:") else alarm
 
 
 def _address(entry: Any) -> str:

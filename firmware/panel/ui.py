@@ -50,6 +50,7 @@ from datetime import tzinfo
 from enum import Enum, auto
 from typing import Any
 
+from firmware.core.health import alarm_key
 from firmware.panel import screens
 from firmware.panel.base import Blink, Key, KeyEvent
 from firmware.panel.screens import Screen
@@ -283,7 +284,7 @@ class PanelUi:
         alarms = status.get("alarms")
         self._alarms = [str(a) for a in alarms] if isinstance(alarms, list) else []
         self._alarm_active = bool(self._alarms) and not bool(status.get("alarm_silenced", False))
-        keys = frozenset(screens.alarm_key(a) for a in self._alarms)
+        keys = frozenset(alarm_key(a) for a in self._alarms)
         if not self._alarm_active:
             self._acked = frozenset()
         overlay = self._alarm_active and not keys <= self._acked
@@ -322,7 +323,7 @@ class PanelUi:
         self._last_key = self._last_rotation = now
         if woke or self._overlay:
             if self._overlay:  # acknowledged: viewable until a new alarm arrives
-                self._acked = frozenset(screens.alarm_key(a) for a in self._alarms)
+                self._acked = frozenset(alarm_key(a) for a in self._alarms)
                 self._overlay = False
             self._swallow = event.key
             return effects + self._backlight_effects(now)
