@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.config import SensorConfig, ThresholdConfig
@@ -449,10 +449,6 @@ def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if exc.__class__.__name__ == "SensorError" else f"{type(exc).__name__}: {text}"
 
-
-def with_level(reading: Reading, level: Level) -> Reading:
-    """A copy of ``reading`` at another level (tests and simulated sensors)."""
-    return replace(reading, level=level)
 
 
 # ------------------------------------------------------------------ from the configuration
