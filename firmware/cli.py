@@ -65,7 +65,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         raise ConfigError(config.path, "key_file", f"{config.node.key_file}: {exc}") from None
     from firmware.core.health import sensor_options
 
-    sensor_options(config)  # every sensor's family and options, named by file and key on error
+    checked = sensor_options(config)  # every sensor's family and options, named by file and key on error
     data = effective_config(config)
     data["keys"] = {"send_key_id": keyring.send_id, "accepted_key_ids": keyring.key_ids}
     warnings = []
@@ -77,6 +77,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if node.witness.targets and node.fencing.isolated and node.witness.timeout_ms >= fence_budget:
         warnings.append(f"witness.timeout_ms ({node.witness.timeout_ms}) leaves no time to fence an isolated "
                         f"ACTIVE node before the peer's deadtime: keep it below {fence_budget:.0f}")
+    slow = [entry.name for entry, _, _ in checked if entry.timeout_s * 1000 >= node.timers.initdead_ms]
+    if slow:
+        warnings.append(f"sensors {', '.join(slow)} may take longer than timers.initdead_ms "
+                        f"({node.timers.initdead_ms}) to answer: a starting node can be judged before their "
+                        "first reading (health counts only sensors that have reported)")
     if len(config.node.links) < 2:
         warnings.append("only one link: a single broken cable or switch makes the peer look dead")
     data["warnings"] = warnings

@@ -285,6 +285,15 @@ def test_cli_check_config_prints_the_effective_config(tmp_path: Path) -> None:
     assert "OK" in result.stderr
 
 
+def test_cli_check_config_warns_of_sensors_slower_than_initdead(tmp_path: Path) -> None:
+    path, _ = config_with_key(tmp_path, text=MINIMAL + '\n[[sensors]]\nname = "slow"\ntype = "device"\n'
+                                                   'path = "/dev/null"\ntimeout_s = 4\n')
+    result = check_config(path)
+    assert result.returncode == 0, result.stderr
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any("sensors slow may take longer than timers.initdead_ms (3000)" in w for w in warnings)
+
+
 def test_cli_check_config_refuses_a_world_readable_key(tmp_path: Path) -> None:
     path, key = config_with_key(tmp_path, mode=0o644)
     result = check_config(path)
