@@ -114,3 +114,22 @@ def test_a_wrong_pin_at_the_panel_is_journaled(tmp_path: Path) -> None:
         assert "wrong PIN" in frame(rack, "alpha")
     finally:
         rack.stop()
+
+
+def test_a_panel_that_cannot_be_opened_stops_the_daemon_naming_the_profile_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    profile = (root / "board_profiles" / "sim.toml").read_text().replace(
+        'driver = "firmware.panel.dummy:DummyTextDisplay"',
+        'driver = "firmware.panel.displays:Hd44780Display"\nbus = 99\naddress = 0x27')
+    board = tmp_path / "broken-panel.toml"
+    board.write_text(profile.replace('name = "sim"', 'name = "broken-panel"'))
+    rack = TwoNodeRack(tmp_path / "rack")
+    rack.board = str(board)
+    rack.write_configs()
+    result = subprocess.run([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("alpha")), "run"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert f"{board}: panel.display.driver:" in result.stderr and "/dev/i2c-99" in result.stderr
