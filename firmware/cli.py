@@ -66,6 +66,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from firmware.core.health import sensor_options
 
     checked = sensor_options(config)  # every sensor's family and options, named by file and key on error
+    from firmware.drivers import board_drivers, resolve_driver
+
+    for key, spec in board_drivers(config.board):  # every driver can be imported (none is opened here)
+        resolve_driver(spec, key, config.board_path)
     data = effective_config(config)
     data["keys"] = {"send_key_id": keyring.send_id, "accepted_key_ids": keyring.key_ids}
     warnings = []
@@ -423,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     health = simsub.add_parser("health", help="override a simulated node's health (0-100, or `sensors` to follow them)")
     health.add_argument("value", help="0-100, or sensors")
     inject = simsub.add_parser("set", help="inject a simulated hardware fault, e.g. `sim set psu1 ac=lost`")
-    inject.add_argument("target", help="simulated device: psu1, psu2, inlet, sda, md0, asterisk, …")
+    inject.add_argument("target", help="simulated device: psu1, psu2, inlet, sda, md0, chassis")
     inject.add_argument("settings", nargs="+", help="key=value, e.g. ac=lost, present=no, temp=75")
     p.set_defaults(func=cmd_sim)
     return parser

@@ -9,12 +9,8 @@ from typing import Any
 from firmware.config import ConfigError
 
 
-def load_driver(spec: str, key: str, profile: Path, *args: Any, **kwargs: Any) -> Any:
-    """Import `module:Name` and call it with the given arguments.
-
-    Any failure is a ConfigError naming the board profile file and `key`, never
-    a silent fallback to another driver.
-    """
+def resolve_driver(spec: str, key: str, profile: Path) -> Any:
+    """Import `module:Name` and return it (without calling it); ConfigError naming the profile key."""
     module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -23,7 +19,32 @@ def load_driver(spec: str, key: str, profile: Path, *args: Any, **kwargs: Any) -
     factory = getattr(module, attribute, None)
     if factory is None:
         raise ConfigError(profile, key, f"{module_name!r} has no {attribute!r}")
+    return factory
+
+
+def load_driver(spec: str, key: str, profile: Path, *args: Any, **kwargs: Any) -> Any:
+    """Import `module:Name` and call it with the given arguments.
+
+    Any failure is a ConfigError naming the board profile file and `key`, never
+    a silent fallback to another driver.
+    """
+    factory = resolve_driver(spec, key, profile)
     try:
         return factory(*args, **kwargs)
     except Exception as exc:  # the driver's own reason, attributed to the profile key
         raise ConfigError(profile, key, f"{spec} failed to start: {exc}") from None
+
+
+def board_drivers(board: Any) -> list[tuple[str, str]]:
+    """Every driver a board profile names, as ``(profile key, "module:Class")``."""
+    found = [("network", board.network), ("power.driver", board.power.driver)]
+    for section in ("relays", "feedback"):
+        found += [(f"{section}.{name}.driver", table["driver"]) for name, table in getattr(board, section).items()]
+    if board.sensor_host is not None:
+        found.append(("sensor_host.driver", board.sensor_host.driver))
+    if board.panel is not None:
+        found.append(("panel.display.driver", board.panel.display.driver))
+        found += [(f"panel.keys.{name}.driver", table.driver) for name, table in board.panel.keys.items()]
+        if board.panel.indicators is not None:
+            found.append(("panel.indicators.driver", board.panel.indicators.driver))
+    return found

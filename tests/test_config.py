@@ -294,6 +294,16 @@ def test_cli_check_config_warns_of_sensors_slower_than_initdead(tmp_path: Path) 
     assert any("sensors slow may take longer than timers.initdead_ms (3000)" in w for w in warnings)
 
 
+def test_cli_check_config_names_a_board_driver_that_does_not_exist(tmp_path: Path) -> None:
+    profile = (ROOT / "board_profiles" / "sim.toml").read_text().replace(
+        "firmware.panel.dummy:DummyTextDisplay", "firmware.panel.displays:NoSuchDisplay")
+    (tmp_path / "typo.toml").write_text(profile)
+    path, _ = config_with_key(tmp_path, text=MINIMAL.replace('board = "sim"', 'board = "typo.toml"'))
+    result = check_config(path)
+    assert result.returncode == 78, result.stderr
+    assert "typo.toml: panel.display.driver: 'firmware.panel.displays' has no 'NoSuchDisplay'" in result.stderr
+
+
 def test_cli_check_config_refuses_a_world_readable_key(tmp_path: Path) -> None:
     path, key = config_with_key(tmp_path, mode=0o644)
     result = check_config(path)

@@ -103,6 +103,9 @@ def test_silencing_alarms_and_a_new_alarm_sounds_again(tmp_path: Path) -> None:
         rack.wait_for(lambda: any(a.startswith("md0 CRITICAL") for a in rack.status("bravo")["alarms"]), 15,
                       what="the RAID alarm again")
         assert rack.status("bravo")["alarm_silenced"] is False
+        rack.control("bravo", {"cmd": "sim.set", "target": "chassis", "settings": {"thermal": "Critical"}})
+        rack.wait_for(lambda: any(a.startswith("chassis CRITICAL") for a in rack.status("bravo")["alarms"]), 15,
+                      what="the chassis thermal state from dmidecode")
         bad = rack.cli("bravo", "sim", "set", "psu9", "ac=lost")
         assert bad.returncode == 1 and "no simulated device 'psu9'" in bad.stderr
     finally:

@@ -11,9 +11,10 @@ Each metric lives in its own round-robin database::
     <dir>/units.json                {"psu1.vin": "V", ...} so graphs know units after a restart
 
 Every file has one data source ``value`` (GAUGE, heartbeat 3 steps, no min/max)
-and, for each of AVERAGE, MIN and MAX, three retention tiers at a 10 s step:
-10 s for a day, 5 min for 31 days and 1 h for two years. That is about
-824 KiB per metric on disk, allocated when the file is created.
+and three retention tiers at a 10 s step: 10 s for a day (AVERAGE only: at one
+step MIN and MAX would repeat it), 5 min for 31 days and 1 h for two years
+(AVERAGE, MIN and MAX). That is about 690 KiB (705,704 bytes) per metric on
+disk, allocated when the file is created.
 
 Why one file per metric
 -----------------------
