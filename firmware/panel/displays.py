@@ -193,11 +193,7 @@ class Hd44780Display(Display):
     def close(self) -> None:
         """Clear the LCD, switch the backlight off and close the bus. Never raises."""
         with self._lock:
-            try:
-                self._device.cleanup()
-            except Exception:
-                pass
-            self._device.persist = True  # luma's exit hook must not write to a closed bus
+            _blank(self._device)
             self._close_bus()
 
     def _close_bus(self) -> None:
@@ -415,11 +411,7 @@ class LumaGraphicDisplay(Display):
     def close(self) -> None:
         """Blank the LCD, switch the backlight off and release SPI and the pins. Never raises."""
         with self._lock:
-            try:
-                self._device.cleanup()
-            except Exception:
-                pass
-            self._device.persist = True  # luma's exit hook must not write to a released bus
+            _blank(self._device)
             self._release()
 
     def _release(self) -> None:
@@ -456,3 +448,15 @@ def _check_graphic(controller: str, port: int, device: int, width: int | None, h
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{what} must be a non-negative integer, not {value!r}")
     return spec, size, speed
+
+
+def _blank(device: Any) -> None:
+    """Clear a luma device and switch its backlight off, ignoring a bus already gone.
+
+    ``persist`` then stops luma's own exit hook from writing to a bus this driver releases next.
+    """
+    try:
+        device.cleanup()
+    except Exception:
+        pass
+    device.persist = True
