@@ -131,9 +131,7 @@ def board_without_panel(directory: Path) -> Path:
 
 def idle_cpu(directory: Path, board: str | None) -> float:
     """Mean CPU (% of one core) of the two daemons over IDLE_S once settled."""
-    rack = TwoNodeRack(directory)
-    if board is not None:
-        rack.board = board
+    rack = TwoNodeRack(directory, board=board)
     rack.start()
     try:
         rack.wait_for(rack.settled, 60, what="a settled pair")

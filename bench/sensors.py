@@ -78,8 +78,7 @@ def board_profile(directory: Path, sensors: bool) -> Path:
 def measure(directory: Path, sensors: bool) -> dict[str, float]:
     """Run the rack on one board profile; return the worse daemon's CPU and lateness figures."""
     rack = TwoNodeRack(directory / ("with" if sensors else "without"), timers={"initdead_ms": 1500},
-                       history=sensors)
-    rack.board = str(board_profile(directory, sensors))
+                       history=sensors, board=str(board_profile(directory, sensors)))
     rack.start()
     try:
         rack.wait_for(rack.settled, 60, what="a settled pair")

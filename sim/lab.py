@@ -76,9 +76,7 @@ def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO
     trunks = [{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
                "feedback": ["trunk-sense:1", "trunk-sense:2"], "settle_ms": 200}]
     rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns,
-                       relay_groups=trunks, history=True)
-    if board is not None:  # e.g. sim-cfa635: the same rack with a Crystalfontz panel
-        rack.board = board
+                       relay_groups=trunks, history=True, board=board)
     interactive = out.isatty()
     print(f"Starting two simulated nodes in {base} …", file=out, flush=True)
     rack.start()

@@ -125,13 +125,15 @@ class TwoNodeRack:
                  extra: dict[str, dict[str, Any]] | None = None,
                  shared_ips: list[dict[str, Any]] | None = None, service: str = "none",
                  netns: bool = False, relay_groups: list[dict[str, Any]] | None = None,
-                 witness_targets: dict[str, str] | None = None, history: bool = False) -> None:
+                 witness_targets: dict[str, str] | None = None, history: bool = False,
+                 board: str | None = None) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
         `netns` (root): each node in its own network namespace (sim.netns.NetnsLab);
         `history`: keep rrdtool sensor history (off by default: tests need no graphs, and each
-        metric's file preallocates its two years of retention)."""
+        metric's file preallocates its two years of retention);
+        `board`: the board profile (a name or a path; default sim, or sim-netns with `netns`)."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
@@ -160,7 +162,7 @@ class TwoNodeRack:
             self.node_ports = {name: free_udp_port() for name in NODES}
             self.relay_host = "127.0.0.1"
             self.relay = UdpRelay((self.node_ports["alpha"], self.node_ports["bravo"]))
-        self.board = "sim-netns" if netns else "sim"
+        self.board = board or ("sim-netns" if netns else "sim")
         self.cable = NullModemCable(self.base / "cable", ends=("a", "b"))
         self.witness: WitnessListener | IcmpWitness | None = None
         if witness:

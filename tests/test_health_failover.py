@@ -22,9 +22,7 @@ def sensor(rack: TwoNodeRack, node: str, name: str) -> dict | None:
 
 
 def test_psu_ac_loss_with_the_other_supply_absent_hands_over_and_clears(tmp_path: Path) -> None:
-    rack = TwoNodeRack(tmp_path, history=True)
-    rack.start()
-    try:
+    with TwoNodeRack(tmp_path, history=True) as rack:
         rack.wait_settled(timeout=20)
         assert rack.state("alpha") == "ACTIVE"
         rack.wait_for(lambda: (sensor(rack, "alpha", "psu1") or {}).get("readings", 0) > 0, 15,
@@ -70,14 +68,10 @@ def test_psu_ac_loss_with_the_other_supply_absent_hands_over_and_clears(tmp_path
         graph = rack.cli("alpha", "graph", "health", "psu1.vin", "--since", "10m", "-o", str(png))
         assert graph.returncode == 0, graph.stderr
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
-    finally:
-        rack.stop()
 
 
 def test_silencing_alarms_and_a_new_alarm_sounds_again(tmp_path: Path) -> None:
-    rack = TwoNodeRack(tmp_path)
-    rack.start()
-    try:
+    with TwoNodeRack(tmp_path) as rack:
         rack.wait_settled(timeout=20)
         rack.control("bravo", {"cmd": "sim.set", "target": "inlet", "settings": {"temp": "45"}})
         rack.wait_for(lambda: any(a.startswith("inlet WARNING") for a in rack.status("bravo")["alarms"]), 15,
@@ -108,5 +102,3 @@ def test_silencing_alarms_and_a_new_alarm_sounds_again(tmp_path: Path) -> None:
                       what="the chassis thermal state from dmidecode")
         bad = rack.cli("bravo", "sim", "set", "psu9", "ac=lost")
         assert bad.returncode == 1 and "no simulated device 'psu9'" in bad.stderr
-    finally:
-        rack.stop()

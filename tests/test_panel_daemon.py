@@ -19,13 +19,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def rack(tmp_path: Path):
-    rack = TwoNodeRack(tmp_path)
-    rack.start()
-    try:
+    with TwoNodeRack(tmp_path) as rack:
         rack.wait_settled(timeout=20)
         yield rack
-    finally:
-        rack.stop()
 
 
 def frame(rack: TwoNodeRack, node: str) -> str:
@@ -82,26 +78,19 @@ def test_panel_press_is_refused_for_unknown_keys(rack: TwoNodeRack) -> None:
 
 def test_a_cfa635_panel_on_the_emulated_module(tmp_path: Path) -> None:
     """The sim-cfa635 board: the real Crystalfontz driver over a pty, keys pressed on the module."""
-    rack = TwoNodeRack(tmp_path)
-    rack.board = "sim-cfa635"
-    rack.start()
-    try:
+    with TwoNodeRack(tmp_path, board="sim-cfa635") as rack:
         rack.wait_settled(timeout=20)
         rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's CFA-635 to show ACTIVE")
         press(rack, "alpha", "down")
         rack.wait_for(lambda: "Peer" in frame(rack, "alpha"), 10, what="the peer page after DOWN")
         press(rack, "alpha", "back", "enter")  # BACK is the module's EXIT key; ENTER opens the menu
         rack.wait_for(lambda: "Promote" in frame(rack, "alpha"), 10, what="the menu")
-    finally:
-        rack.stop()
 
 
 def test_a_wrong_pin_at_the_panel_is_journaled(tmp_path: Path) -> None:
     import hashlib
 
-    rack = TwoNodeRack(tmp_path, extra={"panel": {"pin_sha256": hashlib.sha256(b"4711").hexdigest()}})
-    rack.start()
-    try:
+    with TwoNodeRack(tmp_path, extra={"panel": {"pin_sha256": hashlib.sha256(b"4711").hexdigest()}}) as rack:
         rack.wait_settled(timeout=20)
         rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's panel to show ACTIVE")
         press(rack, "alpha", "enter")  # the menu asks for the PIN first
@@ -112,8 +101,6 @@ def test_a_wrong_pin_at_the_panel_is_journaled(tmp_path: Path) -> None:
         event = next(e["data"] for e in rack.events("alpha") if e["kind"] == "panel")
         assert event == {"event": "pin.wrong", "detail": "1 wrong in a row", "source": "panel"}
         assert "wrong PIN" in frame(rack, "alpha")
-    finally:
-        rack.stop()
 
 
 def test_a_panel_that_cannot_be_opened_stops_the_daemon_naming_the_profile_key(tmp_path: Path) -> None:
@@ -126,8 +113,7 @@ def test_a_panel_that_cannot_be_opened_stops_the_daemon_naming_the_profile_key(t
         'driver = "firmware.panel.displays:Hd44780Display"\nbus = 99\naddress = 0x27')
     board = tmp_path / "broken-panel.toml"
     board.write_text(profile.replace('name = "sim"', 'name = "broken-panel"'))
-    rack = TwoNodeRack(tmp_path / "rack")
-    rack.board = str(board)
+    rack = TwoNodeRack(tmp_path / "rack", board=str(board))
     rack.write_configs()
     result = subprocess.run([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("alpha")), "run"],
                             capture_output=True, text=True, timeout=60)

@@ -472,8 +472,7 @@ def test_daemon_alarms_when_the_usb_relay_board_is_unplugged(tmp_path) -> None:
                          '[relays.trunk]\ndriver = "firmware.core.actions.relay_usb:UsbRelayBoard"\n'
                          f'port = "{emulator.path}"\nchannels = 2\n')
         rack = TwoNodeRack(_Path(tmp_path / "rack"), relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
-                                                                    "settle_ms": 0}])
-        rack.board = str(board)
+                                                                    "settle_ms": 0}], board=str(board))
         rack.start(nodes=("alpha",))
         try:
             rack.wait_state("alpha", "ACTIVE", timeout=20)

@@ -26,13 +26,9 @@ def energized(rack: TwoNodeRack, name: str) -> list[bool | None]:
 
 @pytest.fixture
 def rack(tmp_path: Path):
-    rack = TwoNodeRack(tmp_path, relay_groups=[dict(TRUNKS)])
-    rack.start()
-    try:
+    with TwoNodeRack(tmp_path, relay_groups=[dict(TRUNKS)]) as rack:
         rack.wait_settled(timeout=20)
         yield rack
-    finally:
-        rack.stop()
 
 
 def switch_times(rack: TwoNodeRack, name: str, energized_: bool) -> list[float]:

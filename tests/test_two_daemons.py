@@ -25,13 +25,9 @@ DEADTIME = 0.3
 
 @pytest.fixture
 def rack(tmp_path: Path):
-    rack = TwoNodeRack(tmp_path)
-    rack.start()
-    try:
+    with TwoNodeRack(tmp_path) as rack:
         rack.wait_settled(timeout=20)
         yield rack
-    finally:
-        rack.stop()
 
 
 def state_events(rack: TwoNodeRack, name: str, to: str) -> list[dict]:
