@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
+
+from firmware.core.journal import write_atomically
 
 __all__ = [
     "MDSTAT_DEGRADED", "MDSTAT_HEALTHY_RAID1", "MDSTAT_RECOVERING", "STATE_NAME",
@@ -59,18 +60,6 @@ unused devices: <none>
 """
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` in one step, so a script reading it never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class FakeCommands:
     """Fake ``smartctl`` and ``dmidecode`` in ``directory``, driven by a state file beside them."""
 
@@ -96,7 +85,7 @@ class FakeCommands:
         return json.loads(self.state_path.read_text(encoding="utf-8"))
 
     def _save(self, state: dict[str, Any]) -> None:
-        _write_atomic(self.state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        write_atomically(self.state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
 
     def set_disk(self, device: str, health: str = "ok", **fields: Any) -> None:
         """Set how ``device`` answers smartctl.
@@ -162,7 +151,7 @@ class FakeProc:
 
     def set_mdstat(self, text: str) -> None:
         """Replace /proc/mdstat (e.g. with `MDSTAT_DEGRADED`)."""
-        _write_atomic(self.root / "mdstat", text)
+        write_atomically(self.root / "mdstat", text.encode())
 
 
 class FakeSysfs:
