@@ -9,17 +9,28 @@ from typing import Any
 from firmware.config import ConfigError
 
 
-def resolve_driver(spec: str, key: str, profile: Path) -> Any:
-    """Import `module:Name` and return it (without calling it); ConfigError naming the profile key."""
+def import_object(spec: str, what: str = "") -> Any:
+    """The object an import path ``"module:Name"`` names; ValueError saying why it cannot be had.
+
+    ``what`` names the kind of object in that message (``"class"``: "'m' has no class 'X'").
+    """
     module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(profile, key, f"cannot import {module_name!r}: {exc}") from None
-    factory = getattr(module, attribute, None)
-    if factory is None:
-        raise ConfigError(profile, key, f"{module_name!r} has no {attribute!r}")
-    return factory
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    found = getattr(module, attribute, None)
+    if found is None:
+        raise ValueError(f"{module_name!r} has no {what + ' ' if what else ''}{attribute!r}")
+    return found
+
+
+def resolve_driver(spec: str, key: str, profile: Path) -> Any:
+    """Import `module:Name` and return it (without calling it); ConfigError naming the profile key."""
+    try:
+        return import_object(spec)
+    except ValueError as exc:
+        raise ConfigError(profile, key, str(exc)) from None
 
 
 def load_driver(spec: str, key: str, profile: Path, *args: Any, **kwargs: Any) -> Any:

@@ -16,11 +16,11 @@ uses ``"sim.i2c:SimSMBus"``).
 
 from __future__ import annotations
 
-import importlib
 import threading
 from typing import Any
 
 from firmware.core.actions.relay_base import RelayError, check_channel
+from firmware.drivers import import_object
 
 __all__ = ["Pcf8574Inputs", "Pcf8574Relays"]
 
@@ -34,14 +34,12 @@ def _smbus_class(spec: str | None) -> Any:
         spec = "smbus2:SMBus"
     elif not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
         raise ValueError(f"smbus must be an import path 'module:Class', not {spec!r}")
-    module_name, _, attribute = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"smbus: cannot import {module_name!r}: {exc}") from None
-    cls = getattr(module, attribute, None)
+        cls = import_object(spec, "class")
+    except ValueError as exc:
+        raise ValueError(f"smbus: {exc}") from None
     if not callable(cls):
-        raise ValueError(f"smbus: {module_name!r} has no class {attribute!r}")
+        raise ValueError(f"smbus: {spec.partition(':')[0]!r} has no class {spec.partition(':')[2]!r}")
     return cls
 
 

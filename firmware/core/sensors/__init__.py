@@ -6,8 +6,9 @@ family shipped outside Tandem, an import path ``"package.module:Class"``.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from firmware.drivers import import_object
 
 if TYPE_CHECKING:
     from firmware.core.sensors.base import Sensor
@@ -44,12 +45,10 @@ def family_class(type_name: str) -> type[Sensor]:
     if spec is None:
         raise ValueError(f"unknown sensor type {type_name!r} (known: {', '.join(sorted(FAMILIES))}, "
                          "or an import path \"module:Class\")")
-    module_name, _, attribute = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"sensor type {type_name!r}: cannot import {module_name}: {exc}") from None
-    cls = getattr(module, attribute, None)
+        cls = import_object(spec)
+    except ValueError as exc:
+        raise ValueError(f"sensor type {type_name!r}: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Sensor)):
         raise ValueError(f"sensor type {type_name!r}: {spec} is not a Sensor class")
     return cls

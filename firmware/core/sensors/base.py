@@ -138,8 +138,7 @@ def host_context(smbus: str | None = None, sysfs: str = "/sys", procfs: str = "/
     """A `SensorContext` from board-profile keys (``[sensor_host]``); ``smbus`` is an import path."""
     opener = None
     if smbus is not None:
-        import importlib
+        from firmware.drivers import import_object
 
-        module_name, _, attribute = smbus.partition(":")
-        opener = getattr(importlib.import_module(module_name), attribute)
+        opener = import_object(smbus)
     return SensorContext(smbus=opener, sysfs=Path(sysfs), procfs=Path(procfs), commands=dict(commands or {}))
