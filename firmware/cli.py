@@ -14,7 +14,6 @@ from typing import Any
 from firmware import __version__
 from firmware.config import (
     DEFAULT_CONFIG_PATH,
-    ConfigError,
     check_key_file_permissions,
     effective_config,
     load_config,
@@ -22,6 +21,7 @@ from firmware.config import (
 from firmware.core.control import ControlError, request, stream
 from firmware.core.links import LinkError
 from firmware.core.protocol import Keyring
+from firmware.errors import ConfigError
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd units can refuse to restart on it

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from firmware.errors import ConfigError
+
 DEFAULT_CONFIG_PATH = Path("/etc/tandem/tandem.toml")
 BOARD_PROFILE_DIRS = (
     Path("/etc/tandem/board_profiles"),
@@ -32,17 +34,6 @@ BOARD_PROFILE_DIRS = (
 )
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$"
 UDP_DEFAULT_PORT = 694
-
-
-class ConfigError(Exception):
-    """A configuration problem, worded as `file: key: reason`."""
-
-    def __init__(self, path: Path | str, key: str, reason: str) -> None:
-        self.path = str(path)
-        self.key = key
-        self.reason = reason
-        where = f"{self.path}: {key}: " if key else f"{self.path}: "
-        super().__init__(where + reason)
 
 
 class _Strict(BaseModel):

@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from firmware.config import ConfigError
+from firmware.errors import ConfigError
 
 
 def import_object(spec: str, what: str = "") -> Any:

@@ -24,6 +24,8 @@ from test_hooks import make_hook
 class Recorder:
     """A fake action that records calls and can fail."""
 
+    kind = "service"
+
     def __init__(self, name: str, log: list[str], fail: bool = False) -> None:
         self.name, self.log, self.fail = name, log, fail
 

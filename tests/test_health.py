@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import ConfigError, SensorConfig, ThresholdConfig, load_config
+from firmware.config import SensorConfig, ThresholdConfig, load_config
+from firmware.errors import ConfigError
 from firmware.core.health import (
     HealthMonitor,
     SensorTracker,

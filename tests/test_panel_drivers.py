@@ -20,7 +20,8 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from luma.core.interface.serial import noop
 from PIL import Image, ImageDraw
 
-from firmware.config import ConfigError, load_board_profile
+from firmware.config import load_board_profile
+from firmware.errors import ConfigError
 from firmware.drivers import load_driver
 from firmware.panel import displays
 from firmware.panel.base import Display, Indicators, Key, KeyEvent, KeySource

@@ -20,13 +20,15 @@ import stat
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
+from firmware.errors import TandemError
+
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 65536
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | AsyncIterator[dict[str, Any]]]]
 
 
-class ControlError(Exception):
+class ControlError(TandemError):
     """The daemon could not be reached or refused the request."""
 
 

@@ -472,7 +472,8 @@ def sensor_options(config: Any) -> list[tuple[SensorConfig, type[Sensor], Any]]:
     """Each configured sensor's family and validated options; ConfigError naming the file and key."""
     from pydantic import ValidationError
 
-    from firmware.config import ConfigError, _format_location
+    from firmware.config import _format_location
+    from firmware.errors import ConfigError
     from firmware.core.sensors import family_class
 
     checked = []
@@ -501,7 +502,7 @@ def sensor_options(config: Any) -> list[tuple[SensorConfig, type[Sensor], Any]]:
 
 def build_sensors(config: Any, context: Any) -> list[tuple[SensorConfig, Sensor]]:
     """Instantiate every configured sensor; ConfigError naming the file and key on a bad entry."""
-    from firmware.config import ConfigError
+    from firmware.errors import ConfigError
 
     built = []
     for entry, cls, options in sensor_options(config):

@@ -20,6 +20,7 @@ import serial
 from cobs import cobs
 
 from firmware.config import SerialLinkConfig, UdpLinkConfig
+from firmware.errors import TandemError
 from firmware.serialport import close_quietly, open_port
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ SERIAL_MAX_QUEUED = 1024
 PacketHandler = Callable[[str, bytes, float], None]
 
 
-class LinkError(Exception):
+class LinkError(TandemError):
     """A link that cannot be set up at all (bad address, port in use): fatal at startup."""
 
 

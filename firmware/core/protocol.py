@@ -40,6 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
 from firmware.core.states import Flag, NodeState, Role
+from firmware.errors import TandemError
 
 MAGIC = b"TH"
 PROTOCOL_VERSION = 1
@@ -55,7 +56,7 @@ MIN_PACKET_BYTES = HEADER.size + 1 + 1 + BODY.size + TAG_BYTES
 MAX_PACKET_BYTES = HEADER.size + 1 + MAX_NAME_BYTES + BODY.size + MAX_ACKS * ACK.size + TAG_BYTES
 
 
-class ProtocolError(Exception):
+class ProtocolError(TandemError):
     """A packet that must be dropped; `reason` is the counter it is filed under."""
 
     REASONS = ("malformed", "version", "unknown_key", "bad_tag")

@@ -21,18 +21,32 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from firmware.core.actions.hooks import HookResult, HookRunner
+from firmware.errors import TandemError
 
 log = logging.getLogger(__name__)
 
 
-class ActionError(Exception):
-    """An action that could not do its job; the message goes to the journal and status."""
+class ActionError(TandemError):
+    """An action that could not do its job; the message goes to the journal and status.
+
+    ``key`` is the node-config key of the action that failed (``shared_ips``,
+    ``relay_groups``, ``service``) once the plan has attributed the error.
+    """
+
+    def __init__(self, message: str, key: str = "") -> None:
+        self.key = key
+        super().__init__(message)
+
+
+# Each action kind and the node-config key that configures it (for errors that name it).
+CONFIG_KEYS = {"shared_ip": "shared_ips", "relays": "relay_groups", "service": "service"}
 
 
 class Action(Protocol):
     """One idempotent takeover action."""
 
     name: str
+    kind: str  # one of CONFIG_KEYS: what the action moves, for status and decisions (never parsed from name)
 
     def check(self) -> None:
         """At daemon start: raise ActionError if this action could never work here."""
@@ -52,6 +66,7 @@ class ActionOutcome:
     """What happened to one action."""
 
     action: str
+    kind: str
     ok: bool
     detail: str
     duration_ms: float = 0.0
@@ -70,7 +85,7 @@ class PlanResult:
     @property
     def relays_ok(self) -> bool:
         """Whether every relay group reached its position (a failed release keeps the peer's relays open)."""
-        return all(o.ok for o in self.outcomes if o.action.startswith("relays "))
+        return all(o.ok for o in self.outcomes if o.kind == "relays")
 
 
 class ActionPlan:
@@ -85,9 +100,16 @@ class ActionPlan:
         self.environment = environment
 
     def check(self) -> None:
-        """Check every action at start-up; raises ActionError naming the first problem."""
+        """Check every action at start-up; raises ActionError naming the first problem and its config key."""
         for action in self.actions:
-            action.check()
+            try:
+                action.check()
+            except ActionError as exc:
+                raise ActionError(str(exc), key=exc.key or CONFIG_KEYS[action.kind]) from None
+
+    def of_kind(self, kind: str) -> list[Action]:
+        """The plan's actions of one kind (``shared_ip``, ``relays``, ``service``), in order."""
+        return [a for a in self.actions if a.kind == kind]
 
     async def promote(self, event: dict[str, Any]) -> PlanResult:
         """Run the promote sequence; a failing promote.before hook vetoes it before any action."""
@@ -120,14 +142,15 @@ class ActionPlan:
         try:
             await asyncio.wait_for(method(), self.timeout)
         except asyncio.TimeoutError:
-            return ActionOutcome(action.name, False, f"timed out after {self.timeout:g} s",
+            return ActionOutcome(action.name, action.kind, False, f"timed out after {self.timeout:g} s",
                                  (loop.time() - started) * 1000)
         except ActionError as exc:
-            return ActionOutcome(action.name, False, str(exc), (loop.time() - started) * 1000)
+            return ActionOutcome(action.name, action.kind, False, str(exc), (loop.time() - started) * 1000)
         except Exception as exc:  # a bug in one action is reported, never fatal
             log.exception("action %s failed", action.name)
-            return ActionOutcome(action.name, False, f"internal error: {exc}", (loop.time() - started) * 1000)
-        return ActionOutcome(action.name, True, "done", (loop.time() - started) * 1000)
+            return ActionOutcome(action.name, action.kind, False, f"internal error: {exc}",
+                                 (loop.time() - started) * 1000)
+        return ActionOutcome(action.name, action.kind, True, "done", (loop.time() - started) * 1000)
 
     def status(self) -> list[dict[str, Any]]:
         """Status of every action."""

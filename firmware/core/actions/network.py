@@ -12,11 +12,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Protocol
 
+from firmware.errors import TandemError
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class NetworkError(Exception):
+class NetworkError(TandemError):
     """A network operation that failed; the message says what and why, for the journal."""
 
 

@@ -34,6 +34,8 @@ def parse_ref(ref: str) -> tuple[str, int]:
 class RelayAction:
     """Ensure-present (ACTIVE position) / ensure-absent (released position) of one relay group."""
 
+    kind = "relays"
+
     def __init__(self, group: RelayGroupConfig, banks: dict[str, Any], inputs: dict[str, Any],
                  interlock: Callable[[], str | None], report: Callable[[str, dict[str, Any]], None]) -> None:
         self.group = group
@@ -149,7 +151,7 @@ class RelayAction:
 
 def open_banks(specs: dict[str, dict[str, Any]], key: str, profile: Any, loader: Callable[..., Any]) -> dict[str, Any]:
     """Construct and open every bank the board profile names; errors name `key.<bank>`."""
-    from firmware.config import ConfigError
+    from firmware.errors import ConfigError
 
     banks: dict[str, Any] = {}
     try:

@@ -45,6 +45,8 @@ async def run_command(argv: list[str], timeout: float) -> tuple[int | None, str]
 class ServiceAction:
     """Ensure-present / ensure-absent of the PBX service."""
 
+    kind = "service"
+
     name = "service"
 
     def __init__(self, config: ServiceConfig) -> None:

@@ -23,6 +23,8 @@ from firmware.core.actions.network import NetworkBackend, NetworkError
 class SharedIpAction:
     """Ensure-present / ensure-absent of one shared address."""
 
+    kind = "shared_ip"
+
     def __init__(self, config: SharedIpConfig, network: NetworkBackend) -> None:
         self.config = config
         self.network = network

@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from firmware.errors import TandemError
+
 __all__ = ["Level", "Reading", "Sensor", "SensorContext", "SensorError", "SensorOptions", "run_command"]
 
 
@@ -61,7 +63,7 @@ class Reading:
     """Inventory that does not change often (manufacturer, model, serial, firmware)."""
 
 
-class SensorError(Exception):
+class SensorError(TandemError):
     """No reading could be taken; the message is shown as the reason for UNKNOWN."""
 
 

@@ -1,0 +1,41 @@
+"""The one root of every error Tandem raises on purpose, and its two most common branches.
+
+Code that decides by error catches a class or reads a field (``key``,
+``reason``), never the message: rewording a message must not change behaviour.
+
+* :class:`ConfigError`: a configuration problem, worded ``file: key: reason``
+  (the daemon exits 78 on it).
+* :class:`HardwareError`: a driver could not reach or drive its device; ``key``
+  names the board-profile or config key that chose the device, when known, so
+  the daemon can turn it into a ConfigError pointing at the right line.
+
+Other families (protocol, link, control, action and sensor errors) derive from
+:class:`TandemError` directly, next to the code that raises them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TandemError(Exception):
+    """Root of Tandem's own errors."""
+
+
+class ConfigError(TandemError):
+    """A configuration problem, worded as `file: key: reason`."""
+
+    def __init__(self, path: Path | str, key: str, reason: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.reason = reason
+        where = f"{self.path}: {key}: " if key else f"{self.path}: "
+        super().__init__(where + reason)
+
+
+class HardwareError(TandemError):
+    """A device that cannot be opened or driven; ``key`` is the profile/config key that named it ("" if unknown)."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        self.key = key
+        super().__init__(message)
