@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from firmware.errors import ConfigError
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd units can refuse to restart on it
+CLI_PLUGINS = "tandem.cli"  # entry points: callables that add subcommands to the parser's subparsers
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -37,7 +39,8 @@ def _socket_path(args: argparse.Namespace) -> Path:
     return load_config(_config_path(args)).node.control_socket
 
 
-def _call(args: argparse.Namespace, payload: dict[str, Any], timeout: float = 60.0) -> Any:
+def call(args: argparse.Namespace, payload: dict[str, Any], timeout: float = 60.0) -> Any:
+    """One control request to the daemon the arguments name; its result (ControlError if refused)."""
     return request(_socket_path(args), payload, timeout)
 
 
@@ -46,12 +49,12 @@ def _call(args: argparse.Namespace, payload: dict[str, Any], timeout: float = 60
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground."""
-    from firmware.core.daemon import Daemon, configure_logging
+    from firmware.core.logsetup import configure_logging
+    from firmware.node import build_node
 
     configure_logging(args.verbose)
-    config = load_config(_config_path(args))
-    daemon = Daemon(config)
-    return asyncio.run(daemon.run())
+    node = build_node(load_config(_config_path(args)))
+    return asyncio.run(node.daemon.run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -184,21 +187,21 @@ def format_sensors(sensors: list[dict[str, Any]]) -> str:
 
 def cmd_sensors(args: argparse.Namespace) -> int:
     """List every sensor with its value, state, thresholds and last error."""
-    sensors = _call(args, {"cmd": "sensors"})
+    sensors = call(args, {"cmd": "sensors"})
     print(json.dumps(sensors, indent=2) if args.json else format_sensors(sensors))
     return 0
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
     """Silence the active alarms (buzzer and blinking) until a new alarm is raised."""
-    print(_call(args, {"cmd": "alarm-silence", "source": "cli"}))
+    print(call(args, {"cmd": "alarm-silence", "source": "cli"}))
     return 0
 
 
 def cmd_panel(args: argparse.Namespace) -> int:
-    """Show the front panel's frame, or press its keys (simulator boards)."""
+    """Show the front panel's frame, or press its keys (boards with key injection, such as the simulator's)."""
     if args.panel_command == "show":
-        frame = _call(args, {"cmd": "panel.frame"})
+        frame = call(args, {"cmd": "panel.frame"})
         width = max((len(line) for line in frame["text"]), default=0)
         print("+" + "-" * width + "+")
         print("\n".join(f"|{line:<{width}}|" for line in frame["text"]))
@@ -213,7 +216,7 @@ def cmd_panel(args: argparse.Namespace) -> int:
         payload = {"cmd": "panel.press", "key": key, "action": "hold" if args.hold else "click"}
         if args.hold:
             payload["seconds"] = args.hold
-        _call(args, payload)
+        call(args, payload)
     return 0
 
 
@@ -260,20 +263,20 @@ def format_links(links: list[dict[str, Any]]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the cluster status."""
-    status = _call(args, {"cmd": "status"})
+    status = call(args, {"cmd": "status"})
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
 
 def cmd_links(args: argparse.Namespace) -> int:
     """Show per-link figures."""
-    links = _call(args, {"cmd": "links"})
+    links = call(args, {"cmd": "links"})
     print(json.dumps(links, indent=2) if args.json else format_links(links))
     return 0
 
 
 def _operator_command(args: argparse.Namespace, name: str) -> int:
-    result = _call(args, {"cmd": name, "force": getattr(args, "force", False), "source": "cli"})
+    result = call(args, {"cmd": name, "force": getattr(args, "force", False), "source": "cli"})
     print(f"{result['message']}: {result['outcome']}")
     return 0
 
@@ -300,42 +303,6 @@ def cmd_events(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def cmd_sim(args: argparse.Namespace) -> int:
-    """Simulator commands."""
-    if args.sim_command == "lab":
-        from sim.lab import run_lab
-
-        if args.netns and os.geteuid() != 0:
-            raise ControlError("sim lab --netns needs root (it creates network namespaces)")
-        if args.board and args.netns:
-            raise ControlError("sim lab: --board and --netns cannot be combined (the namespace lab has its own board)")
-        return run_lab(base=Path(args.dir) if args.dir else None, duration=args.duration, netns=args.netns,
-                       board=args.board)
-    if args.sim_command == "run":
-        from sim.scenario import ScenarioError, load, run
-
-        try:
-            scenarios = [load(Path(path)) for path in args.files]
-        except ScenarioError as exc:
-            raise ControlError(str(exc)) from None
-        results = [run(scenario) for scenario in scenarios]
-        return 0 if all(results) else EXIT_FAILURE
-    if args.sim_command == "health":
-        value = None if args.value == "sensors" else int(args.value)
-        print(_call(args, {"cmd": "sim.health", "value": value}))
-        return 0
-    if args.sim_command == "set":
-        settings = {}
-        for item in args.settings:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ControlError(f"{item!r}: settings are key=value, e.g. ac=lost")
-            settings[key] = value
-        print(_call(args, {"cmd": "sim.set", "target": args.target, "settings": settings}))
-        return 0
-    raise ControlError(f"unknown sim command {args.sim_command}")
 
 
 # ---------------------------------------------------------------------------- parser
@@ -392,11 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("silence", help="silence the active alarms (until a new one is raised)")
     p.set_defaults(func=cmd_silence)
 
-    p = sub.add_parser("panel", help="the front panel: show what it displays, press its keys (simulator)")
+    p = sub.add_parser("panel", help="the front panel: show what it displays, press its keys (simulated panels)")
     panelsub = p.add_subparsers(dest="panel_command", required=True, metavar="PANELCOMMAND")
     show = panelsub.add_parser("show", help="print the panel's current frame as text")
     show.add_argument("--png", help="also write the frame as a PNG file")
-    press = panelsub.add_parser("press", help="simulator: press keys in turn (up, down, enter, back, left, right)")
+    press = panelsub.add_parser("press", help="press keys in turn (up, down, enter, back, left, right) on a board "
+                                              "whose profile lets them be pressed remotely (the simulator's)")
     press.add_argument("keys", nargs="+")
     press.add_argument("--hold", type=float, help="hold each key this many seconds (hold-to-confirm)")
     p.set_defaults(func=cmd_panel)
@@ -414,22 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_events)
 
-    p = sub.add_parser("sim", help="simulator: the two-node lab and fault injection")
-    simsub = p.add_subparsers(dest="sim_command", required=True, metavar="SIMCOMMAND")
-    lab = simsub.add_parser("lab", help="start two simulated nodes and show their live status")
-    lab.add_argument("--dir", help="working folder (default: a new temporary folder)")
-    lab.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    lab.add_argument("--board", help="simulator board profile (default sim; sim-cfa635 has a CFA-635 panel)")
-    lab.add_argument("--netns", action="store_true",
-                     help="root: each node in its own network namespace, so the shared IP really moves")
-    scenario = simsub.add_parser("run", help="run scenario files and print a pass/fail timeline")
-    scenario.add_argument("files", nargs="+", help="scenario TOML files (see sim/scenarios/)")
-    health = simsub.add_parser("health", help="override a simulated node's health (0-100, or `sensors` to follow them)")
-    health.add_argument("value", help="0-100, or sensors")
-    inject = simsub.add_parser("set", help="inject a simulated hardware fault, e.g. `sim set psu1 ac=lost`")
-    inject.add_argument("target", help="simulated device: psu1, psu2, inlet, sda, md0, chassis")
-    inject.add_argument("settings", nargs="+", help="key=value, e.g. ac=lost, present=no, temp=75")
-    p.set_defaults(func=cmd_sim)
+    for plugin in entry_points(group=CLI_PLUGINS):  # e.g. the simulator's `tandem sim …`
+        plugin.load()(sub)
     return parser
 
 

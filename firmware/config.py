@@ -438,7 +438,9 @@ class BoardProfile(_Strict):
 
     name: Annotated[str, Field(min_length=1)]
     description: str = ""
-    simulator: bool = False
+    # Callables named by import path that extend a composed node (firmware/node.py), e.g. the
+    # simulator's fault injection: "sim.extension:install".
+    extensions: list[Annotated[str, Field(pattern=r"^[\w.]+:\w+$")]] = []
     network: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] = "firmware.core.actions.netlink:NetlinkNetwork"
     # Relay banks and feedback-input banks by name: {driver = "module:Class", …driver parameters}.
     watchdog_pulse: PulseConfig | None = None

@@ -53,6 +53,7 @@ def board_drivers(board: Any) -> list[tuple[str, str]]:
         found += [(f"{section}.{name}.driver", table["driver"]) for name, table in getattr(board, section).items()]
     if board.sensor_host is not None:
         found.append(("sensor_host.driver", board.sensor_host.driver))
+    found += [(f"extensions[{index}]", spec) for index, spec in enumerate(board.extensions)]
     if board.panel is not None:
         found.append(("panel.display.driver", board.panel.display.driver))
         found += [(f"panel.keys.{name}.driver", table.driver) for name, table in board.panel.keys.items()]

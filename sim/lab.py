@@ -42,7 +42,7 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
     for link in link_names:
         row(link, [_link_cell({l["name"]: l for l in s["links"]}[link]) if s else ""
                    for s in (statuses[n] for n in NODES)])
-    row("alarms", [(str(len(s["alarms"])) + (": " + s["alarms"][0] if s["alarms"] else "")) if s else ""
+    row("alarms", [(str(len(s["alarms"])) + (": " + s["alarms"][0]["text"] if s["alarms"] else "")) if s else ""
                    for s in (statuses[n] for n in NODES)])
     row("sensors", [sensor_summary(s) if s else "" for s in (statuses[n] for n in NODES)])
     panels = [panel_text(rack, n) if statuses[n] else [] for n in NODES]

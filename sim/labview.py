@@ -122,7 +122,7 @@ class LabView:
             text = f"{link['name']:<10} {link['state']:<6} {heard:>6} {link['lost']:>5} {link['rejected_total']:>4}"
             _put(screen, top + 1 + offset, x, text[:width], _colour("ACTIVE" if link["state"] == "up" else "bad"))
         row = top + 1 + len(status["links"])
-        alarms = status["alarms"]
+        alarms = [alarm["text"] for alarm in status["alarms"]]
         _put(screen, row, x, f"alarms: {len(alarms) or 'none'}"[:width], _colour("bad") if alarms else 0)
         for offset, alarm in enumerate(alarms[:2]):
             _put(screen, row + 1 + offset, x, ("! " + alarm)[:width], _colour("bad"))

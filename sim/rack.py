@@ -330,6 +330,11 @@ class TwoNodeRack:
         except (ControlError, OSError, ValueError):
             return None
 
+    def alarms(self, name: str) -> list[str]:
+        """The texts of the node's active alarms ([] if it cannot be reached)."""
+        status = self.status(name)
+        return [alarm["text"] for alarm in status["alarms"]] if status else []
+
     def state(self, name: str) -> str | None:
         """The node's state name, or None if it cannot be reached."""
         status = self.status(name)

@@ -93,7 +93,7 @@ def observe(rack: TwoNodeRack) -> dict[str, Any]:
     owners = []
     for name, status in statuses.items():
         seen[name] = status["state"] if status else "DOWN"
-        seen[f"alarm_{name}"] = status["alarms"] if status else []
+        seen[f"alarm_{name}"] = [alarm["text"] for alarm in status["alarms"]] if status else []
         if status and any(ip.get("present") for ip in status.get("shared_ips", [])):
             owners.append(name)
     seen["owner"] = owners[0] if len(owners) == 1 else ("none" if not owners else "both")

@@ -1,7 +1,7 @@
 """Realistic status snapshots and journal events for the front-panel tests.
 
-Shaped like the daemon's ``{"cmd": "status"}`` answer (firmware/core/daemon.py
-``status()``), trimmed to what a panel reads plus some noise it must ignore.
+Shaped like the daemon's ``{"cmd": "status"}`` answer (the status snapshot),
+trimmed to what a panel reads plus some noise it must ignore.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import hashlib
 from datetime import UTC
 from typing import Any
 
+from firmware.core.alarms import Alarm
 from firmware.panel import screens
 from firmware.panel.base import Key, KeyEvent
 from firmware.panel.render import render_text
@@ -22,6 +23,11 @@ PIN_HASH = hashlib.sha256(PIN.encode()).hexdigest()
 
 # 2024-05-14 09:30:00 UTC, so event times render the same everywhere (tests pass tz=UTC).
 T0 = 1715679000.0
+
+
+def alarm(source: str, level: str, text: str) -> dict[str, str]:
+    """One alarm as the status snapshot shows it."""
+    return Alarm(source, level, text).to_json()
 
 
 def _link(name: str, kind: str, state: str, lost: int, received: int, last_heard_s: float | None) -> dict[str, Any]:
@@ -44,7 +50,7 @@ ACTIVE_HEALTHY: dict[str, Any] = {
     "version": "0.1.0",
     "uptime_s": 273845.2,
     "board": "supermicro-x11scl",
-    "simulator": False,
+    "extensions": [],
     "peer": {"name": "pbx-b", "alive": True, "state": "STANDBY", "role": "secondary", "health": 96,
              "epoch": 17, "flags": [], "last_heard_s": 0.042},
     "links": [_link("lan0", "udp", "up", 3, 98211, 0.042), _link("serial0", "serial", "up", 0, 98190, 0.051)],
@@ -86,7 +92,9 @@ STANDBY_PEER_SILENT.update({
 ALARMS: dict[str, Any] = copy.deepcopy(ACTIVE_HEALTHY)
 ALARMS.update({
     "health": 35,
-    "alarms": ["psu1 CRITICAL: AC input lost", "cpu WARNING: temp 71.5 °C", "link lan0 down"],
+    "alarms": [alarm("sensor:psu1", "critical", "psu1 CRITICAL: AC input lost"),
+               alarm("sensor:cpu", "warning", "cpu WARNING: temp 71.5 °C"),
+               alarm("link:lan0", "warning", "link lan0 down")],
     "alarm_silenced": False,
     "sensors": [
         {"name": "cpu", "type": "lm75", "state": "WARNING", "summary": "temp 71.5 °C", "values": {"temp": 71.5},

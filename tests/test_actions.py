@@ -32,6 +32,9 @@ class Recorder:
     def check(self) -> None:
         pass
 
+    async def prepare(self) -> None:
+        pass
+
     async def ensure_present(self) -> None:
         self.log.append(f"+{self.name}")
         if self.fail:

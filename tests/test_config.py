@@ -76,7 +76,7 @@ def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
     assert isinstance(link, UdpLinkConfig)
     assert link.bind_address == ("127.0.0.1", 16940)
     assert link.peer_address == ("127.0.0.1", 16941)
-    assert config.board.name == "sim" and config.board.simulator is True
+    assert config.board.name == "sim" and config.board.extensions == ["sim.extension:install"]
     assert config.board_path == ROOT / "board_profiles" / "sim.toml"
     data = effective_config(config)
     assert data["node"]["timers"]["heartbeat_ms"] == 100
@@ -172,7 +172,7 @@ def test_board_profile_by_relative_path(tmp_path: Path) -> None:
     (tmp_path / "boards" / "mine.toml").write_text('name = "mine"\n')
     path = write(tmp_path, MINIMAL.replace('board = "sim"', 'board = "boards/mine.toml"'))
     config = load_config(path)
-    assert config.board.name == "mine" and config.board.simulator is False
+    assert config.board.name == "mine" and config.board.extensions == []
     assert config.board_path == tmp_path / "boards" / "mine.toml"
 
 

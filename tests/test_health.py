@@ -205,7 +205,8 @@ def test_score_follows_critical_sensors_and_poll_now_reads_at_once() -> None:
         wait_until(lambda: monitor.score == 20, timeout=5, what="poll_now to read psu1 at once")
         assert sensors["psu1"].reads == reads + 1
         assert ("health", {"health": 20, "previous": 60, "source": "sensors"}) in events
-        assert len(monitor.alarms()) == 2 and monitor.alarms()[0].startswith("psu1 CRITICAL")
+        assert len(monitor.alarms()) == 2 and monitor.alarms()[0].text.startswith("psu1 CRITICAL")
+        assert monitor.alarms()[0].key == "sensor:psu1/critical"
     finally:
         monitor.close()
 

@@ -32,14 +32,14 @@ def test_psu_ac_loss_with_the_other_supply_absent_hands_over_and_clears(tmp_path
         rack.control("alpha", {"cmd": "sim.set", "target": "psu2", "settings": {"present": "no"}})
         rack.wait_for(lambda: rack.status("alpha")["health"] == 60, 15, what="psu2 missing to cost 40 points")
         assert rack.state("alpha") == "ACTIVE"  # degraded, not critical: no handover
-        assert any(a.startswith("psu2 CRITICAL") and "not present" in a for a in rack.status("alpha")["alarms"])
+        assert any(a.startswith("psu2 CRITICAL") and "not present" in a for a in rack.alarms("alpha"))
 
         result = rack.cli("alpha", "sim", "set", "psu1", "ac=lost")
         assert result.returncode == 0, result.stderr
         rack.wait_state("bravo", "ACTIVE", timeout=15)
         alpha = rack.status("alpha")
         assert alpha["state"] == "STANDBY" and alpha["health"] == 20
-        assert any(a.startswith("psu1 CRITICAL") and "AC input lost" in a for a in alpha["alarms"])
+        assert any(a["text"].startswith("psu1 CRITICAL") and "AC input lost" in a["text"] for a in alpha["alarms"])
         assert rack.active_nodes() == ["bravo"]
         kinds = [(e["kind"], e["data"].get("sensor")) for e in rack.events("alpha")]
         assert ("alarm.raised", "psu1") in kinds and ("alarm.raised", "psu2") in kinds
@@ -74,7 +74,7 @@ def test_silencing_alarms_and_a_new_alarm_sounds_again(tmp_path: Path) -> None:
     with TwoNodeRack(tmp_path) as rack:
         rack.wait_settled(timeout=20)
         rack.control("bravo", {"cmd": "sim.set", "target": "inlet", "settings": {"temp": "45"}})
-        rack.wait_for(lambda: any(a.startswith("inlet WARNING") for a in rack.status("bravo")["alarms"]), 15,
+        rack.wait_for(lambda: any(a.startswith("inlet WARNING") for a in rack.alarms("bravo")), 15,
                       what="the inlet warning")
         assert rack.status("bravo")["alarm_silenced"] is False
         silenced = rack.cli("bravo", "silence")
@@ -83,7 +83,7 @@ def test_silencing_alarms_and_a_new_alarm_sounds_again(tmp_path: Path) -> None:
         # The same alarm with a new value stays silenced; a new one (the disk) sounds again.
         rack.control("bravo", {"cmd": "sim.set", "target": "inlet", "settings": {"temp": "46"}})
         rack.control("bravo", {"cmd": "sim.set", "target": "md0", "settings": {"state": "degraded"}})
-        rack.wait_for(lambda: any(a.startswith("md0 CRITICAL") for a in rack.status("bravo")["alarms"]), 15,
+        rack.wait_for(lambda: any(a.startswith("md0 CRITICAL") for a in rack.alarms("bravo")), 15,
                       what="the RAID alarm")
         assert rack.status("bravo")["alarm_silenced"] is False
         assert any(e["kind"] == "alarm.silenced" and e["data"]["source"] == "cli" for e in rack.events("bravo"))
@@ -91,14 +91,14 @@ def test_silencing_alarms_and_a_new_alarm_sounds_again(tmp_path: Path) -> None:
         rack.cli("bravo", "silence")
         assert rack.status("bravo")["alarm_silenced"] is True
         rack.control("bravo", {"cmd": "sim.set", "target": "md0", "settings": {"state": "healthy"}})
-        rack.wait_for(lambda: not any(a.startswith("md0") for a in rack.status("bravo")["alarms"]), 20,
+        rack.wait_for(lambda: not any(a.startswith("md0") for a in rack.alarms("bravo")), 20,
                       what="the RAID alarm to clear")
         rack.control("bravo", {"cmd": "sim.set", "target": "md0", "settings": {"state": "degraded"}})
-        rack.wait_for(lambda: any(a.startswith("md0 CRITICAL") for a in rack.status("bravo")["alarms"]), 15,
+        rack.wait_for(lambda: any(a.startswith("md0 CRITICAL") for a in rack.alarms("bravo")), 15,
                       what="the RAID alarm again")
         assert rack.status("bravo")["alarm_silenced"] is False
         rack.control("bravo", {"cmd": "sim.set", "target": "chassis", "settings": {"thermal": "Critical"}})
-        rack.wait_for(lambda: any(a.startswith("chassis CRITICAL") for a in rack.status("bravo")["alarms"]), 15,
+        rack.wait_for(lambda: any(a.startswith("chassis CRITICAL") for a in rack.alarms("bravo")), 15,
                       what="the chassis thermal state from dmidecode")
         bad = rack.cli("bravo", "sim", "set", "psu9", "ac=lost")
         assert bad.returncode == 1 and "no simulated device 'psu9'" in bad.stderr

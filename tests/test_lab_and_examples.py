@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_example_config_is_valid_and_documented() -> None:
     config = load_config(ROOT / "examples" / "tandem.toml")
-    assert config.board.simulator and config.node.timers.heartbeat_ms == 100
+    assert config.board.extensions == ["sim.extension:install"] and config.node.timers.heartbeat_ms == 100
     assert [link.kind for link in config.node.links] == ["udp", "serial"]
     text = (ROOT / "examples" / "tandem.toml").read_text()
     for key in ("heartbeat_ms", "deadtime_ms", "initdead_ms", "targets", "policy", "max_failures",

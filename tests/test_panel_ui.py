@@ -6,6 +6,7 @@ import copy
 
 import pytest
 from panel_samples import (
+    alarm,
     ACTIVE_HEALTHY,
     ALARMS,
     ALARMS_SILENCED,
@@ -391,11 +392,11 @@ def test_alarm_takes_over_until_a_key_acknowledges_it() -> None:
     p.keys(D)  # acknowledges only
     assert p.screen.kind == "menu" and p.screen.highlight == 1
     live = copy.deepcopy(ALARMS)
-    live["alarms"][1] = "cpu WARNING: temp 72.5 °C"  # same alarm, new reading
+    live["alarms"][1] = alarm("sensor:cpu", "warning", "cpu WARNING: temp 72.5 °C")  # same alarm, new reading
     p.status = live
     assert p.show().kind == "menu"
     live = copy.deepcopy(live)
-    live["alarms"].append("relay bank pcf0 is not reachable")
+    live["alarms"].append(alarm("relay-bank:pcf0", "critical", "relay bank pcf0 is not reachable"))
     p.status = live
     assert p.show().kind == "alarm"
 

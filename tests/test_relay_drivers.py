@@ -468,7 +468,8 @@ def test_daemon_alarms_when_the_usb_relay_board_is_unplugged(tmp_path) -> None:
 
     board = tmp_path / "usb-board.toml"
     with UsbRelayEmulator(tmp_path / "usb", channels=2) as emulator:
-        board.write_text('name = "usb-sim"\nsimulator = true\nnetwork = "sim.network:RecordingNetwork"\n'
+        board.write_text('name = "usb-sim"\nextensions = ["sim.extension:install"]\n'
+                         'network = "sim.network:RecordingNetwork"\n'
                          '[relays.trunk]\ndriver = "firmware.core.actions.relay_usb:UsbRelayBoard"\n'
                          f'port = "{emulator.path}"\nchannels = 2\n')
         rack = TwoNodeRack(_Path(tmp_path / "rack"), relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
@@ -478,7 +479,7 @@ def test_daemon_alarms_when_the_usb_relay_board_is_unplugged(tmp_path) -> None:
             rack.wait_state("alpha", "ACTIVE", timeout=20)
             assert emulator.wait_for(lambda: emulator.states == {1: True, 2: True}, 10)
             emulator.unplug()
-            rack.wait_for(lambda: any("relay bank trunk" in a for a in rack.status("alpha")["alarms"]), 10,
+            rack.wait_for(lambda: any("relay bank trunk" in a for a in rack.alarms("alpha")), 10,
                           what="the unplugged-board alarm")
         finally:
             rack.stop()

@@ -44,8 +44,7 @@ def watch_states(rack: TwoNodeRack, seconds: float) -> set[tuple[str | None, str
 
 
 def alarms(rack: TwoNodeRack, name: str) -> list[str]:
-    status = rack.status(name)
-    return status["alarms"] if status else []
+    return rack.alarms(name)
 
 
 def test_sigkill_of_active_makes_standby_active(rack: TwoNodeRack) -> None:

@@ -27,6 +27,7 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from firmware.core.alarms import Alarm
 from firmware.core.peer import PeerView
 from firmware.core.protocol import Heartbeat
 from firmware.core.states import Flag, NodeState, Role
@@ -360,22 +361,23 @@ def _link_detail(link: LinkStatus) -> str:
     return "silent"
 
 
-def alarms(settings: Settings, st: ClusterState) -> list[str]:
-    """Active alarm texts for status and the panel."""
-    found: list[str] = []
+def alarms(settings: Settings, st: ClusterState) -> list[Alarm]:
+    """The cluster's active alarms, for status and the panel."""
+    found: list[Alarm] = []
     if st.peer_alive:
         for link in st.links:
             if not (link.rx and link.tx):
-                found.append(f"link {link.name}: {_link_detail(link)} (peer still heard on another link)")
+                found.append(Alarm(f"link:{link.name}", "warning",
+                                   f"link {link.name}: {_link_detail(link)} (peer still heard on another link)"))
     elif st.state != S.STARTING:
-        found.append(f"peer {settings.peer} silent on every link")
+        found.append(Alarm("peer", "critical", f"peer {settings.peer} silent on every link"))
     p = st.persisted
     if p.flap_hold:
-        found.append("flap hold: failed too often; staying STANDBY until an operator acts")
+        found.append(Alarm("flap-hold", "critical", "flap hold: failed too often; staying STANDBY until an operator acts"))
     if p.maintenance:
-        found.append("maintenance mode: this node will not become ACTIVE")
+        found.append(Alarm("maintenance", "warning", "maintenance mode: this node will not become ACTIVE"))
     if st.action_alarm:
-        found.append(st.action_alarm)
+        found.append(Alarm("actions", "critical", st.action_alarm))
     return found
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.config import SensorConfig, ThresholdConfig
+from firmware.core.alarms import Alarm
 from firmware.core.sensors.base import Level, Reading, Sensor
 
 log = logging.getLogger(__name__)
@@ -170,22 +171,19 @@ class SensorTracker:
         return Level.worst(*levels), summary, value_levels
 
 
-ALARM_LEVELS = ("WARNING:", "CRITICAL:", "UNKNOWN:")
-
-
 def alarm_text(sensor: str, level: Level, summary: str) -> str:
     """A sensor alarm as shown in the status: ``"psu1 CRITICAL: AC input lost, …"``."""
     return f"{sensor} {level.name}: {summary}"
 
 
-def alarm_key(alarm: str) -> str:
-    """What identifies an alarm across readings, for silencing and acknowledging.
+def sensor_alarm_source(sensor: str) -> str:
+    """The alarm source of a sensor (its alarms are keyed by it and their level)."""
+    return f"sensor:{sensor}"
 
-    A sensor alarm's text carries live values ("inlet WARNING: 45 °C …"), so
-    it is keyed by sensor and level; any other alarm by its whole text.
-    """
-    words = alarm.split(" ", 2)
-    return " ".join(words[:2]) if len(words) > 1 and words[1] in ALARM_LEVELS else alarm
+
+def sensor_alarm(sensor: str, level: Level, summary: str) -> Alarm:
+    """The alarm of a sensor that is not OK: keyed by sensor and level, so live values never make it new."""
+    return Alarm(sensor_alarm_source(sensor), level.name.lower(), alarm_text(sensor, level, summary))
 
 
 def health_score(tracked: Iterable[tuple[float, Level]], warning_factor: float = 0.5,
@@ -289,10 +287,10 @@ class HealthMonitor:
             rows = [self._row(m, wall) for m in self.sensors]
         return sorted(rows, key=lambda r: (order[Level[r["state"]]], r["name"]))
 
-    def alarms(self) -> list[str]:
-        """One line per sensor that is not OK."""
+    def alarms(self) -> list[Alarm]:
+        """One alarm per sensor that is not OK."""
         with self._lock:
-            return [alarm_text(m.config.name, m.tracker.level, m.tracker.summary)
+            return [sensor_alarm(m.config.name, m.tracker.level, m.tracker.summary)
                     for m in self.sensors if m.tracker.level != Level.OK]
 
     def _row(self, m: MonitoredSensor, wall: float) -> dict[str, Any]:

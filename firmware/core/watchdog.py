@@ -21,6 +21,9 @@ import threading
 import time
 from typing import Any, Callable
 
+from firmware.config import Config
+from firmware.errors import ConfigError, HardwareError
+
 log = logging.getLogger(__name__)
 
 WDIOC_SETOPTIONS = 0x80045704
@@ -31,7 +34,7 @@ WDIOC_GETBOOTSTATUS = 0x80045702
 WDIOF_CARDRESET = 0x0020
 
 
-class WatchdogError(Exception):
+class WatchdogError(HardwareError):
     """The watchdog device cannot be used; the message names the device and the reason."""
 
 
@@ -204,3 +207,79 @@ class StallFence:
         """Stop watching."""
         self._stop.set()
         self._armed.set()
+
+
+class Watchdogs:
+    """Every watchdog the node feeds from its heartbeat tick: systemd's, /dev/watchdog and the GPIO pulse.
+
+    Each is fed only from a tick that ran on time (no later than the deadtime),
+    so a stalled loop stops feeding all of them at once.
+    """
+
+    def __init__(self, notifier: Any, hardware: HardwareWatchdog | None, pulse: WatchdogPulse | None,
+                 pulse_interval_s: float) -> None:
+        self.notifier = notifier
+        self.hardware = hardware
+        self.pulse = pulse
+        self.pulse_interval_s = pulse_interval_s
+        self._last_notify = 0.0
+        self._last_pulse = 0.0
+
+    def open(self, config_path: str, board_path: str) -> list[str]:
+        """Arm the hardware watchdog and claim the pulse line; returns notes to journal about the last reboot.
+
+        A device that cannot be used is a ConfigError naming the key that chose it.
+        """
+        notes = []
+        try:
+            if self.hardware is not None:
+                self.hardware.open()
+                if self.hardware.rebooted_by_watchdog:
+                    notes.append("the last reboot was caused by the watchdog")
+        except WatchdogError as exc:
+            raise ConfigError(config_path, "watchdog.device", str(exc)) from None
+        try:
+            if self.pulse is not None:
+                self.pulse.open()
+        except WatchdogError as exc:
+            raise ConfigError(board_path, "watchdog_pulse", str(exc)) from None
+        return notes
+
+    def feed(self, now: float, on_time: bool, active: bool) -> None:
+        """One heartbeat tick: feed every watchdog if the tick ran on time (toggle the pulse while ``active``)."""
+        if not on_time:
+            return
+        interval = self.notifier.watchdog_interval
+        if interval is not None and now - self._last_notify >= interval:
+            self._last_notify = now
+            self.notifier.watchdog()
+        if self.hardware is not None:
+            self.hardware.keepalive()
+        if self.pulse is not None and now - self._last_pulse >= self.pulse_interval_s:
+            self._last_pulse = now
+            self.pulse.beat(active)
+
+    def close(self) -> None:
+        """Hand the pulse line back and disarm the hardware watchdog (orderly stop; idempotent)."""
+        if self.pulse is not None:
+            self.pulse.close()
+        if self.hardware is not None:
+            self.hardware.close(magic=True)
+
+    def status(self) -> dict[str, Any]:
+        """The status snapshot's ``watchdog`` and ``watchdog_pulse`` keys."""
+        return {"watchdog": self.hardware.status() if self.hardware else None,
+                "watchdog_pulse": self.pulse.status() if self.pulse else None}
+
+
+def watchdogs_from_config(config: Config, notifier: Any) -> Watchdogs:
+    """The watchdogs the node config and board profile name (not yet armed)."""
+    node, pulse = config.node, config.board.watchdog_pulse
+    if pulse is not None and pulse.interval_ms < node.timers.heartbeat_ms:
+        raise ConfigError(config.board_path, "watchdog_pulse.interval_ms",
+                          f"{pulse.interval_ms} ms is shorter than the heartbeat ({node.timers.heartbeat_ms} ms), "
+                          "which feeds the pulse")
+    hardware = HardwareWatchdog(node.watchdog.device, node.watchdog.timeout_s) if node.watchdog.device else None
+    return Watchdogs(notifier, hardware,
+                     WatchdogPulse(pulse.pin, pulse.pin_factory, pulse.active_high) if pulse else None,
+                     pulse.interval_ms / 1000 if pulse else 0.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import icmplib
@@ -91,3 +92,27 @@ class Witness:
         passed = all(r.ok for r in results) if self.require == "all" else any(r.ok for r in results)
         summary = "; ".join(f"{r.target} {r.detail}" for r in results)
         return passed, summary
+
+
+class WitnessChecks:
+    """Runs a witness check whenever the decision core wants one: one at a time, at most one per interval."""
+
+    def __init__(self, witness: Witness, min_interval: float,
+                 on_result: Callable[[bool, float, str], None]) -> None:
+        self.witness = witness
+        self.min_interval = min_interval
+        self.on_result = on_result  # (passed, monotonic time the check started, summary)
+        self._task: asyncio.Task | None = None
+        self._started = -1e9
+
+    def want(self, now: float) -> None:
+        """Start a check at ``now`` (loop time) unless one runs or one started less than an interval ago."""
+        busy = self._task is not None and not self._task.done()
+        if busy or now - self._started < self.min_interval:
+            return
+        self._started = now
+        self._task = asyncio.ensure_future(self._check(now))
+
+    async def _check(self, started: float) -> None:
+        passed, summary = await self.witness.check()
+        self.on_result(passed, started, summary)

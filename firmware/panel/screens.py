@@ -205,9 +205,19 @@ def _short_link(name: str, many: bool) -> str:
     return (stem[:keep] if digits else stem[:keep + 1]) + digits[:2]
 
 
-def _alarms(status: Status) -> list[str]:
+def _alarm_records(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     alarms = status.get("alarms")
-    return [str(a) for a in alarms] if isinstance(alarms, list) else []
+    return [a for a in alarms if isinstance(a, Mapping)] if isinstance(alarms, list) else []
+
+
+def alarm_texts(status: Mapping[str, Any]) -> list[str]:
+    """The texts of the status snapshot's active alarms, for people."""
+    return [str(a.get("text", "")) for a in _alarm_records(status)]
+
+
+def alarm_keys(status: Mapping[str, Any]) -> frozenset[str]:
+    """The stable keys of the active alarms, for acknowledging (texts carry live values)."""
+    return frozenset(str(a.get("key", "")) for a in _alarm_records(status))
 
 
 def _address(entry: Any) -> str:
@@ -220,7 +230,7 @@ def home(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = None)
     """Node, state and role; health and peer; every link; the shared IP; alarm count."""
     node, state = _s(status.get("node")), status.get("state")
     role = _ROLE_ABBR.get(str(status.get("role")), _s(status.get("role")))
-    alarms = _alarms(status)
+    alarms = alarm_texts(status)
     right = role + (" M" if status.get("maintenance") else "") + (f" !{len(alarms)}" if alarms else "")
     health = _num(status.get("health"))
     health_text = DASH if health is None else f"{health:.0f}"
@@ -300,7 +310,7 @@ def sensors(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = No
 
 def alarms_page(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = None) -> Screen:
     """The active alarms (whether or not silenced)."""
-    alarms = _alarms(status)
+    alarms = alarm_texts(status)
     lines = (["(silenced)"] if alarms and status.get("alarm_silenced") else []) + alarms
     return Screen(title="Alarms", lines=tuple(lines) or ("no alarms",), wrap=True, alarm_count=len(alarms))
 

@@ -1,13 +1,21 @@
-"""Building the front panel a board profile names, wired to the daemon's control socket."""
+"""Building the front panel a board profile names, and the control commands it answers.
+
+The panel runs in the daemon's process and talks to it in-process (a
+:class:`~firmware.core.endpoints.LocalClient`), through the same command path
+as the CLI.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import functools
-from pathlib import Path
 from typing import Any
 
 from firmware.config import Config
-from firmware.core.control import request, stream
+from firmware.core.control import ControlError
+from firmware.core.endpoints import Endpoints, LocalClient
+from firmware.core.journal import Journal
 from firmware.drivers import load_driver
 from firmware.panel.runner import PanelRunner
 from firmware.panel.ui import PanelOptions
@@ -15,18 +23,19 @@ from firmware.panel.ui import PanelOptions
 CONTROL_TIMEOUT_S = 5.0  # a status fetch; commands wait longer (a promote waits for the handover)
 COMMAND_TIMEOUT_S = 120.0
 RECENT_EVENTS = 20
+PANEL_REPORTS = ("pin.accepted", "pin.wrong", "panel.locked")
 
 
-def _control(socket: Path, payload: dict[str, Any]) -> Any:
+def _control(client: LocalClient, payload: dict[str, Any]) -> Any:
     """One request as the panel makes it: quick for status, patient for commands."""
     timeout = CONTROL_TIMEOUT_S if payload.get("cmd") == "status" else COMMAND_TIMEOUT_S
-    return request(socket, payload, timeout)
+    return client.request(payload, timeout)
 
 
-def _events(socket: Path, since: int) -> list[dict[str, Any]]:
+def _events(client: LocalClient, since: int) -> list[dict[str, Any]]:
     """Journal records after ``since`` (only the newest few the first time)."""
     payload = {"cmd": "events", "since": since, "last": RECENT_EVENTS}
-    return [item["event"] for item in stream(socket, payload, timeout=CONTROL_TIMEOUT_S)]
+    return [item["event"] for item in client.stream(payload, timeout=CONTROL_TIMEOUT_S)]
 
 
 def panel_options(config: Config) -> PanelOptions:
@@ -37,7 +46,7 @@ def panel_options(config: Config) -> PanelOptions:
                         menu_timeout_s=panel.menu_timeout_s, hold_confirm_s=panel.hold_confirm_s)
 
 
-def open_panel(config: Config, socket: Path) -> PanelRunner | None:
+def open_panel(config: Config, client: LocalClient) -> PanelRunner | None:
     """The board's panel (not yet started), or None when it has none or the node config disables it.
 
     Every driver that cannot be opened is a ConfigError naming its profile key
@@ -64,5 +73,28 @@ def open_panel(config: Config, socket: Path) -> PanelRunner | None:
         for driver in reversed(opened):
             driver.close()
         raise
-    return PanelRunner(display, keys, indicators, functools.partial(_control, socket), options,
-                       events=functools.partial(_events, socket))
+    return PanelRunner(display, keys, indicators, functools.partial(_control, client), options,
+                       events=functools.partial(_events, client))
+
+
+def register_panel_commands(endpoints: Endpoints, panel: PanelRunner | None, journal: Journal) -> None:
+    """``panel.frame`` (what the panel shows, as text and PNG) and ``panel.report`` (what happened at it)."""
+
+    async def frame(request: dict[str, Any]) -> dict[str, Any]:
+        if panel is None:
+            raise ControlError("this node has no front panel (none in the board profile, or [panel] enabled = false)")
+        shown: dict[str, Any] = {"text": panel.frame_text()}
+        if request.get("png", True):
+            shown["png"] = base64.b64encode(await asyncio.to_thread(panel.frame_png)).decode()
+        return shown
+
+    def report(request: dict[str, Any]) -> str:
+        # The panel journals what happened at it (PIN attempts, locking).
+        event = str(request.get("event", ""))
+        if event not in PANEL_REPORTS:
+            raise ControlError(f"panel.report: unknown event {event!r}")
+        journal.record("panel", {"event": event, "detail": str(request.get("detail", ""))[:200], "source": "panel"})
+        return "journaled"
+
+    endpoints.add_command("panel.frame", frame)
+    endpoints.add_command("panel.report", report)

@@ -50,7 +50,6 @@ from datetime import tzinfo
 from enum import Enum, auto
 from typing import Any
 
-from firmware.core.health import alarm_key
 from firmware.panel import screens
 from firmware.panel.base import Blink, Key, KeyEvent
 from firmware.panel.screens import Screen
@@ -205,6 +204,7 @@ class PanelUi:
         self._locked_until = -math.inf
         # What the last status said
         self._alarms: list[str] = []
+        self._alarm_keys: frozenset[str] = frozenset()
         self._alarm_active = False
         self._acked: frozenset[str] = frozenset()
         self._overlay = False
@@ -281,10 +281,10 @@ class PanelUi:
     def observe(self, status: Mapping[str, Any] | None, now: float) -> None:
         """Take in a status snapshot (`screen` does this itself)."""
         status = status if isinstance(status, Mapping) else {}
-        alarms = status.get("alarms")
-        self._alarms = [str(a) for a in alarms] if isinstance(alarms, list) else []
+        self._alarms = screens.alarm_texts(status)
+        self._alarm_keys = screens.alarm_keys(status)
         self._alarm_active = bool(self._alarms) and not bool(status.get("alarm_silenced", False))
-        keys = frozenset(alarm_key(a) for a in self._alarms)
+        keys = self._alarm_keys
         if not self._alarm_active:
             self._acked = frozenset()
         overlay = self._alarm_active and not keys <= self._acked
@@ -323,7 +323,7 @@ class PanelUi:
         self._last_key = self._last_rotation = now
         if woke or self._overlay:
             if self._overlay:  # acknowledged: viewable until a new alarm arrives
-                self._acked = frozenset(alarm_key(a) for a in self._alarms)
+                self._acked = self._alarm_keys
                 self._overlay = False
             self._swallow = event.key
             return effects + self._backlight_effects(now)

@@ -51,6 +51,9 @@ class Action(Protocol):
     def check(self) -> None:
         """At daemon start: raise ActionError if this action could never work here."""
 
+    async def prepare(self) -> None:
+        """At start-up, after leftovers were released and before joining (e.g. start a hot-standby PBX)."""
+
     async def ensure_present(self) -> None:
         """Acquire the resource (idempotent)."""
 

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,31 @@ def hook_environment(status: dict[str, Any]) -> dict[str, str]:
         "TANDEM_HEALTH": str(status.get("health", "")),
         "TANDEM_PEER_STATE": str(peer.get("state") or ""),
     }
+
+
+class EventHooks:
+    """A journal listener that runs the hooks of every journaled event and journals their results.
+
+    Each event's hooks run as a task of their own (``spawn``), so a slow hook
+    never holds up the heartbeat or the next event.
+    """
+
+    def __init__(self, runner: HookRunner, record: Callable[[str, dict[str, Any]], Any],
+                 environment: Callable[[], dict[str, str]],
+                 spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        self.runner = runner
+        self.record = record
+        self.environment = environment
+        self.spawn = spawn
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        """Journal listener: start the hooks for ``record`` (never for the hooks' own results)."""
+        if record["kind"] == "hook" or not self.runner.hooks_for(record["kind"]):
+            return
+        self.spawn(self._run(record))
+
+    async def _run(self, record: dict[str, Any]) -> None:
+        for result in await self.runner.run(record["kind"], record, self.environment()):
+            self.record("hook", result.to_json())
+            if not result.ok:
+                log.warning("hook %s for %s: exit %s: %s", result.hook, result.event, result.exit_code, result.output)

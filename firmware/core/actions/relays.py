@@ -59,6 +59,9 @@ class RelayAction:
                 if not 1 <= channel <= banks[bank].channels:
                     raise ActionError(f"{self.name}: {ref}: {bank} has channels 1-{banks[bank].channels}")
 
+    async def prepare(self) -> None:
+        """Nothing to do before joining."""
+
     async def ensure_present(self) -> None:
         """After the settle delay, and only if the peer holds nothing, switch to the ACTIVE position."""
         self._refuse_if_peer_holds()

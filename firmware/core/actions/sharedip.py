@@ -41,6 +41,9 @@ class SharedIpAction:
         except NetworkError as exc:
             raise ActionError(f"{self.name}: {exc}") from None
 
+    async def prepare(self) -> None:
+        """Nothing to do before joining."""
+
     async def ensure_present(self) -> None:
         """Claim and announce the address (idempotent)."""
         cfg, ip = self.config, self.config.ip

@@ -108,6 +108,9 @@ class SensorContext:
         """The executable to run for ``name`` (the override, or the name itself for $PATH)."""
         return self.commands.get(name, name)
 
+    def close(self) -> None:
+        """Release whatever the host opened for the sensors (nothing on real hardware)."""
+
 
 class Sensor(ABC):
     """One sensor instance of a family.

@@ -1,0 +1,55 @@
+"""The ``events`` stream: journal records after an id, and with ``follow`` every new one as it is written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from firmware.core.control import ControlError
+from firmware.core.endpoints import Endpoints
+from firmware.core.journal import Journal
+
+FOLLOW_QUEUE = 1000  # records a --follow client may fall behind before it is cut off
+
+
+def register_events(endpoints: Endpoints, journal: Journal) -> None:
+    """Answer ``{"cmd": "events", "since": ID, "last": N, "follow": bool}``."""
+
+    def handler(request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        since = int(request.get("since", 0))
+        if request.get("last") is not None:  # only the newest N (the panel's "last events" page)
+            since = max(since, journal.next_id - 1 - int(request["last"]))
+        return stream_events(journal, since, bool(request.get("follow", False)))
+
+    endpoints.add_stream("events", handler)
+
+
+async def stream_events(journal: Journal, since: int, follow: bool) -> AsyncIterator[dict[str, Any]]:
+    """Reply items for the records after ``since``; with ``follow``, then each new record."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=FOLLOW_QUEUE)
+    overflowed = False
+
+    def listener(record: dict[str, Any]) -> None:
+        nonlocal overflowed
+        try:
+            queue.put_nowait(record)
+        except asyncio.QueueFull:
+            overflowed = True
+
+    if follow:
+        journal.add_listener(listener)
+    try:
+        # Old events may come from the rotated files: read them off the heartbeat loop.
+        history = await asyncio.to_thread(journal.since, since)
+        for record in history:
+            yield {"ok": True, "event": record}
+        last = history[-1]["id"] if history else since
+        while follow and not overflowed:
+            record = await queue.get()
+            if record["id"] > last:
+                yield {"ok": True, "event": record}
+        if overflowed:
+            raise ControlError("events --follow: the client reads too slowly; reconnect with --since")
+    finally:
+        journal.remove_listener(listener)

@@ -1,0 +1,135 @@
+"""The cluster's part of the status snapshot, and the alarm commands.
+
+The status snapshot (DESIGN.md) is one JSON document that the CLI, the
+panel, hooks and metrics all read. Each component contributes its own keys
+through :class:`~firmware.core.endpoints.Endpoints`; this module builds the
+keys that describe the cluster itself: this node and its state, the peer,
+each heartbeat link, the witness and the heartbeat timing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from firmware import __version__
+from firmware.core import cluster
+from firmware.core.alarms import AlarmBoard
+from firmware.core.cluster import ClusterState, Settings, WitnessResult
+from firmware.core.endpoints import Endpoints
+from firmware.core.journal import Journal
+from firmware.core.links import Link, LinkStats
+from firmware.core.peer import PeerView
+from firmware.core.states import Flag
+from firmware.core.ticks import TickLog
+from firmware.core.witness import Witness
+
+
+def flag_names(flags: Flag) -> list[str]:
+    """Flag names for status output."""
+    return [f.name.lower() for f in Flag if f and f in flags and f.name]
+
+
+def status_line(state: ClusterState | None) -> str:
+    """One line for systemd's STATUS=: the state, why, and whether the peer is heard."""
+    if state is None:
+        return "starting"
+    return f"{state.state.name} ({state.reason}); peer {'alive' if state.peer_alive else 'silent'}"
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Everything the cluster's status keys are built from, at one instant."""
+
+    settings: Settings
+    state: ClusterState
+    peer: PeerView
+    now: float          # monotonic
+    health: int
+    started_wall: float
+    board: str
+    extensions: tuple[str, ...]
+
+
+def cluster_status(view: ClusterView) -> dict[str, Any]:
+    """This node, its decision and its peer."""
+    st, now, msg = view.state, view.now, view.peer.message
+    last_rx = view.peer.last_rx
+    return {
+        "node": view.settings.node,
+        "role": view.settings.role.name.lower(),
+        "state": st.state.name,
+        "reason": st.reason,
+        "since_s": round(now - st.since, 3),
+        "health": view.health,
+        "epoch": st.persisted.epoch,
+        "flags": flag_names(cluster.heartbeat_flags(st)),
+        "maintenance": st.persisted.maintenance,
+        "version": __version__,
+        "uptime_s": round(time.time() - view.started_wall, 1),
+        "board": view.board,
+        "extensions": list(view.extensions),
+        "peer": {
+            "name": view.settings.peer,
+            "alive": st.peer_alive,
+            "state": msg.state.name if msg else None,
+            "role": msg.role.name.lower() if msg else None,
+            "health": msg.health if msg else None,
+            "epoch": msg.epoch if msg else None,
+            "flags": flag_names(msg.flags) if msg else [],
+            "last_heard_s": None if last_rx is None else round(now - last_rx, 3),
+        },
+    }
+
+
+def links_status(links: Mapping[str, Link], state: ClusterState, stats: Mapping[str, LinkStats],
+                 now: float) -> list[dict[str, Any]]:
+    """Each heartbeat link: whether it carries heartbeats each way, and its figures."""
+    judged = {link.name: link for link in state.links}
+    rows = []
+    for name, link in links.items():
+        status = judged.get(name)
+        rx, tx = (status.rx, status.tx) if status else (False, False)
+        rows.append({
+            "name": name, "kind": link.kind, "rx": rx, "tx": tx,
+            "state": "up" if rx and tx else "one-way" if rx or tx else "down",
+            "open": link.is_open, "detail": link.detail,
+            **stats[name].to_json(now),
+        })
+    return rows
+
+
+def witness_status(witness: Witness, result: WitnessResult | None, now: float) -> dict[str, Any]:
+    """The split-brain witness: its targets and the last check."""
+    return {
+        "configured": witness.configured,
+        "targets": witness.targets,
+        "ok": result.ok if result else None,
+        "detail": result.detail if result else "",
+        "age_s": None if result is None else round(now - result.started_at, 3),
+    }
+
+
+def heartbeat_status(settings: Settings, ticks: TickLog, tick: int) -> dict[str, Any]:
+    """Heartbeat timing: interval, deadtime and how late the ticks ran."""
+    return {"interval_ms": settings.heartbeat * 1000, "deadtime_ms": settings.deadtime * 1000,
+            "max_tick_lag_ms": round(ticks.max_lag * 1000, 2), "tick": tick,
+            "lateness_ms": ticks.lateness()}
+
+
+def register_alarm_commands(endpoints: Endpoints, board: AlarmBoard, journal: Journal) -> None:
+    """The ``alarms``/``alarm_silenced`` status keys and the ``alarm-silence`` command."""
+    endpoints.add_status(board.snapshot)
+    endpoints.add_command("alarm-silence", lambda request: _silence(board, journal, str(request.get("source", "cli"))))
+
+
+def _silence(board: AlarmBoard, journal: Journal, source: str) -> str:
+    alarms = board.active()
+    if not alarms:
+        return "no active alarms"
+    board.silence(alarms)
+    journal.record("alarm.silenced", {"source": source, "alarms": [a.text for a in alarms]})
+    return f"silenced {len(alarms)} alarm{'s' if len(alarms) > 1 else ''} (a new alarm sounds again)"
+

@@ -1,0 +1,51 @@
+"""The composition root: one node as the board profile and node config describe it.
+
+The daemon (:mod:`firmware.core.daemon`) knows nothing of front panels or
+simulators. This module builds it, then wires in what the board has:
+
+* the front panel, talking to its own daemon in-process through
+  :class:`~firmware.core.endpoints.LocalClient` (not through the Unix
+  socket), with its ``panel.frame`` and ``panel.report`` commands;
+* the board profile's ``extensions``: callables named by import path
+  (``"sim.extension:install"``) that receive the :class:`Node` and may register
+  control commands, status keys or health adjusters. The simulator plugs its
+  fault injection in this way, so the firmware has no simulator branches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firmware.config import Config
+from firmware.core.daemon import Daemon
+from firmware.core.endpoints import LocalClient
+from firmware.drivers import load_driver
+from firmware.panel.runner import PanelRunner
+from firmware.panel.setup import open_panel, register_panel_commands
+
+
+@dataclass
+class Node:
+    """A composed node: its configuration, its daemon and its front panel (if any)."""
+
+    config: Config
+    daemon: Daemon
+    panel: PanelRunner | None
+
+
+def build_node(config: Config) -> Node:
+    """The daemon with the board's panel and extensions wired in (nothing started yet)."""
+    daemon = Daemon(config)
+    try:
+        panel = open_panel(config, LocalClient(daemon.endpoints, lambda: daemon.loop))
+        if panel is not None:
+            daemon.add_component(panel)
+            daemon.journal.add_listener(lambda record: panel.notify())
+        register_panel_commands(daemon.endpoints, panel, daemon.journal)
+        node = Node(config, daemon, panel)
+        for index, spec in enumerate(config.board.extensions):
+            load_driver(spec, f"extensions[{index}]", config.board_path, node)
+    except BaseException:
+        daemon.release_hardware()
+        raise
+    return node

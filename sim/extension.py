@@ -1,0 +1,110 @@
+"""The simulator's fault injection, plugged into a node through its board profile.
+
+The simulator board profiles name :func:`install` in ``extensions``; the
+composition root (firmware/node.py) calls it with the composed node. It adds
+control commands that only make sense on simulated hardware:
+
+* ``sim.stall {seconds}``: block the daemon's event loop (a stalled daemon);
+* ``sim.contact {input, value}``: stick a relay's feedback contact on/off, or clear it;
+* ``sim.health {value}``: pin the health score (None: follow the sensors again);
+* ``sim.set {target, settings}``: a chassis fault (``psu1 ac=lost``);
+* ``panel.press {key, action, seconds}``: press, release, click or hold a front-panel key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from firmware.core.actions.relays import parse_ref
+from firmware.core.control import ControlError
+from firmware.node import Node
+from sim.chassis import SimChassis
+from sim.relaysim import ContactSense
+
+MAX_STALL_S = 30.0
+MAX_HOLD_S = 30.0
+
+
+def install(node: Node) -> None:
+    """Register the simulator's commands on ``node``."""
+    daemon = node.daemon
+    endpoints, journal, monitoring = daemon.endpoints, daemon.journal, daemon.monitoring
+    pinned: dict[str, int | None] = {"health": None}
+
+    def stall(request: dict[str, Any]) -> str:
+        seconds = min(float(request.get("seconds", 1.0)), MAX_STALL_S)
+        journal.record("sim.stall", {"seconds": seconds})
+        time.sleep(seconds)  # deliberately blocks the event loop: a fault injection
+        return f"stalled the event loop for {seconds:g} s"
+
+    def contact(request: dict[str, Any]) -> str:
+        ref, value = str(request.get("input", "")), request.get("value")
+        banks = daemon.takeover.feedback_banks
+        try:
+            bank, channel = parse_ref(ref)
+            sense = banks[bank]
+        except (ValueError, KeyError):
+            raise ControlError(f"no simulated feedback input {ref!r} (banks: {', '.join(banks)})") from None
+        if not isinstance(sense, ContactSense):
+            raise ControlError(f"feedback bank {bank!r} is not simulated")
+        sense.inject(channel, None if value is None else bool(value))
+        journal.record("sim.contact", {"input": ref, "stuck": value})
+        return f"{ref} {'cleared' if value is None else 'stuck ' + ('on' if value else 'off')}"
+
+    def health(request: dict[str, Any]) -> str:
+        value = request.get("value")
+        if value is None:  # back to the sensors' score
+            pinned["health"] = None
+            journal.record("health", {"health": monitoring.monitor.score, "source": "sensors"})
+            monitoring.refresh()
+            return f"health follows the sensors again ({monitoring.monitor.score})"
+        value = int(value)
+        if not 0 <= value <= 100:
+            raise ControlError("health must be 0-100")
+        pinned["health"] = value
+        journal.record("health", {"health": value, "source": "simulator"})
+        monitoring.refresh()
+        return f"health set to {value}"
+
+    def chassis_fault(request: dict[str, Any]) -> str:
+        settings = request.get("settings")
+        if not isinstance(settings, dict):
+            raise ControlError("sim.set needs settings as an object, e.g. {\"ac\": \"lost\"}")
+        host, target = monitoring.host, str(request.get("target", ""))
+        if not isinstance(host, SimChassis):
+            raise ControlError("this board's sensor host has nothing to inject into")
+        try:
+            detail = host.inject(target, settings)
+        except (KeyError, ValueError) as exc:
+            raise ControlError(str(exc).strip("'\"")) from None
+        journal.record("sim.set", {"target": target, "settings": settings})
+        monitoring.poll_now()
+        return detail or f"{target}: set {settings}"
+
+    async def press(request: dict[str, Any]) -> str:
+        if node.panel is None:
+            raise ControlError("this node has no front panel (none in the board profile, or [panel] enabled = false)")
+        key, action = str(request.get("key", "")).lower(), str(request.get("action", "click"))
+        sources = node.panel.keys
+        source = next((s for s in sources if key in getattr(s, "key_names", ())), None)
+        if source is None:
+            names = sorted({name for s in sources for name in getattr(s, "key_names", ())})
+            raise ControlError(f"no panel key {key!r} (keys: {', '.join(names) or 'none'})")
+        if action not in ("press", "release", "click", "hold"):
+            raise ControlError(f"action {action!r}: expected press, release, click or hold")
+        if action in ("press", "click", "hold"):
+            source.inject(key, "press")
+        if action == "hold":
+            await asyncio.sleep(min(float(request.get("seconds", 1.0)), MAX_HOLD_S))
+        if action in ("release", "click", "hold"):
+            source.inject(key, "release")
+        return f"{key} {action}"
+
+    monitoring.add_adjuster(lambda score: score if pinned["health"] is None else pinned["health"])
+    endpoints.add_command("sim.stall", stall)
+    endpoints.add_command("sim.contact", contact)
+    endpoints.add_command("sim.health", health)
+    endpoints.add_command("sim.set", chassis_fault)
+    endpoints.add_command("panel.press", press)
