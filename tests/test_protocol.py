@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from firmware.core.heartbeat import HeartbeatEndpoint
-from firmware.core.links import LATENESS_BUCKETS_MS, LinkStats
+from firmware.core.heartbeat import LATENESS_BUCKETS_MS, HeartbeatEndpoint, LinkFigures
 from firmware.core.protocol import (
     HEADER,
     MAX_PACKET_BYTES,
@@ -210,7 +209,7 @@ def endpoint(peer: str = "beta", counter: int = 10, keyring: Keyring | None = No
 
 
 def counters(ep: HeartbeatEndpoint, link: str) -> int:
-    stats = ep.stats[link]
+    stats = ep.figures[link]
     return sum(stats.rejected.values()) + stats.pending
 
 
@@ -218,7 +217,7 @@ def _assert_one_rejection(ep: HeartbeatEndpoint, packet: bytes) -> None:
     before = counters(ep, "lan")
     assert ep.receive("lan", packet, 1.0) is None
     assert counters(ep, "lan") == before + 1
-    assert ep.stats["lan"].received == 0
+    assert ep.figures["lan"].received == 0
     assert counters(ep, "serial") == 0
 
 
@@ -384,7 +383,7 @@ class Node:
         return self.ep.seal(message)
 
     def rejected(self, reason: str, link: str = "lan") -> int:
-        stats = self.ep.stats[link]
+        stats = self.ep.figures[link]
         return stats.pending if reason == "unconfirmed" else stats.rejected[reason]
 
 
@@ -401,7 +400,7 @@ def test_same_packet_twice_is_a_replay() -> None:
     # The same packet arriving over another link is a replay too.
     assert a.ep.receive("serial", packet, 1.02) is None
     assert a.rejected("replay", "serial") == 1
-    assert a.ep.stats["lan"].received == 1
+    assert a.ep.figures["lan"].received == 1
 
 
 def test_older_packet_after_a_newer_one_is_accepted_once() -> None:
@@ -410,7 +409,7 @@ def test_older_packet_after_a_newer_one_is_accepted_once() -> None:
     second = b.packet(1.1)
     assert a.ep.receive("lan", second, 1.1) is not None
     got = a.ep.receive("lan", first, 1.12)
-    assert got is not None and got.tick == 1
+    assert got is not None and got.heartbeat.tick == 1 and got.view.message.tick == 2
     assert a.ep.receive("lan", first, 1.13) is None
     assert a.ep.receive("lan", second, 1.14) is None
     assert a.rejected("replay") == 2
@@ -519,7 +518,7 @@ def test_after_our_restart_old_packets_of_the_same_peer_boot_are_refused() -> No
     assert restarted.ep.view().boot_id is None
     newer = b.packet(now)
     got = restarted.ep.receive("lan", newer, now)
-    assert got is not None and got.tick == 7
+    assert got is not None and got.heartbeat.tick == 7
     assert restarted.ep.view().boot_id == b.ep.boot_id
 
 
@@ -535,7 +534,7 @@ def test_after_our_restart_old_packets_stay_refused_once_the_peer_is_back() -> N
     for packet in sent:
         assert restarted.ep.receive("serial", packet, now + 1) is None
     assert restarted.ep.view().links[1].rx_at is None
-    assert restarted.ep.stats["serial"].received == 0
+    assert restarted.ep.figures["serial"].received == 0
 
 
 def test_after_our_restart_packets_sent_after_the_last_save_need_a_round_trip() -> None:
@@ -600,57 +599,55 @@ def test_acknowledgements_date_our_sends_per_link() -> None:
 
 
 def test_link_stats_count_lost_ticks_from_gaps() -> None:
-    stats = LinkStats()
+    stats = LinkFigures()
     boot = new_boot_id(1)
     for i, tick in enumerate([1, 2, 5, 6, 10]):
-        stats.record_valid(1.0 + i * INTERVAL, boot, tick, INTERVAL)
+        stats.record_valid(None, 1.0 + i * INTERVAL, boot, tick, INTERVAL)
     assert stats.received == 5
     assert stats.lost == 2 + 3
     # A late, older tick is not a loss and does not move the reference back.
-    stats.record_valid(1.5, boot, 8, INTERVAL)
-    stats.record_valid(1.6, boot, 11, INTERVAL)
+    stats.record_valid(None, 1.5, boot, 8, INTERVAL)
+    stats.record_valid(None, 1.6, boot, 11, INTERVAL)
     assert stats.lost == 5
     # A new peer boot restarts tick numbering without counting a loss.
     other = new_boot_id(2)
-    stats.record_valid(1.7, other, 1, INTERVAL)
-    stats.record_valid(1.8, other, 3, INTERVAL)
+    stats.record_valid(None, 1.7, other, 1, INTERVAL)
+    stats.record_valid(None, 1.8, other, 3, INTERVAL)
     assert stats.lost == 6
 
 
 def test_link_stats_put_lateness_in_the_right_bucket() -> None:
     assert LATENESS_BUCKETS_MS == (10, 25, 50, 100, 200, 500)
-    stats = LinkStats()
+    stats = LinkFigures()
     boot = new_boot_id(1)
     now = 10.0
-    stats.record_valid(now, boot, 1, INTERVAL)
+    stats.record_valid(None, now, boot, 1, INTERVAL)
     assert sum(stats.lateness) == 0  # the first packet has no gap to judge
     # (gap after the previous packet in ms, expected bucket)
     cases = [(100, 0), (95, 0), (118, 1), (140, 2), (180, 3), (290, 4), (450, 5), (900, 6), (5000, 6)]
     expected = [0] * 7
     for tick, (gap_ms, bucket) in enumerate(cases, start=2):
-        now += gap_ms / 1000
-        stats.record_valid(now, boot, tick, INTERVAL)
+        previous, now = now, now + gap_ms / 1000
+        stats.record_valid(previous, now, boot, tick, INTERVAL)
         expected[bucket] += 1
         assert stats.lateness == expected, (gap_ms, bucket)
-    figures = stats.to_json(now + 1.0)
+    figures = stats.to_json()
     assert figures["late_over_50ms"] == sum(expected[3:]) == 5
     assert figures["lateness_ms"]["<=10ms"] == 2
     assert figures["lateness_ms"][">500ms"] == 2
-    assert figures["last_heard_s"] == 1.0
     assert figures["lost"] == 0
 
 
 def test_link_stats_rejections() -> None:
-    stats = LinkStats()
+    stats = LinkFigures()
     stats.record_reject("bad_tag")
     stats.record_reject("bad_tag")
     stats.record_reject("unconfirmed")
     stats.record_reject("replay")
-    figures = stats.to_json(0.0)
+    figures = stats.to_json()
     assert figures["rejected"] == {"bad_tag": 2, "replay": 1}
     assert figures["rejected_total"] == 3
     assert figures["pending"] == 1
-    assert figures["last_heard_s"] is None
 
 
 def test_endpoint_counts_valid_packets_per_link() -> None:
@@ -659,6 +656,10 @@ def test_endpoint_counts_valid_packets_per_link() -> None:
         a.ep.receive("lan", b.packet(1.0 + i * INTERVAL), 1.0 + i * INTERVAL)
     b.packet(1.3)  # lost on every link
     a.ep.receive("lan", b.packet(1.4), 1.4)
-    assert a.ep.stats["lan"].received == 4
-    assert a.ep.stats["lan"].lost == 1
-    assert a.ep.stats["serial"].received == 0
+    assert a.ep.figures["lan"].received == 4
+    assert a.ep.figures["lan"].lost == 1
+    assert a.ep.figures["serial"].received == 0
+    # One "last heard" clock: the peer tracker's, as the decision core sees it.
+    assert a.ep.link_status("lan", 2.4)["last_heard_s"] == 1.0
+    assert a.ep.link_status("serial", 2.4)["last_heard_s"] is None
+    assert a.ep.view().links[0].rx_at == 1.4

@@ -40,6 +40,7 @@ from firmware.core.links import Link, make_link
 from firmware.core.monitoring import Monitoring
 from firmware.core.notify import Notifier
 from firmware.core.operator import OperatorCommands
+from firmware.core.peer import PeerView
 from firmware.core.protocol import Heartbeat, Keyring, new_boot_id
 from firmware.core.states import Flag, NodeState
 from firmware.core.status import (
@@ -115,8 +116,7 @@ class Daemon:
             keyring, node.peer, list(self.links), self.settings.heartbeat, self.settings.deadtime,
             boot_id=new_boot_id(self.boot.counter), known_peer=self.boot.known_peer,
             # Packets the peer may have sent between our last save and our restart: a round trip first.
-            known_margin=2 * (PEER_RECORD_EVERY_TICKS + 10) * len(self.links),
-            stats={name: link.stats for name, link in self.links.items()})
+            known_margin=2 * (PEER_RECORD_EVERY_TICKS + 10) * len(self.links))
         self.witness = Witness(node.witness.targets, node.witness.require, node.witness.timeout_ms / 1000)
         self.witness_checks = WitnessChecks(self.witness, self.settings.heartbeat, self._on_witness)
         self.notifier = Notifier()
@@ -292,10 +292,11 @@ class Daemon:
 
     def _on_packet(self, link: str, packet: bytes, now: float) -> None:
         try:
-            if self.endpoint.receive(link, packet, now) is not None:
-                self._evaluate(now)
+            delivery = self.endpoint.receive(link, packet, now)
+            if delivery is not None:
+                self._evaluate(now, peer=delivery.view)
         except Exception:  # never let one packet take the transport down
-            self.endpoint.stats[link].record_reject("internal_error")
+            self.endpoint.figures[link].record_reject("internal_error")
             log.exception("link %s: failed to handle a packet", link)
 
     # ------------------------------------------------------------------ decisions
@@ -309,20 +310,20 @@ class Daemon:
         assert self.loop is not None
         return self.loop.time()
 
-    def _inputs(self, now: float, stalled_for: float = 0.0) -> Inputs:
+    def _inputs(self, now: float, stalled_for: float = 0.0, peer: PeerView | None = None) -> Inputs:
         local = time.localtime()
         return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
-                      tick=self.endpoint.tick, peer=self.endpoint.view(), health=self.health,
+                      tick=self.endpoint.tick, peer=peer or self.endpoint.view(), health=self.health,
                       witness=self.witness_result, actions=self.actions, stalled_for=stalled_for)
 
-    def _evaluate(self, now: float, stalled_for: float | None = None) -> None:
+    def _evaluate(self, now: float, stalled_for: float | None = None, peer: PeerView | None = None) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:
             return
         if stalled_for is None:
             # Whatever callback runs first after a stall (often a queued packet) sees how late
             # the heartbeat tick is, so the core can fence before it reacts to anything else.
             stalled_for = max(0.0, now - self._next_tick_at)
-        self.state, out = cluster.step(self.settings, self.state, self._inputs(now, stalled_for))
+        self.state, out = cluster.step(self.settings, self.state, self._inputs(now, stalled_for, peer))
         self._apply(out)
 
     def command(self, name: str, force: bool, source: str) -> Reply:
@@ -423,4 +424,4 @@ class Daemon:
                 "witness": witness_status(self.witness, self.witness_result, now)}
 
     def _links_status(self) -> list[dict[str, Any]]:
-        return links_status(self.links, self._state, self.endpoint.stats, self._now())
+        return links_status(self.links, self._state, self.endpoint, self._now())

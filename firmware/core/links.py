@@ -1,4 +1,4 @@
-"""Heartbeat transports (UDP and serial) and their per-link figures.
+"""Heartbeat transports (UDP and serial) and what each one carried.
 
 Every link carries the same sealed packets. A link never blocks: sends that
 cannot go out at once are dropped and counted, and a serial port that
@@ -12,8 +12,7 @@ import errno
 import logging
 import os
 import socket
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import serial
@@ -25,7 +24,6 @@ from firmware.serialport import close_quietly, open_port
 
 log = logging.getLogger(__name__)
 
-LATENESS_BUCKETS_MS = (10, 25, 50, 100, 200, 500)
 SERIAL_REOPEN_S = 0.05
 SERIAL_MAX_FRAME = 512
 SERIAL_MAX_QUEUED = 1024
@@ -38,63 +36,19 @@ class LinkError(TandemError):
 
 
 @dataclass
-class LinkStats:
-    """Counters for one link, as shown by `tandem links`."""
+class TransportCounters:
+    """What one transport carried: packets (frames) and their bytes each way, what it could not send or decode."""
 
-    sent: int = 0
+    frames_sent: int = 0
+    bytes_sent: int = 0
     send_dropped: int = 0
-    received: int = 0
-    lost: int = 0
-    pending: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    last_rx_at: float | None = None
-    lateness: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS_MS) + 1))
-    _last_tick: int | None = None
-    _last_boot: bytes | None = None
+    frames_received: int = 0
+    bytes_received: int = 0
+    bad_frames: int = 0  # serial frames that could not be decoded (line noise), dropped before the protocol
 
-    def record_valid(self, now: float, boot_id: bytes, tick: int, interval: float) -> None:
-        """Count an accepted heartbeat: losses from tick gaps, lateness from arrival gaps."""
-        self.received += 1
-        if boot_id != self._last_boot:
-            self._last_boot, self._last_tick = boot_id, None
-        if self._last_tick is not None and tick > self._last_tick + 1:
-            self.lost += tick - self._last_tick - 1
-        if self._last_tick is None or tick > self._last_tick:
-            self._last_tick = tick
-        if self.last_rx_at is not None:
-            late_ms = (now - self.last_rx_at - interval) * 1000
-            self.lateness[_bucket(late_ms)] += 1
-        self.last_rx_at = now
-
-    def record_reject(self, reason: str) -> None:
-        """Count a dropped packet under its reason."""
-        if reason == "unconfirmed":
-            self.pending += 1
-        else:
-            self.rejected[reason] += 1
-
-    def to_json(self, now: float) -> dict[str, Any]:
-        """The figures as plain data."""
-        labels = [f"<={b}ms" for b in LATENESS_BUCKETS_MS] + [f">{LATENESS_BUCKETS_MS[-1]}ms"]
-        return {
-            "sent": self.sent,
-            "send_dropped": self.send_dropped,
-            "received": self.received,
-            "lost": self.lost,
-            "pending": self.pending,
-            "rejected": dict(self.rejected),
-            "rejected_total": sum(self.rejected.values()),
-            "last_heard_s": None if self.last_rx_at is None else round(now - self.last_rx_at, 3),
-            "lateness_ms": dict(zip(labels, self.lateness)),
-            "late_over_50ms": sum(self.lateness[3:]),
-        }
-
-
-def _bucket(late_ms: float) -> int:
-    for index, bound in enumerate(LATENESS_BUCKETS_MS):
-        if late_ms <= bound:
-            return index
-    return len(LATENESS_BUCKETS_MS)
+    def to_json(self) -> dict[str, int]:
+        """The counters as plain data."""
+        return dict(self.__dict__)
 
 
 class Link:
@@ -104,7 +58,7 @@ class Link:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.stats = LinkStats()
+        self.counters = TransportCounters()
         self.detail = "not started"
         self._on_packet: PacketHandler | None = None
 
@@ -127,7 +81,13 @@ class Link:
         """Whether the transport can send right now."""
         raise NotImplementedError
 
+    def _count_sent(self, packet: bytes) -> None:
+        self.counters.frames_sent += 1
+        self.counters.bytes_sent += len(packet)
+
     def _deliver(self, packet: bytes) -> None:
+        self.counters.frames_received += 1
+        self.counters.bytes_received += len(packet)
         if self._on_packet is not None:
             self._on_packet(self.name, packet, asyncio.get_running_loop().time())
 
@@ -142,7 +102,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like arrive here; the peer may simply be down.
-        self.link.stats.send_dropped += 1
+        self.link.counters.send_dropped += 1
         self.link.detail = f"last send error: {exc}"
 
 
@@ -184,13 +144,13 @@ class UdpLink(Link):
     def send(self, packet: bytes) -> None:
         """Send to the peer's address; errors are counted, never raised."""
         if self._transport is None:
-            self.stats.send_dropped += 1
+            self.counters.send_dropped += 1
             return
         try:
             self._transport.sendto(packet, self.peer_address)
-            self.stats.sent += 1
+            self._count_sent(packet)
         except OSError as exc:
-            self.stats.send_dropped += 1
+            self.counters.send_dropped += 1
             self.detail = f"last send error: {exc}"
 
     @property
@@ -290,8 +250,7 @@ class SerialLink(Link):
             self._lost(f"read failed: {exc}")
             return
         packets, malformed = self._decoder.feed(data)
-        for _ in range(malformed):
-            self.stats.record_reject("malformed")
+        self.counters.bad_frames += malformed
         for packet in packets:
             self._deliver(packet)
 
@@ -304,30 +263,30 @@ class SerialLink(Link):
         """Write one frame if the port's queue has room; otherwise drop it."""
         port = self._serial
         if port is None:
-            self.stats.send_dropped += 1
+            self.counters.send_dropped += 1
             return
         frame = encode_frame(packet)
         try:
             if port.out_waiting > SERIAL_MAX_QUEUED:
-                self.stats.send_dropped += 1
+                self.counters.send_dropped += 1
                 return
             # os.write on pyserial's non-blocking fd: pyserial's own write() spins
             # on EAGAIN even with write_timeout=0, which would stall the event loop.
             written = os.write(port.fileno(), frame)
         except BlockingIOError:
-            self.stats.send_dropped += 1
+            self.counters.send_dropped += 1
             return
         except (serial.SerialException, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
-                self.stats.send_dropped += 1
+                self.counters.send_dropped += 1
                 return
             self._lost(f"write failed: {exc}")
-            self.stats.send_dropped += 1
+            self.counters.send_dropped += 1
             return
         if written < len(frame):
-            self.stats.send_dropped += 1  # the partial frame is discarded by the far decoder
+            self.counters.send_dropped += 1  # the partial frame is discarded by the far decoder
         else:
-            self.stats.sent += 1
+            self._count_sent(packet)
 
     def maintain(self, now: float) -> None:
         """Reopen the port if it was lost (a USB adapter unplugged and plugged back)."""

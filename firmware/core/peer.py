@@ -23,6 +23,7 @@ from firmware.core.protocol import Header, Heartbeat, boot_counter, boot_tag, li
 
 REPLAY_WINDOW = 1024
 RETIRED_BOOTS = 8
+SENT_TICKS_KEPT = 128  # our recent ticks and when they went out, to date the peer's acknowledgements
 
 
 class ReplayWindow:
@@ -103,15 +104,23 @@ class PeerTracker:
         self._message_at: float | None = None
         self._acked_tick = 0
         self._ack_boot: _Boot | None = None  # the boot our acknowledgements refer to
+        self._sent_at: OrderedDict[int, float] = OrderedDict()
 
-    def accept(
-        self, header: Header, message: Heartbeat, link: str, now: float,
-        own_boot_id: bytes, own_tick: int, sent_at: dict[int, float],
-    ) -> str | None:
+    def sent(self, tick: int, now: float) -> None:
+        """Our heartbeat round ``tick`` went out at ``now`` (the peer's acknowledgements are dated by it)."""
+        self._sent_at[tick] = now
+        while len(self._sent_at) > SENT_TICKS_KEPT:
+            self._sent_at.popitem(last=False)
+
+    def last_heard(self, link: str) -> float | None:
+        """When the current peer boot was last heard on ``link`` (None: not yet)."""
+        return self._rx_at.get(link)
+
+    def accept(self, header: Header, message: Heartbeat, link: str, now: float,
+               own_boot_id: bytes, own_tick: int) -> str | None:
         """File one opened packet; return None if accepted, else the reject reason.
 
-        `own_tick` is our current heartbeat tick and `sent_at` maps our recent
-        ticks to the time we sent them (to date the peer's acknowledgements).
+        `own_tick` is our current heartbeat tick.
         """
         if message.node != self.peer_name:
             return "wrong_node"
@@ -135,8 +144,8 @@ class PeerTracker:
             self._acked_tick = max(self._acked_tick, newest_ack)
             for name in self.link_names:
                 tick = message.ack_for(name)
-                if tick is not None and tick in sent_at:
-                    self._tx_ok_at[name] = max(self._tx_ok_at.get(name, 0.0), sent_at[tick])
+                if tick is not None and tick in self._sent_at:
+                    self._tx_ok_at[name] = max(self._tx_ok_at.get(name, 0.0), self._sent_at[tick])
         self._rx_at[link] = now
         if self._message is None or message.tick >= self._message.tick:
             self._message, self._message_at = message, now

@@ -20,7 +20,8 @@ from firmware.core.alarms import AlarmBoard
 from firmware.core.cluster import ClusterState, Settings, WitnessResult
 from firmware.core.endpoints import Endpoints
 from firmware.core.journal import Journal
-from firmware.core.links import Link, LinkStats
+from firmware.core.heartbeat import HeartbeatEndpoint
+from firmware.core.links import Link
 from firmware.core.peer import PeerView
 from firmware.core.states import Flag
 from firmware.core.ticks import TickLog
@@ -84,19 +85,31 @@ def cluster_status(view: ClusterView) -> dict[str, Any]:
     }
 
 
-def links_status(links: Mapping[str, Link], state: ClusterState, stats: Mapping[str, LinkStats],
+def links_status(links: Mapping[str, Link], state: ClusterState, endpoint: HeartbeatEndpoint,
                  now: float) -> list[dict[str, Any]]:
-    """Each heartbeat link: whether it carries heartbeats each way, and its figures."""
+    """Each heartbeat link: whether it carries heartbeats each way, what its transport carried, its figures.
+
+    Frames the transport could not decode (serial line noise) count as ``malformed`` rejects, as
+    packets that fail to parse do.
+    """
     judged = {link.name: link for link in state.links}
     rows = []
     for name, link in links.items():
         status = judged.get(name)
         rx, tx = (status.rx, status.tx) if status else (False, False)
+        figures = endpoint.link_status(name, now)
+        counters = link.counters
+        if counters.bad_frames:
+            rejected = {**figures["rejected"]}
+            rejected["malformed"] = rejected.get("malformed", 0) + counters.bad_frames
+            figures.update(rejected=rejected, rejected_total=figures["rejected_total"] + counters.bad_frames)
         rows.append({
             "name": name, "kind": link.kind, "rx": rx, "tx": tx,
             "state": "up" if rx and tx else "one-way" if rx or tx else "down",
             "open": link.is_open, "detail": link.detail,
-            **stats[name].to_json(now),
+            "sent": counters.frames_sent, "send_dropped": counters.send_dropped,
+            "transport": counters.to_json(),
+            **figures,
         })
     return rows
 
