@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 class ActionError(TandemError):
     """An action that could not do its job; the message goes to the journal and status.
 
+    The message says what went wrong, not which action: the plan names the
+    action (the journal's ``action`` field, ``"<action>: <message>"`` in details).
+
     ``key`` is the node-config key of the action that failed (``shared_ips``,
     ``relay_groups``, ``service``) once the plan has attributed the error.
     """
@@ -108,7 +111,7 @@ class ActionPlan:
             try:
                 action.check()
             except ActionError as exc:
-                raise ActionError(str(exc), key=exc.key or CONFIG_KEYS[action.kind]) from None
+                raise ActionError(f"{action.name}: {exc}", key=exc.key or CONFIG_KEYS[action.kind]) from None
 
     def of_kind(self, kind: str) -> list[Action]:
         """The plan's actions of one kind (``shared_ip``, ``relays``, ``service``), in order."""
@@ -136,7 +139,7 @@ class ActionPlan:
     @staticmethod
     def _result(outcomes: list[ActionOutcome], hooks: list[HookResult]) -> PlanResult:
         failed = [o for o in outcomes if not o.ok]
-        detail = "; ".join(o.detail if o.detail.startswith(o.action) else f"{o.action}: {o.detail}" for o in failed)
+        detail = "; ".join(f"{o.action}: {o.detail}" for o in failed)
         return PlanResult(not failed, detail=detail, outcomes=tuple(outcomes), hooks=tuple(hooks))
 
     async def _run(self, action: Action, method: Callable[[], Any]) -> ActionOutcome:

@@ -55,9 +55,9 @@ class RelayAction:
             for ref in refs:
                 bank, channel = parse_ref(ref)
                 if bank not in banks:
-                    raise ActionError(f"{self.name}: {ref}: no {kind} {bank!r} in the board profile")
+                    raise ActionError(f"{ref}: no {kind} {bank!r} in the board profile")
                 if not 1 <= channel <= banks[bank].channels:
-                    raise ActionError(f"{self.name}: {ref}: {bank} has channels 1-{banks[bank].channels}")
+                    raise ActionError(f"{ref}: {bank} has channels 1-{banks[bank].channels}")
 
     async def prepare(self) -> None:
         """Nothing to do before joining."""
@@ -71,19 +71,19 @@ class RelayAction:
         problem = await self._verify(self.group.energized_when_active)
         if problem and self.group.on_mismatch == "block":
             await self._switch(not self.group.energized_when_active, "released")
-            raise ActionError(f"{self.name}: {problem}; takeover blocked (on_mismatch = block)")
+            raise ActionError(f"{problem}; takeover blocked (on_mismatch = block)")
 
     async def ensure_absent(self) -> None:
         """Switch to the released position (always allowed)."""
         await self._switch(not self.group.energized_when_active, "released")
         problem = await self._verify(not self.group.energized_when_active)
         if problem:
-            raise ActionError(f"{self.name}: {problem}")
+            raise ActionError(problem)
 
     def _refuse_if_peer_holds(self) -> None:
         reason = self.interlock()
         if reason:
-            raise ActionError(f"{self.name}: interlock: {reason}; relays stay open")
+            raise ActionError(f"interlock: {reason}; relays stay open")
 
     async def _switch(self, energized: bool, position: str) -> None:
         # Releasing tries every output even if one fails: one dead bank must not keep another closed.
@@ -101,7 +101,7 @@ class RelayAction:
             self.timeline.append({"time": time.time(), "output": ref, "energized": energized})
         del self.timeline[:-TIMELINE_KEPT]
         if errors:
-            raise ActionError(f"{self.name}: {'; '.join(errors)}")
+            raise ActionError("; ".join(errors))
         self.position = position
 
     def release_now(self) -> None:

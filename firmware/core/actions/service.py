@@ -63,10 +63,10 @@ class ServiceAction:
             program = argv[0]
             if os.sep in program:
                 if not os.access(program, os.X_OK):
-                    raise ActionError(f"service: {program} is not an executable file")
+                    raise ActionError(f"{program} is not an executable file")
             elif not any(os.access(os.path.join(d, program), os.X_OK)
                          for d in os.environ.get("PATH", os.defpath).split(os.pathsep)):
-                raise ActionError(f"service: {program} is not on PATH")
+                raise ActionError(f"{program} is not on PATH")
 
     async def is_running(self) -> bool:
         """Ask the status command (exit 0 = running)."""
@@ -93,14 +93,14 @@ class ServiceAction:
         if await self.is_running():
             code, output = await run_command(self.config.stop, self.timeout)
             if code != 0:
-                raise ActionError(f"service stop failed (exit {code}): {output}")
+                raise ActionError(f"stop failed (exit {code}): {output}")
         if await self.is_running():
-            raise ActionError("service still running after the stop command")
+            raise ActionError("still running after the stop command")
 
     async def _start(self) -> None:
         code, output = await run_command(self.config.start, self.timeout)
         if code != 0:
-            raise ActionError(f"service start failed (exit {code}): {output}")
+            raise ActionError(f"start failed (exit {code}): {output}")
         self.running = True
 
     async def _wait_ready(self) -> None:
@@ -112,7 +112,7 @@ class ServiceAction:
             if code == 0:
                 return
             if time.monotonic() >= deadline:
-                raise ActionError(f"service not ready after {self.config.ready_timeout_ms / 1000:g} s: {output}")
+                raise ActionError(f"not ready after {self.config.ready_timeout_ms / 1000:g} s: {output}")
             await asyncio.sleep(READY_RETRY_S)
 
     def status(self) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class SharedIpAction:
         try:
             self.network.check(self.config.interface)
         except NetworkError as exc:
-            raise ActionError(f"{self.name}: {exc}") from None
+            raise ActionError(str(exc)) from None
 
     async def prepare(self) -> None:
         """Nothing to do before joining."""
@@ -62,7 +62,7 @@ class SharedIpAction:
             if cfg.route_source:
                 await asyncio.to_thread(self.network.set_route_source, self.interface, ip)
         except NetworkError as exc:
-            raise ActionError(f"{self.name}: {exc}") from None
+            raise ActionError(str(exc)) from None
         self._cancel_tasks()
         if cfg.announce_count > 1:
             self._tasks.append(asyncio.ensure_future(self._announce_burst()))
@@ -79,7 +79,7 @@ class SharedIpAction:
             await asyncio.to_thread(self.network.remove_address, self.interface, ip)
             self.present = False
         except NetworkError as exc:
-            raise ActionError(f"{self.name}: {exc}") from None
+            raise ActionError(str(exc)) from None
 
     async def _announce(self) -> None:
         await asyncio.to_thread(self.network.announce, self.interface, self.config.ip.ip, self.config.router)
