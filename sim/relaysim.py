@@ -9,8 +9,8 @@ daemon exposes `inject` through the control socket only on simulator profiles.
 
 from __future__ import annotations
 
-from firmware.core.actions.relay_base import RelayError, check_channel
-from firmware.core.actions.relay_gpio import pin_factory
+from firmware.drivers.relays.base import RelayError, check_channel
+from firmware.drivers.relays.gpio import pin_factory
 
 
 class ContactSense:

@@ -1,6 +1,6 @@
 """An emulated CH340 USB relay board ("LCUS" style) on a pseudo-terminal.
 
-The driver (``firmware.core.actions.relay_usb.UsbRelayBoard``) opens the
+The driver (``firmware.drivers.relays.usb.UsbRelayBoard``) opens the
 stable symlink ``directory/usbrelay.tty``, which points at the slave side of
 a raw pty. A background thread reads the master side, parses the 4-byte
 frames ``A0 <channel> <state> <checksum>`` (resynchronising on 0xA0 after

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import serial
 
-from firmware.core.actions.relay_base import RelayDriver, RelayError, check_channel
-from firmware.core.actions.relay_pcf8574 import Pcf8574Inputs, Pcf8574Relays
-from firmware.core.actions.relay_usb import UsbRelayBoard, frame
+from firmware.drivers.relays.base import RelayDriver, RelayError, check_channel
+from firmware.drivers.relays.pcf8574 import Pcf8574Inputs, Pcf8574Relays
+from firmware.drivers.relays.usb import UsbRelayBoard, frame
 from sim.i2c import Pcf8574Model, SimI2cDevice, SimSMBus
 from sim.usbrelay import UsbRelayEmulator
 
@@ -469,7 +469,7 @@ def test_daemon_alarms_when_the_usb_relay_board_is_unplugged(tmp_path) -> None:
     board = tmp_path / "usb-board.toml"
     with UsbRelayEmulator(tmp_path / "usb", channels=2) as emulator:
         board.write_text('name = "usb-sim"\nsimulator = true\nnetwork = "sim.network:RecordingNetwork"\n'
-                         '[relays.trunk]\ndriver = "firmware.core.actions.relay_usb:UsbRelayBoard"\n'
+                         '[relays.trunk]\ndriver = "firmware.drivers.relays.usb:UsbRelayBoard"\n'
                          f'port = "{emulator.path}"\nchannels = 2\n')
         rack = TwoNodeRack(_Path(tmp_path / "rack"), relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
                                                                     "settle_ms": 0}], board=str(board))

@@ -112,7 +112,7 @@ class WatchdogPulse:
         """Claim the pin (low)."""
         from gpiozero import DigitalOutputDevice
 
-        from firmware.core.actions.relay_gpio import pin_factory
+        from firmware.drivers.relays.gpio import pin_factory
 
         try:
             self._device = DigitalOutputDevice(self.pin, active_high=self.active_high, initial_value=False,

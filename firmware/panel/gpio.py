@@ -30,7 +30,7 @@ from gpiozero import LED, Button, Buzzer, Device, RotaryEncoder
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockFactory
 
-from firmware.core.actions.relay_gpio import pin_factory as named_pin_factory
+from firmware.drivers.relays.gpio import pin_factory as named_pin_factory
 from firmware.panel.base import (
     Blink,
     Indicators,

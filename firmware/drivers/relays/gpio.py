@@ -13,7 +13,7 @@ import time
 from importlib.metadata import entry_points
 from typing import Any
 
-from firmware.core.actions.relay_base import RelayError, check_channel
+from firmware.drivers.relays.base import RelayError, check_channel
 
 _FACTORIES: dict[str, Any] = {}
 
