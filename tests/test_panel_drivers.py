@@ -194,7 +194,8 @@ def test_gpio_keys_close_releases_and_silences(factory: MockFactory) -> None:
     again.close()
 
 
-def test_gpio_keys_from_a_profile_table(closing: Callable[[Any], Any]) -> None:
+def test_gpio_keys_from_a_profile_table(pin_factories: Callable[[str], Factory],
+                                        closing: Callable[[Any], Any]) -> None:
     profile = Path("board.toml")
     keys = closing(load_driver("firmware.panel.gpio:GpioKeys", "panel.keys.buttons", profile,
                                pins={"up": 0, "down": 1}, pin_factory="mock"))

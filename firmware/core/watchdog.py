@@ -112,11 +112,11 @@ class WatchdogPulse:
         """Claim the pin (low)."""
         from gpiozero import DigitalOutputDevice
 
-        from firmware.drivers.relays.gpio import pin_factory
+        from firmware import gpio
 
         try:
             self._device = DigitalOutputDevice(self.pin, active_high=self.active_high, initial_value=False,
-                                               pin_factory=pin_factory(self.factory_name))
+                                               pin_factory=gpio.pin_factory(self.factory_name))
         except Exception as exc:
             raise WatchdogError(f"watchdog pulse on GPIO {self.pin}: {exc}") from None
 

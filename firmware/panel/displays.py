@@ -35,7 +35,8 @@ from PIL import Image
 
 from firmware.drivers.i2c import SMBusOpener, check_bus, check_pcf8574_address, reason, smbus_opener
 from firmware.panel.base import Display
-from firmware.panel.gpio import GpioError, check_pin, claim, close_all, resolve_factory
+from firmware.gpio import resolve_factory
+from firmware.panel.gpio import GpioError, check_pin, claim, close_all
 
 __all__ = ["CONTROLLERS", "DisplayError", "Hd44780Display", "LumaGraphicDisplay"]
 

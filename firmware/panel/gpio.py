@@ -1,9 +1,9 @@
 """Front-panel keys and indicators on GPIO lines, through gpiozero.
 
 The board profile names the pin factory (``pin_factory = "lgpio"`` on a
-Raspberry Pi, ``"mock"`` in the simulator); it is resolved by the same helper
-the GPIO relay drivers use. Tests may pass a gpiozero ``Factory`` object
-instead of a name.
+Raspberry Pi, ``"mock"`` in the simulator); it comes from the process's
+registry, `firmware.gpio`, like the GPIO relays'. Tests may pass a gpiozero
+``Factory`` object instead of a name.
 
 - `GpioKeys`: one push button per key, wired from the GPIO to ground against
   the internal pull-up (``pull_up = true``), or to 3V3 against an external
@@ -30,7 +30,7 @@ from gpiozero import LED, Button, Buzzer, Device, RotaryEncoder
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockFactory
 
-from firmware.drivers.relays.gpio import pin_factory as named_pin_factory
+from firmware.gpio import resolve_factory
 from firmware.panel.base import (
     Blink,
     Indicators,
@@ -41,7 +41,7 @@ from firmware.panel.base import (
     KeySource,
 )
 
-__all__ = ["BLINK_TIMES", "EncoderKeys", "GpioError", "GpioIndicators", "GpioKeys", "resolve_factory"]
+__all__ = ["BLINK_TIMES", "EncoderKeys", "GpioError", "GpioIndicators", "GpioKeys"]
 
 KEY_NAMES = tuple(key.value for key in Key)
 BLINK_TIMES: dict[str, tuple[float, float]] = {"slow": (0.5, 0.5), "fast": (0.125, 0.125)}
@@ -50,15 +50,6 @@ BLINK_TIMES: dict[str, tuple[float, float]] = {"slow": (0.5, 0.5), "fast": (0.12
 
 class GpioError(RuntimeError):
     """A GPIO panel device cannot be claimed or driven; the message names the pin or factory."""
-
-
-def resolve_factory(pin_factory: str | Factory) -> Factory:
-    """The gpiozero pin factory named by the board profile, or the factory object itself (tests)."""
-    if isinstance(pin_factory, Factory):
-        return pin_factory
-    if not isinstance(pin_factory, str) or not pin_factory:
-        raise ValueError(f"pin_factory must name a gpiozero pin factory (\"lgpio\", \"mock\", ...), not {pin_factory!r}")
-    return named_pin_factory(pin_factory)  # ValueError naming the factory if unknown or unable to start
 
 
 def check_pin(pin: object, what: str) -> int:
