@@ -43,14 +43,10 @@ from firmware.core.notify import Notifier
 from firmware.core.protocol import Keyring, new_boot_id
 from firmware.core.sensors.base import SensorContext
 from firmware.core.states import Flag, NodeState, Role
-from firmware.core.watchdog import (
-    HardwareWatchdog,
-    StallFence,
-    WatchdogError,
-    WatchdogPulse,
-)
+from firmware.core.watchdog import StallFence
 from firmware.core.witness import Witness
 from firmware.drivers import load_driver
+from firmware.drivers.watchdog import HardwareWatchdog, WatchdogError, WatchdogPulse
 from firmware.panel.setup import open_panel
 
 log = logging.getLogger(__name__)
