@@ -362,8 +362,6 @@ class EmulatedCfaIndicators(CfaIndicators):
 class EmulatedCfaKeys(CfaKeys):
     """The real CFA keypad driver on the emulated module; `inject` presses the module's keys."""
 
-    key_names = ("up", "down", "left", "right", "enter", "back")
-
     def __init__(self, emulator: str = "panel", model: str = "cfa635", **options: Any) -> None:
         """Open the driver on the shared emulator's port."""
         self.emulator = shared_emulator(emulator, model)

@@ -27,6 +27,7 @@ from firmware.panel.base import Display, Indicators, Key, KeyEvent, KeySource
 from firmware.panel.displays import DisplayError, Hd44780Display, LumaGraphicDisplay
 from firmware.panel.gpio import EncoderKeys, GpioError, GpioIndicators, GpioKeys
 from sim.i2c import Pcf8574Model, SimSMBus
+from sim.panelkeys import SimEncoderKeys, SimGpioKeys, find_source
 
 TIMEOUT = 5.0
 SIM = "sim.i2c:SimSMBus"
@@ -128,7 +129,7 @@ def test_gpio_keys_hold_once_then_release(factory: MockFactory, closing: Callabl
 
 
 def test_gpio_keys_inject_drives_the_mock_pins(factory: MockFactory, closing: Callable[[Any], Any]) -> None:
-    keys = closing(GpioKeys({"up": 5, "left": 7}, pin_factory=factory))
+    keys = closing(SimGpioKeys({"up": 5, "left": 7}, pin_factory=factory))
     recorder = Recorder()
     keys.start(recorder)
     keys.inject("up", "press")
@@ -145,7 +146,7 @@ def test_gpio_keys_inject_drives_the_mock_pins(factory: MockFactory, closing: Ca
 
 
 def test_gpio_keys_inject_without_pull_up_drives_high(factory: MockFactory, closing: Callable[[Any], Any]) -> None:
-    keys = closing(GpioKeys({"enter": 13}, pull_up=False, pin_factory=factory))
+    keys = closing(SimGpioKeys({"enter": 13}, pull_up=False, pin_factory=factory))
     recorder = Recorder()
     keys.start(recorder)
     keys.inject("enter", "press")
@@ -156,7 +157,7 @@ def test_gpio_keys_inject_without_pull_up_drives_high(factory: MockFactory, clos
 
 def test_gpio_keys_inject_refuses_real_pins(factory: MockFactory, closing: Callable[[Any], Any],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    keys = closing(GpioKeys({"up": 5}, pin_factory=factory))
+    keys = closing(SimGpioKeys({"up": 5}, pin_factory=factory))
     monkeypatch.setattr(keys, "_factory", Factory())  # as if the pins were real
     with pytest.raises(GpioError, match=r"GPIO 5: inject\(\) only moves simulated pins"):
         keys.inject("up", "press")
@@ -204,6 +205,23 @@ def test_gpio_keys_from_a_profile_table(pin_factories: Callable[[str], Factory],
         load_driver("firmware.panel.gpio:GpioKeys", "panel.keys.buttons", profile, pins={"up": 0},
                     pin_factory="nosuch")
     assert "panel.keys.buttons" in str(raised.value) and "'nosuch'" in str(raised.value)
+
+
+def test_find_source_by_key_name(factory: MockFactory, closing: Callable[[Any], Any]) -> None:
+    keys = closing(SimGpioKeys({"up": 5, "down": 6}, pin_factory=factory))
+    encoder = closing(SimEncoderKeys(a=17, b=18, button=27, back=22, pin_factory=factory))
+    assert find_source([keys, encoder], "down") is keys
+    assert find_source([keys, encoder], "enter") is encoder
+    with pytest.raises(ValueError, match=r"no panel key 'left' \(keys: back, down, enter, up\)"):
+        find_source([keys, encoder], "left")
+
+    class Silent(KeySource):
+        def start(self, callback: Callable[[KeyEvent], None]) -> None:
+            pass
+
+    assert Silent().key_names == ()  # a source that names no keys is never found
+    with pytest.raises(ValueError, match=r"keys: none"):
+        find_source([Silent()], "up")
 
 
 # --------------------------------------------------------------------- EncoderKeys
@@ -257,7 +275,7 @@ def test_encoder_buttons(factory: MockFactory, closing: Callable[[Any], Any]) ->
 
 
 def test_encoder_inject(factory: MockFactory, closing: Callable[[Any], Any]) -> None:
-    keys = closing(EncoderKeys(a=17, b=18, button=27, pin_factory=factory))
+    keys = closing(SimEncoderKeys(a=17, b=18, button=27, pin_factory=factory))
     recorder = Recorder()
     keys.start(recorder)
     keys.inject_turn(3)

@@ -894,6 +894,11 @@ class CfaKeys(KeySource):
         self._timers: dict[Key, threading.Timer] = {}  # keys down, each with its hold timer
         self._closed = False
 
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """The module's six keys (EXIT is ``back``)."""
+        return tuple(key.value for key in KEY_CODES.values())
+
     def start(self, callback: KeyCallback) -> None:
         """Enable press and release reports for every key and deliver events to ``callback``."""
         with self._lock:
