@@ -8,6 +8,7 @@ import pytest
 from gpiozero.pins import Factory
 
 from firmware import gpio
+from sim.i2c import SimI2cBuses
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -22,3 +23,9 @@ def pin_factories() -> Iterator[Callable[[str], Factory]]:
     gpio.reset()
     yield gpio.pin_factory
     gpio.reset()
+
+
+@pytest.fixture
+def i2c() -> SimI2cBuses:
+    """Simulated I2C buses of the test's own: attach device models, hand ``i2c.open`` to drivers as their SMBus."""
+    return SimI2cBuses()

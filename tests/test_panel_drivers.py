@@ -26,11 +26,10 @@ from firmware.panel import displays
 from firmware.panel.base import Display, Indicators, Key, KeyEvent, KeySource
 from firmware.panel.displays import DisplayError, Hd44780Display, LumaGraphicDisplay
 from firmware.panel.gpio import EncoderKeys, GpioError, GpioIndicators, GpioKeys
-from sim.i2c import Pcf8574Model, SimSMBus
+from sim.i2c import Pcf8574Model, SimI2cBuses
 from sim.panelkeys import SimEncoderKeys, SimGpioKeys, find_source
 
 TIMEOUT = 5.0
-SIM = "sim.i2c:SimSMBus"
 PROFILES = Path(__file__).resolve().parent.parent / "board_profiles"
 
 
@@ -387,10 +386,8 @@ def test_indicators_pin_in_use(factory: MockFactory, closing: Callable[[Any], An
 
 
 @pytest.fixture
-def backpack() -> Iterator[Pcf8574Model]:
-    SimSMBus.reset()
-    yield SimSMBus.attach(1, 0x27, Pcf8574Model())
-    SimSMBus.reset()
+def backpack(i2c: SimI2cBuses) -> Pcf8574Model:
+    return i2c.attach(1, 0x27, Pcf8574Model())  # type: ignore[return-value]
 
 
 def decode_data(values: list[int]) -> str:
@@ -399,8 +396,9 @@ def decode_data(values: list[int]) -> str:
     return "".join(chr(high << 4 | low) for high, low in zip(nibbles[::2], nibbles[1::2]))
 
 
-def test_hd44780_writes_through_the_backpack(backpack: Pcf8574Model, closing: Callable[[Any], Any]) -> None:
-    lcd = closing(Hd44780Display(bus=1, address=0x27, columns=20, rows=4, smbus=SIM))
+def test_hd44780_writes_through_the_backpack(backpack: Pcf8574Model, closing: Callable[[Any], Any],
+                                             i2c: SimI2cBuses) -> None:
+    lcd = closing(Hd44780Display(bus=1, address=0x27, columns=20, rows=4, smbus=i2c.open))
     assert isinstance(lcd, Display) and lcd.kind == "text" and (lcd.columns, lcd.rows) == (20, 4)
     assert len(backpack.history) > 50  # the initialisation sequence
     assert all(value & 0x08 for _, value in backpack.history[-5:])  # backlight bit on
@@ -417,8 +415,9 @@ def test_hd44780_writes_through_the_backpack(backpack: Pcf8574Model, closing: Ca
     assert len(backpack.history) > mark and lcd.text.startswith("STANDBY node-a")
 
 
-def test_hd44780_frame_is_the_rom_font_image(backpack: Pcf8574Model, closing: Callable[[Any], Any]) -> None:
-    lcd = closing(Hd44780Display(columns=16, rows=2, smbus=SIM))
+def test_hd44780_frame_is_the_rom_font_image(backpack: Pcf8574Model, closing: Callable[[Any], Any],
+                                             i2c: SimI2cBuses) -> None:
+    lcd = closing(Hd44780Display(columns=16, rows=2, smbus=i2c.open))
     blank = lcd.frame()
     assert blank.mode == "1" and blank.size == (80, 16) and blank.getbbox() is None
     lcd.show_text(["Hi"])
@@ -429,8 +428,8 @@ def test_hd44780_frame_is_the_rom_font_image(backpack: Pcf8574Model, closing: Ca
     assert lcd.frame().getbbox()[1] >= 8  # moved to the second row
 
 
-def test_hd44780_custom_image(backpack: Pcf8574Model, closing: Callable[[Any], Any]) -> None:
-    lcd = closing(Hd44780Display(columns=16, rows=2, smbus=SIM))
+def test_hd44780_custom_image(backpack: Pcf8574Model, closing: Callable[[Any], Any], i2c: SimI2cBuses) -> None:
+    lcd = closing(Hd44780Display(columns=16, rows=2, smbus=i2c.open))
     image = Image.new("1", (80, 16))
     ImageDraw.Draw(image).rectangle((0, 0, 4, 7), fill=1)  # one full block cell
     lcd.show_image(image)
@@ -439,8 +438,8 @@ def test_hd44780_custom_image(backpack: Pcf8574Model, closing: Callable[[Any], A
         lcd.show_image(Image.new("1", (10, 10)))
 
 
-def test_hd44780_backlight_bit(backpack: Pcf8574Model, closing: Callable[[Any], Any]) -> None:
-    lcd = closing(Hd44780Display(smbus=SIM))
+def test_hd44780_backlight_bit(backpack: Pcf8574Model, closing: Callable[[Any], Any], i2c: SimI2cBuses) -> None:
+    lcd = closing(Hd44780Display(smbus=i2c.open))
     assert backpack.latch & 0x08 and lcd.backlight
     lcd.set_backlight(0)
     assert not backpack.latch & 0x08 and not lcd.backlight
@@ -454,8 +453,8 @@ def test_hd44780_backlight_bit(backpack: Pcf8574Model, closing: Callable[[Any], 
     assert len(backpack.history) == mark
 
 
-def test_hd44780_starts_dark_and_close_clears(backpack: Pcf8574Model) -> None:
-    lcd = Hd44780Display(smbus=SIM, backlight=False)
+def test_hd44780_starts_dark_and_close_clears(backpack: Pcf8574Model, i2c: SimI2cBuses) -> None:
+    lcd = Hd44780Display(smbus=i2c.open, backlight=False)
     assert not backpack.latch & 0x08
     lcd.set_backlight(100)
     lcd.show_text(["bye"])
@@ -464,17 +463,17 @@ def test_hd44780_starts_dark_and_close_clears(backpack: Pcf8574Model) -> None:
     assert len(backpack.history) > 0
 
 
-def test_hd44780_errors_name_the_device(backpack: Pcf8574Model) -> None:
+def test_hd44780_errors_name_the_device(backpack: Pcf8574Model, i2c: SimI2cBuses) -> None:
     with pytest.raises(DisplayError) as raised:
-        Hd44780Display(address=0x3F, smbus=SIM)  # nothing there
+        Hd44780Display(address=0x3F, smbus=i2c.open)  # nothing there
     message = str(raised.value)
     assert "/dev/i2c-1 address 0x3f" in message and "i2cdetect -y 1" in message
     with pytest.raises(DisplayError, match="/dev/i2c-99: No such file or directory"):
         Hd44780Display(bus=99)  # smbus2 on a bus this machine does not have
     with pytest.raises(ValueError, match="address 0x50 is not a PCF8574"):
-        Hd44780Display(address=0x50, smbus=SIM)
+        Hd44780Display(address=0x50, smbus=i2c.open)
     with pytest.raises(ValueError, match="16×2, 16×4, 20×2, 20×4"):
-        Hd44780Display(columns=40, rows=2, smbus=SIM)
+        Hd44780Display(columns=40, rows=2, smbus=i2c.open)
     with pytest.raises(ValueError, match="smbus: cannot import 'nosuch'"):
         Hd44780Display(smbus="nosuch:Bus")
 
