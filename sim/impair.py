@@ -20,11 +20,10 @@ import random
 import selectors
 import threading
 import time
-from abc import ABC, abstractmethod
-from types import TracebackType
-from typing import Literal, Self
+from abc import abstractmethod
+from typing import Literal
 
-from sim.emulator import WakePipe
+from sim.emulator import StartStop, WakePipe
 
 __all__ = ["Events", "ImpairingForwarder", "Impairments", "Verdict"]
 
@@ -114,7 +113,7 @@ class Impairments:
         return min(times) if times else None
 
 
-class ImpairingForwarder(ABC):
+class ImpairingForwarder(StartStop):
     """A simulated link between two ends: its impairments, its counters and its forwarding thread.
 
     All public methods are thread-safe. ``_lock`` guards the link's state;
@@ -158,24 +157,6 @@ class ImpairingForwarder(ABC):
         with self._lock:
             self._impairments.set_delay(seconds)
             self._wake()
-
-    @abstractmethod
-    def start(self) -> None:
-        """Open the link and start forwarding."""
-
-    @abstractmethod
-    def stop(self) -> None:
-        """Stop forwarding and close the link. Idempotent."""
-
-    def __enter__(self) -> Self:
-        """Start the link."""
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        """Stop the link."""
-        self.stop()
 
     def _wake(self) -> None:
         """Make the thread look at the settings again (a changed delay, a new end)."""

@@ -2,8 +2,8 @@
 
 Each node is configured with the relay as its peer, so tests can cut, lose
 or delay the traffic between the nodes without root privileges. Direction
-names are ``"0->1"`` and ``"1->0"``. The cut, loss, delay and forwarding
-thread are the ones the serial cable has (sim/impair.py).
+names are ``"0->1"`` and ``"1->0"``. Cut, loss, delay and the forwarding
+thread come from sim/impair.py, which the serial cable shares.
 """
 
 from __future__ import annotations
