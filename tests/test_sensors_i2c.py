@@ -34,6 +34,7 @@ from firmware.core.sensors.psutil_sensors import (
     TemperatureOptions,
     TemperatureSensor,
 )
+from sim.chassis import SimChassis
 from sim.hwmon import FakeHwmon
 from sim.i2c import SimI2cBuses, SimSMBus, smbus_pec
 from sim.i2cdevices import Lm75Model, PmbusPsuModel, encode_linear11
@@ -251,6 +252,18 @@ def test_pmbus_errors_name_bus_and_address(psu: PmbusPsuModel, i2c: SimI2cBuses)
     sensor = PmbusSensor("psu1", PmbusOptions(bus="/dev/i2c-1", address="0x58"), failing)
     with pytest.raises(SensorError, match=r"^I2C bus 1 address 0x58: STATUS_WORD \(0x79\): bus timeout \(ETIMEDOUT\)$"):
         sensor.read()
+
+
+def test_each_simulated_chassis_owns_its_buses(tmp_path: Path) -> None:
+    first, second = SimChassis(str(tmp_path / "first")), SimChassis(str(tmp_path / "second"))
+    try:
+        first.inject("psu1", {"ac": "lost"})
+        for chassis, level in ((first, Level.CRITICAL), (second, Level.OK)):
+            sensor = PmbusSensor("psu1", PmbusOptions(bus=1, address=0x58), chassis)
+            assert sensor.read().level is level  # one machine's fault is not the other's
+    finally:
+        first.close()
+        second.close()
 
 
 def test_pmbus_options() -> None:

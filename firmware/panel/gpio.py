@@ -16,8 +16,9 @@ Every class claims its pins in the constructor, so a pin already in use or a
 pin factory that cannot start here is reported when the board profile is
 loaded, naming the pin or the factory. The key sources say how they are
 wired (``pin_factory``, ``button_pins``, ``pull_up``, the encoder's ``a``,
-``b`` and ``clockwise_key``), which is all the simulator needs to press them
-on mock pins (sim/panelkeys.py); nothing here knows about simulation.
+``b`` and ``clockwise_key``): whatever drives the lines from outside (a
+finger, or a simulated one on mock pins) needs nothing more, and nothing
+here knows which it is.
 """
 
 from __future__ import annotations
