@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from firmware.panel.cfontz import CfaDisplay, CfaKeys  # noqa: E402
+from firmware.panel.cfa.adapters import CfaDisplay, CfaKeys  # noqa: E402
 from firmware.panel.dummy import DummyTextDisplay  # noqa: E402
 from firmware.panel.gpio import GpioKeys  # noqa: E402
 from firmware.panel.runner import PanelOptions, PanelRunner  # noqa: E402

@@ -8,6 +8,8 @@ each other as if joined by a null-modem cable. Tests can cut the cable, delay
 it, inject line noise, and unplug and replug either end.
 
 Direction names are ``"<src>-><dst>"``, e.g. ``"a->b"`` for the default ends.
+The cut, delay and forwarding thread are the ones the UDP relay has
+(sim/impair.py); what is the cable's own is the ptys, noise and unplugging.
 """
 
 from __future__ import annotations
@@ -18,11 +20,9 @@ import os
 import pathlib
 import random
 import selectors
-import threading
 import time
-from types import TracebackType
 
-from sim.emulator import WakePipe
+from sim.impair import Events, ImpairingForwarder
 from sim.ptyport import link_atomically, open_raw_pty
 
 __all__ = ["NullModemCable"]
@@ -52,14 +52,18 @@ class _End:
         os.close(self.slave)
 
 
-class NullModemCable:
-    """Two pty pairs whose master sides are joined by a forwarder thread.
+class NullModemCable(ImpairingForwarder):
+    """Two pty pairs whose master sides are joined by a forwarder thread (see sim/impair.py).
 
+    Directions are ``"a->b"`` and ``"b->a"``; ``cut``, ``restore`` and
+    ``set_delay`` act on whole chunks of bytes as the forwarder reads them.
     All control methods are thread-safe. ``stats`` maps each direction to a
     dict of byte counts: ``forwarded`` (cable bytes written into the
     destination end), ``dropped`` (bytes lost to a cut, an unplugged end or
     overflow) and ``noise`` (noise bytes injected toward the destination).
     """
+
+    _what = "cable"
 
     def __init__(self, directory: pathlib.Path, ends: tuple[str, str] = ("a", "b")) -> None:
         """Describe a cable whose end symlinks live in ``directory``; nothing is created until start()."""
@@ -69,20 +73,10 @@ class NullModemCable:
                 raise ValueError(f"invalid cable end name: {name!r}")
         if a == b:
             raise ValueError("cable ends must have distinct names")
-        self._dir = pathlib.Path(directory)
         self._names = (a, b)
-        self._lock = threading.Lock()
+        super().__init__(self._directions(), ("forwarded", "dropped", "noise"))
+        self._dir = pathlib.Path(directory)
         self._ends: dict[str, _End] = {}
-        self._cut: set[str] = set()
-        self._delay = 0.0
-        self._queues: dict[str, collections.deque[tuple[float, bytes]]] = {
-            d: collections.deque() for d in self._directions()
-        }
-        self._stats = {d: {"forwarded": 0, "dropped": 0, "noise": 0} for d in self._directions()}
-        self._sel: selectors.BaseSelector | None = None
-        self._waker = WakePipe()
-        self._thread: threading.Thread | None = None
-        self._running = False
 
     # ----------------------------------------------------------------- public API
 
@@ -91,61 +85,26 @@ class NullModemCable:
         self._check_end(end)
         return self._dir / f"{end}.tty"
 
-    @property
-    def stats(self) -> dict[str, dict[str, int]]:
-        """A snapshot of the per-direction byte counters."""
-        with self._lock:
-            return {d: dict(counts) for d, counts in self._stats.items()}
-
     def start(self) -> None:
         """Create both pty pairs and their symlinks, and start the forwarder thread."""
         with self._lock:
             if self._sel is not None:
                 raise RuntimeError("cable already started")
             self._dir.mkdir(parents=True, exist_ok=True)
-            self._sel = selectors.DefaultSelector()
-            self._waker.open()
-            self._sel.register(self._waker.fileno(), selectors.EVENT_READ, None)
+            self._open_selector()
             try:
                 for name in self._names:
                     self._plug(name)
             except BaseException:
                 self._teardown()
                 raise
-            self._running = True
-            self._thread = threading.Thread(
-                target=self._run, name=f"cable-{self._names[0]}-{self._names[1]}", daemon=True
-            )
-            self._thread.start()
+            self._start_thread(f"cable-{self._names[0]}-{self._names[1]}")
 
     def stop(self) -> None:
         """Stop the forwarder, close every pty and remove the symlinks. Idempotent."""
-        with self._lock:
-            self._running = False
-            thread, self._thread = self._thread, None
-            self._waker.wake()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        self._stop_thread()
         with self._lock:
             self._teardown()
-
-    def cut(self, direction: str | None = None) -> None:
-        """Drop all bytes in ``direction`` (``"a->b"``/``"b->a"``; None = both) until restored."""
-        with self._lock:
-            self._cut.update(self._parse_direction(direction))
-
-    def restore(self, direction: str | None = None) -> None:
-        """Undo cut() for ``direction`` (None = both)."""
-        with self._lock:
-            self._cut.difference_update(self._parse_direction(direction))
-
-    def set_delay(self, seconds: float) -> None:
-        """Deliver each chunk read from now on ``seconds`` after it was read, keeping order."""
-        if seconds < 0:
-            raise ValueError("delay must be >= 0")
-        with self._lock:
-            self._delay = float(seconds)
-            self._waker.wake()
 
     def inject_noise(self, nbytes: int, toward: str | None = None, seed: int | None = None) -> None:
         """Write ``nbytes`` random bytes (any value 0..255) into the line toward an end.
@@ -180,7 +139,7 @@ class NullModemCable:
             self._check_running()
             if end in self._ends:
                 self._unplug(end, remove_link=True)
-                self._waker.wake()
+                self._wake()
 
     def replug(self, end: str) -> None:
         """Plug a fresh pty pair in at that end, re-pointing its symlink atomically."""
@@ -190,21 +149,7 @@ class NullModemCable:
             if end in self._ends:
                 self._unplug(end, remove_link=False)
             self._plug(end)
-            self._waker.wake()
-
-    def __enter__(self) -> NullModemCable:
-        """Start the cable."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the cable."""
-        self.stop()
+            self._wake()
 
     # ------------------------------------------------------------------- helpers
 
@@ -227,17 +172,6 @@ class NullModemCable:
         if name not in self._names:
             raise ValueError(f"unknown cable end {name!r}; expected one of {self._names}")
 
-    def _check_running(self) -> None:
-        if not self._running:
-            raise RuntimeError("cable is not running")
-
-    def _parse_direction(self, direction: str | None) -> tuple[str, ...]:
-        if direction is None:
-            return self._directions()
-        if direction not in self._directions():
-            raise ValueError(f"unknown direction {direction!r}; expected one of {self._directions()}")
-        return (direction,)
-
     # The methods below are called with self._lock held.
 
     def _plug(self, name: str) -> None:
@@ -257,9 +191,7 @@ class NullModemCable:
             self._sel.unregister(end.master)
         counts = self._stats[self._direction_into(name)]
         counts["dropped"] += sum(len(d) for d, noise in end.outbuf if not noise)
-        queue = self._queues[self._direction_into(name)]
-        counts["dropped"] += sum(len(d) for _, d in queue)
-        queue.clear()
+        counts["dropped"] += sum(len(d) for d in self._impairments.discard(self._direction_into(name)))
         end.close()
         if remove_link:
             self.path(name).unlink(missing_ok=True)
@@ -267,10 +199,7 @@ class NullModemCable:
     def _teardown(self) -> None:
         for name in list(self._ends):
             self._unplug(name, remove_link=True)
-        if self._sel is not None:
-            self._sel.close()
-            self._sel = None
-        self._waker.close()
+        self._close_selector()
 
     def _update_registration(self, end: _End, now: float) -> None:
         want = 0 if now < end.quiet_until else selectors.EVENT_READ
@@ -311,14 +240,8 @@ class NullModemCable:
             return
         end.failing = False
         direction = self._direction_from(name)
-        if direction in self._cut:
+        if self._impairments.admit(direction, data, now) != "queued":
             self._stats[direction]["dropped"] += len(data)
-            return
-        queue = self._queues[direction]
-        due = now + self._delay
-        if queue and queue[-1][0] > due:
-            due = queue[-1][0]  # a shortened delay must not reorder bytes
-        queue.append((due, data))
 
     def _flush(self, name: str, end: _End) -> None:
         counts = self._stats[self._direction_into(name)]
@@ -344,11 +267,10 @@ class NullModemCable:
             end.outbuf.popleft()
 
     def _deliver_due(self, now: float) -> None:
-        for direction, queue in self._queues.items():
+        for direction in self._directions():
             name = self._destination(direction)
             end = self._ends.get(name)
-            while queue and queue[0][0] <= now:
-                _, data = queue.popleft()
+            for data in self._impairments.due(direction, now):
                 if end is None:
                     self._stats[direction]["dropped"] += len(data)
                 else:
@@ -356,36 +278,17 @@ class NullModemCable:
             if end is not None and end.outbuf:
                 self._flush(name, end)
 
-    def _timeout(self, now: float) -> float | None:
-        times = [q[0][0] for q in self._queues.values() if q]
-        times += [e.quiet_until for e in self._ends.values() if e.quiet_until > now]
-        return max(0.0, min(times) - now) if times else None
-
     # ------------------------------------------------------------- forwarder
 
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._running:
-                    return
-                sel = self._sel
-                timeout = self._timeout(time.monotonic())
-            assert sel is not None
-            events = sel.select(timeout)
-            with self._lock:
-                if not self._running:
-                    return
-                try:
-                    self._step(events)
-                except Exception:  # the forwarder must keep running whatever happens
-                    log.exception("cable forwarder error")
+    def _timeout(self, now: float) -> float | None:
+        times = [e.quiet_until for e in self._ends.values() if e.quiet_until > now]
+        due = self._impairments.next_due()
+        if due is not None:
+            times.append(due)
+        return max(0.0, min(times) - now) if times else None
 
-    def _step(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
-        now = time.monotonic()
+    def _step(self, events: Events, now: float) -> None:
         for key, mask in events:
-            if key.data is None:
-                self._waker.drain()
-                continue
             end: _End = key.data
             name = next((n for n, e in self._ends.items() if e is end), None)
             if name is None:

@@ -1,9 +1,10 @@
 """An emulated Crystalfontz CFA-635 / CFA-533 packet module on a pseudo-terminal.
 
-The driver (``firmware.panel.cfontz``) opens ``.port``: a stable symlink in
+The driver (``firmware.panel.cfa``) opens ``.port``: a stable symlink in
 a temporary directory (like a udev ``/dev/serial/by-id`` link) pointing at
 the slave side of a raw pty. A background thread reads the master side,
-decodes packets with the driver's own codec (checked against the reference
+decodes packets with the driver's own codec (``firmware.panel.cfa.protocol``,
+the only part of the driver the emulator uses; checked against the reference
 values in the tests) and answers every command as the module would: a
 response ``0x40|cmd`` with its data, or an error ``0xC0|cmd`` for an
 unknown command or bad data. ``press``/``release`` send key reports for the
@@ -25,32 +26,21 @@ All methods and properties are thread-safe; the properties return copies.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import os
 import pathlib
 import shutil
 import tempfile
 import termios
-import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from firmware.panel.base import Key
-from firmware.panel.cfontz import (
-    KEY_MASK_BITS,
-    KIND_COMMAND,
-    MODELS,
-    CfaDisplay,
-    CfaIndicators,
-    CfaKeys,
-    PacketDecoder,
-    encode_packet,
-)
+from firmware.panel.cfa.protocol import KEY_MASK_BITS, KIND_COMMAND, MODELS, PacketDecoder, encode_packet
 from sim.emulator import PtyEmulator
 
-__all__ = ["CfaEmulator", "EmulatedCfaDisplay", "EmulatedCfaIndicators", "EmulatedCfaKeys", "shared_emulator"]
+__all__ = ["CfaEmulator"]
 
 _KEY_PRESS_CODES = {Key.UP: 1, Key.DOWN: 2, Key.LEFT: 3, Key.RIGHT: 4, Key.ENTER: 5, Key.BACK: 6}
 _VERSIONS = {"cfa635": b"CFA635:h1.5,c1.0", "cfa533": b"CFA533:h1.4,u1v2"}
@@ -323,54 +313,3 @@ class CfaEmulator(PtyEmulator):
         if cmd == 35 and n == 1 and self._gpio and data[0] <= 12:
             return bytes((data[0], self._gpio.get(data[0], 0), 0, 0))
         return None
-
-# ------------------------------------------------------------------ a simulator board's panel
-
-_SHARED: dict[str, CfaEmulator] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_emulator(name: str = "panel", model: str = "cfa635") -> CfaEmulator:
-    """The process's emulator called ``name`` (started on first use, closed at exit).
-
-    The emulated drivers below share it, as a real profile's display, keys
-    and LEDs share one USB port.
-    """
-    with _SHARED_LOCK:
-        if name not in _SHARED:
-            _SHARED[name] = CfaEmulator(model)
-            atexit.register(_SHARED[name].close)
-        return _SHARED[name]
-
-
-class EmulatedCfaDisplay(CfaDisplay):
-    """The real CFA display driver, on the process's emulated module (simulator board profiles)."""
-
-    def __init__(self, emulator: str = "panel", model: str = "cfa635", **options: Any) -> None:
-        """Open the driver on the shared emulator's port."""
-        super().__init__(port=shared_emulator(emulator, model).port, model=model, **options)
-
-
-class EmulatedCfaIndicators(CfaIndicators):
-    """The real CFA LED driver, on the process's emulated module."""
-
-    def __init__(self, emulator: str = "panel", model: str = "cfa635", **options: Any) -> None:
-        """Open the driver on the shared emulator's port."""
-        super().__init__(port=shared_emulator(emulator, model).port, model=model, **options)
-
-
-class EmulatedCfaKeys(CfaKeys):
-    """The real CFA keypad driver on the emulated module; `inject` presses the module's keys."""
-
-    key_names = ("up", "down", "left", "right", "enter", "back")
-
-    def __init__(self, emulator: str = "panel", model: str = "cfa635", **options: Any) -> None:
-        """Open the driver on the shared emulator's port."""
-        self.emulator = shared_emulator(emulator, model)
-        super().__init__(port=self.emulator.port, model=model, **options)
-
-    def inject(self, key: str, action: str) -> None:
-        """Press or release a key on the emulated module: it sends the key report over the wire."""
-        if key not in self.key_names:
-            raise ValueError(f"unknown key {key!r}: the keys are {', '.join(self.key_names)}")
-        (self.emulator.press if action == "press" else self.emulator.release)(key)

@@ -4,8 +4,9 @@ The sim board profile names it as its sensor host (``[sensor_host] driver =
 "sim.chassis:SimChassis"``). It is a `SensorContext` whose backends are
 simulated, so the sensor code is exactly the firmware's:
 
-- I2C bus 1 (`sim.i2c.SimSMBus`): PMBus power supplies ``psu1`` at 0x58 and
-  ``psu2`` at 0x59, an LM75 ``inlet`` at 0x48;
+- its own I2C buses (`sim.i2c.SimI2cBuses`, ``.i2c``; the sensors' SMBus
+  opener): on bus 1 PMBus power supplies ``psu1`` at 0x58 and ``psu2`` at
+  0x59, an LM75 ``inlet`` at 0x48;
 - fake ``smartctl`` and ``dmidecode`` commands (disk ``sda``), a fake
   /proc/mdstat (``md0``, a healthy RAID 1), a fake /sys (dmi/id, hwmon).
 
@@ -37,7 +38,7 @@ from sim.fakecmds import (
     FakeSysfs,
 )
 from sim.hwmon import FakeHwmon
-from sim.i2c import SimSMBus
+from sim.i2c import SimI2cBuses
 from sim.i2cdevices import Lm75Model, PmbusPsuModel
 
 BUS = 1
@@ -59,18 +60,17 @@ class SimChassis(SensorContext):
     """A simulated 1U chassis: two PMBus supplies, an LM75, a SMART disk, an md RAID 1."""
 
     def __init__(self, directory: str | None = None, psu2_present: bool = True) -> None:
-        """Attach the device models and write the fake files (in ``directory`` or a new temporary one)."""
+        """Attach the device models to the chassis's own buses and write the fake files (in ``directory`` or a new temporary one)."""
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="tandem-chassis-"))
         self.psus = {name: PmbusPsuModel(mfr_serial=f"P5510A{address:08X}")
                      for name, address in PSU_ADDRESSES.items()}
         self.lm75s = {name: Lm75Model(celsius=27.0) for name in LM75_ADDRESSES}
+        self.i2c = SimI2cBuses()
         for name, address in PSU_ADDRESSES.items():
-            SimSMBus.detach(BUS, address)  # a previous chassis in this process (tests) leaves nothing behind
-            SimSMBus.attach(BUS, address, self.psus[name])
+            self.i2c.attach(BUS, address, self.psus[name])
         for name, address in LM75_ADDRESSES.items():
-            SimSMBus.detach(BUS, address)
-            SimSMBus.attach(BUS, address, self.lm75s[name])
+            self.i2c.attach(BUS, address, self.lm75s[name])
         self.psus["psu2"].set_present(psu2_present)
         self.fake_commands = FakeCommands(self.directory / "bin")
         self.fake_commands.set_disk("/dev/sda", "ok")
@@ -81,7 +81,7 @@ class SimChassis(SensorContext):
         self.hwmon = FakeHwmon(self.sys.root)
         self.hwmon.add_chip("coretemp", temp1_input=41000, temp1_label="Package id 0", temp1_max=80000,
                             temp1_crit=100000)
-        super().__init__(smbus=SimSMBus, sysfs=self.sys.root, procfs=self.proc.root,
+        super().__init__(smbus=self.i2c.open, sysfs=self.sys.root, procfs=self.proc.root,
                          commands=self.fake_commands.commands())
 
     def inject(self, target: str, settings: dict[str, Any]) -> str:
@@ -141,8 +141,6 @@ class SimChassis(SensorContext):
         return f"chassis {key}={value}"
 
     def close(self) -> None:
-        """Detach the device models and remove the temporary files."""
-        for address in (*PSU_ADDRESSES.values(), *LM75_ADDRESSES.values()):
-            SimSMBus.detach(BUS, address)
+        """Remove the temporary files (the buses and their devices go with the chassis)."""
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -8,6 +8,8 @@
   relay board and the Crystalfontz module build on it.
 - ``FakeService``: the start/close/context-manager shell of a fake network
   service whose loop runs on a daemon thread (the fake AMI and SIP servers).
+- ``StartStop``: ``start()`` on entering a ``with`` block, ``stop()`` on
+  leaving it (the USB relay emulator, the cable and the UDP relay).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import select
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from types import TracebackType
 from typing import Self
 
 from sim.ptyport import plug_pty
 
-__all__ = ["FakeService", "PtyEmulator", "WakePipe", "wait_for_interrupt"]
+__all__ = ["FakeService", "PtyEmulator", "StartStop", "WakePipe", "wait_for_interrupt"]
 
 _READ_SIZE = 4096
 _ERROR_BACKOFF_S = 0.05  # how long a pty reader rests after a master that reports an error
@@ -74,6 +78,28 @@ class WakePipe:
             if fd >= 0:
                 os.close(fd)
         self._r = self._w = -1
+
+
+class StartStop(ABC):
+    """Something with ``start`` and ``stop``; as a context manager it starts on entry and stops on exit."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop. Idempotent."""
+
+    def __enter__(self) -> Self:
+        """Start, and hand over the started object."""
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Stop."""
+        self.stop()
 
 
 class PtyEmulator:

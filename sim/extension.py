@@ -21,6 +21,7 @@ from firmware.core.actions.relays import parse_ref
 from firmware.core.control import ControlError
 from firmware.node import Node
 from sim.chassis import SimChassis
+from sim.panelkeys import Finger, find_source
 from sim.relaysim import ContactSense
 
 MAX_STALL_S = 30.0
@@ -87,11 +88,12 @@ def install(node: Node) -> None:
         if node.panel is None:
             raise ControlError("this node has no front panel (none in the board profile, or [panel] enabled = false)")
         key, action = str(request.get("key", "")).lower(), str(request.get("action", "click"))
-        sources = node.panel.keys
-        source = next((s for s in sources if key in getattr(s, "key_names", ())), None)
-        if source is None:
-            names = sorted({name for s in sources for name in getattr(s, "key_names", ())})
-            raise ControlError(f"no panel key {key!r} (keys: {', '.join(names) or 'none'})")
+        try:
+            source = find_source(node.panel.keys, key)
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+        if not isinstance(source, Finger):
+            raise ControlError(f"panel key {key!r} is not simulated: it cannot be pressed from here")
         if action not in ("press", "release", "click", "hold"):
             raise ControlError(f"action {action!r}: expected press, release, click or hold")
         if action in ("press", "click", "hold"):

@@ -1,12 +1,15 @@
-"""A simulated I2C/SMBus: an smbus2.SMBus stand-in routing to device models.
+"""Simulated I2C/SMBus buses: device models at addresses, reached through an smbus2.SMBus stand-in.
 
-Drivers open the simulated bus exactly as they would smbus2
-(``SimSMBus(bus).write_byte(address, value)``); board profiles select it with
-``smbus = "sim.i2c:SimSMBus"``. Each transaction goes to the device model
-attached at ``(bus, address)`` on a process-wide registry; an address with
-nothing attached fails with ``OSError(ENXIO)`` like the kernel's i2c-dev.
-Buses are keyed by number: ``1``, ``"1"`` and ``"/dev/i2c-1"`` are the same
-bus. Transactions are serialised process-wide, as on a real bus.
+A simulated machine owns its buses (`SimI2cBuses`: the simulated chassis
+has one set, each test its own) and attaches device models at addresses on
+them. Drivers open a bus exactly as they would with smbus2, through the
+opener the owner hands them: ``buses.open(1).write_byte(address, value)``
+(``SensorContext(smbus=buses.open)``, ``Pcf8574Relays(smbus=buses.open)``).
+Each transaction goes to the device model attached at that address of that
+bus; an address with nothing attached fails with ``OSError(ENXIO)`` like
+the kernel's i2c-dev. Buses are named by number: ``1``, ``"1"`` and
+``"/dev/i2c-1"`` are the same bus, and a bus exists as soon as it is named.
+Transactions are serialised per bus, as on a real bus.
 
 Adding a device model (an LM75 sensor, a PMBus power supply, ...):
 
@@ -31,8 +34,9 @@ Adding a device model (an LM75 sensor, a PMBus power supply, ...):
    ``read_byte_data``/``write_byte_data``. A PMBus supply would answer
    ``read_byte_data`` (STATUS_BYTE, 0x78) and ``read_word_data`` (READ_VIN
    0x88, READ_IOUT 0x8C ... in LINEAR11).
-2. Attach it in the simulator or a test: ``SimSMBus.attach(1, 0x48, Lm75Model())``,
-   and ``SimSMBus.detach(1, 0x48)`` when done (``SimSMBus.reset()`` clears all).
+2. Attach it on the buses of the machine or test that owns them:
+   ``buses.attach(1, 0x48, Lm75Model())``, and ``buses.detach(1, 0x48)`` to
+   pull it (tests get fresh buses from the ``i2c`` fixture in tests/conftest.py).
 
 PEC (SMBus packet error checking): a driver enables it as with smbus2,
 ``bus.pec = 1``; the handle then frames every SMBus transaction (not the I2C
@@ -54,9 +58,9 @@ import re
 import threading
 import time
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any
 
-__all__ = ["Pcf8574Model", "SimI2cDevice", "SimSMBus", "smbus_pec"]
+__all__ = ["Pcf8574Model", "SimI2cBus", "SimI2cBuses", "SimI2cDevice", "SimSMBus", "smbus_pec"]
 
 BLOCK_MAX = 32  # I2C_SMBUS_BLOCK_MAX: the longest i2c block transfer smbus2 allows
 
@@ -176,52 +180,104 @@ class SimI2cDevice:
                 self.write_byte_data((register + i) & 0xFF, value)
 
 
-class SimSMBus:
-    """An smbus2.SMBus-compatible handle on a simulated bus (the subset the drivers use)."""
+class SimI2cBus:
+    """One simulated I2C bus: the device models attached at its addresses, one transaction at a time."""
 
-    _registry: ClassVar[dict[tuple[BusKey, int], SimI2cDevice]] = {}
-    _registry_lock: ClassVar[threading.RLock] = threading.RLock()
+    def __init__(self, name: BusKey) -> None:
+        """An empty bus called ``name`` (its number, or the path of a bus that has no number)."""
+        self.name = name
+        self._devices: dict[int, SimI2cDevice] = {}
+        self._lock = threading.RLock()
 
-    # ------------------------------------------------------------- the registry
-
-    @classmethod
-    def attach(cls, bus: int | str, address: int, device: SimI2cDevice) -> SimI2cDevice:
-        """Put ``device`` on ``bus`` at 7-bit ``address``; ValueError if the address is taken."""
+    def attach(self, address: int, device: SimI2cDevice) -> SimI2cDevice:
+        """Put ``device`` at 7-bit ``address``; ValueError if the address is taken."""
         _check(address, 0x7F, "address")
-        key = (_bus_key(bus), address)
-        with cls._registry_lock:
-            if key in cls._registry:
-                raise ValueError(f"I2C bus {key[0]} address 0x{address:02x} already has a device; detach it first")
-            cls._registry[key] = device
+        with self._lock:
+            if address in self._devices:
+                raise ValueError(f"I2C bus {self.name} address 0x{address:02x} already has a device; detach it first")
+            self._devices[address] = device
         return device
 
-    @classmethod
-    def detach(cls, bus: int | str, address: int) -> SimI2cDevice | None:
-        """Remove and return the device at ``(bus, address)`` (None if there was none)."""
-        with cls._registry_lock:
-            return cls._registry.pop((_bus_key(bus), address), None)
+    def detach(self, address: int) -> SimI2cDevice | None:
+        """Remove and return the device at ``address`` (None if there was none)."""
+        with self._lock:
+            return self._devices.pop(address, None)
 
-    @classmethod
-    def device(cls, bus: int | str, address: int) -> SimI2cDevice:
-        """The device attached at ``(bus, address)``; KeyError if none."""
-        key = (_bus_key(bus), address)
-        with cls._registry_lock:
+    def device(self, address: int) -> SimI2cDevice:
+        """The device attached at ``address``; KeyError if none."""
+        with self._lock:
             try:
-                return cls._registry[key]
+                return self._devices[address]
             except KeyError:
-                raise KeyError(f"no simulated device on I2C bus {key[0]} at 0x{address:02x}") from None
+                raise KeyError(f"no simulated device on I2C bus {self.name} at 0x{address:02x}") from None
 
-    @classmethod
-    def reset(cls) -> None:
-        """Detach every device (between tests)."""
-        with cls._registry_lock:
-            cls._registry.clear()
+    def open(self) -> SimSMBus:
+        """A new smbus2.SMBus-compatible handle on this bus."""
+        return SimSMBus(self)
 
-    # --------------------------------------------------------------- the handle
+    def transfer(self, address: int, transaction: str, args: tuple[Any, ...], pec: bool) -> Any:
+        """Run one transaction on the device at ``address``, as the kernel would report it."""
+        with self._lock:
+            device = self._devices.get(address)
+            if device is None:
+                raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
+            if not pec:
+                return getattr(device, transaction)(*args)
+            if transaction.startswith("write"):
+                wire = _wire(address, transaction, args)
+                if wire is not None and not device.pec_received(wire, smbus_pec(wire)):
+                    return None  # the device discarded it (a PMBus device flags STATUS_CML)
+                return getattr(device, transaction)(*args)
+            result = getattr(device, transaction)(*args)
+            wire = _wire(address, transaction, args, result)
+            if wire is not None and device.pec_for_read(wire) != smbus_pec(wire):
+                raise OSError(errno.EBADMSG, os.strerror(errno.EBADMSG))
+            return result
 
-    def __init__(self, bus: int | str) -> None:
-        """Open the simulated bus ``bus`` (a number or a /dev/i2c-N path); every bus exists."""
-        self.bus = _bus_key(bus)
+
+class SimI2cBuses:
+    """The I2C buses of one simulated machine, by number; a bus exists as soon as it is named.
+
+    ``open`` is the SMBus opener to hand to drivers and sensors (what
+    ``smbus2.SMBus`` is on hardware).
+    """
+
+    def __init__(self) -> None:
+        """No buses yet."""
+        self._buses: dict[BusKey, SimI2cBus] = {}
+        self._lock = threading.Lock()
+
+    def bus(self, bus: int | str) -> SimI2cBus:
+        """The bus ``bus`` (a number or a /dev/i2c-N path), made on first use."""
+        key = _bus_key(bus)
+        with self._lock:
+            if key not in self._buses:
+                self._buses[key] = SimI2cBus(key)
+            return self._buses[key]
+
+    def open(self, bus: int | str) -> SimSMBus:
+        """An smbus2.SMBus-compatible handle on ``bus``: the opener drivers and sensors take."""
+        return self.bus(bus).open()
+
+    def attach(self, bus: int | str, address: int, device: SimI2cDevice) -> SimI2cDevice:
+        """Put ``device`` on ``bus`` at 7-bit ``address``; ValueError if the address is taken."""
+        return self.bus(bus).attach(address, device)
+
+    def detach(self, bus: int | str, address: int) -> SimI2cDevice | None:
+        """Remove and return the device at ``(bus, address)`` (None if there was none)."""
+        return self.bus(bus).detach(address)
+
+    def device(self, bus: int | str, address: int) -> SimI2cDevice:
+        """The device attached at ``(bus, address)``; KeyError if none."""
+        return self.bus(bus).device(address)
+
+
+class SimSMBus:
+    """An smbus2.SMBus-compatible handle on one simulated bus (the subset the drivers use)."""
+
+    def __init__(self, bus: SimI2cBus) -> None:
+        """Open a handle on ``bus`` (usually through `SimI2cBuses.open` or `SimI2cBus.open`)."""
+        self.bus = bus
         self._open = True
         self.pec = 0
         """1 to frame SMBus transactions with PEC (as smbus2's ``pec``)."""
@@ -302,23 +358,8 @@ class SimSMBus:
         """Run one transaction on the device at ``address``, as the kernel would report it."""
         _check(address, 0x7F, "i2c_addr")
         if not self._open:
-            raise OSError(errno.EBADF, f"simulated I2C bus {self.bus} is closed")
-        with self._registry_lock:  # one transaction at a time on every bus
-            device = self._registry.get((self.bus, address))
-            if device is None:
-                raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
-            if not self.pec:
-                return getattr(device, transaction)(*args)
-            if transaction.startswith("write"):
-                wire = _wire(address, transaction, args)
-                if wire is not None and not device.pec_received(wire, smbus_pec(wire)):
-                    return None  # the device discarded it (a PMBus device flags STATUS_CML)
-                return getattr(device, transaction)(*args)
-            result = getattr(device, transaction)(*args)
-            wire = _wire(address, transaction, args, result)
-            if wire is not None and device.pec_for_read(wire) != smbus_pec(wire):
-                raise OSError(errno.EBADMSG, os.strerror(errno.EBADMSG))
-            return result
+            raise OSError(errno.EBADF, f"simulated I2C bus {self.bus.name} is closed")
+        return self.bus.transfer(address, transaction, args, bool(self.pec))
 
 
 class Pcf8574Model(SimI2cDevice):

@@ -1,10 +1,10 @@
-"""Simulated I2C sensor chips for `sim.i2c.SimSMBus`: an LM75/TMP75 and a redundant server PSU (PMBus).
+"""Simulated I2C sensor chips for the buses of `sim.i2c`: an LM75/TMP75 and a redundant server PSU (PMBus).
 
-Attach them as any model::
+Attach them as any model, on the buses of the machine or test that owns them::
 
-    psu = SimSMBus.attach(1, 0x58, PmbusPsuModel())
+    psu = buses.attach(1, 0x58, PmbusPsuModel())
     psu.set_ac(lost=True)          # STATUS_WORD 0x2848, VIN ≈ 0, output off
-    SimSMBus.attach(1, 0x48, Lm75Model(celsius=36.5, bits=12))
+    buses.attach(1, 0x48, Lm75Model(celsius=36.5, bits=12))
 
 The numbers are encoded as the chips do (LINEAR11/LINEAR16, left-justified
 two's complement) independently of the firmware's decoders, so the tests

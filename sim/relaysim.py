@@ -9,8 +9,8 @@ daemon exposes `inject` through the control socket only on simulator profiles.
 
 from __future__ import annotations
 
-from firmware.core.actions.relay_base import RelayError, check_channel
-from firmware.core.actions.relay_gpio import pin_factory
+from firmware import gpio
+from firmware.drivers.relays.base import RelayError, check_channel
 
 
 class ContactSense:
@@ -29,7 +29,7 @@ class ContactSense:
 
     def open(self) -> None:
         """Attach to the mock pin factory."""
-        self._factory = pin_factory(self.factory_name)
+        self._factory = gpio.pin_factory(self.factory_name)
 
     def read(self, channel: int) -> bool:
         """The contact: stuck value if injected, else the coil's energized state."""

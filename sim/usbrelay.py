@@ -1,6 +1,6 @@
 """An emulated CH340 USB relay board ("LCUS" style) on a pseudo-terminal.
 
-The driver (``firmware.core.actions.relay_usb.UsbRelayBoard``) opens the
+The driver (``firmware.drivers.relays.usb.UsbRelayBoard``) opens the
 stable symlink ``directory/usbrelay.tty``, which points at the slave side of
 a raw pty. A background thread reads the master side, parses the 4-byte
 frames ``A0 <channel> <state> <checksum>`` (resynchronising on 0xA0 after
@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import pathlib
 import time
-from types import TracebackType
-from typing import Self
 
-from sim.emulator import PtyEmulator
+from sim.emulator import PtyEmulator, StartStop
 
 __all__ = ["UsbRelayEmulator"]
 
@@ -29,7 +27,7 @@ _START = 0xA0
 _FRAME_LEN = 4
 
 
-class UsbRelayEmulator(PtyEmulator):
+class UsbRelayEmulator(StartStop, PtyEmulator):
     """A USB relay board with ``channels`` relays behind the pty symlink ``directory/usbrelay.tty``.
 
     Observations: ``states`` (channel → energized), ``log`` of applied frames
@@ -110,16 +108,6 @@ class UsbRelayEmulator(PtyEmulator):
     def stop(self) -> None:
         """Stop the reader, close the pty and remove the symlink. Idempotent."""
         self._stop()
-
-    def __enter__(self) -> Self:
-        """Start the emulator."""
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        """Stop the emulator."""
-        self.stop()
 
     # ------------------------------------------------------------------- helpers
     # The methods below are called with self._lock held.

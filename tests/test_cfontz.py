@@ -1,8 +1,10 @@
-"""Crystalfontz packet panel driver: codec, and the driver against the pty emulator end to end."""
+"""Crystalfontz packet panel driver (firmware.panel.cfa): codec, and the driver against the pty emulator end to end."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,22 +13,11 @@ from pathlib import Path
 import pytest
 
 from firmware.panel.base import Key, KeyEvent
-from firmware.panel.cfontz import (
-    CMD_BACKLIGHT,
-    CMD_TEXT,
-    CfaDisplay,
-    CfaError,
-    CfaIndicators,
-    CfaKeys,
-    CfaPanel,
-    CfaRejected,
-    CfaTimeout,
-    Packet,
-    PacketDecoder,
-    crc16,
-    encode_packet,
-)
+from firmware.panel.cfa.adapters import CfaDisplay, CfaIndicators, CfaKeys
+from firmware.panel.cfa.connection import CfaError, CfaPanel, CfaRejected, CfaTimeout
+from firmware.panel.cfa.protocol import CMD_BACKLIGHT, CMD_TEXT, Packet, PacketDecoder, crc16, encode_packet
 from sim.cfa635 import CfaEmulator
+from sim.cfapanel import EmulatedCfaDisplay, EmulatedCfaKeys
 
 TIMEOUT = 5.0  # generous: the CI box is a shared 2-core machine
 
@@ -467,3 +458,28 @@ def test_cfa533_at_the_wrong_baud_rate_hears_nothing(emu533: CfaEmulator) -> Non
     finally:
         panel.close()
 
+
+def test_the_emulator_uses_only_the_protocol_part_of_the_driver() -> None:
+    code = ("import sys, sim.cfa635; "
+            "print(sorted(m for m in sys.modules if m.startswith('firmware.panel.cfa') or m == 'serial'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['firmware.panel.cfa', 'firmware.panel.cfa.protocol']"
+
+
+def test_emulated_drivers_share_one_emulator_until_the_last_closes() -> None:
+    display = EmulatedCfaDisplay(emulator="test-shared")
+    keys = EmulatedCfaKeys(emulator="test-shared")
+    try:
+        assert keys.emulator is display.emulator and display.emulator.plugged
+        assert display.panel is keys.panel  # and the drivers one connection, as on one USB port
+    finally:
+        display.close()
+        display.close()  # idempotent: still one release
+        assert keys.emulator.plugged
+        keys.close()
+    assert not keys.emulator.plugged
+    again = EmulatedCfaKeys(emulator="test-shared")  # a new emulator after the last one closed
+    try:
+        assert again.emulator is not keys.emulator and again.emulator.plugged
+    finally:
+        again.close()

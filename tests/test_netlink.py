@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from firmware.core.actions.netlink import (arp_frame, icmpv6_checksum, neighbor_advertisement_frame,
-                                           neighbor_solicitation_frame, parse_arp,
-                                           parse_neighbor_advertisement)
+from firmware.core.actions.l2frames import (arp_frame, icmpv6_checksum, neighbor_advertisement_frame,
+                                            neighbor_solicitation_frame, parse_arp,
+                                            parse_neighbor_advertisement)
 from firmware.core.actions.network import NetworkError
 from sim import netns_sniff
 from sim.netns import LabNode, NetnsError, NetnsLab, addresses, ip_json, namespaces, python_in

@@ -27,10 +27,10 @@ from firmware.panel import displays
 from firmware.panel.base import Display, Indicators, Key, KeyEvent, KeySource
 from firmware.panel.displays import DisplayError, Hd44780Display, LumaGraphicDisplay
 from firmware.panel.gpio import EncoderKeys, GpioError, GpioIndicators, GpioKeys
-from sim.i2c import Pcf8574Model, SimSMBus
+from sim.i2c import Pcf8574Model, SimI2cBuses
+from sim.panelkeys import SimEncoderKeys, SimGpioKeys, find_source
 
 TIMEOUT = 5.0
-SIM = "sim.i2c:SimSMBus"
 PROFILES = Path(__file__).resolve().parent.parent / "board_profiles"
 
 
@@ -129,7 +129,7 @@ def test_gpio_keys_hold_once_then_release(factory: MockFactory, closing: Callabl
 
 
 def test_gpio_keys_inject_drives_the_mock_pins(factory: MockFactory, closing: Callable[[Any], Any]) -> None:
-    keys = closing(GpioKeys({"up": 5, "left": 7}, pin_factory=factory))
+    keys = closing(SimGpioKeys({"up": 5, "left": 7}, pin_factory=factory))
     recorder = Recorder()
     keys.start(recorder)
     keys.inject("up", "press")
@@ -146,7 +146,7 @@ def test_gpio_keys_inject_drives_the_mock_pins(factory: MockFactory, closing: Ca
 
 
 def test_gpio_keys_inject_without_pull_up_drives_high(factory: MockFactory, closing: Callable[[Any], Any]) -> None:
-    keys = closing(GpioKeys({"enter": 13}, pull_up=False, pin_factory=factory))
+    keys = closing(SimGpioKeys({"enter": 13}, pull_up=False, pin_factory=factory))
     recorder = Recorder()
     keys.start(recorder)
     keys.inject("enter", "press")
@@ -157,7 +157,7 @@ def test_gpio_keys_inject_without_pull_up_drives_high(factory: MockFactory, clos
 
 def test_gpio_keys_inject_refuses_real_pins(factory: MockFactory, closing: Callable[[Any], Any],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    keys = closing(GpioKeys({"up": 5}, pin_factory=factory))
+    keys = closing(SimGpioKeys({"up": 5}, pin_factory=factory))
     monkeypatch.setattr(keys, "_factory", Factory())  # as if the pins were real
     with pytest.raises(GpioError, match=r"GPIO 5: inject\(\) only moves simulated pins"):
         keys.inject("up", "press")
@@ -195,7 +195,8 @@ def test_gpio_keys_close_releases_and_silences(factory: MockFactory) -> None:
     again.close()
 
 
-def test_gpio_keys_from_a_profile_table(closing: Callable[[Any], Any]) -> None:
+def test_gpio_keys_from_a_profile_table(pin_factories: Callable[[str], Factory],
+                                        closing: Callable[[Any], Any]) -> None:
     profile = Path("board.toml")
     keys = closing(load_driver("firmware.panel.gpio:GpioKeys", "panel.keys.buttons", profile,
                                pins={"up": 0, "down": 1}, pin_factory="mock"))
@@ -204,6 +205,23 @@ def test_gpio_keys_from_a_profile_table(closing: Callable[[Any], Any]) -> None:
         load_driver("firmware.panel.gpio:GpioKeys", "panel.keys.buttons", profile, pins={"up": 0},
                     pin_factory="nosuch")
     assert "panel.keys.buttons" in str(raised.value) and "'nosuch'" in str(raised.value)
+
+
+def test_find_source_by_key_name(factory: MockFactory, closing: Callable[[Any], Any]) -> None:
+    keys = closing(SimGpioKeys({"up": 5, "down": 6}, pin_factory=factory))
+    encoder = closing(SimEncoderKeys(a=17, b=18, button=27, back=22, pin_factory=factory))
+    assert find_source([keys, encoder], "down") is keys
+    assert find_source([keys, encoder], "enter") is encoder
+    with pytest.raises(ValueError, match=r"no panel key 'left' \(keys: back, down, enter, up\)"):
+        find_source([keys, encoder], "left")
+
+    class Silent(KeySource):
+        def start(self, callback: Callable[[KeyEvent], None]) -> None:
+            pass
+
+    assert Silent().key_names == ()  # a source that names no keys is never found
+    with pytest.raises(ValueError, match=r"keys: none"):
+        find_source([Silent()], "up")
 
 
 # --------------------------------------------------------------------- EncoderKeys
@@ -257,7 +275,7 @@ def test_encoder_buttons(factory: MockFactory, closing: Callable[[Any], Any]) ->
 
 
 def test_encoder_inject(factory: MockFactory, closing: Callable[[Any], Any]) -> None:
-    keys = closing(EncoderKeys(a=17, b=18, button=27, pin_factory=factory))
+    keys = closing(SimEncoderKeys(a=17, b=18, button=27, pin_factory=factory))
     recorder = Recorder()
     keys.start(recorder)
     keys.inject_turn(3)
@@ -369,10 +387,8 @@ def test_indicators_pin_in_use(factory: MockFactory, closing: Callable[[Any], An
 
 
 @pytest.fixture
-def backpack() -> Iterator[Pcf8574Model]:
-    SimSMBus.reset()
-    yield SimSMBus.attach(1, 0x27, Pcf8574Model())
-    SimSMBus.reset()
+def backpack(i2c: SimI2cBuses) -> Pcf8574Model:
+    return i2c.attach(1, 0x27, Pcf8574Model())  # type: ignore[return-value]
 
 
 def decode_data(values: list[int]) -> str:
@@ -381,8 +397,9 @@ def decode_data(values: list[int]) -> str:
     return "".join(chr(high << 4 | low) for high, low in zip(nibbles[::2], nibbles[1::2]))
 
 
-def test_hd44780_writes_through_the_backpack(backpack: Pcf8574Model, closing: Callable[[Any], Any]) -> None:
-    lcd = closing(Hd44780Display(bus=1, address=0x27, columns=20, rows=4, smbus=SIM))
+def test_hd44780_writes_through_the_backpack(backpack: Pcf8574Model, closing: Callable[[Any], Any],
+                                             i2c: SimI2cBuses) -> None:
+    lcd = closing(Hd44780Display(bus=1, address=0x27, columns=20, rows=4, smbus=i2c.open))
     assert isinstance(lcd, Display) and lcd.kind == "text" and (lcd.columns, lcd.rows) == (20, 4)
     assert len(backpack.history) > 50  # the initialisation sequence
     assert all(value & 0x08 for _, value in backpack.history[-5:])  # backlight bit on
@@ -399,8 +416,9 @@ def test_hd44780_writes_through_the_backpack(backpack: Pcf8574Model, closing: Ca
     assert len(backpack.history) > mark and lcd.text.startswith("STANDBY node-a")
 
 
-def test_hd44780_frame_is_the_rom_font_image(backpack: Pcf8574Model, closing: Callable[[Any], Any]) -> None:
-    lcd = closing(Hd44780Display(columns=16, rows=2, smbus=SIM))
+def test_hd44780_frame_is_the_rom_font_image(backpack: Pcf8574Model, closing: Callable[[Any], Any],
+                                             i2c: SimI2cBuses) -> None:
+    lcd = closing(Hd44780Display(columns=16, rows=2, smbus=i2c.open))
     blank = lcd.frame()
     assert blank.mode == "1" and blank.size == (80, 16) and blank.getbbox() is None
     lcd.show_text(["Hi"])
@@ -411,8 +429,8 @@ def test_hd44780_frame_is_the_rom_font_image(backpack: Pcf8574Model, closing: Ca
     assert lcd.frame().getbbox()[1] >= 8  # moved to the second row
 
 
-def test_hd44780_custom_image(backpack: Pcf8574Model, closing: Callable[[Any], Any]) -> None:
-    lcd = closing(Hd44780Display(columns=16, rows=2, smbus=SIM))
+def test_hd44780_custom_image(backpack: Pcf8574Model, closing: Callable[[Any], Any], i2c: SimI2cBuses) -> None:
+    lcd = closing(Hd44780Display(columns=16, rows=2, smbus=i2c.open))
     image = Image.new("1", (80, 16))
     ImageDraw.Draw(image).rectangle((0, 0, 4, 7), fill=1)  # one full block cell
     lcd.show_image(image)
@@ -421,8 +439,8 @@ def test_hd44780_custom_image(backpack: Pcf8574Model, closing: Callable[[Any], A
         lcd.show_image(Image.new("1", (10, 10)))
 
 
-def test_hd44780_backlight_bit(backpack: Pcf8574Model, closing: Callable[[Any], Any]) -> None:
-    lcd = closing(Hd44780Display(smbus=SIM))
+def test_hd44780_backlight_bit(backpack: Pcf8574Model, closing: Callable[[Any], Any], i2c: SimI2cBuses) -> None:
+    lcd = closing(Hd44780Display(smbus=i2c.open))
     assert backpack.latch & 0x08 and lcd.backlight
     lcd.set_backlight(0)
     assert not backpack.latch & 0x08 and not lcd.backlight
@@ -436,8 +454,8 @@ def test_hd44780_backlight_bit(backpack: Pcf8574Model, closing: Callable[[Any], 
     assert len(backpack.history) == mark
 
 
-def test_hd44780_starts_dark_and_close_clears(backpack: Pcf8574Model) -> None:
-    lcd = Hd44780Display(smbus=SIM, backlight=False)
+def test_hd44780_starts_dark_and_close_clears(backpack: Pcf8574Model, i2c: SimI2cBuses) -> None:
+    lcd = Hd44780Display(smbus=i2c.open, backlight=False)
     assert not backpack.latch & 0x08
     lcd.set_backlight(100)
     lcd.show_text(["bye"])
@@ -446,17 +464,17 @@ def test_hd44780_starts_dark_and_close_clears(backpack: Pcf8574Model) -> None:
     assert len(backpack.history) > 0
 
 
-def test_hd44780_errors_name_the_device(backpack: Pcf8574Model) -> None:
+def test_hd44780_errors_name_the_device(backpack: Pcf8574Model, i2c: SimI2cBuses) -> None:
     with pytest.raises(DisplayError) as raised:
-        Hd44780Display(address=0x3F, smbus=SIM)  # nothing there
+        Hd44780Display(address=0x3F, smbus=i2c.open)  # nothing there
     message = str(raised.value)
     assert "/dev/i2c-1 address 0x3f" in message and "i2cdetect -y 1" in message
     with pytest.raises(DisplayError, match="/dev/i2c-99: No such file or directory"):
         Hd44780Display(bus=99)  # smbus2 on a bus this machine does not have
     with pytest.raises(ValueError, match="address 0x50 is not a PCF8574"):
-        Hd44780Display(address=0x50, smbus=SIM)
+        Hd44780Display(address=0x50, smbus=i2c.open)
     with pytest.raises(ValueError, match="16×2, 16×4, 20×2, 20×4"):
-        Hd44780Display(columns=40, rows=2, smbus=SIM)
+        Hd44780Display(columns=40, rows=2, smbus=i2c.open)
     with pytest.raises(ValueError, match="smbus: cannot import 'nosuch'"):
         Hd44780Display(smbus="nosuch:Bus")
 

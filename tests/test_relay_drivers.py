@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import serial
 
-from firmware.core.actions.relay_base import RelayDriver, RelayError, check_channel
-from firmware.core.actions.relay_pcf8574 import Pcf8574Inputs, Pcf8574Relays
-from firmware.core.actions.relay_usb import UsbRelayBoard, frame
-from sim.i2c import Pcf8574Model, SimI2cDevice, SimSMBus
+from firmware.drivers.relays.base import RelayDriver, RelayError, check_channel
+from firmware.drivers.relays.pcf8574 import Pcf8574Inputs, Pcf8574Relays
+from firmware.drivers.relays.usb import UsbRelayBoard, frame
+from sim.i2c import Pcf8574Model, SimI2cBuses, SimI2cDevice
 from sim.usbrelay import UsbRelayEmulator
 
 TIMEOUT = 5.0
-SIM = "sim.i2c:SimSMBus"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT, what: str = "condition") -> None:
@@ -269,19 +268,21 @@ def test_bad_channel_is_a_value_error(emulator: UsbRelayEmulator, board: UsbRela
 
 
 @pytest.fixture
-def chip() -> Iterator[Pcf8574Model]:
-    SimSMBus.reset()
+def chip(i2c: SimI2cBuses) -> Pcf8574Model:
     model = Pcf8574Model()
-    SimSMBus.attach(1, 0x20, model)
-    yield model
-    SimSMBus.reset()
+    i2c.attach(1, 0x20, model)
+    return model
 
 
-def relays(**params: object) -> Pcf8574Relays:
-    return Pcf8574Relays(**{"bus": 1, "address": 0x20, "smbus": SIM, **params})  # type: ignore[arg-type]
+@pytest.fixture
+def relays(i2c: SimI2cBuses) -> Callable[..., Pcf8574Relays]:
+    """Makes PCF8574 relays on the test's buses: ``relays(**params)`` (bus 1, address 0x20 unless given)."""
+    def make(**params: object) -> Pcf8574Relays:
+        return Pcf8574Relays(**{"bus": 1, "address": 0x20, "smbus": i2c.open, **params})  # type: ignore[arg-type]
+    return make
 
 
-def test_pcf_open_writes_all_off(chip: Pcf8574Model) -> None:
+def test_pcf_open_writes_all_off(chip: Pcf8574Model, relays: Callable[..., Pcf8574Relays]) -> None:
     driver = relays()
     assert isinstance(driver, RelayDriver)
     assert driver.name == "PCF8574 relays on I2C bus 1 address 0x20"
@@ -295,7 +296,7 @@ def test_pcf_open_writes_all_off(chip: Pcf8574Model) -> None:
 
 
 @pytest.mark.parametrize("channel", range(1, 9))
-def test_pcf_channel_bits_active_low(chip: Pcf8574Model, channel: int) -> None:
+def test_pcf_channel_bits_active_low(chip: Pcf8574Model, channel: int, relays: Callable[..., Pcf8574Relays]) -> None:
     driver = relays()
     driver.open()
     driver.set(channel, True)
@@ -304,7 +305,7 @@ def test_pcf_channel_bits_active_low(chip: Pcf8574Model, channel: int) -> None:
     assert chip.latch == 0xFF
 
 
-def test_pcf_active_high_and_spare_bits(chip: Pcf8574Model) -> None:
+def test_pcf_active_high_and_spare_bits(chip: Pcf8574Model, relays: Callable[..., Pcf8574Relays]) -> None:
     driver = relays(active_low=False, channels=4)
     driver.open()
     assert chip.latch == 0xF0  # relays off (0), spare bits released high for inputs
@@ -314,9 +315,10 @@ def test_pcf_active_high_and_spare_bits(chip: Pcf8574Model) -> None:
     assert driver.get(3) is True and driver.get(2) is False
 
 
-def test_pcf_shadow_register_ignores_input_levels(chip: Pcf8574Model) -> None:
+def test_pcf_shadow_register_ignores_input_levels(chip: Pcf8574Model, relays: Callable[..., Pcf8574Relays],
+                                                 i2c: SimI2cBuses) -> None:
     driver = relays(channels=4)  # bits 0-3 relays, bits 4-7 feedback inputs on the same chip
-    inputs = Pcf8574Inputs(bus=1, address=0x20, channels=8, smbus=SIM)
+    inputs = Pcf8574Inputs(bus=1, address=0x20, channels=8, smbus=i2c.open)
     driver.open()
     inputs.open()
     driver.set(1, True)
@@ -332,7 +334,7 @@ def test_pcf_shadow_register_ignores_input_levels(chip: Pcf8574Model) -> None:
     assert driver.get(2) is False
 
 
-def test_pcf_release_switches_all_off(chip: Pcf8574Model) -> None:
+def test_pcf_release_switches_all_off(chip: Pcf8574Model, relays: Callable[..., Pcf8574Relays]) -> None:
     driver = relays()
     driver.open()
     for channel in (1, 4, 8):
@@ -345,8 +347,8 @@ def test_pcf_release_switches_all_off(chip: Pcf8574Model) -> None:
     driver.release()  # idempotent, never raises
 
 
-def test_pcf_missing_device_names_bus_and_address(chip: Pcf8574Model) -> None:
-    driver = Pcf8574Relays(bus=3, address=0x27, smbus=SIM)
+def test_pcf_missing_device_names_bus_and_address(chip: Pcf8574Model, i2c: SimI2cBuses) -> None:
+    driver = Pcf8574Relays(bus=3, address=0x27, smbus=i2c.open)
     with pytest.raises(RelayError, match="I2C bus 3 address 0x27") as raised:
         driver.open()
     assert "No such device or address" in str(raised.value)
@@ -354,24 +356,24 @@ def test_pcf_missing_device_names_bus_and_address(chip: Pcf8574Model) -> None:
     driver.release()  # never raises
 
 
-def test_pcf_chip_lost_and_back(chip: Pcf8574Model) -> None:
+def test_pcf_chip_lost_and_back(chip: Pcf8574Model, relays: Callable[..., Pcf8574Relays], i2c: SimI2cBuses) -> None:
     driver = relays()
     driver.open()
     driver.set(2, True)
-    SimSMBus.detach(1, 0x20)
+    i2c.detach(1, 0x20)
     assert not driver.connected
     with pytest.raises(RelayError, match="bus 1 address 0x20"):
         driver.set(5, True)
     assert driver.get(5) is False and driver.shadow == 0xFD
-    fresh = SimSMBus.attach(1, 0x20, Pcf8574Model())  # powered up again: latch 0xFF
+    fresh = i2c.attach(1, 0x20, Pcf8574Model())  # powered up again: latch 0xFF
     driver.set(5, True)  # the whole shadow goes out, channel 2 included
     assert isinstance(fresh, Pcf8574Model) and fresh.latch == 0xED
     assert driver.connected
 
 
-def test_pcf_inputs_read_external_levels(chip: Pcf8574Model) -> None:
-    low = Pcf8574Inputs(bus="/dev/i2c-1", address=0x20, channels=8, active_low=True, smbus=SIM)
-    high = Pcf8574Inputs(bus=1, address=0x20, channels=8, active_low=False, smbus=SIM)
+def test_pcf_inputs_read_external_levels(chip: Pcf8574Model, i2c: SimI2cBuses) -> None:
+    low = Pcf8574Inputs(bus="/dev/i2c-1", address=0x20, channels=8, active_low=True, smbus=i2c.open)
+    high = Pcf8574Inputs(bus=1, address=0x20, channels=8, active_low=False, smbus=i2c.open)
     low.open()
     high.open()
     assert chip.history == []  # inputs are only read
@@ -385,7 +387,7 @@ def test_pcf_inputs_read_external_levels(chip: Pcf8574Model) -> None:
     assert low.connected
     low.release()
     assert not low.connected
-    SimSMBus.detach(1, 0x20)
+    i2c.detach(1, 0x20)
     with pytest.raises(RelayError, match="inputs on I2C bus 1 address 0x20"):
         high.read(1)
 
@@ -412,13 +414,13 @@ def test_pcf_bad_params(params: dict, message: str) -> None:
         Pcf8574Relays(**params)
 
 
-# ------------------------------------------------------------------ SimSMBus
+# ------------------------------------------------------------------ simulated I2C buses
 
 
-def test_simsmbus_routing_and_errors(chip: Pcf8574Model) -> None:
-    with SimSMBus("/dev/i2c-1") as bus:
+def test_simsmbus_routing_and_errors(chip: Pcf8574Model, i2c: SimI2cBuses) -> None:
+    with i2c.open("/dev/i2c-1") as bus:
         bus.write_byte(0x20, 0x0F)
-        assert SimSMBus.device("1", 0x20) is chip and chip.latch == 0x0F
+        assert i2c.device("1", 0x20) is chip and chip.latch == 0x0F
         with pytest.raises(OSError) as missing:
             bus.read_byte(0x21)
         assert missing.value.errno == errno.ENXIO
@@ -428,11 +430,20 @@ def test_simsmbus_routing_and_errors(chip: Pcf8574Model) -> None:
         bus.read_byte(0x20)
     assert closed.value.errno == errno.EBADF
     with pytest.raises(ValueError, match="already has a device"):
-        SimSMBus.attach(1, 0x20, Pcf8574Model())
-    assert SimSMBus.detach(2, 0x20) is None
+        i2c.attach(1, 0x20, Pcf8574Model())
+    assert i2c.detach(2, 0x20) is None
 
 
-def test_simsmbus_custom_register_device() -> None:
+def test_buses_belong_to_their_owner(chip: Pcf8574Model, i2c: SimI2cBuses) -> None:
+    other = SimI2cBuses()  # another simulated machine's buses
+    with pytest.raises(OSError) as nothing:
+        other.open(1).read_byte(0x20)
+    assert nothing.value.errno == errno.ENXIO
+    assert other.attach(1, 0x20, Pcf8574Model()) is not chip  # the address is free on that machine's bus 1
+    assert i2c.device(1, 0x20) is chip
+
+
+def test_simsmbus_custom_register_device(i2c: SimI2cBuses) -> None:
     class Registers(SimI2cDevice):
         def __init__(self) -> None:
             super().__init__()
@@ -444,19 +455,15 @@ def test_simsmbus_custom_register_device() -> None:
         def write_byte_data(self, register: int, value: int) -> None:
             self.regs[register] = value
 
-    SimSMBus.reset()
-    try:
-        SimSMBus.attach(0, 0x48, Registers())
-        bus = SimSMBus(0)
-        bus.write_word_data(0x48, 0x10, 0xBEEF)
-        assert bus.read_byte_data(0x48, 0x10) == 0xEF and bus.read_word_data(0x48, 0x10) == 0xBEEF
-        bus.write_i2c_block_data(0x48, 0x20, [1, 2, 3])
-        assert bus.read_i2c_block_data(0x48, 0x20, 3) == [1, 2, 3]
-        with pytest.raises(OSError) as unmodelled:
-            bus.read_byte(0x48)
-        assert unmodelled.value.errno == errno.EIO
-    finally:
-        SimSMBus.reset()
+    i2c.attach(0, 0x48, Registers())
+    bus = i2c.open(0)
+    bus.write_word_data(0x48, 0x10, 0xBEEF)
+    assert bus.read_byte_data(0x48, 0x10) == 0xEF and bus.read_word_data(0x48, 0x10) == 0xBEEF
+    bus.write_i2c_block_data(0x48, 0x20, [1, 2, 3])
+    assert bus.read_i2c_block_data(0x48, 0x20, 3) == [1, 2, 3]
+    with pytest.raises(OSError) as unmodelled:
+        bus.read_byte(0x48)
+    assert unmodelled.value.errno == errno.EIO
 
 
 def test_daemon_alarms_when_the_usb_relay_board_is_unplugged(tmp_path) -> None:
@@ -470,7 +477,7 @@ def test_daemon_alarms_when_the_usb_relay_board_is_unplugged(tmp_path) -> None:
     with UsbRelayEmulator(tmp_path / "usb", channels=2) as emulator:
         board.write_text('name = "usb-sim"\nextensions = ["sim.extension:install"]\n'
                          'network = "sim.network:RecordingNetwork"\n'
-                         '[relays.trunk]\ndriver = "firmware.core.actions.relay_usb:UsbRelayBoard"\n'
+                         '[relays.trunk]\ndriver = "firmware.drivers.relays.usb:UsbRelayBoard"\n'
                          f'port = "{emulator.path}"\nchannels = 2\n')
         rack = TwoNodeRack(_Path(tmp_path / "rack"), relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
                                                                     "settle_ms": 0}], board=str(board))

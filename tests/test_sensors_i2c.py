@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,18 +34,16 @@ from firmware.core.sensors.psutil_sensors import (
     TemperatureOptions,
     TemperatureSensor,
 )
+from sim.chassis import SimChassis
 from sim.hwmon import FakeHwmon
-from sim.i2c import SimSMBus, smbus_pec
+from sim.i2c import SimI2cBuses, SimSMBus, smbus_pec
 from sim.i2cdevices import Lm75Model, PmbusPsuModel, encode_linear11
 
-SIM = SensorContext(smbus=SimSMBus)
 
-
-@pytest.fixture(autouse=True)
-def clean_bus() -> Iterator[None]:
-    SimSMBus.reset()
-    yield
-    SimSMBus.reset()
+@pytest.fixture
+def context(i2c: SimI2cBuses) -> SensorContext:
+    """What the sensors get: the test's own simulated buses as their SMBus."""
+    return SensorContext(smbus=i2c.open)
 
 
 def swap(word: int) -> int:
@@ -110,16 +108,20 @@ def test_decode_lm75_worked_examples(register: int, bits: int, celsius: float) -
 # ---------------------------------------------------------- the PMBus sensor
 
 
-def pmbus(address: int = 0x58, **options: object) -> PmbusSensor:
-    return PmbusSensor("psu1", PmbusOptions(bus=1, address=address, **options), SIM)
+@pytest.fixture
+def pmbus(context: SensorContext) -> Callable[..., PmbusSensor]:
+    """Makes a PMBus sensor on the test's buses: ``pmbus(address=0x58, **options)``."""
+    def make(address: int = 0x58, **options: object) -> PmbusSensor:
+        return PmbusSensor("psu1", PmbusOptions(bus=1, address=address, **options), context)
+    return make
 
 
 @pytest.fixture
-def psu() -> PmbusPsuModel:
-    return SimSMBus.attach(1, 0x58, PmbusPsuModel())  # type: ignore[return-value]
+def psu(i2c: SimI2cBuses) -> PmbusPsuModel:
+    return i2c.attach(1, 0x58, PmbusPsuModel())  # type: ignore[return-value]
 
 
-def test_pmbus_normal(psu: PmbusPsuModel) -> None:
+def test_pmbus_normal(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     reading = pmbus().read()
     assert reading.level is Level.OK and reading.conditions == ()
     assert reading.values["vin"] == 230.0 and reading.values["vout"] == 12.0 and reading.values["iout"] == 45.5
@@ -131,7 +133,7 @@ def test_pmbus_normal(psu: PmbusPsuModel) -> None:
     assert psu.clear_faults_count == 0  # nothing to clear on a healthy supply
 
 
-def test_pmbus_ac_lost_and_back(psu: PmbusPsuModel) -> None:
+def test_pmbus_ac_lost_and_back(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     sensor = pmbus()
     psu.set_ac(lost=True)
     assert psu.status_word() == 0x2848
@@ -145,7 +147,7 @@ def test_pmbus_ac_lost_and_back(psu: PmbusPsuModel) -> None:
     assert sensor.read().level is Level.OK  # the latched UV bit was cleared after the last poll
 
 
-def test_pmbus_latched_fault_is_reported_once(psu: PmbusPsuModel) -> None:
+def test_pmbus_latched_fault_is_reported_once(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     sensor = pmbus()
     psu.set_ac(lost=True)
     psu.set_ac(lost=False)  # a blip between two polls
@@ -155,7 +157,7 @@ def test_pmbus_latched_fault_is_reported_once(psu: PmbusPsuModel) -> None:
     assert sensor.read().level is Level.OK
 
 
-def test_pmbus_latched_fault_stays_without_clear_faults(psu: PmbusPsuModel) -> None:
+def test_pmbus_latched_fault_stays_without_clear_faults(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     sensor = pmbus(clear_faults=False)
     psu.set_ac(lost=True)
     psu.set_ac(lost=False)
@@ -164,7 +166,7 @@ def test_pmbus_latched_fault_stays_without_clear_faults(psu: PmbusPsuModel) -> N
     assert psu.clear_faults_count == 0
 
 
-def test_pmbus_fan_failure(psu: PmbusPsuModel) -> None:
+def test_pmbus_fan_failure(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     psu.set_fan_failed(True)
     reading = pmbus().read()
     assert reading.level is Level.CRITICAL
@@ -172,7 +174,7 @@ def test_pmbus_fan_failure(psu: PmbusPsuModel) -> None:
     assert reading.values["fan1"] == 0.0 and "ac_lost" not in reading.conditions
 
 
-def test_pmbus_over_temperature(psu: PmbusPsuModel) -> None:
+def test_pmbus_over_temperature(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     psu.set_over_temperature(True)
     reading = pmbus().read()
     assert reading.level is Level.CRITICAL
@@ -180,14 +182,14 @@ def test_pmbus_over_temperature(psu: PmbusPsuModel) -> None:
     assert "over-temperature fault" in reading.summary and reading.values["temp1"] > 100
 
 
-def test_pmbus_over_temperature_warning_only(psu: PmbusPsuModel) -> None:
+def test_pmbus_over_temperature_warning_only(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     psu.set_over_temperature(True, shutdown=False)
     reading = pmbus().read()
     assert reading.level is Level.WARNING and reading.conditions == ("ot_warning",)
     assert reading.summary == "over-temperature warning"
 
 
-def test_pmbus_absent_required_and_optional() -> None:
+def test_pmbus_absent_required_and_optional(pmbus: Callable[..., PmbusSensor]) -> None:
     required = pmbus().read()
     assert required.level is Level.CRITICAL and "not present" in required.summary
     assert required.conditions == ("not_present",) and required.values["present"] == 0.0
@@ -195,7 +197,7 @@ def test_pmbus_absent_required_and_optional() -> None:
     assert optional.level is Level.OK and optional.summary == "not installed"
 
 
-def test_pmbus_pulled_and_reinserted(psu: PmbusPsuModel) -> None:
+def test_pmbus_pulled_and_reinserted(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     sensor = pmbus()
     assert sensor.read().level is Level.OK
     psu.set_present(False)
@@ -205,12 +207,12 @@ def test_pmbus_pulled_and_reinserted(psu: PmbusPsuModel) -> None:
     assert sensor.read().info["serial"] == "NEWSERIAL"  # the inventory is read again after a swap
 
 
-def test_pmbus_pec_ok(psu: PmbusPsuModel) -> None:
+def test_pmbus_pec_ok(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     reading = pmbus(pec=True, page=0).read()
     assert reading.level is Level.OK and reading.values["vin"] == 230.0
 
 
-def test_pmbus_pec_corruption(psu: PmbusPsuModel) -> None:
+def test_pmbus_pec_corruption(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     sensor = pmbus(pec=True, page=0)
     psu.corrupt_pec(True)
     with pytest.raises(SensorError, match=r"I2C bus 1 address 0x58: .*PEC mismatch.*EBADMSG"):
@@ -222,11 +224,11 @@ def test_pmbus_pec_corruption(psu: PmbusPsuModel) -> None:
     assert sensor.read().level is Level.OK  # the sensor cleared the flag
 
 
-def test_sim_bus_pec_framing(psu: PmbusPsuModel) -> None:
-    bus = SimSMBus(1)
+def test_sim_bus_pec_framing(psu: PmbusPsuModel, i2c: SimI2cBuses) -> None:
+    bus = i2c.open(1)
     bus.pec = 1
     assert bus.read_word_data(0x58, 0x79) == 0
-    SimSMBus.attach(1, 0x48, Lm75Model())
+    i2c.attach(1, 0x48, Lm75Model())
     with pytest.raises(OSError) as no_pec:  # a chip without PEC: the check fails
         bus.read_word_data(0x48, 0)
     assert no_pec.value.errno == errno.EBADMSG
@@ -234,21 +236,34 @@ def test_sim_bus_pec_framing(psu: PmbusPsuModel) -> None:
     assert bus.read_word_data(0x48, 0) == swap(0x1900)
 
 
-def test_pmbus_unsupported_register_is_skipped(psu: PmbusPsuModel) -> None:
+def test_pmbus_unsupported_register_is_skipped(psu: PmbusPsuModel, pmbus: Callable[..., PmbusSensor]) -> None:
     two_fans = pmbus(fans=2)
     reading = two_fans.read()  # the model has one fan: READ_FAN_SPEED_2 is NACKed once, then skipped
     assert "fan2" not in reading.values and reading.level is Level.OK
     assert two_fans.read().level is Level.OK
 
 
-def test_pmbus_errors_name_bus_and_address(psu: PmbusPsuModel) -> None:
+def test_pmbus_errors_name_bus_and_address(psu: PmbusPsuModel, i2c: SimI2cBuses) -> None:
     class Failing(SimSMBus):
         def read_word_data(self, i2c_addr: int, register: int, force: bool | None = None) -> int:
             raise OSError(errno.ETIMEDOUT, "timeout")
 
-    sensor = PmbusSensor("psu1", PmbusOptions(bus="/dev/i2c-1", address="0x58"), SensorContext(smbus=Failing))
+    failing = SensorContext(smbus=lambda bus: Failing(i2c.bus(bus)))
+    sensor = PmbusSensor("psu1", PmbusOptions(bus="/dev/i2c-1", address="0x58"), failing)
     with pytest.raises(SensorError, match=r"^I2C bus 1 address 0x58: STATUS_WORD \(0x79\): bus timeout \(ETIMEDOUT\)$"):
         sensor.read()
+
+
+def test_each_simulated_chassis_owns_its_buses(tmp_path: Path) -> None:
+    first, second = SimChassis(str(tmp_path / "first")), SimChassis(str(tmp_path / "second"))
+    try:
+        first.inject("psu1", {"ac": "lost"})
+        for chassis, level in ((first, Level.CRITICAL), (second, Level.OK)):
+            sensor = PmbusSensor("psu1", PmbusOptions(bus=1, address=0x58), chassis)
+            assert sensor.read().level is level  # one machine's fault is not the other's
+    finally:
+        first.close()
+        second.close()
 
 
 def test_pmbus_options() -> None:
@@ -265,12 +280,16 @@ def test_pmbus_options() -> None:
 # ------------------------------------------------------------ the LM75 sensor
 
 
-def lm75(bits: int = 9, address: int = 0x48) -> Lm75Sensor:
-    return Lm75Sensor("inlet", Lm75Options(bus=1, address=address, resolution_bits=bits), SIM)
+@pytest.fixture
+def lm75(context: SensorContext) -> Callable[..., Lm75Sensor]:
+    """Makes an LM75 sensor on the test's buses: ``lm75(bits=9, address=0x48)``."""
+    def make(bits: int = 9, address: int = 0x48) -> Lm75Sensor:
+        return Lm75Sensor("inlet", Lm75Options(bus=1, address=address, resolution_bits=bits), context)
+    return make
 
 
-def test_lm75_9_bit() -> None:
-    chip = SimSMBus.attach(1, 0x48, Lm75Model(celsius=25.3))
+def test_lm75_9_bit(lm75: Callable[..., Lm75Sensor], i2c: SimI2cBuses) -> None:
+    chip = i2c.attach(1, 0x48, Lm75Model(celsius=25.3))
     reading = lm75().read()
     assert reading.values == {"temp": 25.5} and reading.units == {"temp": "°C"} and reading.level is Level.OK
     assert reading.info["tos"] == "80 °C" and reading.info["thyst"] == "75 °C"
@@ -278,8 +297,8 @@ def test_lm75_9_bit() -> None:
     assert lm75().read().values["temp"] == -25.0
 
 
-def test_lm75_12_bit_tmp75_is_configured_once() -> None:
-    chip = SimSMBus.attach(1, 0x49, Lm75Model(celsius=25.0625, bits=12))
+def test_lm75_12_bit_tmp75_is_configured_once(lm75: Callable[..., Lm75Sensor], i2c: SimI2cBuses) -> None:
+    chip = i2c.attach(1, 0x49, Lm75Model(celsius=25.0625, bits=12))
     assert chip.resolution == 9  # type: ignore[attr-defined]
     sensor = lm75(12, 0x49)
     assert sensor.read().values["temp"] == 25.0625
@@ -288,14 +307,14 @@ def test_lm75_12_bit_tmp75_is_configured_once() -> None:
     assert sensor.read().values["temp"] == -0.5
 
 
-def test_lm75_12_bit_on_a_plain_lm75() -> None:
-    SimSMBus.attach(1, 0x48, Lm75Model(bits=9))
+def test_lm75_12_bit_on_a_plain_lm75(lm75: Callable[..., Lm75Sensor], i2c: SimI2cBuses) -> None:
+    i2c.attach(1, 0x48, Lm75Model(bits=9))
     with pytest.raises(SensorError, match="did not take 12-bit"):
         lm75(12).read()
 
 
-def test_lm75_implausible_readings() -> None:
-    chip = SimSMBus.attach(1, 0x48, Lm75Model(celsius=-60.0))
+def test_lm75_implausible_readings(lm75: Callable[..., Lm75Sensor], i2c: SimI2cBuses) -> None:
+    chip = i2c.attach(1, 0x48, Lm75Model(celsius=-60.0))
     with pytest.raises(SensorError, match="implausible temperature -60"):
         lm75().read()
     chip.stuck_word = 0xFFFF  # type: ignore[attr-defined]
@@ -303,15 +322,15 @@ def test_lm75_implausible_readings() -> None:
         lm75().read()
 
 
-def test_lm75_absent() -> None:
+def test_lm75_absent(lm75: Callable[..., Lm75Sensor]) -> None:
     with pytest.raises(SensorError, match=r"^I2C bus 1 address 0x48: no device \(ENXIO\)$"):
         lm75().read()
     with pytest.raises(ValidationError):
         Lm75Options(bus=1, address=0x58)
 
 
-def test_lm75_shutdown_is_a_warning() -> None:
-    chip = SimSMBus.attach(1, 0x48, Lm75Model(celsius=30.0))
+def test_lm75_shutdown_is_a_warning(lm75: Callable[..., Lm75Sensor], i2c: SimI2cBuses) -> None:
+    chip = i2c.attach(1, 0x48, Lm75Model(celsius=30.0))
     chip.write_byte_data(0x01, 0x01)
     chip.celsius = 50.0  # type: ignore[attr-defined]
     reading = lm75().read()

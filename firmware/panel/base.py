@@ -93,6 +93,11 @@ class Display(ABC):
 class KeySource(ABC):
     """Hardware keys, normalised."""
 
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """The names of the keys this source can send (`Key` values); none unless the source says so."""
+        return ()
+
     @abstractmethod
     def start(self, callback: KeyCallback) -> None:
         """Begin delivering events to ``callback`` (from any thread)."""

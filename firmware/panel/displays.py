@@ -11,8 +11,8 @@ own worker thread, never from the heartbeat loop.
 
 - `Hd44780Display`: luma.lcd ``hd44780`` over luma.core's ``pcf8574``
   interface. The I2C bus is opened with smbus2, or with the SMBus-compatible
-  class named by ``smbus`` (``"sim.i2c:SimSMBus"`` in the simulator), and
-  handed to luma as an injected bus.
+  class or opener given as ``smbus`` (see `firmware.drivers.i2c`; the
+  simulator passes its simulated bus), and handed to luma as an injected bus.
 - `LumaGraphicDisplay`: ST7735, ST7789, ILI9341 (RGB) or PCD8544 (1-bit) on
   the SPI bus. luma's ``spi`` interface drives DC and RST through an
   RPi.GPIO-shaped object; here that object is backed by gpiozero on the pin
@@ -33,9 +33,10 @@ from luma.core.interface.serial import pcf8574, spi
 from luma.lcd.device import hd44780, ili9341, pcd8544, st7735, st7789
 from PIL import Image
 
-from firmware.core.actions.relay_pcf8574 import ADDRESSES, _reason, _smbus_class
+from firmware.drivers.i2c import SMBusOpener, check_bus, check_pcf8574_address, reason, smbus_opener
 from firmware.panel.base import Display
-from firmware.panel.gpio import GpioError, check_pin, claim, close_all, resolve_factory
+from firmware.gpio import resolve_factory
+from firmware.panel.gpio import GpioError, check_pin, claim, close_all
 
 __all__ = ["CONTROLLERS", "DisplayError", "Hd44780Display", "LumaGraphicDisplay"]
 
@@ -73,20 +74,17 @@ class Hd44780Display(Display):
     kind = "text"
 
     def __init__(self, bus: int | str = 1, address: int = 0x27, columns: int = 16, rows: int = 2,
-                 backlight: bool = True, font: str = "A00", smbus: str | None = None) -> None:
+                 backlight: bool = True, font: str = "A00", smbus: str | SMBusOpener | None = None) -> None:
         """Open the bus, initialise the LCD (about a second) and clear it.
 
         ``bus`` is an I2C bus number or ``/dev/i2c-N``; ``address`` the
         backpack's (PCF8574 0x20-0x27, PCF8574A 0x38-0x3F, set by its
         A0-A2 jumpers); ``font`` the character ROM (``A00`` or ``A02``);
-        ``smbus`` an SMBus-compatible class as ``"module:Class"`` instead of
-        smbus2 (the simulator's ``"sim.i2c:SimSMBus"``).
+        ``smbus`` an SMBus-compatible class as ``"module:Class"``, or an
+        opener object, instead of smbus2 (the simulator's simulated bus).
         """
-        if isinstance(bus, bool) or not (isinstance(bus, int) and bus >= 0 or isinstance(bus, str) and bus):
-            raise ValueError(f"bus must be an I2C bus number or a /dev/i2c-N path, not {bus!r}")
-        if isinstance(address, bool) or not isinstance(address, int) or address not in ADDRESSES:
-            shown = f"0x{address:02x}" if isinstance(address, int) and not isinstance(address, bool) else repr(address)
-            raise ValueError(f"address {shown} is not a PCF8574 (0x20-0x27) or PCF8574A (0x38-0x3f) backpack address")
+        check_bus(bus)
+        check_pcf8574_address(address, "backpack address")
         if (columns, rows) not in HD44780_SIZES:
             raise ValueError(f"columns × rows must be one of {', '.join(f'{c}×{r}' for c, r in HD44780_SIZES)}, "
                              f"not {columns!r}×{rows!r}")
@@ -94,7 +92,7 @@ class Hd44780Display(Display):
             raise ValueError(f"backlight must be true or false, not {backlight!r}")
         if font not in HD44780_FONTS:
             raise ValueError(f"font must be one of {', '.join(HD44780_FONTS)}, not {font!r}")
-        smbus_cls = _smbus_class(smbus)
+        open_smbus = smbus_opener(smbus)
         self.bus = bus
         self.address = address
         # The renderer uses ROM A00's own glyphs (degree sign, arrows, block) only on an A00 ROM.
@@ -107,18 +105,18 @@ class Hd44780Display(Display):
         self._image: Image.Image | None = None
         self._backlight = True
         try:
-            self._bus = smbus_cls(bus)
+            self._bus = open_smbus(bus)
         except OSError as exc:
-            raise DisplayError(f"{self.name}: cannot open {_i2c_path(bus)}: {_reason(exc)}{_i2c_hint(exc)}") from None
+            raise DisplayError(f"{self.name}: cannot open {_i2c_path(bus)}: {reason(exc)}{_i2c_hint(exc)}") from None
         except Exception as exc:
-            raise DisplayError(f"{self.name}: cannot open {_i2c_path(bus)}: {_reason(exc)}") from None
+            raise DisplayError(f"{self.name}: cannot open {_i2c_path(bus)}: {reason(exc)}") from None
         try:
             # The backlight bit is always enabled here: luma can only switch a backlight it was given.
             self._serial = pcf8574(bus=self._bus, address=address, backlight_enabled=True)
             self._device = _Hd44780(self._serial, width=columns, height=rows, selected_font=HD44780_FONTS[font])
         except Exception as exc:
             self._close_bus()
-            raise DisplayError(f"{self.name}: no PCF8574 backpack answers ({_reason(exc)}); check the wiring, "
+            raise DisplayError(f"{self.name}: no PCF8574 backpack answers ({reason(exc)}); check the wiring, "
                                f"the address jumpers and `i2cdetect -y {bus}`") from None
         self._text = ""
         if not backlight:
@@ -149,7 +147,7 @@ class Hd44780Display(Display):
                 self._device.text = text
             except Exception as exc:
                 self._text = None  # unknown now: resend next time
-                raise DisplayError(f"{self.name}: write failed: {_reason(exc)}") from None
+                raise DisplayError(f"{self.name}: write failed: {reason(exc)}") from None
             self._text = text
             self._image = None
 
@@ -166,7 +164,7 @@ class Hd44780Display(Display):
                 self._device.display(image)
             except Exception as exc:
                 self._image = None
-                raise DisplayError(f"{self.name}: write failed: {_reason(exc)}") from None
+                raise DisplayError(f"{self.name}: write failed: {reason(exc)}") from None
             self._image = image.copy()
             self._text = None
 
@@ -181,7 +179,7 @@ class Hd44780Display(Display):
                 # luma only sends the bit with the next character; write it now (E stays low: no strobe).
                 self._bus.write_byte(self.address, BACKPACK_BACKLIGHT if on else 0)
             except Exception as exc:
-                raise DisplayError(f"{self.name}: backlight write failed: {_reason(exc)}") from None
+                raise DisplayError(f"{self.name}: backlight write failed: {reason(exc)}") from None
             self._backlight = on
 
     def frame(self) -> Image.Image:
@@ -342,7 +340,7 @@ class LumaGraphicDisplay(Display):
             except TypeError as exc:  # an unknown extra key
                 raise ValueError(f"{controller}: {exc}") from None
             except Exception as exc:
-                raise DisplayError(f"{self.name}: the controller did not initialise: {_reason(exc)}") from None
+                raise DisplayError(f"{self.name}: the controller did not initialise: {reason(exc)}") from None
         except Exception:
             self._release()
             raise
@@ -363,11 +361,11 @@ class LumaGraphicDisplay(Display):
                        gpio_DC=dc, gpio_RST=rst)
         except OSError as exc:
             hint = " (add the tandem user to the spi group)" if exc.errno in (errno.EACCES, errno.EPERM) else ""
-            raise DisplayError(f"{self.name}: cannot open {self.path}: {_reason(exc)}{hint}") from None
+            raise DisplayError(f"{self.name}: cannot open {self.path}: {reason(exc)}{hint}") from None
         except (DisplayError, GpioError):
             raise
         except Exception as exc:
-            raise DisplayError(f"{self.name}: cannot open {self.path}: {_reason(exc)}") from None
+            raise DisplayError(f"{self.name}: cannot open {self.path}: {reason(exc)}") from None
 
     @property
     def backlight(self) -> int:
@@ -391,7 +389,7 @@ class LumaGraphicDisplay(Display):
             try:
                 self._device.display(image)
             except Exception as exc:
-                raise DisplayError(f"{self.name}: write failed: {_reason(exc)}") from None
+                raise DisplayError(f"{self.name}: write failed: {reason(exc)}") from None
             self._last = image.copy()
 
     def set_backlight(self, level: int) -> None:

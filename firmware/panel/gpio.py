@@ -1,9 +1,9 @@
 """Front-panel keys and indicators on GPIO lines, through gpiozero.
 
 The board profile names the pin factory (``pin_factory = "lgpio"`` on a
-Raspberry Pi, ``"mock"`` in the simulator); it is resolved by the same helper
-the GPIO relay drivers use. Tests may pass a gpiozero ``Factory`` object
-instead of a name.
+Raspberry Pi, ``"mock"`` in the simulator); it comes from the process's
+registry, `firmware.gpio`, like the GPIO relays'. Tests may pass a gpiozero
+``Factory`` object instead of a name.
 
 - `GpioKeys`: one push button per key, wired from the GPIO to ground against
   the internal pull-up (``pull_up = true``), or to 3V3 against an external
@@ -14,9 +14,11 @@ instead of a name.
 
 Every class claims its pins in the constructor, so a pin already in use or a
 pin factory that cannot start here is reported when the board profile is
-loaded, naming the pin or the factory. ``inject``/``inject_turn`` move the
-simulated pins of the mock factory (the simulator's control socket uses
-them); on real pins they raise `GpioError`.
+loaded, naming the pin or the factory. The key sources say how they are
+wired (``pin_factory``, ``button_pins``, ``pull_up``, the encoder's ``a``,
+``b`` and ``clockwise_key``): whatever drives the lines from outside (a
+finger, or a simulated one on mock pins) needs nothing more, and nothing
+here knows which it is.
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ from typing import Any
 
 from gpiozero import LED, Button, Buzzer, Device, RotaryEncoder
 from gpiozero.pins import Factory
-from gpiozero.pins.mock import MockFactory
 
-from firmware.core.actions.relay_gpio import pin_factory as named_pin_factory
+from firmware.gpio import resolve_factory
 from firmware.panel.base import (
     Blink,
     Indicators,
@@ -41,7 +42,7 @@ from firmware.panel.base import (
     KeySource,
 )
 
-__all__ = ["BLINK_TIMES", "EncoderKeys", "GpioError", "GpioIndicators", "GpioKeys", "resolve_factory"]
+__all__ = ["BLINK_TIMES", "EncoderKeys", "GpioError", "GpioIndicators", "GpioKeys"]
 
 KEY_NAMES = tuple(key.value for key in Key)
 BLINK_TIMES: dict[str, tuple[float, float]] = {"slow": (0.5, 0.5), "fast": (0.125, 0.125)}
@@ -50,15 +51,6 @@ BLINK_TIMES: dict[str, tuple[float, float]] = {"slow": (0.5, 0.5), "fast": (0.12
 
 class GpioError(RuntimeError):
     """A GPIO panel device cannot be claimed or driven; the message names the pin or factory."""
-
-
-def resolve_factory(pin_factory: str | Factory) -> Factory:
-    """The gpiozero pin factory named by the board profile, or the factory object itself (tests)."""
-    if isinstance(pin_factory, Factory):
-        return pin_factory
-    if not isinstance(pin_factory, str) or not pin_factory:
-        raise ValueError(f"pin_factory must name a gpiozero pin factory (\"lgpio\", \"mock\", ...), not {pin_factory!r}")
-    return named_pin_factory(pin_factory)  # ValueError naming the factory if unknown or unable to start
 
 
 def check_pin(pin: object, what: str) -> int:
@@ -85,12 +77,8 @@ def close_all(devices: list[Device]) -> None:
             pass
 
 
-def _factory_label(factory: Factory) -> str:
-    return type(factory).__name__
-
-
 class _ButtonKeys(KeySource):
-    """What GPIO key sources share: buttons by key, event delivery, injection on mock pins."""
+    """What GPIO key sources share: buttons by key, event delivery, and how they are wired."""
 
     def __init__(self, factory: Factory, pull_up: bool, hold_time: float) -> None:
         if not isinstance(pull_up, bool):
@@ -104,6 +92,21 @@ class _ButtonKeys(KeySource):
         self._lock = threading.Lock()
         self._devices: list[Device] = []
         self._key_pins: dict[Key, int] = {}
+
+    @property
+    def pin_factory(self) -> Factory:
+        """The gpiozero pin factory the pins are claimed from."""
+        return self._factory
+
+    @property
+    def button_pins(self) -> dict[Key, int]:
+        """The GPIO each push button is wired to (with ``pull_up``, a pressed button pulls its line low)."""
+        return dict(self._key_pins)
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` has released the pins."""
+        return not self._devices
 
     def start(self, callback: KeyCallback) -> None:
         """Begin delivering events to ``callback`` (from gpiozero's threads); earlier events are dropped."""
@@ -132,25 +135,6 @@ class _ButtonKeys(KeySource):
         button.when_pressed = lambda: self._emit(key, "press")
         button.when_released = lambda: self._emit(key, "release")
         button.when_held = lambda: self._emit(key, "hold")
-
-    def _mock_pin(self, pin: int) -> Any:
-        """The simulated pin ``pin``; GpioError on a real pin factory."""
-        if not isinstance(self._factory, MockFactory):
-            raise GpioError(f"GPIO {pin}: inject() only moves simulated pins (pin_factory \"mock\"), "
-                            f"not real ones ({_factory_label(self._factory)})")
-        if not self._devices:
-            raise GpioError(f"GPIO {pin}: the key source is closed")
-        return self._factory.pin(pin)
-
-    def _inject_button(self, key: Key, action: str) -> None:
-        if action not in ("press", "release"):
-            raise ValueError(f"action must be \"press\" or \"release\", not {action!r}")
-        pin = self._mock_pin(self._key_pins[key])
-        # With the pull-up the button shorts the line to ground: pressed is low.
-        if (action == "press") == self.pull_up:
-            pin.drive_low()
-        else:
-            pin.drive_high()
 
 
 def _key(name: object, allowed: tuple[str, ...]) -> Key:
@@ -183,12 +167,8 @@ class GpioKeys(_ButtonKeys):
 
     @property
     def key_names(self) -> tuple[str, ...]:
-        """The keys this source has (what `inject` accepts)."""
+        """The keys this source has: one per button."""
         return tuple(self.pins)
-
-    def inject(self, key: str, action: str) -> None:
-        """Press or release ``key`` on the simulated pins, exactly as a finger would (mock factory only)."""
-        self._inject_button(_key(key, self.key_names), action)
 
 
 class EncoderKeys(_ButtonKeys):
@@ -239,39 +219,18 @@ class EncoderKeys(_ButtonKeys):
 
     @property
     def key_names(self) -> tuple[str, ...]:
-        """The keys this source has (what `inject` accepts)."""
+        """The keys this source has: UP and DOWN from the encoder, ENTER and BACK if their buttons are wired."""
         return ("up", "down") + (("enter",) if self.button is not None else ()) + \
                (("back",) if self.back is not None else ())
+
+    @property
+    def clockwise_key(self) -> Key:
+        """The key a clockwise detent sends: DOWN, or UP with ``reverse``."""
+        return self._clockwise
 
     def _tap(self, key: Key) -> None:
         self._emit(key, "press")
         self._emit(key, "release")
-
-    def inject(self, key: str, action: str) -> None:
-        """Simulate a finger: ``enter``/``back`` press or release the buttons; ``up``/``down`` press turns one detent.
-
-        Releasing ``up``/``down`` does nothing (a detent is already a whole tap). Mock factory only.
-        """
-        target = _key(key, self.key_names)
-        if target in (Key.UP, Key.DOWN):
-            if action not in ("press", "release"):
-                raise ValueError(f"action must be \"press\" or \"release\", not {action!r}")
-            if action == "press":
-                self.inject_turn(1 if target == self._clockwise else -1)
-            return
-        self._inject_button(target, action)
-
-    def inject_turn(self, steps: int) -> None:
-        """Turn the simulated encoder ``steps`` detents: positive clockwise, negative counter-clockwise."""
-        if isinstance(steps, bool) or not isinstance(steps, int):
-            raise ValueError(f"steps must be an integer, not {steps!r}")
-        a, b = self._mock_pin(self.a), self._mock_pin(self.b)
-        first, second = (a, b) if steps > 0 else (b, a)  # clockwise: A leads B
-        for _ in range(abs(steps)):
-            first.drive_low()
-            second.drive_low()
-            first.drive_high()
-            second.drive_high()
 
 
 def _check_distinct(pins: dict[str, int]) -> None:

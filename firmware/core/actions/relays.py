@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from firmware.config import RelayGroupConfig
 from firmware.core.actions import ActionError
-from firmware.core.actions.relay_base import RelayError
+from firmware.drivers.relays.base import RelayError
 
 FEEDBACK_DELAY_S = 0.05  # contacts need a moment to follow the coil
 TIMELINE_KEPT = 200

@@ -94,7 +94,7 @@ class SensorContext:
     """What the host offers sensors; the simulator swaps these backends, never the sensor code."""
 
     smbus: Callable[[int | str], Any] | None = None
-    """Opens an I2C bus (``smbus2.SMBus`` on hardware, ``sim.i2c:SimSMBus`` in the simulator)."""
+    """Opens an I2C bus (``smbus2.SMBus`` on hardware; in the simulator, the simulated chassis's own buses)."""
     sysfs: Path = Path("/sys")
     """Root of sysfs (hwmon, dmi/id, block): a fake tree in the simulator."""
     procfs: Path = Path("/proc")

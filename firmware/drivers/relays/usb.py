@@ -21,7 +21,7 @@ import threading
 import serial
 
 from firmware import serialport
-from firmware.core.actions.relay_base import RelayError, check_channel
+from firmware.drivers.relays.base import CommandedStates, RelayError, check_channel
 
 __all__ = ["UsbRelayBoard", "frame"]
 
@@ -40,7 +40,7 @@ def frame(channel: int, energized: bool) -> bytes:
     return bytes((START, channel, state, (START + channel + state) & 0xFF))
 
 
-class UsbRelayBoard:
+class UsbRelayBoard(CommandedStates):
     """A CH340 USB relay board on a serial port (channel n = the board's relay n)."""
 
     def __init__(self, port: str, channels: int = 1, baud: int = 9600) -> None:
@@ -77,11 +77,6 @@ class UsbRelayBoard:
             self._write(frame(channel, energized))
             self._states[channel] = energized
 
-    def get(self, channel: int) -> bool | None:
-        """The last state written to ``channel`` (None before the first open). Never waits for a write."""
-        check_channel(channel, self.channels)
-        return self._states.get(channel)
-
     def release(self) -> None:
         """Switch every channel off if the board is reachable, then close the port. Never raises."""
         with self._lock:
@@ -90,8 +85,9 @@ class UsbRelayBoard:
                     self._close()
                     self._serial = self._try_open()
                 if self._serial is not None:
-                    self._serial.write(b"".join(frame(ch, False) for ch in self._all_channels()))
-                    self._states = dict.fromkeys(self._all_channels(), False)
+                    off = self._all_off()
+                    self._serial.write(b"".join(frame(ch, on) for ch, on in off.items()))
+                    self._states = off
             except Exception:  # releasing must never raise; an unplugged board is off anyway
                 pass
             self._close()
@@ -107,9 +103,6 @@ class UsbRelayBoard:
 
     # ------------------------------------------------------------------- helpers
 
-    def _all_channels(self) -> range:
-        return range(1, self.channels + 1)
-
     def _ensure_open(self, skip: int | None) -> None:
         """Open the port if needed and bring the board to the known states (``skip``: about to be set)."""
         if self._serial is not None:
@@ -122,7 +115,7 @@ class UsbRelayBoard:
         self._serial = port
         # Every (re)open starts with all channels off, as the board itself does on power-up:
         # re-energizing is the relay action's job, behind its interlock with the peer.
-        self._states = dict.fromkeys(self._all_channels(), False)
+        self._states = self._all_off()
         states = {ch: on for ch, on in self._states.items() if ch != skip}
         if states:
             self._write(b"".join(frame(ch, on) for ch, on in sorted(states.items())))

@@ -10,8 +10,9 @@ from the shadow, never by reading the chip back. Unused bits stay 1, so the
 spare pins of the same chip can serve as ``Pcf8574Inputs``.
 
 The bus is opened through smbus2 (``SMBus(bus)``), or through another
-SMBus-compatible class named ``"module:Class"`` in ``smbus`` (the simulator
-uses ``"sim.i2c:SimSMBus"``).
+SMBus-compatible class or opener: named ``"module:Class"`` in the board
+profile's ``smbus``, or passed as an object (the simulator's buses, see
+`firmware.drivers.i2c`).
 """
 
 from __future__ import annotations
@@ -19,28 +20,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from firmware.core.actions.relay_base import RelayError, check_channel
-from firmware.drivers import import_object
+from firmware.drivers.i2c import SMBusOpener, check_bus, check_pcf8574_address, reason, smbus_opener
+from firmware.drivers.relays.base import CommandedStates, RelayError, check_channel
 
 __all__ = ["Pcf8574Inputs", "Pcf8574Relays"]
 
 PORT_BITS = 8
-ADDRESSES = (*range(0x20, 0x28), *range(0x38, 0x40))  # PCF8574: 0x20-0x27, PCF8574A: 0x38-0x3F
-
-
-def _smbus_class(spec: str | None) -> Any:
-    """The SMBus class: smbus2.SMBus, or the ``"module:Class"`` named by ``spec``."""
-    if spec is None:
-        spec = "smbus2:SMBus"
-    elif not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise ValueError(f"smbus must be an import path 'module:Class', not {spec!r}")
-    try:
-        cls = import_object(spec, "class")
-    except ValueError as exc:
-        raise ValueError(f"smbus: {exc}") from None
-    if not callable(cls):
-        raise ValueError(f"smbus: {spec.partition(':')[0]!r} has no class {spec.partition(':')[2]!r}")
-    return cls
 
 
 class _Pcf8574:
@@ -49,12 +34,10 @@ class _Pcf8574:
     kind = "PCF8574"
     name: str
 
-    def __init__(self, bus: int | str, address: int, channels: int, active_low: bool, smbus: str | None) -> None:
-        if isinstance(bus, bool) or not (isinstance(bus, int) and bus >= 0 or isinstance(bus, str) and bus):
-            raise ValueError(f"bus must be an I2C bus number or a /dev/i2c-N path, not {bus!r}")
-        if isinstance(address, bool) or not isinstance(address, int) or address not in ADDRESSES:
-            shown = f"0x{address:02x}" if isinstance(address, int) and not isinstance(address, bool) else repr(address)
-            raise ValueError(f"address {shown} is not a PCF8574 (0x20-0x27) or PCF8574A (0x38-0x3f) address")
+    def __init__(self, bus: int | str, address: int, channels: int, active_low: bool,
+                 smbus: str | SMBusOpener | None) -> None:
+        check_bus(bus)
+        check_pcf8574_address(address)
         if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= PORT_BITS:
             raise ValueError(f"channels must be an integer 1..{PORT_BITS}, not {channels!r}")
         if not isinstance(active_low, bool):
@@ -63,7 +46,7 @@ class _Pcf8574:
         self.address = address
         self.channels = channels
         self.active_low = active_low
-        self._smbus_cls = _smbus_class(smbus)
+        self._open_smbus = smbus_opener(smbus)
         self._where = f"I2C bus {bus} address 0x{address:02x}"
         self._lock = threading.RLock()
         self._smbus: Any = None
@@ -72,9 +55,9 @@ class _Pcf8574:
         """Open the bus if it is not open; RelayError naming the bus if it cannot be."""
         if self._smbus is None:
             try:
-                self._smbus = self._smbus_cls(self.bus)
+                self._smbus = self._open_smbus(self.bus)
             except Exception as exc:  # FileNotFoundError, PermissionError, the class's own errors
-                raise RelayError(f"{self.name}: cannot open I2C bus {self.bus}: {_reason(exc)}") from None
+                raise RelayError(f"{self.name}: cannot open I2C bus {self.bus}: {reason(exc)}") from None
 
     def _close_bus(self) -> None:
         handle, self._smbus = self._smbus, None
@@ -85,7 +68,7 @@ class _Pcf8574:
                 pass
 
     def _failed(self, what: str, exc: Exception) -> RelayError:
-        return RelayError(f"{self.name}: {what} failed: {_reason(exc)} (no {self.kind} answering there?)")
+        return RelayError(f"{self.name}: {what} failed: {reason(exc)} (no {self.kind} answering there?)")
 
     def _probe(self) -> bool:
         """One read of the port: whether the chip answers (reading has no effect on its outputs)."""
@@ -99,11 +82,11 @@ class _Pcf8574:
             return True
 
 
-class Pcf8574Relays(_Pcf8574):
+class Pcf8574Relays(CommandedStates, _Pcf8574):
     """Relay channels on a PCF8574(A) port: channel n is bit n-1."""
 
     def __init__(self, bus: int | str = 1, address: int = 0x20, channels: int = 8, active_low: bool = True,
-                 smbus: str | None = None) -> None:
+                 smbus: str | SMBusOpener | None = None) -> None:
         """Validate the board profile parameters; the bus is not opened here."""
         super().__init__(bus, address, channels, active_low, smbus)
         self.name = f"PCF8574 relays on {self._where}"
@@ -114,7 +97,7 @@ class Pcf8574Relays(_Pcf8574):
         """Open the bus and write the all-de-energized byte (also proves the chip answers)."""
         with self._lock:
             self._open_bus()
-            off = dict.fromkeys(range(1, self.channels + 1), False)
+            off = self._all_off()
             self._write(self._value(off), "write")
             self._states = off
 
@@ -128,17 +111,12 @@ class Pcf8574Relays(_Pcf8574):
             self._write(self._value(states), f"setting channel {channel}")
             self._states = states
 
-    def get(self, channel: int) -> bool | None:
-        """The last state written to ``channel`` (None before the first open). Never waits for the bus."""
-        check_channel(channel, self.channels)
-        return self._states.get(channel)
-
     def release(self) -> None:
         """Write the all-de-energized byte if the chip answers, then close the bus. Never raises."""
         with self._lock:
             try:
                 self._open_bus()
-                off = dict.fromkeys(range(1, self.channels + 1), False)
+                off = self._all_off()
                 self._write(self._value(off), "write")
                 self._states = off
             except Exception:  # releasing must never raise
@@ -186,7 +164,7 @@ class Pcf8574Inputs(_Pcf8574):
     """
 
     def __init__(self, bus: int | str = 1, address: int = 0x20, channels: int = 8, active_low: bool = True,
-                 smbus: str | None = None) -> None:
+                 smbus: str | SMBusOpener | None = None) -> None:
         """Validate the board profile parameters; the bus is not opened here."""
         super().__init__(bus, address, channels, active_low, smbus)
         self.name = f"PCF8574 inputs on {self._where}"
@@ -222,10 +200,3 @@ class Pcf8574Inputs(_Pcf8574):
         except Exception as exc:
             raise self._failed("read", exc) from None
 
-
-def _reason(exc: BaseException) -> str:
-    """A short one-line reason from an OS or bus error."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__

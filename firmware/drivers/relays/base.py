@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-__all__ = ["RelayDriver", "RelayError", "check_channel"]
+__all__ = ["CommandedStates", "RelayDriver", "RelayError", "check_channel"]
 
 
 class RelayError(Exception):
@@ -55,3 +55,23 @@ def check_channel(channel: int, channels: int) -> None:
         raise ValueError(f"relay channel must be an integer, not {channel!r}")
     if not 1 <= channel <= channels:
         raise ValueError(f"relay channel {channel} out of range 1..{channels}")
+
+
+class CommandedStates:
+    """For drivers that cannot read their relays back: ``get`` answers from the states last written.
+
+    The driver keeps ``_states`` (channel → energized) up to date with every
+    write that succeeded.
+    """
+
+    channels: int
+    _states: dict[int, bool]
+
+    def get(self, channel: int) -> bool | None:
+        """The last state written to ``channel`` (None before the first open). Never waits for the hardware."""
+        check_channel(channel, self.channels)
+        return self._states.get(channel)
+
+    def _all_off(self) -> dict[int, bool]:
+        """Every channel de-energized."""
+        return dict.fromkeys(range(1, self.channels + 1), False)

@@ -1,10 +1,8 @@
-"""Crystalfontz CFA-635 / CFA-533 packet panels on a USB serial port.
+"""One serial connection to a Crystalfontz module (`CfaPanel`), shared per port by the adapters.
 
-Protocol (see shared/reference/front-panel.md): every packet is
-``[type][len][data…][crc_lo][crc_hi]`` with a CRC-16/X-25 over type, len and
-data. The host sends one command at a time and waits up to 250 ms for the
-response (``0x40|cmd``) or error (``0xC0|cmd``); key reports (``0x80``) arrive
-at any time.
+The host sends one command at a time and waits up to 250 ms for the
+response (``0x40|cmd``) or error (``0xC0|cmd``); key reports (``0x80``)
+arrive at any time (the packets are in ``protocol``).
 
 Threads and latency. One `CfaPanel` per port owns two threads:
 
@@ -17,16 +15,20 @@ Threads and latency. One `CfaPanel` per port owns two threads:
   acknowledged command at a time, and drives LED blinking. After a
   reconnect it forgets what the module shows and re-sends everything.
 
-So `CfaDisplay.show_text`, `set_backlight` and the `CfaIndicators` setters
-never wait for the module: they record the wanted state and return at once
-(``CfaPanel.flush`` waits until the module has acknowledged it). Only the
-direct calls `CfaPanel.command`, `ping` and `set_host_watchdog` wait for the
-module's answer and raise `CfaError` subclasses.
+So the ``set_*`` methods never wait for the module: they record the wanted
+state and return at once (``flush`` waits until the module has acknowledged
+it). Only the direct calls `CfaPanel.command`, `ping` and
+`set_host_watchdog` wait for the module's answer and raise `CfaError`
+subclasses.
 
-The adapters (`CfaDisplay`, `CfaKeys`, `CfaIndicators`) take the keyword
-arguments of a board profile and share one `CfaPanel` per port through a
-reference-counted registry, so one profile's display, keys and LEDs use one
-connection.
+A board profile's display, keys and LEDs are three drivers built one by one,
+but one USB port carries them all: `acquire_panel` and `release_panel` share
+one `CfaPanel` per port, reference-counted, for as long as one of them uses
+it.
+
+The module is a little over 600 lines because `CfaPanel` is one connection
+whose two threads share one set of state; split, each half would need the
+other's locks.
 """
 
 from __future__ import annotations
@@ -36,234 +38,50 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import serial
-from luma.core.bitmap_font import embedded_fonts
-from luma.lcd.const import hd44780
-from PIL import Image, ImageDraw
 
 from firmware import serialport
-from firmware.panel.base import (
-    Blink,
-    Display,
-    Indicators,
-    Key,
-    KeyCallback,
-    KeyEvent,
-    KeySource,
+from firmware.panel.base import Blink
+from firmware.panel.cfa.protocol import (
+    ALL_KEYS_MASK,
+    CMD_BACKLIGHT,
+    CMD_CONTRAST,
+    CMD_HOST_WATCHDOG,
+    CMD_KEY_MASKS,
+    CMD_LED,
+    CMD_PING,
+    CMD_TEXT,
+    KIND_ERROR,
+    KIND_REPORT,
+    KIND_RESPONSE,
+    LED_COLOURS,
+    LedColour,
+    Packet,
+    PacketDecoder,
+    encode_packet,
+    get_model,
+    led_indexes,
 )
 
 __all__ = [
-    "MODELS",
     "CfaDisconnected",
-    "CfaDisplay",
     "CfaError",
-    "CfaIndicators",
-    "CfaKeys",
     "CfaPanel",
     "CfaRejected",
     "CfaTimeout",
-    "LedColour",
-    "Model",
-    "Packet",
-    "PacketDecoder",
     "acquire_panel",
-    "crc16",
-    "encode_packet",
+    "clamp",
     "release_panel",
 ]
 
 log = logging.getLogger(__name__)
 
-# Command numbers.
-CMD_PING = 0
-CMD_CLEAR = 6
-CMD_CONTRAST = 13
-CMD_BACKLIGHT = 14
-CMD_KEY_MASKS = 23
-CMD_HOST_WATCHDOG = 29
-CMD_TEXT = 31
-CMD_LED = 34
-
-KIND_COMMAND, KIND_RESPONSE, KIND_REPORT, KIND_ERROR = 0x00, 0x40, 0x80, 0xC0
-REPORT_KEY = 0x80
-
-# Key report codes (press; release is press + 6) and key-mask bits, in the module's terms.
-KEY_CODES: dict[int, Key] = {1: Key.UP, 2: Key.DOWN, 3: Key.LEFT, 4: Key.RIGHT, 5: Key.ENTER, 6: Key.BACK}
-KEY_MASK_BITS: dict[Key, int] = {
-    Key.UP: 0x01, Key.ENTER: 0x02, Key.BACK: 0x04, Key.LEFT: 0x08, Key.RIGHT: 0x10, Key.DOWN: 0x20,
-}
-ALL_KEYS_MASK = 0x3F
-
 READ_TIMEOUT_S = 0.05  # how often the reader looks up from a silent port (stop, lost write)
 STALE_CHECK_S = 0.5  # how often a silent port is checked for a vanished device node
 WRITE_TIMEOUT_S = 0.5
-_OVERHEAD = 4  # type, len, crc_lo, crc_hi
-
-
-@dataclass(frozen=True)
-class Model:
-    """What differs between the supported modules."""
-
-    name: str
-    columns: int
-    rows: int
-    baudrate: int
-    max_data: int
-    leds: int  # bicolour LEDs (0 on the CFA-533)
-
-
-MODELS: dict[str, Model] = {
-    "cfa635": Model("cfa635", columns=20, rows=4, baudrate=115200, max_data=22, leds=4),
-    "cfa533": Model("cfa533", columns=16, rows=2, baudrate=19200, max_data=18, leds=0),
-}
-
-LedColour = Literal["off", "green", "red", "amber"]
-_COLOURS: dict[str, tuple[bool, bool]] = {  # (green, red)
-    "off": (False, False), "green": (True, False), "red": (False, True), "amber": (True, True),
-}
 _BLINK_PERIOD_S = {"slow": 1.0, "fast": 0.25}  # 1 Hz and 4 Hz, half on and half off
-
-
-def get_model(model: str) -> Model:
-    """The `Model` named ``model``; ValueError listing the supported ones otherwise."""
-    try:
-        return MODELS[model]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown Crystalfontz model {model!r}; expected one of {sorted(MODELS)}") from None
-
-
-def led_indexes(led: int) -> tuple[int, int]:
-    """The CFA-635 (green, red) command-34 indexes of bicolour LED ``led`` (0 = top … 3 = bottom)."""
-    if isinstance(led, bool) or not isinstance(led, int) or not 0 <= led <= 3:
-        raise ValueError(f"LED must be 0..3 (top to bottom), not {led!r}")
-    return 11 - 2 * led, 12 - 2 * led
-
-
-# ------------------------------------------------------------------------- codec
-
-
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc16(data: bytes) -> int:
-    """CRC-16/X-25 (reflected 0x1021, init 0xFFFF, final xor 0xFFFF): b"123456789" → 0x906E."""
-    crc = 0xFFFF
-    for byte in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
-    return crc ^ 0xFFFF
-
-
-def encode_packet(type_: int, data: bytes = b"") -> bytes:
-    """One packet: type, length, data and the CRC low byte first."""
-    if not 0 <= type_ <= 0xFF:
-        raise ValueError(f"packet type must be a byte, not {type_!r}")
-    if len(data) > 0xFF:
-        raise ValueError(f"packet data too long: {len(data)} bytes")
-    body = bytes((type_, len(data))) + bytes(data)
-    crc = crc16(body)
-    return body + bytes((crc & 0xFF, crc >> 8))
-
-
-@dataclass(frozen=True)
-class Packet:
-    """A decoded packet: its type byte and data."""
-
-    type: int
-    data: bytes = b""
-
-    @property
-    def kind(self) -> int:
-        """The top two bits: KIND_COMMAND, KIND_RESPONSE, KIND_REPORT or KIND_ERROR."""
-        return self.type & 0xC0
-
-    @property
-    def code(self) -> int:
-        """The low six bits: the command number (or report number)."""
-        return self.type & 0x3F
-
-    def encode(self) -> bytes:
-        """The packet's bytes on the wire."""
-        return encode_packet(self.type, self.data)
-
-
-class PacketDecoder:
-    """Incremental decoder: feed it bytes in any chunks, get whole packets with a valid CRC.
-
-    A packet whose length is out of range or whose CRC is wrong is dropped by
-    skipping one byte and trying again, which resynchronises after garbage.
-    If the packet at the front is still incomplete but a complete valid packet
-    starts further on, the front bytes are garbage (a stray length byte would
-    otherwise make the decoder wait for bytes that never come). ``bad_packets``
-    counts each run of skipped bytes once; ``skipped_bytes`` counts the bytes.
-    """
-
-    def __init__(self, max_data: int = 22) -> None:
-        """Accept packets with up to ``max_data`` data bytes (22 on the CFA-635, 18 on the CFA-533)."""
-        self.max_data = max_data
-        self.packets = 0
-        self.bad_packets = 0
-        self.skipped_bytes = 0
-        self._buf = bytearray()
-        self._in_sync = True
-
-    def feed(self, data: bytes) -> list[Packet]:
-        """Add received bytes; return the packets completed by them, in order."""
-        buf = self._buf
-        buf += data
-        out: list[Packet] = []
-        while len(buf) >= _OVERHEAD:
-            size = self._size_at(0)
-            if size > 0:
-                out.append(Packet(buf[0], bytes(buf[2:size - 2])))
-                del buf[:size]
-                self.packets += 1
-                self._in_sync = True
-            elif size == 0:
-                self._skip(1)
-            else:
-                later = next((at for at in range(1, len(buf) - _OVERHEAD + 1) if self._size_at(at) > 0), None)
-                if later is None:
-                    break
-                self._skip(later)
-        return out
-
-    def reset(self) -> None:
-        """Forget buffered bytes (a new connection); the counters are kept."""
-        self._buf.clear()
-        self._in_sync = True
-
-    def _size_at(self, at: int) -> int:
-        """Size of a valid packet starting at ``at``; 0 if invalid there, -1 if incomplete."""
-        buf = self._buf
-        if len(buf) - at < 2:
-            return -1
-        length = buf[at + 1]
-        if length > self.max_data:
-            return 0
-        size = length + _OVERHEAD
-        if len(buf) - at < size:
-            return -1
-        crc = buf[at + size - 2] | buf[at + size - 1] << 8
-        return size if crc16(buf[at:at + size - 2]) == crc else 0
-
-    def _skip(self, count: int) -> None:
-        del self._buf[:count]
-        self.skipped_bytes += count
-        if self._in_sync:
-            self.bad_packets += 1
-            self._in_sync = False
 
 
 # ------------------------------------------------------------------------- errors
@@ -285,7 +103,7 @@ class CfaDisconnected(CfaError):
     """The port is not open (device unplugged); the reader is polling to reopen it."""
 
 
-# ------------------------------------------------------------------------- connection
+# ------------------------------------------------------------------------- the connection
 
 ReportListener = Callable[[Packet], None]
 ConnectionListener = Callable[[bool], None]
@@ -505,12 +323,12 @@ class CfaPanel:
 
     def set_backlight(self, level: int) -> None:
         """Want the backlight at ``level`` (0–100; clamped)."""
-        self._set_want(("backlight",), (CMD_BACKLIGHT, bytes((_clamp(level, 100, "backlight"),))))
+        self._set_want(("backlight",), (CMD_BACKLIGHT, bytes((clamp(level, 100, "backlight"),))))
 
     def set_contrast(self, level: int) -> None:
         """Want the contrast at ``level`` (0–254 on the CFA-635, 0–200 on the CFA-533; clamped)."""
         top = 254 if self.model.name == "cfa635" else 200
-        self._set_want(("contrast",), (CMD_CONTRAST, bytes((_clamp(level, top, "contrast"),))))
+        self._set_want(("contrast",), (CMD_CONTRAST, bytes((clamp(level, top, "contrast"),))))
 
     def set_key_masks(self, press: int, release: int) -> None:
         """Want key reports for the keys in the ``press`` and ``release`` masks (bits as KEY_MASK_BITS)."""
@@ -527,12 +345,12 @@ class CfaPanel:
         if not self.model.leds:
             raise ValueError(f"the {self.model.name} has no LEDs")
         led_indexes(led)
-        if colour not in _COLOURS:
-            raise ValueError(f"LED colour must be one of {sorted(_COLOURS)}, not {colour!r}")
+        if colour not in LED_COLOURS:
+            raise ValueError(f"LED colour must be one of {sorted(LED_COLOURS)}, not {colour!r}")
         if mode not in ("off", "on", "slow", "fast"):
             raise ValueError(f"LED mode must be off, on, slow or fast, not {mode!r}")
         with self._cond:
-            self._leds[led] = _Led(colour, mode, _clamp(level, 100, "LED level"))
+            self._leds[led] = _Led(colour, mode, clamp(level, 100, "LED level"))
             self._update_leds(time.monotonic())
             self._cond.notify_all()
 
@@ -723,7 +541,7 @@ class CfaPanel:
                 lit = phase % 2 == 0
                 edge = self._blink_epoch + (phase + 1) * half
                 next_edge = edge if next_edge is None else min(next_edge, edge)
-            green_on, red_on = _COLOURS[state.colour]
+            green_on, red_on = LED_COLOURS[state.colour]
             for index, on in zip(led_indexes(led), (green_on, red_on)):
                 level = state.level if lit and on else 0
                 self._want[("led", index)] = (CMD_LED, bytes((index, level)))
@@ -771,7 +589,8 @@ class CfaPanel:
             self._cond.notify_all()
 
 
-def _clamp(level: int, top: int, what: str) -> int:
+def clamp(level: int, top: int, what: str) -> int:
+    """``level`` as an int within 0..top; TypeError naming ``what`` if it is not a number."""
     if isinstance(level, bool) or not isinstance(level, (int, float)):
         raise TypeError(f"{what} must be a number 0..{top}, not {level!r}")
     return max(0, min(top, int(level)))
@@ -816,202 +635,3 @@ def release_panel(panel: CfaPanel) -> None:
             return
         del _registry[panel.port]
     panel.close()
-
-
-# ------------------------------------------------------------------------- adapters
-
-_FONT = embedded_fonts(hd44780.FONTDATA, selected_font=0)  # the HD44780 A00 ROM font, 5×8 cells
-
-
-class CfaDisplay(Display):
-    """The module's character LCD as a text `Display` (20×4 on the CFA-635, 16×2 on the CFA-533).
-
-    ``show_text`` and ``set_backlight`` never wait for the module (see the
-    module docstring). ``frame()`` draws the wanted text with the HD44780
-    A00 ROM font from luma.lcd, one 5×8 pixel cell per character (the same
-    geometry as luma's hd44780 device); the CFA-635's own font differs in a
-    few non-letter glyphs.
-    """
-
-    kind = "text"
-
-    def __init__(self, port: str, model: str = "cfa635", baudrate: int | None = None,
-                 contrast: int | None = None, **options: Any) -> None:
-        """Share the panel on ``port``; ``contrast`` (if given) is set once; ``options`` go to CfaPanel."""
-        if contrast is not None:
-            _clamp(contrast, 255, "contrast")
-        self.panel = acquire_panel(port, model, baudrate, **options)
-        self.columns = self.panel.model.columns
-        self.rows = self.panel.model.rows
-        self._closed = False
-        if contrast is not None:
-            self.panel.set_contrast(contrast)
-
-    def show_text(self, lines: list[str]) -> None:
-        """Put the lines on the glass; only rows that changed are sent. Returns at once."""
-        self.panel.set_text(lines)
-
-    def show_image(self, image: Image.Image) -> None:
-        """Not supported: this is a character display."""
-        raise TypeError(f"{self.panel.name} is a text display; use show_text")
-
-    def set_backlight(self, level: int) -> None:
-        """Backlight 0 (off) to 100 (full). Returns at once."""
-        self.panel.set_backlight(level)
-
-    def frame(self) -> Image.Image:
-        """The wanted text as a 1-bit image of columns×5 by rows×8 pixels."""
-        image = Image.new("1", (self.columns * 5, self.rows * 8))
-        draw = ImageDraw.Draw(image)
-        for row, text in enumerate(self.panel.text()):
-            draw.text((0, row * 8), text, font=_FONT, fill=1)
-        return image
-
-    def close(self) -> None:
-        """Release the shared panel (the text stays on the glass). Idempotent."""
-        if not self._closed:
-            self._closed = True
-            release_panel(self.panel)
-
-
-class CfaKeys(KeySource):
-    """The module's six keys: press/release reports become KeyEvents, plus ``hold`` after ``hold_time``.
-
-    EXIT is `Key.BACK`. Events come from the panel's reader thread (press,
-    release) or a timer thread (hold). If the port is lost while keys are
-    down, they are released (events sent) since their release would be lost.
-    """
-
-    def __init__(self, port: str, model: str = "cfa635", baudrate: int | None = None,
-                 hold_time: float = 1.0, **options: Any) -> None:
-        """Share the panel on ``port``; ``options`` go to CfaPanel."""
-        if not hold_time > 0:
-            raise ValueError(f"hold_time must be > 0 seconds, not {hold_time!r}")
-        self.hold_time = float(hold_time)
-        self.panel = acquire_panel(port, model, baudrate, **options)
-        self._lock = threading.Lock()
-        self._callback: KeyCallback | None = None
-        self._timers: dict[Key, threading.Timer] = {}  # keys down, each with its hold timer
-        self._closed = False
-
-    def start(self, callback: KeyCallback) -> None:
-        """Enable press and release reports for every key and deliver events to ``callback``."""
-        with self._lock:
-            first = self._callback is None
-            self._callback = callback
-        if first:
-            self.panel.add_report_listener(self._on_report)
-            self.panel.add_connection_listener(self._on_connection)
-        self.panel.set_key_masks(ALL_KEYS_MASK, ALL_KEYS_MASK)
-
-    def close(self) -> None:
-        """Stop events, cancel hold timers and release the shared panel. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._callback = None
-            timers, self._timers = self._timers, {}
-        for timer in timers.values():
-            timer.cancel()
-        self.panel.remove_report_listener(self._on_report)
-        self.panel.remove_connection_listener(self._on_connection)
-        release_panel(self.panel)
-
-    def _on_report(self, packet: Packet) -> None:
-        if packet.type != REPORT_KEY or len(packet.data) != 1 or not 1 <= packet.data[0] <= 12:
-            return
-        now = time.monotonic()
-        code = packet.data[0]
-        key = KEY_CODES[(code - 1) % 6 + 1]
-        with self._lock:
-            old = self._timers.pop(key, None)
-            if old is not None:
-                old.cancel()
-            if code <= 6:
-                timer = threading.Timer(self.hold_time, self._on_hold, args=(key,))
-                timer.daemon = True
-                self._timers[key] = timer
-                timer.start()
-        self._emit(KeyEvent(key, "press" if code <= 6 else "release", now))
-
-    def _on_hold(self, key: Key) -> None:
-        with self._lock:
-            if self._timers.get(key) is not threading.current_thread():
-                return  # released (or pressed again) meanwhile
-        self._emit(KeyEvent(key, "hold", time.monotonic()))
-
-    def _on_connection(self, connected: bool) -> None:
-        if connected:
-            return
-        with self._lock:
-            timers, self._timers = self._timers, {}
-        now = time.monotonic()
-        for key, timer in timers.items():
-            timer.cancel()
-            self._emit(KeyEvent(key, "release", now))
-
-    def _emit(self, event: KeyEvent) -> None:
-        callback = self._callback
-        if callback is not None:
-            callback(event)
-
-
-class CfaIndicators(Indicators):
-    """Role and fault LEDs on the CFA-635's bicolour LEDs; the buzzer is a recorded no-op.
-
-    Role: LED ``role_led`` (default 0, top) green, steady or blinking. Fault:
-    LED ``fault_led`` (default 1) red. The CFA-635 has no buzzer:
-    ``set_buzzer`` only records the request in ``buzzer``. The CFA-533 has no
-    LEDs: ``set_role``/``set_fault`` only record the request in ``role`` and
-    ``fault`` and send nothing (a clean no-op; ``has_leds`` is False), so a
-    profile can still use it with this driver. Blinking is driven by the
-    panel's sync thread.
-    """
-
-    def __init__(self, port: str, model: str = "cfa635", baudrate: int | None = None,
-                 role_led: int = 0, fault_led: int = 1, level: int = 100, **options: Any) -> None:
-        """Share the panel on ``port``; ``options`` go to CfaPanel. Both LEDs start off."""
-        led_indexes(role_led)
-        led_indexes(fault_led)
-        if role_led == fault_led:
-            raise ValueError(f"role_led and fault_led must differ, both are {role_led}")
-        self.level = _clamp(level, 100, "level")
-        self.panel = acquire_panel(port, model, baudrate, **options)
-        self.has_leds = self.panel.model.leds > 0
-        self.role_led, self.fault_led = role_led, fault_led
-        self.role: Blink = "off"
-        self.fault: Blink = "off"
-        self.buzzer = False
-        self._closed = False
-        self.set_role("off")
-        self.set_fault("off")
-
-    def set_role(self, mode: Blink) -> None:
-        """Role LED green: ``on`` ACTIVE, ``slow`` STANDBY, ``off`` otherwise. Returns at once."""
-        self.role = mode
-        if self.has_leds:
-            self.panel.set_led(self.role_led, "off" if mode == "off" else "green", mode, self.level)
-
-    def set_fault(self, mode: Blink) -> None:
-        """Fault LED red: ``on`` or ``fast`` while alarms are active. Returns at once."""
-        self.fault = mode
-        if self.has_leds:
-            self.panel.set_led(self.fault_led, "off" if mode == "off" else "red", mode, self.level)
-
-    def set_buzzer(self, on: bool) -> None:
-        """No buzzer on these modules: only records the request in ``buzzer``."""
-        self.buzzer = bool(on)
-
-    def close(self) -> None:
-        """Every LED off (waiting briefly for the module), then release the shared panel. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self.set_role("off")
-        self.set_fault("off")
-        for led in range(self.panel.model.leds):
-            self.panel.set_led(led, "off")
-        if self.panel.connected:
-            self.panel.flush(timeout=1.0)
-        release_panel(self.panel)

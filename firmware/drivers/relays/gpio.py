@@ -1,7 +1,7 @@
 """Relays and contact-feedback inputs on GPIO lines, through gpiozero.
 
 The board profile names the pin factory (`pin_factory = "lgpio"`, … or "mock" in
-the simulator); factories are gpiozero's own plugins, looked up by name.
+the simulator); it comes from the process's registry, `firmware.gpio`.
 Outputs start de-energized; on release they are switched off and the lines
 handed back, so the external pull resistors (see hardware_docs/) hold the
 safe level even if the daemon is killed.
@@ -10,25 +10,10 @@ safe level even if the daemon is killed.
 from __future__ import annotations
 
 import time
-from importlib.metadata import entry_points
 from typing import Any
 
-from firmware.core.actions.relay_base import RelayError, check_channel
-
-_FACTORIES: dict[str, Any] = {}
-
-
-def pin_factory(name: str) -> Any:
-    """The process-wide gpiozero pin factory called `name` (created on first use)."""
-    if name not in _FACTORIES:
-        found = {ep.name: ep for ep in entry_points(group="gpiozero_pin_factories")}
-        if name not in found:
-            raise ValueError(f"unknown gpiozero pin factory {name!r} (known: {', '.join(sorted(found))})")
-        try:
-            _FACTORIES[name] = found[name].load()()
-        except Exception as exc:  # e.g. BadPinFactory on a board without GPIO
-            raise ValueError(f"gpiozero pin factory {name!r} cannot start here: {exc}") from None
-    return _FACTORIES[name]
+from firmware import gpio
+from firmware.drivers.relays.base import RelayError, check_channel
 
 
 class GpioRelays:
@@ -50,7 +35,7 @@ class GpioRelays:
         from gpiozero import DigitalOutputDevice
 
         try:
-            factory = pin_factory(self.factory_name)
+            factory = gpio.pin_factory(self.factory_name)
             self._devices = [DigitalOutputDevice(pin, active_high=self.active_high, initial_value=False,
                                                  pin_factory=factory) for pin in self.pins]
         except Exception as exc:
@@ -110,7 +95,7 @@ class GpioInputs:
         from gpiozero import DigitalInputDevice
 
         try:
-            factory = pin_factory(self.factory_name)
+            factory = gpio.pin_factory(self.factory_name)
             self._devices = [DigitalInputDevice(pin, pull_up=self.pull_up, active_state=self.active_high
                                                 if self.pull_up is None else None, pin_factory=factory)
                              for pin in self.pins]

@@ -1,4 +1,17 @@
-"""Loading the drivers a board profile names by import path (`package.module:Class`)."""
+"""Hardware drivers, laid out by bus, and loading the drivers a board profile names by import path.
+
+A driver's home depends on its bus, not on who uses it today:
+
+- ``relays/``: trunk relays and contact-feedback inputs on GPIO (``gpio``), on
+  a PCF8574 I2C expander (``pcf8574``) and on a CH340 USB serial board (``usb``);
+- ``i2c``: what the I2C drivers share (the SMBus opener, PCF8574 addresses);
+- ``watchdog``: the ``/dev/watchdog`` device and the GPIO watchdog pulse.
+
+The gpiozero pin factories they use come from the one registry in
+`firmware.gpio`. This module itself loads the driver a board profile names
+(``package.module:Class``), turning every failure into a ConfigError naming
+the profile key.
+"""
 
 from __future__ import annotations
 
