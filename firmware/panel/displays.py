@@ -33,9 +33,16 @@ from luma.core.interface.serial import pcf8574, spi
 from luma.lcd.device import hd44780, ili9341, pcd8544, st7735, st7789
 from PIL import Image
 
-from firmware.drivers.i2c import SMBusOpener, check_bus, check_pcf8574_address, reason, smbus_opener
-from firmware.panel.base import Display
+from firmware.drivers.i2c import (
+    SMBusOpener,
+    check_bus,
+    check_pcf8574_address,
+    reason,
+    smbus_opener,
+)
+from firmware.errors import HardwareError
 from firmware.gpio import resolve_factory
+from firmware.panel.base import Display
 from firmware.panel.gpio import GpioError, check_pin, claim, close_all
 
 __all__ = ["CONTROLLERS", "DisplayError", "Hd44780Display", "LumaGraphicDisplay"]
@@ -48,7 +55,7 @@ SPIDEV_PATH = "/dev/spidev{port}.{device}"
 SPI_SPEEDS = tuple(int(mhz * 1_000_000) for mhz in (0.5, 1, 2, 4, 8, 16, 20, 24, 28, 32, 36, 40, 44, 48, 50, 52))
 
 
-class DisplayError(RuntimeError):
+class DisplayError(HardwareError):
     """A display cannot be opened or written; the message names the device and the reason."""
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from gpiozero import LED, Button, Buzzer, Device, RotaryEncoder
 from gpiozero.pins import Factory
 
+from firmware.errors import HardwareError
 from firmware.gpio import resolve_factory
 from firmware.panel.base import (
     Blink,
@@ -49,7 +50,7 @@ BLINK_TIMES: dict[str, tuple[float, float]] = {"slow": (0.5, 0.5), "fast": (0.12
 """(on, off) seconds of the blinking LED modes: ``slow`` 1 Hz, ``fast`` 4 Hz."""
 
 
-class GpioError(RuntimeError):
+class GpioError(HardwareError):
     """A GPIO panel device cannot be claimed or driven; the message names the pin or factory."""
 
 

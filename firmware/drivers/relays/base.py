@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from firmware.errors import HardwareError
+
 __all__ = ["CommandedStates", "RelayDriver", "RelayError", "check_channel"]
 
 
-class RelayError(Exception):
+class RelayError(HardwareError):
     """The relay hardware could not be reached or driven; the message is one line for the journal."""
 
 

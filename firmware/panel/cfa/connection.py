@@ -43,6 +43,7 @@ from typing import Any
 import serial
 
 from firmware import serialport
+from firmware.errors import HardwareError
 from firmware.panel.base import Blink
 from firmware.panel.cfa.protocol import (
     ALL_KEYS_MASK,
@@ -87,7 +88,7 @@ _BLINK_PERIOD_S = {"slow": 1.0, "fast": 0.25}  # 1 Hz and 4 Hz, half on and half
 # ------------------------------------------------------------------------- errors
 
 
-class CfaError(OSError):
+class CfaError(HardwareError, OSError):
     """A Crystalfontz module that cannot be opened, does not answer or refuses a command."""
 
 
