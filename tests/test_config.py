@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from firmware.config import (
-    ConfigError,
     UdpLinkConfig,
     check_key_file_permissions,
     effective_config,
@@ -19,6 +18,7 @@ from firmware.config import (
     parse_host_port,
 )
 from firmware.core.protocol import write_key_file
+from firmware.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"

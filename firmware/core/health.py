@@ -470,7 +470,7 @@ def sensor_options(config: Any) -> list[tuple[SensorConfig, type[Sensor], Any]]:
     """Each configured sensor's family and validated options; ConfigError naming the file and key."""
     from pydantic import ValidationError
 
-    from firmware.config import _format_location
+    from firmware.config import format_location
     from firmware.errors import ConfigError
     from firmware.core.sensors import family_class
 
@@ -492,7 +492,7 @@ def sensor_options(config: Any) -> list[tuple[SensorConfig, type[Sensor], Any]]:
             first = exc.errors()[0]
             reason = "unknown key" if first["type"] == "extra_forbidden" else (
                 "required key is missing" if first["type"] == "missing" else first["msg"].removeprefix("Value error, "))
-            raise ConfigError(path, f"{key}.{_format_location(tuple(first['loc']))}",
+            raise ConfigError(path, f"{key}.{format_location(tuple(first['loc']))}",
                               f"{reason} (sensor {entry.name!r}, type {entry.type})") from None
         checked.append((entry, cls, options))
     return checked

@@ -1,16 +1,8 @@
-"""Node configuration and board profile: schema, loading and validation.
-
-Both files are TOML. Every key is declared here; unknown keys are errors, and
-every error names the file, the key and the reason (:class:`ConfigError`).
-"""
+"""The node configuration (`/etc/tandem/tandem.toml`): one model per section."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import re
-import stat
-import tomllib
 import zlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,50 +11,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from firmware.errors import ConfigError
-
-DEFAULT_CONFIG_PATH = Path("/etc/tandem/tandem.toml")
-BOARD_PROFILE_DIRS = (
-    Path("/etc/tandem/board_profiles"),
-    Path(__file__).resolve().parent.parent / "board_profiles",
-    Path("/usr/share/tandem/board_profiles"),
-)
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$"
-UDP_DEFAULT_PORT = 694
+from firmware.config.base import NAME_PATTERN, Strict, parse_host_port
 
 
-class _Strict(BaseModel):
-    """Base for all config sections: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-def parse_host_port(text: str, default_port: int = UDP_DEFAULT_PORT) -> tuple[str, int]:
-    """Parse `host[:port]` or `[v6]:port` into (host, port); raise ValueError if malformed."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\](?::(\d+))?", text)
-    if match:
-        host, port = match.group(1), match.group(2)
-    elif text.count(":") > 1:  # bare IPv6 address, no port
-        host, port = text, None
-    else:
-        host, _, port = text.partition(":")
-        port = port or None
-    try:
-        ipaddress.ip_address(host.split("%")[0])
-    except ValueError as exc:
-        raise ValueError(f"{host!r} is not an IP address (write e.g. 192.0.2.1:694 or [2001:db8::1]:694)") from exc
-    number = int(port) if port is not None else default_port
-    if not 0 < number < 65536:
-        raise ValueError(f"port {number} is outside 1-65535")
-    return host, number
-
-
-class UdpLinkConfig(_Strict):
+class UdpLinkConfig(Strict):
     """A UDP heartbeat link: where this node listens and where the peer listens."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -87,7 +43,7 @@ class UdpLinkConfig(_Strict):
         return parse_host_port(self.peer)
 
 
-class SerialLinkConfig(_Strict):
+class SerialLinkConfig(Strict):
     """A serial null-modem heartbeat link."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -99,7 +55,7 @@ class SerialLinkConfig(_Strict):
 LinkConfig = Annotated[UdpLinkConfig | SerialLinkConfig, Field(discriminator="kind")]
 
 
-class TimersConfig(_Strict):
+class TimersConfig(Strict):
     """Heartbeat timing. All values in milliseconds."""
 
     heartbeat_ms: Annotated[int, Field(ge=10, le=10_000)] = 100
@@ -118,7 +74,7 @@ class TimersConfig(_Strict):
         return self
 
 
-class WitnessConfig(_Strict):
+class WitnessConfig(Strict):
     """Split-brain guard used when the peer is silent on every link."""
 
     targets: list[Annotated[str, Field(pattern=r"^(tcp://.+:\d+|icmp://.+)$")]] = []
@@ -142,7 +98,7 @@ class WitnessConfig(_Strict):
         return value
 
 
-class HealthConfig(_Strict):
+class HealthConfig(Strict):
     """How the health score (0-100) is judged from the sensors.
 
     Each sensor's `weight` is the number of health points it takes away while
@@ -155,7 +111,7 @@ class HealthConfig(_Strict):
     history: bool = True
 
 
-class ThresholdConfig(_Strict):
+class ThresholdConfig(Strict):
     """Levels for one numeric value of a sensor, with the margin that must be crossed back to clear."""
 
     warn_above: float | None = None
@@ -198,7 +154,7 @@ class SensorConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class PanelConfig(_Strict):
+class PanelConfig(Strict):
     """How the front panel (if the board profile has one) may be used."""
 
     enabled: bool = True
@@ -211,7 +167,7 @@ class PanelConfig(_Strict):
     hold_confirm_s: Annotated[float, Field(ge=1, le=10)] = 3.0
 
 
-class FailbackConfig(_Strict):
+class FailbackConfig(Strict):
     """What a returning primary does while the secondary is ACTIVE."""
 
     policy: Literal["never", "auto", "window"] = "never"
@@ -235,21 +191,21 @@ class FailbackConfig(_Strict):
         return start, end
 
 
-class FlapConfig(_Strict):
+class FlapConfig(Strict):
     """Flap damping: a node that failed this often stays STANDBY until an operator acts."""
 
     max_failures: Annotated[int, Field(ge=1)] = 3
     window_min: Annotated[float, Field(gt=0)] = 30.0
 
 
-class JournalConfig(_Strict):
+class JournalConfig(Strict):
     """Event journal rotation."""
 
     max_bytes: Annotated[int, Field(ge=4096)] = 1_048_576
     keep: Annotated[int, Field(ge=1, le=100)] = 5
 
 
-class SharedIpConfig(_Strict):
+class SharedIpConfig(Strict):
     """A shared address that follows the ACTIVE node."""
 
     address: str
@@ -278,7 +234,7 @@ class SharedIpConfig(_Strict):
         return ipaddress.ip_interface(self.address)
 
 
-class ServiceConfig(_Strict):
+class ServiceConfig(Strict):
     """The PBX service: `cold` (started on promote, stopped on demote), `hot` (always running) or `none`."""
 
     mode: Literal["cold", "hot", "none"] = "none"
@@ -296,7 +252,7 @@ class ServiceConfig(_Strict):
         return self
 
 
-class ActionsConfig(_Strict):
+class ActionsConfig(Strict):
     """How takeover actions run."""
 
     order: list[Literal["shared_ips", "service", "relays"]] = ["shared_ips", "relays", "service"]
@@ -311,7 +267,7 @@ class ActionsConfig(_Strict):
         return value
 
 
-class RelayGroupConfig(_Strict):
+class RelayGroupConfig(Strict):
     """Relay channels that switch together with the node's role (e.g. the T1/PRI trunks)."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -328,28 +284,28 @@ class RelayGroupConfig(_Strict):
         return self
 
 
-class WatchdogConfig(_Strict):
+class WatchdogConfig(Strict):
     """Optional hardware watchdog, pinged from the heartbeat tick while it runs on time."""
 
     device: str = ""  # e.g. "/dev/watchdog"; empty: not used
     timeout_s: Annotated[int, Field(ge=1, le=3600)] = 10
 
 
-class FencingConfig(_Strict):
+class FencingConfig(Strict):
     """Self-fencing of an ACTIVE node that may no longer be the right one to hold the calls."""
 
     isolated: bool = True          # release when every link is silent and the witness fails
     stall_ms: Annotated[int, Field(ge=0, le=600_000)] = 0  # release after a loop stall this long (0: the deadtime)
 
 
-class HooksConfig(_Strict):
+class HooksConfig(Strict):
     """Operator hook scripts: `<dir>/<event kind>/*` and `<dir>/all/*`, run-parts style."""
 
     dir: Path = Path("/etc/tandem/hooks.d")
     timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 10_000
 
 
-class NodeConfig(_Strict):
+class NodeConfig(Strict):
     """The node configuration file (`/etc/tandem/tandem.toml`)."""
 
     node: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -398,225 +354,3 @@ class NodeConfig(_Strict):
         if len(set(ids)) != len(ids):
             raise ValueError("two link names share a wire id (a CRC16 collision); rename one of them")
         return self
-
-
-class PulseConfig(_Strict):
-    """A GPIO toggled while the node is ACTIVE and healthy, for external failover switches."""
-
-    pin: Annotated[int, Field(ge=0)]
-    pin_factory: str = "lgpio"
-    active_high: bool = True
-    interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
-
-
-DriverSpec = Annotated[str, Field(pattern=r"^[\w.]+:\w+$")]
-
-
-class DriverTable(BaseModel):
-    """A driver by import path plus its keyword arguments (`{driver = "module:Class", …}`)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    driver: DriverSpec
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        """The driver's keyword arguments."""
-        return dict(self.model_extra or {})
-
-
-class PanelProfile(_Strict):
-    """The front panel hardware: one display, key sources by name, optional LEDs and buzzer."""
-
-    display: DriverTable
-    keys: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], DriverTable] = {}
-    indicators: DriverTable | None = None
-
-
-class BoardProfile(_Strict):
-    """A board profile (`board_profiles/<vendor-model>.toml`): names the hardware drivers."""
-
-    name: Annotated[str, Field(min_length=1)]
-    description: str = ""
-    # Callables named by import path that extend a composed node (firmware/node.py), e.g. the
-    # simulator's fault injection: "sim.extension:install".
-    extensions: list[Annotated[str, Field(pattern=r"^[\w.]+:\w+$")]] = []
-    network: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")] = "firmware.core.actions.netlink:NetlinkNetwork"
-    # Relay banks and feedback-input banks by name: {driver = "module:Class", …driver parameters}.
-    watchdog_pulse: PulseConfig | None = None
-    relays: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
-    feedback: dict[Annotated[str, Field(pattern=r"^[\w-]+$")], dict[str, Any]] = {}
-    # Powering off / rebooting after leaving the cluster (panel Shutdown/Reboot, `tandem poweroff`).
-    power: DriverTable = DriverTable(driver="firmware.core.actions.power:SystemPower")
-    # Front panel (display, keys, LEDs/buzzer); none on a headless board.
-    panel: PanelProfile | None = None
-    # What the sensors talk to: I2C bus opener, sysfs/procfs roots, command overrides (SensorContext).
-    sensor_host: DriverTable | None = None
-    # Sensors the chassis implies (its power supplies, temperature sensors); the node config's
-    # [[sensors]] entries with the same name replace them.
-    sensors: list[SensorConfig] = []
-
-    @field_validator("relays", "feedback")
-    @classmethod
-    def _drivers(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for bank, params in value.items():
-            driver = params.get("driver")
-            if not isinstance(driver, str) or not re.fullmatch(r"[\w.]+:\w+", driver):
-                raise ValueError(f"{bank}: `driver` must name a class as \"module:Class\"")
-        return value
-
-
-class Config(BaseModel):
-    """The effective configuration: node config, its board profile and where they came from."""
-
-    model_config = ConfigDict(frozen=True)
-
-    path: Path
-    node: NodeConfig
-    board: BoardProfile
-    board_path: Path
-
-
-def _format_location(loc: tuple[Any, ...]) -> str:
-    key = ""
-    for part in loc:
-        if isinstance(part, int):
-            key += f"[{part}]"
-        elif part in ("udp", "serial", "function-after[_address(), str]"):
-            continue  # pydantic's union/validator tags are not keys the user wrote
-        else:
-            key += ("." if key else "") + str(part)
-    return key
-
-
-def _validation_error(path: Path, error: ValidationError) -> ConfigError:
-    first = error.errors()[0]
-    key = _format_location(tuple(first["loc"]))
-    reason = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        reason = "unknown key"
-    elif first["type"] == "missing":
-        reason = "required key is missing"
-    count = error.error_count()
-    if count > 1:
-        reason += f" (and {count - 1} more problem{'s' if count > 2 else ''})"
-    return ConfigError(path, key, reason)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except PermissionError:
-        raise ConfigError(path, "", "permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(path, "", "is a directory, not a file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
-
-
-def find_board_profile(name: str, relative_to: Path) -> Path:
-    """Return the profile file for `name`: a path (absolute or relative to the config) or a name."""
-    if "/" in name or name.endswith(".toml"):
-        candidate = (relative_to.parent / name).resolve()
-        if candidate.is_file():
-            return candidate
-        raise ConfigError(relative_to, "board", f"board profile file {candidate} does not exist")
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise ConfigError(relative_to, "board", f"{name!r} is not a profile name")
-    for directory in BOARD_PROFILE_DIRS:
-        candidate = directory / f"{name}.toml"
-        if candidate.is_file():
-            return candidate
-    searched = ", ".join(str(d) for d in BOARD_PROFILE_DIRS)
-    raise ConfigError(relative_to, "board", f"no board profile {name!r} (searched {searched})")
-
-
-def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make relative file paths in the node config relative to the config file's folder."""
-    resolved = dict(raw)
-    for key in ("key_file", "state_dir", "control_socket"):
-        value = resolved.get(key)
-        if isinstance(value, str) and value and not os.path.isabs(value):
-            resolved[key] = str((base.parent / value).resolve())
-    hooks = resolved.get("hooks")
-    if isinstance(hooks, dict) and isinstance(hooks.get("dir"), str) and not os.path.isabs(hooks["dir"]):
-        resolved["hooks"] = {**hooks, "dir": str((base.parent / hooks["dir"]).resolve())}
-    links = resolved.get("links")
-    if isinstance(links, list):
-        fixed = []
-        for link in links:
-            if isinstance(link, dict) and isinstance(link.get("port"), str) and not os.path.isabs(link["port"]):
-                link = {**link, "port": str((base.parent / link["port"]).resolve())}
-            fixed.append(link)
-        resolved["links"] = fixed
-    return resolved
-
-
-def load_board_profile(path: Path) -> BoardProfile:
-    """Load and validate one board profile file."""
-    try:
-        return BoardProfile.model_validate(_read_toml(path))
-    except ValidationError as exc:
-        raise _validation_error(path, exc) from None
-
-
-def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> Config:
-    """Load the node config at `path` and its board profile; raise ConfigError on any problem."""
-    path = Path(path)
-    raw = _read_toml(path)
-    try:
-        node = NodeConfig.model_validate(_resolve_paths(raw, path))
-    except ValidationError as exc:
-        raise _validation_error(path, exc) from None
-    board_path = find_board_profile(node.board, path)
-    config = Config(path=path, node=node, board=load_board_profile(board_path), board_path=board_path)
-    check_relay_references(config)
-    return config
-
-
-def check_key_file_permissions(path: Path, config_path: Path) -> None:
-    """Refuse a key file that is missing, unreadable, or readable by group or others (like ssh)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(config_path, "key_file", f"{path} does not exist (create it with `tandem keygen {path}`)") from None
-    except PermissionError:
-        raise ConfigError(config_path, "key_file", f"{path} cannot be read: permission denied") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(config_path, "key_file", f"{path} is not a regular file")
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise ConfigError(
-            config_path,
-            "key_file",
-            f"{path} has permissions {mode:04o}, which let other users read the cluster key; "
-            f"run `chmod 600 {path}`",
-        )
-    if not os.access(path, os.R_OK):
-        raise ConfigError(config_path, "key_file", f"{path} cannot be read: permission denied")
-
-
-def check_relay_references(config: Config) -> None:
-    """Every relay group names banks the board profile has (channel counts are checked at start)."""
-    for index, group in enumerate(config.node.relay_groups):
-        for field, banks in (("outputs", config.board.relays), ("feedback", config.board.feedback)):
-            for ref in getattr(group, field):
-                bank = ref.partition(":")[0]
-                if bank not in banks:
-                    known = ", ".join(sorted(banks)) or "none"
-                    raise ConfigError(config.path, f"relay_groups[{index}].{field}",
-                                      f"{ref}: the board profile {config.board_path.name} has no bank {bank!r} "
-                                      f"(it has: {known})")
-
-
-def effective_config(config: Config) -> dict[str, Any]:
-    """The effective configuration with every default filled in, as plain data."""
-    return {
-        "config_file": str(config.path),
-        "board_profile_file": str(config.board_path),
-        "node": config.node.model_dump(mode="json"),
-        "board": config.board.model_dump(mode="json"),
-    }
