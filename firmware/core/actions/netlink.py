@@ -7,11 +7,9 @@
   and reopened after an error, so every method is safe to call from any
   worker thread);
 * gratuitous ARP, ARP probes (RFC 5227), unsolicited neighbour advertisements
-  and duplicate-address neighbour solicitations (RFC 4861): whole Ethernet
-  frames built by `firmware.core.actions.l2frames`, sent (and their answers
-  received) on an AF_PACKET socket bound to the interface, so the source MAC
-  is the interface's own and nothing depends on the address state
-  (tentative, not yet added) or on the routing table.
+  and duplicate-address neighbour solicitations (RFC 4861) through
+  `firmware.core.actions.lanprobe`'s raw packet sockets, given the
+  interface's MAC looked up here.
 
 Every method is blocking and idempotent. Failures are raised as
 `NetworkError` with a one-line message saying what failed and why.
@@ -25,10 +23,8 @@ import errno
 import ipaddress
 import logging
 import os
-import select
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -37,26 +33,16 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_SECONDARY
 
 from firmware.core.actions.l2frames import (
-    ARP_HTYPE_ETHERNET,
-    ARP_REQUEST,
-    ETH_P_ARP,
-    ETH_P_IPV6,
     ZERO_MAC,
-    arp_frame,
     mac_bytes,
-    mac_text,
-    neighbor_advertisement_frame,
-    neighbor_solicitation_frame,
-    parse_arp,
-    parse_neighbor_advertisement,
 )
+from firmware.core.actions.lanprobe import announce, probe_in_use, socket_reason
 from firmware.core.actions.network import IPAddress, IPInterface, NetworkError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PACKET_OUTGOING = 4  # sll_pkttype of frames this host sent
 
 # rtnetlink
 RT_TABLE_MAIN = 254
@@ -69,7 +55,6 @@ IFF_UP = 0x1
 IFNAMSIZ = 16
 
 # how many probes in_use sends, spread over its timeout
-PROBE_COUNT = 3
 
 
 # --------------------------------------------------------------------------- addresses
@@ -94,18 +79,13 @@ def as_interface(address: IPInterface | str) -> IPInterface:
 
 def _why(exc: BaseException) -> str:
     """A short reason for a netlink or socket error, with a hint for the common ones."""
-    code = getattr(exc, "code", None) if isinstance(exc, NetlinkError) else getattr(exc, "errno", None)
     if isinstance(exc, NetlinkError):
+        code = exc.code
         text = exc.args[1] if len(exc.args) > 1 else os.strerror(code or 0)
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    else:
-        text = str(exc) or type(exc).__name__
-    if code == errno.EPERM or code == errno.EACCES:
-        text += " (needs root: CAP_NET_ADMIN and CAP_NET_RAW)"
-    elif code == errno.ENETDOWN:
-        text += " (the interface is down)"
-    return text
+        return socket_reason(OSError(code, text))
+    if isinstance(exc, OSError):
+        return socket_reason(exc)
+    return str(exc) or type(exc).__name__
 
 
 _thread_sockets = threading.local()
@@ -437,80 +417,14 @@ class NetlinkNetwork:
         self._netlink(f"remove {address} from {interface}", remove)
 
     def in_use(self, interface: str, address: IPAddress, timeout: float) -> bool:
-        """Whether another host on `interface`'s link holds `address`, waiting at most `timeout` seconds.
-
-        IPv4: ARP probes (RFC 5227: sender IP 0.0.0.0, target `address`); True on
-        any ARP packet whose sender IP is `address` from a MAC other than ours.
-        IPv6: duplicate-address solicitations (source ::, to the solicited-node
-        group); True on a neighbour advertisement for `address` from another MAC.
-        Up to three probes are spread over the timeout, so one lost frame does
-        not hide a holder. False when the timeout passes without an answer.
-        """
+        """Whether another host on `interface`'s link holds `address` (see `lanprobe.probe_in_use`)."""
         ip = as_address(address)
         link = self._netlink(f"probe {ip} on {interface}", lambda ipr: self._ethernet_link(ipr, interface))
-        if ip.version == 4:
-            probe = arp_frame(link.mac, ARP_REQUEST, ipaddress.IPv4Address(0), ip)
-            ethertype = ETH_P_ARP
-
-            def answers(frame: bytes) -> bool:
-                arp = parse_arp(frame)
-                return arp is not None and arp.sender_ip == ip and arp.sender_mac != link.mac
-        else:
-            probe = neighbor_solicitation_frame(link.mac, ip)
-            ethertype = ETH_P_IPV6
-
-            def answers(frame: bytes) -> bool:
-                na = parse_neighbor_advertisement(frame)
-                return (na is not None and na.target == ip
-                        and (na.lladdr or na.eth_src) != link.mac and na.eth_src != link.mac)
-
-        with self._packet_socket(interface, ethertype, f"probe {ip} on {interface}") as sock:
-            start = time.monotonic()
-            deadline = start + max(0.0, timeout)
-            count = PROBE_COUNT if timeout > 0 else 1
-            sends = [start + timeout * i / count for i in range(count)]
-            while True:
-                now = time.monotonic()
-                while sends and sends[0] <= now:
-                    sends.pop(0)
-                    self._send(sock, probe, f"probe {ip} on {interface}")
-                if now >= deadline:
-                    return False
-                wake = min([deadline] + sends[:1])
-                readable, _, _ = select.select([sock], [], [], max(0.0, wake - now))
-                if not readable:
-                    continue
-                try:
-                    frame, meta = sock.recvfrom(65535)
-                except OSError as exc:
-                    raise NetworkError(f"probe {ip} on {interface}: receive: {_why(exc)}") from exc
-                if meta[2] != PACKET_OUTGOING and answers(frame):
-                    log.debug("%s is in use on %s", ip, interface)
-                    return True
+        return probe_in_use(interface, link.mac, ip, timeout)
 
     def announce(self, interface: str, address: IPAddress, router: bool = False) -> None:
-        """Send one gratuitous ARP request (IPv4) or one unsolicited neighbour advertisement (IPv6).
-
-        IPv4: broadcast ARP request, sender IP = target IP = `address`, target MAC
-        zero. IPv6: advertisement for `address` from `address` to ff02::1, hop limit
-        255, Override set, Solicited clear, Router as given, Target Link-Layer
-        Address option = the interface MAC. Both leave with the interface's MAC
-        as Ethernet source. Does not check that `address` is configured.
-        """
-        ip = as_address(address)
-        what = f"announce {ip} on {interface}"
-        with self._packet_socket(interface, 0, what) as sock:
-            # The bound packet socket names the interface's current hardware address: no netlink
-            # round trip on the way to the first announcement, and never a stale MAC.
-            _, _, _, hatype, mac = sock.getsockname()
-            if hatype != ARP_HTYPE_ETHERNET or len(mac) != 6 or mac == ZERO_MAC:
-                raise NetworkError(f"{what}: {interface} is not an Ethernet interface")
-            if ip.version == 4:
-                frame = arp_frame(mac, ARP_REQUEST, ip, ip)
-            else:
-                frame = neighbor_advertisement_frame(mac, ip, router=router)
-            self._send(sock, frame, what)
-        log.debug("announced %s on %s from %s", ip, interface, mac_text(mac))
+        """Announce `address` on `interface` (see `lanprobe.announce`)."""
+        announce(interface, as_address(address), router)
 
     def set_route_source(self, interface: str, address: IPInterface) -> None:
         """Replace the connected route of `address`'s subnet on `interface` by the same route with
@@ -575,33 +489,3 @@ class NetlinkNetwork:
                 self._replace_route(ipr, route, family, None)
             log.debug("route %s dev %s restored", address.network, interface)
         self._netlink(f"restore route {address.network} dev {interface}", restore)
-
-    # ---- packet sockets
-
-    @staticmethod
-    def _packet_socket(interface: str, ethertype: int, what: str) -> socket.socket:
-        """An AF_PACKET socket bound to `interface`, receiving `ethertype` frames (0: none)."""
-        try:
-            # protocol 0 at creation: nothing is queued from other interfaces before bind()
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        except OSError as exc:
-            raise NetworkError(f"{what}: raw packet socket: {_why(exc)}") from exc
-        try:
-            sock.bind((interface, ethertype))
-        except OSError as exc:
-            sock.close()
-            if exc.errno == errno.ENODEV:
-                raise NetworkError(f"{what}: interface {interface} does not exist "
-                                   "(ip -br link lists the interfaces)") from exc
-            raise NetworkError(f"{what}: bind to {interface}: {_why(exc)}") from exc
-        return sock
-
-    @staticmethod
-    def _send(sock: socket.socket, frame: bytes, what: str) -> None:
-        """Send one whole frame; NetworkError if the kernel refuses or truncates it."""
-        try:
-            sent = sock.send(frame)
-        except OSError as exc:
-            raise NetworkError(f"{what}: send: {_why(exc)}") from exc
-        if sent != len(frame):
-            raise NetworkError(f"{what}: send: only {sent} of {len(frame)} bytes sent")
