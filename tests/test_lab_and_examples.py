@@ -82,11 +82,12 @@ def test_interactive_lab_takes_commands_and_redraws(tmp_path: Path) -> None:
 
     pid, fd = pty.fork()
     if pid == 0:  # child: the lab on a 150x45 terminal
-        os.environ["TERM"] = "xterm"
-        for name in ("COLUMNS", "LINES"):  # set under pytest, they would override the terminal's real size
-            os.environ.pop(name, None)
-        os.execv(sys.executable, [sys.executable, "-m", "firmware.cli", "sim", "lab", "--dir", str(tmp_path),
-                                  "--duration", "40"])
+        # An explicit environment: under pytest, GNU readline has exported COLUMNS=80 and LINES=24 into the
+        # process's C environment (not os.environ), and execv would pass them on to override the pty's size.
+        env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+        env["TERM"] = "xterm"
+        os.execve(sys.executable, [sys.executable, "-m", "firmware.cli", "sim", "lab", "--dir", str(tmp_path),
+                                   "--duration", "40"], env)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 150, 0, 0))
     screen = b""
 
