@@ -37,7 +37,10 @@ from panoramisk import Manager  # noqa: E402
 from firmware.core.sensors.ami import AmiActionError, AmiAuthError, AmiError, AmiTimeout  # noqa: E402
 
 class PanoramiskClient:
+    """`AmiClient`'s interface on panoramisk: a private event loop on its own thread, one hop per call."""
+
     def __init__(self, host: str, port: int = 5038, *, username: str, secret: str, timeout: float = 3.0) -> None:
+        """Remember where and how to log in and start the loop thread; nothing is connected yet."""
         self.host, self.port, self.username, self._secret, self.timeout = host, port, username, secret, timeout
         self.version: str | None = None
         self._manager: Manager | None = None
@@ -48,14 +51,17 @@ class PanoramiskClient:
 
     @property
     def where(self) -> str:
+        """``host:port`` for messages."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
     def connected(self) -> bool:
+        """Whether a logged-in manager is kept."""
         return self._manager is not None
 
     @contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
+        """Bound every step inside the block by one deadline, as `AmiClient.budget`."""
         previous, self._budget_deadline = self._budget_deadline, time.monotonic() + seconds
         try:
             yield
@@ -68,7 +74,7 @@ class PanoramiskClient:
             deadline = min(deadline, self._budget_deadline)
         return max(deadline - time.monotonic(), 0.001)
 
-    def _run(self, coro, what: str):
+    def _run(self, coro: "Coroutine[Any, Any, Any]", what: str) -> Any:
         """Run a coroutine on the client's loop; AmiTimeout when it outlives the step's deadline."""
         future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, self._remaining()), self._loop)
         try:
@@ -84,6 +90,7 @@ class PanoramiskClient:
             raise
 
     def connect(self) -> None:
+        """Connect and log in (``Events: off``) within the step's deadline; no-op when connected."""
         if self._manager is not None:
             return
 
@@ -116,6 +123,7 @@ class PanoramiskClient:
         self.version = self._manager.protocol.version
 
     def close(self, logoff: bool = True) -> None:
+        """Log off (briefly, best effort) and drop the manager without letting it reconnect."""
         manager, self._manager = self._manager, None
         if manager is None:
             return
@@ -132,23 +140,26 @@ class PanoramiskClient:
         self._loop.call_soon_threadsafe(_stop, manager)
 
     def shutdown(self) -> None:
+        """Close and stop the loop thread."""
         self.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(2)
 
     def __enter__(self) -> "PanoramiskClient":
+        """Connect and log in."""
         self.connect()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Log off and close."""
         self.close()
 
-    def _send(self, name: str, fields: dict, as_list: bool | None):
+    def _send(self, name: str, fields: dict[str, str | int], as_list: bool | None) -> Any:
         self.connect()
         manager = self._manager
         assert manager is not None
 
-        async def send():
+        async def send() -> Any:
             if manager.protocol is None or manager.protocol.closed:
                 raise AmiError(f"Asterisk AMI at {self.where} closed the connection (waiting for {name})")
             return await manager.send_action({"Action": name, **{k: str(v) for k, v in fields.items()}},
@@ -156,7 +167,8 @@ class PanoramiskClient:
         result = self._run(send(), name)
         return result
 
-    def action(self, name: str, **fields: str | int) -> dict:
+    def action(self, name: str, **fields: str | int) -> dict[str, str]:
+        """Run one action; AmiActionError on ``Response: Error``."""
         response = self._send(name, fields, None)
         if isinstance(response, list):
             response = response[0]
@@ -164,7 +176,8 @@ class PanoramiskClient:
             raise AmiActionError(name, response.get("Message") or "error")
         return _plain(response)
 
-    def list_action(self, name: str, **fields: str | int) -> tuple[dict, list[dict]]:
+    def list_action(self, name: str, **fields: str | int) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """Run an EventList action: its response and its events (panoramisk collects them by ActionID)."""
         result = self._send(name, fields, None)
         messages = result if isinstance(result, list) else [result]
         response = messages[0]
@@ -173,7 +186,7 @@ class PanoramiskClient:
         return _plain(response), [_plain(m) for m in messages[1:]]
 
 
-def _plain(message) -> dict:
+def _plain(message: Any) -> dict[str, str]:
     return {key: ("\n".join(value) if isinstance(value, list) else value) for key, value in message.items()}
 
 
@@ -191,6 +204,7 @@ def pytest_configure(config: Any) -> None:
 
 
 def main() -> None:
+    """Time sensor reads with each client against the fake AMI server."""
     import firmware.core.sensors.ami as ami
     from firmware.core.sensors.base import SensorContext
     from sim.fakeami import FakeAmiServer

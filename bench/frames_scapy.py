@@ -59,6 +59,7 @@ def scapy_builders() -> dict[str, Callable[[], bytes]]:
 
 
 def main() -> None:
+    """Compare the bytes, then time each builder."""
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     builders: dict[str, Callable[[], bytes]] = {"ours GARP": ours_garp, "ours NA": ours_na, **scapy_builders()}
     if "scapy GARP" in builders:

@@ -30,6 +30,7 @@ def measure(stmt: str, runs: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    """Measure each statement given on the command line."""
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 11
     _, base = measure("pass", runs)
     print(f"{'(nothing)':60s}            RSS {base:6.1f} MiB")

@@ -117,6 +117,7 @@ def per_call_us(call: Callable[[], None], reader: Reader) -> tuple[float, float]
 
 
 def logger_with(handler: logging.Handler) -> logging.Logger:
+    """A logger of its own that sends only to ``handler``."""
     log = logging.getLogger(f"firmware.core.daemon.bench{id(handler)}")
     log.propagate = False
     log.handlers[:] = [handler]
@@ -125,6 +126,7 @@ def logger_with(handler: logging.Handler) -> logging.Logger:
 
 
 def bench_stream() -> tuple[float, float]:
+    """Today's path: ``<N>`` lines with the dict repr on a stream socket (journald's stdout stream)."""
     reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     drained = Reader(reader)
     stream = writer.makefile("w", buffering=1, encoding="utf-8")
@@ -142,6 +144,7 @@ def bench_stream() -> tuple[float, float]:
 
 
 def bench_native(tmp: Path) -> tuple[float, float, int]:
+    """Our JournalHandler with event fields: (median, p90, records dropped)."""
     path = str(tmp / "journal.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -160,6 +163,7 @@ def bench_native(tmp: Path) -> tuple[float, float, int]:
 
 
 def bench_python_systemd() -> tuple[float, float] | str:
+    """python-systemd's JournalHandler with the same fields, or why it was not measured."""
     try:
         from systemd import journal
     except ImportError:
@@ -183,6 +187,7 @@ def bench_python_systemd() -> tuple[float, float] | str:
 
 
 def bench_notify(tmp: Path) -> dict[str, tuple[float, float] | str]:
+    """``WATCHDOG=1`` through each notifier that imports."""
     path = str(tmp / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -247,6 +252,7 @@ def stall(make: Callable[[], tuple[socket.socket, Callable[[], None], Callable[[
 
 
 def stall_stream() -> tuple[socket.socket, Callable[[], None], Callable[[], None]]:
+    """Today's stream path for `stall`: (reader side, one log call, cleanup)."""
     reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stream = writer.makefile("w", buffering=1, encoding="utf-8")
     handler = logging.StreamHandler(stream)
@@ -257,6 +263,7 @@ def stall_stream() -> tuple[socket.socket, Callable[[], None], Callable[[], None
 
 
 def stall_native(tmp: Path) -> tuple[socket.socket, Callable[[], None], Callable[[], None]]:
+    """Our JournalHandler for `stall`."""
     path = str(tmp / "stalled.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -267,6 +274,7 @@ def stall_native(tmp: Path) -> tuple[socket.socket, Callable[[], None], Callable
 
 
 def stall_python_systemd() -> tuple[socket.socket, Callable[[], None], Callable[[], None]] | None:
+    """python-systemd for `stall` (None when it cannot be measured here)."""
     try:
         from systemd import journal
     except ImportError:
@@ -280,6 +288,7 @@ def stall_python_systemd() -> tuple[socket.socket, Callable[[], None], Callable[
 
 
 def main() -> None:
+    """Run every measurement and print the table and one JSON line."""
     figures: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="tandem-bench-journal-") as tmp:
         stream = bench_stream()
