@@ -1,11 +1,5 @@
-"""Shared by the benchmarks: percentiles."""
+"""Shared by the benchmarks: percentiles, the firmware's own (nearest rank; see firmware/core/ticks.py)."""
 
-from __future__ import annotations
+from firmware.core.ticks import percentile
 
-import math
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0-100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+__all__ = ["percentile"]

@@ -49,11 +49,13 @@ def call(args: argparse.Namespace, payload: dict[str, Any], timeout: float = 60.
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground."""
-    from firmware.core.logsetup import configure_logging
+    from firmware.core.logsetup import add_context, configure_logging
     from firmware.node import build_node
 
     configure_logging(args.verbose)
-    node = build_node(load_config(_config_path(args)))
+    config = load_config(_config_path(args))
+    add_context(node=config.node.node)
+    node = build_node(config)
     return asyncio.run(node.daemon.run())
 
 

@@ -8,7 +8,7 @@ simulated, so the sensor code is exactly the firmware's:
   opener): on bus 1 PMBus power supplies ``psu1`` at 0x58 and ``psu2`` at
   0x59, an LM75 ``inlet`` at 0x48;
 - fake ``smartctl`` and ``dmidecode`` commands (disk ``sda``), a fake
-  /proc/mdstat (``md0``, a healthy RAID 1), a fake /sys (dmi/id, hwmon).
+  /proc/mdstat (``md0``, a healthy RAID 1), a fake /sys (dmi/id, md0's array_state, hwmon).
 
 `inject` is what ``tandem sim set TARGET key=value…`` reaches through the
 control socket (simulator boards only)::
@@ -45,6 +45,8 @@ BUS = 1
 PSU_ADDRESSES = {"psu1": 0x58, "psu2": 0x59}
 LM75_ADDRESSES = {"inlet": 0x48}
 MDSTAT = {"healthy": MDSTAT_HEALTHY_RAID1, "degraded": MDSTAT_DEGRADED, "recovering": MDSTAT_RECOVERING}
+ARRAY_STATE = {"healthy": "clean", "degraded": "clean", "recovering": "active"}
+"""What /sys/block/md0/md/array_state says in each md0 state (a RAID 1 is never ``broken``)."""
 
 
 def _flag(value: str, yes: tuple[str, ...], no: tuple[str, ...], what: str) -> bool:
@@ -78,6 +80,7 @@ class SimChassis(SensorContext):
         self.proc.set_mdstat(MDSTAT_HEALTHY_RAID1)
         self.sys = FakeSysfs(self.directory / "sys")
         self.sys.set_dmi_id()
+        self.sys.set_md_array_state("md0", ARRAY_STATE["healthy"])
         self.hwmon = FakeHwmon(self.sys.root)
         self.hwmon.add_chip("coretemp", temp1_input=41000, temp1_label="Package id 0", temp1_max=80000,
                             temp1_crit=100000)
@@ -132,6 +135,7 @@ class SimChassis(SensorContext):
         if key != "state" or value not in MDSTAT:
             raise ValueError(f"md0: expected state=<{'|'.join(MDSTAT)}>")
         self.proc.set_mdstat(MDSTAT[value])
+        self.sys.set_md_array_state("md0", ARRAY_STATE[value])
         return f"md0 state={value}"
 
     def _chassis(self, key: str, value: str) -> str:

@@ -1,4 +1,4 @@
-"""Fake host commands and files for the simulator: smartctl, dmidecode, /proc/mdstat, /sys/class/dmi/id.
+"""Fake host commands and files for the simulator: smartctl, dmidecode, /proc/mdstat, /sys (dmi/id, md).
 
 The fake commands are small stdlib-only Python scripts (``sim/fakecmds/``).
 `FakeCommands` copies them into a directory and keeps a JSON state file next
@@ -155,12 +155,16 @@ class FakeProc:
 
 
 class FakeSysfs:
-    """A fake sysfs root; so far only the world-readable ``class/dmi/id`` files."""
+    """A fake sysfs root: ``class/dmi/id`` (world-readable and root-only files) and md ``array_state``."""
 
     DEFAULT_DMI_ID: ClassVar[dict[str, str]] = {
         "sys_vendor": "Supermicro", "product_name": "SYS-5019C-M", "product_version": "0123456789",
         "board_vendor": "Supermicro", "board_name": "X11SCM-F", "chassis_vendor": "Supermicro",
         "chassis_type": "23",
+    }
+    DEFAULT_DMI_SERIALS: ClassVar[dict[str, str]] = {
+        "product_serial": "S342591X9A12345", "product_uuid": "00000000-0000-0000-0000-ac1f6b8e1234",
+        "board_serial": "ZM18AS012345", "chassis_serial": "C5010LK28N12345",
     }
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -174,3 +178,18 @@ class FakeSysfs:
         base.mkdir(parents=True, exist_ok=True)
         for name, value in {**self.DEFAULT_DMI_ID, **fields}.items():
             (base / name).write_text(f"{value}\n")
+
+    def set_dmi_serials(self, **fields: str) -> None:
+        """Write the root-only (mode 0400) /sys/class/dmi/id files: serials and UUID, defaults overridden."""
+        base = self.root / "class" / "dmi" / "id"
+        base.mkdir(parents=True, exist_ok=True)
+        for name, value in {**self.DEFAULT_DMI_SERIALS, **fields}.items():
+            path = base / name
+            path.write_text(f"{value}\n")
+            path.chmod(0o400)
+
+    def set_md_array_state(self, array: str, state: str) -> None:
+        """Write /sys/block/ARRAY/md/array_state (``clean``, ``active``, ``broken`` …)."""
+        base = self.root / "block" / array / "md"
+        base.mkdir(parents=True, exist_ok=True)
+        write_atomically(base / "array_state", f"{state}\n".encode())

@@ -1,4 +1,10 @@
-"""`tandem sim lab`: start the simulated two-node rack and show both nodes live until Ctrl-C."""
+"""`tandem sim lab`: start the simulated two-node rack and show both nodes live until Ctrl-C.
+
+On a terminal the screen is interactive (sim/labview.py, textual: both nodes
+side by side, a scrolling log, a command line); otherwise a plain text
+snapshot of both nodes is printed twice a second (`render`), which is also
+what tests and logs read.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,62 @@ import shutil
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sim.labview import panel_text, sensor_summary
 from sim.rack import NODES, TwoNodeRack
 
 REFRESH_S = 0.5
+QUIET_EVENTS = {"hook", "action"}
+"""Event kinds left out of the lab's "recent events" (there is one per action and hook run)."""
+
+
+def sensor_summary(status: dict[str, Any]) -> str:
+    """One line: how many sensors and the worst of them."""
+    sensors = status.get("sensors") or []
+    if not sensors:
+        return "sensors: none"
+    bad = [s for s in sensors if s["state"] != "OK"]
+    return f"sensors: {len(sensors)}, " + (f"{bad[0]['name']} {bad[0]['state']}" + (
+        f" (+{len(bad) - 1} more)" if len(bad) > 1 else "") if bad else "all OK")
+
+
+def panel_text(rack: TwoNodeRack, name: str) -> list[str]:
+    """The node's front panel as a small framed text block (empty if it has none or is down)."""
+    try:
+        lines = rack.control(name, {"cmd": "panel.frame", "png": False}, timeout=2)["text"]
+    except Exception:  # a stopped node or a board without a panel: nothing to show
+        return []
+    width = max((len(line) for line in lines), default=0)
+    return ["┌" + "─" * width + "┐", *(f"│{line:<{width}}│" for line in lines), "└" + "─" * width + "┘"]
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """One journal event as a line for people: time, what, and its most telling detail."""
+    when = datetime.fromtimestamp(event["time"]).strftime("%H:%M:%S")
+    data = event["data"]
+    if event["kind"] == "state":
+        return f"{when} {data['from']}→{data['to']}: {data['reason']}"
+    if event["kind"] in ("link.up", "link.down"):
+        return f"{when} {event['kind']} {data['link']}: {data['detail']}"
+    if event["kind"] == "sensor.state":
+        return f"{when} {data['sensor']} {data['from']}→{data['to']}: {data['summary']}"
+    detail = (data.get("command") or data.get("peer") or data.get("reason") or data.get("detail")
+              or data.get("message") or "")
+    return f"{when} {event['kind']} {detail}"
+
+
+def cluster_verdict(statuses: dict[str, dict[str, Any] | None]) -> tuple[str, bool]:
+    """(one line saying who carries the calls, whether that is the healthy case of exactly one ACTIVE)."""
+    if not any(statuses.values()):
+        return "no node running", False
+    active = [n for n, s in statuses.items() if s and s["state"] == "ACTIVE"]
+    if len(active) == 1:
+        return f"{active[0]} carries the calls", True
+    if not active:
+        return "NO node is ACTIVE", False
+    return "BOTH nodes ACTIVE (they cannot hear each other)", False
 
 
 def _cell(value: Any, width: int) -> str:
@@ -32,7 +87,6 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
     def row(label: str, values: list[Any]) -> None:
         rows.append((label, [_cell(v, width) for v in values]))
 
-    alive = [s is not None for s in (statuses[n] for n in NODES)]
     row("node", [f"{n} ({rack.roles[n]})" for n in NODES])
     row("state", [s["state"] if s else "NOT RUNNING" for s in (statuses[n] for n in NODES)])
     row("why", [s["reason"] if s else "" for s in (statuses[n] for n in NODES)])
@@ -52,10 +106,7 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
     lines = [f"Tandem simulated rack   {time.strftime('%H:%M:%S')}   (Ctrl-C stops the lab)", ""]
     for label, values in rows:
         lines.append(f"  {label:<{label_width}}  " + "  ".join(f"{v:<{width}}" for v in values))
-    active = [n for n, s in statuses.items() if s and s["state"] == "ACTIVE"]
-    verdict = {0: "no node is ACTIVE", 1: f"{active[0] if active else ''} carries the calls"}.get(
-        len(active), "TWO NODES ACTIVE (partition)")
-    lines += ["", f"  cluster: {verdict}" if any(alive) else "  cluster: no node running"]
+    lines += ["", f"  cluster: {cluster_verdict(statuses)[0]}"]
     return "\n".join(lines)
 
 
@@ -83,9 +134,14 @@ def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO
     started = time.monotonic()
     try:
         rack.wait_for(lambda: all(rack.status(n) for n in NODES), 30, what="both nodes to answer")
+        run_interactive = None
         if interactive:
-            from sim.labview import run_interactive
-
+            try:
+                from sim.labview import run_interactive
+            except ImportError as exc:  # the lab extra is not installed
+                print(f"The interactive lab screen needs textual ({exc}): pip install -e '.[lab]' "
+                      "(./dev does). Showing the plain view; Ctrl-C stops the lab.", file=out, flush=True)
+        if run_interactive is not None:
             run_interactive(rack, duration)
         else:
             while duration is None or time.monotonic() - started < duration:

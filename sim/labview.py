@@ -1,233 +1,234 @@
-"""The interactive lab screen (curses): both nodes side by side, a command line below.
+"""The interactive lab screen (textual): the verdict, both nodes side by side, a scrolling log, a command line.
 
 Refreshes twice a second. Commands (see sim/commands.py, or type `help`) run
-in a background thread so the screen stays live while, say, a handover
-completes.
+on a worker thread so the screen stays live while, say, a handover
+completes; their results and the help go to the log, which scrolls (mouse
+wheel, PgUp/PgDn once clicked) and keeps the last 500 lines. The command line
+suggests completions (→ accepts one) and recalls earlier commands (↑/↓).
+
+textual is the ``lab`` extra (``pip install -e '.[lab]'``, which ``./dev``
+does); the appliance never needs it. Why textual and not curses or rich:
+docs/library-decisions.md.
 """
 
 from __future__ import annotations
 
-import curses
 import threading
-import time
-from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.suggester import SuggestFromList
+from textual.widgets import Header, Input, RichLog, Static
 
 from sim.commands import HELP, CommandError, execute
+from sim.lab import QUIET_EVENTS, REFRESH_S, cluster_verdict, event_line, panel_text, sensor_summary
 from sim.rack import NODES, TwoNodeRack
 
-REFRESH_S = 0.5
 EVENTS_SHOWN = 6
-QUIET_EVENTS = {"hook", "action"}
+LOG_LINES = 500
+GREETING = "Type a command and Enter; `help` lists them, `quit` leaves."
+STATE_STYLES = {"ACTIVE": "bold green", "STANDBY": "bold cyan", "TAKEOVER": "bold yellow",
+                "RELEASING": "bold yellow", "STARTING": "bold yellow"}
+BAD = "red"
 
 
-class LabView:
-    """State of the interactive screen."""
+def command_suggestions() -> list[str]:
+    """Whole command lines the command line offers as completions, most common first."""
+    per_node = ["kill", "start", "term", "promote", "demote", "shutdown", "maintenance", "silence", "health",
+                "set", "press", "stuck"]
+    lines = [f"{verb} {node}" for verb in per_node for node in NODES]
+    lines += [f"{verb} {medium}" for verb in ("cut", "restore") for medium in ("net", "serial")]
+    return lines + ["witness down", "witness up", "noise", "help", "quit"]
 
-    def __init__(self, rack: TwoNodeRack) -> None:
+
+def node_text(rack: TwoNodeRack, name: str, status: dict[str, Any] | None) -> Text:
+    """One node's column: state, why, health, shared IP, PBX, relays, links, alarms, sensors, panel, events."""
+    text = Text()
+    text.append(f"{name} ({rack.roles[name]})\n", "bold underline")
+    if status is None:
+        text.append(f"NOT RUNNING  (start {name})\n", f"bold {BAD}")
+        return text
+    state = status["state"]
+    text.append(f"{state:<9}", STATE_STYLES.get(state, "bold"))
+    text.append(f" for {status['since_s']:.0f}s\n{status['reason']}\n")
+    text.append(f"health {status['health']:>3}   epoch {status['epoch']}\n")
+    owned = [ip["address"] for ip in status.get("shared_ips") or [] if ip.get("present")]
+    text.append("shared IP " + (", ".join(owned) if owned else "-") + "\n", "green" if owned else "")
+    service = status.get("service")
+    text.append("PBX " + ("-" if service is None else
+                          f"{'running' if service['running'] else 'stopped'} ({service['mode']})") + "\n")
+    for group in (status.get("relays") or [])[:1]:  # the first group fits the column; status --json has them all
+        positions = " ".join(f"{o['output']}={'ON' if o['energized'] else 'off'}" for o in group["outputs"])
+        text.append(f"relays {group['group']}: {positions}" + (" MISMATCH" if group["mismatch"] else "") + "\n",
+                    BAD if group["mismatch"] else "")
+    text.append("links      state  heard   lost  bad\n", "dim")
+    for link in status["links"]:
+        heard = "never" if link["last_heard_s"] is None else f"{link['last_heard_s']:.2f}s"
+        text.append(f"{link['name']:<10} {link['state']:<6} {heard:>6} {link['lost']:>5} {link['rejected_total']:>4}\n",
+                    "green" if link["state"] == "up" else BAD)
+    alarms = [alarm["text"] for alarm in status["alarms"]]
+    text.append(f"alarms: {len(alarms) or 'none'}\n", BAD if alarms else "")
+    for alarm in alarms[:2]:
+        text.append(f"! {alarm}\n", BAD)
+    text.append(sensor_summary(status) + "\n", BAD if alarms else "")
+    panel = panel_text(rack, name)
+    for offset, line in enumerate(panel):
+        text.append(line + "\n", "reverse" if 0 < offset < len(panel) - 1 else "")
+    text.append("recent events\n", "dim")
+    recent = [e for e in rack.events(name) if e["kind"] not in QUIET_EVENTS][-EVENTS_SHOWN:]
+    for event in recent:
+        text.append(event_line(event) + "\n")
+    return text
+
+
+class CommandLine(Input):
+    """The command input, with ↑/↓ through the commands entered before."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("up", "older", show=False),
+                                             Binding("down", "newer", show=False)]
+
+    def __init__(self, **kwargs: Any) -> None:
+        """An empty history; the rest as for `Input`."""
+        super().__init__(**kwargs)
+        self.history: list[str] = []
+        self._back = 0  # how far back ↑ went; 0 = the line being typed
+
+    def remember(self, line: str) -> None:
+        """Add an entered command to the history (not twice in a row)."""
+        if line and (not self.history or self.history[-1] != line):
+            self.history.append(line)
+        self._back = 0
+
+    def action_older(self) -> None:
+        """Show the previous command."""
+        if self._back < len(self.history):
+            self._back += 1
+            self.value = self.history[-self._back]
+            self.cursor_position = len(self.value)
+
+    def action_newer(self) -> None:
+        """Show the next command, or an empty line after the newest."""
+        if self._back > 0:
+            self._back -= 1
+            self.value = self.history[-self._back] if self._back else ""
+            self.cursor_position = len(self.value)
+
+
+class LabView(App[None]):
+    """The lab screen: the cluster verdict and the cables, a column per node, the log, the command line.
+
+    The verdict comes first so that it shows on the smallest terminal; the
+    node columns scroll when they do not fit.
+    """
+
+    CSS = """
+    #cluster { height: 2; padding: 0 1; }
+    #nodes { height: 3fr; }
+    .node { width: 1fr; height: 100%; padding: 0 1; border: round $primary; overflow-y: auto; }
+    #log { height: 1fr; min-height: 5; border: round $secondary; }
+    """
+    TITLE = "Tandem lab"
+    SUB_TITLE = "two simulated nodes joined by a network link (net0) and a serial cable (serial0)"
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+c", "quit", "Quit", priority=True)]
+
+    def __init__(self, rack: TwoNodeRack, duration: float | None = None) -> None:
+        """Show ``rack``; leave by itself after ``duration`` seconds if given."""
+        super().__init__()
         self.rack = rack
-        self.input = ""
-        self.messages: list[str] = ["Type a command and Enter; `help` lists them, `quit` leaves."]
+        self.duration = duration
         self.busy: str | None = None
-        self._lock = threading.Lock()
-        self.quit = False
+        self.statuses: dict[str, dict[str, Any] | None] = {}
+        self.refreshed = threading.Event()
+        """Set after each refresh of the node columns (tests wait on it)."""
 
-    # ------------------------------------------------------------------ commands
+    def compose(self) -> ComposeResult:
+        """The widgets, top to bottom."""
+        yield Header(show_clock=True)
+        yield Static(id="cluster")
+        with Horizontal(id="nodes"):
+            for name in NODES:
+                yield Static(id=name, classes="node")
+        yield RichLog(id="log", wrap=True, max_lines=LOG_LINES)
+        yield CommandLine(placeholder="command, e.g. kill alpha   (help lists them, → completes, ↑ recalls)",
+                          suggester=SuggestFromList(command_suggestions(), case_sensitive=False))
+
+    def on_mount(self) -> None:
+        """Greet, focus the command line, start refreshing."""
+        self.say(GREETING)
+        self.query_one(CommandLine).focus()
+        self.set_interval(REFRESH_S, self.refresh_status)
+        self.refresh_status()
+        if self.duration is not None:
+            self.set_timer(self.duration, self.exit)
+
+    def say(self, *lines: str) -> None:
+        """Append lines to the log."""
+        log = self.query_one("#log", RichLog)
+        for line in lines:
+            log.write(Text(line))
+
+    @work(thread=True, exclusive=True, group="status")
+    def refresh_status(self) -> None:
+        """Ask both nodes for their status (blocking socket calls, so on a worker thread) and show it."""
+        statuses = {name: self.rack.status(name) for name in NODES}
+        texts = {name: node_text(self.rack, name, statuses[name]) for name in NODES}
+        self.call_from_thread(self._show, statuses, texts)
+
+    def _show(self, statuses: dict[str, dict[str, Any] | None], texts: dict[str, Text]) -> None:
+        self.statuses = statuses
+        for name in NODES:
+            self.query_one(f"#{name}", Static).update(texts[name])
+        verdict, healthy = cluster_verdict(statuses)
+        wires = (f"cables: network {self.rack.wiring('net')}   serial {self.rack.wiring('serial')}   "
+                 f"witness {'up' if self.rack.witness and self.rack.witness.is_up else 'down'}")
+        self.query_one("#cluster", Static).update(
+            Text.assemble((wires + "\n", "bold"), (f"cluster: {verdict}", "bold green" if healthy else f"bold {BAD}")))
+        self.refreshed.set()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Run the entered command line."""
+        line = event.value.strip()
+        event.input.value = ""
+        if isinstance(event.input, CommandLine):
+            event.input.remember(line)
+        self.submit(line)
 
     def submit(self, line: str) -> None:
-        """Run a command line in the background."""
-        line = line.strip()
+        """Carry out one command line: help and quit at once, the rest on a worker thread."""
         if not line:
             return
         if line in ("quit", "exit", "q"):
-            self.quit = True
+            self.exit()
             return
         if line in ("help", "?"):
-            self._say(*HELP.splitlines())
+            self.say(*HELP.splitlines())
             return
         if self.busy:
-            self._say(f"still running: {self.busy}")
+            self.say(f"still running: {self.busy}")
             return
         self.busy = line
-        threading.Thread(target=self._run, args=(line,), daemon=True).start()
+        self.run_command(line)
 
-    def _run(self, line: str) -> None:
+    @work(thread=True, group="command")
+    def run_command(self, line: str) -> None:
+        """Run a lab command (sim/commands.py) and log what it did."""
         try:
-            self._say(f"> {line}: {execute(self.rack, line)}")
+            result = f"> {line}: {execute(self.rack, line)}"
         except (CommandError, ValueError) as exc:
-            self._say(f"> {line}: {exc}")
+            result = f"> {line}: {exc}"
         finally:
             self.busy = None
-
-    def _say(self, *lines: str) -> None:
-        with self._lock:
-            self.messages = (self.messages + list(lines))[-8:]
-
-    # ------------------------------------------------------------------ drawing
-
-    def draw(self, screen: Any, statuses: dict[str, dict[str, Any] | None]) -> None:
-        """Draw one frame."""
-        screen.erase()
-        height, width = screen.getmaxyx()
-        col = max(30, (width - 3) // 2)
-        title = "Tandem lab: two simulated nodes joined by a network link (net0) and a serial cable (serial0)"
-        _put(screen, 0, 0, title[: width - 1], curses.A_BOLD)
-        _put(screen, 0, max(0, width - 9), time.strftime("%H:%M:%S"))
-        bottom = max(self._draw_node(screen, 2, 1 + index * (col + 1), col, name, statuses[name])
-                     for index, name in enumerate(NODES))
-        y = min(height - 8, bottom + 1)
-        wires = (f"cables: network {self.rack.wiring('net')}   serial {self.rack.wiring('serial')}   "
-                 f"witness {'up' if self.rack.witness and self.rack.witness.is_up else 'down'}")
-        _put(screen, y, 1, wires[: width - 2], curses.A_BOLD)
-        active = [n for n, s in statuses.items() if s and s["state"] == "ACTIVE"]
-        verdict = (f"{active[0]} carries the calls" if len(active) == 1 else
-                   "NO node is ACTIVE" if not active else "BOTH nodes ACTIVE (they cannot hear each other)")
-        _put(screen, y + 1, 1, f"cluster: {verdict}", _colour("ACTIVE" if len(active) == 1 else "bad"))
-        with self._lock:
-            messages = list(self.messages)
-        for offset, message in enumerate(messages[-(height - y - 5):]):
-            _put(screen, y + 3 + offset, 1, message[: width - 2])
-        prompt = f"command> {self.input}" + ("   (running…)" if self.busy else "")
-        _put(screen, height - 1, 0, prompt[: width - 1], curses.A_BOLD)
-
-    def _draw_node(self, screen: Any, y: int, x: int, width: int, name: str, status: dict[str, Any] | None) -> int:
-        """Draw one node's column; return the row below it."""
-        role = self.rack.roles[name]
-        _put(screen, y, x, f"{name} ({role})", curses.A_BOLD | curses.A_UNDERLINE)
-        if status is None:
-            _put(screen, y + 1, x, "NOT RUNNING  (start " + name + ")", _colour("bad"))
-            return y + 2
-        state = status["state"]
-        _put(screen, y + 1, x, f"{state:<9}", _colour(state) | curses.A_BOLD)
-        _put(screen, y + 1, x + 10, f"for {status['since_s']:.0f}s"[: width - 10])
-        _put(screen, y + 2, x, status["reason"][:width])
-        _put(screen, y + 3, x, f"health {status['health']:>3}   epoch {status['epoch']}"[:width])
-        ips = status.get("shared_ips") or []
-        owned = [ip["address"] for ip in ips if ip.get("present")]
-        _put(screen, y + 4, x, ("shared IP " + (", ".join(owned) if owned else "-"))[:width],
-             _colour("ACTIVE") if owned else 0)
-        service = status.get("service")
-        pbx = "PBX " + ("-" if service is None else
-                        f"{'running' if service['running'] else 'stopped'} ({service['mode']})")
-        _put(screen, y + 5, x, pbx[:width])
-        relays = status.get("relays") or []
-        for group in relays[:1]:  # the first group fits the column; status --json has them all
-            positions = " ".join(f"{o['output']}={'ON' if o['energized'] else 'off'}" for o in group["outputs"])
-            text = f"relays {group['group']}: {positions}" + (" MISMATCH" if group["mismatch"] else "")
-            _put(screen, y + 6, x, text[:width], _colour("bad") if group["mismatch"] else 0)
-        top = y + 6 + min(len(relays), 1)
-        _put(screen, top, x, "links      state  heard   lost  bad", curses.A_DIM)
-        for offset, link in enumerate(status["links"]):
-            heard = "never" if link["last_heard_s"] is None else f"{link['last_heard_s']:.2f}s"
-            text = f"{link['name']:<10} {link['state']:<6} {heard:>6} {link['lost']:>5} {link['rejected_total']:>4}"
-            _put(screen, top + 1 + offset, x, text[:width], _colour("ACTIVE" if link["state"] == "up" else "bad"))
-        row = top + 1 + len(status["links"])
-        alarms = [alarm["text"] for alarm in status["alarms"]]
-        _put(screen, row, x, f"alarms: {len(alarms) or 'none'}"[:width], _colour("bad") if alarms else 0)
-        for offset, alarm in enumerate(alarms[:2]):
-            _put(screen, row + 1 + offset, x, ("! " + alarm)[:width], _colour("bad"))
-        row += 3
-        _put(screen, row, x, sensor_summary(status)[:width], _colour("bad") if status["alarms"] else 0)
-        panel = panel_text(self.rack, name)
-        for offset, line in enumerate(panel):
-            _put(screen, row + 1 + offset, x, line[:width], curses.A_REVERSE if 0 < offset < len(panel) - 1 else 0)
-        row += 1 + len(panel)
-        _put(screen, row, x, "recent events", curses.A_DIM)
-        recent = [e for e in self.rack.events(name) if e["kind"] not in QUIET_EVENTS][-EVENTS_SHOWN:]
-        for offset, event in enumerate(recent):
-            _put(screen, row + 1 + offset, x, _event_line(event)[:width])
-        return row + 1 + len(recent)
-
-
-def sensor_summary(status: dict[str, Any]) -> str:
-    """One line: how many sensors and the worst of them."""
-    sensors = status.get("sensors") or []
-    if not sensors:
-        return "sensors: none"
-    bad = [s for s in sensors if s["state"] != "OK"]
-    return f"sensors: {len(sensors)}, " + (f"{bad[0]['name']} {bad[0]['state']}" + (
-        f" (+{len(bad) - 1} more)" if len(bad) > 1 else "") if bad else "all OK")
-
-
-def panel_text(rack: TwoNodeRack, name: str) -> list[str]:
-    """The node's front panel as a small framed text block (empty if it has none or is down)."""
-    try:
-        lines = rack.control(name, {"cmd": "panel.frame", "png": False}, timeout=2)["text"]
-    except Exception:  # a stopped node or a board without a panel: nothing to show
-        return []
-    width = max((len(line) for line in lines), default=0)
-    return ["┌" + "─" * width + "┐", *(f"│{line:<{width}}│" for line in lines), "└" + "─" * width + "┘"]
-
-
-def _event_line(event: dict[str, Any]) -> str:
-    when = datetime.fromtimestamp(event["time"]).strftime("%H:%M:%S")
-    data = event["data"]
-    if event["kind"] == "state":
-        return f"{when} {data['from']}→{data['to']}: {data['reason']}"
-    if event["kind"] in ("link.up", "link.down"):
-        return f"{when} {event['kind']} {data['link']}: {data['detail']}"
-    if event["kind"] == "sensor.state":
-        return f"{when} {data['sensor']} {data['from']}→{data['to']}: {data['summary']}"
-    detail = (data.get("command") or data.get("peer") or data.get("reason") or data.get("detail")
-              or data.get("message") or "")
-    return f"{when} {event['kind']} {detail}"
-
-
-_COLOURS: dict[str, int] = {}
-
-
-def _colour(key: str) -> int:
-    return curses.color_pair(_COLOURS.get(key, 0)) if _COLOURS else 0
-
-
-def _put(screen: Any, y: int, x: int, text: str, attr: int = 0) -> None:
-    height, width = screen.getmaxyx()
-    if 0 <= y < height and 0 <= x < width:
-        try:
-            screen.addstr(y, x, text[: max(0, width - x - 1)], attr)
-        except curses.error:
-            pass
-
-
-def _setup_colours() -> None:
-    if not curses.has_colors():
-        return
-    curses.start_color()
-    curses.use_default_colors()
-    for number, (key, colour) in enumerate((("ACTIVE", curses.COLOR_GREEN), ("STANDBY", curses.COLOR_CYAN),
-                                           ("TAKEOVER", curses.COLOR_YELLOW), ("RELEASING", curses.COLOR_YELLOW),
-                                           ("STARTING", curses.COLOR_YELLOW), ("bad", curses.COLOR_RED)), start=1):
-        curses.init_pair(number, colour, -1)
-        _COLOURS[key] = number
+        self.call_from_thread(self.say, result)
+        self.call_from_thread(self.refresh_status)
 
 
 def run_interactive(rack: TwoNodeRack, duration: float | None = None) -> None:
-    """Run the curses screen until `quit`, Ctrl-C or `duration`."""
-    view = LabView(rack)
-
-    def main(screen: Any) -> None:
-        _setup_colours()
-        screen.timeout(int(REFRESH_S * 1000))
-        started = time.monotonic()
-        last_draw = 0.0
-        while not view.quit and (duration is None or time.monotonic() - started < duration):
-            if time.monotonic() - last_draw >= REFRESH_S:
-                view.draw(screen, {n: rack.status(n) for n in NODES})
-                last_draw = time.monotonic()
-            try:
-                key = screen.get_wch()
-            except curses.error:  # the refresh timeout passed without a key
-                continue
-            if key in ("\n", "\r"):
-                view.submit(view.input)
-                view.input = ""
-            elif key in (curses.KEY_BACKSPACE, "\x7f", "\b"):
-                view.input = view.input[:-1]
-            elif isinstance(key, str) and key.isprintable():
-                view.input += key
-            last_draw = 0.0  # echo the key at once
-
+    """Run the lab screen until `quit`, Ctrl-C or `duration`."""
     try:
-        curses.wrapper(main)
+        LabView(rack, duration).run()
     except KeyboardInterrupt:
         pass

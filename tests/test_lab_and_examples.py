@@ -82,9 +82,12 @@ def test_interactive_lab_takes_commands_and_redraws(tmp_path: Path) -> None:
 
     pid, fd = pty.fork()
     if pid == 0:  # child: the lab on a 150x45 terminal
-        os.environ["TERM"] = "xterm"
-        os.execv(sys.executable, [sys.executable, "-m", "firmware.cli", "sim", "lab", "--dir", str(tmp_path),
-                                  "--duration", "40"])
+        # An explicit environment: under pytest, GNU readline has exported COLUMNS=80 and LINES=24 into the
+        # process's C environment (not os.environ), and execv would pass them on to override the pty's size.
+        env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+        env["TERM"] = "xterm"
+        os.execve(sys.executable, [sys.executable, "-m", "firmware.cli", "sim", "lab", "--dir", str(tmp_path),
+                                   "--duration", "40"], env)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 150, 0, 0))
     screen = b""
 
@@ -109,8 +112,9 @@ def test_interactive_lab_takes_commands_and_redraws(tmp_path: Path) -> None:
             return None
 
     try:
-        assert read_until(lambda: b"carries the calls" in screen, 60), screen[-2000:]
-        assert b"alpha (primary)" in screen and b"shared IP 192.0.2.10/24" in screen
+        first_screen = (b"carries the calls", b"alpha (primary)", b"shared IP 192.0.2.10/24")
+        # the screen is drawn in pieces, the verdict at the top first: wait for all of it
+        assert read_until(lambda: all(part in screen for part in first_screen), 60), screen[-2000:]
         os.write(fd, b"kill alpha\r")
         assert read_until(lambda: bravo_state() == "ACTIVE", 20)
         # curses sends only what changed, so look in everything drawn so far
@@ -124,3 +128,100 @@ def test_interactive_lab_takes_commands_and_redraws(tmp_path: Path) -> None:
             pass
         os.waitpid(pid, 0)
         os.close(fd)
+
+
+class FakeRack:
+    """Just enough of TwoNodeRack for the lab screen and the lab commands: alpha ACTIVE, bravo STANDBY."""
+
+    roles = {"alpha": "primary", "bravo": "secondary"}
+
+    def __init__(self) -> None:
+        self.up = {"alpha": True, "bravo": True}
+        self.witness = None
+        self.killed: list[tuple[str, int]] = []
+
+    def status(self, name: str) -> dict | None:
+        if not self.up[name]:
+            return None
+        active = name == "alpha"
+        return {"state": "ACTIVE" if active else "STANDBY", "since_s": 12.0,
+                "reason": "carrying the calls" if active else "alpha is ACTIVE", "health": 100, "epoch": 3,
+                "shared_ips": [{"address": "192.0.2.10/24", "present": active}],
+                "service": {"running": active, "mode": "cold"}, "relays": [],
+                "links": [{"name": "net0", "state": "up", "last_heard_s": 0.05, "lost": 0, "rejected_total": 0}],
+                "alarms": [] if active else [{"key": "peer/critical", "source": "peer", "level": "critical",
+                                              "text": "peer alpha silent on every link"}],
+                "sensors": [{"name": "psu1", "state": "OK"}]}
+
+    def events(self, name: str) -> list[dict]:
+        return [{"time": 0.0, "kind": "state", "data": {"from": "STANDBY", "to": "ACTIVE", "reason": "test"}}]
+
+    def control(self, name: str, payload: dict, timeout: float = 30.0) -> object:
+        raise ConnectionRefusedError("no panel in the fake rack")
+
+    def wiring(self, medium: str) -> str:
+        return "ok"
+
+    def running(self, name: str) -> bool:
+        return self.up[name]
+
+    def kill(self, name: str, sig: int) -> float:
+        self.killed.append((name, sig))
+        self.up[name] = False
+        return 0.0
+
+
+def test_lab_view_headless_shows_nodes_runs_commands_and_keeps_help() -> None:
+    """The textual lab screen driven by keys against a fake rack: no daemons, no terminal."""
+    import asyncio
+    import signal
+
+    from textual.widgets import Input, RichLog, Static
+
+    from sim.commands import HELP
+    from sim.labview import LabView
+
+    rack = FakeRack()
+    app = LabView(rack)  # type: ignore[arg-type]
+
+    def text_of(selector: str) -> str:
+        return str(app.query_one(selector, Static).content)
+
+    def log_lines() -> list[str]:
+        return [strip.text.rstrip() for strip in app.query_one("#log", RichLog).lines]
+
+    async def until(pilot, predicate, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await pilot.pause(0.02)
+
+    async def drive() -> None:
+        async with app.run_test(size=(150, 45)) as pilot:
+            await until(pilot, lambda: app.statuses, "the first refresh")
+            assert "ACTIVE" in text_of("#alpha") and "shared IP 192.0.2.10/24" in text_of("#alpha")
+            assert "! peer alpha silent on every link" in text_of("#bravo")
+            assert "cluster: alpha carries the calls" in text_of("#cluster")
+            await pilot.press(*"help", "enter")
+            help_lines = HELP.splitlines()
+            await until(pilot, lambda: len(log_lines()) > len(help_lines), "the help in the log")
+            shown = " ".join(" ".join(log_lines()).split())  # a long line may be wrapped
+            assert [line for line in help_lines if " ".join(line.split()) not in shown] == [], log_lines()
+            await pilot.press(*"kill alpha", "enter")
+            await until(pilot, lambda: "> kill alpha: alpha killed (SIGKILL)" in log_lines(), "the kill result")
+            assert rack.killed == [("alpha", signal.SIGKILL)]
+            await until(pilot, lambda: "NOT RUNNING" in text_of("#alpha"), "alpha shown as not running")
+            await until(pilot, lambda: "cluster: NO node is ACTIVE" in text_of("#cluster"), "the new verdict")
+            await pilot.press(*"bogus", "enter")
+            await until(pilot, lambda: any("unknown command 'bogus'" in line for line in log_lines()), "the error")
+            await pilot.press("up")
+            assert app.query_one(Input).value == "bogus"
+            await pilot.press("up")
+            assert app.query_one(Input).value == "kill alpha"
+            await pilot.press("down", "down")
+            assert app.query_one(Input).value == ""
+            await pilot.press(*"quit", "enter")
+            await until(pilot, lambda: app.return_code is not None, "the screen to close")
+
+    asyncio.run(drive())
+    assert app.return_code == 0

@@ -72,6 +72,14 @@ def test_status_watchdog_and_stopping(listener) -> None:
     assert receive(sock) == {"STATUS": "x", "EXTEND_TIMEOUT_USEC": "5"}
 
 
+def test_a_line_break_cannot_add_a_field(listener) -> None:
+    sock, path = listener
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    notifier.status("ACTIVE (peer lost)\nWATCHDOG=1\r\nREADY=1")
+    assert receive(sock) == {"STATUS": "ACTIVE (peer lost) WATCHDOG=1 READY=1"}
+    assert nothing_queued(sock)
+
+
 def test_abstract_socket_address(abstract_listener) -> None:
     sock, address = abstract_listener
     notifier = Notifier({"NOTIFY_SOCKET": address})

@@ -156,6 +156,33 @@ def test_mdraid_sensor_healthy_empty_and_missing(tmp_path: Path) -> None:
     assert missing.level is Level.CRITICAL and "md9 not found" in missing.summary
 
 
+BROKEN_RAID0_MDSTAT = """\
+Personalities : [raid0]
+md3 : active raid0 sdi1[1] sdj1[0]
+      1953260544 blocks super 1.2 512k chunks
+
+unused devices: <none>
+"""
+
+
+def test_mdraid_sensor_broken_raid0_from_array_state(tmp_path: Path) -> None:
+    """A RAID 0 that lost a member still reads "active" in mdstat; sysfs array_state says broken."""
+    proc = FakeProc(tmp_path / "proc")
+    proc.set_mdstat(BROKEN_RAID0_MDSTAT)
+    sysfs = FakeSysfs(tmp_path / "sys")
+    context = SensorContext(procfs=proc.root, sysfs=sysfs.root)
+    without_sysfs = make(MdRaidSensor, context).read()  # an older kernel or no sysfs: mdstat alone
+    assert without_sysfs.level is Level.OK and without_sysfs.summary == "md3 raid0"
+    sysfs.set_md_array_state("md3", "clean")
+    clean = make(MdRaidSensor, context).read()
+    assert clean.level is Level.OK and clean.info["md3_array_state"] == "clean"
+    sysfs.set_md_array_state("md3", "broken")
+    broken = make(MdRaidSensor, context, array="md3").read()
+    assert broken.level is Level.CRITICAL
+    assert broken.summary == "md3 broken (a member is missing)" and broken.conditions == ("md3_broken",)
+    assert broken.info["md3_array_state"] == "broken"
+
+
 def test_mdraid_sensor_mixed(tmp_path: Path) -> None:
     reading = mdraid(tmp_path, MIXED_MDSTAT).read()
     # md4 is an inactive array (not a container): critical; the scrub of md2 is fine.
@@ -386,6 +413,26 @@ def test_inventory_falls_back_to_sysfs_when_not_root(tmp_path: Path) -> None:
     assert inventory["power_supplies"] == []
     with pytest.raises(SensorError, match="needs dmidecode.*Permission denied"):
         make(ChassisSensor, context).read()
+
+
+def test_inventory_from_sysfs_names_the_box_with_root_only_serials(tmp_path: Path) -> None:
+    """Without dmidecode, root still gets the serials and UUID from sysfs; for anyone else they are unreadable."""
+    sysfs = FakeSysfs(tmp_path / "sys")
+    sysfs.set_dmi_id()
+    sysfs.set_dmi_serials(board_serial="ZM18AS099999")
+    serial = sysfs.root / "class" / "dmi" / "id" / "product_serial"
+    assert serial.stat().st_mode & 0o777 == 0o400
+    context = SensorContext(commands={"dmidecode": str(tmp_path / "no-such-dmidecode")}, sysfs=sysfs.root)
+    inventory = read_inventory(context)
+    assert inventory["source"] == "sysfs"
+    if os.access(serial, os.R_OK):
+        assert inventory["system"]["serial_number"] == "S342591X9A12345"
+        assert inventory["system"]["uuid"] == "00000000-0000-0000-0000-ac1f6b8e1234"
+        assert inventory["board"]["serial_number"] == "ZM18AS099999"
+        assert inventory["chassis"]["serial_number"] == "C5010LK28N12345"
+    else:
+        assert "serial_number" not in inventory["system"] and "uuid" not in inventory["system"]
+    assert inventory["system"]["product_name"] == "SYS-5019C-M"
 
 
 def test_inventory_without_dmidecode_installed(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from firmware.core.events import register_events
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.journal import Journal, JsonStore
 from firmware.core.links import Link, make_link
+from firmware.core.logsetup import log_event
 from firmware.core.monitoring import Monitoring
 from firmware.core.notify import Notifier
 from firmware.core.operator import OperatorCommands
@@ -339,7 +340,7 @@ class Daemon:
         for event in out.events:
             self.journal.record(event.kind, event.data)
             if event.kind in LOGGED_EVENTS:
-                log.info("%s %s", event.kind, event.data)
+                log_event(log, event.kind, event.data, state=st.state.name)
         if out.persist:
             self.store.save(st.persisted.to_json())
         if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and self._actions_for != st.transition:

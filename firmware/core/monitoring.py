@@ -22,6 +22,7 @@ from firmware.core.endpoints import Endpoints
 from firmware.core.health import HealthMonitor, build_sensors, sensor_alarm_source
 from firmware.core.hotplug import DeviceEvent, HotplugWatcher, sensors_watching
 from firmware.core.journal import Journal
+from firmware.core.logsetup import event_fields
 from firmware.core.sensors.base import SensorContext
 from firmware.drivers import load_driver
 from firmware.errors import ConfigError
@@ -144,7 +145,7 @@ class Monitoring:
         for kind, data in events:
             self.journal.record(kind, data)
             if kind.startswith("alarm."):
-                log.warning("%s %s", kind, data["message"])
+                log.warning("%s %s", kind, data["message"], extra=event_fields(kind, data))
             if kind == "alarm.cleared":
                 self.alarm_board.forget(sensor_alarm_source(data["sensor"]))
         self.refresh()

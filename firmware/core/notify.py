@@ -2,12 +2,22 @@
 
 Does nothing when NOTIFY_SOCKET is not set, so the daemon runs the same way
 under systemd, another supervisor, or a terminal.
+
+Kept rather than python3-systemd's ``systemd.daemon.notify`` or the
+``sdnotify`` package (docs/library-decisions.md): the socket is opened once
+and never blocks the heartbeat tick, the watchdog interval comes from
+WATCHDOG_USEC/WATCHDOG_PID (neither library parses it), and it needs no C
+extension.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+
+
+def _one_line(value: str | int) -> str:
+    return " ".join(str(value).splitlines())
 
 
 class Notifier:
@@ -30,10 +40,14 @@ class Notifier:
             self._sock.setblocking(False)
 
     def send(self, **fields: str | int) -> bool:
-        """Send `KEY=value` lines (e.g. READY=1, STATUS=...); False if nobody listens."""
+        """Send `KEY=value` lines (e.g. READY=1, STATUS=...); False if nobody listens.
+
+        A line break in a value becomes a space: the protocol is one field a
+        line, so a status text must not be able to add a field (WATCHDOG=1).
+        """
         if self._sock is None or self.address is None:
             return False
-        message = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
+        message = "\n".join(f"{key}={_one_line(value)}" for key, value in fields.items()).encode()
         try:
             self._sock.sendto(message, self.address)
         except OSError:

@@ -1,10 +1,33 @@
-"""How late the heartbeat ticks ran: the figure that shows whether anything delays a heartbeat."""
+"""How late the heartbeat ticks ran: the figure that shows whether anything delays a heartbeat.
+
+Percentiles are nearest-rank on purpose (docs/library-decisions.md,
+"Percentiles"): every figure is a lateness that was actually observed, it
+works for a single sample, and it does not move when the same samples are
+reported again. ``statistics.quantiles(method="inclusive")`` interpolates
+instead and, on Python 3.11, refuses fewer than two samples. The benchmarks
+use the same :func:`percentile`.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Sequence
 
 LAG_SAMPLES = 3000  # the last five minutes of heartbeat ticks at 10 Hz
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0-100) of a non-empty sequence.
+
+    The smallest sample with at least q % of the samples at or below it.
+    """
+    if not values:
+        raise ValueError("percentile of no samples")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is not in 0-100")
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 class TickLog:
@@ -21,11 +44,8 @@ class TickLog:
 
     def lateness(self, since_tick: int = -1) -> dict[str, float | int]:
         """p50, p99 and max lateness in ms of the recorded ticks after ``since_tick``."""
-        ordered = sorted(lag for tick, lag in self._lags if tick > since_tick)
-        if not ordered:
+        lags = [lag for tick, lag in self._lags if tick > since_tick]
+        if not lags:
             return {"samples": 0}
-
-        def pick(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
-
-        return {"samples": len(ordered), "p50": pick(0.50), "p99": pick(0.99), "max": round(ordered[-1] * 1000, 3)}
+        return {"samples": len(lags), "p50": round(percentile(lags, 50) * 1000, 3),
+                "p99": round(percentile(lags, 99) * 1000, 3), "max": round(max(lags) * 1000, 3)}

@@ -11,6 +11,12 @@ Framing (see reference/asterisk-ami.md): the server greets with
 ended by a blank line; replies carry the ``ActionID`` of their action;
 list actions answer ``EventList: start``, then one event per item, then a
 ``…Complete`` event with ``EventList: Complete``.
+
+Kept rather than panoramisk (docs/library-decisions.md, bench/ami_panoramisk.py):
+panoramisk passes the same tests only behind an adapter as long as this
+client, with an event loop thread per sensor and its own pinging, reconnecting
+and re-sending switched off, because here the sensor scheduler decides when to
+poll and reconnect and every read must end within one deadline.
 """
 
 from __future__ import annotations

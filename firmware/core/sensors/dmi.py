@@ -5,6 +5,12 @@ inventory-grade: it says what the box was at power-on (model, serials, which
 supplies were plugged), not what it is now. Live power-supply state comes
 from PMBus; the ``chassis`` family is a cheap cross-check and an inventory
 source.
+
+Which source for what (docs/library-decisions.md): /sys/class/dmi/id has the
+identity (vendor, model, and, for root, the serials and UUID) without running
+anything, so it is the fallback that still names the box when dmidecode is
+missing or not allowed. Only dmidecode has the type 3 boot-up/power/thermal
+states and the type 39 power supplies, which the ``chassis`` family judges.
 """
 
 from __future__ import annotations
@@ -34,15 +40,20 @@ CHASSIS_TYPES = {
     32: "Detachable", 33: "IoT Gateway", 34: "Embedded PC", 35: "Mini PC", 36: "Stick PC",
 }
 
-# World-readable files of /sys/class/dmi/id: (section, key) each one fills.
+# Files of /sys/class/dmi/id: (section, key) each one fills, with dmidecode's key names.
+# The serials and the UUID are readable by root only; for anyone else they are skipped.
 SYSFS_FIELDS = {
     "sys_vendor": ("system", "manufacturer"),
     "product_name": ("system", "product_name"),
     "product_version": ("system", "version"),
+    "product_serial": ("system", "serial_number"),
+    "product_uuid": ("system", "uuid"),
     "board_vendor": ("board", "manufacturer"),
     "board_name": ("board", "product_name"),
+    "board_serial": ("board", "serial_number"),
     "chassis_vendor": ("chassis", "manufacturer"),
     "chassis_type": ("chassis", "type"),
+    "chassis_serial": ("chassis", "serial_number"),
 }
 
 STATE_LEVELS = {
@@ -105,7 +116,7 @@ def _dmidecode_failure(proc: Any) -> str:
 
 
 def _from_sysfs(sysfs: Path) -> dict[str, Any]:
-    """The little the world-readable /sys/class/dmi/id offers (no serials, no supplies)."""
+    """What /sys/class/dmi/id offers: identity, serials and UUID when readable (root); never supplies."""
     base = sysfs / "class" / "dmi" / "id"
     inventory: dict[str, Any] = {"system": {}, "board": {}, "chassis": {}, "power_supplies": []}
     for name, (section, key) in SYSFS_FIELDS.items():

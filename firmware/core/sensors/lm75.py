@@ -1,5 +1,12 @@
 """LM75-class temperature sensors over raw I2C (type ``lm75``): LM75, LM75A/B, TMP75 and kin.
 
+Why this decoder exists next to the kernel: when the kernel's ``lm75``
+hwmon driver is bound to the chip, the ``hwmon`` family (``chip = "lm75"``)
+reads it instead and this module is not used for that chip. This decoder is
+for boards where no kernel driver is bound (no device-tree or ACPI entry, no
+``new_device`` line at boot, a kernel built without it). The two never share
+a chip: once the driver owns the address, raw access to it fails with EBUSY.
+
 Registers: 0x00 temperature, 0x01 config (bit 0 shutdown; TMP75 bits 6:5 =
 resolution), 0x02 THYST, 0x03 TOS, at addresses 0x48–0x4F. The temperature is
 a left-justified two's complement word sent MSB first; SMBus read-word

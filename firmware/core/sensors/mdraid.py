@@ -1,13 +1,24 @@
-"""Linux software RAID (md) state from /proc/mdstat."""
+"""Linux software RAID (md) state from /proc/mdstat, cross-checked with /sys/block/mdX/md/array_state.
+
+/proc/mdstat is read for everything: one read lists every array with its
+members, slot map and the rebuild progress line people know. It has no word
+for one state, though: a RAID 0 or linear array that lost a member stays
+"active" there, while the kernel's own ``array_state`` says ``broken``
+(Documentation/admin-guide/md.rst), so that file is read per array when it
+exists. ``mdadm --detail --export`` is not used: it needs root and a process
+per array and carries identity (UUID, metadata), not health. Why mdstat and
+not sysfs throughout: docs/library-decisions.md.
+"""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from .base import Level, Reading, Sensor, SensorError, SensorOptions
 
-__all__ = ["MdRaidSensor", "parse_mdstat"]
+__all__ = ["MdRaidSensor", "array_state", "parse_mdstat"]
 
 REDUNDANT_LEVELS = {"raid1", "raid4", "raid5", "raid6", "raid10"}
 # Sync actions that restore redundancy (a degraded array getting better) vs. scrubs.
@@ -105,6 +116,10 @@ def _judge(array: dict[str, Any]) -> tuple[Level, str, list[str]]:
     words: list[str] = []
     conditions: list[str] = []
     action = array["sync_action"]
+    if array.get("array_state") == "broken":
+        levels.append(Level.CRITICAL)
+        words.append("broken (a member is missing)")
+        conditions.append(f"{slug}_broken")
     if array["state"] != "active":
         levels.append(Level.CRITICAL)
         words.append(array["state"])
@@ -134,6 +149,14 @@ def _judge(array: dict[str, Any]) -> tuple[Level, str, list[str]]:
     return Level.worst(*levels), f"{name} " + ", ".join(words), conditions
 
 
+def array_state(sysfs: Path, name: str) -> str | None:
+    """The kernel's ``array_state`` of array ``name`` (``clean``, ``active``, ``broken`` …), None if unreadable."""
+    try:
+        return (sysfs / "block" / name / "md" / "array_state").read_text().strip() or None
+    except (OSError, ValueError):
+        return None
+
+
 class MdRaidOptions(SensorOptions):
     """Options of the ``mdraid`` family."""
 
@@ -142,13 +165,13 @@ class MdRaidOptions(SensorOptions):
 
 
 class MdRaidSensor(Sensor):
-    """State of md arrays: degraded or faulty → CRITICAL, rebuilding → WARNING with progress."""
+    """State of md arrays: degraded, faulty or broken → CRITICAL, rebuilding → WARNING with progress."""
 
     family = "mdraid"
     Options = MdRaidOptions
 
     def read(self) -> Reading:
-        """Read /proc/mdstat and judge the selected arrays."""
+        """Read /proc/mdstat (and each array's sysfs array_state) and judge the selected arrays."""
         options: MdRaidOptions = self.options  # type: ignore[assignment]
         path = self.context.procfs / "mdstat"
         try:
@@ -158,6 +181,8 @@ class MdRaidSensor(Sensor):
         except OSError as exc:
             raise SensorError(f"cannot read {path}: {exc.strerror or exc}") from None
         arrays = parse_mdstat(text)
+        for array in arrays:
+            array["array_state"] = array_state(self.context.sysfs, array["name"])
         if options.array is not None:
             wanted = options.array.removeprefix("/dev/")
             arrays = [a for a in arrays if a["name"] == wanted]
@@ -187,5 +212,6 @@ class MdRaidSensor(Sensor):
             values["slots"], values["in_sync"] = float(arrays[0]["slots"]), float(arrays[0]["in_sync"])
         info = {f"{a['name']}_members": " ".join(m["name"] for m in a["members"]) for a in arrays}
         info.update({f"{a['name']}_level": a["level"] for a in arrays if a["level"]})
+        info.update({f"{a['name']}_array_state": a["array_state"] for a in arrays if a["array_state"]})
         return Reading(level=Level.worst(*levels), summary="; ".join(phrases), values=values, units=units,
                        conditions=tuple(conditions), info=info)

@@ -1,5 +1,13 @@
 """PMBus power supplies read over raw I2C/SMBus (type ``pmbus``), and the I2C plumbing of the I2C families.
 
+Why this decoder exists next to the kernel: when the kernel's ``pmbus``
+hwmon driver (or a chip-specific one) is bound to a supply, the ``hwmon``
+family reads it instead and this module is not used for that supply. This
+decoder is for boards where no kernel driver is bound (no device-tree or ACPI
+entry, a distribution kernel without the driver, a supply the driver does not
+probe) or where the registers needed (STATUS_* detail bits, CLEAR_FAULTS
+handling, MFR_* strings, PEC errors) are not exposed through hwmon.
+
 A redundant server supply answers PMBus at a 7-bit address (commonly 0x58 and
 0x59). One poll reads STATUS_WORD, the detail status registers its summary
 bits point to, the READ_* telemetry (LINEAR11, READ_VOUT in LINEAR16 scaled by
