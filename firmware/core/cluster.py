@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from firmware.core.peer import PeerView
-from firmware.core.protocol import Heartbeat
+from firmware.core.message import Heartbeat
 from firmware.core.states import Flag, NodeState, Role
 
 S = NodeState

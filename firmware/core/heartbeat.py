@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from firmware.core.message import Heartbeat
 from firmware.core.peer import PeerTracker, PeerView
-from firmware.core.protocol import Heartbeat, Keyring, ProtocolError, Sealer, open_packet
+from firmware.core.protocol import Keyring, ProtocolError, Sealer, open_packet
 
 from firmware.core.links import LinkStats
 
