@@ -30,9 +30,9 @@ def model_settings(index: int, **overrides: Any) -> Settings:
     """Settings for node 0 (`alpha`) or node 1 (`bravo`) with short model timers."""
     names = ("alpha", "bravo")
     values: dict[str, Any] = dict(
-        node=names[index], peer=names[1 - index], heartbeat=0.1, deadtime=0.3, initdead=1.0,
-        handover_timeout=2.0, shutdown_timeout=3.0, critical=30, witness_required=True, takeover_backoff=2.0,
-        flap_max_failures=3, flap_window=600.0,
+        node=names[index], peer=names[1 - index], heartbeat_s=0.1, deadtime_s=0.3, initdead_s=1.0,
+        handover_timeout_s=2.0, shutdown_timeout_s=3.0, critical_health=30, witness_required=True,
+        takeover_backoff_s=2.0, flap_max_failures=3, flap_window_s=600.0,
     )
     values.update(overrides)
     return Settings(**values)
@@ -116,8 +116,8 @@ class TwoNodeModel:
         node.witness, node.witness_busy, node.actions = None, False, None
         node.boot_counter += 1
         boot_id = node.boot_counter.to_bytes(4, "big") + node.rng.randbytes(4)
-        node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat,
-                                          node.settings.deadtime, boot_id=boot_id, known_peer=node.known_peer)
+        node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat_s,
+                                          node.settings.deadtime_s, boot_id=boot_id, known_peer=node.known_peer)
         self._push(self.now + 5.0, "persist_peer", index, node.generation)
         node.state, out = cluster.initial_state(node.settings, node.persisted, self.now, 1_700_000_000 + self.now)
         self._apply(node, out)
@@ -127,14 +127,14 @@ class TwoNodeModel:
     def stall(self, index: int, seconds: float) -> None:
         """Freeze a node's process (its loop stops: no heartbeats, no decisions) for `seconds`.
 
-        Its stall-fence thread still runs: after `fence_stall` without a tick it opens the relays.
+        Its stall-fence thread still runs: after `fence_stall_s` without a tick it opens the relays.
         """
         node = self.nodes[index]
         node.frozen_until = self.now + seconds
         self.stall_ends.append(node.frozen_until)
-        if seconds > node.settings.fence_stall:
+        if seconds > node.settings.fence_stall_s:
             # The fence thread measures from the node's last tick, at most one heartbeat ago.
-            heapq.heappush(self.queue, (self.now + node.settings.fence_stall, next(self.counter), "fence_thread",
+            heapq.heappush(self.queue, (self.now + node.settings.fence_stall_s, next(self.counter), "fence_thread",
                                         (index, node.generation)))
         self.timeline.append((self.now, f"stall {node.settings.node} {seconds:g}s"))
 
@@ -148,7 +148,7 @@ class TwoNodeModel:
 
     def _evaluate(self, node: Node, stalled_for: float = 0.0) -> None:
         assert node.state is not None
-        inputs = replace(self._inputs(node), stalled_for=stalled_for)
+        inputs = replace(self._inputs(node), stalled_for_s=stalled_for)
         node.state, out = cluster.step(node.settings, node.state, inputs)
         self._apply(node, out)
 
@@ -182,7 +182,7 @@ class TwoNodeModel:
         assert node.endpoint is not None and node.state is not None
         tick = node.endpoint.next_tick(self.now)
         ack_boot, acks = node.endpoint.acks()
-        message = cluster.heartbeat(node.settings, node.state, node.health, tick, ack_boot, acks)
+        message = cluster.build_heartbeat(node.settings, node.state, node.health, tick, ack_boot, acks)
         direction = DIRECTIONS[node.index]
         for link in LINKS:
             packet = node.endpoint.seal(message)
@@ -280,9 +280,9 @@ class TwoNodeModel:
             if node.alive:
                 self._send_round(node)
                 jitter = node.rng.uniform(-0.01, 0.01)
-                following = max(due + node.settings.heartbeat + jitter, self.now + 0.001)
+                following = max(due + node.settings.heartbeat_s + jitter, self.now + 0.001)
                 if following < self.now:
-                    following = self.now + node.settings.heartbeat
+                    following = self.now + node.settings.heartbeat_s
                 self._push(following, "tick", index, node.generation, following)
         elif kind == "persist_peer":  # the daemon saves the peer's boot record every few seconds
             assert node.endpoint is not None
@@ -330,7 +330,7 @@ class TwoNodeModel:
         p = node.persisted
         st = node.state
         return (node.alive and node.frozen_until <= self.now
-                and node.health >= node.settings.critical and node.witness_reachable
+                and node.health >= node.settings.critical_health and node.witness_reachable
                 and node.promote_result == "ok"
                 and st is not None and not (p.maintenance or p.flap_hold or st.shutting_down))
 

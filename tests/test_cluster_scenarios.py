@@ -179,8 +179,8 @@ def test_flapping_node_is_held_standby_until_an_operator_acts(request) -> None:
 
 def _failback_model(policy: str, window=(120, 240)) -> TwoNodeModel:
     model = started()
-    model.nodes[A].settings = replace(model.nodes[A].settings, failback=policy, failback_hold_down=2.0,
-                                      failback_min_uptime=1.0, failback_window=window)
+    model.nodes[A].settings = replace(model.nodes[A].settings, failback=policy, failback_hold_down_s=2.0,
+                                      failback_min_uptime_s=1.0, failback_window_minutes=window)
     model.kill(A)
     model.run_until(3.0)
     assert model.state_of(B) == ACTIVE
@@ -261,7 +261,7 @@ def test_crash_while_active_counts_as_a_failure(request) -> None:
 
 
 def test_vetoed_takeover_backs_off_and_retries(request) -> None:
-    model = request.node.model = started(takeover_backoff=2.0)
+    model = request.node.model = started(takeover_backoff_s=2.0)
     model.nodes[B].promote_result = "veto"
     model.kill(A)
     model.run_until(3.0)
@@ -317,7 +317,7 @@ def test_dual_active_tie_break_is_epoch_then_health_then_role_then_name() -> Non
     def wins(epochs: tuple[int, int], healths: tuple[int, int]) -> bool:
         st, _ = cluster.initial_state(primary, Persisted(epoch=epochs[0]), 0.0, 0.0)
         peer_state, _ = cluster.initial_state(secondary, Persisted(epoch=epochs[1]), 0.0, 0.0)
-        msg = cluster.heartbeat(secondary, peer_state, healths[1], 1, b"\0" * 4, ())
+        msg = cluster.build_heartbeat(secondary, peer_state, healths[1], 1, b"\0" * 4, ())
         inputs = cluster.Inputs(now=1.0, wall=1.0, minute_of_day=0, tick=1, peer=PeerView(()), health=healths[0])
         return cluster._self_wins_dual_active(primary, st, inputs, msg)
 
@@ -328,7 +328,7 @@ def test_dual_active_tie_break_is_epoch_then_health_then_role_then_name() -> Non
 
 
 def test_slow_release_does_not_cancel_an_operator_promote(request) -> None:
-    model = request.node.model = started(handover_timeout=1.0)
+    model = request.node.model = started(handover_timeout_s=1.0)
     model.nodes[A].action_delay = 2.5  # alpha's demote actions outlast the handover timeout
     assert model.command(B, "promote").ok
     model.run_until(8.0)

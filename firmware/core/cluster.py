@@ -7,7 +7,7 @@ applies an operator command the same way. Nothing here does I/O.
 
 Rules, in short:
 
-* The peer is alive while it is heard on at least one link within `deadtime`.
+* The peer is alive while it is heard on at least one link within `deadtime_s`.
 * While the peer is alive, a node takes resources only with the peer's consent:
   it raises HANDOVER_REQUEST and promotes when the peer answers HANDOVER_GRANT
   from a state that holds nothing, in a heartbeat that acknowledges the
@@ -41,24 +41,24 @@ class Settings:
     node: str
     peer: str
     role: Role = Role.EQUAL
-    heartbeat: float = 0.1
-    deadtime: float = 0.3
-    initdead: float = 3.0
-    handover_timeout: float = 5.0
-    shutdown_timeout: float = 10.0
-    critical: int = 30
+    heartbeat_s: float = 0.1
+    deadtime_s: float = 0.3
+    initdead_s: float = 3.0
+    handover_timeout_s: float = 5.0
+    shutdown_timeout_s: float = 10.0
+    critical_health: int = 30               # below this a node hands over (and is not elected)
     witness_required: bool = False
     witness_min_health: int = 0
     failback: str = "never"  # never | auto | window
-    failback_hold_down: float = 60.0
-    failback_min_uptime: float = 300.0
-    failback_window: tuple[int, int] = (120, 240)  # minutes of the day, end < start wraps
+    failback_hold_down_s: float = 60.0
+    failback_min_uptime_s: float = 300.0
+    failback_window_minutes: tuple[int, int] = (120, 240)  # minutes of the day, end < start wraps
     flap_max_failures: int = 3
-    flap_window: float = 1800.0
+    flap_window_s: float = 1800.0
     on_action_failure: str = "handover"  # handover | tolerate
     fence_isolated: bool = True           # ACTIVE, every link silent, witness failing: release
-    fence_stall: float = 0.2              # ACTIVE whose own loop stalled this long: release (deadtime - heartbeat)
-    takeover_backoff: float = 10.0        # after a vetoed or failed takeover, wait before trying again
+    fence_stall_s: float = 0.2            # ACTIVE whose own loop stalled this long: release (deadtime - heartbeat)
+    takeover_backoff_s: float = 10.0      # after a vetoed or failed takeover, wait before trying again
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class Inputs:
     health: int = 100
     witness: WitnessResult | None = None
     actions: ActionsReport | None = None  # the latest finished actions
-    stalled_for: float = 0.0   # how late the shell's heartbeat tick ran (its loop was stalled this long)
+    stalled_for_s: float = 0.0  # how late the shell's heartbeat tick ran (its loop was stalled this long)
 
 
 @dataclass(frozen=True)
@@ -214,28 +214,28 @@ def initial_state(settings: Settings, persisted: Persisted, now: float, wall: fl
         events += flap_events
     persisted = replace(persisted, clean_exit=False)
     state = ClusterState(state=S.STARTING, since=now, started_at=now, persisted=persisted,
-                         reason=f"waiting up to {settings.initdead:g} s for the peer")
-    return state, Outputs(events=tuple(events), send_now=True, wake_at=now + settings.initdead, persist=True)
+                         reason=f"waiting up to {settings.initdead_s:g} s for the peer")
+    return state, Outputs(events=tuple(events), send_now=True, wake_at=now + settings.initdead_s, persist=True)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def _record_failure(settings: Settings, persisted: Persisted, wall: float, why: str) -> tuple[Persisted, list[Event]]:
-    recent = tuple(t for t in persisted.failures if wall - t < settings.flap_window) + (wall,)
+    recent = tuple(t for t in persisted.failures if wall - t < settings.flap_window_s) + (wall,)
     events = [Event("failure", {"reason": why, "count": len(recent)})]
     hold = persisted.flap_hold
     if len(recent) >= settings.flap_max_failures and not hold:
         hold = True
         events.append(Event("flap.hold", {
-            "failures": len(recent), "window_min": settings.flap_window / 60,
+            "failures": len(recent), "window_min": settings.flap_window_s / 60,
             "message": "failed too often; staying STANDBY until an operator runs `tandem promote` or `tandem maintenance off`",
         }))
     return replace(persisted, failures=recent, flap_hold=hold), events
 
 
 def _healthy(health: int, settings: Settings) -> bool:
-    return health >= settings.critical
+    return health >= settings.critical_health
 
 
 def _peer_message(st: ClusterState, inp: Inputs) -> Heartbeat | None:
@@ -316,11 +316,11 @@ def _release(st: ClusterState, inp: Inputs, reason: str, for_request: bool = Fal
 def _observe(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]]:
     """Update peer liveness and link status from the PeerView; emit their events."""
     now, view, events = inp.now, inp.peer, []
-    deadline = now - settings.deadtime
+    deadline = now - settings.deadtime_s
     links = tuple(
         LinkStatus(link.name,
                    rx=link.rx_at is not None and link.rx_at > deadline,
-                   tx=link.tx_ok_at is not None and link.tx_ok_at > deadline - settings.heartbeat)
+                   tx=link.tx_ok_at is not None and link.tx_ok_at > deadline - settings.heartbeat_s)
         for link in view.links
     )
     alive = any(link.rx for link in links)
@@ -391,7 +391,7 @@ def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterStat
     if st.state == S.STARTING:
         if st.peer_alive:
             st = _go(st, S.STANDBY, inp.now, "peer found")
-        elif inp.now - st.started_at >= settings.initdead:
+        elif inp.now - st.started_at >= settings.initdead_s:
             st = _go(st, S.STANDBY, inp.now, "peer not heard within initdead")
     if st.shutting_down:
         st = _shutdown_progress(settings, st, inp)
@@ -413,7 +413,7 @@ def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterStat
             events.append(Event("demote.failed", {"detail": report.detail}))
         granting = st.release_for_request
         st = _go(st, S.STANDBY, inp.now, st.reason, granting=granting,
-                 grant_deadline=inp.now + settings.handover_timeout if granting else None,
+                 grant_deadline=inp.now + settings.handover_timeout_s if granting else None,
                  release_for_request=False, release_failed=not report.relays_released,
                  action_alarm=None if report.ok else f"demote actions failed: {report.detail}")
         if st.shutting_down:
@@ -426,12 +426,12 @@ def _takeover_done(settings: Settings, st: ClusterState, inp: Inputs,
     """Promote actions finished: become ACTIVE, or back off after a veto or a failure."""
     if report.ok:
         return _go(st, S.ACTIVE, inp.now, st.reason, action_alarm=None, release_failed=False), []
-    backoff = inp.now + settings.takeover_backoff
+    backoff = inp.now + settings.takeover_backoff_s
     if report.vetoed:
         # The promote.before hooks run before any action, so nothing was acquired.
         st = _go(st, S.STANDBY, inp.now, f"promotion vetoed: {report.detail}",
                  backoff_until=backoff, backoff_reason=f"promotion vetoed: {report.detail}")
-        return st, [Event("promote.vetoed", {"detail": report.detail, "retry_in_s": settings.takeover_backoff})]
+        return st, [Event("promote.vetoed", {"detail": report.detail, "retry_in_s": settings.takeover_backoff_s})]
     msg = _peer_message(st, inp)
     peer_ok = msg is not None and _peer_candidate(msg) and _healthy(msg.health, settings)
     if settings.on_action_failure == "handover" and peer_ok:
@@ -456,9 +456,9 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
                                       "reason": st.reason, "epoch": st.persisted.epoch}))
     flags_changed = heartbeat_flags(st) != heartbeat_flags(before)
     last_rx = inp.peer.last_rx
-    wake = [st.started_at + settings.initdead] if st.state == S.STARTING else []
+    wake = [st.started_at + settings.initdead_s] if st.state == S.STARTING else []
     if last_rx is not None and st.peer_alive:
-        wake.append(last_rx + settings.deadtime + 1e-4)
+        wake.append(last_rx + settings.deadtime_s + 1e-4)
     for deadline in (st.request_deadline, st.grant_deadline, st.shutdown_deadline, st.backoff_until):
         if deadline is not None:
             wake.append(deadline)
@@ -466,7 +466,7 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
     silent_for = inp.now - silent_since
     # An ACTIVE node checks sooner than a standby, so it can fence itself before the peer's
     # deadtime runs out; both are woken exactly when their check is due, not at the next tick.
-    check_after = 1.2 * settings.heartbeat if st.state == S.ACTIVE else 1.5 * settings.heartbeat
+    check_after = 1.2 * settings.heartbeat_s if st.state == S.ACTIVE else 1.5 * settings.heartbeat_s
     checking = settings.witness_required and (
         st.state in (S.STARTING, S.STANDBY) or (settings.fence_isolated and st.state == S.ACTIVE))
     if checking and silent_for < check_after and last_rx is not None:
@@ -503,7 +503,7 @@ def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
             return replace(st, reason=f"handing over to {settings.peer}"), events
     if st.request_tick is not None and msg.state == S.RELEASING:
         # The peer is running its demote actions for us; they may take longer than the timeout.
-        st = replace(st, request_deadline=max(st.request_deadline or 0.0, inp.now + settings.handover_timeout))
+        st = replace(st, request_deadline=max(st.request_deadline or 0.0, inp.now + settings.handover_timeout_s))
     # Give up a request that timed out.
     if st.request_tick is not None and st.request_deadline is not None and inp.now >= st.request_deadline:
         events.append(Event("handover.timeout", {"side": "requester", "peer": settings.peer,
@@ -522,7 +522,7 @@ def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
         ours = (st.request_by_operator, preferred)
         if not wants or theirs > ours:
             st = _clear_request(st)
-            return replace(st, granting=True, grant_deadline=inp.now + settings.handover_timeout,
+            return replace(st, granting=True, grant_deadline=inp.now + settings.handover_timeout_s,
                            reason=f"letting {settings.peer} take over"), events
     if wants:
         return _request_or_take(settings, st, inp, msg, events)
@@ -557,7 +557,7 @@ def _request_or_take(settings: Settings, st: ClusterState, inp: Inputs, msg: Hea
                      events: list[Event]) -> tuple[ClusterState, list[Event]]:
     """Ask the peer for consent, or take over if it already consented to this request."""
     if st.request_tick is None:
-        st = replace(st, request_tick=inp.tick + 1, request_deadline=inp.now + settings.handover_timeout)
+        st = replace(st, request_tick=inp.tick + 1, request_deadline=inp.now + settings.handover_timeout_s)
         events.append(Event("handover.request", {"peer": settings.peer, "operator": st.request_by_operator}))
     granted = (bool(msg.flags & Flag.HANDOVER_GRANT) and not msg.state.holds_resources
                and inp.peer.acked_tick >= st.request_tick)
@@ -586,9 +586,9 @@ def _failback_due(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartb
             or not _healthy(inp.health, settings):
         return False
     found = st.peer_found_at if st.peer_found_at is not None else inp.now
-    if inp.now - found < settings.failback_hold_down or inp.now - st.started_at < settings.failback_min_uptime:
+    if inp.now - found < settings.failback_hold_down_s or inp.now - st.started_at < settings.failback_min_uptime_s:
         return False
-    return settings.failback == "auto" or _in_window(inp.minute_of_day, settings.failback_window)
+    return settings.failback == "auto" or _in_window(inp.minute_of_day, settings.failback_window_minutes)
 
 
 def _silent_since(settings: Settings, st: ClusterState, inp: Inputs) -> float:
@@ -633,7 +633,7 @@ def _standby_alone(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[C
 
 def _peer_deaf(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
     """The peer has heard nothing from us for a deadtime although we have been hearing it."""
-    heard_long_enough = st.peer_found_at is not None and inp.now - st.peer_found_at >= settings.deadtime
+    heard_long_enough = st.peer_found_at is not None and inp.now - st.peer_found_at >= settings.deadtime_s
     return heard_long_enough and bool(msg.flags & Flag.PEER_SILENT) and not any(link.tx for link in st.links)
 
 
@@ -664,9 +664,9 @@ def _active(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterS
         return _release(st, inp, f"{settings.peer} asked for a handover", for_request=True), []
     if not _healthy(inp.health, settings) and peer_ok and not msg.flags & Flag.OPERATOR_HOLD:
         persisted, events = _record_failure(settings, st.persisted, inp.wall,
-                                            f"health {inp.health} below critical {settings.critical}")
+                                            f"health {inp.health} below critical {settings.critical_health}")
         st = replace(st, persisted=persisted)
-        events.insert(0, Event("health.critical", {"health": inp.health, "critical": settings.critical,
+        events.insert(0, Event("health.critical", {"health": inp.health, "critical": settings.critical_health,
                                                    "action": f"handing over to {settings.peer}"}))
         return _release(st, inp, f"own health {inp.health} is critical; {settings.peer} is healthy"), events
     return replace(st, reason="carrying the calls"), []
@@ -675,21 +675,21 @@ def _active(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterS
 def _self_fence(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]] | None:
     """An ACTIVE node that may no longer be the right one releases on its own.
 
-    * Its own loop stalled for `fence_stall` or more: its heartbeats stopped, so the
+    * Its own loop stalled for `fence_stall_s` or more: its heartbeats stopped, so the
       peer may have declared it dead and taken over.
     * Every link has been silent for more than a heartbeat and the witness check
       (started after the silence began) fails: this node is the isolated one; the
       peer, if it reaches the witness, takes over after its deadtime.
     """
-    if settings.fence_stall and inp.stalled_for >= settings.fence_stall:
-        why = f"self-fence: this node's loop stalled {inp.stalled_for:.2f} s, so {settings.peer} may have taken over"
-        return _release(st, inp, why), [Event("fence", {"cause": "stall", "stalled_s": round(inp.stalled_for, 3)})]
+    if settings.fence_stall_s and inp.stalled_for_s >= settings.fence_stall_s:
+        why = f"self-fence: this node's loop stalled {inp.stalled_for_s:.2f} s, so {settings.peer} may have taken over"
+        return _release(st, inp, why), [Event("fence", {"cause": "stall", "stalled_s": round(inp.stalled_for_s, 3)})]
     if not (settings.fence_isolated and settings.witness_required):
         return None
     # Not "peer dead" (that takes the whole deadtime): fencing must finish before the peer's
     # deadtime runs out, so a little over one missed heartbeat of silence on every link counts.
     silent_since = _silent_since(settings, st, inp)
-    if inp.now - silent_since < 1.2 * settings.heartbeat:
+    if inp.now - silent_since < 1.2 * settings.heartbeat_s:
         return None
     w = inp.witness
     if w is not None and not w.ok and w.started_at >= silent_since:
@@ -752,7 +752,7 @@ def _peer_takeover_problem(settings: Settings, st: ClusterState, inp: Inputs) ->
     if msg.state == S.STARTING:
         return f"{settings.peer} is still starting"
     if not _healthy(msg.health, settings):
-        return f"{settings.peer} is unhealthy (health {msg.health} below critical {settings.critical})"
+        return f"{settings.peer} is unhealthy (health {msg.health} below critical {settings.critical_health})"
     return None
 
 
@@ -764,15 +764,15 @@ def _cmd_promote(settings: Settings, st: ClusterState, inp: Inputs, force: bool)
     if st.persisted.maintenance:
         return st, Reply(False, "this node is in maintenance; run `tandem maintenance off` first")
     if not _healthy(inp.health, settings) and not force:
-        return st, Reply(False, f"own health {inp.health} is below critical {settings.critical}; use --force to promote anyway")
+        return st, Reply(False, f"own health {inp.health} is below critical {settings.critical_health}; use --force to promote anyway")
     if st.state == S.STARTING and not st.peer_alive:
         # Not even --force: until initdead has passed this node does not know whether the peer is ACTIVE.
-        left = st.started_at + settings.initdead - inp.now
+        left = st.started_at + settings.initdead_s - inp.now
         return st, Reply(False, f"still starting: listening for {settings.peer} for another {max(left, 0):.1f} s; try again then")
     persisted = replace(st.persisted, operator_hold=False, flap_hold=False)
     st = replace(st, persisted=persisted, granting=False, grant_deadline=None)
     if st.peer_alive:
-        st = replace(st, request_tick=inp.tick + 1, request_deadline=inp.now + settings.handover_timeout,
+        st = replace(st, request_tick=inp.tick + 1, request_deadline=inp.now + settings.handover_timeout_s,
                      request_by_operator=True, request_forced=force)
         if st.state == S.STARTING:
             st = _go(st, S.STANDBY, inp.now, "operator promote")
@@ -832,7 +832,7 @@ def _begin_shutdown(settings: Settings, st: ClusterState, inp: Inputs) -> Cluste
     SIGTERM uses `command(..., "shutdown", force=True)`, which cannot be refused.
     """
     st = _clear_request(replace(st, shutting_down=True, shutdown_handover=st.state.holds_resources,
-                                shutdown_deadline=inp.now + settings.shutdown_timeout))
+                                shutdown_deadline=inp.now + settings.shutdown_timeout_s))
     return _shutdown_progress(settings, st, inp)
 
 
@@ -876,7 +876,7 @@ def heartbeat_flags(st: ClusterState) -> Flag:
     return flags
 
 
-def heartbeat(settings: Settings, st: ClusterState, health: int, tick: int,
+def build_heartbeat(settings: Settings, st: ClusterState, health: int, tick: int,
               ack_boot: bytes, acks: tuple[tuple[int, int], ...]) -> Heartbeat:
     """The heartbeat this node sends now."""
     return Heartbeat(node=settings.node, state=st.state, role=settings.role, health=health,

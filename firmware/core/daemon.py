@@ -68,16 +68,16 @@ def settings_from_config(config: Config) -> Settings:
     t = node.timers
     return Settings(
         node=node.node, peer=node.peer, role=Role.parse(node.role),
-        heartbeat=t.heartbeat_ms / 1000, deadtime=t.deadtime_ms / 1000, initdead=t.initdead_ms / 1000,
-        handover_timeout=t.handover_timeout_ms / 1000, shutdown_timeout=t.shutdown_timeout_ms / 1000,
-        critical=node.health.critical,
+        heartbeat_s=t.heartbeat_ms / 1000, deadtime_s=t.deadtime_ms / 1000, initdead_s=t.initdead_ms / 1000,
+        handover_timeout_s=t.handover_timeout_ms / 1000, shutdown_timeout_s=t.shutdown_timeout_ms / 1000,
+        critical_health=node.health.critical,
         witness_required=bool(node.witness.targets), witness_min_health=node.witness.min_health,
-        failback=node.failback.policy, failback_hold_down=node.failback.hold_down_s,
-        failback_min_uptime=node.failback.min_uptime_s, failback_window=node.failback.window_minutes,
-        flap_max_failures=node.flap.max_failures, flap_window=node.flap.window_min * 60,
-        on_action_failure=node.actions.on_failure, takeover_backoff=node.actions.veto_backoff_s,
+        failback=node.failback.policy, failback_hold_down_s=node.failback.hold_down_s,
+        failback_min_uptime_s=node.failback.min_uptime_s, failback_window_minutes=node.failback.window_minutes,
+        flap_max_failures=node.flap.max_failures, flap_window_s=node.flap.window_min * 60,
+        on_action_failure=node.actions.on_failure, takeover_backoff_s=node.actions.veto_backoff_s,
         fence_isolated=node.fencing.isolated,
-        fence_stall=(node.fencing.stall_ms or t.deadtime_ms - t.heartbeat_ms) / 1000,
+        fence_stall_s=(node.fencing.stall_ms or t.deadtime_ms - t.heartbeat_ms) / 1000,
     )
 
 
@@ -111,7 +111,7 @@ class Daemon:
         self.journal = Journal(node.state_dir, node.journal.max_bytes, node.journal.keep)
         self.links: dict[str, Link] = {link.name: make_link(link) for link in node.links}
         self.endpoint = HeartbeatEndpoint(
-            self.keyring, node.peer, list(self.links), self.settings.heartbeat, self.settings.deadtime,
+            self.keyring, node.peer, list(self.links), self.settings.heartbeat_s, self.settings.deadtime_s,
             boot_id=new_boot_id(self.boot_counter), known_peer=known_peer,
             # Packets the peer may have sent between our last save and our restart: a round trip first.
             known_margin=2 * (PEER_RECORD_EVERY_TICKS + 10) * len(self.links),
@@ -137,7 +137,7 @@ class Daemon:
                    "shared_ips" if str(exc).startswith("shared_ip") else "service")
             raise ConfigError(config.path, key, str(exc)) from None
         self.relay_actions = [a for a in self.plan.actions if isinstance(a, RelayAction)]
-        self.stall_fence = StallFence(self.settings.fence_stall, self._release_relays_now)
+        self.stall_fence = StallFence(self.settings.fence_stall_s, self._release_relays_now)
         self.bank_ok: dict[str, bool] = {name: True for name in self.relay_banks}
         if pulse is not None and pulse.interval_ms < node.timers.heartbeat_ms:
             raise ConfigError(config.board_path, "watchdog_pulse.interval_ms",
@@ -267,7 +267,7 @@ class Daemon:
         assert self.state is not None
         for _ in range(FINAL_ROUNDS):
             self._send_round()
-            await asyncio.sleep(self.settings.heartbeat / 4)
+            await asyncio.sleep(self.settings.heartbeat_s / 4)
         self.store.save_now(self.state.persisted.to_json())
         self._save_boot_record(now=True)
         self.journal.record("daemon.stop", {"state": self.state.state.name})
@@ -311,7 +311,7 @@ class Daemon:
         lag = now - self._next_tick_at
         self.max_tick_lag = max(self.max_tick_lag, lag)
         self.tick_lags.append((self.endpoint.tick, lag))
-        interval = self.settings.heartbeat
+        interval = self.settings.heartbeat_s
         self._next_tick_at += interval
         if self._next_tick_at < now:  # we were stalled: do not burst to catch up
             self._next_tick_at = now + interval
@@ -344,7 +344,7 @@ class Daemon:
         # Fed from the heartbeat tick itself, and only when that tick was on time: a stalled
         # loop stops feeding, so systemd restarts the daemon, the board's watchdog resets it,
         # and the external failover switch sees the pulse stop.
-        if lag > self.settings.deadtime:
+        if lag > self.settings.deadtime_s:
             return
         interval = self.notifier.watchdog_interval
         if interval is not None and now - self._last_watchdog >= interval:
@@ -361,7 +361,7 @@ class Daemon:
         assert self._loop is not None and self.state is not None
         tick = self.endpoint.next_tick(self._loop.time())
         ack_boot, acks = self.endpoint.acks()
-        message = cluster.heartbeat(self.settings, self.state, self.health, tick, ack_boot, acks)
+        message = cluster.build_heartbeat(self.settings, self.state, self.health, tick, ack_boot, acks)
         for link in self.links.values():
             link.send(self.endpoint.seal(message))
 
@@ -379,7 +379,7 @@ class Daemon:
         local = time.localtime()
         return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
                       tick=self.endpoint.tick, peer=self.endpoint.view(), health=self.health,
-                      witness=self.witness_result, actions=self.actions, stalled_for=stalled_for)
+                      witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for)
 
     def _evaluate(self, now: float, stalled_for: float | None = None) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:
@@ -440,7 +440,7 @@ class Daemon:
         assert self._loop is not None
         now = self._loop.time()
         busy = self._witness_task is not None and not self._witness_task.done()
-        if busy or now - self._witness_started < self.settings.heartbeat:
+        if busy or now - self._witness_started < self.settings.heartbeat_s:
             return
         self._witness_started = now
         self._witness_task = asyncio.ensure_future(self._check_witness(now))
@@ -784,7 +784,7 @@ class Daemon:
         """Wait (bounded) until a command has taken effect; describe what happened."""
         st = self.state
         assert st is not None
-        limit = self.settings.handover_timeout + 2 * self.settings.deadtime + 1.0
+        limit = self.settings.handover_timeout_s + 2 * self.settings.deadtime_s + 1.0
         peer_active = lambda: (self.endpoint.view().message is not None
                                and self.state is not None and self.state.peer_alive
                                and self.endpoint.view().message.state == NodeState.ACTIVE)
@@ -803,7 +803,7 @@ class Daemon:
             return f"this node released; {self.settings.peer} has not taken over ({self.state.reason})"
         if name == "shutdown":
             await self._wait_for(lambda: self.state.state == NodeState.STOPPED,
-                                 self.settings.shutdown_timeout + limit)
+                                 self.settings.shutdown_timeout_s + limit)
             return "left the cluster"
         return self.state.reason
 
@@ -923,7 +923,7 @@ class Daemon:
             "relays": relay_status,
             "watchdog": self.hw_watchdog.status() if self.hw_watchdog else None,
             "watchdog_pulse": self.pulse.status() if self.pulse else None,
-            "heartbeat": {"interval_ms": self.settings.heartbeat * 1000, "deadtime_ms": self.settings.deadtime * 1000,
+            "heartbeat": {"interval_ms": self.settings.heartbeat_s * 1000, "deadtime_ms": self.settings.deadtime_s * 1000,
                           "max_tick_lag_ms": round(self.max_tick_lag * 1000, 2), "tick": self.endpoint.tick,
                           "lateness_ms": _lateness(self.tick_lags)},
         }
