@@ -332,7 +332,7 @@ class TwoNodeModel:
         return (node.alive and node.frozen_until <= self.now
                 and node.health >= node.settings.critical_health and node.witness_reachable
                 and node.promote_result == "ok"
-                and st is not None and not (p.maintenance or p.flap_hold or st.shutting_down))
+                and st is not None and not (p.maintenance or p.flap_hold or st.shutdown is not None))
 
     def check(self) -> None:
         """Safety: at most one holder once joined for `settle`. Liveness: a good node means a holder."""

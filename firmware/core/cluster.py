@@ -176,6 +176,50 @@ class LinkStatus:
 
 
 @dataclass(frozen=True)
+class PeerFacts:
+    """What this node has concluded about its peer from the PeerViews it was given."""
+
+    alive: bool = False               # heard on at least one link within deadtime_s
+    found_at: float | None = None     # when it was last found after a silence
+    epoch: int = 0                    # the highest epoch it ever announced
+    boot: bytes | None = None         # the boot id of the daemon we hear
+    links: tuple[LinkStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class Request:
+    """This node asks the peer to release so it can take over (HANDOVER_REQUEST)."""
+
+    tick: int                 # our tick when we began asking: the peer's grant must acknowledge it
+    deadline: float           # give up asking then
+    by_operator: bool = False  # an operator's promote, not an election
+    forced: bool = False       # the operator forced it
+
+
+@dataclass(frozen=True)
+class Grant:
+    """This node granted the peer's request (HANDOVER_GRANT) and holds nothing until the peer acts."""
+
+    deadline: float  # stop waiting then
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """This node is leaving the cluster."""
+
+    handover: bool   # it held resources when the shutdown began: wait for the peer to take over
+    deadline: float  # stop waiting for the peer then
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """No takeover before `until`: the last one was vetoed or failed."""
+
+    until: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class ClusterState:
     """The core's state between decisions."""
 
@@ -185,23 +229,12 @@ class ClusterState:
     persisted: Persisted
     transition: int = 0
     reason: str = "starting"
-    request_tick: int | None = None    # our tick when we began asking for a handover
-    request_deadline: float | None = None
-    request_by_operator: bool = False
-    request_forced: bool = False
-    granting: bool = False             # we granted the peer's request and stay out of the way
-    grant_deadline: float | None = None
+    peer: PeerFacts = PeerFacts()
+    request: Request | None = None
+    grant: Grant | None = None
     release_for_request: bool = False  # the running release answers a peer request
-    shutting_down: bool = False
-    shutdown_handover: bool = False    # we held resources when the shutdown began
-    shutdown_deadline: float | None = None
-    peer_alive: bool = False
-    peer_found_at: float | None = None
-    peer_epoch: int = 0
-    peer_boot: bytes | None = None
-    links: tuple[LinkStatus, ...] = ()
-    backoff_until: float | None = None  # no takeover before this (after a vetoed or failed one)
-    backoff_reason: str = ""
+    shutdown: Shutdown | None = None
+    backoff: Backoff | None = None
     action_alarm: str | None = None     # the last promote/demote left something undone
     release_failed: bool = False        # the last release left a relay closed (e.g. a welded contact)
 
@@ -239,7 +272,7 @@ def _healthy(health: int, settings: Settings) -> bool:
 
 
 def _peer_message(st: ClusterState, inp: Inputs) -> Heartbeat | None:
-    return inp.peer.message if st.peer_alive else None
+    return inp.peer.message if st.peer.alive else None
 
 
 def _peer_candidate(msg: Heartbeat) -> bool:
@@ -255,7 +288,7 @@ def _self_candidate(st: ClusterState) -> bool:
     node still takes the calls when nobody else can.
     """
     p = st.persisted
-    return st.state not in (S.STARTING, S.STOPPED) and not (p.maintenance or p.flap_hold or st.shutting_down)
+    return st.state not in (S.STARTING, S.STOPPED) and not (p.maintenance or p.flap_hold or st.shutdown is not None)
 
 
 def _rank(hold: bool, health: int, role: Role, name: str, settings: Settings) -> tuple[Any, ...]:
@@ -295,15 +328,19 @@ def _go(st: ClusterState, new: NodeState, now: float, reason: str, **changes: An
                    persisted=persisted, **changes)
 
 
+def _operator_request(st: ClusterState) -> bool:
+    return st.request is not None and st.request.by_operator
+
+
 def _clear_request(st: ClusterState) -> ClusterState:
-    return replace(st, request_tick=None, request_deadline=None, request_by_operator=False, request_forced=False)
+    return replace(st, request=None)
 
 
 def _takeover(settings: Settings, st: ClusterState, inp: Inputs, reason: str) -> ClusterState:
-    epoch = max(st.persisted.epoch, st.peer_epoch) + 1
+    epoch = max(st.persisted.epoch, st.peer.epoch) + 1
     persisted = replace(st.persisted, epoch=epoch, operator_hold=False)
     st = _clear_request(st)
-    return _go(st, S.TAKEOVER, inp.now, reason, persisted=persisted, granting=False, grant_deadline=None)
+    return _go(st, S.TAKEOVER, inp.now, reason, persisted=persisted, grant=None)
 
 
 def _release(st: ClusterState, inp: Inputs, reason: str, for_request: bool = False) -> ClusterState:
@@ -324,7 +361,7 @@ def _observe(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
         for link in view.links
     )
     alive = any(link.rx for link in links)
-    previous = {link.name: link for link in st.links}
+    previous = {link.name: link for link in st.peer.links}
     for link in links if alive else ():  # a silent peer is reported once, as peer.lost
         old = previous.get(link.name, LinkStatus(link.name, False, False))
         was_up, up = old.rx and old.tx, link.rx and link.tx
@@ -332,22 +369,22 @@ def _observe(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
             events.append(Event("link.up" if up else "link.down",
                                 {"link": link.name, "rx": link.rx, "tx": link.tx, "detail": _link_detail(link)}))
     msg = view.message
-    changes: dict[str, Any] = {"links": links, "peer_alive": alive}
-    if alive and not st.peer_alive:
-        changes["peer_found_at"] = now
+    changes: dict[str, Any] = {"links": links, "alive": alive}
+    if alive and not st.peer.alive:
+        changes["found_at"] = now
         events.append(Event("peer.found", {"peer": settings.peer,
                                            "state": msg.state.name if msg else None}))
-    elif st.peer_alive and not alive:
+    elif st.peer.alive and not alive:
         planned = msg is not None and (msg.state == S.STOPPED or bool(msg.flags & Flag.SHUTTING_DOWN))
         events.append(Event("peer.lost", {"peer": settings.peer, "planned": planned,
                                           "last_state": msg.state.name if msg else None}))
-    if alive and view.boot_id != st.peer_boot:
-        if st.peer_boot is not None:
+    if alive and view.boot_id != st.peer.boot:
+        if st.peer.boot is not None:
             events.append(Event("peer.restarted", {"peer": settings.peer}))
-        changes["peer_boot"] = view.boot_id
-    if msg is not None and msg.epoch > st.peer_epoch:
-        changes["peer_epoch"] = msg.epoch
-    return replace(st, **changes), events
+        changes["boot"] = view.boot_id
+    if msg is not None and msg.epoch > st.peer.epoch:
+        changes["epoch"] = msg.epoch
+    return replace(st, peer=replace(st.peer, **changes)), events
 
 
 def _link_detail(link: LinkStatus) -> str:
@@ -363,8 +400,8 @@ def _link_detail(link: LinkStatus) -> str:
 def alarms(settings: Settings, st: ClusterState) -> list[str]:
     """Active alarm texts for status and the panel."""
     found: list[str] = []
-    if st.peer_alive:
-        for link in st.links:
+    if st.peer.alive:
+        for link in st.peer.links:
             if not (link.rx and link.tx):
                 found.append(f"link {link.name}: {_link_detail(link)} (peer still heard on another link)")
     elif st.state != S.STARTING:
@@ -386,14 +423,14 @@ def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterStat
     """One decision at `inp.now`. Returns the next state and what the shell must do."""
     before = st
     st, events = _observe(settings, st, inp)
-    if st.backoff_until is not None and inp.now >= st.backoff_until:
-        st = replace(st, backoff_until=None, backoff_reason="")
+    if st.backoff is not None and inp.now >= st.backoff.until:
+        st = replace(st, backoff=None)
     if st.state == S.STARTING:
-        if st.peer_alive:
+        if st.peer.alive:
             st = _go(st, S.STANDBY, inp.now, "peer found")
         elif inp.now - st.started_at >= settings.initdead_s:
             st = _go(st, S.STANDBY, inp.now, "peer not heard within initdead")
-    if st.shutting_down:
+    if st.shutdown is not None:
         st = _shutdown_progress(settings, st, inp)
     if st.state == S.STANDBY:
         st, more = _standby(settings, st, inp)
@@ -411,12 +448,11 @@ def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterStat
         report = inp.actions
         if not report.ok:
             events.append(Event("demote.failed", {"detail": report.detail}))
-        granting = st.release_for_request
-        st = _go(st, S.STANDBY, inp.now, st.reason, granting=granting,
-                 grant_deadline=inp.now + settings.handover_timeout_s if granting else None,
+        grant = Grant(inp.now + settings.handover_timeout_s) if st.release_for_request else None
+        st = _go(st, S.STANDBY, inp.now, st.reason, grant=grant,
                  release_for_request=False, release_failed=not report.relays_released,
                  action_alarm=None if report.ok else f"demote actions failed: {report.detail}")
-        if st.shutting_down:
+        if st.shutdown is not None:
             st = _shutdown_progress(settings, st, inp)
     return _finish(settings, before, st, inp, events)
 
@@ -430,14 +466,13 @@ def _takeover_done(settings: Settings, st: ClusterState, inp: Inputs,
     if report.vetoed:
         # The promote.before hooks run before any action, so nothing was acquired.
         st = _go(st, S.STANDBY, inp.now, f"promotion vetoed: {report.detail}",
-                 backoff_until=backoff, backoff_reason=f"promotion vetoed: {report.detail}")
+                 backoff=Backoff(backoff, f"promotion vetoed: {report.detail}"))
         return st, [Event("promote.vetoed", {"detail": report.detail, "retry_in_s": settings.takeover_backoff_s})]
     msg = _peer_message(st, inp)
     peer_ok = msg is not None and _peer_candidate(msg) and _healthy(msg.health, settings)
     if settings.on_action_failure == "handover" and peer_ok:
         persisted, events = _record_failure(settings, st.persisted, inp.wall, f"promote actions failed: {report.detail}")
-        st = replace(st, persisted=persisted, backoff_until=backoff,
-                     backoff_reason=f"promote actions failed: {report.detail}")
+        st = replace(st, persisted=persisted, backoff=Backoff(backoff, f"promote actions failed: {report.detail}"))
         events.insert(0, Event("promote.failed", {"detail": report.detail, "action": f"handing back to {settings.peer}"}))
         return _release(st, inp, f"promote actions failed; handing back to {settings.peer}"), events
     why = "tolerated by configuration" if settings.on_action_failure == "tolerate" else "no healthy peer to hand back to"
@@ -446,7 +481,7 @@ def _takeover_done(settings: Settings, st: ClusterState, inp: Inputs,
 
 
 def _backing_off(st: ClusterState, inp: Inputs) -> bool:
-    return st.backoff_until is not None and inp.now < st.backoff_until
+    return st.backoff is not None and inp.now < st.backoff.until
 
 
 def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inputs,
@@ -457,11 +492,13 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
     flags_changed = heartbeat_flags(st) != heartbeat_flags(before)
     last_rx = inp.peer.last_rx
     wake = [st.started_at + settings.initdead_s] if st.state == S.STARTING else []
-    if last_rx is not None and st.peer_alive:
+    if last_rx is not None and st.peer.alive:
         wake.append(last_rx + settings.deadtime_s + 1e-4)
-    for deadline in (st.request_deadline, st.grant_deadline, st.shutdown_deadline, st.backoff_until):
-        if deadline is not None:
-            wake.append(deadline)
+    for record in (st.request, st.grant, st.shutdown):
+        if record is not None:
+            wake.append(record.deadline)
+    if st.backoff is not None:
+        wake.append(st.backoff.until)
     silent_since = _silent_since(settings, st, inp)
     silent_for = inp.now - silent_since
     # An ACTIVE node checks sooner than a standby, so it can fence itself before the peer's
@@ -492,22 +529,23 @@ def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
         # The demote is fulfilled: the peer carries the calls. From now on this node is a normal standby.
         st = replace(st, persisted=replace(st.persisted, operator_hold=False))
     peer_requesting = bool(msg.flags & Flag.HANDOVER_REQUEST)
-    if st.granting:
+    if st.grant is not None:
         done = msg.state.holds_resources or not peer_requesting
-        expired = st.grant_deadline is not None and inp.now >= st.grant_deadline
+        expired = inp.now >= st.grant.deadline
         if done or expired:
-            st = replace(st, granting=False, grant_deadline=None)
+            st = replace(st, grant=None)
             if expired and not done:
                 events.append(Event("handover.timeout", {"side": "granter", "peer": settings.peer}))
-        if st.granting:
+        if st.grant is not None:
             return replace(st, reason=f"handing over to {settings.peer}"), events
-    if st.request_tick is not None and msg.state == S.RELEASING:
+    if st.request is not None and msg.state == S.RELEASING:
         # The peer is running its demote actions for us; they may take longer than the timeout.
-        st = replace(st, request_deadline=max(st.request_deadline or 0.0, inp.now + settings.handover_timeout_s))
+        deadline = max(st.request.deadline, inp.now + settings.handover_timeout_s)
+        st = replace(st, request=replace(st.request, deadline=deadline))
     # Give up a request that timed out.
-    if st.request_tick is not None and st.request_deadline is not None and inp.now >= st.request_deadline:
+    if st.request is not None and inp.now >= st.request.deadline:
         events.append(Event("handover.timeout", {"side": "requester", "peer": settings.peer,
-                                                 "operator": st.request_by_operator}))
+                                                 "operator": st.request.by_operator}))
         st = _clear_request(st)
     if msg.state.holds_resources:
         return _standby_behind_active(settings, st, inp, msg, events)
@@ -515,14 +553,14 @@ def _standby(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[Cluster
     if msg.state == S.STOPPED and _self_candidate(st) and not _backing_off(st, inp):
         return _takeover(settings, st, inp, f"{settings.peer} left the cluster"), events
     preferred = _self_preferred(settings, st, inp, msg)
-    wants = st.request_by_operator or (msg.state == S.STANDBY and preferred)
+    wants = _operator_request(st) or (msg.state == S.STANDBY and preferred)
     if peer_requesting:
         # Two requests at once: an operator's beats an election's; between equals the election decides.
         theirs = (bool(msg.flags & Flag.OPERATOR_REQUEST), not preferred)
-        ours = (st.request_by_operator, preferred)
+        ours = (_operator_request(st), preferred)
         if not wants or theirs > ours:
             st = _clear_request(st)
-            return replace(st, granting=True, grant_deadline=inp.now + settings.handover_timeout_s,
+            return replace(st, grant=Grant(inp.now + settings.handover_timeout_s),
                            reason=f"letting {settings.peer} take over"), events
     if wants:
         return _request_or_take(settings, st, inp, msg, events)
@@ -537,7 +575,7 @@ def _hold_reason(st: ClusterState) -> str | None:
         return "maintenance mode"
     if p.flap_hold:
         return "flap hold: waiting for an operator"
-    if st.shutting_down:
+    if st.shutdown is not None:
         return "shutting down"
     if p.operator_hold:
         return "demoted by an operator"
@@ -556,13 +594,13 @@ def _standby_reason(settings: Settings, st: ClusterState, msg: Heartbeat) -> str
 def _request_or_take(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat,
                      events: list[Event]) -> tuple[ClusterState, list[Event]]:
     """Ask the peer for consent, or take over if it already consented to this request."""
-    if st.request_tick is None:
-        st = replace(st, request_tick=inp.tick + 1, request_deadline=inp.now + settings.handover_timeout_s)
-        events.append(Event("handover.request", {"peer": settings.peer, "operator": st.request_by_operator}))
+    if st.request is None:
+        st = replace(st, request=Request(tick=inp.tick + 1, deadline=inp.now + settings.handover_timeout_s))
+        events.append(Event("handover.request", {"peer": settings.peer, "operator": st.request.by_operator}))
     granted = (bool(msg.flags & Flag.HANDOVER_GRANT) and not msg.state.holds_resources
-               and inp.peer.acked_tick >= st.request_tick)
+               and inp.peer.acked_tick >= st.request.tick)
     if granted:
-        why = "operator promote" if st.request_by_operator else f"{settings.peer} handed over"
+        why = "operator promote" if st.request.by_operator else f"{settings.peer} handed over"
         return _takeover(settings, st, inp, why), events
     return replace(st, reason=f"asking {settings.peer} to hand over"), events
 
@@ -572,7 +610,7 @@ def _standby_behind_active(settings: Settings, st: ClusterState, inp: Inputs, ms
     """STANDBY while the peer holds resources: maybe ask for a failback or an operator handover."""
     if msg.state != S.ACTIVE:
         return replace(st, reason=f"{settings.peer} is {msg.state.name}"), events
-    wants = st.request_by_operator or _failback_due(settings, st, inp, msg)
+    wants = _operator_request(st) or _failback_due(settings, st, inp, msg)
     if not wants:
         st = _clear_request(st)
         return replace(st, reason=f"{settings.peer} is ACTIVE"), events
@@ -585,7 +623,7 @@ def _failback_due(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartb
     if not _self_candidate(st) or st.persisted.operator_hold or _backing_off(st, inp) \
             or not _healthy(inp.health, settings):
         return False
-    found = st.peer_found_at if st.peer_found_at is not None else inp.now
+    found = st.peer.found_at if st.peer.found_at is not None else inp.now
     if inp.now - found < settings.failback_hold_down_s or inp.now - st.started_at < settings.failback_min_uptime_s:
         return False
     return settings.failback == "auto" or _in_window(inp.minute_of_day, settings.failback_window_minutes)
@@ -606,7 +644,8 @@ def _guard(settings: Settings, st: ClusterState, inp: Inputs) -> str | None:
     if not _self_candidate(st):
         return _hold_reason(st) or f"cannot take over while {st.state.name}"
     if _backing_off(st, inp):
-        return f"{st.backoff_reason}; retrying in {st.backoff_until - inp.now:.0f} s"
+        assert st.backoff is not None
+        return f"{st.backoff.reason}; retrying in {st.backoff.until - inp.now:.0f} s"
     if settings.witness_min_health and inp.health < settings.witness_min_health:
         return f"own health {inp.health} is below the guard's minimum {settings.witness_min_health}"
     if settings.witness_required:
@@ -620,7 +659,7 @@ def _guard(settings: Settings, st: ClusterState, inp: Inputs) -> str | None:
 
 
 def _standby_alone(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, list[Event]]:
-    st = _clear_request(replace(st, granting=False, grant_deadline=None))
+    st = _clear_request(replace(st, grant=None))
     blocked = _guard(settings, st, inp)
     if blocked is None:
         return _takeover(settings, st, inp, f"{settings.peer} silent on every link"), []
@@ -633,8 +672,8 @@ def _standby_alone(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[C
 
 def _peer_deaf(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
     """The peer has heard nothing from us for a deadtime although we have been hearing it."""
-    heard_long_enough = st.peer_found_at is not None and inp.now - st.peer_found_at >= settings.deadtime_s
-    return heard_long_enough and bool(msg.flags & Flag.PEER_SILENT) and not any(link.tx for link in st.links)
+    heard_long_enough = st.peer.found_at is not None and inp.now - st.peer.found_at >= settings.deadtime_s
+    return heard_long_enough and bool(msg.flags & Flag.PEER_SILENT) and not any(link.tx for link in st.peer.links)
 
 
 def _dual_active(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState | None:
@@ -705,14 +744,15 @@ def _shutdown_progress(settings: Settings, st: ClusterState, inp: Inputs) -> Clu
     if st.state not in (S.STANDBY, S.STARTING):
         return st  # RELEASING: wait for the demote actions
     msg = _peer_message(st, inp)
-    expired = st.shutdown_deadline is not None and inp.now >= st.shutdown_deadline
-    waiting_for_peer = (st.shutdown_handover and msg is not None and _peer_candidate(msg)
+    assert st.shutdown is not None
+    expired = inp.now >= st.shutdown.deadline
+    waiting_for_peer = (st.shutdown.handover and msg is not None and _peer_candidate(msg)
                         and not msg.state.holds_resources)
     if waiting_for_peer and not expired:
         return st
     persisted = replace(st.persisted, clean_exit=True)
     return _go(_clear_request(st), S.STOPPED, inp.now, "shut down", persisted=persisted,
-               granting=False, grant_deadline=None)
+               grant=None)
 
 
 # --------------------------------------------------------------------------- commands
@@ -759,21 +799,22 @@ def _peer_takeover_problem(settings: Settings, st: ClusterState, inp: Inputs) ->
 def _cmd_promote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> tuple[ClusterState, Reply]:
     if st.state in (S.ACTIVE, S.TAKEOVER):
         return st, Reply(True, f"already {st.state.name}")
-    if st.state in (S.RELEASING, S.STOPPED) or st.shutting_down:
-        return st, Reply(False, f"cannot promote while {st.state.name}{' and shutting down' if st.shutting_down else ''}")
+    if st.state in (S.RELEASING, S.STOPPED) or st.shutdown is not None:
+        leaving = " and shutting down" if st.shutdown is not None else ""
+        return st, Reply(False, f"cannot promote while {st.state.name}{leaving}")
     if st.persisted.maintenance:
         return st, Reply(False, "this node is in maintenance; run `tandem maintenance off` first")
     if not _healthy(inp.health, settings) and not force:
         return st, Reply(False, f"own health {inp.health} is below critical {settings.critical_health}; use --force to promote anyway")
-    if st.state == S.STARTING and not st.peer_alive:
+    if st.state == S.STARTING and not st.peer.alive:
         # Not even --force: until initdead has passed this node does not know whether the peer is ACTIVE.
         left = st.started_at + settings.initdead_s - inp.now
         return st, Reply(False, f"still starting: listening for {settings.peer} for another {max(left, 0):.1f} s; try again then")
     persisted = replace(st.persisted, operator_hold=False, flap_hold=False)
-    st = replace(st, persisted=persisted, granting=False, grant_deadline=None)
-    if st.peer_alive:
-        st = replace(st, request_tick=inp.tick + 1, request_deadline=inp.now + settings.handover_timeout_s,
-                     request_by_operator=True, request_forced=force)
+    st = replace(st, persisted=persisted, grant=None)
+    if st.peer.alive:
+        st = replace(st, request=Request(tick=inp.tick + 1, deadline=inp.now + settings.handover_timeout_s,
+                                         by_operator=True, forced=force))
         if st.state == S.STARTING:
             st = _go(st, S.STANDBY, inp.now, "operator promote")
         return st, Reply(True, f"asking {settings.peer} to hand over")
@@ -789,7 +830,7 @@ def _cmd_demote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) 
     problem = _peer_takeover_problem(settings, st, inp)
     if problem and not force:
         return st, Reply(False, f"{problem}; use --force to demote anyway")
-    if problem and not st.peer_alive:
+    if problem and not st.peer.alive:
         # Forced demote with nobody to take over: stay down until the operator says otherwise.
         persisted = replace(st.persisted, maintenance=True)
         return _release(replace(st, persisted=persisted), inp, "operator demote (forced)"), Reply(
@@ -816,7 +857,7 @@ def _cmd_maintenance(on: bool):  # noqa: ANN202 - returns a command handler
 
 
 def _cmd_shutdown(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> tuple[ClusterState, Reply]:
-    if st.shutting_down:
+    if st.shutdown is not None:
         return st, Reply(True, "already shutting down")
     if st.state.holds_resources and not force:
         problem = _peer_takeover_problem(settings, st, inp)
@@ -831,8 +872,8 @@ def _begin_shutdown(settings: Settings, st: ClusterState, inp: Inputs) -> Cluste
 
     SIGTERM uses `command(..., "shutdown", force=True)`, which cannot be refused.
     """
-    st = _clear_request(replace(st, shutting_down=True, shutdown_handover=st.state.holds_resources,
-                                shutdown_deadline=inp.now + settings.shutdown_timeout_s))
+    shutdown = Shutdown(handover=st.state.holds_resources, deadline=inp.now + settings.shutdown_timeout_s)
+    st = _clear_request(replace(st, shutdown=shutdown))
     return _shutdown_progress(settings, st, inp)
 
 
@@ -855,21 +896,21 @@ def heartbeat_flags(st: ClusterState) -> Flag:
         flags |= Flag.FLAP_HOLD
     if p.operator_hold:
         flags |= Flag.OPERATOR_HOLD
-    if st.shutting_down:
+    if st.shutdown is not None:
         flags |= Flag.SHUTTING_DOWN
-    if st.request_tick is not None:
+    if st.request is not None:
         flags |= Flag.HANDOVER_REQUEST
-        if st.request_forced:
+        if st.request.forced:
             flags |= Flag.FORCED
-        if st.request_by_operator:
+        if st.request.by_operator:
             flags |= Flag.OPERATOR_REQUEST
-    if st.granting:
+    if st.grant is not None:
         flags |= Flag.HANDOVER_GRANT
-    if not st.peer_alive:
+    if not st.peer.alive:
         flags |= Flag.PEER_SILENT
     if st.state != S.STARTING:
         flags |= Flag.STARTED
-    if st.backoff_until is not None:
+    if st.backoff is not None:
         flags |= Flag.BACKING_OFF
     if st.release_failed:
         flags |= Flag.RELEASE_FAILED

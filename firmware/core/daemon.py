@@ -254,7 +254,7 @@ class Daemon:
         self.journal.record("signal", {"signal": signal.Signals(sig).name})
         self.notifier.stopping()
         assert self.state is not None and self._loop is not None
-        if self.state.shutting_down:
+        if self.state.shutdown is not None:
             self._evaluate(self._loop.time())
             return
         # A signal cannot be refused: the forced shutdown command (hand over first if possible).
@@ -531,9 +531,9 @@ class Daemon:
         """Relay interlock: why energizing now would be unsafe (the peer says it holds resources)."""
         st = self.state
         msg = self.endpoint.view().message
-        if st is None or not st.peer_alive or msg is None:
+        if st is None or not st.peer.alive or msg is None:
             return None
-        heard_on = ", ".join(link.name for link in st.links if link.rx)
+        heard_on = ", ".join(link.name for link in st.peer.links if link.rx)
         if msg.state.holds_resources:
             return f"{self.settings.peer} reports {msg.state.name} (heard on {heard_on})"
         if msg.flags & Flag.RELEASE_FAILED:
@@ -544,7 +544,7 @@ class Daemon:
         st = self.state
         if st is None:
             return {}
-        msg = self.endpoint.view().message if st.peer_alive else None
+        msg = self.endpoint.view().message if st.peer.alive else None
         return hook_environment({"node": self.settings.node, "role": self.settings.role.name.lower(),
                                  "state": st.state.name, "epoch": st.persisted.epoch, "health": self.health,
                                  "peer": {"name": self.settings.peer, "state": msg.state.name if msg else None}})
@@ -786,11 +786,11 @@ class Daemon:
         assert st is not None
         limit = self.settings.handover_timeout_s + 2 * self.settings.deadtime_s + 1.0
         peer_active = lambda: (self.endpoint.view().message is not None
-                               and self.state is not None and self.state.peer_alive
+                               and self.state is not None and self.state.peer.alive
                                and self.endpoint.view().message.state == NodeState.ACTIVE)
         if name == "promote":
             done = await self._wait_for(lambda: self.state.state == NodeState.ACTIVE
-                                        or self.state.request_tick is None and not self.state.state.holds_resources,
+                                        or self.state.request is None and not self.state.state.holds_resources,
                                         limit)
             if self.state.state == NodeState.ACTIVE:
                 return "this node is ACTIVE"
@@ -859,7 +859,7 @@ class Daemon:
         st = self.state
         if st is None:
             return "starting"
-        return f"{st.state.name} ({st.reason}); peer {'alive' if st.peer_alive else 'silent'}"
+        return f"{st.state.name} ({st.reason}); peer {'alive' if st.peer.alive else 'silent'}"
 
     def status(self) -> dict[str, Any]:
         """The status snapshot (DESIGN.md): one JSON document for CLI, panel, hooks and metrics."""
@@ -867,7 +867,7 @@ class Daemon:
         st, now = self.state, self._loop.time()
         view = self.endpoint.view()
         msg = view.message
-        link_status = {link.name: link for link in st.links}
+        link_status = {link.name: link for link in st.peer.links}
         links = []
         for name, link in self.links.items():
             status = link_status.get(name)
@@ -897,7 +897,7 @@ class Daemon:
             "simulator": self.config.board.simulator,
             "peer": {
                 "name": self.settings.peer,
-                "alive": st.peer_alive,
+                "alive": st.peer.alive,
                 "state": msg.state.name if msg else None,
                 "role": msg.role.name.lower() if msg else None,
                 "health": msg.health if msg else None,
