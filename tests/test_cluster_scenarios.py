@@ -309,6 +309,7 @@ def test_forced_promote_while_still_starting_is_refused(request) -> None:
 def test_dual_active_tie_break_is_epoch_then_health_then_role_then_name() -> None:
     from firmware.core import cluster
     from firmware.core.cluster import Persisted, Settings
+    from firmware.core.cluster.election import self_wins_dual_active
     from firmware.core.peer import PeerView
 
     primary = Settings(node="alpha", peer="bravo", role=Role.PRIMARY)
@@ -319,7 +320,7 @@ def test_dual_active_tie_break_is_epoch_then_health_then_role_then_name() -> Non
         peer_state, _ = cluster.initial_state(secondary, Persisted(epoch=epochs[1]), 0.0, 0.0)
         msg = cluster.build_heartbeat(secondary, peer_state, healths[1], 1, b"\0" * 4, ())
         inputs = cluster.Inputs(now=1.0, wall=1.0, minute_of_day=0, tick=1, peer=PeerView(()), health=healths[0])
-        return cluster._self_wins_dual_active(primary, st, inputs, msg)
+        return self_wins_dual_active(primary, st, inputs, msg)
 
     assert wins((6, 5), (10, 100))       # the newer epoch wins, whatever the health
     assert not wins((5, 5), (40, 100))   # equal epochs: the healthier secondary beats the primary

@@ -1,0 +1,64 @@
+"""The decision core: who is ACTIVE. Pure and deterministic; the clock is an input.
+
+`step()` takes the current :class:`ClusterState` and the :class:`Inputs` of one
+instant and returns the next state and its :class:`Outputs` (events to journal,
+whether to send a heartbeat at once, when to be called again). `command()`
+applies an operator command the same way. Nothing here does I/O.
+
+Rules, in short:
+
+* The peer is alive while it is heard on at least one link within `deadtime_s`.
+* While the peer is alive, a node takes resources only with the peer's consent:
+  it raises HANDOVER_REQUEST and promotes when the peer answers HANDOVER_GRANT
+  from a state that holds nothing, in a heartbeat that acknowledges the
+  request (break-before-make). A node grants only while it holds nothing and
+  keeps holding nothing until the requester took over, gave up, or died.
+* When the peer is silent on every link, a STANDBY node takes over only if the
+  split-brain guard passes: a witness check started after the peer fell
+  silent, and optionally a minimum own health.
+* Two ACTIVE nodes that hear each other: the one with the lower
+  (epoch, health, role preference, name order) releases. A node the peer
+  cannot hear releases regardless, because the peer cannot apply the rule.
+
+Where each rule lives:
+
+============== ================================================================
+settings       `Settings`: the configuration the core decides with
+state          `ClusterState` and its records; `Persisted` (survives restarts)
+records        `Inputs`, `Outputs`, `Event`, `Reply`; `Decision` (handler result)
+machine        `initial_state`, `step`, `command`; the outputs of a decision
+observe        peer liveness, link status, a deaf peer, since when it is silent
+handlers       one handler per state, chosen from `HANDLERS`
+standby        the STANDBY rules: guard, election, request and grant
+active         the ACTIVE rules: self-fence, dual ACTIVE, handover, health
+election       candidates and ranking; dual-ACTIVE tie-break; failback
+guard          the split-brain guard for a takeover from a silent peer
+transitions    `go`, `takeover`, `release`; the flap record
+shutdown       leaving the cluster
+commands       operator commands and their safety checks
+flags          the heartbeat flags and the heartbeat record this node sends
+status         the core's alarms
+============== ================================================================
+"""
+
+from firmware.core.cluster.flags import build_heartbeat, heartbeat_flags
+from firmware.core.cluster.machine import command, initial_state, step
+from firmware.core.cluster.records import ActionsReport, Event, Inputs, Outputs, Reply, WitnessResult
+from firmware.core.cluster.settings import Settings
+from firmware.core.cluster.state import (
+    Backoff,
+    ClusterState,
+    Grant,
+    LinkStatus,
+    PeerFacts,
+    Persisted,
+    Request,
+    Shutdown,
+)
+from firmware.core.cluster.status import alarms
+
+__all__ = [
+    "ActionsReport", "Backoff", "ClusterState", "Event", "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts",
+    "Persisted", "Reply", "Request", "Settings", "Shutdown", "WitnessResult",
+    "alarms", "build_heartbeat", "command", "heartbeat_flags", "initial_state", "step",
+]

@@ -1,0 +1,89 @@
+"""What goes into a decision and what comes out of it.
+
+`Inputs` is everything the core may look at for one decision: the clock, the
+PeerView, own health, the latest witness check and finished actions.
+`Outputs` is everything the shell must do afterwards. `Decision` is the one
+shape every state handler returns: the next state and the events it caused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware.core.cluster.state import ClusterState
+from firmware.core.peer import PeerView
+
+
+@dataclass(frozen=True)
+class WitnessResult:
+    """Outcome of one split-brain witness check."""
+
+    ok: bool
+    started_at: float  # monotonic time the check started
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ActionsReport:
+    """The shell finished the actions of one TAKEOVER or RELEASING."""
+
+    transition: int
+    ok: bool = True
+    vetoed: bool = False
+    detail: str = ""
+    relays_released: bool = True  # for a release: every relay group reached its released position
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the core may look at for one decision."""
+
+    now: float                 # monotonic seconds
+    wall: float                # wall-clock seconds (for flap history across restarts)
+    minute_of_day: int         # local time, for the failback window
+    tick: int                  # our current heartbeat tick
+    peer: PeerView
+    health: int = 100
+    witness: WitnessResult | None = None
+    actions: ActionsReport | None = None  # the latest finished actions
+    stalled_for_s: float = 0.0  # how late the shell's heartbeat tick ran (its loop was stalled this long)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something worth journaling."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer to an operator command."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the shell must do after a decision."""
+
+    events: tuple[Event, ...] = ()
+    send_now: bool = False
+    wake_at: float | None = None
+    want_witness: bool = False
+    persist: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What every state handler returns: the next state and the events on the way there."""
+
+    state: ClusterState
+    events: tuple[Event, ...] = ()
+
+    def after(self, events: list[Event] | tuple[Event, ...]) -> "Decision":
+        """This decision with `events` (which happened first) in front of its own."""
+        return Decision(self.state, tuple(events) + self.events) if events else self
