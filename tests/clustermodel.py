@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from firmware.core import cluster
-from firmware.core.cluster import ActionsReport, ClusterState, Inputs, Persisted, Settings, WitnessResult
+from firmware.core.cluster import ActionsReport, ClusterState, Command, Inputs, Persisted, Settings, WitnessResult
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.protocol import Keyring
 from firmware.core.states import NodeState
@@ -226,7 +226,9 @@ class TwoNodeModel:
         self.last_command_at = self.now
         if not node.alive or node.state is None:
             return None
-        node.state, out, reply = cluster.command(node.settings, node.state, self._inputs(node), name, force)
+        node.state, out = cluster.step(node.settings, node.state,
+                                       replace(self._inputs(node), command=Command(name, force)))
+        reply = out.reply
         self.timeline.append((self.now, f"{node.settings.node}: {name}{' --force' if force else ''} -> {reply}"))
         self._apply(node, out)
         return reply
@@ -237,7 +239,8 @@ class TwoNodeModel:
         self.last_command_at = self.now
         if not node.alive or node.state is None:
             return
-        node.state, out, _ = cluster.command(node.settings, node.state, self._inputs(node), "shutdown", force=True)
+        command = Command("shutdown", force=True)
+        node.state, out = cluster.step(node.settings, node.state, replace(self._inputs(node), command=command))
         self._apply(node, out)
 
     # ------------------------------------------------------------------ running

@@ -12,6 +12,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+from firmware.core.cluster import ClusterState, Command, Inputs, Persisted, Reply, Settings, initial_state, step
+from firmware.core.peer import PeerView
+from firmware.core.states import NodeState
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,3 +44,26 @@ def test_the_core_imports_without_cryptography() -> None:
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def _starting(**overrides) -> tuple[Settings, ClusterState]:
+    settings = Settings(node="alpha", peer="bravo", **overrides)
+    st, _ = initial_state(settings, Persisted(), 0.0, 0.0)
+    return settings, st
+
+
+def _inputs(now: float, **changes) -> Inputs:
+    return Inputs(now=now, wall=now, minute_of_day=0, tick=int(now * 10), peer=PeerView(()), **changes)
+
+
+def test_a_command_comes_in_through_step_and_its_reply_goes_out() -> None:
+    settings, st = _starting()
+    after, out = step(settings, st, _inputs(0.5, command=Command("promote", source="panel")))
+    assert out.reply == Reply(False, "still starting: listening for bravo for another 2.5 s; try again then")
+    assert [(e.kind, e.data["source"]) for e in out.events] == [("refused", "panel")]
+    assert after.state == NodeState.STARTING
+    _, out = step(settings, st, _inputs(0.5, command=Command("reboot-now")))
+    assert out.reply == Reply(False, "unknown command 'reboot-now'")
+    assert "source" not in out.events[0].data
+    _, out = step(settings, st, _inputs(0.5))
+    assert out.reply is None

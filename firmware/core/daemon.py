@@ -16,7 +16,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 from firmware import __version__
@@ -28,6 +27,7 @@ from firmware.core.actions.relays import RelayAction, open_banks
 from firmware.core.cluster import (
     ActionsReport,
     ClusterState,
+    Command,
     Inputs,
     Persisted,
     Settings,
@@ -258,10 +258,9 @@ class Daemon:
             self._evaluate(self._loop.time())
             return
         # A signal cannot be refused: the forced shutdown command (hand over first if possible).
-        self.state, out, _ = cluster.command(self.settings, self.state, self._inputs(self._loop.time()),
-                                             "shutdown", force=True)
-        self._apply(replace(out, events=tuple(
-            replace(e, data={**e.data, "source": "signal"}) if e.kind == "command" else e for e in out.events)))
+        command = Command("shutdown", force=True, source="signal")
+        self.state, out = cluster.step(self.settings, self.state, self._inputs(self._loop.time(), command=command))
+        self._apply(out)
 
     async def _finish(self) -> None:
         assert self.state is not None
@@ -375,11 +374,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ decisions
 
-    def _inputs(self, now: float, stalled_for: float = 0.0) -> Inputs:
+    def _inputs(self, now: float, stalled_for: float = 0.0, command: Command | None = None) -> Inputs:
         local = time.localtime()
         return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
                       tick=self.endpoint.tick, peer=self.endpoint.view(), health=self.health,
-                      witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for)
+                      witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for,
+                      command=command)
 
     def _evaluate(self, now: float, stalled_for: float | None = None) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:
@@ -768,12 +768,11 @@ class Daemon:
 
     async def _command(self, name: str, force: bool, source: str) -> dict[str, Any]:
         assert self.state is not None and self._loop is not None
-        self.state, out, reply = cluster.command(self.settings, self.state, self._inputs(self._loop.time()),
-                                                 name, force)
-        out = replace(out, events=tuple(
-            replace(e, data={**e.data, "source": source}) if e.kind in ("command", "refused") else e
-            for e in out.events))
+        command = Command(name, force, source)
+        self.state, out = cluster.step(self.settings, self.state, self._inputs(self._loop.time(), command=command))
         self._apply(out)
+        reply = out.reply
+        assert reply is not None
         if not reply.ok:
             raise ControlError(reply.message)
         outcome = await self._await_outcome(name)

@@ -2,8 +2,9 @@
 
 `step()` takes the current :class:`ClusterState` and the :class:`Inputs` of one
 instant and returns the next state and its :class:`Outputs` (events to journal,
-whether to send a heartbeat at once, when to be called again). `command()`
-applies an operator command the same way. Nothing here does I/O.
+whether to send a heartbeat at once, when to be called again). It is the one
+entry for every input: an operator command comes in as `Inputs.command` and
+its :class:`Reply` goes out as `Outputs.reply`. Nothing here does I/O.
 
 Rules, in short:
 
@@ -26,7 +27,7 @@ Where each rule lives:
 settings       `Settings`: the configuration the core decides with
 state          `ClusterState` and its records; `Persisted` (survives restarts)
 records        `Inputs`, `Outputs`, `Event`, `Reply`; `Decision` (handler result)
-machine        `initial_state`, `step`, `command`; the outputs of a decision
+machine        `initial_state`, `step`; the outputs of a decision
 observe        peer liveness, link status, a deaf peer, since when it is silent
 handlers       one handler per state, chosen from `HANDLERS`
 standby        the STANDBY rules: guard, election, request and grant
@@ -42,8 +43,8 @@ status         the core's alarms
 """
 
 from firmware.core.cluster.flags import build_heartbeat, heartbeat_flags
-from firmware.core.cluster.machine import command, initial_state, step
-from firmware.core.cluster.records import ActionsReport, Event, Inputs, Outputs, Reply, WitnessResult
+from firmware.core.cluster.machine import initial_state, step
+from firmware.core.cluster.records import ActionsReport, Command, Event, Inputs, Outputs, Reply, WitnessResult
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import (
     Backoff,
@@ -58,7 +59,7 @@ from firmware.core.cluster.state import (
 from firmware.core.cluster.status import alarms
 
 __all__ = [
-    "ActionsReport", "Backoff", "ClusterState", "Event", "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts",
+    "ActionsReport", "Backoff", "ClusterState", "Command", "Event", "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts",
     "Persisted", "Reply", "Request", "Settings", "Shutdown", "WitnessResult",
-    "alarms", "build_heartbeat", "command", "heartbeat_flags", "initial_state", "step",
+    "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "step",
 ]

@@ -4,7 +4,9 @@ A decision runs in three stages:
 
 1. observe: the PeerView of this instant updates the peer facts (`observe`);
 2. decide: the handler of the node's state returns a `Decision`
-   (`handlers.HANDLERS`), or, for an operator command, the command's handler;
+   (`handlers.HANDLERS`); or, when the inputs carry an operator command, the
+   command's handler decides instead (`commands.COMMANDS`), and its `Reply`
+   comes back in the outputs;
 3. finish: the `Outputs` are derived from the old and the new state: the
    state event, whether to send a heartbeat at once (the state or the flags
    changed), when to be called again (the nearest deadline or peer timeout),
@@ -19,7 +21,7 @@ from firmware.core.cluster.commands import COMMANDS
 from firmware.core.cluster.flags import heartbeat_flags
 from firmware.core.cluster.handlers import HANDLERS
 from firmware.core.cluster.observe import observe, silent_since
-from firmware.core.cluster.records import Event, Inputs, Outputs, Reply
+from firmware.core.cluster.records import Command, Decision, Event, Inputs, Outputs, Reply
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import ClusterState, Persisted
 from firmware.core.cluster.transitions import record_failure
@@ -39,9 +41,15 @@ def initial_state(settings: Settings, persisted: Persisted, now: float, wall: fl
 
 
 def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterState, Outputs]:
-    """One decision at `inp.now`. Returns the next state and what the shell must do."""
+    """One decision at `inp.now`. Returns the next state and what the shell must do.
+
+    With `inp.command` set the decision applies that operator command and
+    nothing else; `Outputs.reply` answers it.
+    """
     before = st
     observed = observe(settings, st, inp)
+    if inp.command is not None:
+        return _command(settings, observed, inp, inp.command)
     st = observed.state
     if st.backoff is not None and inp.now >= st.backoff.until:
         st = replace(st, backoff=None)
@@ -49,24 +57,26 @@ def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterStat
     return _finish(settings, before, decided.state, inp, list(observed.events + decided.events))
 
 
-def command(settings: Settings, st: ClusterState, inp: Inputs, name: str,
-            force: bool = False) -> tuple[ClusterState, Outputs, Reply]:
-    """Apply an operator command. Unsafe requests are refused with the reason unless `force`."""
-    observed = observe(settings, st, inp)
+def _command(settings: Settings, observed: Decision, inp: Inputs, command: Command) -> tuple[ClusterState, Outputs]:
+    """Apply an operator command. Unsafe requests are refused with the reason unless forced."""
+    # Outputs compare with the observed state: a command sends at once only for what it changed.
     before = st = observed.state
-    handler = COMMANDS.get(name)
+    handler = COMMANDS.get(command.name)
     if handler is None:
-        reply = Reply(False, f"unknown command {name!r}")
+        reply = Reply(False, f"unknown command {command.name!r}")
     else:
-        st, reply = handler(settings, st, inp, force)
-    kind = "command" if reply.ok else "refused"
-    events = list(observed.events) + [Event(kind, {"command": name, "force": force, "message": reply.message})]
+        st, reply = handler(settings, st, inp, command.force)
+    data = {"command": command.name, "force": command.force, "message": reply.message}
+    if command.source is not None:
+        data["source"] = command.source
+    events = list(observed.events) + [Event("command" if reply.ok else "refused", data)]
     st, out = _finish(settings, before, st, inp, events)
-    return st, out, reply
+    return st, replace(out, reply=reply)
 
 
 def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inputs,
             events: list[Event]) -> tuple[ClusterState, Outputs]:
+    """The outputs of a decision from `before` to `st`."""
     if st.state != before.state:
         events.append(Event("state", {"from": before.state.name, "to": st.state.name,
                                       "reason": st.reason, "epoch": st.persisted.epoch}))

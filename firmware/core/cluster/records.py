@@ -1,8 +1,9 @@
 """What goes into a decision and what comes out of it.
 
 `Inputs` is everything the core may look at for one decision: the clock, the
-PeerView, own health, the latest witness check and finished actions.
-`Outputs` is everything the shell must do afterwards. `Decision` is the one
+PeerView, own health, the latest witness check and finished actions, and an
+operator `Command` if one arrived. `Outputs` is everything the shell must do
+afterwards, and the `Reply` to the command. `Decision` is the one
 shape every state handler returns: the next state and the events it caused.
 """
 
@@ -36,6 +37,15 @@ class ActionsReport:
 
 
 @dataclass(frozen=True)
+class Command:
+    """An operator command (`commands.COMMANDS` names them); unsafe ones are refused unless forced."""
+
+    name: str                  # promote | demote | maintenance-on | maintenance-off | shutdown
+    force: bool = False
+    source: str | None = None  # who sent it (cli, panel, signal, …), for its journal event
+
+
+@dataclass(frozen=True)
 class Inputs:
     """Everything the core may look at for one decision."""
 
@@ -48,6 +58,7 @@ class Inputs:
     witness: WitnessResult | None = None
     actions: ActionsReport | None = None  # the latest finished actions
     stalled_for_s: float = 0.0  # how late the shell's heartbeat tick ran (its loop was stalled this long)
+    command: Command | None = None  # an operator command to apply (and nothing else) in this decision
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ class Outputs:
     wake_at: float | None = None
     want_witness: bool = False
     persist: bool = False
+    reply: Reply | None = None  # the answer to `Inputs.command`
 
 
 @dataclass(frozen=True)
