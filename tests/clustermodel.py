@@ -15,7 +15,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from firmware.core import cluster
-from firmware.core.cluster import ActionsReport, ClusterState, Command, Inputs, Persisted, Settings, WitnessResult
+from firmware.core.cluster import (
+    ActionKind,
+    ActionsReport,
+    ClusterState,
+    Command,
+    Inputs,
+    Persisted,
+    RunActions,
+    Settings,
+    WitnessResult,
+)
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.protocol import Keyring
 from firmware.core.states import NodeState
@@ -62,6 +72,7 @@ class Node:
     frozen_until: float = 0.0  # a stalled process: its events wait until then
     relays_closed: bool = False  # its trunk relays (closed by promote actions, opened by demote actions)
     known_peer: tuple[int, int] | None = None
+    actions_for: int = -1  # the transition whose actions were last started, as the daemon tracks it
     events: list[tuple[float, str, dict]] = field(default_factory=list)
 
     @property
@@ -114,6 +125,7 @@ class TwoNodeModel:
         node.generation += 1
         node.alive = True
         node.witness, node.witness_busy, node.actions = None, False, None
+        node.actions_for = -1
         node.boot_counter += 1
         boot_id = node.boot_counter.to_bytes(4, "big") + node.rng.randbytes(4)
         node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat_s,
@@ -161,6 +173,7 @@ class TwoNodeModel:
         if out.persist:
             node.persisted = node.state.persisted
         st = node.state
+        self._check_run(node, out.run)
         if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and (
                 node.actions is None or node.actions.transition != st.transition):
             delay = node.action_delay if node.action_delay is not None else node.rng.uniform(0.005, 0.05)
@@ -177,6 +190,19 @@ class TwoNodeModel:
             self._send_round(node)
             node.alive = False
             node.generation += 1
+
+    def _check_run(self, node: Node, run: RunActions | None) -> None:
+        """The core says which actions to run exactly when a shell would have inferred it from the state."""
+        st = node.state
+        assert st is not None
+        expected = None
+        if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and node.actions_for != st.transition:
+            node.actions_for = st.transition
+            kind = ActionKind.PROMOTE if st.state == NodeState.TAKEOVER else ActionKind.DEMOTE
+            expected = RunActions(kind, st.transition)
+        if run != expected:
+            self.violations.append(f"t={self.now:.3f}: {node.settings.node}: the core said run {run}, "
+                                   f"the state says {expected}")
 
     def _send_round(self, node: Node) -> None:
         assert node.endpoint is not None and node.state is not None

@@ -12,7 +12,19 @@ import sys
 import textwrap
 from pathlib import Path
 
-from firmware.core.cluster import ClusterState, Command, Inputs, Persisted, Reply, Settings, initial_state, step
+from firmware.core.cluster import (
+    ActionKind,
+    ActionsReport,
+    ClusterState,
+    Command,
+    Inputs,
+    Persisted,
+    Reply,
+    RunActions,
+    Settings,
+    initial_state,
+    step,
+)
 from firmware.core.peer import PeerView
 from firmware.core.states import NodeState
 
@@ -67,3 +79,17 @@ def test_a_command_comes_in_through_step_and_its_reply_goes_out() -> None:
     assert "source" not in out.events[0].data
     _, out = step(settings, st, _inputs(0.5))
     assert out.reply is None
+
+
+def test_the_outputs_say_which_actions_to_run_once_per_transition() -> None:
+    settings, st = _starting()
+    st, out = step(settings, st, _inputs(3.0))  # initdead over, peer silent, no witness configured
+    assert st.state == NodeState.TAKEOVER
+    assert out.run == RunActions(ActionKind.PROMOTE, st.transition) and out.run.state == NodeState.TAKEOVER
+    st, out = step(settings, st, _inputs(3.1))
+    assert st.state == NodeState.TAKEOVER and out.run is None  # already running
+    st, out = step(settings, st, _inputs(3.2, actions=ActionsReport(st.transition)))
+    assert st.state == NodeState.ACTIVE and out.run is None
+    st, out = step(settings, st, _inputs(3.3, command=Command("demote", force=True)))
+    assert st.state == NodeState.RELEASING
+    assert out.run == RunActions(ActionKind.DEMOTE, st.transition) and out.run.state == NodeState.RELEASING

@@ -177,7 +177,6 @@ class Daemon:
         self._wake_at: float | None = None
         self._witness_task: asyncio.Task | None = None
         self._witness_started = -1e9
-        self._actions_for = -1
         self._action_task: asyncio.Task | None = None
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._stopped = asyncio.Event()
@@ -401,11 +400,10 @@ class Daemon:
                 log.info("%s %s", event.kind, event.data)
         if out.persist:
             self.store.save(st.persisted.to_json())
-        if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and self._actions_for != st.transition:
-            self._actions_for = st.transition
+        if out.run is not None:
             previous = self._action_task
             self._action_task = asyncio.ensure_future(
-                self._run_actions(st.state, st.transition, previous, st.persisted.to_json()))
+                self._run_actions(out.run.state, out.run.transition, previous, st.persisted.to_json()))
         if out.want_witness:
             self._maybe_check_witness()
         self._schedule_wake(out.wake_at)

@@ -2,7 +2,8 @@
 
 `step()` takes the current :class:`ClusterState` and the :class:`Inputs` of one
 instant and returns the next state and its :class:`Outputs` (events to journal,
-whether to send a heartbeat at once, when to be called again). It is the one
+whether to send a heartbeat at once, when to be called again, which promote or
+demote actions to run). It is the one
 entry for every input: an operator command comes in as `Inputs.command` and
 its :class:`Reply` goes out as `Outputs.reply`. Nothing here does I/O.
 
@@ -44,7 +45,17 @@ status         the core's alarms
 
 from firmware.core.cluster.flags import build_heartbeat, heartbeat_flags
 from firmware.core.cluster.machine import initial_state, step
-from firmware.core.cluster.records import ActionsReport, Command, Event, Inputs, Outputs, Reply, WitnessResult
+from firmware.core.cluster.records import (
+    ActionKind,
+    ActionsReport,
+    Command,
+    Event,
+    Inputs,
+    Outputs,
+    Reply,
+    RunActions,
+    WitnessResult,
+)
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import (
     Backoff,
@@ -59,7 +70,7 @@ from firmware.core.cluster.state import (
 from firmware.core.cluster.status import alarms
 
 __all__ = [
-    "ActionsReport", "Backoff", "ClusterState", "Command", "Event", "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts",
-    "Persisted", "Reply", "Request", "Settings", "Shutdown", "WitnessResult",
+    "ActionKind", "ActionsReport", "Backoff", "ClusterState", "Command", "Event", "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts",
+    "Persisted", "Reply", "Request", "RunActions", "Settings", "Shutdown", "WitnessResult",
     "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "step",
 ]

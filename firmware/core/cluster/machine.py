@@ -10,7 +10,8 @@ A decision runs in three stages:
 3. finish: the `Outputs` are derived from the old and the new state: the
    state event, whether to send a heartbeat at once (the state or the flags
    changed), when to be called again (the nearest deadline or peer timeout),
-   whether a witness check is due, whether to persist.
+   whether a witness check is due, whether to persist, and, on entering
+   TAKEOVER or RELEASING, which actions to run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from firmware.core.cluster.commands import COMMANDS
 from firmware.core.cluster.flags import heartbeat_flags
 from firmware.core.cluster.handlers import HANDLERS
 from firmware.core.cluster.observe import observe, silent_since
-from firmware.core.cluster.records import Command, Decision, Event, Inputs, Outputs, Reply
+from firmware.core.cluster.records import ActionKind, Command, Decision, Event, Inputs, Outputs, Reply, RunActions
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import ClusterState, Persisted
 from firmware.core.cluster.transitions import record_failure
@@ -101,10 +102,14 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
     if checking and silent_for < check_after and last_rx is not None:
         wake.append(since + check_after + 1e-4)
     want_witness = checking and silent_for >= check_after
+    run = None
+    if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and st.transition != before.transition:
+        run = RunActions(ActionKind.PROMOTE if st.state == NodeState.TAKEOVER else ActionKind.DEMOTE, st.transition)
     return st, Outputs(
         events=tuple(events),
         send_now=st.state != before.state or flags_changed,
         wake_at=min(wake) if wake else None,
         want_witness=want_witness,
         persist=st.persisted != before.persisted,
+        run=run,
     )

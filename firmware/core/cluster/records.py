@@ -3,17 +3,21 @@
 `Inputs` is everything the core may look at for one decision: the clock, the
 PeerView, own health, the latest witness check and finished actions, and an
 operator `Command` if one arrived. `Outputs` is everything the shell must do
-afterwards, and the `Reply` to the command. `Decision` is the one
+afterwards: journal the events, send, persist, check the witness, run the
+promote or demote actions (`RunActions`, once per transition), and answer the
+command (`Reply`). `Decision` is the one
 shape every state handler returns: the next state and the events it caused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from firmware.core.cluster.state import ClusterState
 from firmware.core.peer import PeerView
+from firmware.core.states import NodeState
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,26 @@ class Reply:
     message: str
 
 
+class ActionKind(Enum):
+    """Which actions the shell runs: acquire everything, or let go of everything."""
+
+    PROMOTE = "promote"  # for TAKEOVER: shared IPs, relays, the PBX (the promote hooks may veto)
+    DEMOTE = "demote"    # for RELEASING: the same in reverse; always allowed
+
+
+@dataclass(frozen=True)
+class RunActions:
+    """Start these actions now; report with an `ActionsReport` naming the same transition."""
+
+    kind: ActionKind
+    transition: int
+
+    @property
+    def state(self) -> NodeState:
+        """The state the actions belong to (TAKEOVER or RELEASING)."""
+        return NodeState.TAKEOVER if self.kind is ActionKind.PROMOTE else NodeState.RELEASING
+
+
 @dataclass(frozen=True)
 class Outputs:
     """What the shell must do after a decision."""
@@ -86,6 +110,7 @@ class Outputs:
     wake_at: float | None = None
     want_witness: bool = False
     persist: bool = False
+    run: RunActions | None = None  # start these actions (a later run cancels an earlier one still going)
     reply: Reply | None = None  # the answer to `Inputs.command`
 
 
