@@ -15,6 +15,7 @@ from pathlib import Path
 from firmware.core.cluster import (
     ActionKind,
     ActionsReport,
+    BlockCode,
     ClusterState,
     Command,
     Inputs,
@@ -22,9 +23,11 @@ from firmware.core.cluster import (
     Reply,
     RunActions,
     Settings,
+    WitnessResult,
     initial_state,
     step,
 )
+from firmware.core.cluster.guard import guard
 from firmware.core.peer import PeerView
 from firmware.core.states import NodeState
 
@@ -93,3 +96,28 @@ def test_the_outputs_say_which_actions_to_run_once_per_transition() -> None:
     st, out = step(settings, st, _inputs(3.3, command=Command("demote", force=True)))
     assert st.state == NodeState.RELEASING
     assert out.run == RunActions(ActionKind.DEMOTE, st.transition) and out.run.state == NodeState.RELEASING
+
+
+def test_why_a_takeover_is_blocked_is_a_typed_value() -> None:
+    settings, st = _starting(witness_required=True)
+    st, out = step(settings, st, _inputs(3.0))
+    assert st.state == NodeState.STANDBY and guard(settings, st, _inputs(3.0)).code is BlockCode.CHECKING_WITNESS
+    assert not [e for e in out.events if e.kind == "takeover.blocked"]  # the usual wait is not news
+    failed = _inputs(3.2, witness=WitnessResult(False, started_at=3.1, detail="refused"))
+    st, out = step(settings, st, failed)
+    blocked = guard(settings, st, failed)
+    assert blocked.code is BlockCode.WITNESS_UNREACHABLE and not blocked.held
+    assert [e.data["reason"] for e in out.events if e.kind == "takeover.blocked"] == [blocked.text]
+    assert st.reason == f"bravo silent on every link; {blocked.text}" and st.blocked is None
+
+
+def test_a_hold_is_announced_once_and_shown_as_the_reason() -> None:
+    settings = Settings(node="alpha", peer="bravo")
+    st, _ = initial_state(settings, Persisted(maintenance=True), 0.0, 0.0)
+    st, out = step(settings, st, _inputs(3.0))
+    assert st.state == NodeState.STANDBY
+    assert st.blocked is not None and st.blocked.code is BlockCode.MAINTENANCE and st.blocked.held
+    assert st.reason == st.blocked.text
+    assert [e.data["reason"] for e in out.events if e.kind == "takeover.blocked"] == [st.blocked.text]
+    st, out = step(settings, st, _inputs(3.1))
+    assert not [e for e in out.events if e.kind == "takeover.blocked"]

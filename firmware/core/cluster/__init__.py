@@ -28,6 +28,7 @@ Where each rule lives:
 settings       `Settings`: the configuration the core decides with
 state          `ClusterState` and its records; `Persisted` (survives restarts)
 records        `Inputs`, `Outputs`, `Event`, `Reply`; `Decision` (handler result)
+blocked        `Blocked` (code + text): why something is not allowed now
 machine        `initial_state`, `step`; the outputs of a decision
 observe        peer liveness, link status, a deaf peer, since when it is silent
 handlers       one handler per state, chosen from `HANDLERS`
@@ -43,6 +44,7 @@ status         the core's alarms
 ============== ================================================================
 """
 
+from firmware.core.cluster.blocked import BlockCode, Blocked
 from firmware.core.cluster.flags import build_heartbeat, heartbeat_flags
 from firmware.core.cluster.machine import initial_state, step
 from firmware.core.cluster.records import (
@@ -70,7 +72,7 @@ from firmware.core.cluster.state import (
 from firmware.core.cluster.status import alarms
 
 __all__ = [
-    "ActionKind", "ActionsReport", "Backoff", "ClusterState", "Command", "Event", "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts",
+    "ActionKind", "ActionsReport", "Backoff", "BlockCode", "Blocked", "ClusterState", "Command", "Event", "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts",
     "Persisted", "Reply", "Request", "RunActions", "Settings", "Shutdown", "WitnessResult",
     "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "step",
 ]

@@ -24,7 +24,7 @@ from firmware.core.cluster.observe import peer_deaf, peer_message, silent_since
 from firmware.core.cluster.records import Decision, Event, Inputs
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import ClusterState
-from firmware.core.cluster.transitions import record_failure, release
+from firmware.core.cluster.transitions import record_failure, release, say
 from firmware.core.states import Flag, NodeState
 
 
@@ -38,7 +38,7 @@ def decide_active(settings: Settings, st: ClusterState, inp: Inputs) -> Decision
         return Decision(resolved, (Event("dual_active", {"peer": settings.peer, "yield": True}),))
     msg = peer_message(st, inp)
     if msg is None or msg.state != NodeState.STANDBY:
-        return Decision(replace(st, reason="carrying the calls"))
+        return Decision(say(st, "carrying the calls"))
     peer_ok = peer_candidate(msg) and healthy(msg.health, settings)
     if msg.flags & Flag.HANDOVER_REQUEST and (peer_ok or msg.flags & Flag.FORCED):
         return Decision(release(st, inp, f"{settings.peer} asked for a handover", for_request=True))
@@ -50,7 +50,7 @@ def decide_active(settings: Settings, st: ClusterState, inp: Inputs) -> Decision
                                                    "action": f"handing over to {settings.peer}"}))
         return Decision(release(st, inp, f"own health {inp.health} is critical; {settings.peer} is healthy"),
                         tuple(events))
-    return Decision(replace(st, reason="carrying the calls"))
+    return Decision(say(st, "carrying the calls"))
 
 
 def dual_active(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from firmware.core.cluster.blocked import BlockCode, Blocked
 from firmware.core.cluster.election import healthy
 from firmware.core.cluster.guard import guard
 from firmware.core.cluster.observe import peer_message
@@ -34,21 +35,23 @@ CommandHandler = Callable[[Settings, ClusterState, Inputs, bool], tuple[ClusterS
 """(settings, state, inputs, force) -> (next state, reply)."""
 
 
-def _peer_takeover_problem(settings: Settings, st: ClusterState, inp: Inputs) -> str | None:
+def _peer_takeover_problem(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
     """Why the peer could not take the calls if this node stepped down, or None."""
+    peer = settings.peer
     msg = peer_message(st, inp)
     if msg is None:
-        return f"{settings.peer} is silent on every link; stepping down would leave no ACTIVE node"
+        return Blocked(BlockCode.PEER_SILENT, f"{peer} is silent on every link; stepping down would leave no ACTIVE node")
     if msg.flags & Flag.MAINTENANCE:
-        return f"{settings.peer} is in maintenance"
+        return Blocked(BlockCode.PEER_MAINTENANCE, f"{peer} is in maintenance")
     if msg.flags & Flag.FLAP_HOLD:
-        return f"{settings.peer} is held STANDBY after failing too often (flap hold)"
+        return Blocked(BlockCode.PEER_FLAP_HOLD, f"{peer} is held STANDBY after failing too often (flap hold)")
     if msg.flags & Flag.SHUTTING_DOWN or msg.state == NodeState.STOPPED:
-        return f"{settings.peer} is leaving the cluster"
+        return Blocked(BlockCode.PEER_LEAVING, f"{peer} is leaving the cluster")
     if msg.state == NodeState.STARTING:
-        return f"{settings.peer} is still starting"
+        return Blocked(BlockCode.PEER_STARTING, f"{peer} is still starting")
     if not healthy(msg.health, settings):
-        return f"{settings.peer} is unhealthy (health {msg.health} below critical {settings.critical_health})"
+        return Blocked(BlockCode.PEER_UNHEALTHY,
+                       f"{peer} is unhealthy (health {msg.health} below critical {settings.critical_health})")
     return None
 
 
@@ -79,7 +82,8 @@ def promote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> t
         return st, Reply(True, f"asking {settings.peer} to hand over")
     blocked = guard(settings, st, inp)
     if blocked is not None and not force:
-        return st, Reply(False, f"{settings.peer} is silent on every link and {blocked}; use --force to promote anyway")
+        return st, Reply(False, f"{settings.peer} is silent on every link and {blocked.text}; "
+                                "use --force to promote anyway")
     return takeover(settings, st, inp, "operator promote" + (" (forced)" if force else "")), Reply(True, "taking over")
 
 
@@ -88,9 +92,9 @@ def demote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> tu
     if st.state not in (NodeState.ACTIVE, NodeState.TAKEOVER):
         return st, Reply(True, f"not ACTIVE ({st.state.name}); nothing to demote")
     problem = _peer_takeover_problem(settings, st, inp)
-    if problem and not force:
-        return st, Reply(False, f"{problem}; use --force to demote anyway")
-    if problem and not st.peer.alive:
+    if problem is not None and not force:
+        return st, Reply(False, f"{problem.text}; use --force to demote anyway")
+    if problem is not None and not st.peer.alive:
         # Forced demote with nobody to take over: stay down until the operator says otherwise.
         persisted = replace(st.persisted, maintenance=True)
         return release(replace(st, persisted=persisted), inp, "operator demote (forced)"), Reply(
@@ -103,8 +107,8 @@ def maintenance_on(settings: Settings, st: ClusterState, inp: Inputs, force: boo
     """Never become ACTIVE; a node that holds resources releases first."""
     if st.state in (NodeState.ACTIVE, NodeState.TAKEOVER):
         problem = _peer_takeover_problem(settings, st, inp)
-        if problem and not force:
-            return st, Reply(False, f"{problem}; use --force to enter maintenance anyway")
+        if problem is not None and not force:
+            return st, Reply(False, f"{problem.text}; use --force to enter maintenance anyway")
         persisted = replace(st.persisted, maintenance=True)
         return release(replace(st, persisted=persisted), inp, "maintenance on"), Reply(True, "maintenance on; releasing")
     persisted = replace(st.persisted, maintenance=True)
@@ -123,8 +127,8 @@ def shutdown(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> 
         return st, Reply(True, "already shutting down")
     if st.state.holds_resources and not force:
         problem = _peer_takeover_problem(settings, st, inp)
-        if problem:
-            return st, Reply(False, f"{problem}; use --force to shut down anyway")
+        if problem is not None:
+            return st, Reply(False, f"{problem.text}; use --force to shut down anyway")
     return begin_shutdown(settings, st, inp), Reply(True, "leaving the cluster" + (
         f"; handing over to {settings.peer} first" if st.state.holds_resources else ""))
 

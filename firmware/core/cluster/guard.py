@@ -8,45 +8,56 @@ peer fell silent takes over only when all of these hold:
 * its own health is at least `witness_min_health` (when set);
 * with a witness configured: a witness check *started after the silence
   began* succeeded. An older result proves nothing about the partition.
+
+Each refusal is a `Blocked` value; its code decides, its text is shown.
 """
 
 from __future__ import annotations
 
+from firmware.core.cluster.blocked import BlockCode, Blocked
 from firmware.core.cluster.election import backing_off, self_candidate
 from firmware.core.cluster.observe import silent_since
 from firmware.core.cluster.records import Inputs
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import ClusterState
 
+MAINTENANCE = Blocked(BlockCode.MAINTENANCE, "maintenance mode")
+FLAP_HOLD = Blocked(BlockCode.FLAP_HOLD, "flap hold: waiting for an operator")
+SHUTTING_DOWN = Blocked(BlockCode.SHUTTING_DOWN, "shutting down")
+OPERATOR_HOLD = Blocked(BlockCode.OPERATOR_HOLD, "demoted by an operator")
+CHECKING_WITNESS = Blocked(BlockCode.CHECKING_WITNESS, "checking the witness")
 
-def hold_reason(st: ClusterState) -> str | None:
+
+def hold(st: ClusterState) -> Blocked | None:
     """Why this node holds back from taking over on its own, if it does."""
     p = st.persisted
     if p.maintenance:
-        return "maintenance mode"
+        return MAINTENANCE
     if p.flap_hold:
-        return "flap hold: waiting for an operator"
+        return FLAP_HOLD
     if st.shutdown is not None:
-        return "shutting down"
+        return SHUTTING_DOWN
     if p.operator_hold:
-        return "demoted by an operator"
+        return OPERATOR_HOLD
     return None
 
 
-def guard(settings: Settings, st: ClusterState, inp: Inputs) -> str | None:
+def guard(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
     """Why a takeover from a silent peer is unsafe now, or None if the guard passes."""
     if not self_candidate(st):
-        return hold_reason(st) or f"cannot take over while {st.state.name}"
+        return hold(st) or Blocked(BlockCode.NOT_CANDIDATE, f"cannot take over while {st.state.name}")
     if backing_off(st, inp):
         assert st.backoff is not None
-        return f"{st.backoff.reason}; retrying in {st.backoff.until - inp.now:.0f} s"
+        return Blocked(BlockCode.BACKING_OFF, f"{st.backoff.reason}; retrying in {st.backoff.until - inp.now:.0f} s")
     if settings.witness_min_health and inp.health < settings.witness_min_health:
-        return f"own health {inp.health} is below the guard's minimum {settings.witness_min_health}"
+        return Blocked(BlockCode.LOW_HEALTH,
+                       f"own health {inp.health} is below the guard's minimum {settings.witness_min_health}")
     if settings.witness_required:
         since = silent_since(settings, st, inp)
         w = inp.witness
         if w is None or w.started_at < since:
-            return "checking the witness"
+            return CHECKING_WITNESS
         if not w.ok:
-            return f"witness unreachable ({w.detail}): staying STANDBY to avoid split brain"
+            return Blocked(BlockCode.WITNESS_UNREACHABLE,
+                           f"witness unreachable ({w.detail}): staying STANDBY to avoid split brain")
     return None

@@ -72,7 +72,7 @@ def on_takeover(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
 def _promoted(settings: Settings, st: ClusterState, inp: Inputs, report: ActionsReport) -> Decision:
     """Promote actions finished: become ACTIVE, or back off after a veto or a failure."""
     if report.ok:
-        return Decision(go(st, NodeState.ACTIVE, inp.now, st.reason, action_alarm=None, release_failed=False))
+        return Decision(go(st, NodeState.ACTIVE, inp.now, st.why, action_alarm=None, release_failed=False))
     backoff = inp.now + settings.takeover_backoff_s
     if report.vetoed:
         # The promote.before hooks run before any action, so nothing was acquired.
@@ -88,7 +88,7 @@ def _promoted(settings: Settings, st: ClusterState, inp: Inputs, report: Actions
         events.insert(0, Event("promote.failed", {"detail": report.detail, "action": f"handing back to {settings.peer}"}))
         return Decision(release(st, inp, f"promote actions failed; handing back to {settings.peer}"), tuple(events))
     why = "tolerated by configuration" if settings.on_action_failure == "tolerate" else "no healthy peer to hand back to"
-    st = go(st, NodeState.ACTIVE, inp.now, st.reason, action_alarm=f"promote actions failed ({why}): {report.detail}")
+    st = go(st, NodeState.ACTIVE, inp.now, st.why, action_alarm=f"promote actions failed ({why}): {report.detail}")
     return Decision(st, (Event("promote.failed", {"detail": report.detail, "action": f"staying ACTIVE: {why}"}),))
 
 
@@ -106,7 +106,7 @@ def on_releasing(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
         return Decision(st)
     events = [] if report.ok else [Event("demote.failed", {"detail": report.detail})]
     grant = Grant(inp.now + settings.handover_timeout_s) if st.release_for_request else None
-    st = go(st, NodeState.STANDBY, inp.now, st.reason, grant=grant,
+    st = go(st, NodeState.STANDBY, inp.now, st.why, grant=grant,
             release_for_request=False, release_failed=not report.relays_released,
             action_alarm=None if report.ok else f"demote actions failed: {report.detail}")
     if st.shutdown is not None:

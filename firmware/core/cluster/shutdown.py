@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from firmware.core.cluster.election import peer_candidate
+from firmware.core.cluster.guard import SHUTTING_DOWN
 from firmware.core.cluster.observe import peer_message
 from firmware.core.cluster.records import Inputs
 from firmware.core.cluster.settings import Settings
@@ -31,7 +32,7 @@ def begin_shutdown(settings: Settings, st: ClusterState, inp: Inputs) -> Cluster
 def leave(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterState:
     """One step of leaving the cluster: release first, let the peer take over, then stop."""
     if st.state in (NodeState.ACTIVE, NodeState.TAKEOVER):
-        return release(st, inp, "shutting down")
+        return release(st, inp, SHUTTING_DOWN)
     if st.state not in (NodeState.STANDBY, NodeState.STARTING):
         return st  # RELEASING: wait for the demote actions (STOPPED: done)
     msg = peer_message(st, inp)

@@ -20,12 +20,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from firmware.core.cluster.election import backing_off, failback_due, healthy, self_candidate, self_preferred
-from firmware.core.cluster.guard import guard, hold_reason
+from firmware.core.cluster.blocked import BlockCode, Blocked
+from firmware.core.cluster.guard import guard, hold
 from firmware.core.cluster.observe import peer_deaf, peer_message
 from firmware.core.cluster.records import Decision, Event, Inputs
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import ClusterState, Grant, Request
-from firmware.core.cluster.transitions import clear_request, takeover
+from firmware.core.cluster.transitions import clear_request, say, takeover
 from firmware.core.message import Heartbeat
 from firmware.core.states import Flag, NodeState
 
@@ -50,7 +51,7 @@ def decide_standby(settings: Settings, st: ClusterState, inp: Inputs) -> Decisio
             if expired and not done:
                 events.append(Event("handover.timeout", {"side": "granter", "peer": settings.peer}))
         if st.grant is not None:
-            return Decision(replace(st, reason=f"handing over to {settings.peer}"), tuple(events))
+            return Decision(say(st, f"handing over to {settings.peer}"), tuple(events))
     if st.request is not None and msg.state == NodeState.RELEASING:
         # The peer is running its demote actions for us; they may take longer than the timeout.
         deadline = max(st.request.deadline, inp.now + settings.handover_timeout_s)
@@ -73,12 +74,12 @@ def decide_standby(settings: Settings, st: ClusterState, inp: Inputs) -> Decisio
         ours = (st.operator_request, preferred)
         if not wants or theirs > ours:
             st = clear_request(st)
-            return Decision(replace(st, grant=Grant(inp.now + settings.handover_timeout_s),
-                                    reason=f"letting {settings.peer} take over"), tuple(events))
+            st = replace(st, grant=Grant(inp.now + settings.handover_timeout_s))
+            return Decision(say(st, f"letting {settings.peer} take over"), tuple(events))
     if wants:
         return _request_or_take(settings, st, inp, msg).after(events)
     st = clear_request(st)
-    return Decision(replace(st, reason=_reason(settings, st, msg)), tuple(events))
+    return Decision(say(st, _reason(settings, st, msg)), tuple(events))
 
 
 def _alone(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
@@ -88,16 +89,17 @@ def _alone(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
     if blocked is None:
         return Decision(takeover(settings, st, inp, f"{settings.peer} silent on every link"))
     events = []
-    if blocked != st.reason and blocked != "checking the witness":
-        events.append(Event("takeover.blocked", {"reason": blocked}))
-    held = blocked == hold_reason(st)
-    return Decision(replace(st, reason=blocked if held else f"{settings.peer} silent on every link; {blocked}"),
-                    tuple(events))
+    # Announced when the block changes (a repeated hold is not news), except the usual wait for the
+    # witness. A block the reason does not show verbatim counts as changed at every decision.
+    if blocked != st.blocked and blocked.code is not BlockCode.CHECKING_WITNESS:
+        events.append(Event("takeover.blocked", {"reason": blocked.text}))
+    shown = blocked if blocked.held else f"{settings.peer} silent on every link; {blocked.text}"
+    return Decision(say(st, shown), tuple(events))
 
 
-def _reason(settings: Settings, st: ClusterState, msg: Heartbeat) -> str:
+def _reason(settings: Settings, st: ClusterState, msg: Heartbeat) -> str | Blocked:
     """Why a STANDBY node whose peer holds nothing does not take over."""
-    held = hold_reason(st)
+    held = hold(st)
     if held:
         return held
     if msg.state == NodeState.STARTING:
@@ -116,15 +118,15 @@ def _request_or_take(settings: Settings, st: ClusterState, inp: Inputs, msg: Hea
     if granted:
         why = "operator promote" if st.request.by_operator else f"{settings.peer} handed over"
         return Decision(takeover(settings, st, inp, why), tuple(events))
-    return Decision(replace(st, reason=f"asking {settings.peer} to hand over"), tuple(events))
+    return Decision(say(st, f"asking {settings.peer} to hand over"), tuple(events))
 
 
 def _behind_holder(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> Decision:
     """STANDBY while the peer holds resources: maybe ask for a failback or an operator handover."""
     if msg.state != NodeState.ACTIVE:
-        return Decision(replace(st, reason=f"{settings.peer} is {msg.state.name}"))
+        return Decision(say(st, f"{settings.peer} is {msg.state.name}"))
     wants = st.operator_request or failback_due(settings, st, inp, msg)
     if not wants:
         st = clear_request(st)
-        return Decision(replace(st, reason=f"{settings.peer} is ACTIVE"))
+        return Decision(say(st, f"{settings.peer} is ACTIVE"))
     return _request_or_take(settings, st, inp, msg)

@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from firmware.core.cluster.blocked import Blocked
 from firmware.core.states import NodeState
 
 
@@ -125,7 +126,8 @@ class ClusterState:
     started_at: float
     persisted: Persisted
     transition: int = 0                # counts every state change; names the actions of one
-    reason: str = "starting"           # why the node is in its state, for people
+    reason: str = "starting"           # why the node is in its state, for people (never compared)
+    blocked: Blocked | None = None     # the block `reason` shows, when it shows exactly one
     peer: PeerFacts = PeerFacts()
     request: Request | None = None
     grant: Grant | None = None
@@ -134,6 +136,11 @@ class ClusterState:
     backoff: Backoff | None = None
     action_alarm: str | None = None     # the last promote/demote left something undone
     release_failed: bool = False        # the last release left a relay closed (e.g. a welded contact)
+
+    @property
+    def why(self) -> str | Blocked:
+        """The reason as it was given: the typed block when it is one, else the text."""
+        return self.blocked if self.blocked is not None else self.reason
 
     @property
     def operator_request(self) -> bool:
