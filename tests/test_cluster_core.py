@@ -10,26 +10,32 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 from firmware.core.cluster import (
     ActionKind,
     ActionsReport,
     BlockCode,
+    Blocked,
     ClusterState,
     Command,
     Inputs,
+    LinkStatus,
+    PeerFacts,
     Persisted,
     Reply,
     RunActions,
     Settings,
     WitnessResult,
     initial_state,
+    relay_interlock,
     step,
 )
 from firmware.core.cluster.guard import guard
-from firmware.core.peer import PeerView
-from firmware.core.states import NodeState
+from firmware.core.message import Heartbeat
+from firmware.core.peer import LinkView, PeerView
+from firmware.core.states import Flag, NodeState, Role
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,3 +127,22 @@ def test_a_hold_is_announced_once_and_shown_as_the_reason() -> None:
     assert [e.data["reason"] for e in out.events if e.kind == "takeover.blocked"] == [st.blocked.text]
     st, out = step(settings, st, _inputs(3.1))
     assert not [e for e in out.events if e.kind == "takeover.blocked"]
+
+
+def test_the_relay_interlock_refuses_while_the_peer_may_hold_its_relays() -> None:
+    settings = Settings(node="alpha", peer="bravo")
+    links = (LinkStatus("lan", rx=True, tx=True), LinkStatus("serial", rx=False, tx=True))
+    st = ClusterState(state=NodeState.TAKEOVER, since=0.0, started_at=0.0, persisted=Persisted(),
+                      peer=PeerFacts(alive=True, links=links))
+
+    def heard(state: NodeState, flags: Flag = Flag.NONE) -> PeerView:
+        message = Heartbeat(node="bravo", state=state, role=Role.EQUAL, health=100, flags=flags, epoch=1, tick=9)
+        return PeerView(links=(LinkView("lan", 1.0, 1.0), LinkView("serial", None, 1.0)), message=message)
+
+    holds = relay_interlock(settings, st, heard(NodeState.RELEASING))
+    assert holds == Blocked(BlockCode.PEER_HOLDS, "bravo reports RELEASING (heard on lan)")
+    failed = relay_interlock(settings, st, heard(NodeState.STANDBY, Flag.RELEASE_FAILED))
+    assert failed is not None and failed.code is BlockCode.PEER_RELEASE_FAILED and "its release failed" in failed.text
+    assert relay_interlock(settings, st, heard(NodeState.STANDBY)) is None
+    silent = replace(st, peer=PeerFacts(alive=False, links=links))
+    assert relay_interlock(settings, silent, heard(NodeState.ACTIVE)) is None  # silence is judged by the guard

@@ -526,17 +526,10 @@ class Daemon:
                                                            "detail": str(exc), "for": "ACTIVE"})
 
     def _peer_holds(self) -> str | None:
-        """Relay interlock: why energizing now would be unsafe (the peer says it holds resources)."""
-        st = self.state
-        msg = self.endpoint.view().message
-        if st is None or not st.peer.alive or msg is None:
-            return None
-        heard_on = ", ".join(link.name for link in st.peer.links if link.rx)
-        if msg.state.holds_resources:
-            return f"{self.settings.peer} reports {msg.state.name} (heard on {heard_on})"
-        if msg.flags & Flag.RELEASE_FAILED:
-            return f"{self.settings.peer} reports that its release failed (its relays may still be closed)"
-        return None
+        """Relay interlock, as the core decides it: why energizing now would be unsafe, or None."""
+        blocked = None if self.state is None else cluster.relay_interlock(self.settings, self.state,
+                                                                          self.endpoint.view())
+        return None if blocked is None else blocked.text
 
     def _hook_environment(self) -> dict[str, str]:
         st = self.state

@@ -36,6 +36,7 @@ standby        the STANDBY rules: guard, election, request and grant
 active         the ACTIVE rules: self-fence, dual ACTIVE, handover, health
 election       candidates and ranking; dual-ACTIVE tie-break; failback
 guard          the split-brain guard for a takeover from a silent peer
+interlock      the relay interlock: never energize while the peer may hold
 transitions    `go`, `takeover`, `release`; the flap record
 shutdown       leaving the cluster
 commands       operator commands and their safety checks
@@ -46,6 +47,7 @@ status         the core's alarms
 
 from firmware.core.cluster.blocked import BlockCode, Blocked
 from firmware.core.cluster.flags import build_heartbeat, heartbeat_flags
+from firmware.core.cluster.interlock import relay_interlock
 from firmware.core.cluster.machine import initial_state, step
 from firmware.core.cluster.records import (
     ActionKind,
@@ -74,5 +76,5 @@ from firmware.core.cluster.status import alarms
 __all__ = [
     "ActionKind", "ActionsReport", "Backoff", "BlockCode", "Blocked", "ClusterState", "Command", "Event", "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts",
     "Persisted", "Reply", "Request", "RunActions", "Settings", "Shutdown", "WitnessResult",
-    "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "step",
+    "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "relay_interlock", "step",
 ]
