@@ -13,6 +13,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
+from firmware.core.alarms import AlarmLevel
 from firmware.core.cluster import (
     ActionKind,
     ActionsReport,
@@ -28,6 +29,7 @@ from firmware.core.cluster import (
     RunActions,
     Settings,
     WitnessResult,
+    alarms,
     initial_state,
     relay_interlock,
     step,
@@ -146,3 +148,18 @@ def test_the_relay_interlock_refuses_while_the_peer_may_hold_its_relays() -> Non
     assert relay_interlock(settings, st, heard(NodeState.STANDBY)) is None
     silent = replace(st, peer=PeerFacts(alive=False, links=links))
     assert relay_interlock(settings, silent, heard(NodeState.ACTIVE)) is None  # silence is judged by the guard
+
+
+def test_the_cores_alarms_have_a_key_that_does_not_depend_on_their_text() -> None:
+    settings = Settings(node="alpha", peer="bravo")
+    st = ClusterState(state=NodeState.ACTIVE, since=0.0, started_at=0.0,
+                      persisted=Persisted(maintenance=True, flap_hold=True), action_alarm="demote actions failed: x")
+    found = alarms(settings, st)
+    assert [(a.source, a.level) for a in found] == [
+        ("cluster.peer", AlarmLevel.CRITICAL), ("cluster.flap_hold", AlarmLevel.WARNING),
+        ("cluster.maintenance", AlarmLevel.WARNING), ("cluster.actions", AlarmLevel.CRITICAL)]
+    reworded = alarms(settings, replace(st, action_alarm="demote actions failed: y"))
+    assert [a.key for a in reworded] == [a.key for a in found] and reworded[-1].text != found[-1].text
+    links = (LinkStatus("lan", rx=True, tx=True), LinkStatus("serial", rx=True, tx=False))
+    alive = replace(st, peer=PeerFacts(alive=True, links=links), persisted=Persisted(), action_alarm=None)
+    assert [a.key for a in alarms(settings, alive)] == ["cluster.link.serial WARNING"]

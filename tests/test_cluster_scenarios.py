@@ -76,7 +76,8 @@ def test_one_link_lost_never_fails_over_and_raises_link_alarm(request) -> None:
     assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
     assert any(e[1]["link"] == "net0" for e in events(model, B, "link.down"))
     from firmware.core.cluster import alarms
-    assert any("net0" in a for a in alarms(model.nodes[B].settings, model.nodes[B].state))
+    assert any("net0" in a.text and a.source == "cluster.link.net0"
+               for a in alarms(model.nodes[B].settings, model.nodes[B].state))
 
 
 def test_all_links_lost_witness_reachable_standby_promotes(request) -> None:
@@ -291,7 +292,8 @@ def test_failed_takeover_is_tolerated_when_configured(request) -> None:
     model.run_until(3.0)
     assert model.state_of(B) == ACTIVE
     from firmware.core.cluster import alarms
-    assert any("promote actions failed" in a for a in alarms(model.nodes[B].settings, model.nodes[B].state))
+    assert any("promote actions failed" in a.text and a.source == "cluster.actions"
+               for a in alarms(model.nodes[B].settings, model.nodes[B].state))
 
 
 def test_forced_promote_while_still_starting_is_refused(request) -> None:

@@ -632,7 +632,7 @@ class Daemon:
         """Every active alarm: the cluster's, the relays' and the sensors'."""
         assert self.state is not None
         relay_status = [a.status() for a in self.plan.actions if a.name.startswith("relays ")]
-        return (cluster.alarms(self.settings, self.state)
+        return ([alarm.text for alarm in cluster.alarms(self.settings, self.state)]
                 + [f"relays {r['group']}: {r['mismatch']}" for r in relay_status if r["mismatch"]]
                 + [f"relay bank {name} ({bank.name}) is not reachable; retrying every {BANK_CHECK_S:g} s"
                    for name, bank in self.relay_banks.items() if not self.bank_ok.get(name, True)]
