@@ -13,7 +13,6 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-from firmware.core.alarms import AlarmLevel
 from firmware.core.cluster import (
     ActionKind,
     ActionsReport,
@@ -156,10 +155,9 @@ def test_the_cores_alarms_have_a_key_that_does_not_depend_on_their_text() -> Non
                       persisted=Persisted(maintenance=True, flap_hold=True), action_alarm="demote actions failed: x")
     found = alarms(settings, st)
     assert [(a.source, a.level) for a in found] == [
-        ("cluster.peer", AlarmLevel.CRITICAL), ("cluster.flap_hold", AlarmLevel.WARNING),
-        ("cluster.maintenance", AlarmLevel.WARNING), ("cluster.actions", AlarmLevel.CRITICAL)]
+        ("peer", "critical"), ("flap-hold", "critical"), ("maintenance", "warning"), ("actions", "critical")]
     reworded = alarms(settings, replace(st, action_alarm="demote actions failed: y"))
     assert [a.key for a in reworded] == [a.key for a in found] and reworded[-1].text != found[-1].text
     links = (LinkStatus("lan", rx=True, tx=True), LinkStatus("serial", rx=True, tx=False))
     alive = replace(st, peer=PeerFacts(alive=True, links=links), persisted=Persisted(), action_alarm=None)
-    assert [a.key for a in alarms(settings, alive)] == ["cluster.link.serial WARNING"]
+    assert [a.key for a in alarms(settings, alive)] == ["link:serial/warning"]

@@ -76,7 +76,7 @@ def test_one_link_lost_never_fails_over_and_raises_link_alarm(request) -> None:
     assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
     assert any(e[1]["link"] == "net0" for e in events(model, B, "link.down"))
     from firmware.core.cluster import alarms
-    assert any("net0" in a.text and a.source == "cluster.link.net0"
+    assert any("net0" in a.text and a.source == "link:net0"
                for a in alarms(model.nodes[B].settings, model.nodes[B].state))
 
 
@@ -292,7 +292,7 @@ def test_failed_takeover_is_tolerated_when_configured(request) -> None:
     model.run_until(3.0)
     assert model.state_of(B) == ACTIVE
     from firmware.core.cluster import alarms
-    assert any("promote actions failed" in a.text and a.source == "cluster.actions"
+    assert any("promote actions failed" in a.text and a.source == "actions"
                for a in alarms(model.nodes[B].settings, model.nodes[B].state))
 
 

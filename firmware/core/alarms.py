@@ -1,38 +1,35 @@
-"""An alarm: a condition an operator must see, with an identity that does not depend on its wording.
+"""Alarms: what is wrong right now, and who raised it.
 
-`text` is for people and may carry live values ("inlet CRITICAL: 71 °C");
-`key` (source and level) is what silencing and acknowledging remember, so
-rewording a message never changes which alarm it is. An alarm that goes away
-and comes back, or gets worse, is a new alarm.
-
-Sources are dotted names: the decision core's start with ``cluster.``
-(``cluster.peer``, ``cluster.link.<name>``, ``cluster.flap_hold``,
-``cluster.maintenance``, ``cluster.actions``); a sensor's is its name.
+An :class:`Alarm` has a stable identity, its ``key`` (source and level), and a
+text for people. The text may carry live values ("inlet CRITICAL: 55 °C …")
+and may be reworded freely: silencing, acknowledging and clearing go by key,
+never by text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
-
-class AlarmLevel(Enum):
-    """How bad it is (the same names as a sensor's non-OK states)."""
-
-    WARNING = "WARNING"
-    UNKNOWN = "UNKNOWN"
-    CRITICAL = "CRITICAL"
+ALARM_LEVELS = ("warning", "critical", "unknown")
 
 
 @dataclass(frozen=True)
 class Alarm:
-    """One active alarm."""
+    """One active alarm.
 
-    source: str        # what raised it, e.g. "cluster.peer" or a sensor's name
-    level: AlarmLevel
-    text: str          # what the status, the panel and the journal show
+    ``source`` names what raised it (``peer``, ``link:serial``, ``sensor:psu1``,
+    ``relays:trunk`` …); ``level`` is one of :data:`ALARM_LEVELS`.
+    """
+
+    source: str
+    level: str
+    text: str
 
     @property
     def key(self) -> str:
-        """The stable identity: source and level, never the text."""
-        return f"{self.source} {self.level.value}"
+        """The identity that survives rewording and live values: source and level."""
+        return f"{self.source}/{self.level}"
+
+    def to_json(self) -> dict[str, str]:
+        """The alarm as it appears in the status snapshot."""
+        return {"key": self.key, "source": self.source, "level": self.level, "text": self.text}
