@@ -3,9 +3,10 @@
 `step()` takes the current :class:`ClusterState` and the :class:`Inputs` of one
 instant and returns the next state and its :class:`Outputs` (events to journal,
 whether to send a heartbeat at once, when to be called again, which promote or
-demote actions to run). It is the one
-entry for every input: an operator command comes in as `Inputs.command` and
-its :class:`Reply` goes out as `Outputs.reply`. Nothing here does I/O.
+demote actions to run). It is the one entry for every input: an operator
+command comes in as `Inputs.command` and its :class:`Reply` goes out as
+`Outputs.reply`. Nothing here does I/O, and nothing decides by comparing
+texts: why something is not allowed is a :class:`Blocked` with a code.
 
 Rules, in short:
 
@@ -74,7 +75,8 @@ from firmware.core.cluster.state import (
 from firmware.core.cluster.status import alarms
 
 __all__ = [
-    "ActionKind", "ActionsReport", "Backoff", "BlockCode", "Blocked", "ClusterState", "Command", "Event", "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts",
-    "Persisted", "Reply", "Request", "RunActions", "Settings", "Shutdown", "WitnessResult",
+    "ActionKind", "ActionsReport", "Backoff", "BlockCode", "Blocked", "ClusterState", "Command", "Event",
+    "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts", "Persisted", "Reply", "Request", "RunActions",
+    "Settings", "Shutdown", "WitnessResult",
     "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "relay_interlock", "step",
 ]

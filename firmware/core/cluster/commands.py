@@ -40,7 +40,8 @@ def _peer_takeover_problem(settings: Settings, st: ClusterState, inp: Inputs) ->
     peer = settings.peer
     msg = peer_message(st, inp)
     if msg is None:
-        return Blocked(BlockCode.PEER_SILENT, f"{peer} is silent on every link; stepping down would leave no ACTIVE node")
+        return Blocked(BlockCode.PEER_SILENT,
+                       f"{peer} is silent on every link; stepping down would leave no ACTIVE node")
     if msg.flags & Flag.MAINTENANCE:
         return Blocked(BlockCode.PEER_MAINTENANCE, f"{peer} is in maintenance")
     if msg.flags & Flag.FLAP_HOLD:
@@ -100,7 +101,8 @@ def demote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> tu
         return release(replace(st, persisted=persisted), inp, "operator demote (forced)"), Reply(
             True, "releasing; maintenance is now on so this node stays STANDBY (`tandem maintenance off` to resume)")
     persisted = replace(st.persisted, operator_hold=True)
-    return release(replace(st, persisted=persisted), inp, "operator demote"), Reply(True, f"releasing to {settings.peer}")
+    st = release(replace(st, persisted=persisted), inp, "operator demote")
+    return st, Reply(True, f"releasing to {settings.peer}")
 
 
 def maintenance_on(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> tuple[ClusterState, Reply]:
@@ -110,7 +112,8 @@ def maintenance_on(settings: Settings, st: ClusterState, inp: Inputs, force: boo
         if problem is not None and not force:
             return st, Reply(False, f"{problem.text}; use --force to enter maintenance anyway")
         persisted = replace(st.persisted, maintenance=True)
-        return release(replace(st, persisted=persisted), inp, "maintenance on"), Reply(True, "maintenance on; releasing")
+        st = release(replace(st, persisted=persisted), inp, "maintenance on")
+        return st, Reply(True, "maintenance on; releasing")
     persisted = replace(st.persisted, maintenance=True)
     return clear_request(replace(st, persisted=persisted)), Reply(True, "maintenance on")
 

@@ -5,8 +5,8 @@ PeerView, own health, the latest witness check and finished actions, and an
 operator `Command` if one arrived. `Outputs` is everything the shell must do
 afterwards: journal the events, send, persist, check the witness, run the
 promote or demote actions (`RunActions`, once per transition), and answer the
-command (`Reply`). `Decision` is the one
-shape every state handler returns: the next state and the events it caused.
+command (`Reply`). `Decision` is the one shape every state handler returns:
+the next state and the events it caused.
 """
 
 from __future__ import annotations

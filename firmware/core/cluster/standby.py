@@ -12,15 +12,16 @@
   nothing, in a heartbeat that acknowledges the request's tick
   (break-before-make). A request gives up after `handover_timeout_s`, which
   is extended while the peer is running its demote actions for it.
-* A peer that left the cluster (STOPPED) is taken over from at once.
+* A peer that left the cluster (STOPPED) is taken over from at once, by a
+  candidate that is not backing off.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from firmware.core.cluster.election import backing_off, failback_due, healthy, self_candidate, self_preferred
 from firmware.core.cluster.blocked import BlockCode, Blocked
+from firmware.core.cluster.election import backing_off, failback_due, healthy, self_candidate, self_preferred
 from firmware.core.cluster.guard import guard, hold
 from firmware.core.cluster.observe import peer_deaf, peer_message
 from firmware.core.cluster.records import Decision, Event, Inputs

@@ -32,7 +32,8 @@ def alarms(settings: Settings, st: ClusterState) -> list[Alarm]:
         found.append(Alarm("peer", "critical", f"peer {settings.peer} silent on every link"))
     p = st.persisted
     if p.flap_hold:
-        found.append(Alarm("flap-hold", "critical", "flap hold: failed too often; staying STANDBY until an operator acts"))
+        found.append(Alarm("flap-hold", "critical",
+                           "flap hold: failed too often; staying STANDBY until an operator acts"))
     if p.maintenance:
         found.append(Alarm("maintenance", "warning", "maintenance mode: this node will not become ACTIVE"))
     if st.action_alarm:
