@@ -15,7 +15,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from firmware.core import cluster
-from firmware.core.cluster import ActionsReport, ClusterState, Inputs, Persisted, Settings, WitnessResult
+from firmware.core.cluster import (
+    ActionKind,
+    ActionsReport,
+    ClusterState,
+    Command,
+    Inputs,
+    Persisted,
+    RunActions,
+    Settings,
+    WitnessResult,
+)
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.protocol import Keyring
 from firmware.core.states import NodeState
@@ -30,9 +40,9 @@ def model_settings(index: int, **overrides: Any) -> Settings:
     """Settings for node 0 (`alpha`) or node 1 (`bravo`) with short model timers."""
     names = ("alpha", "bravo")
     values: dict[str, Any] = dict(
-        node=names[index], peer=names[1 - index], heartbeat=0.1, deadtime=0.3, initdead=1.0,
-        handover_timeout=2.0, shutdown_timeout=3.0, critical=30, witness_required=True, takeover_backoff=2.0,
-        flap_max_failures=3, flap_window=600.0,
+        node=names[index], peer=names[1 - index], heartbeat_s=0.1, deadtime_s=0.3, initdead_s=1.0,
+        handover_timeout_s=2.0, shutdown_timeout_s=3.0, critical_health=30, witness_required=True,
+        takeover_backoff_s=2.0, flap_max_failures=3, flap_window_s=600.0,
     )
     values.update(overrides)
     return Settings(**values)
@@ -62,6 +72,7 @@ class Node:
     frozen_until: float = 0.0  # a stalled process: its events wait until then
     relays_closed: bool = False  # its trunk relays (closed by promote actions, opened by demote actions)
     known_peer: tuple[int, int] | None = None
+    actions_for: int = -1  # the transition whose actions were last started, as the daemon tracks it
     events: list[tuple[float, str, dict]] = field(default_factory=list)
 
     @property
@@ -114,10 +125,11 @@ class TwoNodeModel:
         node.generation += 1
         node.alive = True
         node.witness, node.witness_busy, node.actions = None, False, None
+        node.actions_for = -1
         node.boot_counter += 1
         boot_id = node.boot_counter.to_bytes(4, "big") + node.rng.randbytes(4)
-        node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat,
-                                          node.settings.deadtime, boot_id=boot_id, known_peer=node.known_peer)
+        node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat_s,
+                                          node.settings.deadtime_s, boot_id=boot_id, known_peer=node.known_peer)
         self._push(self.now + 5.0, "persist_peer", index, node.generation)
         node.state, out = cluster.initial_state(node.settings, node.persisted, self.now, 1_700_000_000 + self.now)
         self._apply(node, out)
@@ -127,14 +139,14 @@ class TwoNodeModel:
     def stall(self, index: int, seconds: float) -> None:
         """Freeze a node's process (its loop stops: no heartbeats, no decisions) for `seconds`.
 
-        Its stall-fence thread still runs: after `fence_stall` without a tick it opens the relays.
+        Its stall-fence thread still runs: after `fence_stall_s` without a tick it opens the relays.
         """
         node = self.nodes[index]
         node.frozen_until = self.now + seconds
         self.stall_ends.append(node.frozen_until)
-        if seconds > node.settings.fence_stall:
+        if seconds > node.settings.fence_stall_s:
             # The fence thread measures from the node's last tick, at most one heartbeat ago.
-            heapq.heappush(self.queue, (self.now + node.settings.fence_stall, next(self.counter), "fence_thread",
+            heapq.heappush(self.queue, (self.now + node.settings.fence_stall_s, next(self.counter), "fence_thread",
                                         (index, node.generation)))
         self.timeline.append((self.now, f"stall {node.settings.node} {seconds:g}s"))
 
@@ -148,7 +160,7 @@ class TwoNodeModel:
 
     def _evaluate(self, node: Node, stalled_for: float = 0.0) -> None:
         assert node.state is not None
-        inputs = replace(self._inputs(node), stalled_for=stalled_for)
+        inputs = replace(self._inputs(node), stalled_for_s=stalled_for)
         node.state, out = cluster.step(node.settings, node.state, inputs)
         self._apply(node, out)
 
@@ -161,6 +173,7 @@ class TwoNodeModel:
         if out.persist:
             node.persisted = node.state.persisted
         st = node.state
+        self._check_run(node, out.run)
         if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and (
                 node.actions is None or node.actions.transition != st.transition):
             delay = node.action_delay if node.action_delay is not None else node.rng.uniform(0.005, 0.05)
@@ -178,11 +191,24 @@ class TwoNodeModel:
             node.alive = False
             node.generation += 1
 
+    def _check_run(self, node: Node, run: RunActions | None) -> None:
+        """The core says which actions to run exactly when a shell would have inferred it from the state."""
+        st = node.state
+        assert st is not None
+        expected = None
+        if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and node.actions_for != st.transition:
+            node.actions_for = st.transition
+            kind = ActionKind.PROMOTE if st.state == NodeState.TAKEOVER else ActionKind.DEMOTE
+            expected = RunActions(kind, st.transition)
+        if run != expected:
+            self.violations.append(f"t={self.now:.3f}: {node.settings.node}: the core said run {run}, "
+                                   f"the state says {expected}")
+
     def _send_round(self, node: Node) -> None:
         assert node.endpoint is not None and node.state is not None
         tick = node.endpoint.next_tick(self.now)
         ack_boot, acks = node.endpoint.acks()
-        message = cluster.heartbeat(node.settings, node.state, node.health, tick, ack_boot, acks)
+        message = cluster.build_heartbeat(node.settings, node.state, node.health, tick, ack_boot, acks)
         direction = DIRECTIONS[node.index]
         for link in LINKS:
             packet = node.endpoint.seal(message)
@@ -226,7 +252,9 @@ class TwoNodeModel:
         self.last_command_at = self.now
         if not node.alive or node.state is None:
             return None
-        node.state, out, reply = cluster.command(node.settings, node.state, self._inputs(node), name, force)
+        node.state, out = cluster.step(node.settings, node.state,
+                                       replace(self._inputs(node), command=Command(name, force)))
+        reply = out.reply
         self.timeline.append((self.now, f"{node.settings.node}: {name}{' --force' if force else ''} -> {reply}"))
         self._apply(node, out)
         return reply
@@ -237,7 +265,8 @@ class TwoNodeModel:
         self.last_command_at = self.now
         if not node.alive or node.state is None:
             return
-        node.state, out, _ = cluster.command(node.settings, node.state, self._inputs(node), "shutdown", force=True)
+        command = Command("shutdown", force=True)
+        node.state, out = cluster.step(node.settings, node.state, replace(self._inputs(node), command=command))
         self._apply(node, out)
 
     # ------------------------------------------------------------------ running
@@ -280,9 +309,9 @@ class TwoNodeModel:
             if node.alive:
                 self._send_round(node)
                 jitter = node.rng.uniform(-0.01, 0.01)
-                following = max(due + node.settings.heartbeat + jitter, self.now + 0.001)
+                following = max(due + node.settings.heartbeat_s + jitter, self.now + 0.001)
                 if following < self.now:
-                    following = self.now + node.settings.heartbeat
+                    following = self.now + node.settings.heartbeat_s
                 self._push(following, "tick", index, node.generation, following)
         elif kind == "persist_peer":  # the daemon saves the peer's boot record every few seconds
             assert node.endpoint is not None
@@ -330,9 +359,9 @@ class TwoNodeModel:
         p = node.persisted
         st = node.state
         return (node.alive and node.frozen_until <= self.now
-                and node.health >= node.settings.critical and node.witness_reachable
+                and node.health >= node.settings.critical_health and node.witness_reachable
                 and node.promote_result == "ok"
-                and st is not None and not (p.maintenance or p.flap_hold or st.shutting_down))
+                and st is not None and not (p.maintenance or p.flap_hold or st.shutdown is not None))
 
     def check(self) -> None:
         """Safety: at most one holder once joined for `settle`. Liveness: a good node means a holder."""

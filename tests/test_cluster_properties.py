@@ -114,7 +114,7 @@ def test_safety_and_liveness_under_random_faults(seed: int, steps: list) -> None
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), steps=timed)
 def test_same_properties_with_roles_and_auto_failback(seed: int, steps: list) -> None:
-    roles = {0: {"role": Role.PRIMARY, "failback": "auto", "failback_hold_down": 1.0, "failback_min_uptime": 1.0},
+    roles = {0: {"role": Role.PRIMARY, "failback": "auto", "failback_hold_down_s": 1.0, "failback_min_uptime_s": 1.0},
              1: {"role": Role.SECONDARY}}
     model = run(seed, steps, roles)
     assert not model.violations, explain(model)

@@ -76,7 +76,8 @@ def test_one_link_lost_never_fails_over_and_raises_link_alarm(request) -> None:
     assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
     assert any(e[1]["link"] == "net0" for e in events(model, B, "link.down"))
     from firmware.core.cluster import alarms
-    assert any("net0" in a.text for a in alarms(model.nodes[B].settings, model.nodes[B].state))
+    assert any("net0" in a.text and a.source == "link:net0"
+               for a in alarms(model.nodes[B].settings, model.nodes[B].state))
 
 
 def test_all_links_lost_witness_reachable_standby_promotes(request) -> None:
@@ -179,8 +180,8 @@ def test_flapping_node_is_held_standby_until_an_operator_acts(request) -> None:
 
 def _failback_model(policy: str, window=(120, 240)) -> TwoNodeModel:
     model = started()
-    model.nodes[A].settings = replace(model.nodes[A].settings, failback=policy, failback_hold_down=2.0,
-                                      failback_min_uptime=1.0, failback_window=window)
+    model.nodes[A].settings = replace(model.nodes[A].settings, failback=policy, failback_hold_down_s=2.0,
+                                      failback_min_uptime_s=1.0, failback_window_minutes=window)
     model.kill(A)
     model.run_until(3.0)
     assert model.state_of(B) == ACTIVE
@@ -261,7 +262,7 @@ def test_crash_while_active_counts_as_a_failure(request) -> None:
 
 
 def test_vetoed_takeover_backs_off_and_retries(request) -> None:
-    model = request.node.model = started(takeover_backoff=2.0)
+    model = request.node.model = started(takeover_backoff_s=2.0)
     model.nodes[B].promote_result = "veto"
     model.kill(A)
     model.run_until(3.0)
@@ -291,7 +292,8 @@ def test_failed_takeover_is_tolerated_when_configured(request) -> None:
     model.run_until(3.0)
     assert model.state_of(B) == ACTIVE
     from firmware.core.cluster import alarms
-    assert any("promote actions failed" in a.text for a in alarms(model.nodes[B].settings, model.nodes[B].state))
+    assert any("promote actions failed" in a.text and a.source == "actions"
+               for a in alarms(model.nodes[B].settings, model.nodes[B].state))
 
 
 def test_forced_promote_while_still_starting_is_refused(request) -> None:
@@ -309,6 +311,7 @@ def test_forced_promote_while_still_starting_is_refused(request) -> None:
 def test_dual_active_tie_break_is_epoch_then_health_then_role_then_name() -> None:
     from firmware.core import cluster
     from firmware.core.cluster import Persisted, Settings
+    from firmware.core.cluster.election import self_wins_dual_active
     from firmware.core.peer import PeerView
 
     primary = Settings(node="alpha", peer="bravo", role=Role.PRIMARY)
@@ -317,9 +320,9 @@ def test_dual_active_tie_break_is_epoch_then_health_then_role_then_name() -> Non
     def wins(epochs: tuple[int, int], healths: tuple[int, int]) -> bool:
         st, _ = cluster.initial_state(primary, Persisted(epoch=epochs[0]), 0.0, 0.0)
         peer_state, _ = cluster.initial_state(secondary, Persisted(epoch=epochs[1]), 0.0, 0.0)
-        msg = cluster.heartbeat(secondary, peer_state, healths[1], 1, b"\0" * 4, ())
+        msg = cluster.build_heartbeat(secondary, peer_state, healths[1], 1, b"\0" * 4, ())
         inputs = cluster.Inputs(now=1.0, wall=1.0, minute_of_day=0, tick=1, peer=PeerView(()), health=healths[0])
-        return cluster._self_wins_dual_active(primary, st, inputs, msg)
+        return self_wins_dual_active(primary, st, inputs, msg)
 
     assert wins((6, 5), (10, 100))       # the newer epoch wins, whatever the health
     assert not wins((5, 5), (40, 100))   # equal epochs: the healthier secondary beats the primary
@@ -328,7 +331,7 @@ def test_dual_active_tie_break_is_epoch_then_health_then_role_then_name() -> Non
 
 
 def test_slow_release_does_not_cancel_an_operator_promote(request) -> None:
-    model = request.node.model = started(handover_timeout=1.0)
+    model = request.node.model = started(handover_timeout_s=1.0)
     model.nodes[A].action_delay = 2.5  # alpha's demote actions outlast the handover timeout
     assert model.command(B, "promote").ok
     model.run_until(8.0)

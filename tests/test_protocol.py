@@ -10,17 +10,15 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from firmware.core.heartbeat import LATENESS_BUCKETS_MS, HeartbeatEndpoint, LinkFigures
+from firmware.core.message import Heartbeat, boot_counter, link_id
 from firmware.core.protocol import (
     HEADER,
     MAX_PACKET_BYTES,
     MAX_SEQ,
     PROTOCOL_VERSION,
-    Heartbeat,
     Keyring,
     ProtocolError,
     Sealer,
-    boot_counter,
-    link_id,
     new_boot_id,
     open_packet,
     write_key_file,

@@ -20,7 +20,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
 from typing import Any, Protocol
 
 from firmware import __version__
@@ -30,7 +29,7 @@ from firmware.core.actions import ActionPlan
 from firmware.core.actions.hooks import EventHooks, HookRunner, hook_environment
 from firmware.core.alarms import AlarmBoard
 from firmware.core.bootrecord import BootRecord
-from firmware.core.cluster import ActionsReport, ClusterState, Inputs, Persisted, Reply, WitnessResult
+from firmware.core.cluster import ActionsReport, ClusterState, Command, Inputs, Persisted, Reply, WitnessResult
 from firmware.core.control import ControlServer
 from firmware.core.endpoints import Endpoints
 from firmware.core.events import register_events
@@ -42,8 +41,9 @@ from firmware.core.monitoring import Monitoring
 from firmware.core.notify import Notifier
 from firmware.core.operator import OperatorCommands
 from firmware.core.peer import PeerView
-from firmware.core.protocol import Heartbeat, Keyring, new_boot_id
-from firmware.core.states import Flag, NodeState
+from firmware.core.message import Heartbeat
+from firmware.core.protocol import Keyring, new_boot_id
+from firmware.core.states import NodeState
 from firmware.core.status import (
     ClusterView,
     cluster_status,
@@ -104,7 +104,6 @@ class Daemon:
         self._next_tick_at = 0.0
         self._wake_handle: asyncio.TimerHandle | None = None
         self._wake_at: float | None = None
-        self._actions_for = -1
         self.waiters = Waiters()
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -114,12 +113,12 @@ class Daemon:
         self.journal = Journal(node.state_dir, node.journal.max_bytes, node.journal.keep)
         self.links: dict[str, Link] = {link.name: make_link(link) for link in node.links}
         self.endpoint = HeartbeatEndpoint(
-            keyring, node.peer, list(self.links), self.settings.heartbeat, self.settings.deadtime,
+            keyring, node.peer, list(self.links), self.settings.heartbeat_s, self.settings.deadtime_s,
             boot_id=new_boot_id(self.boot.counter), known_peer=self.boot.known_peer,
             # Packets the peer may have sent between our last save and our restart: a round trip first.
             known_margin=2 * (PEER_RECORD_EVERY_TICKS + 10) * len(self.links))
         self.witness = Witness(node.witness.targets, node.witness.require, node.witness.timeout_ms / 1000)
-        self.witness_checks = WitnessChecks(self.witness, self.settings.heartbeat, self._on_witness)
+        self.witness_checks = WitnessChecks(self.witness, self.settings.heartbeat_s, self._on_witness)
         self.notifier = Notifier()
         self.watchdogs = watchdogs_from_config(config, self.notifier)
         self.endpoints = Endpoints()
@@ -128,7 +127,7 @@ class Daemon:
         self.takeover = TakeoverRunner(config, self.journal, self.hooks, self._hook_environment,
                                        self.relay_interlock, plan)
         try:
-            self.stall_fence = StallFence(self.settings.fence_stall, self.takeover.release_relays_now)
+            self.stall_fence = StallFence(self.settings.fence_stall_s, self.takeover.release_relays_now)
             self.monitoring = Monitoring(config, self.journal, self.alarm_board, self._on_health)
             power = load_driver(config.board.power.driver, "power.driver", config.board_path,
                                 **config.board.power.kwargs)
@@ -219,7 +218,7 @@ class Daemon:
         log.info("received %s: leaving the cluster", signal.Signals(sig).name)
         self.journal.record("signal", {"signal": signal.Signals(sig).name})
         self.notifier.stopping()
-        if self._state.shutting_down:
+        if self._state.shutdown is not None:
             self._evaluate(self._now())
             return
         # A signal cannot be refused: the forced shutdown command (hand over first if possible).
@@ -228,7 +227,7 @@ class Daemon:
     async def _finish(self) -> None:
         for _ in range(FINAL_ROUNDS):
             self._send_round()
-            await asyncio.sleep(self.settings.heartbeat / 4)
+            await asyncio.sleep(self.settings.heartbeat_s / 4)
         self.store.save_now(self._state.persisted.to_json())
         self.boot.save_peer(self.endpoint.tracker.record(), now=True)
         self.journal.record("daemon.stop", {"state": self._state.state.name})
@@ -261,7 +260,7 @@ class Daemon:
         now = loop.time()
         lag = now - self._next_tick_at
         self.ticks.record(self.endpoint.tick, lag)
-        interval = self.settings.heartbeat
+        interval = self.settings.heartbeat_s
         self._next_tick_at += interval
         if self._next_tick_at < now:  # we were stalled: do not burst to catch up
             self._next_tick_at = now + interval
@@ -275,7 +274,7 @@ class Daemon:
             # Fed from the heartbeat tick itself, and only when that tick was on time: a stalled
             # loop stops feeding, so systemd restarts the daemon, the board's watchdog resets it,
             # and the external failover switch sees the pulse stop.
-            self.watchdogs.feed(now, on_time=lag <= self.settings.deadtime,
+            self.watchdogs.feed(now, on_time=lag <= self.settings.deadtime_s,
                                 active=self._state.state == NodeState.ACTIVE)
             holding = self._state.state in (NodeState.TAKEOVER, NodeState.ACTIVE)
             self.stall_fence.tick(holding or self.takeover.holding_relays())
@@ -287,7 +286,7 @@ class Daemon:
     def _send_round(self) -> None:
         tick = self.endpoint.next_tick(self._now())
         ack_boot, acks = self.endpoint.acks()
-        message = cluster.heartbeat(self.settings, self._state, self.health, tick, ack_boot, acks)
+        message = cluster.build_heartbeat(self.settings, self._state, self.health, tick, ack_boot, acks)
         for link in self.links.values():
             link.send(self.endpoint.seal(message))
 
@@ -311,11 +310,12 @@ class Daemon:
         assert self.loop is not None
         return self.loop.time()
 
-    def _inputs(self, now: float, stalled_for: float = 0.0, peer: PeerView | None = None) -> Inputs:
+    def _inputs(self, now: float, stalled_for: float = 0.0, peer: PeerView | None = None,
+                command: Command | None = None) -> Inputs:
         local = time.localtime()
         return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
                       tick=self.endpoint.tick, peer=peer or self.endpoint.view(), health=self.health,
-                      witness=self.witness_result, actions=self.actions, stalled_for=stalled_for)
+                      witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for, command=command)
 
     def _evaluate(self, now: float, stalled_for: float | None = None, peer: PeerView | None = None) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:
@@ -329,11 +329,11 @@ class Daemon:
 
     def command(self, name: str, force: bool, source: str) -> Reply:
         """Apply an operator command through the decision core; its events are journaled with ``source``."""
-        self.state, out, reply = cluster.command(self.settings, self._state, self._inputs(self._now()), name, force)
-        self._apply(replace(out, events=tuple(
-            replace(e, data={**e.data, "source": source}) if e.kind in ("command", "refused") else e
-            for e in out.events)))
-        return reply
+        inputs = self._inputs(self._now(), command=Command(name, force=force, source=source))
+        self.state, out = cluster.step(self.settings, self._state, inputs)
+        self._apply(out)
+        assert out.reply is not None, "the core answers every command"
+        return out.reply
 
     def _apply(self, out: cluster.Outputs) -> None:
         st = self._state
@@ -343,10 +343,9 @@ class Daemon:
                 log_event(log, event.kind, event.data, state=st.state.name)
         if out.persist:
             self.store.save(st.persisted.to_json())
-        if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and self._actions_for != st.transition:
-            self._actions_for = st.transition
+        if out.run is not None:
             persisted = st.persisted.to_json()
-            self.takeover.start(st.state, st.transition, st.reason, lambda: self.store.save_now(persisted),
+            self.takeover.start(out.run.state, out.run.transition, st.reason, lambda: self.store.save_now(persisted),
                                 self._on_actions_done)
         if out.want_witness:
             self.witness_checks.want(self._now())
@@ -394,19 +393,13 @@ class Daemon:
 
     def peer_message(self) -> Heartbeat | None:
         """The peer's newest heartbeat while it is alive (None while it is silent)."""
-        return self.endpoint.view().message if self.state is not None and self.state.peer_alive else None
+        return self.endpoint.view().message if self.state is not None and self.state.peer.alive else None
 
     def relay_interlock(self) -> str | None:
-        """Relay interlock: why energizing now would be unsafe (the peer says it holds resources)."""
-        msg = self.peer_message()
-        if msg is None:
-            return None
-        heard_on = ", ".join(link.name for link in self._state.links if link.rx)
-        if msg.state.holds_resources:
-            return f"{self.settings.peer} reports {msg.state.name} (heard on {heard_on})"
-        if msg.flags & Flag.RELEASE_FAILED:
-            return f"{self.settings.peer} reports that its release failed (its relays may still be closed)"
-        return None
+        """Relay interlock (the core decides): why energizing now would be unsafe, or None."""
+        blocked = None if self.state is None else cluster.relay_interlock(self.settings, self.state,
+                                                                          self.endpoint.view())
+        return None if blocked is None else blocked.text
 
     def _hook_environment(self) -> dict[str, str]:
         st = self.state

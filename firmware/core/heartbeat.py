@@ -13,8 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware.core.message import Heartbeat
 from firmware.core.peer import PeerTracker, PeerView
-from firmware.core.protocol import Heartbeat, Keyring, ProtocolError, Sealer, open_packet
+from firmware.core.protocol import Keyring, ProtocolError, Sealer, open_packet
 
 LATENESS_BUCKETS_MS = (10, 25, 50, 100, 200, 500)
 

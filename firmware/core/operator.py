@@ -71,11 +71,11 @@ class OperatorCommands:
             assert daemon.state is not None
             return daemon.state
 
-        limit = settings.handover_timeout + 2 * settings.deadtime + 1.0
+        limit = settings.handover_timeout_s + 2 * settings.deadtime_s + 1.0
         before = state()
         if name == "promote":
             done = await daemon.waiters.wait_for(lambda: state().state == NodeState.ACTIVE
-                                         or state().request_tick is None and not state().state.holds_resources,
+                                         or state().request is None and not state().state.holds_resources,
                                          limit)
             if state().state == NodeState.ACTIVE:
                 return "this node is ACTIVE"
@@ -88,7 +88,7 @@ class OperatorCommands:
                 return f"{settings.peer} is ACTIVE"
             return f"this node released; {settings.peer} has not taken over ({state().reason})"
         if name == "shutdown":
-            await daemon.waiters.wait_for(lambda: state().state == NodeState.STOPPED, settings.shutdown_timeout + limit)
+            await daemon.waiters.wait_for(lambda: state().state == NodeState.STOPPED, settings.shutdown_timeout_s + limit)
             return "left the cluster"
         return state().reason
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from firmware.core.protocol import Header, Heartbeat, boot_counter, boot_tag, link_id
+from firmware.core.message import Header, Heartbeat, boot_counter, boot_tag, link_id
 
 REPLAY_WINDOW = 1024
 RETIRED_BOOTS = 8

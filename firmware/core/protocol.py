@@ -23,7 +23,9 @@ Payload::
     ack boot tag 4 (first 4 bytes of the receiver's boot id the acks refer to)
     ack count 1, then per link: link id 2 (CRC of the link name), last tick heard 4
 
-A full packet with 8 links is 115 bytes.
+A full packet with 8 links is 115 bytes. The records themselves (`Heartbeat`,
+`Header`) and the link and boot identifiers live in `message`, which does not
+need the cryptography package.
 """
 
 from __future__ import annotations
@@ -32,13 +34,12 @@ import binascii
 import os
 import secrets
 import struct
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
+from firmware.core.message import Header, Heartbeat, boot_counter
 from firmware.core.states import Flag, NodeState, Role
 from firmware.errors import TandemError
 
@@ -67,56 +68,9 @@ class ProtocolError(TandemError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
-def link_id(name: str) -> int:
-    """The 16-bit wire id of a link: a CRC of its name, which both nodes configure alike."""
-    return zlib.crc32(name.encode()) & 0xFFFF
-
-
-def boot_counter(boot_id: bytes) -> int:
-    """The boot counter at the start of a boot id."""
-    return int.from_bytes(boot_id[:4], "big")
-
-
 def new_boot_id(counter: int) -> bytes:
     """A boot id for a daemon start with the given boot counter."""
     return (counter & 0xFFFF_FFFF).to_bytes(4, "big") + secrets.token_bytes(4)
-
-
-def boot_tag(boot_id: bytes) -> bytes:
-    """The 4-byte tag that names a boot in acknowledgements (its random half)."""
-    return boot_id[4:]
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    """What one node tells the other, many times a second, on every link."""
-
-    node: str
-    state: NodeState
-    role: Role
-    health: int
-    flags: Flag
-    epoch: int
-    tick: int
-    ack_boot: bytes = b"\0\0\0\0"
-    acks: tuple[tuple[int, int], ...] = field(default=())  # (link id, last tick heard)
-
-    def ack_for(self, link: str) -> int | None:
-        """The last tick of ours the sender heard on `link`, if it reported one."""
-        wanted = link_id(link)
-        for ident, tick in self.acks:
-            if ident == wanted:
-                return tick
-        return None
-
-
-@dataclass(frozen=True)
-class Header:
-    """The cleartext, authenticated part of a packet."""
-
-    key_id: int
-    boot_id: bytes
-    seq: int
 
 
 class Keyring:

@@ -13,14 +13,14 @@ def settings_from_config(config: Config) -> Settings:
     t = node.timers
     return Settings(
         node=node.node, peer=node.peer, role=Role.parse(node.role),
-        heartbeat=t.heartbeat_ms / 1000, deadtime=t.deadtime_ms / 1000, initdead=t.initdead_ms / 1000,
-        handover_timeout=t.handover_timeout_ms / 1000, shutdown_timeout=t.shutdown_timeout_ms / 1000,
-        critical=node.health.critical,
+        heartbeat_s=t.heartbeat_ms / 1000, deadtime_s=t.deadtime_ms / 1000, initdead_s=t.initdead_ms / 1000,
+        handover_timeout_s=t.handover_timeout_ms / 1000, shutdown_timeout_s=t.shutdown_timeout_ms / 1000,
+        critical_health=node.health.critical,
         witness_required=bool(node.witness.targets), witness_min_health=node.witness.min_health,
-        failback=node.failback.policy, failback_hold_down=node.failback.hold_down_s,
-        failback_min_uptime=node.failback.min_uptime_s, failback_window=node.failback.window_minutes,
-        flap_max_failures=node.flap.max_failures, flap_window=node.flap.window_min * 60,
-        on_action_failure=node.actions.on_failure, takeover_backoff=node.actions.veto_backoff_s,
+        failback=node.failback.policy, failback_hold_down_s=node.failback.hold_down_s,
+        failback_min_uptime_s=node.failback.min_uptime_s, failback_window_minutes=node.failback.window_minutes,
+        flap_max_failures=node.flap.max_failures, flap_window_s=node.flap.window_min * 60,
+        on_action_failure=node.actions.on_failure, takeover_backoff_s=node.actions.veto_backoff_s,
         fence_isolated=node.fencing.isolated,
-        fence_stall=(node.fencing.stall_ms or t.deadtime_ms - t.heartbeat_ms) / 1000,
+        fence_stall_s=(node.fencing.stall_ms or t.deadtime_ms - t.heartbeat_ms) / 1000,
     )

@@ -37,7 +37,7 @@ def status_line(state: ClusterState | None) -> str:
     """One line for systemd's STATUS=: the state, why, and whether the peer is heard."""
     if state is None:
         return "starting"
-    return f"{state.state.name} ({state.reason}); peer {'alive' if state.peer_alive else 'silent'}"
+    return f"{state.state.name} ({state.reason}); peer {'alive' if state.peer.alive else 'silent'}"
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def cluster_status(view: ClusterView) -> dict[str, Any]:
         "extensions": list(view.extensions),
         "peer": {
             "name": view.settings.peer,
-            "alive": st.peer_alive,
+            "alive": st.peer.alive,
             "state": msg.state.name if msg else None,
             "role": msg.role.name.lower() if msg else None,
             "health": msg.health if msg else None,
@@ -92,7 +92,7 @@ def links_status(links: Mapping[str, Link], state: ClusterState, endpoint: Heart
     Frames the transport could not decode (serial line noise) count as ``malformed`` rejects, as
     packets that fail to parse do.
     """
-    judged = {link.name: link for link in state.links}
+    judged = {link.name: link for link in state.peer.links}
     rows = []
     for name, link in links.items():
         status = judged.get(name)
@@ -127,7 +127,7 @@ def witness_status(witness: Witness, result: WitnessResult | None, now: float) -
 
 def heartbeat_status(settings: Settings, ticks: TickLog, tick: int) -> dict[str, Any]:
     """Heartbeat timing: interval, deadtime and how late the ticks ran."""
-    return {"interval_ms": settings.heartbeat * 1000, "deadtime_ms": settings.deadtime * 1000,
+    return {"interval_ms": settings.heartbeat_s * 1000, "deadtime_ms": settings.deadtime_s * 1000,
             "max_tick_lag_ms": round(ticks.max_lag * 1000, 2), "tick": tick,
             "lateness_ms": ticks.lateness()}
 

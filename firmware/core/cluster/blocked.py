@@ -1,0 +1,61 @@
+"""Why something is not allowed now, as a typed value: a code to decide with, a text for people.
+
+Decisions compare codes (and whole `Blocked` values), never texts, so
+rewording a message cannot change behaviour. The codes fall in three groups:
+
+* this node holds back on its own (a *hold*): maintenance, flap hold,
+  shutting down, an operator's demote;
+* the split-brain guard refuses a takeover from a silent peer: not a
+  candidate in this state, backing off, own health below the guard's minimum,
+  the witness check still running or failed;
+* the peer could not take over, or holds (or may hold) the trunk relays:
+  used by the command checks and the relay interlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class BlockCode(Enum):
+    """What blocks: the stable identity of a `Blocked`."""
+
+    # holds: this node holds back from taking over on its own
+    MAINTENANCE = "maintenance"
+    FLAP_HOLD = "flap_hold"
+    SHUTTING_DOWN = "shutting_down"
+    OPERATOR_HOLD = "operator_hold"
+    # the split-brain guard
+    NOT_CANDIDATE = "not_candidate"
+    BACKING_OFF = "backing_off"
+    LOW_HEALTH = "low_health"
+    CHECKING_WITNESS = "checking_witness"
+    WITNESS_UNREACHABLE = "witness_unreachable"
+    # the peer could not take the calls
+    PEER_SILENT = "peer_silent"
+    PEER_MAINTENANCE = "peer_maintenance"
+    PEER_FLAP_HOLD = "peer_flap_hold"
+    PEER_LEAVING = "peer_leaving"
+    PEER_STARTING = "peer_starting"
+    PEER_UNHEALTHY = "peer_unhealthy"
+    # the relay interlock: the peer holds, or may still hold, its relays
+    PEER_HOLDS = "peer_holds"
+    PEER_RELEASE_FAILED = "peer_release_failed"
+
+
+HOLDS = frozenset({BlockCode.MAINTENANCE, BlockCode.FLAP_HOLD, BlockCode.SHUTTING_DOWN, BlockCode.OPERATOR_HOLD})
+"""The codes by which a node holds back on its own (see `guard.hold`)."""
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why something is not allowed now: `code` to decide with, `text` to show."""
+
+    code: BlockCode
+    text: str
+
+    @property
+    def held(self) -> bool:
+        """Whether this node holds back on its own (rather than being kept from acting)."""
+        return self.code in HOLDS

@@ -1,0 +1,63 @@
+"""The split-brain guard: whether a node may take over from a peer it cannot hear.
+
+Silence on every link is not proof that the peer let go. A STANDBY node whose
+peer fell silent takes over only when all of these hold:
+
+* it is a candidate (not in maintenance, on flap hold or shutting down);
+* it is not backing off after a vetoed or failed takeover;
+* its own health is at least `witness_min_health` (when set);
+* with a witness configured: a witness check *started after the silence
+  began* succeeded. An older result proves nothing about the partition.
+
+Each refusal is a `Blocked` value; its code decides, its text is shown.
+"""
+
+from __future__ import annotations
+
+from firmware.core.cluster.blocked import BlockCode, Blocked
+from firmware.core.cluster.election import backing_off, self_candidate
+from firmware.core.cluster.observe import silent_since
+from firmware.core.cluster.records import Inputs
+from firmware.core.cluster.settings import Settings
+from firmware.core.cluster.state import ClusterState
+
+MAINTENANCE = Blocked(BlockCode.MAINTENANCE, "maintenance mode")
+FLAP_HOLD = Blocked(BlockCode.FLAP_HOLD, "flap hold: waiting for an operator")
+SHUTTING_DOWN = Blocked(BlockCode.SHUTTING_DOWN, "shutting down")
+OPERATOR_HOLD = Blocked(BlockCode.OPERATOR_HOLD, "demoted by an operator")
+CHECKING_WITNESS = Blocked(BlockCode.CHECKING_WITNESS, "checking the witness")
+
+
+def hold(st: ClusterState) -> Blocked | None:
+    """Why this node holds back from taking over on its own, if it does."""
+    p = st.persisted
+    if p.maintenance:
+        return MAINTENANCE
+    if p.flap_hold:
+        return FLAP_HOLD
+    if st.shutdown is not None:
+        return SHUTTING_DOWN
+    if p.operator_hold:
+        return OPERATOR_HOLD
+    return None
+
+
+def guard(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
+    """Why a takeover from a silent peer is unsafe now, or None if the guard passes."""
+    if not self_candidate(st):
+        return hold(st) or Blocked(BlockCode.NOT_CANDIDATE, f"cannot take over while {st.state.name}")
+    if backing_off(st, inp):
+        assert st.backoff is not None
+        return Blocked(BlockCode.BACKING_OFF, f"{st.backoff.reason}; retrying in {st.backoff.until - inp.now:.0f} s")
+    if settings.witness_min_health and inp.health < settings.witness_min_health:
+        return Blocked(BlockCode.LOW_HEALTH,
+                       f"own health {inp.health} is below the guard's minimum {settings.witness_min_health}")
+    if settings.witness_required:
+        since = silent_since(settings, st, inp)
+        w = inp.witness
+        if w is None or w.started_at < since:
+            return CHECKING_WITNESS
+        if not w.ok:
+            return Blocked(BlockCode.WITNESS_UNREACHABLE,
+                           f"witness unreachable ({w.detail}): staying STANDBY to avoid split brain")
+    return None

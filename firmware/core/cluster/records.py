@@ -1,0 +1,126 @@
+"""What goes into a decision and what comes out of it.
+
+`Inputs` is everything the core may look at for one decision: the clock, the
+PeerView, own health, the latest witness check and finished actions, and an
+operator `Command` if one arrived. `Outputs` is everything the shell must do
+afterwards: journal the events, send, persist, check the witness, run the
+promote or demote actions (`RunActions`, once per transition), and answer the
+command (`Reply`). `Decision` is the one shape every state handler returns:
+the next state and the events it caused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from firmware.core.cluster.state import ClusterState
+from firmware.core.peer import PeerView
+from firmware.core.states import NodeState
+
+
+@dataclass(frozen=True)
+class WitnessResult:
+    """Outcome of one split-brain witness check."""
+
+    ok: bool
+    started_at: float  # monotonic time the check started
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ActionsReport:
+    """The shell finished the actions of one TAKEOVER or RELEASING."""
+
+    transition: int
+    ok: bool = True
+    vetoed: bool = False
+    detail: str = ""
+    relays_released: bool = True  # for a release: every relay group reached its released position
+
+
+@dataclass(frozen=True)
+class Command:
+    """An operator command (`commands.COMMANDS` names them); unsafe ones are refused unless forced."""
+
+    name: str                  # promote | demote | maintenance-on | maintenance-off | shutdown
+    force: bool = False
+    source: str | None = None  # who sent it (cli, panel, signal, …), for its journal event
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the core may look at for one decision."""
+
+    now: float                 # monotonic seconds
+    wall: float                # wall-clock seconds (for flap history across restarts)
+    minute_of_day: int         # local time, for the failback window
+    tick: int                  # our current heartbeat tick
+    peer: PeerView
+    health: int = 100
+    witness: WitnessResult | None = None
+    actions: ActionsReport | None = None  # the latest finished actions
+    stalled_for_s: float = 0.0  # how late the shell's heartbeat tick ran (its loop was stalled this long)
+    command: Command | None = None  # an operator command to apply (and nothing else) in this decision
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something worth journaling."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer to an operator command."""
+
+    ok: bool
+    message: str
+
+
+class ActionKind(Enum):
+    """Which actions the shell runs: acquire everything, or let go of everything."""
+
+    PROMOTE = "promote"  # for TAKEOVER: shared IPs, relays, the PBX (the promote hooks may veto)
+    DEMOTE = "demote"    # for RELEASING: the same in reverse; always allowed
+
+
+@dataclass(frozen=True)
+class RunActions:
+    """Start these actions now; report with an `ActionsReport` naming the same transition."""
+
+    kind: ActionKind
+    transition: int
+
+    @property
+    def state(self) -> NodeState:
+        """The state the actions belong to (TAKEOVER or RELEASING)."""
+        return NodeState.TAKEOVER if self.kind is ActionKind.PROMOTE else NodeState.RELEASING
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the shell must do after a decision."""
+
+    events: tuple[Event, ...] = ()
+    send_now: bool = False
+    wake_at: float | None = None
+    want_witness: bool = False
+    persist: bool = False
+    run: RunActions | None = None  # start these actions (a later run cancels an earlier one still going)
+    reply: Reply | None = None  # the answer to `Inputs.command`
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What every state handler returns: the next state and the events on the way there."""
+
+    state: ClusterState
+    events: tuple[Event, ...] = ()
+
+    def after(self, events: list[Event] | tuple[Event, ...]) -> "Decision":
+        """This decision with `events` (which happened first) in front of its own."""
+        return Decision(self.state, tuple(events) + self.events) if events else self

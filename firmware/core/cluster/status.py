@@ -1,0 +1,41 @@
+"""What the decision core contributes to the status snapshot: its alarms.
+
+Each is an `Alarm` (see `firmware.core.alarms`) with a stable source:
+
+============= ======== =========================================================
+link:<name>   warning  the peer is heard, but not both ways on this link
+peer          critical the peer is silent on every link (after STARTING)
+flap-hold     critical failed too often; STANDBY until an operator acts
+maintenance   warning  maintenance mode: never ACTIVE
+actions       critical the last promote or demote left something undone
+============= ======== =========================================================
+"""
+
+from __future__ import annotations
+
+from firmware.core.alarms import Alarm
+from firmware.core.cluster.observe import link_detail
+from firmware.core.cluster.settings import Settings
+from firmware.core.cluster.state import ClusterState
+from firmware.core.states import NodeState
+
+
+def alarms(settings: Settings, st: ClusterState) -> list[Alarm]:
+    """The cluster's active alarms, for status and the panel."""
+    found: list[Alarm] = []
+    if st.peer.alive:
+        for link in st.peer.links:
+            if not (link.rx and link.tx):
+                found.append(Alarm(f"link:{link.name}", "warning",
+                                   f"link {link.name}: {link_detail(link)} (peer still heard on another link)"))
+    elif st.state != NodeState.STARTING:
+        found.append(Alarm("peer", "critical", f"peer {settings.peer} silent on every link"))
+    p = st.persisted
+    if p.flap_hold:
+        found.append(Alarm("flap-hold", "critical",
+                           "flap hold: failed too often; staying STANDBY until an operator acts"))
+    if p.maintenance:
+        found.append(Alarm("maintenance", "warning", "maintenance mode: this node will not become ACTIVE"))
+    if st.action_alarm:
+        found.append(Alarm("actions", "critical", st.action_alarm))
+    return found

@@ -1,0 +1,65 @@
+"""What one node tells the other: the heartbeat record and the identifiers it carries.
+
+These are plain records with no cryptography, so the decision core can read
+and build heartbeats without importing the wire format's AEAD. How they are
+laid out in a packet and sealed is `protocol`'s business.
+
+A boot id is 8 bytes: a boot counter (4, big-endian, grows with every
+daemon start) and 4 random bytes; acknowledgements name a boot by its random
+half (the boot tag). A link is named on the wire by a 16-bit CRC of its
+name, which both nodes configure alike.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from firmware.core.states import Flag, NodeState, Role
+
+
+def link_id(name: str) -> int:
+    """The 16-bit wire id of a link: a CRC of its name, which both nodes configure alike."""
+    return zlib.crc32(name.encode()) & 0xFFFF
+
+
+def boot_counter(boot_id: bytes) -> int:
+    """The boot counter at the start of a boot id."""
+    return int.from_bytes(boot_id[:4], "big")
+
+
+def boot_tag(boot_id: bytes) -> bytes:
+    """The 4-byte tag that names a boot in acknowledgements (its random half)."""
+    return boot_id[4:]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What one node tells the other, many times a second, on every link."""
+
+    node: str
+    state: NodeState
+    role: Role
+    health: int
+    flags: Flag
+    epoch: int
+    tick: int
+    ack_boot: bytes = b"\0\0\0\0"
+    acks: tuple[tuple[int, int], ...] = field(default=())  # (link id, last tick heard)
+
+    def ack_for(self, link: str) -> int | None:
+        """The last tick of ours the sender heard on `link`, if it reported one."""
+        wanted = link_id(link)
+        for ident, tick in self.acks:
+            if ident == wanted:
+                return tick
+        return None
+
+
+@dataclass(frozen=True)
+class Header:
+    """The cleartext, authenticated part of a packet."""
+
+    key_id: int
+    boot_id: bytes
+    seq: int
