@@ -45,13 +45,11 @@ from firmware.core.message import Heartbeat
 from firmware.core.protocol import Keyring, new_boot_id
 from firmware.core.states import NodeState
 from firmware.core.status import (
-    ClusterView,
-    cluster_status,
     heartbeat_status,
-    links_status,
+    hook_status,
     register_alarm_commands,
+    register_node_status,
     status_line,
-    witness_status,
 )
 from firmware.core.takeover import TakeoverRunner
 from firmware.core.settings import settings_from_config
@@ -124,7 +122,7 @@ class Daemon:
         self.endpoints = Endpoints()
         self.alarm_board = AlarmBoard()
         self.hooks = HookRunner(node.hooks.dir, node.hooks.timeout_ms / 1000)
-        self.takeover = TakeoverRunner(config, self.journal, self.hooks, self._hook_environment,
+        self.takeover = TakeoverRunner(config, self.journal, self.hooks, self._hooks_environment,
                                        self.relay_interlock, plan)
         try:
             self.stall_fence = StallFence(self.settings.fence_stall_s, self.takeover.release_relays_now)
@@ -142,7 +140,7 @@ class Daemon:
 
     def _register_endpoints(self) -> None:
         endpoints = self.endpoints
-        endpoints.add_status(self._cluster_status)
+        register_node_status(endpoints, self)
         self.alarm_board.add_source(lambda: cluster.alarms(self.settings, self._state))
         self.alarm_board.add_source(self.takeover.alarms)
         register_alarm_commands(endpoints, self.alarm_board, self.journal)
@@ -150,12 +148,6 @@ class Daemon:
         endpoints.add_status(self.takeover.status)
         endpoints.add_status(self.watchdogs.status)
         endpoints.add_status(lambda: {"heartbeat": heartbeat_status(self.settings, self.ticks, self.endpoint.tick)})
-        endpoints.add_command("status", lambda request: endpoints.status())
-        endpoints.add_command("links", lambda request: self._links_status())
-        endpoints.add_command("ping", lambda request: "pong")
-        # Heartbeat tick lateness over the ticks after `since_tick` (benchmarks).
-        endpoints.add_command("lateness", lambda request: {
-            "tick": self.endpoint.tick, **self.ticks.lateness(int(request.get("since_tick", -1)))})
         register_events(endpoints, self.journal)
         self.operator.register(endpoints)
 
@@ -200,7 +192,7 @@ class Daemon:
             self.journal.record("state.unreadable", {"file": str(self.store.path), "error": str(exc)})
             persisted = Persisted()  # leftovers were released above either way
         self.state, out = cluster.initial_state(self.settings, persisted, now, time.time())
-        self.journal.add_listener(EventHooks(self.hooks, self.journal.record, self._hook_environment, self._spawn))
+        self.journal.add_listener(EventHooks(self.hooks, self.journal.record, self._hooks_environment, self._spawn))
         self.journal.record("daemon.start", {"version": __version__, "node": self.settings.node,
                                              "boot_id": self.endpoint.boot_id.hex(),
                                              "links": list(self.links), "board": self.config.board.name})
@@ -219,7 +211,7 @@ class Daemon:
         self.journal.record("signal", {"signal": signal.Signals(sig).name})
         self.notifier.stopping()
         if self._state.shutdown is not None:
-            self._evaluate(self._now())
+            self._evaluate(self.now())
             return
         # A signal cannot be refused: the forced shutdown command (hand over first if possible).
         self.command("shutdown", force=True, source="signal")
@@ -284,7 +276,7 @@ class Daemon:
             log.exception("heartbeat tick failed; the next tick is scheduled")
 
     def _send_round(self) -> None:
-        tick = self.endpoint.next_tick(self._now())
+        tick = self.endpoint.next_tick(self.now())
         ack_boot, acks = self.endpoint.acks()
         message = cluster.build_heartbeat(self.settings, self._state, self.health, tick, ack_boot, acks)
         for link in self.links.values():
@@ -306,7 +298,8 @@ class Daemon:
         assert self.state is not None, "the decision core has not started"
         return self.state
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The event loop's clock (monotonic seconds)."""
         assert self.loop is not None
         return self.loop.time()
 
@@ -329,7 +322,7 @@ class Daemon:
 
     def command(self, name: str, force: bool, source: str) -> Reply:
         """Apply an operator command through the decision core; its events are journaled with ``source``."""
-        inputs = self._inputs(self._now(), command=Command(name, force=force, source=source))
+        inputs = self._inputs(self.now(), command=Command(name, force=force, source=source))
         self.state, out = cluster.step(self.settings, self._state, inputs)
         self._apply(out)
         assert out.reply is not None, "the core answers every command"
@@ -348,7 +341,7 @@ class Daemon:
             self.takeover.start(out.run.state, out.run.transition, st.reason, lambda: self.store.save_now(persisted),
                                 self._on_actions_done)
         if out.want_witness:
-            self.witness_checks.want(self._now())
+            self.witness_checks.want(self.now())
         self._schedule_wake(out.wake_at)
         if out.send_now:
             self._send_round()
@@ -359,7 +352,7 @@ class Daemon:
 
     def _on_actions_done(self, report: ActionsReport) -> None:
         self.actions = report
-        self._evaluate(self._now())
+        self._evaluate(self.now())
 
     def _schedule_wake(self, wake_at: float | None) -> None:
         if wake_at == self._wake_at:
@@ -373,7 +366,7 @@ class Daemon:
 
     def _on_wake(self) -> None:
         self._wake_at = self._wake_handle = None
-        self._evaluate(self._now())
+        self._evaluate(self.now())
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -382,7 +375,7 @@ class Daemon:
 
     def _on_witness(self, passed: bool, started: float, summary: str) -> None:
         self.witness_result = WitnessResult(passed, started, summary)
-        self._evaluate(self._now())
+        self._evaluate(self.now())
 
     def _on_health(self, score: int) -> None:
         self.health = score
@@ -395,27 +388,12 @@ class Daemon:
         """The peer's newest heartbeat while it is alive (None while it is silent)."""
         return self.endpoint.view().message if self.state is not None and self.state.peer.alive else None
 
+    def _hooks_environment(self) -> dict[str, str]:
+        status = hook_status(self)
+        return hook_environment(status) if status else {}  # none before the core has started
+
     def relay_interlock(self) -> str | None:
         """Relay interlock (the core decides): why energizing now would be unsafe, or None."""
         blocked = None if self.state is None else cluster.relay_interlock(self.settings, self.state,
                                                                           self.endpoint.view())
         return None if blocked is None else blocked.text
-
-    def _hook_environment(self) -> dict[str, str]:
-        st = self.state
-        if st is None:
-            return {}
-        msg = self.peer_message()
-        return hook_environment({"node": self.settings.node, "role": self.settings.role.name.lower(),
-                                 "state": st.state.name, "epoch": st.persisted.epoch, "health": self.health,
-                                 "peer": {"name": self.settings.peer, "state": msg.state.name if msg else None}})
-
-    def _cluster_status(self) -> dict[str, Any]:
-        now = self._now()
-        view = ClusterView(self.settings, self._state, self.endpoint.view(), now, self.health, self.started_wall,
-                           self.config.board.name, tuple(self.config.board.extensions))
-        return {**cluster_status(view), "links": self._links_status(),
-                "witness": witness_status(self.witness, self.witness_result, now)}
-
-    def _links_status(self) -> list[dict[str, Any]]:
-        return links_status(self.links, self._state, self.endpoint, self._now())

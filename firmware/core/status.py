@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware import __version__
 from firmware.core import cluster
@@ -26,6 +26,9 @@ from firmware.core.peer import PeerView
 from firmware.core.states import Flag
 from firmware.core.ticks import TickLog
 from firmware.core.witness import Witness
+
+if TYPE_CHECKING:
+    from firmware.core.daemon import Daemon
 
 
 def flag_names(flags: Flag) -> list[str]:
@@ -130,6 +133,41 @@ def heartbeat_status(settings: Settings, ticks: TickLog, tick: int) -> dict[str,
     return {"interval_ms": settings.heartbeat_s * 1000, "deadtime_ms": settings.deadtime_s * 1000,
             "max_tick_lag_ms": round(ticks.max_lag * 1000, 2), "tick": tick,
             "lateness_ms": ticks.lateness()}
+
+
+def register_node_status(endpoints: Endpoints, daemon: Daemon) -> None:
+    """The cluster's status keys, and the ``status``, ``links``, ``ping`` and ``lateness`` commands."""
+
+    def cluster_keys() -> dict[str, Any]:
+        now, state = daemon.now(), daemon.state
+        assert state is not None
+        view = ClusterView(daemon.settings, state, daemon.endpoint.view(), now, daemon.health, daemon.started_wall,
+                           daemon.config.board.name, tuple(daemon.config.board.extensions))
+        return {**cluster_status(view), "links": node_links(),
+                "witness": witness_status(daemon.witness, daemon.witness_result, now)}
+
+    def node_links() -> list[dict[str, Any]]:
+        assert daemon.state is not None
+        return links_status(daemon.links, daemon.state, daemon.endpoint, daemon.now())
+
+    endpoints.add_status(cluster_keys)
+    endpoints.add_command("status", lambda request: endpoints.status())
+    endpoints.add_command("links", lambda request: node_links())
+    endpoints.add_command("ping", lambda request: "pong")
+    # Heartbeat tick lateness over the ticks after `since_tick` (benchmarks).
+    endpoints.add_command("lateness", lambda request: {
+        "tick": daemon.endpoint.tick, **daemon.ticks.lateness(int(request.get("since_tick", -1)))})
+
+
+def hook_status(daemon: Daemon) -> dict[str, Any]:
+    """The few status keys hooks get as TANDEM_* variables (cheap: no sensors, no links)."""
+    state = daemon.state
+    if state is None:
+        return {}
+    message = daemon.peer_message()
+    return {"node": daemon.settings.node, "role": daemon.settings.role.name.lower(), "state": state.state.name,
+            "epoch": state.persisted.epoch, "health": daemon.health,
+            "peer": {"name": daemon.settings.peer, "state": message.state.name if message else None}}
 
 
 def register_alarm_commands(endpoints: Endpoints, board: AlarmBoard, journal: Journal) -> None:
