@@ -34,7 +34,7 @@ from firmware.core.sensors.base import (
     SensorContext,
     SensorError,
 )
-from firmware.core.sensors.pmbus import I2cClient, I2cOptions, one_read_at_a_time
+from firmware.core.sensors.i2c import I2cClient, I2cOptions, one_read_at_a_time
 
 __all__ = ["Lm75Options", "Lm75Sensor", "decode_lm75"]
 
