@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from firmware.core.control import ControlError, request
+from firmware.core.control import ControlError, request, stream
 from firmware.core.protocol import write_key_file
 from sim.cable import NullModemCable
 from sim.netrelay import UdpRelay, free_udp_port
@@ -28,6 +28,7 @@ NODES = ("alpha", "bravo")
 CABLE_ENDS = {"alpha": "a", "bravo": "b"}
 DEFAULT_TIMERS = {"heartbeat_ms": 100, "deadtime_ms": 300, "initdead_ms": 1500,
                   "handover_timeout_ms": 3000, "shutdown_timeout_ms": 5000}
+RECHECK_S = 0.25  # a wait re-checks its condition at least this often, and whenever the node journals an event
 
 
 class WitnessListener:
@@ -324,21 +325,41 @@ class TwoNodeRack:
     # ------------------------------------------------------------------ observing and steering
 
     def status(self, name: str) -> dict[str, Any] | None:
-        """The node's status snapshot, or None if it cannot be reached."""
+        """The node's full status snapshot, or None if it cannot be reached.
+
+        The snapshot is the most expensive answer a node gives (sensors, links, relay timelines):
+        to wait for something, use :meth:`wait_until`, which asks for the light :meth:`brief`.
+        """
         try:
             return request(self.socket_path(name), {"cmd": "status"}, timeout=5.0)
         except (ControlError, OSError, ValueError):
             return None
 
+    def brief(self, name: str) -> dict[str, Any] | None:
+        """The node's light `state` answer, or None if it cannot be reached.
+
+        Keys: state, reason, peer_alive, health, tick (its heartbeat tick counter), alarms,
+        alarm_silenced, and event_id (the newest journal id when it answered).
+        """
+        try:
+            return request(self.socket_path(name), {"cmd": "state"}, timeout=5.0)
+        except (ControlError, OSError, ValueError):
+            return None
+
+    def _reached(self, name: str) -> dict[str, Any]:
+        brief = self.brief(name)
+        if brief is None:
+            raise ControlError(f"{name} did not answer")
+        return brief
+
     def alarms(self, name: str) -> list[str]:
-        """The texts of the node's active alarms ([] if it cannot be reached)."""
-        status = self.status(name)
-        return [alarm["text"] for alarm in status["alarms"]] if status else []
+        """The texts of the node's active alarms; ControlError if it cannot be reached (never a quiet [])."""
+        return [alarm["text"] for alarm in self._reached(name)["alarms"]]
 
     def state(self, name: str) -> str | None:
         """The node's state name, or None if it cannot be reached."""
-        status = self.status(name)
-        return status["state"] if status else None
+        brief = self.brief(name)
+        return brief["state"] if brief else None
 
     def control(self, name: str, payload: dict[str, Any], timeout: float = 30.0) -> Any:
         """Send a control request; raises ControlError on refusal."""
@@ -349,11 +370,24 @@ class TwoNodeRack:
         return subprocess.run([sys.executable, "-m", "firmware.cli", "--config", str(self.config_path(name)), *args],
                               capture_output=True, text=True, timeout=timeout)
 
+    def journal_path(self, name: str) -> Path:
+        """The node's event journal file."""
+        return self.base / name / "state" / "events.jsonl"
+
     def events(self, name: str, since: int = 0) -> list[dict[str, Any]]:
-        """The node's journal read from its state directory (works while it is stopped too)."""
+        """The node's journal after id `since`: from the running daemon (everything it has recorded,
+        even what its writer thread has not put on disk yet), else from its files."""
+        try:
+            return [item["event"] for item in stream(self.socket_path(name), {"cmd": "events", "since": since},
+                                                      timeout=10.0)]
+        except (ControlError, OSError, ValueError):
+            return self.journal_file(name, since)
+
+    def journal_file(self, name: str, since: int = 0) -> list[dict[str, Any]]:
+        """The node's journal as its files hold it (cheap to poll; may lag the daemon by a write)."""
         from firmware.core.journal import read_journal
 
-        return [r for r in read_journal(self.base / name / "state" / "events.jsonl") if r["id"] > since]
+        return [r for r in read_journal(self.journal_path(name)) if r["id"] > since]
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
                  what: str = "condition") -> Any:
@@ -367,29 +401,113 @@ class TwoNodeRack:
                 raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
             time.sleep(interval)
 
+    def wait_until(self, name: str, predicate: Callable[[dict[str, Any]], Any], timeout: float = 20.0,
+                   what: str = "condition", full: bool = False) -> Any:
+        """Wait until ``predicate(view)`` is truthy for the node and return its value.
+
+        ``view`` is the node's light :meth:`brief`, or with ``full`` its :meth:`status` snapshot.
+        The condition is checked again each time the node journals an event (the wait follows the
+        journal, so it costs the node nothing while nothing happens) and at least every RECHECK_S
+        for what is not journaled. Raises TimeoutError naming ``what`` and the last view's state.
+        """
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        while True:
+            brief = self.brief(name)
+            view = self.status(name) if full and brief is not None else brief
+            if view is not None:
+                last = view
+                value = predicate(view)
+                if value:
+                    return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = f"{name} was {last['state']}" if last else f"{name} did not answer"
+                raise TimeoutError(f"timed out after {timeout:g} s waiting for {what} ({seen})")
+            if brief is None:
+                time.sleep(min(0.1, remaining))
+            else:
+                self._next_event(name, brief["event_id"], min(RECHECK_S, remaining))
+
+    def _next_event(self, name: str, since: int, wait: float) -> dict[str, Any] | None:
+        """The node's first journal event after id `since`, waiting up to `wait` seconds (None if none)."""
+        try:
+            for item in stream(self.socket_path(name), {"cmd": "events", "since": since, "follow": True},
+                               timeout=wait):
+                return item["event"]
+        except (ControlError, OSError, ValueError):
+            pass
+        return None
+
+    def wait_event(self, name: str, predicate: Callable[[dict[str, Any]], Any], since: int = 0,
+                   timeout: float = 20.0, what: str = "an event") -> dict[str, Any]:
+        """The node's first journal event after id `since` for which ``predicate(event)`` holds,
+        following its journal until one is recorded; TimeoutError naming ``what`` otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                for item in stream(self.socket_path(name), {"cmd": "events", "since": since, "follow": True},
+                                   timeout=max(remaining, 0.01)):
+                    event = item["event"]
+                    since = event["id"]
+                    if predicate(event):
+                        return event
+            except (ControlError, OSError, ValueError):
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"timed out after {timeout:g} s waiting for {what} on {name}")
+            time.sleep(min(0.1, remaining))  # not running (yet): try again
+
     def wait_state(self, name: str, state: str, timeout: float = 20.0) -> None:
         """Wait until a node reports `state`."""
-        self.wait_for(lambda: self.state(name) == state, timeout, what=f"{name} to be {state}")
+        self.wait_until(name, lambda brief: brief["state"] == state, timeout, what=f"{name} to be {state}")
 
     def wait_settled(self, timeout: float = 20.0) -> None:
         """Wait for the usual start: alpha (primary) ACTIVE and bravo STANDBY."""
         self.wait_state("alpha", "ACTIVE", timeout)
         self.wait_state("bravo", "STANDBY", timeout)
 
+    def wait_pair(self, timeout: float = 20.0) -> str:
+        """Wait for a settled pair (one ACTIVE, the other STANDBY hearing it); return the ACTIVE node."""
+        deadline = time.monotonic() + timeout
+        while True:
+            active = self.settled()
+            if active is not None:
+                return active
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"timed out after {timeout:g} s waiting for a settled pair "
+                                   f"(alpha {self.state('alpha')}, bravo {self.state('bravo')})")
+            brief = self.brief(NODES[0])
+            if brief is None:
+                time.sleep(min(0.1, remaining))
+            else:  # either node's change shows in both journals (peer found or lost, or a state)
+                self._next_event(NODES[0], brief["event_id"], min(RECHECK_S, remaining))
+
+    def wait_ticks(self, name: str, count: int, timeout: float = 20.0, start: int | None = None) -> int:
+        """Wait until the node's own heartbeat tick counter is `count` ticks past `start` (default: now);
+        return the tick it reached."""
+        if start is None:
+            start = self._reached(name)["tick"]
+        return self.wait_until(name, lambda brief: brief["tick"] >= start + count and brief["tick"], timeout,
+                               what=f"{count} heartbeat ticks on {name}")
+
     def state_time(self, name: str, to: str, after: float) -> float | None:
-        """Wall time of the node's first journaled change to state `to` at or after `after`."""
-        for event in self.events(name):
+        """Wall time of the node's first journaled change to state `to` at or after `after` (from its files)."""
+        for event in self.journal_file(name):
             if event["kind"] == "state" and event["data"]["to"] == to and event["time"] >= after:
                 return event["time"]
         return None
 
     def settled(self) -> str | None:
         """The ACTIVE node if the pair is settled (one ACTIVE, the other STANDBY hearing it)."""
-        states = {name: self.status(name) for name in NODES}
+        states = {name: self.brief(name) for name in NODES}
         if any(s is None for s in states.values()):
             return None
         active = [n for n, s in states.items() if s["state"] == "ACTIVE"]
-        standby = [n for n, s in states.items() if s["state"] == "STANDBY" and s["peer"]["alive"]]
+        standby = [n for n, s in states.items() if s["state"] == "STANDBY" and s["peer_alive"]]
         return active[0] if len(active) == 1 and len(standby) == 1 else None
 
     def active_nodes(self) -> list[str]:

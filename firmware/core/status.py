@@ -136,7 +136,7 @@ def heartbeat_status(settings: Settings, ticks: TickLog, tick: int) -> dict[str,
 
 
 def register_node_status(endpoints: Endpoints, daemon: Daemon) -> None:
-    """The cluster's status keys, and the ``status``, ``links``, ``ping`` and ``lateness`` commands."""
+    """The cluster's status keys, and the ``status``, ``links``, ``ping``, ``state`` and ``lateness`` commands."""
 
     def cluster_keys() -> dict[str, Any]:
         now, state = daemon.now(), daemon.state
@@ -154,9 +154,24 @@ def register_node_status(endpoints: Endpoints, daemon: Daemon) -> None:
     endpoints.add_command("status", lambda request: endpoints.status())
     endpoints.add_command("links", lambda request: node_links())
     endpoints.add_command("ping", lambda request: "pong")
+    endpoints.add_command("state", lambda request: node_state(daemon))
     # Heartbeat tick lateness over the ticks after `since_tick` (benchmarks).
     endpoints.add_command("lateness", lambda request: {
         "tick": daemon.endpoint.tick, **daemon.ticks.lateness(int(request.get("since_tick", -1)))})
+
+
+def node_state(daemon: Daemon) -> dict[str, Any]:
+    """The ``state`` command: the decision without the snapshot's sensors, links and timelines.
+
+    For clients that wait on the node (tests, scripts): cheap enough to ask often, and
+    ``event_id`` (the newest journal id) says where to follow the journal from for what
+    changes next.
+    """
+    state = daemon.state
+    assert state is not None
+    return {"state": state.state.name, "reason": state.reason, "peer_alive": state.peer.alive,
+            "health": daemon.health, "tick": daemon.endpoint.tick, "event_id": daemon.journal.next_id - 1,
+            **daemon.alarm_board.snapshot()}
 
 
 def hook_status(daemon: Daemon) -> dict[str, Any]:
