@@ -19,16 +19,9 @@ from firmware.panel.cfa.protocol import CMD_BACKLIGHT, CMD_TEXT, Packet, PacketD
 from sim.cfa635 import CfaEmulator
 from sim.cfapanel import EmulatedCfaDisplay, EmulatedCfaKeys
 
+from helpers import wait_for
+
 TIMEOUT = 5.0  # generous: the CI box is a shared 2-core machine
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is truthy, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 def emu_wait(emu: CfaEmulator, predicate: Callable[[], bool], what: str) -> None:

@@ -20,6 +20,8 @@ from firmware.core.health import (
 )
 from firmware.core.sensors.base import Level, Reading, Sensor, SensorContext, SensorError, SensorOptions
 
+from helpers import wait_for
+
 TEMP = ThresholdConfig(warn_above=40, crit_above=50, hysteresis=2)
 
 
@@ -144,15 +146,6 @@ class FakeSensor(Sensor):
         return Reading(level=Level.CRITICAL if self.mode == "critical" else Level.OK, values={"v": 1.0})
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def make_monitor(modes: dict[str, str], **kwargs) -> tuple[HealthMonitor, dict[str, FakeSensor], list]:
     events: list = []
     sensors = {}
@@ -173,11 +166,11 @@ def test_a_hung_sensor_becomes_unknown_without_stopping_the_others() -> None:
     monitor, sensors, events = make_monitor({"stuck": "hang", "fine": "ok", "broken": "fail", "buggy": "crash"})
     monitor.start()
     try:
-        wait_until(lambda: state(monitor, "stuck")["state"] == "UNKNOWN", what="the hung sensor to time out")
+        wait_for(lambda: state(monitor, "stuck")["state"] == "UNKNOWN", what="the hung sensor to time out")
         assert state(monitor, "stuck")["error"] == "did not answer within 0.3 s"
         assert state(monitor, "broken")["error"] == "bus stuck"
         assert state(monitor, "buggy")["error"] == "ZeroDivisionError: division by zero"
-        wait_until(lambda: sensors["fine"].reads >= 3, what="the healthy sensor to keep being read")
+        wait_for(lambda: sensors["fine"].reads >= 3, what="the healthy sensor to keep being read")
         assert sensors["stuck"].reads == 1  # not started again while its read hangs
         assert state(monitor, "fine")["state"] == "OK"
         assert monitor.score == 100 - 3 * 20  # three UNKNOWN at weight 40 × 0.5
@@ -186,7 +179,7 @@ def test_a_hung_sensor_becomes_unknown_without_stopping_the_others() -> None:
         # The hung read comes back: the sensor recovers and its alarm clears.
         sensors["stuck"].mode = "ok"
         sensors["stuck"].release.set()
-        wait_until(lambda: state(monitor, "stuck")["state"] == "OK", what="the sensor to recover")
+        wait_for(lambda: state(monitor, "stuck")["state"] == "OK", what="the sensor to recover")
         assert any(kind == "alarm.cleared" and d["sensor"] == "stuck" for kind, d in events)
     finally:
         sensors["stuck"].release.set()
@@ -198,11 +191,11 @@ def test_score_follows_critical_sensors_and_poll_now_reads_at_once() -> None:
     monitor.sensors[0].config = monitor.sensors[0].config.model_copy(update={"interval_s": 60})
     monitor.start()
     try:
-        wait_until(lambda: monitor.score == 60, what="one critical PSU to cost 40 points")
+        wait_for(lambda: monitor.score == 60, what="one critical PSU to cost 40 points")
         reads = sensors["psu1"].reads
         sensors["psu1"].mode = "critical"
         monitor.poll_now(["psu1"])
-        wait_until(lambda: monitor.score == 20, timeout=5, what="poll_now to read psu1 at once")
+        wait_for(lambda: monitor.score == 20, timeout=5, what="poll_now to read psu1 at once")
         assert sensors["psu1"].reads == reads + 1
         assert ("health", {"health": 20, "previous": 60, "source": "sensors"}) in events
         assert len(monitor.alarms()) == 2 and monitor.alarms()[0].text.startswith("psu1 CRITICAL")
@@ -258,7 +251,8 @@ def test_hung_reads_neither_starve_other_sensors_nor_block_the_exit(tmp_path: Pa
     script.write_text(f'''
 import sys, time
 sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parent.parent)!r}]
-from test_health import FakeSensor, FakeOptions, wait_until, state
+from test_health import FakeSensor, FakeOptions, state
+from helpers import wait_for
 from firmware.config import SensorConfig
 from firmware.core.health import HealthMonitor
 from firmware.core.sensors.base import SensorContext
@@ -270,7 +264,7 @@ for i in range(13):
     pairs.append((cfg, sensor))
 monitor = HealthMonitor(pairs)
 monitor.start()
-wait_until(lambda: pairs[12][1].reads >= 3, what="the healthy sensor to be read")
+wait_for(lambda: pairs[12][1].reads >= 3, what="the healthy sensor to be read")
 assert state(monitor, "s12")["state"] == "OK", state(monitor, "s12")
 assert all(state(monitor, f"s{{i}}")["state"] == "UNKNOWN" for i in range(12))
 monitor.close()

@@ -22,6 +22,8 @@ from firmware.core.history import (
     validate_metric,
 )
 
+from helpers import wait_for
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STEP = 10
 
@@ -29,14 +31,6 @@ STEP = 10
 def aligned_past(seconds_ago: int = 3600) -> int:
     """A step-aligned timestamp `seconds_ago` before now (explicit timestamps: no waiting)."""
     return (int(time.time()) - seconds_ago) // STEP * STEP
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -227,7 +221,7 @@ def test_the_writer_thread_flushes_every_interval(tmp_path: Path, histories) -> 
     history = histories(tmp_path, flush_interval_s=0.05)
     history.start()
     history.record("fan2.rpm", 4200.0, "rpm", at=aligned_past())
-    wait_until(lambda: history.status()["writes"] == 1)
+    wait_for(lambda: history.status()["writes"] == 1)
     assert history.metrics() == ["fan2.rpm"]
 
 

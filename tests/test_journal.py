@@ -11,13 +11,7 @@ import pytest
 
 from firmware.core.journal import Journal, JsonStore, read_journal, read_json, write_atomically
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
+from helpers import wait_for
 
 
 @pytest.fixture
@@ -185,7 +179,7 @@ def test_json_store_roundtrip(tmp_path: Path) -> None:
     assert store.load() == {}
     store.save({"epoch": 1})
     store.save({"epoch": 2, "boot_counter": 7})
-    wait_until(lambda: path.exists() and store.load() == {"epoch": 2, "boot_counter": 7})
+    wait_for(lambda: path.exists() and store.load() == {"epoch": 2, "boot_counter": 7})
     store.save_now({"epoch": 3})
     assert store.load() == {"epoch": 3}
     assert JsonStore(path).load() == {"epoch": 3}

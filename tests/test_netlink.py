@@ -24,6 +24,8 @@ from firmware.core.actions.network import NetworkError
 from sim import netns_sniff
 from sim.netns import LabNode, NetnsError, NetnsLab, addresses, ip_json, namespaces, python_in
 
+from helpers import wait_for
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 SHARED4 = ipaddress.ip_interface("192.0.2.100/24")
@@ -60,17 +62,6 @@ def neighbour(ns: str, ip) -> dict:
     """The switch's neighbour entry for `ip` on br0 ({} if none)."""
     entries = ip_json(ns, "neigh", "show", str(ip), "dev", "br0")
     return entries[0] if entries else {}
-
-
-def wait_until(condition, timeout: float = 3.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def connected_route(ns: str, network: str, family: str = "-4") -> dict | None:
@@ -171,7 +162,7 @@ def test_announce_ipv4_is_a_gratuitous_arp_request_that_moves_the_gateway(lab, n
     assert sent - 1 < frame["t"] < time.time() + 1, "timestamps are on the time.time() scale"
     assert len(sniff.find(kind="garp")) == 1, "one announcement per call"
     # the gateway's kernel accepted it: its stale entry now points at the node
-    wait_until(lambda: neighbour(lab.switch, SHARED4.ip).get("lladdr") == node.mac, what="gateway ARP update")
+    wait_for(lambda: neighbour(lab.switch, SHARED4.ip).get("lladdr") == node.mac, what="gateway ARP update")
 
 
 @pytest.mark.parametrize("router", [False, True])
@@ -187,7 +178,7 @@ def test_announce_ipv6_is_an_unsolicited_override_na(lab, net, node, router):
     assert frame["src_ip"] == str(SHARED6.ip) and frame["dst_ip"] == "ff02::1"
     assert frame["hop_limit"] == 255 and frame["checksum_ok"] is True
     assert frame["target"] == str(SHARED6.ip) and frame["lladdr"] == node.mac
-    entry = wait_until(lambda: (e := neighbour(lab.switch, SHARED6.ip)).get("lladdr") == node.mac and e,
+    entry = wait_for(lambda: (e := neighbour(lab.switch, SHARED6.ip)).get("lladdr") == node.mac and e,
                        what="gateway neighbour update")
     assert ("router" in entry) is router, entry
 

@@ -30,17 +30,10 @@ from firmware.panel.gpio import EncoderKeys, GpioError, GpioIndicators, GpioKeys
 from sim.i2c import Pcf8574Model, SimI2cBuses
 from sim.panelkeys import SimEncoderKeys, SimGpioKeys, find_source
 
+from helpers import wait_for
+
 TIMEOUT = 5.0
 PROFILES = Path(__file__).resolve().parent.parent / "board_profiles"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is truthy, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 class Recorder:

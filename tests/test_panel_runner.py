@@ -22,17 +22,9 @@ from firmware.panel.base import Blink, Indicators, Key, KeyCallback, KeyEvent, K
 from firmware.panel.dummy import DummyGraphicDisplay, DummyTextDisplay
 from firmware.panel.runner import PanelOptions, PanelRunner, describe_result
 
+from helpers import wait_for
+
 TIMEOUT = 10.0
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.005)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
 
 
 class FakeDaemon:
@@ -131,7 +123,7 @@ class Rig:
         return "\n".join(self.runner.frame_text())
 
     def wait_text(self, fragment: str) -> None:
-        wait_for(lambda: fragment in self.text(), f"{fragment!r} on the display (showing {self.text()!r})")
+        wait_for(lambda: fragment in self.text(), what=f"{fragment!r} on the display (showing {self.text()!r})")
 
 
 @pytest.fixture
@@ -164,8 +156,8 @@ def test_frames_are_pushed_only_when_they_change(rigs: Callable[..., Rig]) -> No
     for _ in range(3):
         before = rig.runner.fetches
         rig.runner.notify()
-        wait_for(lambda before=before: rig.runner.fetches > before, "a status fetch after notify()")
-    wait_for(lambda: rig.runner.fetches >= fetches + 10, "ten more status fetches")
+        wait_for(lambda before=before: rig.runner.fetches > before, what="a status fetch after notify()")
+    wait_for(lambda: rig.runner.fetches >= fetches + 10, what="ten more status fetches")
     assert rig.display.frames_pushed == pushed
     rig.daemon.status = copy.deepcopy(STANDBY_PEER_SILENT)
     rig.runner.notify()
@@ -187,7 +179,7 @@ def test_a_refused_command_shows_the_daemons_reason(rigs: Callable[..., Rig]) ->
     rig.daemon.refuse["promote"] = "pbx-b is ACTIVE and healthy; promoting needs --force"
     rig.wait_text("pbx-a ACTIVE")
     _promote(rig)
-    wait_for(lambda: rig.daemon.commands(), "the promote command")
+    wait_for(lambda: rig.daemon.commands(), what="the promote command")
     rig.keys.send(Key.ENTER, "release")
     rig.wait_text("Promote: refused")
     assert "pbx-b is ACTIVE and" in rig.text()
@@ -219,9 +211,9 @@ def test_a_release_during_a_slow_status_fetch_still_cancels_the_hold(rigs: Calla
 
 def test_a_daemon_that_stops_answering_keeps_the_role_and_flashes_the_fault_led(rigs: Callable[..., Rig]) -> None:
     rig = rigs()
-    wait_for(lambda: rig.leds.role == "on", "the role LED on for ACTIVE")
+    wait_for(lambda: rig.leds.role == "on", what="the role LED on for ACTIVE")
     rig.daemon.down = True
-    wait_for(lambda: rig.leds.fault == "fast", "the fault LED flashing")
+    wait_for(lambda: rig.leds.fault == "fast", what="the fault LED flashing")
     assert rig.leds.role == "on"
 
 
@@ -233,7 +225,7 @@ def test_a_slow_command_does_not_freeze_the_display(rigs: Callable[..., Rig]) ->
     rig.wait_text("working")
     rig.keys.send(Key.ENTER, "release")
     fetches = rig.runner.fetches
-    wait_for(lambda: rig.runner.fetches >= fetches + 3, "status fetches while the command waits")
+    wait_for(lambda: rig.runner.fetches >= fetches + 3, what="status fetches while the command waits")
     rig.daemon.status = copy.deepcopy(ALARMS)  # the display still follows the daemon
     rig.runner.notify()
     rig.wait_text("ALARM (3)")
@@ -252,25 +244,25 @@ def test_view_only_never_sends_a_command(rigs: Callable[..., Rig]) -> None:
     rig.keys.tap(Key.ENTER, Key.ENTER, Key.DOWN, Key.ENTER)
     rig.keys.send(Key.ENTER, "press")
     fetches = rig.runner.fetches
-    wait_for(lambda: rig.runner.fetches >= fetches + 10, "the panel to go on refreshing")
+    wait_for(lambda: rig.runner.fetches >= fetches + 10, what="the panel to go on refreshing")
     rig.keys.send(Key.ENTER, "release")
     assert rig.daemon.commands() == []
 
 
 def test_leds_buzzer_and_backlight_follow_the_status(rigs: Callable[..., Rig]) -> None:
     rig = rigs()
-    wait_for(lambda: rig.leds.role == "on", "the role LED on for ACTIVE")
+    wait_for(lambda: rig.leds.role == "on", what="the role LED on for ACTIVE")
     assert (rig.leds.fault, rig.leds.buzzer, rig.display.backlight) == ("off", False, 100)
     rig.daemon.status = copy.deepcopy(ALARMS)
     rig.runner.notify()
-    wait_for(lambda: rig.leds.buzzer and rig.leds.fault == "fast", "the buzzer and fast fault LED")
+    wait_for(lambda: rig.leds.buzzer and rig.leds.fault == "fast", what="the buzzer and fast fault LED")
     rig.wait_text("ALARM (3)")
-    wait_for(lambda: rig.display.backlight == 0, "the backlight blinking off")
-    wait_for(lambda: rig.display.backlight == 100, "the backlight blinking high")
+    wait_for(lambda: rig.display.backlight == 0, what="the backlight blinking off")
+    wait_for(lambda: rig.display.backlight == 100, what="the backlight blinking high")
     rig.keys.tap(Key.BACK, Key.ENTER)  # acknowledge, menu
     rig.wait_text("Promote")
     rig.keys.tap(Key.UP, Key.UP, Key.ENTER)  # Back, Silence alarm
-    wait_for(lambda: rig.daemon.commands(), "the alarm-silence command")
+    wait_for(lambda: rig.daemon.commands(), what="the alarm-silence command")
     assert rig.daemon.commands() == [{"cmd": "alarm-silence", "source": "panel"}]
     rig.wait_text("silenced 3 alarms")
 
@@ -296,14 +288,14 @@ def test_the_events_page_fetches_only_new_records(rigs: Callable[..., Rig]) -> N
     rig.keys.tap(*[Key.RIGHT] * 5)
     rig.wait_text("Last events")
     assert "09:29 link.down lan0" in rig.text()
-    wait_for(lambda: len(asked) >= 3, "the events page to refresh")
+    wait_for(lambda: len(asked) >= 3, what="the events page to refresh")
     assert asked[0] == 0 and set(asked[1:]) == {107}
 
 
 def test_graphic_display_frame_png_and_text(rigs: Callable[..., Rig]) -> None:
     display = DummyGraphicDisplay(160, 128, "RGB")
     rig = rigs(display=display)
-    wait_for(lambda: display.frames_pushed >= 1, "a first frame")
+    wait_for(lambda: display.frames_pushed >= 1, what="a first frame")
     rig.wait_text("pbx-a ACTIVE")
     png = rig.runner.frame_png()
     assert png.startswith(b"\x89PNG")

@@ -17,16 +17,9 @@ from firmware.drivers.relays.usb import UsbRelayBoard, frame
 from sim.i2c import Pcf8574Model, SimI2cBuses, SimI2cDevice
 from sim.usbrelay import UsbRelayEmulator
 
+from helpers import wait_for
+
 TIMEOUT = 5.0
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is truthy, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 # ---------------------------------------------------------------- USB relay board

@@ -5,23 +5,16 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import serial
 
 from sim.cable import NullModemCable
 
+from helpers import wait_for
+
 TIMEOUT = 10.0
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is truthy, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 def read_exactly(port: serial.Serial, n: int, timeout: float = TIMEOUT) -> bytes:

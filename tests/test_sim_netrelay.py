@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from sim.netrelay import UdpRelay, free_udp_port
 
+from helpers import wait_for
+
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is truthy, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 def recv(sock: socket.socket, timeout: float = TIMEOUT) -> tuple[bytes, tuple]:
