@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import socket
-import time
+import threading
 from pathlib import Path
 
 import pytest
 
+from firmware.core.watchdog import StallFence
 from sim.rack import TwoNodeRack
-
-pytestmark = pytest.mark.integration
 
 
 def state_events(rack: TwoNodeRack, name: str, to: str) -> list[dict]:
     return [e for e in rack.events(name) if e["kind"] == "state" and e["data"]["to"] == to]
 
 
+@pytest.mark.integration
 def test_isolated_active_fences_itself_before_the_peer_takes_over(tmp_path: Path) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
@@ -43,6 +43,7 @@ def test_isolated_active_fences_itself_before_the_peer_takes_over(tmp_path: Path
         closed.close()
 
 
+@pytest.mark.integration
 def test_stall_fence_opens_the_relays_before_the_peer_closes_its_own(tmp_path: Path) -> None:
     rack = TwoNodeRack(tmp_path, relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"], "settle_ms": 0}])
     rack.start()
@@ -60,6 +61,7 @@ def test_stall_fence_opens_the_relays_before_the_peer_closes_its_own(tmp_path: P
         rack.stop()
 
 
+@pytest.mark.integration
 def test_stalled_active_fences_itself_when_it_resumes(tmp_path: Path) -> None:
     rack = TwoNodeRack(tmp_path)
     rack.start()
@@ -75,29 +77,54 @@ def test_stalled_active_fences_itself_when_it_resumes(tmp_path: Path) -> None:
         rack.stop()
 
 
+class FakeClock:
+    """A monotonic clock the test moves by hand (in binary fractions of a second, so sums are exact)."""
+
+    def __init__(self) -> None:
+        self.now = 1024.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_stall_fence_fires_once_per_stall_and_only_while_holding() -> None:
-    import threading
+    clock = FakeClock()
+    released: list[float] = []
+    fence = StallFence(0.25, lambda: released.append(clock()), clock=clock)
+    fence.tick(holding=False)
+    clock.advance(0.5)  # not holding: a silent loop is no reason to release anything
+    assert fence.check() is None and fence.fired == 0
+    for _ in range(10):  # holding and ticking every 62.5 ms: no fence, the next look due at the limit
+        fence.tick(holding=True)
+        clock.advance(0.0625)
+        assert fence.check() == 0.1875
+    assert fence.fired == 0
+    last_tick = clock() - 0.0625  # the loop stalls after that tick
+    clock.advance(0.125)  # 187.5 ms without a tick: not yet
+    assert fence.check() == 0.0625 and fence.fired == 0
+    clock.advance(0.0625)  # 250 ms: the limit
+    assert fence.check() is None and fence.fired == 1
+    assert released == [last_tick + 0.25]
+    clock.advance(0.5)
+    assert fence.check() is None and fence.fired == 1  # once per stall
+    fence.tick(holding=True)  # the loop resumes, then stalls again
+    clock.advance(0.25)
+    assert fence.check() is None and fence.fired == 2
 
-    from firmware.core.watchdog import StallFence
 
+def test_stall_fence_thread_releases_when_the_ticks_stop() -> None:
     released = threading.Event()
     fence = StallFence(0.2, released.set)
     fence.start()
     try:
-        fence.tick(holding=False)
-        time.sleep(0.5)  # not holding: a silent loop is no reason to release anything
-        assert fence.fired == 0
-        for _ in range(10):  # holding and ticking every 50 ms: no fence
-            fence.tick(holding=True)
-            time.sleep(0.05)
-        assert fence.fired == 0
-        stopped_at = time.monotonic()  # the loop stalls
-        assert released.wait(5)
-        assert 0.15 <= time.monotonic() - stopped_at < 2.0
-        time.sleep(0.4)
-        assert fence.fired == 1  # once per stall
+        fence.tick(holding=True)  # wakes the idle thread; no tick follows: the loop stalled
+        assert released.wait(10)
+        assert fence.fired == 1
         released.clear()
-        fence.tick(holding=True)  # the loop resumes, then stalls again
-        assert released.wait(5) and fence.fired == 2
+        fence.tick(holding=True)  # resumes (re-arms the fenced thread), then stalls again
+        assert released.wait(10) and fence.fired == 2
     finally:
         fence.stop()

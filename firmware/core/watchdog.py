@@ -29,13 +29,19 @@ class StallFence:
     then closes its own relays. This thread never feeds a watchdog or sends a
     heartbeat; its only power is to let go. The loop demotes properly when it
     resumes (the decision core sees the stall).
+
+    ``clock`` (seconds, monotonic) is what :meth:`tick` and :meth:`check` read; a test that
+    passes its own clock calls :meth:`check` itself instead of starting the thread, which
+    sleeps on the real clock.
     """
 
-    def __init__(self, limit: float, release: Callable[[], None]) -> None:
+    def __init__(self, limit: float, release: Callable[[], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.release = release
+        self.clock = clock
         self.fired = 0
-        self._last_tick = time.monotonic()
+        self._last_tick = clock()
         self._holding = False
         self._fenced = False
         self._stop = threading.Event()
@@ -48,33 +54,44 @@ class StallFence:
 
     def tick(self, holding: bool) -> None:
         """Called by every heartbeat tick: the loop is alive, and whether it holds the trunks."""
-        self._last_tick = time.monotonic()
+        self._last_tick = self.clock()
         wake = holding and (not self._holding or self._fenced)
         self._holding = holding
         self._fenced = False
         if wake:
             self._armed.set()
 
+    def check(self) -> float | None:
+        """One look at the loop: release the relays if it has not ticked for ``limit`` while holding.
+
+        Returns how long until the loop would count as stalled (the next look is due then), or
+        None when there is nothing to watch (not holding, or already fenced for this stall).
+        """
+        if not self._holding or self._fenced:
+            return None
+        remaining = self._last_tick + self.limit - self.clock()
+        if remaining > 0:
+            return remaining
+        self._fenced = True
+        self.fired += 1
+        log.error("heartbeat loop stalled for more than %.0f ms while ACTIVE: releasing the relays",
+                  self.limit * 1000)
+        try:
+            self.release()
+        except Exception:  # a last resort must not die
+            log.exception("stall fence: releasing failed")
+        return None
+
     def _run(self) -> None:
         # Sleeps until the moment the loop would count as stalled (the last tick plus the limit)
         # rather than polling: a few wake-ups a second while holding, about none while not.
         while not self._stop.is_set():
-            if not self._holding or self._fenced:
+            wait = self.check()
+            if wait is None:
                 self._armed.wait(1.0)
                 self._armed.clear()
-                continue
-            remaining = self._last_tick + self.limit - time.monotonic()
-            if remaining > 0:
-                self._stop.wait(remaining)
-                continue
-            self._fenced = True
-            self.fired += 1
-            log.error("heartbeat loop stalled for more than %.0f ms while ACTIVE: releasing the relays",
-                      self.limit * 1000)
-            try:
-                self.release()
-            except Exception:  # a last resort must not die
-                log.exception("stall fence: releasing failed")
+            else:
+                self._stop.wait(wait)
 
     def stop(self) -> None:
         """Stop watching."""
