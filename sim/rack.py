@@ -16,9 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
+from firmware.config import find_board_profile
 from firmware.core.control import ControlError, request, stream
 from firmware.core.protocol import write_key_file
 from sim.cable import NullModemCable
@@ -115,6 +117,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -127,14 +131,16 @@ class TwoNodeRack:
                  shared_ips: list[dict[str, Any]] | None = None, service: str = "none",
                  netns: bool = False, relay_groups: list[dict[str, Any]] | None = None,
                  witness_targets: dict[str, str] | None = None, history: bool = False,
-                 board: str | None = None) -> None:
+                 board: str | None = None, sensor_timeout_s: float | None = None) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
         `netns` (root): each node in its own network namespace (sim.netns.NetnsLab);
         `history`: keep rrdtool sensor history (off by default: tests need no graphs, and each
         metric's file preallocates its two years of retention);
-        `board`: the board profile (a name or a path; default sim, or sim-netns with `netns`)."""
+        `board`: the board profile (a name or a path; default sim, or sim-netns with `netns`);
+        `sensor_timeout_s`: replace the timeout of every sensor the board profile names (tests on a
+        loaded machine give the simulated sensors' reads, some of them subprocesses, time to answer)."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
@@ -145,6 +151,7 @@ class TwoNodeRack:
         self.relay_groups = relay_groups or []
         self.witness_targets = witness_targets or {}  # per-node override of the shared witness target
         self.service = service
+        self.sensor_timeout_s = sensor_timeout_s
         self.key_file = self.base / "cluster.key"
         self.lab = None
         if netns:
@@ -243,7 +250,20 @@ class TwoNodeRack:
                           f"status = {_toml_value(pbx + ['status'] + where)}"]
             for section, values in self.extra.items():
                 lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
+            for sensor in self._board_sensors(name):
+                lines += ["", "[[sensors]]", *(f"{k} = {_toml_value(v)}" for k, v in sensor.items())]
             self.config_path(name).write_text("\n".join(lines) + "\n")
+
+    def _board_sensors(self, name: str) -> list[dict[str, Any]]:
+        """The board profile's sensors with the rack's `sensor_timeout_s` (none without it).
+
+        A node config's [[sensors]] entry replaces the board's sensor of the same name.
+        """
+        if self.sensor_timeout_s is None:
+            return []
+        profile = find_board_profile(self.board, self.config_path(name))
+        sensors = tomllib.loads(profile.read_text()).get("sensors", [])
+        return [{**sensor, "timeout_s": self.sensor_timeout_s} for sensor in sensors]
 
     def start(self, nodes: tuple[str, ...] = NODES) -> None:
         """Start cables, witness and the named nodes."""

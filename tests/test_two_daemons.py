@@ -1,8 +1,10 @@
 """Two real `tandem run` processes joined by loopback UDP (through a relay) and a pty cable.
 
 Every test starts from a settled rack: alpha (primary) ACTIVE, bravo
-(secondary) STANDBY. Waiting is always on a condition with a generous
-timeout; "nothing happens" is checked by watching over several deadtimes.
+(secondary) STANDBY (the ``rack`` fixture, tests/conftest.py). Waiting is
+always on a condition with a generous timeout; "nothing happens" is checked
+over several deadtimes counted by the daemons' own heartbeat ticks, and by
+their journals showing no change of state.
 """
 
 from __future__ import annotations
@@ -12,39 +14,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from helpers import assert_steady, state_events
 from sim.rack import TwoNodeRack
 
 pytestmark = pytest.mark.integration
 
-DEADTIME = 0.3
+HEARTBEATS_PER_DEADTIME = 3  # 100 ms heartbeat, 300 ms deadtime
 
 
-@pytest.fixture
-def rack(tmp_path: Path):
-    with TwoNodeRack(tmp_path) as rack:
-        rack.wait_settled(timeout=20)
-        yield rack
-
-
-def state_events(rack: TwoNodeRack, name: str, to: str) -> list[dict]:
-    return [e for e in rack.events(name) if e["kind"] == "state" and e["data"]["to"] == to]
-
-
-def watch_states(rack: TwoNodeRack, seconds: float) -> set[tuple[str | None, str | None]]:
-    """Every (alpha, bravo) state pair seen while polling for `seconds`."""
-    seen = set()
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        seen.add((rack.state("alpha"), rack.state("bravo")))
-    return seen
-
-
-def alarms(rack: TwoNodeRack, name: str) -> list[str]:
-    return rack.alarms(name)
+def link(rack: TwoNodeRack, name: str, link_name: str) -> dict:
+    """One link's row of the node's status (one full status request)."""
+    status = rack.status(name)
+    assert status is not None, f"{name} did not answer"
+    return {row["name"]: row for row in status["links"]}[link_name]
 
 
 def test_sigkill_of_active_makes_standby_active(rack: TwoNodeRack) -> None:
@@ -56,37 +43,40 @@ def test_sigkill_of_active_makes_standby_active(rack: TwoNodeRack) -> None:
     assert lost and lost[-1]["data"]["planned"] is False
 
 
+def alarm_with(text: str) -> Callable[[dict], bool]:
+    """A wait condition on a node's light state: an active alarm mentions ``text``."""
+    return lambda brief: any(text in alarm["text"] for alarm in brief["alarms"])
+
+
 def test_network_cut_raises_link_alarm_without_failover(rack: TwoNodeRack) -> None:
     rack.cut_network()
     for name in ("alpha", "bravo"):
-        rack.wait_for(lambda n=name: any("net0" in a for a in alarms(rack, n)), 10, what=f"net0 alarm on {name}")
-    assert watch_states(rack, 6 * DEADTIME) == {("ACTIVE", "STANDBY")}
-    links = {l["name"]: l for l in rack.status("bravo")["links"]}
-    assert links["net0"]["state"] == "down" and links["serial0"]["state"] == "up"
+        rack.wait_until(name, alarm_with("net0"), 10, what=f"net0 alarm on {name}")
+    assert_steady(rack, ("ACTIVE", "STANDBY"), heartbeats=6 * HEARTBEATS_PER_DEADTIME)
+    assert link(rack, "bravo", "net0")["state"] == "down" and link(rack, "bravo", "serial0")["state"] == "up"
     rack.restore_network()
     for name in ("alpha", "bravo"):
-        rack.wait_for(lambda n=name: not alarms(rack, n), 10, what=f"alarms to clear on {name}")
+        rack.wait_until(name, lambda brief: not brief["alarms"], 10, what=f"alarms to clear on {name}")
     assert any(e["kind"] == "link.down" and e["data"]["link"] == "net0" for e in rack.events("bravo"))
 
 
 def test_serial_cut_raises_link_alarm_without_failover(rack: TwoNodeRack) -> None:
     rack.cut_serial()
     for name in ("alpha", "bravo"):
-        rack.wait_for(lambda n=name: any("serial0" in a for a in alarms(rack, n)), 10, what=f"serial0 alarm on {name}")
-    assert watch_states(rack, 6 * DEADTIME) == {("ACTIVE", "STANDBY")}
+        rack.wait_until(name, alarm_with("serial0"), 10, what=f"serial0 alarm on {name}")
+    assert_steady(rack, ("ACTIVE", "STANDBY"), heartbeats=6 * HEARTBEATS_PER_DEADTIME)
 
 
 def test_one_way_network_failure_is_visible(rack: TwoNodeRack) -> None:
     rack.cut_network("alpha->bravo")
-
-    def one_way() -> bool:
-        a = {l["name"]: l for l in rack.status("alpha")["links"]}
-        b = {l["name"]: l for l in rack.status("bravo")["links"]}
-        return (a["net0"]["rx"], a["net0"]["tx"]) == (True, False) and (b["net0"]["rx"], b["net0"]["tx"]) == (False, True)
-
-    rack.wait_for(one_way, 10, what="net0 one-way on both nodes")
-    assert any("peer does not hear us" in a for a in alarms(rack, "alpha"))
-    assert watch_states(rack, 4 * DEADTIME) == {("ACTIVE", "STANDBY")}
+    # Each side judges the link from its own heartbeats: alpha hears bravo, bravo does not hear alpha.
+    for name, rx_tx in (("alpha", (True, False)), ("bravo", (False, True))):
+        rack.wait_until(name, lambda status: [(row["rx"], row["tx"]) for row in status["links"]
+                                              if row["name"] == "net0"] == [rx_tx],
+                        10, what=f"net0 one-way on {name}", full=True)
+    # The alarm is raised by the same judgement; wait for it rather than sampling it once.
+    rack.wait_until("alpha", alarm_with("peer does not hear us"), 10, what="alpha's one-way alarm")
+    assert_steady(rack, ("ACTIVE", "STANDBY"), heartbeats=4 * HEARTBEATS_PER_DEADTIME)
 
 
 def test_both_links_cut_with_witness_reachable_standby_promotes_then_heal_leaves_one(rack: TwoNodeRack) -> None:
@@ -96,33 +86,24 @@ def test_both_links_cut_with_witness_reachable_standby_promotes_then_heal_leaves
     assert rack.state("alpha") == "ACTIVE"  # a real partition: both sides carry calls until they meet
     rack.restore_network()
     rack.restore_serial()
-    rack.wait_for(lambda: len(rack.active_nodes()) == 1, 10, what="exactly one ACTIVE after healing")
-    winner = rack.active_nodes()[0]
+    # Healing passes through RELEASING on the loser: wait for the pair to settle, not just for one ACTIVE.
+    winner = rack.wait_pair(timeout=15)
     # bravo promoted last, so it has the higher epoch and keeps the calls.
     assert winner == "bravo"
-    assert watch_states(rack, 4 * DEADTIME) == {("STANDBY", "ACTIVE")}
+    assert_steady(rack, ("STANDBY", "ACTIVE"), heartbeats=4 * HEARTBEATS_PER_DEADTIME)
     assert any(e["kind"] == "dual_active" for e in rack.events("alpha"))
 
 
-def test_both_links_cut_with_witness_unreachable_standby_stays(tmp_path: Path) -> None:
+def test_both_links_cut_with_witness_unreachable_standby_stays(racks: Callable[..., TwoNodeRack]) -> None:
     # Self-fencing off: here the witness is down for both nodes, and this test is about the standby.
-    rack = TwoNodeRack(tmp_path, extra={"fencing": {"isolated": False}})
-    rack.start()
-    try:
-        rack.wait_settled(timeout=20)
-        _standby_stays_without_witness(rack)
-    finally:
-        rack.stop()
-
-
-def _standby_stays_without_witness(rack: TwoNodeRack) -> None:
+    rack = racks(extra={"fencing": {"isolated": False}})
     assert rack.witness is not None
     rack.witness.down()
     rack.cut_network()
     rack.cut_serial()
-    rack.wait_for(lambda: "witness unreachable" in (rack.status("bravo") or {}).get("reason", ""), 10,
-                  what="bravo to report the unreachable witness")
-    assert watch_states(rack, 6 * DEADTIME) == {("ACTIVE", "STANDBY")}
+    rack.wait_until("bravo", lambda brief: "witness unreachable" in brief["reason"], 10,
+                    what="bravo to report the unreachable witness")
+    assert_steady(rack, ("ACTIVE", "STANDBY"), heartbeats=6 * HEARTBEATS_PER_DEADTIME)
     blocked = [e for e in rack.events("bravo") if e["kind"] == "takeover.blocked"]
     assert blocked and "witness" in blocked[-1]["data"]["reason"]
     # Once the witness answers again the standby takes over.
@@ -156,7 +137,7 @@ def test_graceful_demote_then_promote_hand_over_break_before_make(rack: TwoNodeR
 
 def test_unsafe_demote_is_refused_with_reason(rack: TwoNodeRack) -> None:
     rack.kill("bravo")
-    rack.wait_for(lambda: not rack.status("alpha")["peer"]["alive"], 10, what="alpha to lose bravo")
+    rack.wait_until("alpha", lambda brief: not brief["peer_alive"], 10, what="alpha to lose bravo")
     result = rack.cli("alpha", "demote")
     assert result.returncode == 1
     assert "silent on every link" in result.stderr and "--force" in result.stderr
@@ -169,22 +150,27 @@ def test_unsafe_demote_is_refused_with_reason(rack: TwoNodeRack) -> None:
 def test_sigterm_of_active_hands_over_before_exiting(rack: TwoNodeRack) -> None:
     rack.kill("alpha", signal.SIGTERM)
     assert rack.wait_exit("alpha", timeout=20) == 0
-    assert rack.state("bravo") == "ACTIVE"
+    # alpha stops once bravo holds the resources (TAKEOVER); bravo's actions may still be finishing.
+    rack.wait_state("bravo", "ACTIVE", timeout=10)
     _assert_break_before_make(rack, "alpha", "bravo")
     took = state_events(rack, "bravo", "TAKEOVER")[-1]
     assert "handed over" in took["data"]["reason"]  # by consent, not by timeout
-    assert rack.events("alpha")[-1]["kind"] == "daemon.stop"
+    stopped = rack.events("alpha")[-1]
+    assert stopped["kind"] == "daemon.stop"
+    assert took["time"] <= stopped["time"], "alpha exited before bravo took over"
+
+
+def serial_state(name: str) -> Callable[[dict], bool]:
+    """A wait condition on a node's full status: its serial0 link is in state ``name``."""
+    return lambda status: [row["state"] for row in status["links"] if row["name"] == "serial0"] == [name]
 
 
 def test_serial_adapter_unplugged_and_replugged_is_reopened(rack: TwoNodeRack) -> None:
-    def serial_state(name: str) -> str:
-        return {l["name"]: l for l in rack.status(name)["links"]}["serial0"]["state"]
-
     rack.cable.unplug("a")
-    rack.wait_for(lambda: serial_state("alpha") == "down", 10, what="alpha's serial link down")
+    rack.wait_until("alpha", serial_state("down"), 10, what="alpha's serial link down", full=True)
     rack.cable.replug("a")
-    rack.wait_for(lambda: serial_state("alpha") == "up" and serial_state("bravo") == "up", 10,
-                  what="serial link back up after replug")
+    for name in ("alpha", "bravo"):
+        rack.wait_until(name, serial_state("up"), 10, what=f"{name}'s serial link back up after replug", full=True)
     assert rack.running("alpha") and rack.state("alpha") == "ACTIVE"
 
 
@@ -249,7 +235,7 @@ def test_link_that_cannot_bind_is_a_clear_startup_error(tmp_path: Path) -> None:
     import socket
 
     rack = TwoNodeRack(tmp_path)
-    rack.write_configs()
+    rack.write_configs()  # the configs only: nothing of the rack is started
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     blocker.bind(("127.0.0.1", rack.node_ports["alpha"]))
     try:
@@ -263,11 +249,10 @@ def test_link_that_cannot_bind_is_a_clear_startup_error(tmp_path: Path) -> None:
 
 def test_links_figures_count_sends_and_serial_noise(rack: TwoNodeRack) -> None:
     rack.cable.inject_noise(300, toward="b", seed=7)
-    def serial(name: str) -> dict:
-        return {l["name"]: l for l in rack.status(name)["links"]}["serial0"]
-
-    rack.wait_for(lambda: serial("bravo")["rejected_total"] > 0, 10, what="bravo to count the noise")
-    assert serial("bravo")["rejected"].get("malformed", 0) > 0
-    assert serial("alpha")["sent"] > 0 and serial("bravo")["received"] > 0
+    rack.wait_until("bravo", lambda status: [row["rejected_total"] for row in status["links"]
+                                             if row["name"] == "serial0"][0] > 0,
+                    10, what="bravo to count the noise", full=True)
+    assert link(rack, "bravo", "serial0")["rejected"].get("malformed", 0) > 0
+    assert link(rack, "alpha", "serial0")["sent"] > 0 and link(rack, "bravo", "serial0")["received"] > 0
     result = rack.cli("bravo", "links")
     assert result.returncode == 0 and "serial0" in result.stdout
