@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from firmware.core.actions import ActionError, ActionPlan
 from firmware.core.actions.hooks import HookRunner
 from firmware.core.actions.service import ServiceAction
 from firmware.core.actions.sharedip import SharedIpAction
+from helpers import wait_for
 from sim.network import RecordingNetwork
 from sim.rack import TwoNodeRack
 
@@ -168,43 +170,39 @@ def test_service_readiness_timeout_and_missing_program(tmp_path: Path) -> None:
         ServiceAction(ServiceConfig(mode="cold", start=["no-such-pbxctl"], stop=["true"], status=["true"])).check()
 
 
+def shared_ip_present(status: dict) -> bool:
+    """A wait condition on a node's full status: its shared address is on."""
+    return status["shared_ips"][0]["present"]
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["cold", "hot"])
-def test_service_modes_follow_the_active_node_in_two_daemons(tmp_path: Path, mode: str) -> None:
-    rack = TwoNodeRack(tmp_path, shared_ips=[{"address": "192.0.2.10/24", "interface": "eth0"}], service=mode)
-    rack.start()
-    try:
-        rack.wait_settled(timeout=30)
-        status = rack.status("alpha")
-        assert status["shared_ips"][0]["present"] is True and status["service"]["running"] is True
-        assert rack.status("bravo")["shared_ips"][0]["present"] is False
-        assert rack.pbx_running("alpha")
-        assert rack.pbx_running("bravo") == (mode == "hot")
-        assert rack.cli("alpha", "demote").returncode == 0
-        rack.wait_for(lambda: rack.status("bravo")["shared_ips"][0]["present"], 10, what="the address on bravo")
-        assert rack.pbx_running("bravo")
-        rack.wait_for(lambda: rack.pbx_running("alpha") == (mode == "hot"), 10, what="alpha's PBX per mode")
-        assert rack.status("alpha")["shared_ips"][0]["present"] is False
-    finally:
-        rack.stop()
+def test_service_modes_follow_the_active_node_in_two_daemons(racks: Callable[..., TwoNodeRack], mode: str) -> None:
+    rack = racks(shared_ips=[{"address": "192.0.2.10/24", "interface": "eth0"}], service=mode)
+    status = rack.status("alpha")
+    assert status["shared_ips"][0]["present"] is True and status["service"]["running"] is True
+    assert rack.status("bravo")["shared_ips"][0]["present"] is False
+    assert rack.pbx_running("alpha")
+    assert rack.pbx_running("bravo") == (mode == "hot")
+    assert rack.cli("alpha", "demote").returncode == 0
+    rack.wait_until("bravo", shared_ip_present, 10, what="the address on bravo", full=True)
+    assert rack.pbx_running("bravo")
+    wait_for(lambda: rack.pbx_running("alpha") == (mode == "hot"), 10, what="alpha's PBX per mode")
+    assert rack.status("alpha")["shared_ips"][0]["present"] is False
 
 
 @pytest.mark.integration
-def test_restarted_node_stops_a_leftover_cold_pbx_before_joining(tmp_path: Path) -> None:
-    rack = TwoNodeRack(tmp_path, service="cold")
-    rack.start()
-    try:
-        rack.wait_state("alpha", "ACTIVE", timeout=30)
-        assert rack.pbx_running("alpha")
-        rack.kill("alpha")  # the daemon dies; its PBX keeps running
-        rack.wait_state("bravo", "ACTIVE", timeout=10)
-        assert rack.pbx_running("alpha")
-        rack.start_node("alpha")
-        rack.wait_state("alpha", "STANDBY", timeout=30)
-        assert not rack.pbx_running("alpha")
-        assert any(e["kind"] == "startup.release" for e in rack.events("alpha"))
-    finally:
-        rack.stop()
+def test_restarted_node_stops_a_leftover_cold_pbx_before_joining(racks: Callable[..., TwoNodeRack]) -> None:
+    rack = racks(service="cold", settle=False)
+    rack.wait_state("alpha", "ACTIVE", timeout=30)
+    assert rack.pbx_running("alpha")
+    rack.kill("alpha")  # the daemon dies; its PBX keeps running
+    rack.wait_state("bravo", "ACTIVE", timeout=10)
+    assert rack.pbx_running("alpha")
+    rack.start_node("alpha")
+    rack.wait_state("alpha", "STANDBY", timeout=30)
+    assert not rack.pbx_running("alpha")
+    assert any(e["kind"] == "startup.release" for e in rack.events("alpha"))
 
 
 def test_unknown_interface_is_refused_at_startup_not_at_failover(tmp_path: Path) -> None:

@@ -4,77 +4,63 @@ from __future__ import annotations
 
 import socket
 import threading
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from firmware.core.watchdog import StallFence
+from helpers import state_events
 from sim.rack import TwoNodeRack
 
 
-def state_events(rack: TwoNodeRack, name: str, to: str) -> list[dict]:
-    return [e for e in rack.events(name) if e["kind"] == "state" and e["data"]["to"] == to]
-
-
-@pytest.mark.integration
-def test_isolated_active_fences_itself_before_the_peer_takes_over(tmp_path: Path) -> None:
+@pytest.fixture
+def unreachable() -> Iterator[str]:
+    """A witness target that refuses connections (bound, never listening)."""
     closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-    unreachable = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
-    rack = TwoNodeRack(tmp_path, witness_targets={"alpha": unreachable},
-                       relay_groups=[{"name": "trunks", "outputs": ["trunk:1"], "settle_ms": 100}])
-    rack.start()
-    try:
-        rack.wait_settled(timeout=20)
-        rack.cut_network()
-        rack.cut_serial()
-        rack.wait_state("bravo", "ACTIVE", timeout=10)
-        rack.wait_state("alpha", "STANDBY", timeout=10)
-        fence = [e for e in rack.events("alpha") if e["kind"] == "fence"]
-        assert fence and fence[-1]["data"]["cause"] == "isolated"
-        released = state_events(rack, "alpha", "STANDBY")[-1]["time"]
-        took = state_events(rack, "bravo", "TAKEOVER")[-1]["time"]
-        assert released <= took, "alpha must let go before bravo's deadtime runs out"
-        alpha_opened = max(e["time"] for e in rack.status("alpha")["relays"][0]["timeline"] if not e["energized"])
-        bravo_closed = min(e["time"] for e in rack.status("bravo")["relays"][0]["timeline"] if e["energized"])
-        assert alpha_opened <= bravo_closed
-    finally:
-        rack.stop()
-        closed.close()
+    closed.bind(("127.0.0.1", 0))
+    yield f"tcp://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
 
 
 @pytest.mark.integration
-def test_stall_fence_opens_the_relays_before_the_peer_closes_its_own(tmp_path: Path) -> None:
-    rack = TwoNodeRack(tmp_path, relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"], "settle_ms": 0}])
-    rack.start()
-    try:
-        rack.wait_settled()
-        rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.0}, timeout=20)  # returns when the stall ends
-        rack.wait_for(lambda: rack.active_nodes() == ["bravo"], 10, what="bravo alone ACTIVE")
-        alpha = rack.status("alpha")["relays"][0]["timeline"]
-        bravo = rack.status("bravo")["relays"][0]["timeline"]
-        opened = min(e["time"] for e in alpha if not e["energized"])
-        closed = min(e["time"] for e in bravo if e["energized"])
-        # Even with no settle delay, alpha's fence thread let go while its loop was still stuck.
-        assert opened < closed, f"alpha opened {opened - closed:+.3f} s after bravo closed"
-    finally:
-        rack.stop()
+def test_isolated_active_fences_itself_before_the_peer_takes_over(racks: Callable[..., TwoNodeRack],
+                                                                  unreachable: str) -> None:
+    rack = racks(witness_targets={"alpha": unreachable},
+                 relay_groups=[{"name": "trunks", "outputs": ["trunk:1"], "settle_ms": 100}])
+    rack.cut_network()
+    rack.cut_serial()
+    rack.wait_state("bravo", "ACTIVE", timeout=10)
+    rack.wait_state("alpha", "STANDBY", timeout=10)
+    fence = [e for e in rack.events("alpha") if e["kind"] == "fence"]
+    assert fence and fence[-1]["data"]["cause"] == "isolated"
+    released = state_events(rack, "alpha", "STANDBY")[-1]["time"]
+    took = state_events(rack, "bravo", "TAKEOVER")[-1]["time"]
+    assert released <= took, "alpha must let go before bravo's deadtime runs out"
+    alpha_opened = max(e["time"] for e in rack.status("alpha")["relays"][0]["timeline"] if not e["energized"])
+    bravo_closed = min(e["time"] for e in rack.status("bravo")["relays"][0]["timeline"] if e["energized"])
+    assert alpha_opened <= bravo_closed
 
 
 @pytest.mark.integration
-def test_stalled_active_fences_itself_when_it_resumes(tmp_path: Path) -> None:
-    rack = TwoNodeRack(tmp_path)
-    rack.start()
-    try:
-        rack.wait_settled(timeout=20)
-        rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.0}, timeout=20)
-        rack.wait_for(lambda: any(e["kind"] == "fence" for e in rack.events("alpha")), 10, what="alpha's fence")
-        fence = next(e for e in rack.events("alpha") if e["kind"] == "fence")
-        assert fence["data"]["cause"] == "stall" and fence["data"]["stalled_s"] >= 0.9
-        rack.wait_for(lambda: rack.active_nodes() == ["bravo"], 10, what="bravo alone ACTIVE")
-        assert rack.state("alpha") == "STANDBY"
-    finally:
-        rack.stop()
+def test_stall_fence_opens_the_relays_before_the_peer_closes_its_own(racks: Callable[..., TwoNodeRack]) -> None:
+    rack = racks(relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"], "settle_ms": 0}])
+    rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.0}, timeout=20)  # returns when the stall ends
+    assert rack.wait_pair(timeout=10) == "bravo"
+    alpha = rack.status("alpha")["relays"][0]["timeline"]
+    bravo = rack.status("bravo")["relays"][0]["timeline"]
+    opened = min(e["time"] for e in alpha if not e["energized"])
+    closed = min(e["time"] for e in bravo if e["energized"])
+    # Even with no settle delay, alpha's fence thread let go while its loop was still stuck.
+    assert opened < closed, f"alpha opened {opened - closed:+.3f} s after bravo closed"
+
+
+@pytest.mark.integration
+def test_stalled_active_fences_itself_when_it_resumes(rack: TwoNodeRack) -> None:
+    rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.0}, timeout=20)
+    fence = rack.wait_event("alpha", lambda e: e["kind"] == "fence", timeout=10, what="alpha's fence")
+    assert fence["data"]["cause"] == "stall" and fence["data"]["stalled_s"] >= 0.9
+    assert rack.wait_pair(timeout=10) == "bravo"
+    assert rack.state("alpha") == "STANDBY"
 
 
 class FakeClock:

@@ -7,10 +7,13 @@ unsolicited neighbour advertisements the new ACTIVE node sends.
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from helpers import wait_for
+from sim.rack import TwoNodeRack
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
@@ -20,19 +23,11 @@ SHARED_V6 = "2001:db8::100/64"
 
 
 @pytest.fixture
-def rack(tmp_path: Path):
-    from sim.rack import TwoNodeRack
-
-    rack = TwoNodeRack(tmp_path, netns=True, shared_ips=[
+def rack(racks: Callable[..., TwoNodeRack]) -> TwoNodeRack:
+    return racks(netns=True, shared_ips=[
         {"address": SHARED_V4, "interface": "eth0", "route_source": True},
         {"address": SHARED_V6, "interface": "eth0"},
     ])
-    try:
-        rack.start()
-        rack.wait_settled(timeout=30)
-        yield rack
-    finally:
-        rack.stop()
 
 
 def holders(rack, address: str) -> list[str]:
@@ -58,10 +53,8 @@ def test_sigkill_moves_the_address_and_the_switch_sees_the_announcements(rack) -
     assert na["mac"] == bravo_mac and na["override"] and not na["solicited"] and not na["router"]
     assert na["checksum_ok"]
     # The whole burst (5 x 200 ms by default) goes out.
-    deadline = time.monotonic() + 5
-    while len(sniffer.find(kind="garp", ip="192.0.2.100", since=killed)) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(sniffer.find(kind="garp", ip="192.0.2.100", since=killed)) >= 5
+    wait_for(lambda: len(sniffer.find(kind="garp", ip="192.0.2.100", since=killed)) >= 5, 10,
+             what="the whole burst of five gratuitous ARPs")
     assert prefsrc(rack, "bravo") == "192.0.2.100"
     # systemd restarts the killed daemon: it releases what the crash left and joins as STANDBY.
     rack.start_node("alpha")
@@ -81,8 +74,6 @@ def test_demote_moves_the_address_back_and_restores_the_route_source(rack) -> No
 def test_missing_interface_is_a_startup_error(tmp_path: Path) -> None:
     import subprocess
     import sys
-
-    from sim.rack import TwoNodeRack
 
     rack = TwoNodeRack(tmp_path, netns=True, shared_ips=[{"address": SHARED_V4, "interface": "eth9"}])
     try:

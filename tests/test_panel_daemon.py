@@ -8,24 +8,25 @@ for actions, back into the daemon over the control socket like the CLI.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from helpers import wait_for
 from sim.rack import TwoNodeRack
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def rack(tmp_path: Path):
-    with TwoNodeRack(tmp_path) as rack:
-        rack.wait_settled(timeout=20)
-        yield rack
-
-
 def frame(rack: TwoNodeRack, node: str) -> str:
+    """The node's LCD text now (`panel.frame`: the panel's last frame, no status snapshot)."""
     return "\n".join(rack.control(node, {"cmd": "panel.frame"})["text"])
+
+
+def wait_frame(rack: TwoNodeRack, node: str, text: str, what: str, present: bool = True) -> None:
+    """Wait until the node's LCD shows ``text`` (or, with ``present`` False, no longer shows it)."""
+    wait_for(lambda: (text in frame(rack, node)) == present, 10, what=f"{what} ({node}'s LCD: {frame(rack, node)!r})")
 
 
 def press(rack: TwoNodeRack, node: str, *keys: str) -> None:
@@ -34,7 +35,7 @@ def press(rack: TwoNodeRack, node: str, *keys: str) -> None:
 
 
 def test_home_screen_shows_the_node_and_a_png_frame(rack: TwoNodeRack) -> None:
-    rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's panel to show ACTIVE")
+    wait_frame(rack, "alpha", "ACTIVE", "alpha's panel to show ACTIVE")
     text = frame(rack, "alpha")
     assert "alpha" in text and len(text.splitlines()) == 4
     png = base64.b64decode(rack.control("alpha", {"cmd": "panel.frame"})["png"])
@@ -44,9 +45,9 @@ def test_home_screen_shows_the_node_and_a_png_frame(rack: TwoNodeRack) -> None:
 
 
 def test_demote_the_active_from_its_panel_hands_over(rack: TwoNodeRack) -> None:
-    rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's panel to show ACTIVE")
+    wait_frame(rack, "alpha", "ACTIVE", "alpha's panel to show ACTIVE")
     press(rack, "alpha", "enter", "down", "enter")  # menu, Demote, its confirmation
-    rack.wait_for(lambda: "Demote" in frame(rack, "alpha"), 5, what="the demote confirmation")
+    wait_frame(rack, "alpha", "Demote", "the demote confirmation")
     assert rack.state("alpha") == "ACTIVE"  # confirming defaults to No: nothing yet
     press(rack, "alpha", "down")  # Yes
     rack.control("alpha", {"cmd": "panel.press", "key": "enter", "action": "hold", "seconds": 3.6})
@@ -58,14 +59,14 @@ def test_demote_the_active_from_its_panel_hands_over(rack: TwoNodeRack) -> None:
 
 def test_a_refusal_is_shown_on_the_panel(rack: TwoNodeRack) -> None:
     rack.kill("bravo")
-    rack.wait_for(lambda: not rack.status("alpha")["peer"]["alive"], 10, what="alpha to see bravo gone")
+    rack.wait_until("alpha", lambda brief: not brief["peer_alive"], 10, what="alpha to see bravo gone")
     # The silent peer is an alarm: it takes over the LCD, and the first key only acknowledges it.
-    rack.wait_for(lambda: "ALARM" in frame(rack, "alpha"), 10, what="the alarm screen")
+    wait_frame(rack, "alpha", "ALARM", "the alarm screen")
     press(rack, "alpha", "back")
-    rack.wait_for(lambda: "ALARM" not in frame(rack, "alpha"), 5, what="the alarm to be acknowledged")
+    wait_frame(rack, "alpha", "ALARM", "the alarm to be acknowledged", present=False)
     press(rack, "alpha", "enter", "down", "enter", "down")
     rack.control("alpha", {"cmd": "panel.press", "key": "enter", "action": "hold", "seconds": 3.6})
-    rack.wait_for(lambda: "refused" in frame(rack, "alpha").lower(), 10, what="the refusal on the LCD")
+    wait_for(lambda: "refused" in frame(rack, "alpha").lower(), 10, what="the refusal on the LCD")
     assert rack.state("alpha") == "ACTIVE"
     refused = [e["data"] for e in rack.events("alpha") if e["kind"] == "refused"]
     assert refused and refused[-1]["source"] == "panel"
@@ -76,31 +77,28 @@ def test_panel_press_is_refused_for_unknown_keys(rack: TwoNodeRack) -> None:
     assert result.returncode == 1 and "no panel key 'select'" in result.stderr
 
 
-def test_a_cfa635_panel_on_the_emulated_module(tmp_path: Path) -> None:
+def test_a_cfa635_panel_on_the_emulated_module(racks: Callable[..., TwoNodeRack]) -> None:
     """The sim-cfa635 board: the real Crystalfontz driver over a pty, keys pressed on the module."""
-    with TwoNodeRack(tmp_path, board="sim-cfa635") as rack:
-        rack.wait_settled(timeout=20)
-        rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's CFA-635 to show ACTIVE")
-        press(rack, "alpha", "down")
-        rack.wait_for(lambda: "Peer" in frame(rack, "alpha"), 10, what="the peer page after DOWN")
-        press(rack, "alpha", "back", "enter")  # BACK is the module's EXIT key; ENTER opens the menu
-        rack.wait_for(lambda: "Promote" in frame(rack, "alpha"), 10, what="the menu")
+    rack = racks(board="sim-cfa635")
+    wait_frame(rack, "alpha", "ACTIVE", "alpha's CFA-635 to show ACTIVE")
+    press(rack, "alpha", "down")
+    wait_frame(rack, "alpha", "Peer", "the peer page after DOWN")
+    press(rack, "alpha", "back", "enter")  # BACK is the module's EXIT key; ENTER opens the menu
+    wait_frame(rack, "alpha", "Promote", "the menu")
 
 
-def test_a_wrong_pin_at_the_panel_is_journaled(tmp_path: Path) -> None:
+def test_a_wrong_pin_at_the_panel_is_journaled(racks: Callable[..., TwoNodeRack]) -> None:
     import hashlib
 
-    with TwoNodeRack(tmp_path, extra={"panel": {"pin_sha256": hashlib.sha256(b"4711").hexdigest()}}) as rack:
-        rack.wait_settled(timeout=20)
-        rack.wait_for(lambda: "ACTIVE" in frame(rack, "alpha"), 10, what="alpha's panel to show ACTIVE")
-        press(rack, "alpha", "enter")  # the menu asks for the PIN first
-        rack.wait_for(lambda: "PIN" in frame(rack, "alpha"), 5, what="the PIN entry")
-        press(rack, "alpha", "enter", "enter", "enter", "enter")  # 0000
-        rack.wait_for(lambda: any(e["kind"] == "panel" for e in rack.events("alpha")), 10,
-                      what="the wrong PIN in the journal")
-        event = next(e["data"] for e in rack.events("alpha") if e["kind"] == "panel")
-        assert event == {"event": "pin.wrong", "detail": "1 wrong in a row", "source": "panel"}
-        assert "wrong PIN" in frame(rack, "alpha")
+    rack = racks(extra={"panel": {"pin_sha256": hashlib.sha256(b"4711").hexdigest()}})
+    wait_frame(rack, "alpha", "ACTIVE", "alpha's panel to show ACTIVE")
+    press(rack, "alpha", "enter")  # the menu asks for the PIN first
+    wait_frame(rack, "alpha", "PIN", "the PIN entry")
+    press(rack, "alpha", "enter", "enter", "enter", "enter")  # 0000
+    event = rack.wait_event("alpha", lambda e: e["kind"] == "panel", timeout=10,
+                            what="the wrong PIN in the journal")["data"]
+    assert event == {"event": "pin.wrong", "detail": "1 wrong in a row", "source": "panel"}
+    wait_frame(rack, "alpha", "wrong PIN", "the wrong PIN on the LCD")  # drawn after it is journaled
 
 
 def test_a_panel_that_cannot_be_opened_stops_the_daemon_naming_the_profile_key(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from firmware.drivers.relays.base import RelayDriver, RelayError, check_channel
 from firmware.drivers.relays.pcf8574 import Pcf8574Inputs, Pcf8574Relays
 from firmware.drivers.relays.usb import UsbRelayBoard, frame
 from sim.i2c import Pcf8574Model, SimI2cBuses, SimI2cDevice
+from sim.rack import TwoNodeRack
 from sim.usbrelay import UsbRelayEmulator
 
 from helpers import wait_for
@@ -459,27 +460,22 @@ def test_simsmbus_custom_register_device(i2c: SimI2cBuses) -> None:
     assert unmodelled.value.errno == errno.EIO
 
 
-def test_daemon_alarms_when_the_usb_relay_board_is_unplugged(tmp_path) -> None:
+def test_daemon_alarms_when_the_usb_relay_board_is_unplugged(tmp_path: Path,
+                                                             racks: Callable[..., TwoNodeRack]) -> None:
     """A daemon whose board profile names a USB relay board raises an alarm when it disappears."""
-    from pathlib import Path as _Path
-
-    from sim.rack import TwoNodeRack
-    from sim.usbrelay import UsbRelayEmulator
-
     board = tmp_path / "usb-board.toml"
     with UsbRelayEmulator(tmp_path / "usb", channels=2) as emulator:
         board.write_text('name = "usb-sim"\nextensions = ["sim.extension:install"]\n'
                          'network = "sim.network:RecordingNetwork"\n'
                          '[relays.trunk]\ndriver = "firmware.drivers.relays.usb:UsbRelayBoard"\n'
                          f'port = "{emulator.path}"\nchannels = 2\n')
-        rack = TwoNodeRack(_Path(tmp_path / "rack"), relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
-                                                                    "settle_ms": 0}], board=str(board))
-        rack.start(nodes=("alpha",))
+        rack = racks(base=tmp_path / "rack", nodes=("alpha",), board=str(board),
+                     relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"], "settle_ms": 0}])
         try:
             rack.wait_state("alpha", "ACTIVE", timeout=20)
             assert emulator.wait_for(lambda: emulator.states == {1: True, 2: True}, 10)
             emulator.unplug()
-            rack.wait_for(lambda: any("relay bank trunk" in a for a in rack.alarms("alpha")), 10,
-                          what="the unplugged-board alarm")
+            rack.wait_until("alpha", lambda brief: any("relay bank trunk" in a["text"] for a in brief["alarms"]), 10,
+                            what="the unplugged-board alarm")
         finally:
-            rack.stop()
+            rack.stop()  # before the emulator goes (the fixture would stop it only after)

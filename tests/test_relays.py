@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -17,18 +17,22 @@ TRUNKS = {"name": "trunks", "outputs": ["trunk:1", "trunk:2"], "feedback": ["tru
 
 def relays(rack: TwoNodeRack, name: str) -> dict:
     status = rack.status(name)
-    return status["relays"][0] if status and status["relays"] else {}
+    assert status is not None, f"{name} did not answer"
+    return status["relays"][0]
 
 
 def energized(rack: TwoNodeRack, name: str) -> list[bool | None]:
-    return [o["energized"] for o in relays(rack, name).get("outputs", [])]
+    return [o["energized"] for o in relays(rack, name)["outputs"]]
+
+
+def both_closed(status: dict) -> bool:
+    """A wait condition on a node's full status: its trunk relays are both energized."""
+    return [o["energized"] for o in status["relays"][0]["outputs"]] == [True, True]
 
 
 @pytest.fixture
-def rack(tmp_path: Path):
-    with TwoNodeRack(tmp_path, relay_groups=[dict(TRUNKS)]) as rack:
-        rack.wait_settled(timeout=20)
-        yield rack
+def rack(racks: Callable[..., TwoNodeRack]) -> TwoNodeRack:
+    return racks(relay_groups=[dict(TRUNKS)])
 
 
 def switch_times(rack: TwoNodeRack, name: str, energized_: bool) -> list[float]:
@@ -43,7 +47,7 @@ def test_active_node_holds_the_trunks(rack: TwoNodeRack) -> None:
 
 def test_planned_handover_is_break_before_make_on_the_relays(rack: TwoNodeRack) -> None:
     assert rack.cli("alpha", "demote").returncode == 0
-    rack.wait_for(lambda: energized(rack, "bravo") == [True, True], 10, what="bravo's relays closed")
+    rack.wait_until("bravo", both_closed, 10, what="bravo's relays closed", full=True)
     assert energized(rack, "alpha") == [False, False]
     opened = max(switch_times(rack, "alpha", False))
     closed = min(switch_times(rack, "bravo", True))
@@ -53,9 +57,10 @@ def test_planned_handover_is_break_before_make_on_the_relays(rack: TwoNodeRack) 
 
 def test_sigkill_peer_closes_only_after_deadtime_and_settle(rack: TwoNodeRack) -> None:
     killed = rack.kill("alpha", signal.SIGKILL)
-    rack.wait_for(lambda: energized(rack, "bravo") == [True, True], 10, what="bravo's relays closed")
+    rack.wait_until("bravo", both_closed, 10, what="bravo's relays closed", full=True)
     closed = min(switch_times(rack, "bravo", True))
-    took = rack.state_time("bravo", "TAKEOVER", killed)
+    took = next((e["time"] for e in rack.events("bravo")
+                 if e["kind"] == "state" and e["data"]["to"] == "TAKEOVER" and e["time"] >= killed), None)
     # The killed node's mock pins vanished with its process (the hardware's pull resistors hold the
     # safe level); bravo closes only after declaring alpha dead, and then only after the settle delay.
     assert took is not None and closed - took >= 0.2, f"closed {closed - took:.3f} s after the takeover decision"
@@ -65,29 +70,23 @@ def test_stuck_contact_raises_the_alarm(rack: TwoNodeRack) -> None:
     # alpha's contact 1 is stuck open: opening is fine, closing is not confirmed.
     rack.control("alpha", {"cmd": "sim.contact", "input": "trunk-sense:1", "value": False})
     assert rack.cli("bravo", "promote").returncode == 0  # alpha releases; its contact reads off: fine
-    rack.wait_for(lambda: energized(rack, "bravo") == [True, True], 10, what="bravo's relays closed")
+    rack.wait_until("bravo", both_closed, 10, what="bravo's relays closed", full=True)
     assert rack.cli("alpha", "promote").returncode == 0  # alpha closes, but contact 1 stays open
-    rack.wait_for(lambda: relays(rack, "alpha")["mismatch"], 10, what="the mismatch alarm on alpha")
+    rack.wait_until("alpha", lambda status: status["relays"][0]["mismatch"], 10, what="the mismatch alarm on alpha",
+                    full=True)
     assert "trunk:1 commanded on but contact trunk-sense:1 reads off" in relays(rack, "alpha")["mismatch"]
     assert any(e["kind"] == "relay.mismatch" for e in rack.events("alpha"))
 
 
-def test_stuck_contact_blocks_takeover_when_configured(tmp_path: Path) -> None:
-    rack = TwoNodeRack(tmp_path, relay_groups=[dict(TRUNKS, on_mismatch="block")],
-                       extra={"actions": {"veto_backoff_s": 30}})
-    rack.start()
-    try:
-        rack.wait_settled(timeout=20)
-        rack.control("bravo", {"cmd": "sim.contact", "input": "trunk-sense:2", "value": False})
-        rack.cli("alpha", "demote")  # alpha releases; bravo's takeover will fail on its feedback
-        rack.wait_for(lambda: any(e["kind"] == "promote.failed" for e in rack.events("bravo")), 15,
-                      what="bravo's takeover to fail on the feedback")
-        failed = next(e for e in rack.events("bravo") if e["kind"] == "promote.failed")
-        assert "takeover blocked" in failed["data"]["detail"]
-        rack.wait_state("alpha", "ACTIVE", timeout=15)  # handed back to the healthy peer
-        assert energized(rack, "bravo") == [False, False]
-    finally:
-        rack.stop()
+def test_stuck_contact_blocks_takeover_when_configured(racks: Callable[..., TwoNodeRack]) -> None:
+    rack = racks(relay_groups=[dict(TRUNKS, on_mismatch="block")], extra={"actions": {"veto_backoff_s": 30}})
+    rack.control("bravo", {"cmd": "sim.contact", "input": "trunk-sense:2", "value": False})
+    rack.cli("alpha", "demote")  # alpha releases; bravo's takeover will fail on its feedback
+    failed = rack.wait_event("bravo", lambda e: e["kind"] == "promote.failed", timeout=15,
+                             what="bravo's takeover to fail on the feedback")
+    assert "takeover blocked" in failed["data"]["detail"]
+    rack.wait_state("alpha", "ACTIVE", timeout=15)  # handed back to the healthy peer
+    assert energized(rack, "bravo") == [False, False]
 
 
 def test_peer_never_closes_while_the_releaser_reports_a_welded_contact(rack: TwoNodeRack) -> None:
@@ -95,10 +94,9 @@ def test_peer_never_closes_while_the_releaser_reports_a_welded_contact(rack: Two
     # and bravo's interlock keeps bravo's relays open (two PBXs on one trunk is worse than none).
     rack.control("alpha", {"cmd": "sim.contact", "input": "trunk-sense:1", "value": True})
     rack.cli("alpha", "demote")
-    rack.wait_for(lambda: any(e["kind"] == "demote.failed" for e in rack.events("alpha")), 10,
-                  what="alpha's failed release")
-    rack.wait_for(lambda: any(e["kind"] == "action" and not e["data"]["ok"] and "its release failed" in e["data"]["detail"]
-                              for e in rack.events("bravo")), 10, what="bravo's interlock to refuse")
+    rack.wait_event("alpha", lambda e: e["kind"] == "demote.failed", timeout=10, what="alpha's failed release")
+    rack.wait_event("bravo", lambda e: e["kind"] == "action" and not e["data"]["ok"]
+                    and "its release failed" in e["data"]["detail"], timeout=10, what="bravo's interlock to refuse")
     # bravo hands the calls back to alpha, whose (welded) relays carry the trunk anyway.
     rack.wait_state("alpha", "ACTIVE", timeout=10)
     assert energized(rack, "bravo") == [False, False]

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from helpers import wait_for
 from sim.rack import TwoNodeRack
 
 pytestmark = pytest.mark.integration
@@ -58,26 +60,23 @@ def test_stalled_loop_stops_systemd_watchdog_pings(tmp_path: Path) -> None:
         listener.close()
 
 
-def test_hardware_watchdog_is_fed_and_magic_closed(tmp_path: Path) -> None:
+def test_hardware_watchdog_is_fed_and_magic_closed(racks: Callable[..., TwoNodeRack], tmp_path: Path) -> None:
     device = tmp_path / "watchdog"  # a regular file stands in for the device (no ioctls: writes only)
     device.touch()
-    rack = TwoNodeRack(tmp_path / "rack", extra={"watchdog": {"device": str(device), "timeout_s": 5}})
-    rack.start(nodes=("alpha",))
-    try:
-        rack.wait_for(lambda: device.stat().st_size >= 5, 20, what="keepalive writes")
-        status = rack.status("alpha")["watchdog"]
-        assert status["armed"] and status["device"] == str(device)
-        rack.kill("alpha", signal.SIGTERM)
-        assert rack.wait_exit("alpha", 20) == 0
-        data = device.read_bytes()
-        assert data.endswith(b"V") and set(data[:-1]) == {0}
-    finally:
-        rack.stop()
+    rack = racks(base=tmp_path / "rack", nodes=("alpha",),
+                 extra={"watchdog": {"device": str(device), "timeout_s": 5}})
+    wait_for(lambda: device.stat().st_size >= 5, 20, what="keepalive writes")
+    status = rack.status("alpha")["watchdog"]
+    assert status["armed"] and status["device"] == str(device)
+    rack.kill("alpha", signal.SIGTERM)
+    assert rack.wait_exit("alpha", 20) == 0
+    data = device.read_bytes()
+    assert data.endswith(b"V") and set(data[:-1]) == {0}
 
 
 def test_missing_watchdog_device_is_a_startup_error(tmp_path: Path) -> None:
     rack = TwoNodeRack(tmp_path, extra={"watchdog": {"device": str(tmp_path / "no-such-watchdog")}})
-    rack.write_configs()
+    rack.write_configs()  # the configs only: nothing of the rack is started
     result = subprocess.run([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("alpha")), "run"],
                             capture_output=True, text=True, timeout=30)
     rack.relay.stop()
@@ -85,15 +84,13 @@ def test_missing_watchdog_device_is_a_startup_error(tmp_path: Path) -> None:
     assert "watchdog.device" in result.stderr and "no-such-watchdog" in result.stderr
 
 
-def test_watchdog_pulse_toggles_only_on_the_active_node(tmp_path: Path) -> None:
-    rack = TwoNodeRack(tmp_path)
-    rack.start()
-    try:
-        rack.wait_settled(timeout=20)
-        first = rack.status("alpha")["watchdog_pulse"]["toggles"]
-        rack.wait_for(lambda: rack.status("alpha")["watchdog_pulse"]["toggles"] >= first + 5, 10,
-                      what="the pulse on the ACTIVE node")
-        assert rack.status("bravo")["watchdog_pulse"]["toggles"] == 0
-        assert rack.status("bravo")["watchdog_pulse"]["level"] is False
-    finally:
-        rack.stop()
+def pulse_toggles(status: dict) -> int:
+    return status["watchdog_pulse"]["toggles"]
+
+
+def test_watchdog_pulse_toggles_only_on_the_active_node(rack: TwoNodeRack) -> None:
+    first = pulse_toggles(rack.status("alpha"))
+    rack.wait_until("alpha", lambda status: pulse_toggles(status) >= first + 5, 10, what="the pulse on the ACTIVE node",
+                    full=True)
+    assert rack.status("bravo")["watchdog_pulse"]["toggles"] == 0
+    assert rack.status("bravo")["watchdog_pulse"]["level"] is False
