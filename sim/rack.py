@@ -302,18 +302,19 @@ class TwoNodeRack:
 
     # ------------------------------------------------------------------ processes
 
-    def start_node(self, name: str) -> subprocess.Popen:
-        """Start `tandem run` for a node."""
+    def start_node(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start `tandem run` for a node; `env` adds to its environment (e.g. a NOTIFY_SOCKET of the caller's)."""
         if name in self._logs:
             self._logs[name].close()
         log = open(self.log_path(name), "ab")
         self._logs[name] = log
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("NOTIFY_SOCKET", None)
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        environment.pop("NOTIFY_SOCKET", None)
+        environment.update(env or {})
         argv = [sys.executable, "-m", "firmware.cli", "--config", str(self.config_path(name)), "run"]
         if self.lab is not None:
             argv = ["ip", "netns", "exec", self.namespace(name)] + argv  # ip execs: the pid is the daemon's
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=environment)
         self.procs[name] = proc
         return proc
 

@@ -1,4 +1,4 @@
-"""Test helpers shared by every test module: the one way to wait, and the simulated rack's checks.
+"""Test helpers shared by every test module: the one way to wait, a systemd notify listener, rack checks.
 
 Waiting is always on a condition, with a generous timeout that is only waited
 out when the test fails: the CI box is a loaded 2-core machine, so nothing
@@ -10,14 +10,20 @@ itself can wait for (a state, a journal event, heartbeat ticks) is in
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sim.rack import NODES, TwoNodeRack
 
 T = TypeVar("T")
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python 3.11 does not name it
 
 TIMEOUT = 10.0  # generous: waited out only when the condition never comes
 FIRST_INTERVAL = 0.002
@@ -41,6 +47,106 @@ def wait_for(predicate: Callable[[], T], timeout: float = TIMEOUT, what: str = "
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
         interval = min(interval * 2, MAX_INTERVAL)
+
+
+# ---------------------------------------------------------------- systemd notify
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One sd_notify datagram: its ``KEY=value`` lines and when the kernel queued it (wall clock)."""
+
+    text: str
+    at: float
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """The datagram's assignments (``{"READY": "1", "STATUS": "…"}``)."""
+        return dict(line.split("=", 1) for line in self.text.splitlines() if "=" in line)
+
+
+class NotifyListener:
+    """A stand-in for systemd's notify socket: collects every sd_notify datagram sent to it.
+
+    Each datagram is stamped by the kernel when it arrived (SO_TIMESTAMPNS), not
+    when this listener's thread got round to reading it, so comparing the stamps
+    with another clock reading (a journal record's time) is exact even when
+    the test machine is loaded. Use :meth:`env` in the daemon's environment.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._sock.bind(str(path))
+        self._messages: list[Notification] = []
+        self._changed = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._read, name="notify-listener", daemon=True)
+        self._thread.start()
+
+    def env(self, watchdog_usec: int | None = None) -> dict[str, str]:
+        """What to add to a daemon's environment so it notifies this listener (and feeds a systemd watchdog)."""
+        env = {"NOTIFY_SOCKET": str(self.path)}
+        if watchdog_usec is not None:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        return env
+
+    @property
+    def messages(self) -> list[Notification]:
+        """Every datagram so far, in arrival order."""
+        with self._changed:
+            return list(self._messages)
+
+    def with_field(self, key: str, value: str | None = None) -> list[Notification]:
+        """The datagrams that set ``key`` (to ``value``, if given)."""
+        return [m for m in self.messages if key in m.fields and (value is None or m.fields[key] == value)]
+
+    def wait_count(self, key: str, value: str | None, count: int, timeout: float = 20.0) -> list[Notification]:
+        """Wait until at least ``count`` datagrams set ``key`` (to ``value``); return them."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._matching(key, value)) >= count, timeout):
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {count} × {key}="
+                                     f"{value or '…'} (got {len(self._matching(key, value))})")
+            return self._matching(key, value)
+
+    def _matching(self, key: str, value: str | None) -> list[Notification]:
+        return [m for m in self._messages if key in m.fields and (value is None or m.fields[key] == value)]
+
+    def _read(self) -> None:
+        stamp_size = struct.calcsize("ll")
+        while True:
+            try:
+                data, ancillary, _, _ = self._sock.recvmsg(65536, socket.CMSG_SPACE(stamp_size))
+            except OSError:
+                return
+            if not data and self._closed:
+                return
+            at = time.time()
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = struct.unpack("ll", payload[:stamp_size])
+                    at = seconds + nanoseconds / 1e9
+            with self._changed:
+                self._messages.append(Notification(data.decode(errors="replace"), at))
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        """Stop listening and remove the socket file."""
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        self._thread.join(timeout=5)
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "NotifyListener":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------- racks

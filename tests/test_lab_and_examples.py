@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from firmware.config import load_config
+from helpers import NotifyListener
 from sim.rack import TwoNodeRack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,30 +47,13 @@ def test_lab_starts_both_nodes_and_shows_one_active(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_daemon_notifies_systemd_ready_and_watchdog(tmp_path: Path) -> None:
-    rack = TwoNodeRack(tmp_path)
-    rack.write_configs()
-    notify_path = tmp_path / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify_path))
-    listener.settimeout(10)
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
-    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("alpha")), "run"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        messages: list[str] = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and sum("WATCHDOG=1" in m for m in messages) < 3:
-            messages.append(listener.recv(4096).decode())
-        assert any("READY=1" in m for m in messages)
-        assert sum("WATCHDOG=1" in m for m in messages) >= 3
-        assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in messages)
-    finally:
-        proc.kill()
-        proc.wait()
-        listener.close()
-
-
+def test_daemon_notifies_systemd_ready_and_watchdog(racks: Callable[..., TwoNodeRack], tmp_path: Path) -> None:
+    rack = racks(nodes=())
+    with NotifyListener(tmp_path / "notify.sock") as listener:
+        rack.start_node("alpha", env=listener.env(watchdog_usec=400_000))
+        listener.wait_count("WATCHDOG", "1", 3, timeout=20)
+        assert listener.with_field("READY", "1")
+        assert listener.with_field("STATUS")
 @pytest.mark.integration
 def test_interactive_lab_takes_commands_and_redraws(tmp_path: Path) -> None:
     import fcntl

@@ -2,62 +2,35 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import wait_for
+from helpers import NotifyListener, wait_for
 from sim.rack import TwoNodeRack
 
 pytestmark = pytest.mark.integration
 
 
-def test_stalled_loop_stops_systemd_watchdog_pings(tmp_path: Path) -> None:
-    rack = TwoNodeRack(tmp_path)
-    rack.write_configs()
-    notify_path = tmp_path / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify_path))
-    listener.settimeout(0.2)
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "200000"}
-    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("alpha")), "run"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pings: list[float] = []
-    stop = threading.Event()
-
-    def collect() -> None:
-        while not stop.is_set():
-            try:
-                if b"WATCHDOG=1" in listener.recv(4096):
-                    pings.append(time.monotonic())
-            except socket.timeout:
-                continue
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
-    try:
-        rack.wait_for(lambda: len(pings) >= 5, 20, what="regular watchdog pings")
-        stalled_at = time.monotonic()
-        rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.5}, timeout=20)
-        resumed_at = time.monotonic()
-        count = len(pings)
-        rack.wait_for(lambda: len(pings) >= count + 3, 10, what="pings to resume after the stall")
-        during = [t for t in pings if stalled_at + 0.2 < t < resumed_at - 0.05]
-        assert during == [], f"{len(during)} pings while the loop was stalled"
-    finally:
-        stop.set()
-        proc.kill()
-        proc.wait()
-        rack.relay.stop()
-        listener.close()
+def test_stalled_loop_stops_systemd_watchdog_pings(racks: Callable[..., TwoNodeRack], tmp_path: Path) -> None:
+    rack = racks(nodes=())
+    with NotifyListener(tmp_path / "notify.sock") as listener:
+        rack.start_node("alpha", env=listener.env(watchdog_usec=200_000))
+        listener.wait_count("WATCHDOG", "1", 5)
+        stall_s = 1.5
+        rack.control("alpha", {"cmd": "sim.stall", "seconds": stall_s}, timeout=20)  # returns when it ends
+        count = len(listener.with_field("WATCHDOG", "1"))
+        listener.wait_count("WATCHDOG", "1", count + 3)  # the pings resume after the stall
+        # The stall began when the daemon journaled it and lasted stall_s at least. The pings carry the
+        # kernel's stamp of when they were sent, so the window is exact however loaded the machine is
+        # (1 ms off each end: the journal's time is rounded to the millisecond).
+        began = next(e["time"] for e in reversed(rack.events("alpha")) if e["kind"] == "sim.stall")
+        during = [m.at - began for m in listener.with_field("WATCHDOG", "1") if began + 0.001 < m.at < began + stall_s - 0.001]
+        assert during == [], f"{len(during)} pings while the loop was stalled, at {during} s into the stall"
 
 
 def test_hardware_watchdog_is_fed_and_magic_closed(racks: Callable[..., TwoNodeRack], tmp_path: Path) -> None:
