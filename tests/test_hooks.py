@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+import pytest
+
 from firmware.core.actions.hooks import HookRunner, hook_environment
+from helpers import wait_for
+from sim.rack import TwoNodeRack
 
 
 def make_hook(folder: Path, name: str, body: str, executable: bool = True) -> Path:
@@ -57,71 +61,52 @@ def test_exit_code_is_reported(tmp_path: Path) -> None:
 
 def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
-    make_hook(tmp_path / "state", "hang", f"sleep 60 & echo $! > {pidfile}; wait")
-    started = time.monotonic()
+    make_hook(tmp_path / "state", "hang", f"sleep 600 & echo $! > {pidfile}; wait")
+    # A runner that waited the hook out would take ten minutes: the test's own timeout fails it first.
     result = asyncio.run(HookRunner(tmp_path, timeout=0.5).run("state", {}, {}))[0]
-    assert time.monotonic() - started < 5
     assert result.exit_code is None and "killed after the 0.5 s timeout" in result.output
-    child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("the hook's child process survived the timeout")
+    child = psutil.Process(int(pidfile.read_text()))
+    wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 10,
+             what="the hook's child process to be gone")
 
 
-def test_daemon_runs_hooks_and_a_hanging_hook_does_not_delay_heartbeats(tmp_path: Path) -> None:
-    from sim.rack import TwoNodeRack
-
+@pytest.mark.integration
+def test_daemon_runs_hooks_and_a_hanging_hook_does_not_delay_heartbeats(racks: Callable[..., TwoNodeRack],
+                                                                         tmp_path: Path) -> None:
     hooks = tmp_path / "hooks"
     marker = tmp_path / "peer-found-alpha.json"
     make_hook(hooks / "peer.found", "10-note", f'cat > "{tmp_path}/peer-found-$TANDEM_NODE.json"')
     make_hook(hooks / "all", "90-slow", "sleep 2")  # runs for every event, hangs past the timeout
-    rack = TwoNodeRack(tmp_path / "rack", extra={"hooks": {"dir": str(hooks), "timeout_ms": 1500}})
-    rack.start()
-    try:
-        rack.wait_state("alpha", "ACTIVE", timeout=20)
-        rack.wait_for(lambda: any(e["kind"] == "hook" and e["data"]["hook"] == "10-note" and e["data"]["exit_code"] == 0
-                                  for e in rack.events("alpha")), 20, what="alpha's peer.found hook to finish")
-        assert json.loads(marker.read_text())["kind"] == "peer.found"
-        rack.wait_for(lambda: any(e["kind"] == "hook" and e["data"]["hook"] == "90-slow" and e["data"]["exit_code"] is None
-                                  for e in rack.events("bravo")), 20, what="the slow hook to be killed")
-        # While hooks were hanging, bravo's heartbeat tick kept time (a stall would show as lag
-        # of the hook's 1.5-2 s) and alpha received none of its heartbeats even 200 ms late.
-        status = rack.status("bravo")
-        assert status["heartbeat"]["max_tick_lag_ms"] < 150, status["heartbeat"]
-        for link in rack.status("alpha")["links"]:
-            late = link["lateness_ms"]
-            assert late["<=500ms"] + late[">500ms"] == 0, link
-    finally:
-        rack.stop()
+    rack = racks(base=tmp_path / "rack", settle=False, extra={"hooks": {"dir": str(hooks), "timeout_ms": 1500}})
+    rack.wait_state("alpha", "ACTIVE", timeout=20)
+    rack.wait_event("alpha", lambda e: e["kind"] == "hook" and e["data"]["hook"] == "10-note"
+                    and e["data"]["exit_code"] == 0, what="alpha's peer.found hook to finish")
+    assert json.loads(marker.read_text())["kind"] == "peer.found"
+    rack.wait_event("bravo", lambda e: e["kind"] == "hook" and e["data"]["hook"] == "90-slow"
+                    and e["data"]["exit_code"] is None, what="the slow hook to be killed")
+    # While hooks hung for 1.5 s (five deadtimes), neither node's loop stopped sending: neither ever
+    # lost its peer or a link after it first found it. (How late the ticks ran: bench/hooks.py.)
+    for name in ("alpha", "bravo"):
+        events = rack.events(name)
+        found = next(e["id"] for e in events if e["kind"] == "peer.found")
+        lost = [e for e in events if e["id"] > found and e["kind"] in ("peer.lost", "link.down")]
+        assert lost == [], f"{name} lost its peer while hooks hung: {lost}"
 
 
-def test_promote_before_hook_vetoes_a_real_takeover(tmp_path: Path) -> None:
-    from sim.rack import TwoNodeRack
-
+@pytest.mark.integration
+def test_promote_before_hook_vetoes_a_real_takeover(racks: Callable[..., TwoNodeRack], tmp_path: Path) -> None:
     hooks = tmp_path / "hooks"
     flag = tmp_path / "veto-bravo"
     # bravo's promote.before refuses while the flag file exists (e.g. "trunk card not ready").
     make_hook(hooks / "promote.before", "10-trunks",
               f'if [ "$TANDEM_NODE" = bravo ] && [ -e {flag} ]; then echo "trunk card not ready"; exit 1; fi')
     flag.touch()
-    rack = TwoNodeRack(tmp_path / "rack", extra={"hooks": {"dir": str(hooks)}, "actions": {"veto_backoff_s": 2.0}})
-    rack.start()
-    try:
-        rack.wait_settled(timeout=20)
-        rack.kill("alpha")
-        rack.wait_for(lambda: any(e["kind"] == "promote.vetoed" for e in rack.events("bravo")), 10,
-                      what="bravo's promotion to be vetoed")
-        veto = next(e for e in rack.events("bravo") if e["kind"] == "promote.vetoed")
-        assert "10-trunks exited 1: trunk card not ready" in veto["data"]["detail"]
-        assert rack.state("bravo") == "STANDBY"
-        assert "vetoed" in rack.status("bravo")["reason"]
-        flag.unlink()  # the card is ready: after the back-off bravo takes over
-        rack.wait_state("bravo", "ACTIVE", timeout=15)
-    finally:
-        rack.stop()
+    rack = racks(base=tmp_path / "rack", extra={"hooks": {"dir": str(hooks)}, "actions": {"veto_backoff_s": 2.0}})
+    rack.kill("alpha")
+    veto = rack.wait_event("bravo", lambda e: e["kind"] == "promote.vetoed", timeout=10,
+                           what="bravo's promotion to be vetoed")
+    assert "10-trunks exited 1: trunk card not ready" in veto["data"]["detail"]
+    assert rack.state("bravo") == "STANDBY"
+    assert "vetoed" in rack.brief("bravo")["reason"]
+    flag.unlink()  # the card is ready: after the back-off bravo takes over
+    rack.wait_state("bravo", "ACTIVE", timeout=15)

@@ -132,14 +132,16 @@ def test_sensor_ok(ami: FakeAmiServer) -> None:
     ami.pri_spans = {1: "up"}
     sensor = asterisk(ami, dahdi=True, pri=True)
     try:
+        started = time.monotonic()
         reading = sensor.read()
+        took_ms = (time.monotonic() - started) * 1000
     finally:
         sensor.close()
     assert reading.level == Level.OK, reading.summary
     assert reading.values["current_calls"] == 2 and reading.values["processed_calls"] == 40
     assert reading.values["registered"] == 2 and reading.values["not_registered"] == 0
     assert reading.values["dahdi_alarmed"] == 0 and reading.values["pri_down"] == 0
-    assert 0 < reading.values["ping_ms"] < 1000 and reading.units["ping_ms"] == "ms"
+    assert 0 < reading.values["ping_ms"] <= took_ms and reading.units["ping_ms"] == "ms"  # within the read
     assert reading.info["ami_version"] == "9.0.0"
     assert "2 calls" in reading.summary and "2/2 trunks registered" in reading.summary
 
@@ -231,18 +233,16 @@ def test_hung_server_times_out_then_sensor_recovers(ami: FakeAmiServer, banner: 
     ami.hang, ami.banner = True, banner
     sensor = asterisk(ami, timeout_s=1.0, registrations="none")
     try:
-        start = time.monotonic()
+        # A read that waited on the hung server would never end (pytest's timeout); it times out
+        # instead, and says so (how close to timeout_s: bench/timeouts.py).
         with pytest.raises(SensorError, match="did not answer .* within"):
             sensor.read()
-        assert time.monotonic() - start < 1.0 + 2
         ami.hang, ami.banner = False, True
         assert sensor.read().level == Level.OK
         # once connected, a server that stops answering times out too, and the next read reconnects
         ami.hang = True
-        start = time.monotonic()
         with pytest.raises(SensorError, match="did not answer Ping within"):
             sensor.read()
-        assert time.monotonic() - start < 1.0 + 2
         ami.hang = False
         assert sensor.read().level == Level.OK
     finally:
@@ -287,9 +287,11 @@ def sip_sensor(port: int, **options: object) -> SipOptionsSensor:
 
 
 def test_sip_options_ok(sip: FakeSipResponder) -> None:
+    started = time.monotonic()
     reading = sip_sensor(sip.port).read()
+    took_ms = (time.monotonic() - started) * 1000
     assert reading.level == Level.OK, reading.summary
-    assert reading.values["status"] == 200 and 0 < reading.values["rtt_ms"] < 1000
+    assert reading.values["status"] == 200 and 0 < reading.values["rtt_ms"] <= took_ms  # within the read
     assert reading.info["server"].startswith("FakeSIP")
 
 
@@ -316,9 +318,7 @@ def test_sip_matching_uses_the_branch(sip: FakeSipResponder) -> None:
 
 def test_sip_silent_is_critical_within_timeout(sip: FakeSipResponder) -> None:
     sip.silent = True
-    start = time.monotonic()
-    reading = sip_sensor(sip.port, timeout_s=1.0).read()
-    assert time.monotonic() - start < 1.0 + 0.5
+    reading = sip_sensor(sip.port, timeout_s=1.0).read()  # it returns (how close to timeout_s: bench/timeouts.py)
     assert reading.level == Level.CRITICAL and reading.summary.startswith("no answer from sip:pbx@127.0.0.1")
     assert "no_answer" in reading.conditions
     assert len(sip.requests) >= 2  # retransmitted at T1
