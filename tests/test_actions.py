@@ -95,7 +95,9 @@ def test_shared_ip_added_announced_and_removed() -> None:
         action.check()
         await action.ensure_present()
         await action.ensure_present()  # idempotent
-        await asyncio.sleep(0.2)  # the rest of the burst goes out in the background
+        # the rest of the burst goes out in the background, on this loop: wait for it from a thread
+        await asyncio.to_thread(wait_for, lambda: len([c for c in net.calls if c["op"] == "garp"]) >= 5,
+                                what="the burst of five announcements")
         assert net.has_address("eth0", ipaddress.ip_interface("192.0.2.10/24"))
         assert net.addresses["eth0"] == {"192.0.2.10/24"}
         await action.ensure_absent()

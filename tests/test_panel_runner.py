@@ -37,6 +37,8 @@ class FakeDaemon:
         self.block: dict[str, threading.Event] = {}
         self.down = False
         self.status_delay = 0.0
+        self.slow_answers = 0  # status requests answered after a status_delay
+        self.slow_status = threading.Event()  # set while a status request is being held up
         self._lock = threading.Lock()
 
     def __call__(self, request: dict[str, Any]) -> Any:
@@ -47,7 +49,11 @@ class FakeDaemon:
             raise ControlError("cannot reach the daemon: /run/tandem/control.sock does not exist")
         cmd = request["cmd"]
         if cmd == "status":
-            time.sleep(self.status_delay)  # a daemon slow to answer
+            if self.status_delay:
+                self.slow_status.set()
+                time.sleep(self.status_delay)  # a daemon slow to answer
+                self.slow_status.clear()
+                self.slow_answers += 1
             return status
         if cmd in self.block:
             self.block[cmd].wait(TIMEOUT)
@@ -200,12 +206,27 @@ def test_an_early_release_sends_nothing(rigs: Callable[..., Rig]) -> None:
 def test_a_release_during_a_slow_status_fetch_still_cancels_the_hold(rigs: Callable[..., Rig]) -> None:
     rig = rigs(options=PanelOptions(refresh_s=0.05, hold_confirm_s=1.0))
     rig.wait_text("pbx-a ACTIVE")
+    rig.keys.tap(Key.ENTER)           # menu
+    rig.wait_text("Promote")
+    rig.keys.tap(Key.ENTER, Key.DOWN)  # confirm, Yes
+    rig.wait_text("[Yes]")
+    answered = rig.daemon.slow_answers
     rig.daemon.status_delay = 2.5
-    _promote(rig)  # ENTER is down: the countdown runs
-    time.sleep(0.3)
-    rig.keys.send(Key.ENTER, "release")  # long before the second is up, while a fetch hangs
+    assert rig.daemon.slow_status.wait(TIMEOUT), "no status fetch was held up"
+    rig.keys.send(Key.ENTER, "press")  # ENTER is down while a fetch hangs: the countdown runs
+    rig.wait_text("hold ENTER")
+    hold_ends_by = time.monotonic() + 1.0  # the runner's clock is time.monotonic too
+    rig.keys.send(Key.ENTER, "release")  # long before the second is up, while the fetch still hangs
     rig.wait_text("cancelled")
-    time.sleep(1.5)  # past the end of the hold and the slow fetch
+    # Nothing may happen once the hold's second is over: judged by the panel's own steps, not a sleep.
+    # After that second, a new status (alpha silent: the role LED blinks slowly) is shown only by a
+    # panel step that ran later, and by then a hold still running would have sent its command.
+    wait_for(lambda: time.monotonic() > hold_ends_by, what="the hold's second to be over")
+    rig.daemon.status_delay = 0.0
+    rig.daemon.status = copy.deepcopy(STANDBY_PEER_SILENT)
+    wait_for(lambda: rig.daemon.slow_answers > answered, what="the slow fetch to be answered")
+    rig.runner.notify()
+    wait_for(lambda: rig.leds.role == "slow", what="the panel to show a status fetched after the hold's second")
     assert rig.daemon.commands() == []
 
 

@@ -227,6 +227,17 @@ class JsonStore:
                 self._pending = None
             write_atomically(self.path, json.dumps(data, indent=1).encode())
 
+    def flush(self) -> None:
+        """Write what is pending now, on the caller's thread; returns once no write is under way.
+
+        After it returns, the writer thread has nothing left to write until the next :meth:`save`.
+        """
+        with self._io_lock:
+            with self._lock:
+                data, self._pending = self._pending, None
+            if data is not None:
+                write_atomically(self.path, json.dumps(data, indent=1).encode())
+
     def _writer(self) -> None:
         while True:
             self._wake.wait()
