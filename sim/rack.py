@@ -280,10 +280,8 @@ class TwoNodeRack:
         for name in list(self.procs):
             self.kill(name)
         if self.service != "none":
-            from sim.fakepbx import stop as stop_pbx
-
             for name in NODES:
-                stop_pbx(self.pbx_dir(name))
+                self._stop_pbx(name)
         self.relay.stop()
         self.cable.stop()
         if self.witness is not None and self.lab is None:
@@ -292,6 +290,39 @@ class TwoNodeRack:
             handle.close()
         if self.lab is not None:
             self.lab.close()
+
+    def _stop_pbx(self, name: str) -> None:
+        """Stop the node's fake PBX, and any `sim.fakepbx` helper a killed daemon left running.
+
+        A daemon killed while it ran `fakepbx start` leaves that helper behind, and it may write the
+        PBX's pid file only after the pid file was looked at: so stop the helpers first, then the PBX
+        by its pid file, then whatever still runs for this node's PBX folder.
+        """
+        import psutil
+
+        from sim.fakepbx import stop as stop_pbx
+
+        folder = str(self.pbx_dir(name))
+
+        def strays(commands: tuple[str, ...]) -> list[psutil.Process]:
+            found = []
+            for process in psutil.process_iter(["cmdline"]):
+                line = process.info["cmdline"] or []
+                if "sim.fakepbx" in line and folder in line and any(c in line for c in commands):
+                    found.append(process)
+            return found
+
+        def kill(processes: list[psutil.Process]) -> None:
+            for process in processes:
+                try:
+                    process.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(processes, timeout=5)
+
+        kill(strays(("start", "stop", "status")))
+        stop_pbx(self.pbx_dir(name))
+        kill(strays(("run",)))
 
     def __enter__(self) -> "TwoNodeRack":
         self.start()

@@ -1,11 +1,14 @@
-"""Shared pytest setup: the tests folder importable for its helper modules, and fixtures for simulated
-hardware and racks."""
+"""Shared pytest setup: the tests folder importable for its helper modules, fixtures for simulated
+hardware and racks, and a check that the session leaves no process behind."""
 
+import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from gpiozero.pins import Factory
 
@@ -16,6 +19,12 @@ from sim.rack import NODES, TwoNodeRack
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import SETTLE_TIMEOUT_S, new_rack  # noqa: E402  (the tests folder is importable now)
+
+# Every process this session starts inherits the mark, also those that leave the process tree
+# (the fake PBX starts in a session of its own), so the end-of-session check finds them all.
+SESSION_MARK = "TANDEM_TEST_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
+
 
 
 @pytest.fixture
@@ -64,3 +73,47 @@ def racks(tmp_path: Path) -> Iterator[Callable[..., TwoNodeRack]]:
 def rack(racks: Callable[..., TwoNodeRack]) -> TwoNodeRack:
     """A settled default rack: alpha (primary) ACTIVE, bravo (secondary) STANDBY."""
     return racks()
+
+
+# ---------------------------------------------------------------- nothing left behind
+
+
+def _leftovers() -> list[psutil.Process]:
+    """Live processes this session started (its mark in their environment) or still parented by it."""
+    me = psutil.Process()
+    mark = os.environ[SESSION_MARK]
+    found = {p.pid: p for p in me.children(recursive=True)}
+    for process in psutil.process_iter():
+        if process.pid == me.pid or process.pid in found:
+            continue
+        try:
+            if process.environ().get(SESSION_MARK) == mark:
+                found[process.pid] = process
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    alive = []
+    for process in found.values():
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """At the end of the session, fail loudly if a test left a process running (and stop it)."""
+    yield
+    leftovers = _leftovers()
+    if leftovers:
+        _, alive = psutil.wait_procs(leftovers, timeout=3)  # one that is just exiting gets a moment
+        described = []
+        for process in alive:
+            try:
+                described.append(f"  {process.pid}: {' '.join(process.cmdline())}")
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        if described:
+            pytest.fail("the tests left processes behind (now killed):\n" + "\n".join(described), pytrace=False)

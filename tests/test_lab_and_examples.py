@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config import load_config
-from helpers import NotifyListener
+from helpers import NotifyListener, wait_for
 from sim.rack import TwoNodeRack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,9 +58,10 @@ def test_daemon_notifies_systemd_ready_and_watchdog(racks: Callable[..., TwoNode
 def test_interactive_lab_takes_commands_and_redraws(tmp_path: Path) -> None:
     import fcntl
     import pty
-    import select
+    import signal
     import struct
     import termios
+    import threading
 
     from firmware.core.control import request
 
@@ -73,44 +74,51 @@ def test_interactive_lab_takes_commands_and_redraws(tmp_path: Path) -> None:
         os.execve(sys.executable, [sys.executable, "-m", "firmware.cli", "sim", "lab", "--dir", str(tmp_path),
                                    "--duration", "40"], env)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 150, 0, 0))
-    screen = b""
+    screen = bytearray()  # everything the lab drew (curses sends only what changed)
 
-    def read_until(predicate, timeout: float) -> bool:
-        nonlocal screen
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                try:
-                    screen += os.read(fd, 65536)
-                except OSError:
-                    break
-        return predicate()
+    def drain() -> None:  # keeps the pty read, so the lab never blocks on its output
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the lab has exited and its end of the pty is closed
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    reader = threading.Thread(target=drain, name="lab-screen", daemon=True)
+    reader.start()
 
     def bravo_state() -> str | None:
         try:
-            return request(tmp_path / "bravo" / "control.sock", {"cmd": "status"}, 5)["state"]
+            return request(tmp_path / "bravo" / "control.sock", {"cmd": "state"}, 5)["state"]
         except Exception:
             return None
 
+    def exited() -> bool:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+
+    done = False
     try:
         first_screen = (b"carries the calls", b"alpha (primary)", b"shared IP 192.0.2.10/24")
         # the screen is drawn in pieces, the verdict at the top first: wait for all of it
-        assert read_until(lambda: all(part in screen for part in first_screen), 60), screen[-2000:]
+        wait_for(lambda: all(part in screen for part in first_screen), 60, what="the whole first screen")
         os.write(fd, b"kill alpha\r")
-        assert read_until(lambda: bravo_state() == "ACTIVE", 20)
-        # curses sends only what changed, so look in everything drawn so far
-        assert read_until(lambda: b"NOT RUNNING" in screen and b"alpha killed" in screen, 10), screen[-2000:]
+        wait_for(lambda: bravo_state() == "ACTIVE", 20, what="bravo ACTIVE after `kill alpha`")
+        wait_for(lambda: b"NOT RUNNING" in screen and b"alpha killed" in screen, 10, what="the killed node on screen")
         os.write(fd, b"quit\r")
-        assert read_until(lambda: b"Stopping the lab" in screen, 20)
+        wait_for(lambda: b"Stopping the lab" in screen, 20, what="the lab to stop")
+        # The lab stops its rack (daemons, fake PBXs) before it exits: wait for that, do not cut it short.
+        done = wait_for(exited, 60, what="the lab to exit after stopping its rack")
     finally:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
+        if not done:  # a failed test: interrupt the lab (it stops its rack on Ctrl-C), kill only if that fails
+            os.kill(pid, signal.SIGINT)
+            try:
+                wait_for(exited, 60, what="the interrupted lab to exit")
+            except AssertionError:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        reader.join(10)
         os.close(fd)
 
 
