@@ -19,6 +19,17 @@ from sim.rack import TwoNodeRack
 pytestmark = pytest.mark.integration
 
 
+# Hold-to-confirm takes 1 s in these racks (the shortest allowed), and the tests hold for 3 s: the
+# default 3 s with a 3.6 s hold left the panel thread only 0.6 s to see the hold out before the release.
+PANEL = {"hold_confirm_s": 1.0}
+HOLD_S = 3.0
+
+
+@pytest.fixture
+def rack(racks: Callable[..., TwoNodeRack]) -> TwoNodeRack:
+    return racks(extra={"panel": PANEL})
+
+
 def frame(rack: TwoNodeRack, node: str) -> str:
     """The node's LCD text now (`panel.frame`: the panel's last frame, no status snapshot)."""
     return "\n".join(rack.control(node, {"cmd": "panel.frame"})["text"])
@@ -50,7 +61,7 @@ def test_demote_the_active_from_its_panel_hands_over(rack: TwoNodeRack) -> None:
     wait_frame(rack, "alpha", "Demote", "the demote confirmation")
     assert rack.state("alpha") == "ACTIVE"  # confirming defaults to No: nothing yet
     press(rack, "alpha", "down")  # Yes
-    rack.control("alpha", {"cmd": "panel.press", "key": "enter", "action": "hold", "seconds": 3.6})
+    rack.control("alpha", {"cmd": "panel.press", "key": "enter", "action": "hold", "seconds": HOLD_S})
     rack.wait_state("bravo", "ACTIVE", timeout=15)
     assert rack.state("alpha") == "STANDBY"
     commands = [e["data"] for e in rack.events("alpha") if e["kind"] == "command"]
@@ -65,7 +76,7 @@ def test_a_refusal_is_shown_on_the_panel(rack: TwoNodeRack) -> None:
     press(rack, "alpha", "back")
     wait_frame(rack, "alpha", "ALARM", "the alarm to be acknowledged", present=False)
     press(rack, "alpha", "enter", "down", "enter", "down")
-    rack.control("alpha", {"cmd": "panel.press", "key": "enter", "action": "hold", "seconds": 3.6})
+    rack.control("alpha", {"cmd": "panel.press", "key": "enter", "action": "hold", "seconds": HOLD_S})
     wait_for(lambda: "refused" in frame(rack, "alpha").lower(), 10, what="the refusal on the LCD")
     assert rack.state("alpha") == "ACTIVE"
     refused = [e["data"] for e in rack.events("alpha") if e["kind"] == "refused"]
@@ -90,7 +101,7 @@ def test_a_cfa635_panel_on_the_emulated_module(racks: Callable[..., TwoNodeRack]
 def test_a_wrong_pin_at_the_panel_is_journaled(racks: Callable[..., TwoNodeRack]) -> None:
     import hashlib
 
-    rack = racks(extra={"panel": {"pin_sha256": hashlib.sha256(b"4711").hexdigest()}})
+    rack = racks(extra={"panel": {**PANEL, "pin_sha256": hashlib.sha256(b"4711").hexdigest()}})
     wait_frame(rack, "alpha", "ACTIVE", "alpha's panel to show ACTIVE")
     press(rack, "alpha", "enter")  # the menu asks for the PIN first
     wait_frame(rack, "alpha", "PIN", "the PIN entry")

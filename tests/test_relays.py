@@ -81,7 +81,10 @@ def test_stuck_contact_raises_the_alarm(rack: TwoNodeRack) -> None:
 def test_stuck_contact_blocks_takeover_when_configured(racks: Callable[..., TwoNodeRack]) -> None:
     rack = racks(relay_groups=[dict(TRUNKS, on_mismatch="block")], extra={"actions": {"veto_backoff_s": 30}})
     rack.control("bravo", {"cmd": "sim.contact", "input": "trunk-sense:2", "value": False})
-    rack.cli("alpha", "demote")  # alpha releases; bravo's takeover will fail on its feedback
+    # A planned handover: alpha releases, bravo's takeover fails on its feedback. Asked of bravo, whose
+    # promote answers as soon as it fails; alpha's demote would wait its 4.6 s for a takeover that never comes.
+    promoted = rack.cli("bravo", "promote")
+    assert promoted.returncode == 1 and "promotion did not complete" in promoted.stderr
     failed = rack.wait_event("bravo", lambda e: e["kind"] == "promote.failed", timeout=15,
                              what="bravo's takeover to fail on the feedback")
     assert "takeover blocked" in failed["data"]["detail"]
@@ -93,7 +96,8 @@ def test_peer_never_closes_while_the_releaser_reports_a_welded_contact(rack: Two
     # alpha's contact 1 is welded shut: its release cannot be confirmed, so it says so in its heartbeat
     # and bravo's interlock keeps bravo's relays open (two PBXs on one trunk is worse than none).
     rack.control("alpha", {"cmd": "sim.contact", "input": "trunk-sense:1", "value": True})
-    rack.cli("alpha", "demote")
+    promoted = rack.cli("bravo", "promote")  # alpha releases on bravo's request (answers once bravo gave up)
+    assert promoted.returncode == 1 and "promotion did not complete" in promoted.stderr
     rack.wait_event("alpha", lambda e: e["kind"] == "demote.failed", timeout=10, what="alpha's failed release")
     rack.wait_event("bravo", lambda e: e["kind"] == "action" and not e["data"]["ok"]
                     and "its release failed" in e["data"]["detail"], timeout=10, what="bravo's interlock to refuse")
