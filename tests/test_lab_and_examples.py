@@ -42,8 +42,10 @@ def test_lab_starts_both_nodes_and_shows_one_active(tmp_path: Path) -> None:
 
     # Ctrl-C once a whole screen shows the settled pair, rather than a fixed --duration that is
     # waited out in full when all is well and may run out before the pair settles on a loaded box.
+    # The lab answers Ctrl-C even when the test runs where SIGINT is ignored (a background job).
     lab = subprocess.Popen([sys.executable, "-m", "firmware.cli", "sim", "lab", "--dir", str(tmp_path),
-                            "--duration", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            "--duration", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(lab.stdout), name="lab-stdout", daemon=True)
     reader.start()
@@ -84,7 +86,8 @@ def test_interactive_lab_takes_commands_and_redraws(tmp_path: Path) -> None:
     from firmware.core.control import request
 
     pid, fd = pty.fork()
-    if pid == 0:  # child: the lab on a 150x45 terminal
+    if pid == 0:  # child: the lab on a 150x45 terminal, answering Ctrl-C even if the test runs with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         # An explicit environment: under pytest, GNU readline has exported COLUMNS=80 and LINES=24 into the
         # process's C environment (not os.environ), and execv would pass them on to override the pty's size.
         env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
