@@ -10,11 +10,12 @@ itself can wait for (a state, a journal event, heartbeat ticks) is in
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,16 +38,33 @@ def wait_for(predicate: Callable[[], T], timeout: float = TIMEOUT, what: str = "
     met at once costs nothing and a long wait does not spin. After ``timeout``
     seconds it fails the test with an AssertionError naming ``what``.
     """
+    pauses = _pauses(timeout, what)
+    while not (value := predicate()):
+        time.sleep(next(pauses))
+    return value
+
+
+async def wait_for_async(predicate: Callable[[], T], timeout: float = TIMEOUT, what: str = "condition",
+                         pause: Callable[[float], Awaitable[object]] = asyncio.sleep) -> T:
+    """:func:`wait_for` for a coroutine on the loop that must go on running meanwhile.
+
+    ``pause(seconds)`` is awaited between checks (a textual pilot's ``pause`` lets its app
+    process its messages); the same back-off, timeout and failure as :func:`wait_for`.
+    """
+    pauses = _pauses(timeout, what)
+    while not (value := predicate()):
+        await pause(next(pauses))
+    return value
+
+
+def _pauses(timeout: float, what: str) -> Iterator[float]:
+    """The pauses between checks, doubling from 2 ms to 50 ms; AssertionError once ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
     interval = FIRST_INTERVAL
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    while time.monotonic() <= deadline:
+        yield interval
         interval = min(interval * 2, MAX_INTERVAL)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 # ---------------------------------------------------------------- systemd notify

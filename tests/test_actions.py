@@ -16,7 +16,7 @@ from firmware.core.actions import ActionError, ActionPlan
 from firmware.core.actions.hooks import HookRunner
 from firmware.core.actions.service import ServiceAction
 from firmware.core.actions.sharedip import SharedIpAction
-from helpers import wait_for
+from helpers import wait_for, wait_for_async
 from sim.network import RecordingNetwork
 from sim.rack import TwoNodeRack
 
@@ -95,9 +95,9 @@ def test_shared_ip_added_announced_and_removed() -> None:
         action.check()
         await action.ensure_present()
         await action.ensure_present()  # idempotent
-        # the rest of the burst goes out in the background, on this loop: wait for it from a thread
-        await asyncio.to_thread(wait_for, lambda: len([c for c in net.calls if c["op"] == "garp"]) >= 5,
-                                what="the burst of five announcements")
+        # the rest of the burst goes out in the background, on this loop
+        await wait_for_async(lambda: len([c for c in net.calls if c["op"] == "garp"]) >= 5,
+                             what="the burst of five announcements")
         assert net.has_address("eth0", ipaddress.ip_interface("192.0.2.10/24"))
         assert net.addresses["eth0"] == {"192.0.2.10/24"}
         await action.ensure_absent()

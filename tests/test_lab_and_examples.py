@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from firmware.config import load_config
-from helpers import NotifyListener, wait_for
+from helpers import NotifyListener, wait_for, wait_for_async
 from sim.rack import TwoNodeRack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,10 +203,7 @@ def test_lab_view_headless_shows_nodes_runs_commands_and_keeps_help() -> None:
         return [strip.text.rstrip() for strip in app.query_one("#log", RichLog).lines]
 
     async def until(pilot, predicate, what: str) -> None:
-        deadline = time.monotonic() + 10
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await pilot.pause(0.02)
+        await wait_for_async(predicate, 10, what, pause=pilot.pause)
 
     async def drive() -> None:
         async with app.run_test(size=(150, 45)) as pilot:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from firmware.config import SerialLinkConfig
 from firmware.core.links import SerialLink
-from helpers import wait_for
+from helpers import wait_for_async
 from sim.cable import NullModemCable
 
 INTERVAL = 0.1
@@ -51,8 +51,8 @@ class Pair:
         return numbers
 
     async def until(self, condition: Callable[[], object], what: str) -> None:
-        """Wait for ``condition`` off the loop, so the links go on receiving meanwhile."""
-        await asyncio.to_thread(wait_for, condition, what=what)
+        """Wait for ``condition`` while the loop (and so the links) goes on receiving."""
+        await wait_for_async(condition, what=what)
 
     async def arrived(self, numbers: list[int]) -> None:
         """Wait until every heartbeat in ``numbers`` has been received."""
