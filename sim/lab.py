@@ -9,8 +9,10 @@ what tests and logs read.
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -129,10 +131,14 @@ def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO
     rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns,
                        relay_groups=trunks, history=True, board=board)
     interactive = out.isatty()
+    # `kill` (SIGTERM, as `timeout`, systemd or a test send it) stops the lab as Ctrl-C does, rack and
+    # all: without this the daemons and their fake PBXs would outlive it.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     print(f"Starting two simulated nodes in {base} …", file=out, flush=True)
-    rack.start()
-    started = time.monotonic()
     try:
+        rack.start()
+        started = time.monotonic()
         rack.wait_for(lambda: all(rack.status(n) for n in NODES), 30, what="both nodes to answer")
         run_interactive = None
         if interactive:
@@ -151,10 +157,19 @@ def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO
     except KeyboardInterrupt:
         pass
     finally:
+        if on_main_thread:  # a second signal must not cut the clean-up short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("Stopping the lab …", file=out, flush=True)
         for name in NODES:
             rack.kill(name)
         rack.stop()
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM: leave the lab as Ctrl-C does."""
+    raise KeyboardInterrupt
