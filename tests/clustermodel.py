@@ -70,6 +70,7 @@ class Node:
     next_wake: float | None = None
     boot_counter: int = 0
     frozen_until: float = 0.0  # a stalled process: its events wait until then
+    last_tick: float = 0.0
     relays_closed: bool = False  # its trunk relays (closed by promote actions, opened by demote actions)
     known_peer: tuple[int, int] | None = None
     actions_for: int = -1  # the transition whose actions were last started, as the daemon tracks it
@@ -142,11 +143,11 @@ class TwoNodeModel:
         Its stall-fence thread still runs: after `fence_stall_s` without a tick it opens the relays.
         """
         node = self.nodes[index]
-        node.frozen_until = self.now + seconds
+        node.frozen_until = max(node.frozen_until, self.now) + seconds  # a stall asked for during one runs after it
         self.stall_ends.append(node.frozen_until)
-        if seconds > node.settings.fence_stall_s:
-            # The fence thread measures from the node's last tick, at most one heartbeat ago.
-            heapq.heappush(self.queue, (self.now + node.settings.fence_stall_s, next(self.counter), "fence_thread",
+        fence_at = node.last_tick + node.settings.fence_stall_s  # the thread measures from the last tick
+        if node.frozen_until > fence_at:
+            heapq.heappush(self.queue, (max(fence_at, self.now), next(self.counter), "fence_thread",
                                         (index, node.generation)))
         self.timeline.append((self.now, f"stall {node.settings.node} {seconds:g}s"))
 
@@ -305,6 +306,7 @@ class TwoNodeModel:
             return
         if kind == "tick":
             due = args[2]
+            node.last_tick = self.now
             self._evaluate(node, stalled_for=self.now - due)
             if node.alive:
                 self._send_round(node)
