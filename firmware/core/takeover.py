@@ -30,6 +30,7 @@ from firmware.core.cluster import ActionsReport
 from firmware.core.journal import Journal
 from firmware.core.states import NodeState
 from firmware.drivers import load_driver
+from firmware.drivers.relays.base import RelayDriver
 from firmware.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -164,13 +165,13 @@ class TakeoverRunner:
         return found
 
 
-def _probe_bank(bank: Any) -> bool:
+def _probe_bank(bank: RelayDriver) -> bool:
     """Whether a relay bank answers (reopening it if it was lost); runs in a worker thread."""
     try:
-        if getattr(bank, "connected", True):  # only banks that can vanish (USB) say whether they are there
+        if bank.connected:
             return True
         bank.open()
-        return bool(getattr(bank, "connected", True))
+        return bool(bank.connected)
     except Exception:
         return False
 
