@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import sys
+import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from firmware.config import (
     check_key_file_permissions,
     effective_config,
     load_config,
+    load_release_config,
 )
-from firmware.core.control import ControlError, request, stream
+from firmware.core.control import ControlError, request, socket_in_use, stream
 from firmware.core.links import LinkError
 from firmware.core.protocol import Keyring
 from firmware.errors import ConfigError
@@ -57,6 +59,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     add_context(node=config.node.node)
     node = build_node(config)
     return asyncio.run(node.daemon.run())
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Open the relays, stop a cold PBX, then remove the shared IPs, while the daemon is not running.
+
+    Run by systemd after the daemon stopped (ExecStopPost=). Refuses while a
+    daemon answers on the control socket, unless forced. Never hangs: each
+    action has its timeout, and the whole command ends after ``--timeout``.
+    """
+    from firmware.core.release import release_node
+
+    config = load_release_config(_config_path(args))
+    socket_path = Path(args.socket) if args.socket else config.node.control_socket
+    if not args.force and socket_in_use(socket_path):
+        print(f"tandem: a daemon answers on {socket_path}: `tandem demote` hands the calls over; "
+              "`tandem release --force` lets go regardless", file=sys.stderr)
+        return EXIT_FAILURE
+    deadline = threading.Timer(args.timeout, _release_timed_out, (args.timeout,))
+    deadline.daemon = True
+    deadline.start()
+    result = release_node(config, args.source)
+    print(result.release_record()["detail"])
+    sys.stdout.flush()
+    # A backend call stuck in a worker thread would hold up the interpreter's exit: leave now.
+    os._exit(0 if result.ok else EXIT_FAILURE)
+
+
+def _release_timed_out(timeout: float) -> None:
+    print(f"tandem: release gave up after {timeout:g} s", file=sys.stderr, flush=True)
+    os._exit(EXIT_FAILURE)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -321,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the daemon in the foreground")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("release", help="let go of the relays, the PBX and the shared IPs while the daemon is "
+                                       "not running (systemd's ExecStopPost)")
+    p.add_argument("--force", action="store_true", help="even while a daemon answers on the control socket")
+    p.add_argument("--source", default="cli", help="who asks, for the journal (systemd, supervisor, cli)")
+    p.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds (default 60)")
+    p.set_defaults(func=cmd_release)
 
     p = sub.add_parser("check-config", help="validate a config and print the effective configuration")
     p.add_argument("path", nargs="?", help="config file (default: --config)")

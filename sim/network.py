@@ -4,6 +4,11 @@ Chosen by the sim board profile (`network = "sim.network:RecordingNetwork"`), so
 the shared-IP action runs unchanged without root and without touching the
 host. The record is exposed through the daemon's status (`shared_ips`) and to
 tests as `calls`.
+
+Inside a rack the addresses live on the simulated LAN (`sim.lan`), as a real
+box keeps them on its interfaces when its daemon dies: a new process for the
+same box starts with what the box still holds, and the duplicate-address
+probe answers from what the other boxes hold.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from typing import Any
 
 from firmware.core.actions.network import IPAddress, IPInterface, NetworkError
+from sim.lan import SimulatedLan
 
 
 class RecordingNetwork:
@@ -25,6 +31,11 @@ class RecordingNetwork:
         self.calls: list[dict[str, Any]] = []
         self.taken: set[str] = set()  # addresses "another host" answers for (duplicate probes)
         self._lock = threading.Lock()
+        self.lan = SimulatedLan.from_environment()
+        if self.lan is not None:
+            lan, host = self.lan
+            for record in lan.held_by(host):
+                self.addresses.setdefault(record["interface"], set()).add(record["address"])
 
     def _record(self, op: str, **data: Any) -> None:
         with self._lock:
@@ -54,16 +65,26 @@ class RecordingNetwork:
         """Configure the address."""
         self.check(interface)
         self.addresses.setdefault(interface, set()).add(str(address))
+        if self.lan is not None:
+            lan, host = self.lan
+            lan.publish(host, interface, str(address))
         self._record("add", interface=interface, address=address)
 
     def remove_address(self, interface: str, address: IPInterface) -> None:
         """Remove the address."""
         self.addresses.get(interface, set()).discard(str(address))
+        if self.lan is not None:
+            lan, host = self.lan
+            lan.withdraw(host, str(address))
         self._record("remove", interface=interface, address=address)
 
     def in_use(self, interface: str, address: IPAddress, timeout: float) -> bool:
-        """Simulated duplicate probe: True for addresses marked as taken."""
+        """Simulated duplicate probe: True for addresses marked as taken or held by another box on the LAN."""
         self._record("probe", interface=interface, address=address)
+        if self.lan is not None:
+            lan, host = self.lan
+            if any(record["host"] != host for record in lan.holders(str(address))):
+                return True
         return str(address) in self.taken
 
     def announce(self, interface: str, address: IPAddress, router: bool = False) -> None:

@@ -5,6 +5,12 @@ The nodes talk over loopback UDP through a :class:`~sim.netrelay.UdpRelay`
 :class:`~sim.cable.NullModemCable` made of pseudo-terminals. A TCP listener
 plays the witness (the default gateway, say) and can be switched off. Each
 node has its own state directory and control socket, so no root is needed.
+
+The rack supervises its daemons as systemd supervises the real one: when a
+node's daemon exits, for whatever reason, the rack runs `tandem release` for
+that node (the unit's ``ExecStopPost=``), and a node is started again only
+after that release finished. Shared IPs live on the simulated LAN
+(:mod:`sim.lan`), so what a dead daemon's box still holds stays visible.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from firmware.config import find_board_profile
 from firmware.core.control import ControlError, request, stream
 from firmware.core.protocol import write_key_file
 from sim.cable import NullModemCable
+from sim.lan import HOST_ENV, LAN_ENV, SimulatedLan
 from sim.netrelay import UdpRelay, free_udp_port
 
 NODES = ("alpha", "bravo")
@@ -131,7 +138,7 @@ class TwoNodeRack:
                  shared_ips: list[dict[str, Any]] | None = None, service: str = "none",
                  netns: bool = False, relay_groups: list[dict[str, Any]] | None = None,
                  witness_targets: dict[str, str] | None = None, history: bool = False,
-                 board: str | None = None, sensor_timeout_s: float | None = None) -> None:
+                 board: str | None = None, sensor_timeout_s: float | None = None, supervise: bool = True) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
@@ -140,7 +147,9 @@ class TwoNodeRack:
         metric's file preallocates its two years of retention);
         `board`: the board profile (a name or a path; default sim, or sim-netns with `netns`);
         `sensor_timeout_s`: replace the timeout of every sensor the board profile names (tests on a
-        loaded machine give the simulated sensors' reads, some of them subprocesses, time to answer)."""
+        loaded machine give the simulated sensors' reads, some of them subprocesses, time to answer);
+        `supervise`: run `tandem release` for a node whose daemon exited, as systemd's ExecStopPost
+        does (off: what a box keeps when nothing releases it, e.g. to test the release at start-up)."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
@@ -178,6 +187,11 @@ class TwoNodeRack:
         self.procs: dict[str, subprocess.Popen] = {}
         self.cuts: dict[str, set[str]] = {"net": set(), "serial": set()}
         self._logs: dict[str, Any] = {}
+        self.lan = SimulatedLan(self.base / "lan")
+        self.supervise = supervise
+        self.releases: dict[str, list[subprocess.CompletedProcess]] = {name: [] for name in NODES}
+        self._supervisors: dict[str, threading.Thread] = {}
+        self._tearing_down = False
 
     # ------------------------------------------------------------------ setup
 
@@ -277,8 +291,11 @@ class TwoNodeRack:
 
     def stop(self) -> None:
         """Stop everything (nodes are killed; this is teardown, not a graceful exit)."""
+        self._tearing_down = True
         for name in list(self.procs):
             self.kill(name)
+        for thread in self._supervisors.values():
+            thread.join(timeout=30)
         if self.service != "none":
             for name in NODES:
                 self._stop_pbx(name)
@@ -335,19 +352,57 @@ class TwoNodeRack:
 
     def start_node(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start `tandem run` for a node; `env` adds to its environment (e.g. a NOTIFY_SOCKET of the caller's)."""
+        previous = self._supervisors.get(name)
+        if previous is not None:
+            previous.join(timeout=60)  # as systemd: the stop (and its release) finishes before a start
         if name in self._logs:
             self._logs[name].close()
         log = open(self.log_path(name), "ab")
         self._logs[name] = log
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        environment = self._environment(name)
         environment.pop("NOTIFY_SOCKET", None)
         environment.update(env or {})
-        argv = [sys.executable, "-m", "firmware.cli", "--config", str(self.config_path(name)), "run"]
+        proc = subprocess.Popen(self._argv(name, "run"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                env=environment)
+        self.procs[name] = proc
+        if self.supervise:
+            self._supervisors[name] = threading.Thread(target=self._supervise, args=(name, proc),
+                                                       name=f"supervise-{name}", daemon=True)
+            self._supervisors[name].start()
+        return proc
+
+    def _environment(self, name: str) -> dict[str, str]:
+        """The environment of a node's processes: unbuffered, on the rack's simulated LAN as box `name`."""
+        return {**os.environ, "PYTHONUNBUFFERED": "1", LAN_ENV: str(self.lan.folder), HOST_ENV: name}
+
+    def _argv(self, name: str, *args: str) -> list[str]:
+        """`tandem --config <node config> <args>`, inside the node's namespace in a netns lab."""
+        argv = [sys.executable, "-m", "firmware.cli", "--config", str(self.config_path(name)), *args]
         if self.lab is not None:
             argv = ["ip", "netns", "exec", self.namespace(name)] + argv  # ip execs: the pid is the daemon's
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=environment)
-        self.procs[name] = proc
-        return proc
+        return argv
+
+    def _supervise(self, name: str, proc: subprocess.Popen) -> None:
+        """Wait for the daemon to exit, then release its node, as the unit's ExecStopPost would."""
+        proc.wait()
+        if self._tearing_down:
+            return
+        argv = self._argv(name, "release", "--source", "supervisor", "--timeout", "30")
+        try:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                    env=self._environment(name), timeout=60)
+        except subprocess.TimeoutExpired:  # `release --timeout` ends it first; this is the rack's own backstop
+            result = subprocess.CompletedProcess(argv, -1, "", "tandem release did not end within 60 s")
+        self.releases[name].append(result)
+
+    def wait_released(self, name: str, count: int = 1, timeout: float = 30.0) -> subprocess.CompletedProcess:
+        """Wait until the supervisor ran `count` releases for `name`; the last one's result."""
+        self.wait_for(lambda: len(self.releases[name]) >= count, timeout, what=f"{name}'s release #{count}")
+        return self.releases[name][-1]
+
+    def holders(self, ip: str) -> list[str]:
+        """The simulated boxes that hold the bare address `ip` on the simulated LAN."""
+        return [record["host"] for record in self.lan.holders(ip)]
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
         """Signal a node's daemon; for SIGKILL wait until it is gone. Returns the time it was sent."""
@@ -419,8 +474,8 @@ class TwoNodeRack:
 
     def cli(self, name: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """Run the `tandem` CLI against a node."""
-        return subprocess.run([sys.executable, "-m", "firmware.cli", "--config", str(self.config_path(name)), *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(self._argv(name, *args), capture_output=True, text=True, timeout=timeout,
+                              env=self._environment(name))
 
     def journal_path(self, name: str) -> Path:
         """The node's event journal file."""

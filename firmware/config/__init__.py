@@ -18,6 +18,7 @@ from firmware.config.loading import (
     BOARD_PROFILE_DIRS,
     DEFAULT_CONFIG_PATH,
     Config,
+    ReleaseConfig,
     check_key_file_permissions,
     check_relay_references,
     effective_config,
@@ -25,6 +26,7 @@ from firmware.config.loading import (
     format_location,
     load_board_profile,
     load_config,
+    load_release_config,
 )
 from firmware.config.node import (
     ActionsConfig,
@@ -37,6 +39,7 @@ from firmware.config.node import (
     NodeConfig,
     PanelConfig,
     RelayGroupConfig,
+    ResourcesConfig,
     SensorConfig,
     SerialLinkConfig,
     ServiceConfig,
@@ -52,8 +55,9 @@ __all__ = [
     "ActionsConfig", "BOARD_PROFILE_DIRS", "BoardProfile", "Config", "DEFAULT_CONFIG_PATH", "DriverTable",
     "FailbackConfig", "FencingConfig", "FlapConfig", "HealthConfig", "HooksConfig", "JournalConfig",
     "NAME_PATTERN", "NodeConfig", "PanelConfig", "PanelProfile", "PulseConfig", "RelayGroupConfig",
+    "ReleaseConfig", "ResourcesConfig",
     "SensorConfig", "SerialLinkConfig", "ServiceConfig", "SharedIpConfig", "ThresholdConfig", "TimersConfig",
     "UDP_DEFAULT_PORT", "UdpLinkConfig", "WatchdogConfig", "WitnessConfig", "check_key_file_permissions",
     "check_relay_references", "effective_config", "find_board_profile", "format_location", "load_board_profile",
-    "load_config", "parse_host_port",
+    "load_config", "load_release_config", "parse_host_port",
 ]

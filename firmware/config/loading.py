@@ -7,7 +7,7 @@ import re
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -17,7 +17,7 @@ from pydantic import (
 
 from firmware.errors import ConfigError
 from firmware.config.board import BoardProfile
-from firmware.config.node import NodeConfig
+from firmware.config.node import NodeConfig, ResourcesConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/tandem/tandem.toml")
 BOARD_PROFILE_DIRS = (
@@ -126,14 +126,36 @@ def load_board_profile(path: Path) -> BoardProfile:
 
 def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> Config:
     """Load the node config at `path` and its board profile; raise ConfigError on any problem."""
-    path = Path(path)
-    raw = _read_toml(path)
+    return _load(Path(path), NodeConfig, Config)
+
+
+class ReleaseConfig(BaseModel):
+    """What `tandem release` reads: the node config's resource sections and the board profile."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    node: ResourcesConfig
+    board: BoardProfile
+    board_path: Path
+
+
+_Loaded = TypeVar("_Loaded", Config, ReleaseConfig)
+
+
+def load_release_config(path: Path | str = DEFAULT_CONFIG_PATH) -> ReleaseConfig:
+    """Load only what a release needs (`ResourcesConfig`) and the board profile; ConfigError on a problem there."""
+    return _load(Path(path), ResourcesConfig, ReleaseConfig)
+
+
+def _load(path: Path, node_model: type[Any], config_model: type[_Loaded]) -> _Loaded:
+    """Validate the node config at `path` as `node_model`, find and load its board profile, check relays."""
     try:
-        node = NodeConfig.model_validate(_resolve_paths(raw, path))
+        node = node_model.model_validate(_resolve_paths(_read_toml(path), path))
     except ValidationError as exc:
         raise _validation_error(path, exc) from None
     board_path = find_board_profile(node.board, path)
-    config = Config(path=path, node=node, board=load_board_profile(board_path), board_path=board_path)
+    config = config_model(path=path, node=node, board=load_board_profile(board_path), board_path=board_path)
     check_relay_references(config)
     return config
 
@@ -160,7 +182,7 @@ def check_key_file_permissions(path: Path, config_path: Path) -> None:
         raise ConfigError(config_path, "key_file", f"{path} cannot be read: permission denied")
 
 
-def check_relay_references(config: Config) -> None:
+def check_relay_references(config: Config | ReleaseConfig) -> None:
     """Every relay group names banks the board profile has (channel counts are checked at start)."""
     for index, group in enumerate(config.node.relay_groups):
         for field, banks in (("outputs", config.board.relays), ("feedback", config.board.feedback)):

@@ -354,3 +354,23 @@ class NodeConfig(Strict):
         if len(set(ids)) != len(ids):
             raise ValueError("two link names share a wire id (a CRC16 collision); rename one of them")
         return self
+
+
+class ResourcesConfig(BaseModel):
+    """The parts of a node config that `tandem release` needs; every other key is ignored.
+
+    A release must work when the rest of the file is broken (a bad timer, a
+    link to a port that is gone): only these sections have to be valid.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    node: Annotated[str, Field(pattern=NAME_PATTERN)]
+    board: Annotated[str, Field(min_length=1)]
+    state_dir: Path = Path("/var/lib/tandem")
+    control_socket: Path = Path("/run/tandem/control.sock")  # to refuse while a daemon answers
+    journal: JournalConfig = JournalConfig()
+    shared_ips: list[SharedIpConfig] = []
+    service: ServiceConfig = ServiceConfig()
+    relay_groups: list[RelayGroupConfig] = []
+    actions: ActionsConfig = ActionsConfig()

@@ -48,7 +48,7 @@ class ControlServer:
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
                 raise ControlError(f"{self.path} exists and is not a socket; refusing to replace it")
-            if _socket_in_use(self.path):
+            if socket_in_use(self.path):
                 raise ControlError(f"{self.path} is in use by another running daemon")
             self.path.unlink()
         old_umask = os.umask(0o117)
@@ -127,7 +127,8 @@ async def _write(writer: asyncio.StreamWriter, item: dict[str, Any]) -> None:
     await writer.drain()
 
 
-def _socket_in_use(path: Path) -> bool:
+def socket_in_use(path: Path) -> bool:
+    """Whether something (a running daemon) accepts connections on the control socket at `path`."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))

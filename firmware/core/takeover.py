@@ -95,11 +95,12 @@ class TakeoverRunner:
                              relays_released=promoting or result.relays_ok))
 
     async def release_leftovers(self) -> None:
-        """Before joining: release whatever a crashed run may have left (shared IP, PBX in cold mode)."""
+        """Before joining: release whatever a crashed run may have left (relays, PBX in cold mode, shared IPs)
+        in the release order, and journal what was actually found."""
         if not self.plan.actions:
             return
-        result = await self.plan.demote({"kind": "startup", "reason": "release leftovers before joining"})
-        self.journal.record("startup.release", {"ok": result.ok, "detail": result.detail or "nothing left over"})
+        result = await self.plan.release()
+        self.journal.record("startup.release", result.release_record())
         for action in self.plan.actions:
             try:
                 await action.prepare()

@@ -9,6 +9,9 @@ it went. A plan is:
              promote.after hooks
     demote:  demote.before hooks, each action's ensure_absent in reverse order,
              demote.after hooks
+    release: what a node lets go of when its daemon is gone or starts again:
+             the relays, then the PBX, then the shared IPs (`RELEASE_ORDER`),
+             no hooks; each action first says whether it still held anything
 
 Every action is idempotent and has a timeout; each outcome is journaled.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
 from firmware.core.actions.hooks import HookResult, HookRunner
@@ -44,6 +47,9 @@ class ActionError(TandemError):
 # Each action kind and the node-config key that configures it (for errors that name it).
 CONFIG_KEYS = {"shared_ip": "shared_ips", "relays": "relay_groups", "service": "service"}
 
+# A release lets the shared IPs go last: the standby reads "the address is free" as "everything is free".
+RELEASE_ORDER = ("relays", "service", "shared_ip")
+
 
 class Action(Protocol):
     """One idempotent takeover action."""
@@ -63,6 +69,9 @@ class Action(Protocol):
     async def ensure_absent(self) -> None:
         """Release the resource (idempotent)."""
 
+    async def holds(self) -> bool | None:
+        """Whether this box holds the resource right now, asked of the system (None: cannot tell)."""
+
     def status(self) -> dict[str, Any]:
         """What the status snapshot shows about it."""
 
@@ -76,6 +85,7 @@ class ActionOutcome:
     ok: bool
     detail: str
     duration_ms: float = 0.0
+    found: bool | None = None  # a release: whether the resource was still held (None: could not tell)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,18 @@ class PlanResult:
     def relays_ok(self) -> bool:
         """Whether every relay group reached its position (a failed release keeps the peer's relays open)."""
         return all(o.ok for o in self.outcomes if o.kind == "relays")
+
+    def release_record(self) -> dict[str, Any]:
+        """A release for the journal: what was found held and let go, what could not be seen, what failed."""
+        found = [o.action for o in self.outcomes if o.found and o.ok]
+        unseen = [o.action for o in self.outcomes if o.found is None and o.ok]
+        failed = [f"{o.action}: {o.detail}" for o in self.outcomes if not o.ok]
+        parts = [f"let go of {', '.join(found)}"] if found else ["nothing found held"]
+        if unseen:
+            parts.append(f"made sure of {', '.join(unseen)} (cannot be read back)")
+        if failed:
+            parts.append(f"FAILED {'; '.join(failed)}")
+        return {"ok": self.ok, "found": found, "unseen": unseen, "failed": failed, "detail": "; ".join(parts)}
 
 
 class ActionPlan:
@@ -127,17 +149,39 @@ class ActionPlan:
                               detail=f"promote.before hook {v.hook} exited {v.exit_code}: {v.output or 'no output'}")
         outcomes = [await self._run(a, a.ensure_present) for a in self.actions]
         after = await self.hooks.run("promote.after", event, self.environment(), include_all=False)
-        return self._result(outcomes, before + after)
+        return self.result_of(outcomes, before + after)
 
     async def demote(self, event: dict[str, Any]) -> PlanResult:
         """Run the demote sequence (every action is attempted even if one fails)."""
         before = await self.hooks.run("demote.before", event, self.environment(), include_all=False)
         outcomes = [await self._run(a, a.ensure_absent) for a in reversed(self.actions)]
         after = await self.hooks.run("demote.after", event, self.environment(), include_all=False)
-        return self._result(outcomes, before + after)
+        return self.result_of(outcomes, before + after)
+
+    async def release(self) -> PlanResult:
+        """Let go of everything in `RELEASE_ORDER`, recording what each action found still held.
+
+        Every action is attempted even if one fails; no hooks run (a release must
+        not depend on anything but the resources themselves).
+        """
+        outcomes = []
+        for kind in RELEASE_ORDER:
+            for action in reversed(self.of_kind(kind)):
+                found = await self._found(action)
+                outcome = await self._run(action, action.ensure_absent)
+                outcomes.append(replace(outcome, found=found))
+        return self.result_of(outcomes, [])
+
+    async def _found(self, action: Action) -> bool | None:
+        try:
+            return await asyncio.wait_for(action.holds(), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - not knowing is an answer; the release goes on
+            log.warning("%s: could not tell whether it is held: %s", action.name, exc)
+            return None
 
     @staticmethod
-    def _result(outcomes: list[ActionOutcome], hooks: list[HookResult]) -> PlanResult:
+    def result_of(outcomes: list[ActionOutcome], hooks: list[HookResult]) -> PlanResult:
+        """The plan's result from its outcomes and hooks: ok when no action failed."""
         failed = [o for o in outcomes if not o.ok]
         detail = "; ".join(f"{o.action}: {o.detail}" for o in failed)
         return PlanResult(not failed, detail=detail, outcomes=tuple(outcomes), hooks=tuple(hooks))

@@ -80,6 +80,20 @@ class RelayAction:
         if problem:
             raise ActionError(problem)
 
+    async def holds(self) -> bool | None:
+        """Whether a feedback contact reads the ACTIVE position; None without feedback contacts
+        (a relay board that cannot be read back keeps no state a new process could ask)."""
+        if not self.group.feedback:
+            return None
+        seen = []
+        for ref in self.group.feedback:
+            bank, channel = parse_ref(ref)
+            try:
+                seen.append(await asyncio.to_thread(self.inputs[bank].read, channel))
+            except RelayError:
+                return None
+        return any(value == self.group.energized_when_active for value in seen)
+
     def _refuse_if_peer_holds(self) -> None:
         reason = self.interlock()
         if reason:

@@ -97,6 +97,12 @@ class ServiceAction:
         if await self.is_running():
             raise ActionError("still running after the stop command")
 
+    async def holds(self) -> bool | None:
+        """Cold mode: whether the PBX runs (the status command). Hot mode runs it on both nodes: None."""
+        if self.config.mode != "cold":
+            return None
+        return await self.is_running()
+
     async def _start(self) -> None:
         code, output = await run_command(self.config.start, self.timeout)
         if code != 0:

@@ -81,6 +81,13 @@ class SharedIpAction:
         except NetworkError as exc:
             raise ActionError(str(exc)) from None
 
+    async def holds(self) -> bool:
+        """Whether the address is configured on its interface right now."""
+        try:
+            return await asyncio.to_thread(self.network.has_address, self.interface, self.config.ip)
+        except NetworkError as exc:
+            raise ActionError(str(exc)) from None
+
     async def _announce(self) -> None:
         await asyncio.to_thread(self.network.announce, self.interface, self.config.ip.ip, self.config.router)
         self.announced += 1
