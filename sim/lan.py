@@ -9,6 +9,11 @@ restarted) finds what the box still holds; the peer's duplicate-address
 probe finds who answers for an address; tests and the lab read who holds
 what, including two holders at once.
 
+Duplicate-address probes see what a real LAN would: a holder answers, a
+box probing for the same address at the same time is a contender, and a box
+whose LAN cable is pulled (`unplug`) neither hears nor is heard. Other hosts
+(a gateway that answers for its address) are published like boxes.
+
 The rack names the LAN's folder and the box in the environment of the
 processes it starts (`LAN_ENV`, `HOST_ENV`); a process without them keeps its
 addresses to itself, as before.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 from firmware.core.journal import write_atomically
@@ -38,7 +44,11 @@ class SimulatedLan:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.held = self.folder / "held"            # <address>@<host>: a JSON record per held address
+        self.probing = self.folder / "probing"      # <address>@<host>: until when (epoch seconds) it probes
+        self.unplugged = self.folder / "unplugged"  # <host>: that box's LAN cable is pulled
+        for sub in (self.held, self.probing, self.unplugged):
+            sub.mkdir(parents=True, exist_ok=True)
 
     @classmethod
     def from_environment(cls) -> tuple["SimulatedLan", str] | None:
@@ -49,7 +59,7 @@ class SimulatedLan:
         return cls(Path(folder)), host
 
     def _file(self, address: str, host: str) -> Path:
-        return self.folder / f"{address.replace('/', '_')}@{host}"
+        return self.held / f"{address.replace('/', '_')}@{host}"
 
     def publish(self, host: str, interface: str, address: str) -> None:
         """`host` configured `address` (with its prefix) on `interface`."""
@@ -63,7 +73,7 @@ class SimulatedLan:
     def records(self) -> list[dict[str, str]]:
         """Every (address, holder) on the LAN."""
         found = []
-        for path in sorted(self.folder.iterdir()):
+        for path in sorted(self.held.iterdir()):
             try:
                 found.append(json.loads(path.read_text()))
             except (OSError, ValueError):  # withdrawn while being read
@@ -77,3 +87,44 @@ class SimulatedLan:
     def held_by(self, host: str) -> list[dict[str, str]]:
         """What `host` holds."""
         return [r for r in self.records() if r["host"] == host]
+
+    # ------------------------------------------------------------------ the cable and probes
+
+    def unplug(self, host: str) -> None:
+        """Pull `host`'s LAN cable: it hears nobody and nobody hears it, but it keeps its addresses."""
+        (self.unplugged / host).touch()
+
+    def plug(self, host: str) -> None:
+        """Put `host`'s LAN cable back."""
+        (self.unplugged / host).unlink(missing_ok=True)
+
+    def connected(self, host: str) -> bool:
+        """Whether `host`'s LAN cable is in."""
+        return not (self.unplugged / host).exists()
+
+    def holder(self, host: str, ip: str) -> str | None:
+        """The MAC of a box other than `host` that answers `host`'s probe for the bare address `ip`, or None."""
+        if not self.connected(host):
+            return None
+        for record in self.holders(ip):
+            if record["host"] != host and self.connected(record["host"]):
+                return record["mac"]
+        return None
+
+    def start_probe(self, host: str, ip: str, seconds: float) -> None:
+        """`host` probes for `ip` during the next `seconds` (others probing meanwhile see it contend)."""
+        write_atomically(self.probing / f"{ip}@{host}", str(time.time() + seconds).encode())
+
+    def contender(self, host: str, ip: str, since: float) -> str | None:
+        """The MAC of another connected box that probed for `ip` after `since` (epoch seconds), or None."""
+        if not self.connected(host):
+            return None
+        for path in self.probing.glob(f"{ip}@*"):
+            other = path.name.partition("@")[2]
+            try:
+                until = float(path.read_text())
+            except (OSError, ValueError):  # rewritten while being read
+                continue
+            if other != host and until >= since and self.connected(other):
+                return host_mac(other)
+        return None

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from firmware.core.actions.network import IPAddress, IPInterface, NetworkError
+from firmware.core.actions.network import IPAddress, IPInterface, NetworkError, ProbeAnswer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BACKEND = "firmware.core.actions.netlink:NetlinkNetwork"
@@ -51,7 +51,7 @@ SWITCH_IPV4 = ipaddress.IPv4Interface("192.0.2.254/24")
 SWITCH_IPV6 = ipaddress.IPv6Interface("2001:db8::fe/64")
 COMMAND_TIMEOUT = 30.0
 BACKEND_METHODS = frozenset({"check", "ensure_vlan", "has_address", "add_address", "remove_address",
-                             "in_use", "announce", "set_route_source", "restore_route_source"})
+                             "probe", "announce", "set_route_source", "restore_route_source"})
 # quiet, immediately usable IPv6 inside the lab: no DAD, no router solicitations or RAs
 LAB_SYSCTLS = ("net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
                "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0",
@@ -554,9 +554,9 @@ class NamespaceNetwork:
         """NetworkBackend.remove_address inside the namespace."""
         self.call("remove_address", interface, address)
 
-    def in_use(self, interface: str, address: IPAddress, timeout: float) -> bool:
-        """NetworkBackend.in_use inside the namespace."""
-        return self.call("in_use", interface, address, timeout, timeout=timeout + COMMAND_TIMEOUT)
+    def probe(self, interface: str, address: IPAddress, timeout: float) -> ProbeAnswer:
+        """NetworkBackend.probe inside the namespace."""
+        return ProbeAnswer(*self.call("probe", interface, address, timeout, timeout=timeout + COMMAND_TIMEOUT))
 
     def announce(self, interface: str, address: IPAddress, router: bool = False) -> None:
         """NetworkBackend.announce inside the namespace."""

@@ -17,8 +17,10 @@ import threading
 import time
 from typing import Any
 
-from firmware.core.actions.network import IPAddress, IPInterface, NetworkError
+from firmware.core.actions.network import IPAddress, IPInterface, NetworkError, ProbeAnswer
 from sim.lan import SimulatedLan
+
+TAKEN_BY_MAC = "02:00:00:00:00:99"  # the "other host" that answers for addresses in `taken`
 
 
 class RecordingNetwork:
@@ -78,14 +80,28 @@ class RecordingNetwork:
             lan.withdraw(host, str(address))
         self._record("remove", interface=interface, address=address)
 
-    def in_use(self, interface: str, address: IPAddress, timeout: float) -> bool:
-        """Simulated duplicate probe: True for addresses marked as taken or held by another box on the LAN."""
+    def probe(self, interface: str, address: IPAddress, timeout: float) -> ProbeAnswer:
+        """Simulated duplicate probe: answered by another box on the LAN that holds the address (or
+        probing for it at the same time), or by "another host" for addresses marked as taken.
+
+        Timed like the real one: a holder answers at once, a free address
+        takes the whole timeout.
+        """
         self._record("probe", interface=interface, address=address)
-        if self.lan is not None:
-            lan, host = self.lan
-            if any(record["host"] != host for record in lan.holders(str(address))):
-                return True
-        return str(address) in self.taken
+        ip = str(address)
+        if ip in self.taken:
+            return ProbeAnswer(TAKEN_BY_MAC, None)
+        if self.lan is None:
+            time.sleep(timeout)
+            return ProbeAnswer(None, None)
+        lan, host = self.lan
+        started = time.time()
+        holder = lan.holder(host, ip)
+        if holder is None:
+            lan.start_probe(host, ip, timeout)
+            time.sleep(timeout)
+            holder = lan.holder(host, ip)
+        return ProbeAnswer(holder, lan.contender(host, ip, started))
 
     def announce(self, interface: str, address: IPAddress, router: bool = False) -> None:
         """Record a gratuitous ARP / unsolicited NA."""

@@ -37,6 +37,7 @@ NODES = ("alpha", "bravo")
 CABLE_ENDS = {"alpha": "a", "bravo": "b"}
 DEFAULT_TIMERS = {"heartbeat_ms": 100, "deadtime_ms": 300, "initdead_ms": 1500,
                   "handover_timeout_ms": 3000, "shutdown_timeout_ms": 5000}
+SIM_GATEWAY = "192.0.2.1"  # a host on the simulated LAN that answers for its address (the control target)
 RECHECK_S = 0.25  # a wait re-checks its condition at least this often, and whenever the node journals an event
 
 
@@ -138,7 +139,8 @@ class TwoNodeRack:
                  shared_ips: list[dict[str, Any]] | None = None, service: str = "none",
                  netns: bool = False, relay_groups: list[dict[str, Any]] | None = None,
                  witness_targets: dict[str, str] | None = None, history: bool = False,
-                 board: str | None = None, sensor_timeout_s: float | None = None, supervise: bool = True) -> None:
+                 board: str | None = None, sensor_timeout_s: float | None = None, supervise: bool = True,
+                 arbitration: bool = False) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
@@ -149,12 +151,17 @@ class TwoNodeRack:
         `sensor_timeout_s`: replace the timeout of every sensor the board profile names (tests on a
         loaded machine give the simulated sensors' reads, some of them subprocesses, time to answer);
         `supervise`: run `tandem release` for a node whose daemon exited, as systemd's ExecStopPost
-        does (off: what a box keeps when nothing releases it, e.g. to test the release at start-up)."""
+        does (off: what a box keeps when nothing releases it, e.g. to test the release at start-up);
+        `arbitration`: LAN arbitration on, with the simulated LAN's gateway (`SIM_GATEWAY`, which
+        answers for itself on the simulated LAN) as control target."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
         self.roles = dict(zip(NODES, roles))
         self.extra = dict(extra or {})
+        if arbitration:
+            self.extra["arbitration"] = {"enabled": True, "control": [SIM_GATEWAY],
+                                         **self.extra.get("arbitration", {})}
         self.extra["health"] = {"history": history, **self.extra.get("health", {})}
         self.shared_ips = shared_ips or []
         self.relay_groups = relay_groups or []
@@ -188,6 +195,7 @@ class TwoNodeRack:
         self.cuts: dict[str, set[str]] = {"net": set(), "serial": set()}
         self._logs: dict[str, Any] = {}
         self.lan = SimulatedLan(self.base / "lan")
+        self.lan.publish("gateway", "eth0", f"{SIM_GATEWAY}/24")
         self.supervise = supervise
         self.releases: dict[str, list[subprocess.CompletedProcess]] = {name: [] for name in NODES}
         self._supervisors: dict[str, threading.Thread] = {}
@@ -630,6 +638,14 @@ class TwoNodeRack:
         """Let UDP heartbeats through again."""
         self.relay.restore(self._relay_direction(direction))
         self._note_cut("net", direction, False)
+
+    def unplug_lan(self, name: str) -> None:
+        """Pull a box's LAN cable (the shared addresses' LAN, not the heartbeat links)."""
+        self.lan.unplug(name)
+
+    def plug_lan(self, name: str) -> None:
+        """Put a box's LAN cable back."""
+        self.lan.plug(name)
 
     def cut_serial(self, direction: str | None = None) -> None:
         """Cut the serial cable (both ways, or one direction)."""

@@ -4,7 +4,8 @@ A scenario is TOML::
 
     name = "Active node killed"
     description = "…"
-    [rack]                      # optional: service = "cold", timers = {…}, shared_ip = "192.0.2.10/24"
+    [rack]                      # optional: service = "cold", timers = {…}, shared_ip = "192.0.2.10/24",
+                                # arbitration = true (LAN arbitration, the simulated gateway as control)
     [[step]]
     at = 0                      # seconds after the rack settled (alpha ACTIVE, bravo STANDBY)
     do = "kill alpha"           # a lab command (sim/commands.py)
@@ -123,7 +124,7 @@ def build_rack(scenario: Scenario, base: Path) -> TwoNodeRack:
     shared_ip = options.pop("shared_ip", "192.0.2.10/24")
     rack = TwoNodeRack(base, timers=options.pop("timers", None), service=options.pop("service", "none"),
                        shared_ips=[{"address": shared_ip, "interface": "eth0"}] if shared_ip else [],
-                       extra=options.pop("extra", None))
+                       extra=options.pop("extra", None), arbitration=bool(options.pop("arbitration", False)))
     if options:
         raise ScenarioError(f"{scenario.path}: rack: unknown key {sorted(options)[0]}")
     return rack

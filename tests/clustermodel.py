@@ -21,6 +21,8 @@ from firmware.core.cluster import (
     ClusterState,
     Command,
     Inputs,
+    LanProbe,
+    LanVerdict,
     Persisted,
     RunActions,
     Settings,
@@ -34,6 +36,7 @@ KEYRING = Keyring([(1, bytes(range(32)))])
 LINKS = ("net0", "serial0")
 DIRECTIONS = ("0->1", "1->0")
 HOLDING = (NodeState.TAKEOVER, NodeState.ACTIVE)
+PROBE_ROUND_S = 0.04  # how long one LAN probe round listens (arbitration.round_ms)
 
 
 def model_settings(index: int, **overrides: Any) -> Settings:
@@ -75,6 +78,13 @@ class Node:
     known_peer: tuple[int, int] | None = None
     actions_for: int = -1  # the transition whose actions were last started, as the daemon tracks it
     events: list[tuple[float, str, dict]] = field(default_factory=list)
+    address: bool = False  # the box answers for the shared address on the LAN (kept when the daemon dies)
+    lan: LanProbe | None = None  # its latest finished probe round
+    probe_every: float | None = None  # the cadence the core last asked for
+    round_started: float | None = None  # a round in flight since then
+    last_round_end: float = -1e9
+    last_round_start: float = -1e9
+    start_due: float | None = None  # a lan_start event is queued for then
 
     @property
     def holds(self) -> bool:
@@ -89,7 +99,9 @@ class TwoNodeModel:
     """Two nodes, two links with per-direction modes, a clock and an event queue."""
 
     def __init__(self, seed: int = 0, settle: float = 2.5, liveness_window: float = 7.0,
-                 **overrides: Any) -> None:
+                 release_delay: tuple[float, float] = (0.0, 0.0), **overrides: Any) -> None:
+        """`release_delay`: after a SIGKILL the box keeps the shared address for a random time in this
+        range (the supervisor's `tandem release` runs that long); `overrides` go to every node's Settings."""
         self.rng = random.Random(seed)
         self.nodes = [Node(i, model_settings(i, **overrides), random.Random(seed * 7 + i)) for i in range(2)]
         self.now = 0.0
@@ -108,6 +120,7 @@ class TwoNodeModel:
         self.idle_since: float | None = 0.0
         self.violations: list[str] = []
         self.timeline: list[tuple[float, str]] = []
+        self.release_delay = release_delay
 
     # ------------------------------------------------------------------ plumbing
 
@@ -118,7 +131,7 @@ class TwoNodeModel:
         assert node.endpoint is not None
         return Inputs(now=self.now, wall=1_700_000_000 + self.now, minute_of_day=int(self.now // 60) % 1440,
                       tick=node.endpoint.tick, peer=node.endpoint.view(), health=node.health,
-                      witness=node.witness, actions=node.actions)
+                      witness=node.witness, actions=node.actions, lan=node.lan)
 
     def start(self, index: int) -> None:
         """Start (or restart) a node's daemon."""
@@ -127,6 +140,8 @@ class TwoNodeModel:
         node.alive = True
         node.witness, node.witness_busy, node.actions = None, False, None
         node.actions_for = -1
+        node.address = False  # the start-up release lets go of whatever the box still held
+        node.lan, node.probe_every, node.round_started, node.last_round_start = None, None, None, -1e9
         node.boot_counter += 1
         boot_id = node.boot_counter.to_bytes(4, "big") + node.rng.randbytes(4)
         node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat_s,
@@ -151,12 +166,19 @@ class TwoNodeModel:
                                         (index, node.generation)))
         self.timeline.append((self.now, f"stall {node.settings.node} {seconds:g}s"))
 
-    def kill(self, index: int) -> None:
-        """SIGKILL: the node stops at once and holds nothing afterwards (relays fall to their safe state)."""
+    def kill(self, index: int, release: bool = True) -> None:
+        """SIGKILL: the node stops at once; its relays fall to their safe state.
+
+        The box keeps answering for the shared address until the supervisor's
+        release, `release_delay` later (never without `release`).
+        """
         node = self.nodes[index]
         node.alive = False
         node.relays_closed = False
         node.generation += 1
+        node.round_started = None
+        if release:
+            self._push(self.now + self.rng.uniform(*self.release_delay), "release", index, node.generation)
         self.timeline.append((self.now, f"kill {node.settings.node}"))
 
     def _evaluate(self, node: Node, stalled_for: float = 0.0) -> None:
@@ -179,6 +201,8 @@ class TwoNodeModel:
                 node.actions is None or node.actions.transition != st.transition):
             delay = node.action_delay if node.action_delay is not None else node.rng.uniform(0.005, 0.05)
             self._push(self.now + delay, "actions", node.index, node.generation, st.transition)
+        node.probe_every = out.probe_every_s
+        self._next_round(node)
         if out.want_witness and not node.witness_busy:
             node.witness_busy = True
             self._push(self.now + 0.005, "witness", node.index, node.generation, self.now)
@@ -293,6 +317,12 @@ class TwoNodeModel:
         self.check()
 
     def _handle(self, kind: str, args: tuple) -> None:
+        if kind == "release":  # the supervisor's release, unless the daemon was started again meanwhile
+            node = self.nodes[args[0]]
+            if not node.alive and node.address:
+                node.address = False
+                self.timeline.append((self.now, f"{node.settings.node}: released by its supervisor"))
+            return
         if kind == "deliver":
             index, link, packet = args
             node = self.nodes[index]
@@ -328,15 +358,48 @@ class TwoNodeModel:
                                          detail="reachable" if node.witness_reachable else "refused")
             node.witness_busy = False
             self._evaluate(node)
+        elif kind == "lan_round":
+            self._finish_round(node, started=args[2])
+        elif kind == "lan_start":
+            node.start_due = None
+            self._next_round(node)
         elif kind == "actions":
             transition = args[2]
             promoting = node.state is not None and node.state.state == NodeState.TAKEOVER
             outcome = node.promote_result if promoting else "ok"
             if node.state is not None and node.state.transition == transition:
                 node.relays_closed = promoting and outcome == "ok"
+                if outcome != "veto":  # a failed promote may have added the address before it failed
+                    node.address = promoting
             node.actions = ActionsReport(transition, ok=outcome == "ok", vetoed=outcome == "veto",
                                          detail="" if outcome == "ok" else f"simulated {outcome}")
             self._evaluate(node)
+
+    def _next_round(self, node: Node) -> None:
+        """Start a probe round if the core wants rounds, none is in flight and the cadence allows one now."""
+        if node.probe_every is None or node.round_started is not None:
+            return
+        due = node.last_round_start + node.probe_every
+        if self.now >= due:
+            node.round_started = self.now
+            self._push(self.now + PROBE_ROUND_S, "lan_round", node.index, node.generation, self.now)
+        elif node.start_due != due:
+            node.start_due = due
+            self._push(due, "lan_start", node.index, node.generation)
+
+    def _finish_round(self, node: Node, started: float) -> None:
+        """A probe round ends: what the LAN showed while it ran (the other box's address, or its probes)."""
+        node.round_started = None
+        node.last_round_end = self.now
+        node.last_round_start = started
+        other = self.nodes[1 - node.index]
+        if other.address:
+            node.lan = LanProbe(started, LanVerdict.HELD, holder=other.settings.node)
+        elif other.round_started is not None or other.last_round_end >= started:
+            node.lan = LanProbe(started, LanVerdict.CONTENDED, holder=other.settings.node)
+        else:
+            node.lan = LanProbe(started, LanVerdict.FREE)
+        self._evaluate(node)
 
     # ------------------------------------------------------------------ invariants
 
@@ -366,7 +429,11 @@ class TwoNodeModel:
                 and st is not None and not (p.maintenance or p.flap_hold or st.shutdown is not None))
 
     def check(self) -> None:
-        """Safety: at most one holder once joined for `settle`. Liveness: a good node means a holder."""
+        """Safety: at most one holder once joined for `settle`, and with LAN arbitration never two boxes
+        answering for the shared address. Liveness: a good node means a holder."""
+        owners = [n.settings.node for n in self.nodes if n.address]
+        if len(owners) > 1 and any(n.settings.lan_arbitration for n in self.nodes):
+            self.violations.append(f"t={self.now:.3f}: both boxes answer for the shared address")
         closed = [n for n in self.nodes if n.alive and n.relays_closed]
         if len(closed) > 1 and self.joined_for(count_stalls=False) >= self.settle:
             self.violations.append(f"t={self.now:.3f}: both nodes' trunk relays closed while joined for "

@@ -14,13 +14,14 @@ import os
 import secrets
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from firmware.core.actions.l2frames import (arp_frame, icmpv6_checksum, neighbor_advertisement_frame,
                                             neighbor_solicitation_frame, parse_arp,
                                             parse_neighbor_advertisement)
-from firmware.core.actions.network import NetworkError
+from firmware.core.actions.network import NetworkError, ProbeAnswer
 from sim import netns_sniff
 from sim.netns import LabNode, NetnsError, NetnsLab, addresses, ip_json, namespaces, python_in
 
@@ -194,35 +195,49 @@ def test_announce_on_a_down_interface_fails_clearly(lab, net, node):
 def test_in_use_ipv4(lab, net):
     other = lab.nodes[1]
     with lab.sniffer() as sniff:
-        assert net.in_use(IFACE, other.ipv4.ip, 1.0) is True
+        assert net.probe(IFACE, other.ipv4.ip, 1.0).in_use is True
         probe = sniff.wait_for(kind="arp-probe", ip=str(other.ipv4.ip))
     assert probe["sender_ip"] == "0.0.0.0" and probe["target_ip"] == str(other.ipv4.ip)
     assert probe["eth_dst"] == "ff:ff:ff:ff:ff:ff" and probe["target_mac"] == "00:00:00:00:00:00"
     lab.network(other).add_address(IFACE, SHARED4)
-    assert net.in_use(IFACE, SHARED4.ip, 1.0) is True
+    assert net.probe(IFACE, SHARED4.ip, 1.0).in_use is True
     started = time.monotonic()
-    assert net.in_use(IFACE, FREE4, 0.4) is False
+    assert net.probe(IFACE, FREE4, 0.4).in_use is False
     assert time.monotonic() - started > 0.35  # it listened for the whole window (how long: bench/timeouts.py)
 
 
 def test_in_use_ipv6(lab, net):
     other = lab.nodes[1]
     with lab.sniffer() as sniff:
-        assert net.in_use(IFACE, other.ipv6.ip, 1.0) is True
+        assert net.probe(IFACE, other.ipv6.ip, 1.0).in_use is True
         probe = sniff.wait_for(kind="ns", ip=str(other.ipv6.ip))
     assert probe["src_ip"] == "::" and probe["dst_ip"] == "ff02::1:ff00:11"
     assert probe["checksum_ok"] is True and probe["hop_limit"] == 255 and probe["lladdr"] is None
     lab.network(other).add_address(IFACE, SHARED6)
-    assert net.in_use(IFACE, SHARED6.ip, 1.0) is True
+    assert net.probe(IFACE, SHARED6.ip, 1.0).in_use is True
     started = time.monotonic()
-    assert net.in_use(IFACE, FREE6, 0.4) is False
+    assert net.probe(IFACE, FREE6, 0.4).in_use is False
     assert time.monotonic() - started > 0.35  # it listened for the whole window (how long: bench/timeouts.py)
 
 
 def test_in_use_ignores_the_nodes_own_address(net, node):
     """Our own kernel does not answer our own probe; only another host counts."""
     net.add_address(IFACE, SHARED4)
-    assert net.in_use(IFACE, SHARED4.ip, 0.3) is False
+    assert net.probe(IFACE, SHARED4.ip, 0.3).in_use is False
+
+
+def test_probe_names_the_holder_and_a_host_probing_for_the_same_address(lab, net, node):
+    """LAN arbitration's two facts: who holds the address, and who is about to claim it too."""
+    other = lab.nodes[1]
+    other_net = lab.network(other)
+    other_net.add_address(IFACE, SHARED4)
+    assert net.probe(IFACE, SHARED4.ip, 1.0) == ProbeAnswer(other.mac, None)
+    other_net.remove_address(IFACE, SHARED4)
+    with ThreadPoolExecutor(2) as pool:  # both probe for the free address at once
+        mine = pool.submit(net.probe, IFACE, SHARED4.ip, 0.6)
+        theirs = pool.submit(other_net.probe, IFACE, SHARED4.ip, 0.6)
+        assert mine.result(timeout=30) == ProbeAnswer(None, other.mac)
+        assert theirs.result(timeout=30) == ProbeAnswer(None, node.mac)
 
 
 # --------------------------------------------------------------------------- route source

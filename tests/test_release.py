@@ -83,12 +83,12 @@ def test_simulated_lan_keeps_a_box_addresses_across_processes(tmp_path: Path,
     monkeypatch.setenv(HOST_ENV, "bravo")
     other = RecordingNetwork()
     assert not other.has_address("eth0", address)
-    assert other.in_use("eth0", address.ip, 0.1)  # alpha answers for it
+    assert other.probe("eth0", address.ip, 0.1).holder == host_mac("alpha")  # alpha answers for it
     holders = SimulatedLan(tmp_path / "lan").holders("192.0.2.10")
     assert [(h["host"], h["mac"]) for h in holders] == [("alpha", host_mac("alpha"))]
     monkeypatch.setenv(HOST_ENV, "alpha")
     RecordingNetwork().remove_address("eth0", address)
-    assert not other.in_use("eth0", address.ip, 0.1)
+    assert not other.probe("eth0", address.ip, 0.1).in_use
 
 
 @pytest.mark.integration

@@ -30,6 +30,7 @@ from firmware.config.loading import (
 )
 from firmware.config.node import (
     ActionsConfig,
+    ArbitrationConfig,
     FailbackConfig,
     FencingConfig,
     FlapConfig,
@@ -52,7 +53,7 @@ from firmware.config.node import (
 )
 
 __all__ = [
-    "ActionsConfig", "BOARD_PROFILE_DIRS", "BoardProfile", "Config", "DEFAULT_CONFIG_PATH", "DriverTable",
+    "ActionsConfig", "ArbitrationConfig", "BOARD_PROFILE_DIRS", "BoardProfile", "Config", "DEFAULT_CONFIG_PATH", "DriverTable",
     "FailbackConfig", "FencingConfig", "FlapConfig", "HealthConfig", "HooksConfig", "JournalConfig",
     "NAME_PATTERN", "NodeConfig", "PanelConfig", "PanelProfile", "PulseConfig", "RelayGroupConfig",
     "ReleaseConfig", "ResourcesConfig",

@@ -298,6 +298,30 @@ class FencingConfig(Strict):
     stall_ms: Annotated[int, Field(ge=0, le=600_000)] = 0  # release after a loop stall this long (0: the deadtime)
 
 
+class ArbitrationConfig(Strict):
+    """LAN arbitration: before taking over from a silent peer, prove on the wire that nobody answers
+    for the shared addresses (hardware_docs/never-two-holders.md)."""
+
+    enabled: bool = False
+    # Addresses that must answer an ARP probe on a shared address's LAN (the gateway): without an
+    # answer from one of them a round proves nothing, since this node's own LAN link may be down.
+    control: list[str] = []
+    round_ms: Annotated[int, Field(ge=10, le=1000)] = 40         # how long one probe round listens
+    confirm_ms: Annotated[int, Field(ge=0, le=10_000)] = 150     # seen free this long before a claim
+    claim_delay_ms: Annotated[int, Field(ge=0, le=60_000)] = 500  # neither held the calls: the other waits
+    held_escalate_s: Annotated[float, Field(ge=1, le=3600)] = 5.0  # held this long: critical alarm
+
+    @field_validator("control")
+    @classmethod
+    def _control(cls, value: list[str]) -> list[str]:
+        for address in value:
+            try:
+                ipaddress.IPv4Address(address)
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IPv4 address (the control target answers ARP)") from None
+        return value
+
+
 class HooksConfig(Strict):
     """Operator hook scripts: `<dir>/<event kind>/*` and `<dir>/all/*`, run-parts style."""
 
@@ -329,6 +353,7 @@ class NodeConfig(Strict):
     relay_groups: list[RelayGroupConfig] = []
     watchdog: WatchdogConfig = WatchdogConfig()
     fencing: FencingConfig = FencingConfig()
+    arbitration: ArbitrationConfig = ArbitrationConfig()
     actions: ActionsConfig = ActionsConfig()
     sensors: list[SensorConfig] = []
     panel: PanelConfig = PanelConfig()
@@ -342,6 +367,7 @@ class NodeConfig(Strict):
                              "on harmless pauses, longer lets the peer close its relays first")
         if self.node == self.peer:
             raise ValueError("node and peer must have different names")
+        self._check_arbitration()
         sensor_names = [s.name for s in self.sensors]
         repeated = sorted({n for n in sensor_names if sensor_names.count(n) > 1})
         if repeated:
@@ -354,6 +380,21 @@ class NodeConfig(Strict):
         if len(set(ids)) != len(ids):
             raise ValueError("two link names share a wire id (a CRC16 collision); rename one of them")
         return self
+
+
+    def _check_arbitration(self) -> None:
+        arbitration, t = self.arbitration, self.timers
+        if not arbitration.enabled:
+            return
+        if not self.shared_ips:
+            raise ValueError("arbitration.enabled needs at least one [[shared_ips]] entry: it probes for them")
+        if arbitration.round_ms > t.deadtime_ms - t.heartbeat_ms:
+            raise ValueError(f"arbitration.round_ms ({arbitration.round_ms}) must not exceed deadtime_ms - "
+                             f"heartbeat_ms ({t.deadtime_ms - t.heartbeat_ms}): the rounds run in that time")
+        for address in arbitration.control:
+            if not any(ipaddress.ip_address(address) in ip.ip.network for ip in self.shared_ips):
+                raise ValueError(f"arbitration.control {address} is not on the subnet of any shared address: "
+                                 "it must answer ARP on the LAN the shared addresses live on")
 
 
 class ResourcesConfig(BaseModel):

@@ -9,8 +9,8 @@ The panel and board extensions are wired in from outside the core
 
 Everything on the event loop is short and non-blocking: the heartbeat timer,
 packet reception and the decision core. Disk writes (journal, state) run on
-worker threads; witness checks and takeover actions run as tasks with
-timeouts. So nothing delays a heartbeat (DESIGN.md, principle 2).
+worker threads; witness checks, LAN probe rounds and takeover actions run
+as tasks with timeouts. So nothing delays a heartbeat (DESIGN.md, principle 2).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from firmware.core import cluster
 from firmware.core.actions import ActionPlan
 from firmware.core.actions.hooks import EventHooks, HookRunner, hook_environment
 from firmware.core.alarms import AlarmBoard
+from firmware.core.arbitration import LanArbiter
 from firmware.core.bootrecord import BootRecord
 from firmware.core.cluster import ActionsReport, ClusterState, Command, Inputs, Persisted, Reply, WitnessResult
 from firmware.core.control import ControlServer
@@ -56,6 +57,7 @@ from firmware.core.settings import settings_from_config
 from firmware.core.ticks import TickLog
 from firmware.core.watchdog import StallFence, watchdogs_from_config
 from firmware.core.waiters import Waiters
+from firmware.core.wakeup import WakeTimer
 from firmware.core.witness import Witness, WitnessChecks
 from firmware.drivers import load_driver
 from firmware.errors import ConfigError
@@ -100,8 +102,7 @@ class Daemon:
         self._components: list[Component] = []
         self._exit_callbacks: list[Callable[[], None]] = []
         self._next_tick_at = 0.0
-        self._wake_handle: asyncio.TimerHandle | None = None
-        self._wake_at: float | None = None
+        self.wake = WakeTimer(lambda: self._evaluate(self.now()))
         self.waiters = Waiters()
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -132,6 +133,8 @@ class Daemon:
         except BaseException:
             self.takeover.release_banks()
             raise
+        self.arbiter = LanArbiter(self.takeover.shared_ip_actions, node.arbitration.control,
+                                  node.arbitration.round_ms / 1000, lambda _probe: self._evaluate(self.now()))
         self.operator = OperatorCommands(self, power)
         self.control = ControlServer(node.control_socket, self.endpoints.handle, node.control_group)
         self._register_endpoints()
@@ -147,6 +150,7 @@ class Daemon:
         self.monitoring.register(endpoints)
         endpoints.add_status(self.takeover.status)
         endpoints.add_status(self.watchdogs.status)
+        endpoints.add_status(self.arbiter.status)
         endpoints.add_status(lambda: {"heartbeat": heartbeat_status(self.settings, self.ticks, self.endpoint.tick)})
         register_events(endpoints, self.journal)
         self.operator.register(endpoints)
@@ -241,6 +245,7 @@ class Daemon:
         for component in components:
             component.close()
         self.monitoring.close()
+        self.arbiter.close()
         self.watchdogs.close()
         self.takeover.release_banks()
 
@@ -308,7 +313,8 @@ class Daemon:
         local = time.localtime()
         return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
                       tick=self.endpoint.tick, peer=peer or self.endpoint.view(), health=self.health,
-                      witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for, command=command)
+                      witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for, command=command,
+                      lan=self.arbiter.latest)
 
     def _evaluate(self, now: float, stalled_for: float | None = None, peer: PeerView | None = None) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:
@@ -342,7 +348,8 @@ class Daemon:
                                 self._on_actions_done)
         if out.want_witness:
             self.witness_checks.want(self.now())
-        self._schedule_wake(out.wake_at)
+        self.arbiter.cadence(out.probe_every_s)
+        self.wake.set(self.loop, out.wake_at)
         if out.send_now:
             self._send_round()
             self.notifier.status(status_line(st))
@@ -352,20 +359,6 @@ class Daemon:
 
     def _on_actions_done(self, report: ActionsReport) -> None:
         self.actions = report
-        self._evaluate(self.now())
-
-    def _schedule_wake(self, wake_at: float | None) -> None:
-        if wake_at == self._wake_at:
-            return
-        if self._wake_handle is not None:
-            self._wake_handle.cancel()
-        self._wake_at = wake_at
-        self._wake_handle = None
-        if wake_at is not None and self.loop is not None:
-            self._wake_handle = self.loop.call_at(wake_at, self._on_wake)
-
-    def _on_wake(self) -> None:
-        self._wake_at = self._wake_handle = None
         self._evaluate(self.now())
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

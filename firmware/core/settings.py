@@ -23,4 +23,8 @@ def settings_from_config(config: Config) -> Settings:
         on_action_failure=node.actions.on_failure, takeover_backoff_s=node.actions.veto_backoff_s,
         fence_isolated=node.fencing.isolated,
         fence_stall_s=(node.fencing.stall_ms or t.deadtime_ms - t.heartbeat_ms) / 1000,
+        lan_arbitration=node.arbitration.enabled, lan_confirm_s=node.arbitration.confirm_ms / 1000,
+        # A round is delivered when it ends; the next one ends a round later: older than this, the rounds stopped.
+        lan_fresh_s=3 * node.arbitration.round_ms / 1000 + t.heartbeat_ms / 1000,
+        lan_claim_delay_s=node.arbitration.claim_delay_ms / 1000, held_escalate_s=node.arbitration.held_escalate_s,
     )

@@ -25,6 +25,7 @@ from firmware.config import Config
 from firmware.core.actions import ActionError, ActionPlan, build_plan
 from firmware.core.actions.hooks import HookRunner
 from firmware.core.actions.relays import RelayAction, open_banks
+from firmware.core.actions.sharedip import SharedIpAction
 from firmware.core.alarms import Alarm
 from firmware.core.cluster import ActionsReport
 from firmware.core.journal import Journal
@@ -59,6 +60,7 @@ class TakeoverRunner:
             self.release_banks()
             raise ConfigError(config.path, exc.key, str(exc)) from None
         self.relay_actions: list[RelayAction] = [a for a in plan.of_kind("relays") if isinstance(a, RelayAction)]
+        self.shared_ip_actions = [a for a in plan.of_kind("shared_ip") if isinstance(a, SharedIpAction)]
         self.bank_ok: dict[str, bool] = {name: True for name in self.relay_banks}
         self._task: asyncio.Task | None = None
 

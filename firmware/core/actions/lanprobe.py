@@ -5,8 +5,9 @@ by `firmware.core.actions.l2frames`, so the source MAC is the interface's own
 and nothing depends on the address state (tentative, not yet added) or on the
 routing table:
 
-* `probe_in_use`: ARP probes (RFC 5227) for IPv4, duplicate-address
-  neighbour solicitations (RFC 4861) for IPv6, and the answers to them;
+* `probe_address`: ARP probes (RFC 5227) for IPv4, duplicate-address
+  neighbour solicitations (RFC 4861) for IPv6, and who answers them (or,
+  for IPv4, probes for the same address at the same time);
 * `announce`: a gratuitous ARP (IPv4) or an unsolicited neighbour
   advertisement (IPv6).
 
@@ -36,7 +37,7 @@ from firmware.core.actions.l2frames import (
     parse_arp,
     parse_neighbor_advertisement,
 )
-from firmware.core.actions.network import IPAddress, NetworkError
+from firmware.core.actions.network import IPAddress, NetworkError, ProbeAnswer
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +55,44 @@ def socket_reason(exc: OSError) -> str:
     return text
 
 
-def probe_in_use(interface: str, own_mac: bytes, ip: IPAddress, timeout: float) -> bool:
-    """Whether another host on `interface`'s link holds `ip`, waiting at most `timeout` seconds.
+def probe_address(interface: str, own_mac: bytes, ip: IPAddress, timeout: float) -> ProbeAnswer:
+    """Who else on `interface`'s link holds `ip`, or probes for it, listening at most `timeout` seconds.
 
-    IPv4: ARP probes (RFC 5227: sender IP 0.0.0.0, target `ip`); True on any
-    ARP packet whose sender IP is `ip` from a MAC other than `own_mac`.
-    IPv6: duplicate-address solicitations (source ::, to the solicited-node
-    group); True on a neighbour advertisement for `ip` from another MAC.
-    Up to three probes are spread over the timeout, so one lost frame does
-    not hide a holder. False when the timeout passes without an answer.
+    IPv4: ARP probes (RFC 5227: sender IP 0.0.0.0, target `ip`); a holder is
+    any ARP packet whose sender IP is `ip` from a MAC other than `own_mac`, a
+    contender another host's ARP probe for `ip`. IPv6: duplicate-address
+    solicitations (source ::, to the solicited-node group); a holder is a
+    neighbour advertisement for `ip` from another MAC (IPv6 contenders are not
+    seen). Up to three probes are spread over the timeout, so one lost frame
+    does not hide a holder. Returns as soon as a holder answers; otherwise
+    after the whole timeout.
     """
     what = f"probe {ip} on {interface}"
+    contender: bytes | None = None
     if ip.version == 4:
         probe = arp_frame(own_mac, ARP_REQUEST, ipaddress.IPv4Address(0), ip)
         ethertype = ETH_P_ARP
 
-        def answers(frame: bytes) -> bool:
+        def holder_of(frame: bytes) -> bytes | None:
+            nonlocal contender
             arp = parse_arp(frame)
-            return arp is not None and arp.sender_ip == ip and arp.sender_mac != own_mac
+            if arp is None or arp.sender_mac == own_mac:
+                return None
+            if arp.sender_ip == ip:
+                return arp.sender_mac
+            if arp.op == ARP_REQUEST and arp.sender_ip == ipaddress.IPv4Address(0) and arp.target_ip == ip:
+                contender = arp.sender_mac
+            return None
     else:
         probe = neighbor_solicitation_frame(own_mac, ip)
         ethertype = ETH_P_IPV6
 
-        def answers(frame: bytes) -> bool:
+        def holder_of(frame: bytes) -> bytes | None:
             na = parse_neighbor_advertisement(frame)
-            return (na is not None and na.target == ip
-                    and (na.lladdr or na.eth_src) != own_mac and na.eth_src != own_mac)
+            if na is None or na.target != ip or na.eth_src == own_mac:
+                return None
+            mac = na.lladdr or na.eth_src
+            return mac if mac != own_mac else None
 
     with packet_socket(interface, ethertype, what) as sock:
         start = time.monotonic()
@@ -92,7 +105,7 @@ def probe_in_use(interface: str, own_mac: bytes, ip: IPAddress, timeout: float) 
                 sends.pop(0)
                 send_frame(sock, probe, what)
             if now >= deadline:
-                return False
+                return ProbeAnswer(None, mac_text(contender) if contender else None)
             wake = min([deadline] + sends[:1])
             readable, _, _ = select.select([sock], [], [], max(0.0, wake - now))
             if not readable:
@@ -101,9 +114,10 @@ def probe_in_use(interface: str, own_mac: bytes, ip: IPAddress, timeout: float) 
                 frame, meta = sock.recvfrom(65535)
             except OSError as exc:
                 raise NetworkError(f"{what}: receive: {socket_reason(exc)}") from exc
-            if meta[2] != PACKET_OUTGOING and answers(frame):
-                log.debug("%s is in use on %s", ip, interface)
-                return True
+            holder = holder_of(frame) if meta[2] != PACKET_OUTGOING else None
+            if holder is not None:
+                log.debug("%s is in use on %s by %s", ip, interface, mac_text(holder))
+                return ProbeAnswer(mac_text(holder), mac_text(contender) if contender else None)
 
 
 def announce(interface: str, ip: IPAddress, router: bool = False) -> None:

@@ -36,8 +36,8 @@ from firmware.core.actions.l2frames import (
     ZERO_MAC,
     mac_bytes,
 )
-from firmware.core.actions.lanprobe import announce, probe_in_use, socket_reason
-from firmware.core.actions.network import IPAddress, IPInterface, NetworkError
+from firmware.core.actions.lanprobe import announce, probe_address, socket_reason
+from firmware.core.actions.network import IPAddress, IPInterface, NetworkError, ProbeAnswer
 
 log = logging.getLogger(__name__)
 
@@ -416,11 +416,11 @@ class NetlinkNetwork:
             log.debug("removed %s from %s", address, interface)
         self._netlink(f"remove {address} from {interface}", remove)
 
-    def in_use(self, interface: str, address: IPAddress, timeout: float) -> bool:
-        """Whether another host on `interface`'s link holds `address` (see `lanprobe.probe_in_use`)."""
+    def probe(self, interface: str, address: IPAddress, timeout: float) -> ProbeAnswer:
+        """Who else on `interface`'s link holds or probes for `address` (see `lanprobe.probe_address`)."""
         ip = as_address(address)
         link = self._netlink(f"probe {ip} on {interface}", lambda ipr: self._ethernet_link(ipr, interface))
-        return probe_in_use(interface, link.mac, ip, timeout)
+        return probe_address(interface, link.mac, ip, timeout)
 
     def announce(self, interface: str, address: IPAddress, router: bool = False) -> None:
         """Announce `address` on `interface` (see `lanprobe.announce`)."""

@@ -10,7 +10,7 @@ a worker thread so the heartbeat loop never waits on netlink.
 from __future__ import annotations
 
 import ipaddress
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from firmware.errors import TandemError
 
@@ -20,6 +20,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class NetworkError(TandemError):
     """A network operation that failed; the message says what and why, for the journal."""
+
+
+class ProbeAnswer(NamedTuple):
+    """What one duplicate-address probe found on the LAN (MAC addresses as text, e.g. 52:54:00:12:34:56)."""
+
+    holder: str | None     # who answered for the address: it is in use
+    contender: str | None  # who probed for the same address meanwhile (IPv4 only): about to claim it
+
+    @property
+    def in_use(self) -> bool:
+        """Whether another host holds the address."""
+        return self.holder is not None
 
 
 class NetworkBackend(Protocol):
@@ -40,8 +52,9 @@ class NetworkBackend(Protocol):
     def remove_address(self, interface: str, address: IPInterface) -> None:
         """Remove `address` from `interface` (no error if absent)."""
 
-    def in_use(self, interface: str, address: IPAddress, timeout: float) -> bool:
-        """Duplicate-address probe: ARP probe (RFC 5227) or neighbour solicitation; True if another host answers."""
+    def probe(self, interface: str, address: IPAddress, timeout: float) -> ProbeAnswer:
+        """Duplicate-address probe: ARP probe (RFC 5227) or neighbour solicitation; who else holds (or probes
+        for) `address`. Listens the whole `timeout` unless a holder answers first."""
 
     def announce(self, interface: str, address: IPAddress, router: bool = False) -> None:
         """One gratuitous ARP request (IPv4), or one unsolicited neighbour advertisement with the

@@ -17,7 +17,7 @@ from typing import Any
 
 from firmware.config import SharedIpConfig
 from firmware.core.actions import ActionError
-from firmware.core.actions.network import NetworkBackend, NetworkError
+from firmware.core.actions.network import IPAddress, NetworkBackend, NetworkError, ProbeAnswer
 
 
 class SharedIpAction:
@@ -41,6 +41,16 @@ class SharedIpAction:
         except NetworkError as exc:
             raise ActionError(str(exc)) from None
 
+    def probe(self, timeout: float, address: IPAddress | None = None) -> ProbeAnswer:
+        """Who else on this address's LAN holds or probes for `address` (default: this shared address).
+
+        Blocking: call it off the event loop. Creates the VLAN interface first
+        if the address lives on one (idempotent).
+        """
+        if self.config.vlan is not None:
+            self.network.ensure_vlan(self.config.interface, self.config.vlan)
+        return self.network.probe(self.interface, address or self.config.ip.ip, timeout)
+
     async def prepare(self) -> None:
         """Nothing to do before joining."""
 
@@ -52,9 +62,10 @@ class SharedIpAction:
                 await asyncio.to_thread(self.network.ensure_vlan, cfg.interface, cfg.vlan)
             probing = cfg.probe and not cfg.force
             if probing and not await asyncio.to_thread(self.network.has_address, self.interface, ip):
-                if await asyncio.to_thread(self.network.in_use, self.interface, ip.ip, cfg.probe_timeout_ms / 1000):
-                    raise ActionError(f"{ip.ip} already answers on {self.interface}: another host uses it "
-                                      f"(set force = true to claim it anyway)")
+                answer = await asyncio.to_thread(self.probe, cfg.probe_timeout_ms / 1000)
+                if answer.in_use:
+                    raise ActionError(f"{ip.ip} already answers on {self.interface}: another host "
+                                      f"({answer.holder}) uses it (set force = true to claim it anyway)")
             # add_address is idempotent: no separate look-up on the way to the first announcement.
             await asyncio.to_thread(self.network.add_address, self.interface, ip)
             self.present = True

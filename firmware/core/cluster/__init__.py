@@ -18,7 +18,8 @@ Rules, in short:
   keeps holding nothing until the requester took over, gave up, or died.
 * When the peer is silent on every link, a STANDBY node takes over only if the
   split-brain guard passes: a witness check started after the peer fell
-  silent, and optionally a minimum own health.
+  silent, optionally a minimum own health, and with LAN arbitration on, probe
+  rounds proving that nobody answers for the shared address.
 * Two ACTIVE nodes that hear each other: the one with the lower
   (epoch, health, role preference, name order) releases. A node the peer
   cannot hear releases regardless, because the peer cannot apply the rule.
@@ -37,6 +38,7 @@ standby        the STANDBY rules: guard, election, request and grant
 active         the ACTIVE rules: self-fence, dual ACTIVE, handover, health
 election       candidates and ranking; dual-ACTIVE tie-break; failback
 guard          the split-brain guard for a takeover from a silent peer
+lan            LAN arbitration: the address proven free on the wire first
 interlock      the relay interlock: never energize while the peer may hold
 transitions    `go`, `takeover`, `release`; the flap record
 shutdown       leaving the cluster
@@ -56,6 +58,8 @@ from firmware.core.cluster.records import (
     Command,
     Event,
     Inputs,
+    LanProbe,
+    LanVerdict,
     Outputs,
     Reply,
     RunActions,
@@ -76,7 +80,7 @@ from firmware.core.cluster.status import alarms
 
 __all__ = [
     "ActionKind", "ActionsReport", "Backoff", "BlockCode", "Blocked", "ClusterState", "Command", "Event",
-    "Grant", "Inputs", "LinkStatus", "Outputs", "PeerFacts", "Persisted", "Reply", "Request", "RunActions",
+    "Grant", "Inputs", "LanProbe", "LanVerdict", "LinkStatus", "Outputs", "PeerFacts", "Persisted", "Reply", "Request", "RunActions",
     "Settings", "Shutdown", "WitnessResult",
     "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "relay_interlock", "step",
 ]

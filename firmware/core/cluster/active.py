@@ -5,6 +5,9 @@ An ACTIVE node releases (enters RELEASING) when:
 * it fenced itself: its own loop stalled for `fence_stall_s` (the peer may
   have declared it dead), or every link has been silent for a little over a
   heartbeat and a fresh witness check fails (this node is the isolated one);
+* with LAN arbitration: the peer is silent, another host answers for the
+  shared address, and this node is not the statically preferred one
+  (`lan.conflict`);
 * both nodes hold resources and the dual-ACTIVE rule says it yields (also
   applied in TAKEOVER): a peer that cannot hear this node cannot apply the
   rule, so this node yields; otherwise the lower (epoch, health, role, name);
@@ -20,6 +23,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from firmware.core.cluster.election import healthy, peer_candidate, self_wins_dual_active
+from firmware.core.cluster.lan import conflict
 from firmware.core.cluster.observe import peer_deaf, peer_message, silent_since
 from firmware.core.cluster.records import Decision, Event, Inputs
 from firmware.core.cluster.settings import Settings
@@ -30,7 +34,7 @@ from firmware.core.states import Flag, NodeState
 
 def decide_active(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
     """Decide as an ACTIVE node that is not leaving the cluster (`handlers.on_active` sees to that)."""
-    fenced = self_fence(settings, st, inp)
+    fenced = self_fence(settings, st, inp) or conflict(settings, st, inp)
     if fenced is not None:
         return fenced
     resolved = dual_active(settings, st, inp)

@@ -7,7 +7,7 @@ rewording a message cannot change behaviour. The codes fall in three groups:
   shutting down, an operator's demote;
 * the split-brain guard refuses a takeover from a silent peer: not a
   candidate in this state, backing off, own health below the guard's minimum,
-  the witness check still running or failed;
+  the witness check still running or failed, the LAN not (yet) proven free;
 * the peer could not take over, or holds (or may hold) the trunk relays:
   used by the command checks and the relay interlock.
 """
@@ -32,6 +32,12 @@ class BlockCode(Enum):
     LOW_HEALTH = "low_health"
     CHECKING_WITNESS = "checking_witness"
     WITNESS_UNREACHABLE = "witness_unreachable"
+    # LAN arbitration (part of the guard): the address must be proven free on the wire
+    PROBING_LAN = "probing_lan"
+    LAN_CONFIRMING = "lan_confirming"
+    ADDRESS_HELD = "address_held"
+    ADDRESS_HELD_LONG = "address_held_long"
+    CLAIM_DELAY = "claim_delay"
     # the peer could not take the calls
     PEER_SILENT = "peer_silent"
     PEER_MAINTENANCE = "peer_maintenance"

@@ -70,6 +70,21 @@ def self_preferred(settings: Settings, st: ClusterState, inp: Inputs, msg: Heart
     return mine > theirs
 
 
+def statically_preferred(settings: Settings, inp: Inputs) -> bool:
+    """Whether this node is preferred by configuration alone (role, then name), as both nodes see it.
+
+    For two nodes that cannot hear each other and both find the LAN free: the
+    one this says True for claims first. The peer's role is its last
+    heartbeat's, or the complement of ours if it was never heard.
+    """
+    msg = inp.peer.message
+    theirs = msg.role if msg is not None else {Role.PRIMARY: Role.SECONDARY, Role.SECONDARY: Role.PRIMARY}.get(
+        settings.role, Role.EQUAL)
+    if settings.role.preference != theirs.preference:
+        return settings.role.preference > theirs.preference
+    return settings.node < settings.peer
+
+
 def self_wins_dual_active(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbeat) -> bool:
     """Deterministic tie-break both nodes compute alike: epoch, health, role, name."""
     def key(epoch: int, health: int, role: Role, name: str) -> tuple[Any, ...]:

@@ -6,6 +6,8 @@ peer fell silent takes over only when all of these hold:
 * it is a candidate (not in maintenance, on flap hold or shutting down);
 * it is not backing off after a vetoed or failed takeover;
 * its own health is at least `witness_min_health` (when set);
+* with LAN arbitration on: the LAN says the shared address is free
+  (`lan.lan_block`);
 * with a witness configured: a witness check *started after the silence
   began* succeeded. An older result proves nothing about the partition.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from firmware.core.cluster.blocked import BlockCode, Blocked
 from firmware.core.cluster.election import backing_off, self_candidate
+from firmware.core.cluster.lan import lan_block
 from firmware.core.cluster.observe import silent_since
 from firmware.core.cluster.records import Inputs
 from firmware.core.cluster.settings import Settings
@@ -44,6 +47,11 @@ def hold(st: ClusterState) -> Blocked | None:
 
 def guard(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
     """Why a takeover from a silent peer is unsafe now, or None if the guard passes."""
+    return self_block(settings, st, inp) or lan_block(settings, st, inp) or witness_block(settings, st, inp)
+
+
+def self_block(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
+    """Why this node itself may not take over now (its state, a back-off, its health), or None."""
     if not self_candidate(st):
         return hold(st) or Blocked(BlockCode.NOT_CANDIDATE, f"cannot take over while {st.state.name}")
     if backing_off(st, inp):
@@ -52,6 +60,23 @@ def guard(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
     if settings.witness_min_health and inp.health < settings.witness_min_health:
         return Blocked(BlockCode.LOW_HEALTH,
                        f"own health {inp.health} is below the guard's minimum {settings.witness_min_health}")
+    return None
+
+
+def may_claim(settings: Settings, st: ClusterState, inp: Inputs) -> bool:
+    """Whether this node could claim the address from a silent peer but for the LAN: it probes only then.
+
+    Not while it may not take over itself, nor once its witness check failed:
+    its probes would only hold the other node back (a contender yields).
+    """
+    if self_block(settings, st, inp) is not None:
+        return False
+    blocked = witness_block(settings, st, inp)
+    return blocked is None or blocked.code is not BlockCode.WITNESS_UNREACHABLE
+
+
+def witness_block(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
+    """Why the witness does not (yet) back a takeover, or None (also when no witness is required)."""
     if settings.witness_required:
         since = silent_since(settings, st, inp)
         w = inp.witness

@@ -2,7 +2,8 @@
 
 A decision runs in three stages:
 
-1. observe: the PeerView of this instant updates the peer facts (`observe`);
+1. observe: the PeerView of this instant updates the peer facts (`observe`),
+   and the latest LAN probe round the LAN facts (`lan`);
 2. decide: the handler of the node's state returns a `Decision`
    (`handlers.HANDLERS`); or, when the inputs carry an operator command, the
    command's handler decides instead (`commands.COMMANDS`), and its `Reply`
@@ -10,7 +11,8 @@ A decision runs in three stages:
 3. finish: the `Outputs` are derived from the old and the new state: the
    state event, whether to send a heartbeat at once (the state or the flags
    changed), when to be called again (the nearest deadline or peer timeout),
-   whether a witness check is due, whether to persist, and, on entering
+   whether a witness check is due, how often to probe the LAN, whether to
+   persist, and, on entering
    TAKEOVER or RELEASING, which actions to run.
 """
 
@@ -20,7 +22,9 @@ from dataclasses import replace
 
 from firmware.core.cluster.commands import COMMANDS
 from firmware.core.cluster.flags import heartbeat_flags
+from firmware.core.cluster.guard import may_claim
 from firmware.core.cluster.handlers import HANDLERS
+from firmware.core.cluster.lan import lan_deadline, observe_lan, probe_cadence
 from firmware.core.cluster.observe import observe, silent_since
 from firmware.core.cluster.records import ActionKind, Command, Decision, Event, Inputs, Outputs, Reply, RunActions
 from firmware.core.cluster.settings import Settings
@@ -49,6 +53,7 @@ def step(settings: Settings, st: ClusterState, inp: Inputs) -> tuple[ClusterStat
     """
     before = st
     observed = observe(settings, st, inp)
+    observed = replace(observed, state=observe_lan(settings, observed.state, inp))
     if inp.command is not None:
         return _command(settings, observed, inp, inp.command)
     st = observed.state
@@ -91,6 +96,9 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
             wake.append(record.deadline)
     if st.backoff is not None:
         wake.append(st.backoff.until)
+    lan_wake = lan_deadline(settings, st)
+    if lan_wake is not None:
+        wake.append(lan_wake)
     since = silent_since(settings, st, inp)
     silent_for = inp.now - since
     # An ACTIVE node checks sooner than a standby, so it can fence itself before the peer's
@@ -112,4 +120,5 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
         want_witness=want_witness,
         persist=st.persisted != before.persisted,
         run=run,
+        probe_every_s=probe_cadence(settings, st, inp, claimable=may_claim(settings, st, inp)),
     )

@@ -29,6 +29,25 @@ class WitnessResult:
     detail: str = ""
 
 
+class LanVerdict(Enum):
+    """What one probe round found on the LAN the shared addresses live on (see `lan`)."""
+
+    FREE = "free"                  # nobody answered for any shared address, and the control target did
+    HELD = "held"                  # somebody answered for a shared address
+    CONTENDED = "contended"        # nobody holds it, but another host probed for it in the same round
+    INCONCLUSIVE = "inconclusive"  # not even the control target answered: the round proves nothing
+
+
+@dataclass(frozen=True)
+class LanProbe:
+    """One finished probe round of the LAN (a fact with a time, like a heartbeat)."""
+
+    started_at: float        # monotonic time the round started: only a round started after the silence counts
+    verdict: LanVerdict
+    holder: str = ""         # HELD / CONTENDED: who answered or probed (its MAC address)
+    detail: str = ""         # for people: which address, which control target
+
+
 @dataclass(frozen=True)
 class ActionsReport:
     """The shell finished the actions of one TAKEOVER or RELEASING."""
@@ -63,6 +82,7 @@ class Inputs:
     actions: ActionsReport | None = None  # the latest finished actions
     stalled_for_s: float = 0.0  # how late the shell's heartbeat tick ran (its loop was stalled this long)
     command: Command | None = None  # an operator command to apply (and nothing else) in this decision
+    lan: LanProbe | None = None  # the latest finished LAN probe round (LAN arbitration)
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,7 @@ class Outputs:
     persist: bool = False
     run: RunActions | None = None  # start these actions (a later run cancels an earlier one still going)
     reply: Reply | None = None  # the answer to `Inputs.command`
+    probe_every_s: float | None = None  # run LAN probe rounds this often (0: back to back); None: stop
 
 
 @dataclass(frozen=True)

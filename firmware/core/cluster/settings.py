@@ -37,3 +37,8 @@ class Settings:
     fence_isolated: bool = True           # ACTIVE, every link silent, witness failing: release
     fence_stall_s: float = 0.2            # ACTIVE whose own loop stalled this long: release (deadtime - heartbeat)
     takeover_backoff_s: float = 10.0      # after a vetoed or failed takeover, wait before trying again
+    lan_arbitration: bool = False         # prove the shared address free on the LAN before claiming it
+    lan_confirm_s: float = 0.15           # the address must be seen free this long (two rounds) before a claim
+    lan_fresh_s: float = 0.3              # a probe round older than this proves nothing any more
+    lan_claim_delay_s: float = 0.5        # when neither node held the calls, the non-preferred one waits this
+    held_escalate_s: float = 5.0          # address held this long while the peer is silent: critical alarm

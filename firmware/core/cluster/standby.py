@@ -88,14 +88,19 @@ def _alone(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
     st = clear_request(replace(st, grant=None))
     blocked = guard(settings, st, inp)
     if blocked is None:
-        return Decision(takeover(settings, st, inp, f"{settings.peer} silent on every link"))
+        return Decision(takeover(settings, replace(st, guard=None), inp, f"{settings.peer} silent on every link"))
     events = []
-    # Announced when the block changes (a repeated hold is not news), except the usual wait for the
-    # witness. A block the reason does not show verbatim counts as changed at every decision.
-    if blocked != st.blocked and blocked.code is not BlockCode.CHECKING_WITNESS:
-        events.append(Event("takeover.blocked", {"reason": blocked.text}))
+    # Journaled when the kind of block changes (a repeated one is not news, nor is a reworded one),
+    # except the usual short waits for the witness and the LAN.
+    changed = st.guard is None or blocked.code is not st.guard.code
+    if changed and blocked.code not in USUAL_WAITS:
+        events.append(Event("takeover.blocked", {"code": blocked.code.value, "reason": blocked.text}))
     shown = blocked if blocked.held else f"{settings.peer} silent on every link; {blocked.text}"
-    return Decision(say(st, shown), tuple(events))
+    return Decision(say(replace(st, guard=blocked), shown), tuple(events))
+
+
+USUAL_WAITS = frozenset({BlockCode.CHECKING_WITNESS, BlockCode.PROBING_LAN, BlockCode.LAN_CONFIRMING})
+"""Blocks every takeover from a silent peer passes through; not worth a journal event each."""
 
 
 def _reason(settings: Settings, st: ClusterState, msg: Heartbeat) -> str | Blocked:

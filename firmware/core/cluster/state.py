@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.core.cluster.blocked import Blocked
+
+if TYPE_CHECKING:
+    from firmware.core.cluster.records import LanProbe
 from firmware.core.states import NodeState
 
 
@@ -136,6 +139,9 @@ class ClusterState:
     backoff: Backoff | None = None
     action_alarm: str | None = None     # the last promote/demote left something undone
     release_failed: bool = False        # the last release left a relay closed (e.g. a welded contact)
+    guard: Blocked | None = None        # why the guard refuses a takeover from the silent peer right now
+    lan: "LanProbe | None" = None       # the latest probe round that counts (started after the peer fell silent)
+    lan_free_since: float | None = None  # since when every counting round found the address free
 
     @property
     def why(self) -> str | Blocked:

@@ -8,13 +8,20 @@ peer          critical the peer is silent on every link (after STARTING)
 flap-hold     critical failed too often; STANDBY until an operator acts
 maintenance   warning  maintenance mode: never ACTIVE
 actions       critical the last promote or demote left something undone
+lan           warning  standby: the shared address is held by another host, or
+                       the LAN probe proves nothing (control target silent)
+lan           critical standby: held for `held_escalate_s` of silence (dead
+                       daemon or failed release); ACTIVE: another host answers
+                       for this node's address
 ============= ======== =========================================================
 """
 
 from __future__ import annotations
 
 from firmware.core.alarms import Alarm
+from firmware.core.cluster.blocked import BlockCode
 from firmware.core.cluster.observe import link_detail
+from firmware.core.cluster.records import LanVerdict
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import ClusterState
 from firmware.core.states import NodeState
@@ -38,4 +45,23 @@ def alarms(settings: Settings, st: ClusterState) -> list[Alarm]:
         found.append(Alarm("maintenance", "warning", "maintenance mode: this node will not become ACTIVE"))
     if st.action_alarm:
         found.append(Alarm("actions", "critical", st.action_alarm))
+    lan = lan_alarm(settings, st)
+    if lan is not None:
+        found.append(lan)
     return found
+
+
+def lan_alarm(settings: Settings, st: ClusterState) -> Alarm | None:
+    """The LAN arbitration's alarm (source ``lan``), or None."""
+    if not settings.lan_arbitration or st.peer.alive or st.lan is None:
+        return None
+    if st.state == NodeState.ACTIVE and st.lan.verdict is LanVerdict.HELD:
+        return Alarm("lan", "critical", f"another host ({st.lan.holder}) answers for this node's shared address "
+                                        f"while {settings.peer} is silent ({st.lan.detail})")
+    if st.guard is not None and st.guard.code is BlockCode.ADDRESS_HELD_LONG:
+        return Alarm("lan", "critical", st.guard.text)
+    if st.guard is not None and st.guard.code is BlockCode.ADDRESS_HELD:
+        return Alarm("lan", "warning", f"takeover blocked: {st.guard.text}")
+    if st.lan.verdict is LanVerdict.INCONCLUSIVE:
+        return Alarm("lan", "warning", f"LAN probe proves nothing: {st.lan.detail}")
+    return None

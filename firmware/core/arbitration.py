@@ -1,0 +1,153 @@
+"""LAN arbitration, the shell's side: probe rounds at the cadence the decision core asks for.
+
+The core decides (`firmware.core.cluster.lan`); this module only looks. While
+`Outputs.probe_every_s` is set it runs rounds, back to back (0) or spaced out.
+A round probes every shared address and every control target at once, each
+on its own thread of a pool that belongs to the arbiter (so a round never
+waits for, nor delays, a takeover's own network calls), and comes back as one
+`LanProbe` (`verdict_of`). Its start is taken on the event loop's clock, the
+clock the core compares it with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from firmware.core.actions.network import ProbeAnswer
+from firmware.core.actions.sharedip import SharedIpAction
+from firmware.core.cluster import LanProbe, LanVerdict
+
+log = logging.getLogger(__name__)
+
+Answer = ProbeAnswer | str  # a probe's answer, or why it failed
+
+
+def verdict_of(started_at: float, addresses: Sequence[tuple[str, Answer]],
+               controls: Sequence[tuple[str, Answer]]) -> LanProbe:
+    """One round's verdict from each probe's answer (labels such as ``192.0.2.10 on eth0``).
+
+    HELD if anybody answered for a shared address; INCONCLUSIVE if a probe
+    failed or no control target answered (when some are configured);
+    CONTENDED if another host probed for a shared address meanwhile; else FREE.
+    """
+    for label, answer in addresses:
+        if isinstance(answer, ProbeAnswer) and answer.holder is not None:
+            return LanProbe(started_at, LanVerdict.HELD, answer.holder, f"{label} answered by {answer.holder}")
+    failed = [f"{label}: {answer}" for label, answer in (*addresses, *controls) if isinstance(answer, str)]
+    if failed:
+        return LanProbe(started_at, LanVerdict.INCONCLUSIVE, detail="; ".join(failed))
+    answered = [label for label, answer in controls if isinstance(answer, ProbeAnswer) and answer.in_use]
+    if controls and not answered:
+        silent = ", ".join(label for label, _ in controls)
+        return LanProbe(started_at, LanVerdict.INCONCLUSIVE,
+                        detail=f"control target {silent} did not answer: this node's LAN link may be down")
+    for label, answer in addresses:
+        if isinstance(answer, ProbeAnswer) and answer.contender is not None:
+            return LanProbe(started_at, LanVerdict.CONTENDED, answer.contender,
+                            f"{answer.contender} probes for {label} too")
+    free = ", ".join(label for label, _ in addresses)
+    return LanProbe(started_at, LanVerdict.FREE,
+                    detail=f"nobody answers for {free}" + (f"; {answered[0]} answered" if answered else ""))
+
+
+class LanArbiter:
+    """Runs probe rounds for the shared addresses while the decision core wants them."""
+
+    def __init__(self, shared_ips: Sequence[SharedIpAction], control: Sequence[str], round_s: float,
+                 on_round: Callable[[LanProbe], None]) -> None:
+        self.shared_ips = list(shared_ips)
+        self.round_s = round_s
+        self.on_round = on_round
+        self.controls = [(address, self._action_for(address)) for address in control]
+        self.latest: LanProbe | None = None
+        self.rounds = 0
+        self._every: float | None = None
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _action_for(self, address: str) -> SharedIpAction:
+        """The shared address on whose LAN a control target lives (the config checked that one does)."""
+        ip = ipaddress.ip_address(address)
+        return next(a for a in self.shared_ips if ip in a.config.ip.network)
+
+    def cadence(self, every_s: float | None) -> None:
+        """Run rounds every `every_s` seconds (0: back to back), or stop after the current round (None)."""
+        if every_s == self._every:
+            return
+        self._every = every_s
+        self._changed.set()
+        if every_s is not None and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self._rounds())
+
+    async def _rounds(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._every is not None:
+            started = loop.time()
+            try:
+                probe = await self.run_round(started)
+            except Exception as exc:  # a broken round proves nothing; it never ends the rounds
+                log.exception("LAN probe round failed")
+                probe = LanProbe(started, LanVerdict.INCONCLUSIVE, detail=f"probe round failed: {exc}")
+            self.latest = probe
+            self.rounds += 1
+            self.on_round(probe)  # the decision it causes may change the cadence
+            await self._pause(started)
+
+    async def _pause(self, started: float) -> None:
+        """Wait until the next round is due at the current cadence; a change of cadence re-times it."""
+        loop = asyncio.get_running_loop()
+        while self._every is not None:
+            pause = self._every - (loop.time() - started)
+            if pause <= 0:
+                return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), pause)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run_round(self, started: float) -> LanProbe:
+        """Probe every shared address and control target at once; the round's verdict."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self.shared_ips) + len(self.controls), thread_name_prefix="lan-probe")
+        loop = asyncio.get_running_loop()
+
+        async def ask(action: SharedIpAction, address: str | None) -> Answer:
+            target = ipaddress.ip_address(address) if address else None
+            try:
+                return await loop.run_in_executor(self._pool, action.probe, self.round_s, target)
+            except Exception as exc:  # NetworkError names what failed; anything else too
+                return str(exc) or type(exc).__name__
+
+        probes = [ask(action, None) for action in self.shared_ips]
+        probes += [ask(action, address) for address, action in self.controls]
+        answers = await asyncio.gather(*probes)
+        labels = [f"{a.config.ip.ip} on {a.interface}" for a in self.shared_ips]
+        labels += [f"{address} on {action.interface}" for address, action in self.controls]
+        split = len(self.shared_ips)
+        return verdict_of(started, list(zip(labels[:split], answers[:split])),
+                          list(zip(labels[split:], answers[split:])))
+
+    def status(self) -> dict[str, Any]:
+        """The arbiter's part of the status snapshot (key ``lan``)."""
+        latest = self.latest
+        return {"lan": {
+            "probing": self._every is not None, "every_s": self._every, "rounds": self.rounds,
+            "last": None if latest is None else {"verdict": latest.verdict.value, "holder": latest.holder,
+                                                 "detail": latest.detail, "started_at": round(latest.started_at, 3)},
+        }}
+
+    def close(self) -> None:
+        """Stop the rounds and the probe threads (idempotent; a round in flight ends with its timeout)."""
+        self._every = None
+        if self._task is not None:
+            self._task.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
