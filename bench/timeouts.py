@@ -17,7 +17,7 @@ failing a test:
   responder;
 - Crystalfontz panel: how long a command takes to fail while the module is
   unplugged (no retries);
-- LAN probe (root only): how long `in_use` with a 0.4 s window takes for a
+- LAN probe (root only): how long `probe` with a 0.4 s window takes for a
   free address in the namespace lab.
 
 Usage (from the repository root, after `./dev test` set up .venv):
@@ -151,7 +151,7 @@ def cfa_unplugged() -> list[float]:
 
 
 def lan_probe(window: float = 0.4) -> list[float] | None:
-    """Ms past the window for `in_use` of a free address (root: the namespace lab); None without root."""
+    """Ms past the window for `probe` of a free address (root: the namespace lab); None without root."""
     if os.geteuid() != 0:
         return None
     from sim.netns import NetnsLab
@@ -162,7 +162,7 @@ def lan_probe(window: float = 0.4) -> list[float] | None:
         network = lab.network(lab.nodes[0])
         free = ipaddress.ip_address("192.0.2.99")
         for _ in range(SLOW_RUNS):
-            figures.append((timed(lambda: network.in_use("eth0", free, window)) - window) * 1000)
+            figures.append((timed(lambda: network.probe("eth0", free, window)) - window) * 1000)
     finally:
         lab.close()
     return figures

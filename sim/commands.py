@@ -3,6 +3,8 @@
     cut serial|net [alpha->bravo]     restore serial|net [alpha->bravo]
     noise [BYTES]                     witness down|up
     kill NODE   start NODE   term NODE (SIGTERM)
+    release NODE                      (`tandem release` for a node whose daemon is not running)
+    unplug NODE   plug NODE           (the node's LAN cable: the shared addresses' LAN)
     promote NODE [--force]   demote NODE [--force]   shutdown NODE [--force]
     maintenance NODE on|off           health NODE 0-100
     stuck NODE INPUT on|off|clear     (a relay feedback contact, e.g. stuck alpha trunk-sense:1 off)
@@ -77,6 +79,18 @@ def execute(rack: TwoNodeRack, line: str) -> str:
             return f"{name} is not running"
         rack.kill(name, signal.SIGKILL if verb == "kill" else signal.SIGTERM)
         return f"{name} {'killed (SIGKILL)' if verb == 'kill' else 'sent SIGTERM'}"
+    if verb == "release":
+        if not args:
+            raise CommandError("usage: release NODE")
+        name = _node(args[0])
+        done = rack.cli(name, "release", "--source", "lab")
+        return f"{name}: {(done.stdout or done.stderr).strip() or f'exit status {done.returncode}'}"
+    if verb in ("unplug", "plug"):
+        if not args:
+            raise CommandError(f"usage: {verb} NODE")
+        name = _node(args[0])
+        (rack.unplug_lan if verb == "unplug" else rack.plug_lan)(name)
+        return f"{name}'s LAN cable {'pulled' if verb == 'unplug' else 'back in'}"
     if verb == "stuck":
         if len(args) != 3 or args[2] not in ("on", "off", "clear"):
             raise CommandError("usage: stuck NODE INPUT on|off|clear")

@@ -154,19 +154,12 @@ def sniff(interface: str) -> None:
             sock.setsockopt(level, option, 1)
         except OSError:
             pass
-    running = True
-
-    def stop(_signum: int, _frame: Any) -> None:
-        nonlocal running
-        running = False
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop = StopFlag()
     out = sys.stdout
     out.write(json.dumps({"kind": "ready", "t": time.time(), "interface": interface}) + "\n")
     out.flush()
     watch = [sock, sys.stdin]
-    while running:
+    while stop.running:
         try:
             readable, _, _ = select.select(watch, [], [], 0.2)
         except InterruptedError:
@@ -186,6 +179,18 @@ def sniff(interface: str) -> None:
         out.write(json.dumps(line) + "\n")
         out.flush()
     sock.close()
+
+
+class StopFlag:
+    """Cleared by SIGTERM or SIGINT: a worker's loop runs while `running` (installs the handlers)."""
+
+    def __init__(self) -> None:
+        self.running = True
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _stop(self, _signum: int, _frame: Any) -> None:
+        self.running = False
 
 
 def main(argv: list[str] | None = None) -> int:

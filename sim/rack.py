@@ -153,15 +153,12 @@ class TwoNodeRack:
         `supervise`: run `tandem release` for a node whose daemon exited, as systemd's ExecStopPost
         does (off: what a box keeps when nothing releases it, e.g. to test the release at start-up);
         `arbitration`: LAN arbitration on, with the simulated LAN's gateway (`SIM_GATEWAY`, which
-        answers for itself on the simulated LAN) as control target."""
+        answers for itself on the simulated LAN) as control target, or with `netns` the lab switch."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
         self.roles = dict(zip(NODES, roles))
         self.extra = dict(extra or {})
-        if arbitration:
-            self.extra["arbitration"] = {"enabled": True, "control": [SIM_GATEWAY],
-                                         **self.extra.get("arbitration", {})}
         self.extra["health"] = {"history": history, **self.extra.get("health", {})}
         self.shared_ips = shared_ips or []
         self.relay_groups = relay_groups or []
@@ -187,6 +184,9 @@ class TwoNodeRack:
             self.relay_host = "127.0.0.1"
             self.relay = UdpRelay((self.node_ports["alpha"], self.node_ports["bravo"]))
         self.board = board or ("sim-netns" if netns else "sim")
+        if arbitration:  # the control target: the simulated LAN's gateway, or the lab switch's own address
+            control = SIM_GATEWAY if self.lab is None else self.relay_host  # the switch: 192.0.2.254
+            self.extra["arbitration"] = {"enabled": True, "control": [control], **self.extra.get("arbitration", {})}
         self.cable = NullModemCable(self.base / "cable", ends=("a", "b"))
         self.witness: WitnessListener | IcmpWitness | None = None
         if witness:

@@ -5,7 +5,8 @@ A scenario is TOML::
     name = "Active node killed"
     description = "…"
     [rack]                      # optional: service = "cold", timers = {…}, shared_ip = "192.0.2.10/24",
-                                # arbitration = true (LAN arbitration, the simulated gateway as control)
+                                # arbitration = true (LAN arbitration, the simulated gateway as control),
+                                # supervise = false (nothing releases a node whose daemon died)
     [[step]]
     at = 0                      # seconds after the rack settled (alpha ACTIVE, bravo STANDBY)
     do = "kill alpha"           # a lab command (sim/commands.py)
@@ -18,7 +19,9 @@ A scenario is TOML::
 Expectation keys: a node name → its state (`DOWN` if not running); `owner` → the
 node that has the shared IP (or `none`); `pbx` → nodes whose PBX runs
 (`alpha`, `bravo`, `both`, `none`); `alarm_<node>` → a text some alarm of
-that node contains; `active_count` → how many nodes are ACTIVE.
+that node contains; `active_count` → how many nodes are ACTIVE; `lan` → the
+boxes that answer for the shared IP on the simulated LAN, whether their
+daemon runs or not (`alpha`, `bravo`, `both`, `none`); `lan_count` → how many.
 `tandem sim run FILE` prints a pass/fail timeline and exits non-zero on a failure.
 """
 
@@ -101,6 +104,10 @@ def observe(rack: TwoNodeRack) -> dict[str, Any]:
     running = [n for n in NODES if rack.service != "none" and rack.pbx_running(n)]
     seen["pbx"] = running[0] if len(running) == 1 else ("none" if not running else "both")
     seen["active_count"] = sum(1 for n in NODES if seen[n] == "ACTIVE")
+    if rack.shared_ips:  # who answers for the first shared address on the simulated LAN, dead daemons included
+        lan = sorted(set(rack.holders(rack.shared_ips[0]["address"].split("/")[0])) & set(NODES))
+        seen["lan"] = lan[0] if len(lan) == 1 else ("none" if not lan else "both")
+        seen["lan_count"] = len(lan)
     return seen
 
 
@@ -124,7 +131,8 @@ def build_rack(scenario: Scenario, base: Path) -> TwoNodeRack:
     shared_ip = options.pop("shared_ip", "192.0.2.10/24")
     rack = TwoNodeRack(base, timers=options.pop("timers", None), service=options.pop("service", "none"),
                        shared_ips=[{"address": shared_ip, "interface": "eth0"}] if shared_ip else [],
-                       extra=options.pop("extra", None), arbitration=bool(options.pop("arbitration", False)))
+                       extra=options.pop("extra", None), arbitration=bool(options.pop("arbitration", False)),
+                       supervise=bool(options.pop("supervise", True)))
     if options:
         raise ScenarioError(f"{scenario.path}: rack: unknown key {sorted(options)[0]}")
     return rack

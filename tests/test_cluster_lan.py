@@ -122,7 +122,7 @@ def test_an_address_held_long_after_the_silence_escalates_to_a_critical_alarm() 
     codes = [e.data["code"] for out in outs for e in out.events if e.kind == "takeover.blocked"]
     assert codes == ["address_held", "address_held_long"]
     # After escalation the standby keeps probing, slowly.
-    assert outs[-1].probe_every_s == 1.0
+    assert outs[-1].probe_every_s == 0.25
 
 
 def test_the_address_free_for_the_confirm_time_lets_the_standby_take_over() -> None:

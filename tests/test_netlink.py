@@ -190,9 +190,9 @@ def test_announce_on_a_down_interface_fails_clearly(lab, net, node):
         net.announce(IFACE, SHARED4.ip)
 
 
-# --------------------------------------------------------------------------- in_use
+# --------------------------------------------------------------------------- probe
 
-def test_in_use_ipv4(lab, net):
+def test_probe_ipv4(lab, net):
     other = lab.nodes[1]
     with lab.sniffer() as sniff:
         assert net.probe(IFACE, other.ipv4.ip, 1.0).in_use is True
@@ -206,7 +206,7 @@ def test_in_use_ipv4(lab, net):
     assert time.monotonic() - started > 0.35  # it listened for the whole window (how long: bench/timeouts.py)
 
 
-def test_in_use_ipv6(lab, net):
+def test_probe_ipv6(lab, net):
     other = lab.nodes[1]
     with lab.sniffer() as sniff:
         assert net.probe(IFACE, other.ipv6.ip, 1.0).in_use is True
@@ -220,7 +220,7 @@ def test_in_use_ipv6(lab, net):
     assert time.monotonic() - started > 0.35  # it listened for the whole window (how long: bench/timeouts.py)
 
 
-def test_in_use_ignores_the_nodes_own_address(net, node):
+def test_probe_ignores_the_nodes_own_address(net, node):
     """Our own kernel does not answer our own probe; only another host counts."""
     net.add_address(IFACE, SHARED4)
     assert net.probe(IFACE, SHARED4.ip, 0.3).in_use is False
