@@ -54,11 +54,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from firmware.core.logsetup import add_context, configure_logging
     from firmware.node import build_node
 
+    from firmware.core.guardian import Guardian
+
     configure_logging(args.verbose)
     config = load_config(_config_path(args))
     add_context(node=config.node.node)
-    node = build_node(config)
-    return asyncio.run(node.daemon.run())
+    # Forked before anything opens hardware or starts a thread; it releases the node if this process dies.
+    guardian = Guardian.fork(config.path)
+    node = build_node(config, guardian)
+    status = asyncio.run(node.daemon.run())
+    if status == 0:
+        guardian.clean_exit()
+    return status
 
 
 def cmd_release(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@
 The daemon (:mod:`firmware.core.daemon`) knows nothing of front panels or
 simulators. This module builds it, then wires in what the board has:
 
+* the release guardian `tandem run` forked (`firmware.core.guardian`): its
+  status and its alarm;
 * the front panel, talking to its own daemon in-process through
   :class:`~firmware.core.endpoints.LocalClient` (not through the Unix
   socket), with its ``panel.frame`` and ``panel.report`` commands;
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from firmware.config import Config
 from firmware.core.daemon import Daemon
 from firmware.core.endpoints import LocalClient
+from firmware.core.guardian import Guardian
 from firmware.drivers import load_driver
 from firmware.panel.runner import PanelRunner
 from firmware.panel.setup import open_panel, register_panel_commands
@@ -33,10 +36,16 @@ class Node:
     panel: PanelRunner | None
 
 
-def build_node(config: Config) -> Node:
-    """The daemon with the board's panel and extensions wired in (nothing started yet)."""
+def build_node(config: Config, guardian: Guardian | None = None) -> Node:
+    """The daemon with the board's panel and extensions wired in (nothing started yet).
+
+    ``guardian``: the release guardian `tandem run` forked; its status and alarm join the daemon's.
+    """
     daemon = Daemon(config)
     try:
+        if guardian is not None:
+            daemon.endpoints.add_status(guardian.status)
+            daemon.alarm_board.add_source(guardian.alarms)
         panel = open_panel(config, LocalClient(daemon.endpoints, lambda: daemon.loop))
         if panel is not None:
             daemon.add_component(panel)

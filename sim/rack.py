@@ -26,6 +26,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
+
 from firmware.config import find_board_profile
 from firmware.core.control import ControlError, request, stream
 from firmware.core.protocol import write_key_file
@@ -323,7 +325,6 @@ class TwoNodeRack:
         PBX's pid file only after the pid file was looked at: so stop the helpers first, then the PBX
         by its pid file, then whatever still runs for this node's PBX folder.
         """
-        import psutil
 
         from sim.fakepbx import stop as stop_pbx
 
@@ -418,12 +419,26 @@ class TwoNodeRack:
         if proc is None or proc.poll() is not None:
             self.procs.pop(name, None)
             return time.time()
+        if sig == signal.SIGKILL and (self._tearing_down or not self.supervise):
+            self._kill_guardian(proc)  # nothing may release the box: the guardian goes first
         sent = time.time()
         proc.send_signal(sig)
         if sig == signal.SIGKILL:
             proc.wait(timeout=10)
             self.procs.pop(name, None)
         return sent
+
+    @staticmethod
+    def _kill_guardian(proc: subprocess.Popen) -> None:
+        """SIGKILL the release guardian `tandem run` forked (its child running the same command line)."""
+        try:
+            daemon = psutil.Process(proc.pid)
+            guardians = [c for c in daemon.children() if c.cmdline() == daemon.cmdline()]
+        except psutil.NoSuchProcess:
+            return
+        for guardian in guardians:
+            guardian.kill()
+        psutil.wait_procs(guardians, timeout=10)
 
     def wait_exit(self, name: str, timeout: float = 30.0) -> int:
         """Wait for a node's daemon to exit; return its exit code."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from firmware.core.actions import ActionError, ActionPlan
@@ -92,18 +94,47 @@ def test_simulated_lan_keeps_a_box_addresses_across_processes(tmp_path: Path,
 
 
 @pytest.mark.integration
-def test_a_killed_daemon_is_released_by_its_supervisor(racks: Callable[..., TwoNodeRack]) -> None:
+def test_a_killed_daemon_is_released_by_its_guardian_and_the_supervisor_finds_nothing(
+        racks: Callable[..., TwoNodeRack]) -> None:
     rack = racks(shared_ips=[SHARED], service="cold")
     assert rack.holders("192.0.2.10") == ["alpha"] and rack.pbx_running("alpha")
+    guardian = rack.status("alpha")["guardian"]
+    assert guardian["alive"] and psutil.Process(guardian["pid"]).ppid() == rack.procs["alpha"].pid
     rack.kill("alpha")  # SIGKILL: the box stays up, nothing of the daemon runs its demote
-    result = rack.wait_released("alpha")
+    result = rack.wait_released("alpha")  # the supervisor (systemd's ExecStopPost) runs after the guardian
     assert result.returncode == 0, result.stderr
     assert not rack.pbx_running("alpha")
     rack.wait_state("bravo", "ACTIVE", timeout=10)
     rack.wait_for(lambda: rack.holders("192.0.2.10") == ["bravo"], 10, what="bravo the only holder")
     released = [e["data"] for e in rack.journal_file("alpha") if e["kind"] == "release"]
-    assert released[-1]["source"] == "supervisor"
-    assert released[-1]["found"] == ["service", "shared_ip 192.0.2.10/24"]  # the PBX first, the address last
+    assert [r["source"] for r in released] == ["guardian", "supervisor"]
+    assert released[0]["found"] == ["service", "shared_ip 192.0.2.10/24"]  # the PBX first, the address last
+    assert released[1]["found"] == [] and released[1]["detail"] == "nothing found held"
+    assert not psutil.pid_exists(guardian["pid"]) or psutil.Process(guardian["pid"]).status() == "zombie"
+
+
+@pytest.mark.integration
+def test_without_its_guardian_the_supervisor_still_releases_and_an_alarm_said_so(
+        racks: Callable[..., TwoNodeRack]) -> None:
+    rack = racks(shared_ips=[SHARED], service="cold")
+    guardian = rack.status("alpha")["guardian"]["pid"]
+    psutil.Process(guardian).kill()
+    alarm = rack.wait_until("alpha", lambda s: [a for a in s["alarms"] if a["source"] == "guardian"], full=True)
+    assert alarm[0]["level"] == "critical" and "ExecStopPost" in alarm[0]["text"]
+    rack.kill("alpha")
+    result = rack.wait_released("alpha")
+    assert result.returncode == 0 and result.stdout.strip() == "let go of service, shared_ip 192.0.2.10/24"
+    assert [e["data"]["source"] for e in rack.journal_file("alpha") if e["kind"] == "release"] == ["supervisor"]
+
+
+@pytest.mark.integration
+def test_a_clean_exit_leaves_the_guardian_nothing_to_do(racks: Callable[..., TwoNodeRack]) -> None:
+    rack = racks(shared_ips=[SHARED], service="cold")
+    rack.kill("alpha", signal.SIGTERM)  # hands over, then exits cleanly
+    assert rack.wait_exit("alpha") == 0
+    rack.wait_released("alpha")
+    rack.wait_state("bravo", "ACTIVE", timeout=10)
+    assert [e["data"]["source"] for e in rack.journal_file("alpha") if e["kind"] == "release"] == ["supervisor"]
 
 
 @pytest.mark.integration

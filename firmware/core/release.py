@@ -17,6 +17,7 @@ rest from being released.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 from typing import Any
 
 from firmware.config import ReleaseConfig
@@ -31,8 +32,17 @@ from firmware.errors import ConfigError
 def release_node(config: ReleaseConfig, source: str) -> PlanResult:
     """Release the node's relays, PBX and shared IPs (in that order); journal what was found as `release`.
 
-    ``source`` says who asked (``systemd``, ``supervisor``, ``cli``) for the journal.
+    ``source`` says who asked (``guardian``, ``systemd``, ``supervisor``, ``cli``) for the journal. One
+    release at a time per node (a lock in the state directory): the guardian's and systemd's, started
+    together after a crash, run one after the other, and the second finds nothing.
     """
+    config.node.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(config.node.state_dir / "release.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _release(config, source)
+
+
+def _release(config: ReleaseConfig, source: str) -> PlanResult:
     banks: dict[str, Any] = {}
     failed: list[ActionOutcome] = []
     try:
@@ -55,7 +65,6 @@ def release_node(config: ReleaseConfig, source: str) -> PlanResult:
             bank.release()
     if failed:
         result = ActionPlan.result_of(failed + list(result.outcomes), [])
-    config.node.state_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(config.node.state_dir, config.node.journal.max_bytes, config.node.journal.keep)
     try:
         journal.record("release", {"source": source, **result.release_record()})
