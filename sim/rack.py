@@ -132,6 +132,14 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _running(process: psutil.Process) -> bool:
+    """Whether the process still runs (a zombie does not)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class TwoNodeRack:
     """Two simulated nodes, their cables and witness, and handles to steer them."""
 
@@ -438,7 +446,11 @@ class TwoNodeRack:
             return
         for guardian in guardians:
             guardian.kill()
-        psutil.wait_procs(guardians, timeout=10)
+        # Dead is enough: its parent (the daemon, about to be killed) will never reap it, so a wait
+        # for it to disappear would last until init does.
+        deadline = time.monotonic() + 10
+        while any(_running(g) for g in guardians) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def wait_exit(self, name: str, timeout: float = 30.0) -> int:
         """Wait for a node's daemon to exit; return its exit code."""

@@ -6,10 +6,11 @@ a box holds it while its kernel answers. With LAN arbitration on:
 * both heartbeat links cut while the LAN joins the boxes: the standby never
   claims the address the ACTIVE node still answers for, and says who holds it;
 * the ACTIVE daemon SIGKILLed with its box alive: the standby claims the
-  address only after the supervisor's `tandem release` removed it.
+  address only after the release (the guardian's, or without it the
+  supervisor's `tandem release`) removed it.
 
-The same runs without arbitration show both holes (two boxes answering);
-they are the reason these tests exist.
+The same runs without arbitration (and, for the crash, without the guardian)
+show both holes (two boxes answering); they are the reason these tests exist.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 
+import psutil
 import pytest
 
 from sim.holderwatch import HolderWatch
@@ -64,10 +66,15 @@ def test_both_heartbeat_links_cut_with_the_lan_up(racks: Callable[..., TwoNodeRa
         assert dual > 0  # the hole this issue closes, seen by the same watch
 
 
-@pytest.mark.parametrize("arbitration", [True, False], ids=["arbitration", "without"])
-def test_active_daemon_killed_with_its_box_alive(racks: Callable[..., TwoNodeRack], arbitration: bool) -> None:
+@pytest.mark.parametrize(("arbitration", "guardian"), [(True, True), (True, False), (False, False)],
+                         ids=["arbitration", "arbitration-no-guardian", "neither"])
+def test_active_daemon_killed_with_its_box_alive(racks: Callable[..., TwoNodeRack], arbitration: bool,
+                                                 guardian: bool) -> None:
+    """Without the guardian only the supervisor's `tandem release` (a new process) lets go: slower."""
     rack = racks(netns=True, shared_ips=[SHARED], arbitration=arbitration)  # supervised: release after the kill
     bravo_mac = rack.lab.nodes[1].mac
+    if not guardian:
+        psutil.Process(rack.status("alpha")["guardian"]["pid"]).kill()
     with HolderWatch(rack.lab, [IP]) as watch:
         killed = rack.kill("alpha")
         rack.wait_released("alpha")
