@@ -35,6 +35,20 @@ def sensor_summary(status: dict[str, Any]) -> str:
         f" (+{len(bad) - 1} more)" if len(bad) > 1 else "") if bad else "all OK")
 
 
+def lan_summary(status: dict[str, Any]) -> str:
+    """One line: the node's LAN arbitration (last probe verdict, who answered) and its release guardian."""
+    lan = status.get("lan") or {}
+    last = lan.get("last")
+    if last is None:
+        probe = "probing" if lan.get("probing") else "idle"
+    else:
+        probe = last["verdict"] + (f" {last['holder']}" if last["holder"] else "") + (
+            " (probing)" if lan.get("probing") else "")
+    guardian = status.get("guardian")
+    guard = "" if guardian is None else ("; guardian ok" if guardian["alive"] else "; guardian GONE")
+    return f"LAN: {probe}{guard}"
+
+
 def panel_text(rack: TwoNodeRack, name: str) -> list[str]:
     """The node's front panel as a small framed text block (empty if it has none or is down)."""
     try:
@@ -72,6 +86,18 @@ def cluster_verdict(statuses: dict[str, dict[str, Any] | None]) -> tuple[str, bo
     return "BOTH nodes ACTIVE (they cannot hear each other)", False
 
 
+def lan_holders(rack: TwoNodeRack) -> str:
+    """Who answers for each shared address on the simulated LAN (dead daemons' boxes included)."""
+    if rack.lab is not None:
+        return "real addresses in the namespaces (ip -n <ns> addr)"
+    found = []
+    for table in rack.shared_ips:
+        ip = table["address"].split("/")[0]
+        holders = rack.holders(ip)
+        found.append(f"{ip} held by {' AND '.join(holders) if holders else 'nobody'}")
+    return "; ".join(found) or "no shared address"
+
+
 def _cell(value: Any, width: int) -> str:
     text = "-" if value is None or value == "" else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -101,6 +127,7 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
     row("alarms", [(str(len(s["alarms"])) + (": " + s["alarms"][0]["text"] if s["alarms"] else "")) if s else ""
                    for s in (statuses[n] for n in NODES)])
     row("sensors", [sensor_summary(s) if s else "" for s in (statuses[n] for n in NODES)])
+    row("LAN", [lan_summary(s) if s else "" for s in (statuses[n] for n in NODES)])
     panels = [panel_text(rack, n) if statuses[n] else [] for n in NODES]
     for line in range(max(len(p) for p in panels)):
         row("panel" if line == 0 else "", [p[line] if line < len(p) else "" for p in panels])
@@ -108,7 +135,7 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
     lines = [f"Tandem simulated rack   {time.strftime('%H:%M:%S')}   (Ctrl-C stops the lab)", ""]
     for label, values in rows:
         lines.append(f"  {label:<{label_width}}  " + "  ".join(f"{v:<{width}}" for v in values))
-    lines += ["", f"  cluster: {cluster_verdict(statuses)[0]}"]
+    lines += ["", f"  cluster: {cluster_verdict(statuses)[0]}", f"  on the LAN: {lan_holders(rack)}"]
     return "\n".join(lines)
 
 
@@ -129,7 +156,7 @@ def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO
     trunks = [{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
                "feedback": ["trunk-sense:1", "trunk-sense:2"], "settle_ms": 200}]
     rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns,
-                       relay_groups=trunks, history=True, board=board)
+                       relay_groups=trunks, history=True, board=board, arbitration=True)
     interactive = out.isatty()
     # `kill` (SIGTERM, as `timeout`, systemd or a test send it) stops the lab as Ctrl-C does, rack and
     # all: without this the daemons and their fake PBXs would outlive it.

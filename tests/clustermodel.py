@@ -215,6 +215,7 @@ class TwoNodeModel:
             self._send_round(node)
             node.alive = False
             node.generation += 1
+            node.round_started = None  # a daemon that exited probes no more
 
     def _check_run(self, node: Node, run: RunActions | None) -> None:
         """The core says which actions to run exactly when a shell would have inferred it from the state."""

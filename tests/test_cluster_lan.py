@@ -17,6 +17,7 @@ import pytest
 
 from firmware.core.cluster import (
     ActionsReport,
+    Command,
     BlockCode,
     ClusterState,
     Inputs,
@@ -286,3 +287,17 @@ def test_without_lan_arbitration_nothing_changes() -> None:
     assert st.state == NodeState.TAKEOVER
     assert all(out.probe_every_s is None for out in outs)
     assert not [a for a in alarms(settings, st) if a.source == "lan"]
+
+
+def test_not_even_a_forced_promote_claims_an_address_another_box_answers_for() -> None:
+    settings = _settings()
+    st = _standby_behind(settings)
+    silent = _peer(HEARD_AT)
+    st, _ = _run(settings, st, silent, DEAD_AT + 0.1, lan=_rounds(0.22, LanVerdict.HELD, MAC))
+    st, out = step(settings, st, _inputs(0.6, silent, lan=_probe(0.55, LanVerdict.HELD, MAC),
+                                         command=Command("promote", force=True)))
+    assert st.state == NodeState.STANDBY and not out.reply.ok
+    assert MAC in out.reply.message and "tandem release" in out.reply.message
+    # Once the address is free, the same forced promote takes over at once.
+    st, out = step(settings, st, _inputs(0.7, silent, lan=_probe(0.65), command=Command("promote", force=True)))
+    assert st.state == NodeState.TAKEOVER and out.reply.ok

@@ -7,7 +7,10 @@ few are refused even when forced:
 
 * promote while STARTING and the peer not yet heard: until `initdead_s` has
   passed the node does not know whether the peer is ACTIVE;
-* promote while RELEASING, STOPPED or shutting down, or in maintenance.
+* promote while RELEASING, STOPPED or shutting down, or in maintenance;
+* promote from a silent peer while the LAN shows the shared address held by
+  another box (LAN arbitration): both would answer for it, and the
+  non-preferred one would give it up again at once.
 
 A promote while the peer is alive is a planned handover (a request the peer
 must grant); with the peer silent it passes the split-brain guard unless
@@ -23,6 +26,7 @@ from dataclasses import replace
 from firmware.core.cluster.blocked import BlockCode, Blocked
 from firmware.core.cluster.election import healthy
 from firmware.core.cluster.guard import guard
+from firmware.core.cluster.lan import HELD_CODES, lan_block
 from firmware.core.cluster.observe import peer_message
 from firmware.core.cluster.records import Inputs, Reply
 from firmware.core.cluster.settings import Settings
@@ -81,6 +85,11 @@ def promote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> t
         if st.state == NodeState.STARTING:
             st = go(st, NodeState.STANDBY, inp.now, "operator promote")
         return st, Reply(True, f"asking {settings.peer} to hand over")
+    held = lan_block(settings, st, inp)
+    if held is not None and held.code in HELD_CODES:
+        # Not even --force: a takeover cannot succeed while another box answers for the address.
+        return st, Reply(False, f"{settings.peer} is silent on every link but the {held.text.removeprefix('shared ')}; "
+                                f"power {settings.peer} off or run `tandem release` on it first")
     blocked = guard(settings, st, inp)
     if blocked is not None and not force:
         return st, Reply(False, f"{settings.peer} is silent on every link and {blocked.text}; "

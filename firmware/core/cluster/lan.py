@@ -52,6 +52,9 @@ from firmware.core.cluster.state import ClusterState
 from firmware.core.cluster.transitions import release
 from firmware.core.states import NodeState
 
+HELD_CODES = frozenset({BlockCode.ADDRESS_HELD, BlockCode.ADDRESS_HELD_LONG})
+"""The LAN shows the shared address held by another box: nothing, not even a forced promote, may claim it."""
+
 PROBING_LAN = Blocked(BlockCode.PROBING_LAN, "probing the LAN for the shared address")
 LAN_CONFIRMING = Blocked(BlockCode.LAN_CONFIRMING, "the shared address looks free; confirming")
 
