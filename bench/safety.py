@@ -105,6 +105,7 @@ def box_dead_trial(rack: TwoNodeRack) -> float:
 
 
 def main() -> None:
+    """Run the three kinds of trials on one rack and print the figures, the JSON line last."""
     if os.geteuid() != 0:
         print("bench/safety.py needs root (it builds network namespaces)", file=sys.stderr)
         print(json.dumps({key: None for key in KEYS}))

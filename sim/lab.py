@@ -127,7 +127,7 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
     row("alarms", [(str(len(s["alarms"])) + (": " + s["alarms"][0]["text"] if s["alarms"] else "")) if s else ""
                    for s in (statuses[n] for n in NODES)])
     row("sensors", [sensor_summary(s) if s else "" for s in (statuses[n] for n in NODES)])
-    row("LAN", [lan_summary(s) if s else "" for s in (statuses[n] for n in NODES)])
+    row("LAN", [lan_summary(s).removeprefix("LAN: ") if s else "" for s in (statuses[n] for n in NODES)])
     panels = [panel_text(rack, n) if statuses[n] else [] for n in NODES]
     for line in range(max(len(p) for p in panels)):
         row("panel" if line == 0 else "", [p[line] if line < len(p) else "" for p in panels])
