@@ -18,6 +18,7 @@ from firmware.config import (
     parse_host_port,
 )
 from firmware.core.protocol import write_key_file
+from firmware.core.settings import settings_from_config
 from firmware.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,9 @@ name = "serial"
 kind = "serial"
 port = "/dev/ttyS1"
 """
+
+
+SHARED = '[[shared_ips]]\naddress = "192.0.2.10/24"\ninterface = "eth0"\n\n'
 
 
 def write(tmp_path: Path, text: str, name: str = "tandem.toml") -> Path:
@@ -344,6 +348,27 @@ def test_witness_target_must_be_an_address(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "witness.targets" in str(info.value) and "not an IP address" in str(info.value)
+
+
+@pytest.mark.parametrize(("section", "says"), [
+    ('[arbitration]\nenabled = true\ncontrol = ["192.0.2.1"]\n', "needs at least one [[shared_ips]]"),
+    (SHARED + '[arbitration]\nenabled = true\n', "arbitration.control must name at least one address"),
+    (SHARED + '[arbitration]\nenabled = true\ncontrol = ["198.51.100.1"]\n', "not on the subnet of any shared"),
+    (SHARED + '[arbitration]\nenabled = true\ncontrol = ["192.0.2.1"]\nround_ms = 250\n', "must not exceed"),
+    (SHARED + '[arbitration]\nenabled = true\ncontrol = ["gateway"]\n', "not an IPv4 address"),
+])
+def test_arbitration_config_errors_say_what_is_wrong(tmp_path: Path, section: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL + "\n" + section))
+    assert says in str(info.value) and "arbitration" in str(info.value)
+
+
+def test_arbitration_config_reaches_the_core(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL + "\n" + SHARED +
+                               '[arbitration]\nenabled = true\ncontrol = ["192.0.2.1"]\nconfirm_ms = 200\n'))
+    settings = settings_from_config(config)
+    assert settings.lan_arbitration and settings.lan_confirm_s == 0.2
+    assert config.node.arbitration.control == ["192.0.2.1"]
 
 
 def test_more_than_eight_links_is_refused(tmp_path: Path) -> None:

@@ -388,6 +388,9 @@ class NodeConfig(Strict):
             return
         if not self.shared_ips:
             raise ValueError("arbitration.enabled needs at least one [[shared_ips]] entry: it probes for them")
+        if not arbitration.control:
+            raise ValueError("arbitration.control must name at least one address that answers ARP on the shared "
+                             "addresses' LAN (the gateway): without an answer from it, silence proves nothing")
         if arbitration.round_ms > t.deadtime_ms - t.heartbeat_ms:
             raise ValueError(f"arbitration.round_ms ({arbitration.round_ms}) must not exceed deadtime_ms - "
                              f"heartbeat_ms ({t.deadtime_ms - t.heartbeat_ms}): the rounds run in that time")
