@@ -11,6 +11,11 @@ PRI spans on one kept connection), median and p90 of N reads::
 
     PYTHONPATH=/dir/with/panoramisk .venv/bin/python bench/ami_panoramisk.py [N]
 
+Without panoramisk importable only our client is timed and its figures are
+null. The last line is JSON: ours_read_p50_ms, ours_read_p90_ms,
+ours_ping_p50_ms, panoramisk_read_p50_ms, panoramisk_read_p90_ms,
+panoramisk_ping_p50_ms.
+
 panoramisk is asyncio-only, so the client owns an event loop on a thread of
 its own and each call hops onto it. Its background behaviour (a Ping every
 10 s, reconnecting 2 s after a drop, re-sending unanswered actions after a
@@ -21,6 +26,7 @@ when to poll and reconnect. See docs/library-decisions.md.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import threading
 import time
@@ -32,7 +38,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from panoramisk import Manager  # noqa: E402
+try:
+    from panoramisk import Manager  # noqa: E402
+except ImportError:  # not a project dependency: without it only our client is timed
+    Manager = None
 
 from firmware.core.sensors.ami import AmiActionError, AmiAuthError, AmiError, AmiTimeout  # noqa: E402
 
@@ -211,10 +220,16 @@ def main() -> None:
     from stats import percentile
 
     reads = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    clients = [("ours", "ours (sync sockets)", ami.AmiClient)]
+    if Manager is not None:
+        clients.append(("panoramisk", "panoramisk (own loop)", PanoramiskClient))
+    else:
+        print("panoramisk not importable: timing ours only (put it on PYTHONPATH to compare)")
+    figures: dict[str, float | None] = {f"panoramisk_{k}": None for k in ("read_p50_ms", "read_p90_ms", "ping_p50_ms")}
     with FakeAmiServer(secret="s") as server:
         server.registrations = {"itsp1": "Registered", "itsp2": "Registered"}
         server.spans, server.pri_spans, server.calls = {1: "OK", 2: "OK"}, {1: "up"}, 3
-        for name, client_class in (("ours (sync sockets)", ami.AmiClient), ("panoramisk (own loop)", PanoramiskClient)):
+        for key, name, client_class in clients:
             ami.AmiClient = client_class  # type: ignore[misc]
             threads_before = threading.active_count()
             options = ami.AsteriskSensor.Options(port=server.port, username="tandem", secret="s", dahdi=True, pri=True)
@@ -230,6 +245,10 @@ def main() -> None:
             sensor.close()
             print(f"{name:22s} read p50 {percentile(samples, 50):6.2f} ms  p90 {percentile(samples, 90):6.2f} ms  "
                   f"ping_ms p50 {percentile(pings, 50):6.3f}  extra threads {threads}  ({reads} reads)")
+            figures.update({f"{key}_read_p50_ms": round(percentile(samples, 50), 3),
+                            f"{key}_read_p90_ms": round(percentile(samples, 90), 3),
+                            f"{key}_ping_p50_ms": round(percentile(pings, 50), 3)})
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

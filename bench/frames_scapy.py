@@ -10,6 +10,7 @@ ours is timed. Import time and memory: bench/imports.py.
 from __future__ import annotations
 
 import ipaddress
+import json
 import statistics
 import sys
 import timeit
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from firmware.core.actions.netlink import ARP_REQUEST, arp_frame, neighbor_advertisement_frame  # noqa: E402
+from firmware.core.actions.l2frames import ARP_REQUEST, arp_frame, neighbor_advertisement_frame  # noqa: E402
 
 MAC = bytes.fromhex("020000000001")
 MAC_TEXT = "02:00:00:00:00:01"
@@ -62,13 +63,19 @@ def main() -> None:
     """Compare the bytes, then time each builder."""
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     builders: dict[str, Callable[[], bytes]] = {"ours GARP": ours_garp, "ours NA": ours_na, **scapy_builders()}
+    same: bool | None = None
     if "scapy GARP" in builders:
+        same = builders["scapy GARP"]() == ours_garp() and builders["scapy NA"]() == ours_na()
         print("same bytes: GARP", builders["scapy GARP"]() == ours_garp(), " NA", builders["scapy NA"]() == ours_na())
     else:
         print("scapy not importable: timing ours only")
+    figures: dict[str, float | bool | None] = {"ours_garp_us": None, "ours_na_us": None, "scapy_garp_us": None,
+                                               "scapy_na_us": None, "same_bytes": same}
     for name, build in builders.items():
         runs = [t / n * 1e6 for t in timeit.repeat(build, number=n, repeat=15)]
         print(f"{name:11s} median {statistics.median(runs):8.2f} µs  min {min(runs):8.2f} µs  (15 repeats x {n})")
+        figures[name.lower().replace(" ", "_") + "_us"] = round(statistics.median(runs), 3)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
