@@ -51,14 +51,6 @@ KEYS = ("partition_dual_holder_ms_max", "crash_dual_holder_ms_max", "crash_takeo
         "probe_verdict_after_deadtime_p99_ms", "fenced_takeover_p99_ms", "mutual_fences")
 
 
-def event_time(rack: TwoNodeRack, name: str, kind: str, after: float, to: str | None = None) -> float | None:
-    """Wall time of the node's first journaled `kind` event (a change to state `to`) at or after `after`."""
-    for event in rack.journal_file(name):
-        if event["kind"] == kind and event["time"] >= after and (to is None or event["data"].get("to") == to):
-            return event["time"]
-    return None
-
-
 def partition_trial(rack: TwoNodeRack, watch: HolderWatch) -> float:
     """Cut both heartbeat links for PARTITION_S; the longest double answer in ms."""
     rack.wait_pair(timeout=30)
@@ -94,9 +86,9 @@ def box_dead_trial(rack: TwoNodeRack) -> float:
     namespace = rack.namespace(active)
     killed = rack.kill(active)
     subprocess.run(["ip", "-n", namespace, "link", "set", "eth0", "down"], check=True)
-    decided = rack.wait_for(lambda: event_time(rack, standby, "state", killed, to="TAKEOVER"), 20, interval=0.01,
+    decided = rack.wait_for(lambda: rack.state_time(standby, "TAKEOVER", killed), 20, interval=0.01,
                             what="the takeover decision")
-    lost = event_time(rack, standby, "peer.lost", killed)
+    lost = rack.event_time(standby, "peer.lost", killed)
     assert lost is not None, "the standby journaled no peer.lost"
     rack.wait_state(standby, "ACTIVE", timeout=20)
     subprocess.run(["ip", "-n", namespace, "link", "set", "eth0", "up"], check=True)

@@ -51,10 +51,9 @@ def call(args: argparse.Namespace, payload: dict[str, Any], timeout: float = 60.
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground."""
+    from firmware.core.guardian import Guardian
     from firmware.core.logsetup import add_context, configure_logging
     from firmware.node import build_node
-
-    from firmware.core.guardian import Guardian
 
     configure_logging(args.verbose)
     config = load_config(_config_path(args))

@@ -638,8 +638,13 @@ class TwoNodeRack:
 
     def state_time(self, name: str, to: str, after: float) -> float | None:
         """Wall time of the node's first journaled change to state `to` at or after `after` (from its files)."""
+        return self.event_time(name, "state", after, to=to)
+
+    def event_time(self, name: str, kind: str, after: float, **data: Any) -> float | None:
+        """Wall time of the node's first journaled `kind` event at or after `after` whose data has `data`."""
         for event in self.journal_file(name):
-            if event["kind"] == "state" and event["data"]["to"] == to and event["time"] >= after:
+            if (event["kind"] == kind and event["time"] >= after
+                    and all(event["data"].get(k) == v for k, v in data.items())):
                 return event["time"]
         return None
 

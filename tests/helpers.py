@@ -189,6 +189,12 @@ def state_events(rack: TwoNodeRack, name: str, to: str) -> list[dict[str, Any]]:
     return [e for e in rack.events(name) if e["kind"] == "state" and e["data"]["to"] == to]
 
 
+def lan_alarm(rack: TwoNodeRack, name: str) -> str:
+    """The text of the node's `lan` alarm (LAN arbitration), '' if it has none or does not answer."""
+    status = rack.status(name) or {}
+    return next((a["text"] for a in status.get("alarms", []) if a.get("source") == "lan"), "")
+
+
 def assert_steady(rack: TwoNodeRack, pair: tuple[str, str], heartbeats: int) -> None:
     """Nothing happens: (alpha, bravo) are in the states ``pair`` and stay there for ``heartbeats``.
 

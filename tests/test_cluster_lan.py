@@ -301,3 +301,19 @@ def test_not_even_a_forced_promote_claims_an_address_another_box_answers_for() -
     # Once the address is free, the same forced promote takes over at once.
     st, out = step(settings, st, _inputs(0.7, silent, lan=_probe(0.65), command=Command("promote", force=True)))
     assert st.state == NodeState.TAKEOVER and out.reply.ok
+
+
+def test_a_new_silence_starts_afresh_after_the_peer_was_heard_again() -> None:
+    settings = _settings(held_escalate_s=1.0)
+    st = _standby_behind(settings)
+    st, outs = _run(settings, st, _peer(HEARD_AT), HEARD_AT + 1.5, lan=_rounds(0.22, LanVerdict.HELD, MAC))
+    assert _guard_code(st) is BlockCode.ADDRESS_HELD_LONG
+    back = 2.0
+    st, _ = step(settings, st, _inputs(back, _peer(back)))  # heard again
+    assert st.guard is None
+    st, outs = _run(settings, st, _peer(back), back + 0.5, lan=_rounds(back + 0.12, LanVerdict.HELD, MAC),
+                    start=back + 0.02)
+    # The same holder in a new silence is news again, and the fast cadence comes back.
+    codes = [e.data["code"] for out in outs for e in out.events if e.kind == "takeover.blocked"]
+    assert codes == ["address_held"]
+    assert outs[-1].probe_every_s == 0.0

@@ -26,6 +26,8 @@ import pytest
 from sim.lan import host_mac
 from sim.rack import TwoNodeRack
 
+from helpers import lan_alarm
+
 IP = "192.0.2.10"
 SHARED = {"address": f"{IP}/24", "interface": "eth0"}
 
@@ -50,12 +52,6 @@ def holders_watched(rack: TwoNodeRack) -> Iterator[list[list[str]]]:
     finally:
         done.set()
         thread.join(timeout=10)
-
-
-def lan_alarm(rack: TwoNodeRack, name: str) -> str:
-    """The text of the node's `lan` alarm ('' if none)."""
-    status = rack.status(name) or {}
-    return next((a["text"] for a in status.get("alarms", []) if a.get("source") == "lan"), "")
 
 
 def test_the_standby_waits_while_a_dead_daemons_box_still_holds_the_address(

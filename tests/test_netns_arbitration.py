@@ -25,17 +25,13 @@ import pytest
 from sim.holderwatch import HolderWatch
 from sim.rack import TwoNodeRack
 
+from helpers import lan_alarm
+
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
 IP = "192.0.2.100"
 SHARED = {"address": f"{IP}/24", "interface": "eth0"}
-
-
-def lan_alarm(rack: TwoNodeRack, name: str) -> str:
-    """The text of the node's `lan` alarm ('' if none)."""
-    status = rack.status(name) or {}
-    return next((a["text"] for a in status.get("alarms", []) if a.get("source") == "lan"), "")
 
 
 @pytest.mark.parametrize("arbitration", [True, False], ids=["arbitration", "without"])

@@ -53,7 +53,8 @@ from firmware.config.node import (
 )
 
 __all__ = [
-    "ActionsConfig", "ArbitrationConfig", "BOARD_PROFILE_DIRS", "BoardProfile", "Config", "DEFAULT_CONFIG_PATH", "DriverTable",
+    "ActionsConfig", "ArbitrationConfig", "BOARD_PROFILE_DIRS", "BoardProfile", "Config", "DEFAULT_CONFIG_PATH",
+    "DriverTable",
     "FailbackConfig", "FencingConfig", "FlapConfig", "HealthConfig", "HooksConfig", "JournalConfig",
     "NAME_PATTERN", "NodeConfig", "PanelConfig", "PanelProfile", "PulseConfig", "RelayGroupConfig",
     "ReleaseConfig", "ResourcesConfig",

@@ -381,7 +381,6 @@ class NodeConfig(Strict):
             raise ValueError("two link names share a wire id (a CRC16 collision); rename one of them")
         return self
 
-
     def _check_arbitration(self) -> None:
         arbitration, t = self.arbitration, self.timers
         if not arbitration.enabled:

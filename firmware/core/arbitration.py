@@ -18,13 +18,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from firmware.core.actions.network import ProbeAnswer
+from firmware.core.actions.network import IPAddress, ProbeAnswer
 from firmware.core.actions.sharedip import SharedIpAction
 from firmware.core.cluster import LanProbe, LanVerdict
 
 log = logging.getLogger(__name__)
 
 Answer = ProbeAnswer | str  # a probe's answer, or why it failed
+Target = tuple[str, SharedIpAction, IPAddress | None]  # label, the action whose LAN, the address (None: its own)
 
 
 def verdict_of(started_at: float, addresses: Sequence[tuple[str, Answer]],
@@ -55,26 +56,30 @@ def verdict_of(started_at: float, addresses: Sequence[tuple[str, Answer]],
                     detail=f"nobody answers for {free}" + (f"; {answered[0]} answered" if answered else ""))
 
 
+def _action_for(shared_ips: Sequence[SharedIpAction], address: str) -> SharedIpAction:
+    """The shared address on whose LAN a control target lives (the config checked that one does)."""
+    ip = ipaddress.ip_address(address)
+    return next(a for a in shared_ips if ip in a.config.ip.network)
+
+
 class LanArbiter:
     """Runs probe rounds for the shared addresses while the decision core wants them."""
 
     def __init__(self, shared_ips: Sequence[SharedIpAction], control: Sequence[str], round_s: float,
                  on_round: Callable[[LanProbe], None]) -> None:
-        self.shared_ips = list(shared_ips)
         self.round_s = round_s
         self.on_round = on_round
-        self.controls = [(address, self._action_for(address)) for address in control]
+        self._addresses: list[Target] = [(f"{a.config.ip.ip} on {a.interface}", a, None) for a in shared_ips]
+        self._controls: list[Target] = []
+        for address in control:
+            action = _action_for(shared_ips, address)
+            self._controls.append((f"{address} on {action.interface}", action, ipaddress.ip_address(address)))
         self.latest: LanProbe | None = None
         self.rounds = 0
         self._every: float | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._pool: ThreadPoolExecutor | None = None
-
-    def _action_for(self, address: str) -> SharedIpAction:
-        """The shared address on whose LAN a control target lives (the config checked that one does)."""
-        ip = ipaddress.ip_address(address)
-        return next(a for a in self.shared_ips if ip in a.config.ip.network)
 
     def cadence(self, every_s: float | None) -> None:
         """Run rounds every `every_s` seconds (0: back to back), or stop after the current round (None)."""
@@ -115,24 +120,18 @@ class LanArbiter:
     async def run_round(self, started: float) -> LanProbe:
         """Probe every shared address and control target at once; the round's verdict."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self.shared_ips) + len(self.controls), thread_name_prefix="lan-probe")
+            self._pool = ThreadPoolExecutor(len(self._addresses) + len(self._controls), thread_name_prefix="lan-probe")
         loop = asyncio.get_running_loop()
 
-        async def ask(action: SharedIpAction, address: str | None) -> Answer:
-            target = ipaddress.ip_address(address) if address else None
+        async def ask(label: str, action: SharedIpAction, address: IPAddress | None) -> tuple[str, Answer]:
             try:
-                return await loop.run_in_executor(self._pool, action.probe, self.round_s, target)
+                return label, await loop.run_in_executor(self._pool, action.probe, self.round_s, address)
             except Exception as exc:  # NetworkError names what failed; anything else too
-                return str(exc) or type(exc).__name__
+                return label, str(exc) or type(exc).__name__
 
-        probes = [ask(action, None) for action in self.shared_ips]
-        probes += [ask(action, address) for address, action in self.controls]
-        answers = await asyncio.gather(*probes)
-        labels = [f"{a.config.ip.ip} on {a.interface}" for a in self.shared_ips]
-        labels += [f"{address} on {action.interface}" for address, action in self.controls]
-        split = len(self.shared_ips)
-        return verdict_of(started, list(zip(labels[:split], answers[:split])),
-                          list(zip(labels[split:], answers[split:])))
+        addresses, controls = await asyncio.gather(asyncio.gather(*(ask(*t) for t in self._addresses)),
+                                                   asyncio.gather(*(ask(*t) for t in self._controls)))
+        return verdict_of(started, addresses, controls)
 
     def status(self) -> dict[str, Any]:
         """The arbiter's part of the status snapshot (key ``lan``)."""

@@ -54,8 +54,6 @@ IP6_RT_PRIO_ADDRCONF = 256  # metric of the kernel's IPv6 prefix routes
 IFF_UP = 0x1
 IFNAMSIZ = 16
 
-# how many probes probe sends, spread over its timeout
-
 
 # --------------------------------------------------------------------------- addresses
 

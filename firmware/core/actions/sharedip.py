@@ -62,7 +62,7 @@ class SharedIpAction:
                 await asyncio.to_thread(self.network.ensure_vlan, cfg.interface, cfg.vlan)
             probing = cfg.probe and not cfg.force
             if probing and not await asyncio.to_thread(self.network.has_address, self.interface, ip):
-                answer = await asyncio.to_thread(self.probe, cfg.probe_timeout_ms / 1000)
+                answer = await asyncio.to_thread(self.network.probe, self.interface, ip.ip, cfg.probe_timeout_ms / 1000)
                 if answer.in_use:
                     raise ActionError(f"{ip.ip} already answers on {self.interface}: another host "
                                       f"({answer.holder}) uses it (set force = true to claim it anyway)")

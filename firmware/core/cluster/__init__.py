@@ -80,7 +80,8 @@ from firmware.core.cluster.status import alarms
 
 __all__ = [
     "ActionKind", "ActionsReport", "Backoff", "BlockCode", "Blocked", "ClusterState", "Command", "Event",
-    "Grant", "Inputs", "LanProbe", "LanVerdict", "LinkStatus", "Outputs", "PeerFacts", "Persisted", "Reply", "Request", "RunActions",
+    "Grant", "Inputs", "LanProbe", "LanVerdict", "LinkStatus", "Outputs", "PeerFacts", "Persisted", "Reply",
+    "Request", "RunActions",
     "Settings", "Shutdown", "WitnessResult",
     "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "relay_interlock", "step",
 ]

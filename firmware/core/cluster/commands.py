@@ -88,8 +88,9 @@ def promote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> t
     held = lan_block(settings, st, inp)
     if held is not None and held.code in HELD_CODES:
         # Not even --force: a takeover cannot succeed while another box answers for the address.
-        return st, Reply(False, f"{settings.peer} is silent on every link but the {held.text.removeprefix('shared ')}; "
-                                f"power {settings.peer} off or run `tandem release` on it first")
+        assert st.lan is not None  # a held verdict is what blocked
+        return st, Reply(False, f"{settings.peer} is silent on every link but {st.lan.holder} still answers for the "
+                                f"shared address; power {settings.peer} off or run `tandem release` on it first")
     blocked = guard(settings, st, inp)
     if blocked is not None and not force:
         return st, Reply(False, f"{settings.peer} is silent on every link and {blocked.text}; "

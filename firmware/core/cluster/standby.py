@@ -39,7 +39,9 @@ def decide_standby(settings: Settings, st: ClusterState, inp: Inputs) -> Decisio
     if msg is None or (peer_deaf(settings, st, inp, msg) and not msg.state.holds_resources):
         # A peer that cannot hear us cannot consent to a handover: judge as if it were silent.
         return _alone(settings, st, inp)
-    # The peer is alive.
+    # The peer is alive: whatever blocked a takeover from its silence is over, and a later silence starts afresh.
+    if st.guard is not None:
+        st = replace(st, guard=None)
     if msg.state == NodeState.ACTIVE and st.persisted.operator_hold and healthy(msg.health, settings):
         # The demote is fulfilled: the peer carries the calls. From now on this node is a normal standby.
         st = replace(st, persisted=replace(st.persisted, operator_hold=False))
