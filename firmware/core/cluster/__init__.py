@@ -39,6 +39,7 @@ active         the ACTIVE rules: self-fence, dual ACTIVE, handover, health
 election       candidates and ranking; dual-ACTIVE tie-break; failback
 guard          the split-brain guard for a takeover from a silent peer
 lan            LAN arbitration: the address proven free on the wire first
+fencing        power fencing: the peer switched off where the LAN proves nothing
 interlock      the relay interlock: never energize while the peer may hold
 transitions    `go`, `takeover`, `release`; the flap record
 shutdown       leaving the cluster
@@ -57,6 +58,7 @@ from firmware.core.cluster.records import (
     ActionsReport,
     Command,
     Event,
+    FenceReport,
     Inputs,
     LanProbe,
     LanVerdict,
@@ -80,7 +82,7 @@ from firmware.core.cluster.status import alarms
 
 __all__ = [
     "ActionKind", "ActionsReport", "Backoff", "BlockCode", "Blocked", "ClusterState", "Command", "Event",
-    "Grant", "Inputs", "LanProbe", "LanVerdict", "LinkStatus", "Outputs", "PeerFacts", "Persisted", "Reply",
+    "FenceReport", "Grant", "Inputs", "LanProbe", "LanVerdict", "LinkStatus", "Outputs", "PeerFacts", "Persisted", "Reply",
     "Request", "RunActions",
     "Settings", "Shutdown", "WitnessResult",
     "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "relay_interlock", "step",

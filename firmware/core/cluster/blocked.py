@@ -7,7 +7,8 @@ rewording a message cannot change behaviour. The codes fall in three groups:
   shutting down, an operator's demote;
 * the split-brain guard refuses a takeover from a silent peer: not a
   candidate in this state, backing off, own health below the guard's minimum,
-  the witness check still running or failed, the LAN not (yet) proven free;
+  the witness check still running or failed, the LAN not (yet) proven free,
+  the peer not yet fenced;
 * the peer could not take over, or holds (or may hold) the trunk relays:
   used by the command checks and the relay interlock.
 """
@@ -38,6 +39,10 @@ class BlockCode(Enum):
     ADDRESS_HELD = "address_held"
     ADDRESS_HELD_LONG = "address_held_long"
     CLAIM_DELAY = "claim_delay"
+    # power fencing (part of the guard): the peer is switched off before a claim the LAN cannot back
+    FENCE_DELAY = "fence_delay"
+    FENCING = "fencing"
+    FENCE_FAILED = "fence_failed"
     # the peer could not take the calls
     PEER_SILENT = "peer_silent"
     PEER_MAINTENANCE = "peer_maintenance"

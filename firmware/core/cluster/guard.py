@@ -9,7 +9,10 @@ peer fell silent takes over only when all of these hold:
 * with LAN arbitration on: the LAN says the shared address is free
   (`lan.lan_block`);
 * with a witness configured: a witness check *started after the silence
-  began* succeeded. An older result proves nothing about the partition.
+  began* succeeded. An older result proves nothing about the partition;
+* with a fence device: where the LAN cannot prove the release (inconclusive,
+  or held too long), the peer was fenced (`fencing.fence_block`). A node
+  fences only after every other rule passed: an isolated node never does.
 
 Each refusal is a `Blocked` value; its code decides, its text is shown.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from firmware.core.cluster.blocked import BlockCode, Blocked
 from firmware.core.cluster.election import backing_off, self_candidate
+from firmware.core.cluster.fencing import fence_block
 from firmware.core.cluster.lan import lan_block
 from firmware.core.cluster.observe import silent_since
 from firmware.core.cluster.records import Inputs
@@ -47,7 +51,14 @@ def hold(st: ClusterState) -> Blocked | None:
 
 def guard(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
     """Why a takeover from a silent peer is unsafe now, or None if the guard passes."""
-    return self_block(settings, st, inp) or lan_block(settings, st, inp) or witness_block(settings, st, inp)
+    blocked = self_block(settings, st, inp)
+    if blocked is not None:
+        return blocked
+    lan = lan_block(settings, st, inp)
+    fence_answers = settings.fencing and lan is not None and lan.code is BlockCode.ADDRESS_HELD_LONG
+    if lan is not None and not fence_answers:
+        return lan
+    return witness_block(settings, st, inp) or fence_block(settings, st, inp, lan)
 
 
 def self_block(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:

@@ -12,7 +12,7 @@ A decision runs in three stages:
    state event, whether to send a heartbeat at once (the state or the flags
    changed), when to be called again (the nearest deadline or peer timeout),
    whether a witness check is due, how often to probe the LAN, whether to
-   persist, and, on entering
+   fence the peer, whether to persist, and, on entering
    TAKEOVER or RELEASING, which actions to run.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from firmware.core.cluster.commands import COMMANDS
+from firmware.core.cluster.fencing import fence_deadline, wants_fence
 from firmware.core.cluster.flags import heartbeat_flags
 from firmware.core.cluster.guard import may_claim
 from firmware.core.cluster.handlers import HANDLERS
@@ -96,9 +97,9 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
             wake.append(record.deadline)
     if st.backoff is not None:
         wake.append(st.backoff.until)
-    lan_wake = lan_deadline(settings, st)
-    if lan_wake is not None:
-        wake.append(lan_wake)
+    for deadline in (lan_deadline(settings, st), fence_deadline(settings, st, inp)):
+        if deadline is not None:
+            wake.append(deadline)
     since = silent_since(settings, st, inp)
     silent_for = inp.now - since
     # An ACTIVE node checks sooner than a standby, so it can fence itself before the peer's
@@ -121,4 +122,5 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
         persist=st.persisted != before.persisted,
         run=run,
         probe_every_s=probe_cadence(settings, st, inp, claimable=may_claim(settings, st, inp)),
+        fence_peer=wants_fence(settings, st),
     )

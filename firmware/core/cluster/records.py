@@ -49,6 +49,15 @@ class LanProbe:
 
 
 @dataclass(frozen=True)
+class FenceReport:
+    """The shell's latest finished attempt to fence the peer (a fact with a time, see `fencing`)."""
+
+    started_at: float  # monotonic time the attempt started: only one started after the silence counts
+    fenced: bool       # the peer's power is proven off (`off`, then a `status` that said off)
+    detail: str = ""   # for people: what the fence agent said
+
+
+@dataclass(frozen=True)
 class ActionsReport:
     """The shell finished the actions of one TAKEOVER or RELEASING."""
 
@@ -83,6 +92,7 @@ class Inputs:
     stalled_for_s: float = 0.0  # how late the shell's heartbeat tick ran (its loop was stalled this long)
     command: Command | None = None  # an operator command to apply (and nothing else) in this decision
     lan: LanProbe | None = None  # the latest finished LAN probe round (LAN arbitration)
+    fence: FenceReport | None = None  # the latest finished attempt to fence the peer
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ class Outputs:
     run: RunActions | None = None  # start these actions (a later run cancels an earlier one still going)
     reply: Reply | None = None  # the answer to `Inputs.command`
     probe_every_s: float | None = None  # run LAN probe rounds this often (0: back to back); None: stop
+    fence_peer: bool = False  # fence the peer now (unless an attempt is running or was just made)
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,5 @@ class Settings:
     lan_fresh_s: float = 0.3              # a probe round older than this proves nothing any more
     lan_claim_delay_s: float = 0.5        # when neither node held the calls, the non-preferred one waits this
     held_escalate_s: float = 5.0          # address held this long while the peer is silent: critical alarm
+    fencing: bool = False                 # a fence device can switch the peer off (see `fencing`)
+    fence_delay_s: float | None = None    # wait this long before fencing (None: 0 if preferred, else the default)

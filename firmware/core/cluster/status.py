@@ -13,6 +13,8 @@ lan           warning  standby: the shared address is held by another host, or
 lan           critical standby: held for `held_escalate_s` of silence (dead
                        daemon or failed release); ACTIVE: another host answers
                        for this node's address
+fence         warning  standby: waiting to fence the silent peer, or fencing it
+fence         critical standby: fencing the peer failed; no takeover
 ============= ======== =========================================================
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from firmware.core.alarms import Alarm
 from firmware.core.cluster.blocked import BlockCode
+from firmware.core.cluster.fencing import FENCE_CODES
 from firmware.core.cluster.observe import link_detail
 from firmware.core.cluster.records import LanVerdict
 from firmware.core.cluster.settings import Settings
@@ -48,6 +51,9 @@ def alarms(settings: Settings, st: ClusterState) -> list[Alarm]:
     lan = lan_alarm(settings, st)
     if lan is not None:
         found.append(lan)
+    if st.guard is not None and st.guard.code in FENCE_CODES and not st.peer.alive:
+        severity = "critical" if st.guard.code is BlockCode.FENCE_FAILED else "warning"
+        found.append(Alarm("fence", severity, st.guard.text))
     return found
 
 

@@ -1,0 +1,141 @@
+"""Power fencing in the decision core: a silent peer is switched off where the LAN cannot prove its release.
+
+With a fence device, a STANDBY whose peer is silent and whose LAN verdict is
+inconclusive (or shows the address held for too long) asks the shell to fence
+the peer (`Outputs.fence_peer`) and takes over only once a `FenceReport`
+started after the silence says the peer is off. The statically preferred node
+fences at once, the other after its delay; a failed fence blocks with a
+critical alarm; an isolated node and an ACTIVE node never fence.
+"""
+
+from __future__ import annotations
+
+from firmware.core.cluster import (
+    ActionsReport,
+    BlockCode,
+    FenceReport,
+    LanVerdict,
+    Settings,
+    WitnessResult,
+    alarms,
+    step,
+)
+from firmware.core.cluster.fencing import DEFAULT_FENCE_DELAY_S
+from firmware.core.states import NodeState, Role
+
+from test_cluster_lan import DEAD_AT, HEARD_AT, MAC, _guard_code, _inputs, _peer, _rounds, _run, _standby_behind
+
+
+def _fencing(role: Role = Role.SECONDARY, **overrides) -> Settings:
+    overrides = {"fence_delay_s": 0.0, "fencing": True, **overrides}
+    return Settings(node="alpha", peer="bravo", role=role, lan_arbitration=True, **overrides)
+
+
+INCONCLUSIVE = _rounds(HEARD_AT + 0.12, LanVerdict.INCONCLUSIVE)
+
+
+def test_an_inconclusive_lan_fences_the_peer_then_takes_over() -> None:
+    settings = _fencing()
+    st = _standby_behind(settings)
+    silent = _peer(HEARD_AT)
+    st, outs = _run(settings, st, silent, DEAD_AT + 0.2, lan=INCONCLUSIVE)
+    assert st.state == NodeState.STANDBY and _guard_code(st) is BlockCode.FENCING
+    assert outs[-1].fence_peer
+    assert [a for a in alarms(settings, st) if a.source == "fence"][0].level == "warning"
+    fenced = FenceReport(started_at=DEAD_AT + 0.01, fenced=True, detail="Success: Powered OFF")
+    st, out = step(settings, st, _inputs(DEAD_AT + 2.3, silent, lan=INCONCLUSIVE(DEAD_AT + 2.3), fence=fenced))
+    assert st.state == NodeState.TAKEOVER and not out.fence_peer
+
+
+def test_without_fencing_an_inconclusive_lan_lets_the_witness_decide() -> None:
+    settings = _fencing(fencing=False)
+    st = _standby_behind(settings)
+    st, outs = _run(settings, st, _peer(HEARD_AT), DEAD_AT + 0.2, lan=INCONCLUSIVE)
+    assert st.state == NodeState.TAKEOVER and not any(o.fence_peer for o in outs)
+
+
+def test_a_failed_fence_blocks_with_a_critical_alarm_and_keeps_asking() -> None:
+    settings = _fencing()
+    st = _standby_behind(settings)
+    silent = _peer(HEARD_AT)
+    failed = FenceReport(started_at=DEAD_AT + 0.01, fenced=False, detail="Connection timed out")
+    st, outs = _run(settings, st, silent, DEAD_AT + 3.0, lan=INCONCLUSIVE, fence=failed)
+    assert st.state == NodeState.STANDBY and _guard_code(st) is BlockCode.FENCE_FAILED
+    assert outs[-1].fence_peer
+    alarm = [a for a in alarms(settings, st) if a.source == "fence"][0]
+    assert alarm.level == "critical" and "Connection timed out" in alarm.text
+
+
+def test_a_fence_from_before_the_silence_proves_nothing() -> None:
+    settings = _fencing()
+    st = _standby_behind(settings)
+    old = FenceReport(started_at=HEARD_AT - 0.05, fenced=True)
+    st, outs = _run(settings, st, _peer(HEARD_AT), DEAD_AT + 0.5, lan=INCONCLUSIVE, fence=old)
+    assert st.state == NodeState.STANDBY and _guard_code(st) is BlockCode.FENCING and outs[-1].fence_peer
+
+
+def test_the_node_that_is_not_preferred_waits_its_fence_delay() -> None:
+    settings = _fencing(fence_delay_s=None)  # the default: 0 on the preferred node, else the static delay
+    st = _standby_behind(settings)  # SECONDARY behind a PRIMARY: not preferred
+    silent = _peer(HEARD_AT)
+    st, outs = _run(settings, st, silent, DEAD_AT + DEFAULT_FENCE_DELAY_S - 0.1, lan=INCONCLUSIVE, every=0.1)
+    assert _guard_code(st) is BlockCode.FENCE_DELAY and not any(o.fence_peer for o in outs)
+    assert abs(outs[-1].wake_at - (DEAD_AT + DEFAULT_FENCE_DELAY_S)) < 0.01  # woken when the delay runs out
+    st, out = step(settings, st, _inputs(DEAD_AT + DEFAULT_FENCE_DELAY_S + 0.01, silent,
+                                         lan=INCONCLUSIVE(DEAD_AT + DEFAULT_FENCE_DELAY_S)))
+    assert _guard_code(st) is BlockCode.FENCING and out.fence_peer
+
+
+def test_the_preferred_node_fences_at_once() -> None:
+    settings = _fencing(role=Role.PRIMARY, fence_delay_s=None)
+    st = _standby_behind(settings, NodeState.STANDBY)
+    st, outs = _run(settings, st, _peer(HEARD_AT, NodeState.STANDBY, role=Role.SECONDARY), DEAD_AT + 0.1,
+                    lan=INCONCLUSIVE)
+    assert _guard_code(st) is BlockCode.FENCING and outs[-1].fence_peer
+
+
+def test_an_address_held_too_long_is_fenced_and_then_claimed_once_free() -> None:
+    settings = _fencing(held_escalate_s=1.0)
+    st = _standby_behind(settings)
+    silent = _peer(HEARD_AT)
+    held = _rounds(HEARD_AT + 0.12, LanVerdict.HELD, MAC)
+    st, outs = _run(settings, st, silent, HEARD_AT + 0.9, lan=held)
+    assert _guard_code(st) is BlockCode.ADDRESS_HELD and not any(o.fence_peer for o in outs)
+    st, outs = _run(settings, st, silent, HEARD_AT + 1.2, lan=held, start=HEARD_AT + 1.02)
+    assert _guard_code(st) is BlockCode.FENCING and outs[-1].fence_peer
+    fenced = FenceReport(started_at=HEARD_AT + 1.03, fenced=True)
+    # Still answered after the fence: somebody else holds it; the held-address block stays.
+    st, outs = _run(settings, st, silent, HEARD_AT + 3.0, lan=held, start=HEARD_AT + 2.0, fence=fenced)
+    assert _guard_code(st) is BlockCode.ADDRESS_HELD_LONG and not outs[-1].fence_peer
+    # The box is off: the next rounds find the address free, and the LAN rules let it be claimed.
+    free = _rounds(HEARD_AT + 3.0, LanVerdict.FREE)
+    st, _ = _run(settings, st, silent, HEARD_AT + 4.0, lan=free, start=HEARD_AT + 3.05, fence=fenced)
+    assert st.state == NodeState.TAKEOVER
+
+
+def test_a_free_lan_needs_no_fence() -> None:
+    settings = _fencing()
+    st = _standby_behind(settings)
+    st, outs = _run(settings, st, _peer(HEARD_AT), DEAD_AT + 0.5, lan=_rounds(HEARD_AT + 0.12))
+    assert st.state == NodeState.TAKEOVER and not any(o.fence_peer for o in outs)
+
+
+def test_an_isolated_node_never_fences() -> None:
+    settings = _fencing(witness_required=True)
+    st = _standby_behind(settings)
+    failed = WitnessResult(False, DEAD_AT - 0.1, "no answer from 192.0.2.1")
+    st, outs = _run(settings, st, _peer(HEARD_AT), DEAD_AT + 1.0, lan=INCONCLUSIVE, witness=failed)
+    assert _guard_code(st) is BlockCode.WITNESS_UNREACHABLE and not any(o.fence_peer for o in outs)
+
+
+def test_an_active_node_never_fences() -> None:
+    settings = _fencing()
+    st = _standby_behind(settings)
+    st, _ = _run(settings, st, _peer(HEARD_AT), DEAD_AT + 0.5, lan=_rounds(HEARD_AT + 0.12))
+    assert st.state == NodeState.TAKEOVER
+    st, _ = step(settings, st, _inputs(DEAD_AT + 0.6, _peer(HEARD_AT), actions=ActionsReport(st.transition)))
+    assert st.state == NodeState.ACTIVE
+    for now in (DEAD_AT + 1, DEAD_AT + 5, DEAD_AT + 10):
+        st, out = step(settings, st, _inputs(now, _peer(HEARD_AT), actions=ActionsReport(st.transition),
+                                             lan=INCONCLUSIVE(now)))
+        assert st.state == NodeState.ACTIVE and not out.fence_peer
