@@ -1,116 +1,115 @@
-"""Self-fencing in two real daemons: a stalled or isolated ACTIVE node gets out of the way."""
+"""The fence-agent runner and the simulated BMC: key=value options on stdin, exit codes, timeouts, real ipmi_sim.
+
+The first tests drive `run_agent` with small agents written here (what a
+fence agent reads, what its exit codes mean, that an overrunning agent and
+its children are killed). The rest run the real `fence_ipmilan` (and with
+it `ipmitool`) against OpenIPMI's `ipmi_sim`, whose chassis power is a
+simulated box (`sim.bmcpower`): power off kills the box's processes at once.
+"""
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Callable, Iterator
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 
-from firmware.core.watchdog import StallFence
-from helpers import state_events
-from sim.rack import TwoNodeRack
+from firmware.core.fencing import AgentRun, agent_input, run_agent
+from sim.bmc import SimulatedBmc, missing_tools
+from sim.bmcpower import powered, write_spec
+
+AGENT = """#!{python}
+import sys, json, time, subprocess
+options = dict(line.split("=", 1) for line in sys.stdin.read().splitlines() if line)
+open({record!r}, "a").write(json.dumps(options) + "\\n")
+action = options["action"]
+if options.get("hang"):
+    subprocess.Popen(["sleep", "300"])  # a child that must die with the agent
+    time.sleep(300)
+print("Status: OFF" if action == "status" else "Success: " + action)
+sys.exit({{"status": 2, "monitor": 0, "off": 0}}.get(action, 1))
+"""
 
 
-@pytest.fixture
-def unreachable() -> Iterator[str]:
-    """A witness target that refuses connections (bound, never listening)."""
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    yield f"tcp://127.0.0.1:{closed.getsockname()[1]}"
-    closed.close()
+def _agent(tmp_path: Path) -> tuple[Path, Path]:
+    record = tmp_path / "record.jsonl"
+    agent = tmp_path / "fence_test"
+    agent.write_text(AGENT.format(python=sys.executable, record=str(record)))
+    agent.chmod(0o755)
+    return agent, record
 
 
-@pytest.mark.integration
-def test_isolated_active_fences_itself_before_the_peer_takes_over(racks: Callable[..., TwoNodeRack],
-                                                                  unreachable: str) -> None:
-    rack = racks(witness_targets={"alpha": unreachable},
-                 relay_groups=[{"name": "trunks", "outputs": ["trunk:1"], "settle_ms": 100}])
-    rack.cut_network()
-    rack.cut_serial()
-    rack.wait_state("bravo", "ACTIVE", timeout=10)
-    rack.wait_state("alpha", "STANDBY", timeout=10)
-    fence = [e for e in rack.events("alpha") if e["kind"] == "fence"]
-    assert fence and fence[-1]["data"]["cause"] == "isolated"
-    released = state_events(rack, "alpha", "STANDBY")[-1]["time"]
-    took = state_events(rack, "bravo", "TAKEOVER")[-1]["time"]
-    assert released <= took, "alpha must let go before bravo's deadtime runs out"
-    alpha_opened = max(e["time"] for e in rack.status("alpha")["relays"][0]["timeline"] if not e["energized"])
-    bravo_closed = min(e["time"] for e in rack.status("bravo")["relays"][0]["timeline"] if e["energized"])
-    assert alpha_opened <= bravo_closed
+def test_the_agent_reads_its_action_and_options_as_key_value_lines(tmp_path: Path) -> None:
+    assert agent_input("off", {"ip": "192.0.2.5", "ipport": 623, "lanplus": True, "verbose": False}) == \
+        "action=off\nip=192.0.2.5\nipport=623\nlanplus=1\nverbose=0\n"
+    agent, record = _agent(tmp_path)
+    run = run_agent(str(agent), {"ip": "192.0.2.5", "plug": "3"}, "off", timeout_s=20)
+    assert run.ok and run.exit_code == 0 and run.output == "Success: off"
+    assert json.loads(record.read_text()) == {"action": "off", "ip": "192.0.2.5", "plug": "3"}
 
 
-@pytest.mark.integration
-def test_stall_fence_opens_the_relays_before_the_peer_closes_its_own(racks: Callable[..., TwoNodeRack]) -> None:
-    rack = racks(relay_groups=[{"name": "trunks", "outputs": ["trunk:1", "trunk:2"], "settle_ms": 0}])
-    rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.0}, timeout=20)  # returns when the stall ends
-    assert rack.wait_pair(timeout=10) == "bravo"
-    alpha = rack.status("alpha")["relays"][0]["timeline"]
-    bravo = rack.status("bravo")["relays"][0]["timeline"]
-    opened = min(e["time"] for e in alpha if not e["energized"])
-    closed = min(e["time"] for e in bravo if e["energized"])
-    # Even with no settle delay, alpha's fence thread let go while its loop was still stuck.
-    assert opened < closed, f"alpha opened {opened - closed:+.3f} s after bravo closed"
+def test_status_exit_codes_mean_on_and_off(tmp_path: Path) -> None:
+    agent, _ = _agent(tmp_path)
+    status = run_agent(str(agent), {}, "status", timeout_s=20)
+    assert status.ok and status.power == "off"
+    assert AgentRun("status", 0, "", 0.1).power == "on"
+    assert not AgentRun("status", 1, "Failed", 0.1).ok and AgentRun("status", 1, "", 0.1).power is None
+    assert not run_agent(str(agent), {}, "reboot", timeout_s=20).ok  # our fake knows no reboot: exit 1
 
 
-@pytest.mark.integration
-def test_stalled_active_fences_itself_when_it_resumes(rack: TwoNodeRack) -> None:
-    rack.control("alpha", {"cmd": "sim.stall", "seconds": 1.0}, timeout=20)
-    fence = rack.wait_event("alpha", lambda e: e["kind"] == "fence", timeout=10, what="alpha's fence")
-    assert fence["data"]["cause"] == "stall" and fence["data"]["stalled_s"] >= 0.9
-    assert rack.wait_pair(timeout=10) == "bravo"
-    assert rack.state("alpha") == "STANDBY"
+def test_an_agent_that_overruns_is_killed_with_its_children(tmp_path: Path) -> None:
+    agent, _ = _agent(tmp_path)
+    started = time.monotonic()
+    run = run_agent(str(agent), {"hang": 1}, "off", timeout_s=1.0)
+    assert run.exit_code is None and not run.ok and "did not end within 1 s" in run.output
+    assert time.monotonic() - started < 10
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "300"]
+                 and p.ppid() in (1, os.getpid())]
+    time.sleep(0.2)
+    assert not [p for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand (in binary fractions of a second, so sums are exact)."""
-
-    def __init__(self) -> None:
-        self.now = 1024.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def test_a_missing_agent_is_a_failed_run_not_an_exception(tmp_path: Path) -> None:
+    run = run_agent(str(tmp_path / "fence_nothing"), {}, "monitor", timeout_s=5)
+    assert run.exit_code is None and "cannot run" in run.output
 
 
-def test_stall_fence_fires_once_per_stall_and_only_while_holding() -> None:
-    clock = FakeClock()
-    released: list[float] = []
-    fence = StallFence(0.25, lambda: released.append(clock()), clock=clock)
-    fence.tick(holding=False)
-    clock.advance(0.5)  # not holding: a silent loop is no reason to release anything
-    assert fence.check() is None and fence.fired == 0
-    for _ in range(10):  # holding and ticking every 62.5 ms: no fence, the next look due at the limit
-        fence.tick(holding=True)
-        clock.advance(0.0625)
-        assert fence.check() == 0.1875
-    assert fence.fired == 0
-    last_tick = clock() - 0.0625  # the loop stalls after that tick
-    clock.advance(0.125)  # 187.5 ms without a tick: not yet
-    assert fence.check() == 0.0625 and fence.fired == 0
-    clock.advance(0.0625)  # 250 ms: the limit
-    assert fence.check() is None and fence.fired == 1
-    assert released == [last_tick + 0.25]
-    clock.advance(0.5)
-    assert fence.check() is None and fence.fired == 1  # once per stall
-    fence.tick(holding=True)  # the loop resumes, then stalls again
-    clock.advance(0.25)
-    assert fence.check() is None and fence.fired == 2
+needs_ipmi = pytest.mark.skipif(bool(missing_tools()), reason=f"needs Debian packages {', '.join(missing_tools())} "
+                                                              "(ipmi_sim, fence_ipmilan, ipmitool)")
 
 
-def test_stall_fence_thread_releases_when_the_ticks_stop() -> None:
-    released = threading.Event()
-    fence = StallFence(0.2, released.set)
-    fence.start()
+@needs_ipmi
+def test_fence_ipmilan_switches_a_simulated_box_off_through_ipmi_sim(tmp_path: Path) -> None:
+    box = subprocess.Popen(["sleep", "300"])  # stands for the box's daemon
+    spec = tmp_path / "alpha.json"
+    write_spec(spec, node="alpha", power_file=str(tmp_path / "alpha.power"), pid=box.pid)
+    bmc = SimulatedBmc(tmp_path / "bmc", "alpha", port=_free_udp_port(), spec=spec)
+    bmc.start()
     try:
-        fence.tick(holding=True)  # wakes the idle thread; no tick follows: the loop stalled
-        assert released.wait(10)
-        assert fence.fired == 1
-        released.clear()
-        fence.tick(holding=True)  # resumes (re-arms the fenced thread), then stalls again
-        assert released.wait(10) and fence.fired == 2
+        options = bmc.fence_options(power_wait=0)
+        assert run_agent("fence_ipmilan", options, "monitor", 30).ok
+        assert run_agent("fence_ipmilan", options, "status", 30).power == "on"
+        off = run_agent("fence_ipmilan", options, "off", 30)
+        assert off.ok, off.summary()
+        assert box.wait(timeout=10) == -9  # a hard power loss: SIGKILL, no chance to hand over
+        assert not powered(spec)
+        assert run_agent("fence_ipmilan", options, "status", 30).power == "off"
+        assert run_agent("fence_ipmilan", options, "on", 30).ok and powered(spec)
+        wrong = run_agent("fence_ipmilan", {**options, "password": "wrong"}, "monitor", 30)
+        assert not wrong.ok
     finally:
-        fence.stop()
+        bmc.stop()
+        if box.poll() is None:
+            box.kill()
+
+
+def _free_udp_port() -> int:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import zlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -291,11 +292,39 @@ class WatchdogConfig(Strict):
     timeout_s: Annotated[int, Field(ge=1, le=3600)] = 10
 
 
+class FenceDeviceConfig(Strict):
+    """A power switch for the peer, driven by a fence agent of the fence-agents project
+    (`fence_ipmilan`, `fence_apc_snmp`, `fence_virsh`, ...), run with its options as key=value
+    lines on stdin (hardware_docs/never-two-holders.md)."""
+
+    agent: str = ""  # the agent's name on PATH or its absolute path; empty: no power fencing
+    # The agent's own options (ip, ipport, username, password, lanplus, plug, ...); Tandem adds `action`.
+    options: dict[str, str | int | bool] = {}
+    timeout_s: Annotated[float, Field(ge=1, le=600)] = 30.0      # one agent run; killed after this
+    monitor_every_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0  # check the device (0: only at start)
+    # Wait this long before fencing (None: 0 on the statically preferred node, 5 s on the other, so the
+    # two never switch each other off at once).
+    delay_s: Annotated[float | None, Field(ge=0, le=600)] = None
+    retry_s: Annotated[float, Field(ge=0.5, le=600)] = 5.0       # after a failed fence, try again this much later
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+        for key, option in value.items():
+            if key in ("action", "o"):
+                raise ValueError("options must not set the action: Tandem runs monitor, off and status itself")
+            if "\n" in f"{key}{option}" or "=" in key:
+                raise ValueError(f"option {key!r}: keys have no '=' and no option spans lines")
+        return value
+
+
 class FencingConfig(Strict):
-    """Self-fencing of an ACTIVE node that may no longer be the right one to hold the calls."""
+    """Self-fencing of an ACTIVE node that may no longer be the right one to hold the calls, and the
+    power switch that fences the peer (`device`)."""
 
     isolated: bool = True          # release when every link is silent and the witness fails
     stall_ms: Annotated[int, Field(ge=0, le=600_000)] = 0  # release after a loop stall this long (0: the deadtime)
+    device: FenceDeviceConfig = FenceDeviceConfig()
 
 
 class ArbitrationConfig(Strict):
@@ -368,6 +397,7 @@ class NodeConfig(Strict):
         if self.node == self.peer:
             raise ValueError("node and peer must have different names")
         self._check_arbitration()
+        self._check_fence_device()
         sensor_names = [s.name for s in self.sensors]
         repeated = sorted({n for n in sensor_names if sensor_names.count(n) > 1})
         if repeated:
@@ -380,6 +410,17 @@ class NodeConfig(Strict):
         if len(set(ids)) != len(ids):
             raise ValueError("two link names share a wire id (a CRC16 collision); rename one of them")
         return self
+
+    def _check_fence_device(self) -> None:
+        agent = self.fencing.device.agent
+        if not agent:
+            return
+        if not self.arbitration.enabled:
+            raise ValueError("fencing.device needs [arbitration] enabled: a node fences its peer only where the "
+                             "LAN probe cannot prove the peer let go")
+        if shutil.which(agent) is None:
+            raise ValueError(f"fencing.device.agent {agent!r} is not an executable on PATH (Debian: the "
+                             "fence-agents package, and ipmitool for fence_ipmilan)")
 
     def _check_arbitration(self) -> None:
         arbitration, t = self.arbitration, self.timers

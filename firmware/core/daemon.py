@@ -29,8 +29,9 @@ from firmware.core.actions import ActionPlan
 from firmware.core.actions.hooks import EventHooks, HookRunner, hook_environment
 from firmware.core.alarms import AlarmBoard
 from firmware.core.arbitration import LanArbiter
+from firmware.core.fencing import Fencer
 from firmware.core.bootrecord import BootRecord
-from firmware.core.cluster import ActionsReport, ClusterState, Command, Inputs, Persisted, Reply, WitnessResult
+from firmware.core.cluster import ActionsReport, ClusterState, Command, FenceReport, Inputs, Persisted, Reply, WitnessResult
 from firmware.core.control import ControlServer
 from firmware.core.endpoints import Endpoints
 from firmware.core.events import register_events
@@ -135,6 +136,7 @@ class Daemon:
             raise
         self.arbiter = LanArbiter(self.takeover.shared_ip_actions, node.arbitration.control,
                                   node.arbitration.round_ms / 1000, lambda _probe: self._evaluate(self.now()))
+        self.fencer = Fencer(node.fencing.device, node.peer, self.journal, self._on_fence, self.now)
         self.operator = OperatorCommands(self, power)
         self.control = ControlServer(node.control_socket, self.endpoints.handle, node.control_group)
         self._register_endpoints()
@@ -151,6 +153,8 @@ class Daemon:
         endpoints.add_status(self.takeover.status)
         endpoints.add_status(self.watchdogs.status)
         endpoints.add_status(self.arbiter.status)
+        endpoints.add_status(self.fencer.status)
+        self.alarm_board.add_source(self.fencer.alarms)
         endpoints.add_status(lambda: {"heartbeat": heartbeat_status(self.settings, self.ticks, self.endpoint.tick)})
         register_events(endpoints, self.journal)
         self.operator.register(endpoints)
@@ -183,6 +187,7 @@ class Daemon:
             self.journal.record("watchdog.reboot", {"device": self.config.node.watchdog.device, "message": note})
         self.stall_fence.start()
         self.monitoring.start()
+        self.fencer.start()
         self._spawn(self.takeover.watch_banks(lambda: self._state.state == NodeState.ACTIVE))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -246,6 +251,7 @@ class Daemon:
             component.close()
         self.monitoring.close()
         self.arbiter.close()
+        self.fencer.close()
         self.watchdogs.close()
         self.takeover.release_banks()
 
@@ -314,7 +320,7 @@ class Daemon:
         return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
                       tick=self.endpoint.tick, peer=peer or self.endpoint.view(), health=self.health,
                       witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for, command=command,
-                      lan=self.arbiter.latest)
+                      lan=self.arbiter.latest, fence=self.fencer.latest)
 
     def _evaluate(self, now: float, stalled_for: float | None = None, peer: PeerView | None = None) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:
@@ -349,6 +355,7 @@ class Daemon:
         if out.want_witness:
             self.witness_checks.want(self.now())
         self.arbiter.cadence(out.probe_every_s)
+        self.fencer.want(out.fence_peer)
         self.wake.set(self.loop, out.wake_at)
         if out.send_now:
             self._send_round()
@@ -368,6 +375,9 @@ class Daemon:
 
     def _on_witness(self, passed: bool, started: float, summary: str) -> None:
         self.witness_result = WitnessResult(passed, started, summary)
+        self._evaluate(self.now())
+
+    def _on_fence(self, _report: FenceReport) -> None:
         self._evaluate(self.now())
 
     def _on_health(self, score: int) -> None:

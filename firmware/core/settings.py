@@ -27,4 +27,5 @@ def settings_from_config(config: Config) -> Settings:
         # A round is delivered when it ends; the next one ends a round later: older than this, the rounds stopped.
         lan_fresh_s=3 * node.arbitration.round_ms / 1000 + t.heartbeat_ms / 1000,
         lan_claim_delay_s=node.arbitration.claim_delay_ms / 1000, held_escalate_s=node.arbitration.held_escalate_s,
+        fencing=bool(node.fencing.device.agent), fence_delay_s=node.fencing.device.delay_s,
     )
