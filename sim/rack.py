@@ -15,6 +15,7 @@ after that release finished. Shared IPs live on the simulated LAN
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -32,6 +33,8 @@ from firmware.config import find_board_profile
 from firmware.core.control import ControlError, request, stream
 from firmware.core.protocol import write_key_file
 from sim.cable import NullModemCable
+from sim.bmc import SimulatedBmc
+from sim.bmcpower import power_on, powered, write_spec
 from sim.lan import HOST_ENV, LAN_ENV, SimulatedLan
 from sim.netrelay import UdpRelay, free_udp_port
 
@@ -150,7 +153,7 @@ class TwoNodeRack:
                  netns: bool = False, relay_groups: list[dict[str, Any]] | None = None,
                  witness_targets: dict[str, str] | None = None, history: bool = False,
                  board: str | None = None, sensor_timeout_s: float | None = None, supervise: bool = True,
-                 arbitration: bool = False) -> None:
+                 arbitration: bool = False, fencing: bool = False, fence: dict[str, Any] | None = None) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
@@ -163,7 +166,10 @@ class TwoNodeRack:
         `supervise`: run `tandem release` for a node whose daemon exited, as systemd's ExecStopPost
         does (off: what a box keeps when nothing releases it, e.g. to test the release at start-up);
         `arbitration`: LAN arbitration on, with the simulated LAN's gateway (`SIM_GATEWAY`, which
-        answers for itself on the simulated LAN) as control target, or with `netns` the lab switch."""
+        answers for itself on the simulated LAN) as control target, or with `netns` the lab switch;
+        `fencing` (needs `arbitration`): a simulated BMC per box (`sim.bmc`: OpenIPMI's ipmi_sim) that
+        switches its power, and each node fences its peer through the peer's BMC with the real
+        `fence_ipmilan`; `fence`: more [fencing.device] keys (`delay_s`, ...; `options` adds agent options)."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
@@ -210,6 +216,26 @@ class TwoNodeRack:
         self.releases: dict[str, list[subprocess.CompletedProcess]] = {name: [] for name in NODES}
         self._supervisors: dict[str, threading.Thread] = {}
         self._tearing_down = False
+        self.power_specs = {name: self.base / "power" / f"{name}.json" for name in NODES}
+        self.bmcs: dict[str, SimulatedBmc] = {}
+        self.fence = dict(fence or {})
+        if fencing:
+            self._add_bmcs()
+
+    def _add_bmcs(self) -> None:
+        """A BMC per box, reachable only from the peer that fences with it (its loopback)."""
+        (self.base / "power").mkdir(exist_ok=True)
+        for index, name in enumerate(NODES):
+            peer = NODES[1 - index]
+            box = {"node": name, "power_file": str(self.base / "power" / f"{name}.power"),
+                   "pbx_pid_file": str(self.pbx_dir(name) / "pbx.pid")}
+            if self.lab is not None:
+                box.update(namespace=self.namespace(name), interfaces=["eth0"])
+            else:
+                box.update(lan=str(self.lan.folder))
+            write_spec(self.power_specs[name], **box)
+            self.bmcs[name] = SimulatedBmc(self.base / "bmc" / name, name, free_udp_port(), self.power_specs[name],
+                                           namespace=None if self.lab is None else self.namespace(peer))
 
     # ------------------------------------------------------------------ setup
 
@@ -282,9 +308,28 @@ class TwoNodeRack:
                           f"status = {_toml_value(pbx + ['status'] + where)}"]
             for section, values in self.extra.items():
                 lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
+            if self.bmcs:
+                lines += self._fence_lines(self.bmcs[peer])
             for sensor in self._board_sensors(name):
                 lines += ["", "[[sensors]]", *(f"{k} = {_toml_value(v)}" for k, v in sensor.items())]
             self.config_path(name).write_text("\n".join(lines) + "\n")
+
+    def _fence_lines(self, bmc: SimulatedBmc) -> list[str]:
+        """The [fencing.device] of a node whose peer's power `bmc` switches."""
+        device = {"agent": "fence_ipmilan", "timeout_s": 30,
+                  **{k: v for k, v in self.fence.items() if k != "options"}}
+        options = bmc.fence_options(**self.fence.get("options", {}))
+        return ["", "[fencing.device]", *(f"{k} = {_toml_value(v)}" for k, v in device.items()),
+                "", "[fencing.device.options]", *(f"{k} = {_toml_value(v)}" for k, v in options.items())]
+
+    def powered(self, name: str) -> bool:
+        """Whether the box's power is on (always, without a BMC)."""
+        return powered(self.power_specs[name])
+
+    def power_on(self, name: str) -> subprocess.Popen:
+        """Switch a box on again (as its BMC would) and start its daemon, as a boot does."""
+        power_on(json.loads(self.power_specs[name].read_text()))
+        return self.start_node(name)
 
     def _board_sensors(self, name: str) -> list[dict[str, Any]]:
         """The board profile's sensors with the rack's `sensor_timeout_s` (none without it).
@@ -304,6 +349,8 @@ class TwoNodeRack:
         self.cable.start()
         if self.witness is not None:
             self.witness.up()
+        for bmc in self.bmcs.values():
+            bmc.start()
         for name in nodes:
             self.start_node(name)
 
@@ -317,6 +364,8 @@ class TwoNodeRack:
         if self.service != "none":
             for name in NODES:
                 self._stop_pbx(name)
+        for bmc in self.bmcs.values():
+            bmc.stop()
         self.relay.stop()
         self.cable.stop()
         if self.witness is not None and self.lab is None:
@@ -382,6 +431,8 @@ class TwoNodeRack:
         proc = subprocess.Popen(self._argv(name, "run"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 env=environment)
         self.procs[name] = proc
+        if self.bmcs:
+            write_spec(self.power_specs[name], pid=proc.pid)  # what a power off kills
         if self.supervise:
             self._supervisors[name] = threading.Thread(target=self._supervise, args=(name, proc),
                                                        name=f"supervise-{name}", daemon=True)
@@ -402,7 +453,7 @@ class TwoNodeRack:
     def _supervise(self, name: str, proc: subprocess.Popen) -> None:
         """Wait for the daemon to exit, then release its node, as the unit's ExecStopPost would."""
         proc.wait()
-        if self._tearing_down:
+        if self._tearing_down or not self.powered(name):  # a box without power runs nothing, not even a release
             return
         argv = self._argv(name, "release", "--source", "supervisor", "--timeout", "30")
         try:

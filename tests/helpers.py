@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -211,3 +212,22 @@ def assert_steady(rack: TwoNodeRack, pair: tuple[str, str], heartbeats: int) -> 
         changes = [e["data"] for e in rack.events(name, since=marks[name]["event_id"]) if e["kind"] == "state"]
         assert changes == [], f"{name} changed state within {heartbeats} heartbeats: {changes}"
 
+
+@contextmanager
+def holders_watched(rack: TwoNodeRack, ip: str) -> Iterator[list[list[str]]]:
+    """Sample who holds `ip` on the simulated LAN every few milliseconds until the block ends."""
+    seen: list[list[str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(sorted(rack.holders(ip)))
+            time.sleep(0.005)  # a sampling interval, not a wait for a condition
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        thread.join(timeout=10)

@@ -74,16 +74,30 @@ def test_a_fence_from_before_the_silence_proves_nothing() -> None:
     assert st.state == NodeState.STANDBY and _guard_code(st) is BlockCode.FENCING and outs[-1].fence_peer
 
 
-def test_the_node_that_is_not_preferred_waits_its_fence_delay() -> None:
+def test_when_neither_held_the_calls_the_node_that_is_not_preferred_waits_its_fence_delay() -> None:
     settings = _fencing(fence_delay_s=None)  # the default: 0 on the preferred node, else the static delay
-    st = _standby_behind(settings)  # SECONDARY behind a PRIMARY: not preferred
-    silent = _peer(HEARD_AT)
+    st = _standby_behind(settings, NodeState.STANDBY)  # SECONDARY next to a PRIMARY: not preferred
+    silent = _peer(HEARD_AT, NodeState.STANDBY)
     st, outs = _run(settings, st, silent, DEAD_AT + DEFAULT_FENCE_DELAY_S - 0.1, lan=INCONCLUSIVE, every=0.1)
     assert _guard_code(st) is BlockCode.FENCE_DELAY and not any(o.fence_peer for o in outs)
     assert abs(outs[-1].wake_at - (DEAD_AT + DEFAULT_FENCE_DELAY_S)) < 0.01  # woken when the delay runs out
     st, out = step(settings, st, _inputs(DEAD_AT + DEFAULT_FENCE_DELAY_S + 0.01, silent,
                                          lan=INCONCLUSIVE(DEAD_AT + DEFAULT_FENCE_DELAY_S)))
     assert _guard_code(st) is BlockCode.FENCING and out.fence_peer
+
+
+def test_a_standby_whose_peer_held_the_calls_fences_at_once() -> None:
+    settings = _fencing(fence_delay_s=None)  # not preferred, but the ACTIVE peer never fences back
+    st = _standby_behind(settings)
+    st, outs = _run(settings, st, _peer(HEARD_AT), DEAD_AT + 0.1, lan=INCONCLUSIVE)
+    assert _guard_code(st) is BlockCode.FENCING and outs[-1].fence_peer
+
+
+def test_an_explicit_fence_delay_applies_always() -> None:
+    settings = _fencing(role=Role.PRIMARY, fence_delay_s=2.0)
+    st = _standby_behind(settings)
+    st, outs = _run(settings, st, _peer(HEARD_AT), DEAD_AT + 1.9, lan=INCONCLUSIVE, every=0.1)
+    assert _guard_code(st) is BlockCode.FENCE_DELAY and not any(o.fence_peer for o in outs)
 
 
 def test_the_preferred_node_fences_at_once() -> None:

@@ -371,6 +371,32 @@ def test_arbitration_config_reaches_the_core(tmp_path: Path) -> None:
     assert config.node.arbitration.control == ["192.0.2.1"]
 
 
+ARBITRATION = SHARED + '[arbitration]\nenabled = true\ncontrol = ["192.0.2.1"]\n'
+
+
+@pytest.mark.parametrize(("section", "says"), [
+    (SHARED + '[fencing.device]\nagent = "true"\n', "needs [arbitration] enabled"),
+    (ARBITRATION + '[fencing.device]\nagent = "fence_nonexistent_xyz"\n', "is not an executable on PATH"),
+    (ARBITRATION + '[fencing.device]\nagent = "true"\n[fencing.device.options]\naction = "reboot"\n',
+     "must not set the action"),
+    (ARBITRATION + '[fencing.device]\nagent = "true"\ntimeout_s = 0\n', "timeout_s"),
+])
+def test_fence_device_config_errors_say_what_is_wrong(tmp_path: Path, section: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL + "\n" + section))
+    assert says in str(info.value) and "fencing" in str(info.value)
+
+
+def test_fence_device_config_reaches_the_core(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL + "\n" + ARBITRATION +
+                               '[fencing.device]\nagent = "true"\ndelay_s = 3\n'
+                               '[fencing.device.options]\nip = "198.51.100.7"\nlanplus = true\n'))
+    settings = settings_from_config(config)
+    assert settings.fencing and settings.fence_delay_s == 3
+    assert config.node.fencing.device.options == {"ip": "198.51.100.7", "lanplus": True}
+    assert not settings_from_config(load_config(write(tmp_path, MINIMAL))).fencing
+
+
 def test_more_than_eight_links_is_refused(tmp_path: Path) -> None:
     links = "".join(f'[[links]]\nname = "n{i}"\nkind = "udp"\nbind = "127.0.0.1:{1000 + i}"\npeer = "127.0.0.1:{2000 + i}"\n'
                     for i in range(9))

@@ -100,8 +100,6 @@ def test_fence_ipmilan_switches_a_simulated_box_off_through_ipmi_sim(tmp_path: P
         assert not powered(spec)
         assert run_agent("fence_ipmilan", options, "status", 30).power == "off"
         assert run_agent("fence_ipmilan", options, "on", 30).ok and powered(spec)
-        wrong = run_agent("fence_ipmilan", {**options, "password": "wrong"}, "monitor", 30)
-        assert not wrong.ok
     finally:
         bmc.stop()
         if box.poll() is None:

@@ -16,17 +16,14 @@ it saw, not on the final state alone.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 
 from sim.lan import host_mac
 from sim.rack import TwoNodeRack
 
-from helpers import lan_alarm
+from helpers import holders_watched, lan_alarm
 
 IP = "192.0.2.10"
 SHARED = {"address": f"{IP}/24", "interface": "eth0"}
@@ -34,32 +31,12 @@ SHARED = {"address": f"{IP}/24", "interface": "eth0"}
 pytestmark = pytest.mark.integration
 
 
-@contextmanager
-def holders_watched(rack: TwoNodeRack) -> Iterator[list[list[str]]]:
-    """Sample who holds the shared address every few milliseconds until the block ends."""
-    seen: list[list[str]] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            seen.append(sorted(rack.holders(IP)))
-            time.sleep(0.005)  # a sampling interval, not a wait for a condition
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield seen
-    finally:
-        done.set()
-        thread.join(timeout=10)
-
-
 def test_the_standby_waits_while_a_dead_daemons_box_still_holds_the_address(
         racks: Callable[..., TwoNodeRack]) -> None:
     rack = racks(shared_ips=[SHARED], arbitration=True, supervise=False,
                  extra={"arbitration": {"held_escalate_s": 2}})
     assert rack.holders(IP) == ["alpha"]
-    with holders_watched(rack) as seen:
+    with holders_watched(rack, IP) as seen:
         rack.kill("alpha")  # SIGKILL, and no supervisor: alpha's box keeps the address
         rack.wait_until("bravo", lambda s: host_mac("alpha") in lan_alarm(rack, "bravo"), timeout=20)
         assert rack.state("bravo") == "STANDBY"
@@ -82,7 +59,7 @@ def test_the_standby_waits_while_a_dead_daemons_box_still_holds_the_address(
 def test_both_heartbeat_links_cut_leave_the_address_with_the_active_node(
         racks: Callable[..., TwoNodeRack]) -> None:
     rack = racks(shared_ips=[SHARED], arbitration=True)
-    with holders_watched(rack) as seen:
+    with holders_watched(rack, IP) as seen:
         rack.cut_network()
         rack.cut_serial()
         rack.wait_until("bravo", lambda s: host_mac("alpha") in lan_alarm(rack, "bravo"), timeout=20)
@@ -98,7 +75,7 @@ def test_both_heartbeat_links_cut_leave_the_address_with_the_active_node(
 def test_a_standby_takes_over_at_once_when_the_dead_box_was_released(
         racks: Callable[..., TwoNodeRack]) -> None:
     rack = racks(shared_ips=[SHARED], arbitration=True)  # supervised: the release follows the kill
-    with holders_watched(rack) as seen:
+    with holders_watched(rack, IP) as seen:
         rack.kill("alpha")
         rack.wait_released("alpha")
         rack.wait_state("bravo", "ACTIVE", timeout=20)

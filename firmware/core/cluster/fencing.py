@@ -13,8 +13,9 @@ of those two, fences the peer before it takes over:
   ACTIVE node never does), so two nodes race to fence each other only when
   neither held the calls; the statically preferred node then fences at once
   and the other waits `DEFAULT_FENCE_DELAY_S` (Pacemaker's static delay), so
-  the preferred one has switched it off before its own delay runs out. An
-  explicit `fence_delay_s` overrides this;
+  the preferred one has switched it off before its own delay runs out. A
+  standby whose peer held the calls fences at once: the holder never fences
+  back. An explicit `fence_delay_s` applies always;
 * FENCING: `Outputs.fence_peer` asks the shell to fence (off, then a
   `status` that says off). The shell reports each attempt as a
   `FenceReport`, a fact with a time: only an attempt started after the
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from firmware.core.cluster.blocked import BlockCode, Blocked
 from firmware.core.cluster.election import statically_preferred
-from firmware.core.cluster.lan import lan_block
+from firmware.core.cluster.lan import lan_block, peer_held_calls
 from firmware.core.cluster.observe import silent_since
 from firmware.core.cluster.records import Inputs, LanVerdict
 from firmware.core.cluster.settings import Settings
@@ -44,10 +45,13 @@ FENCE_CODES = frozenset({BlockCode.FENCE_DELAY, BlockCode.FENCING, BlockCode.FEN
 
 
 def fence_delay(settings: Settings, inp: Inputs) -> float:
-    """How long this node waits before fencing (0 on the statically preferred node by default)."""
+    """How long this node waits before fencing: by default none when the peer held the calls (a holder
+    never fences) or this node is the statically preferred one, else `DEFAULT_FENCE_DELAY_S`."""
     if settings.fence_delay_s is not None:
         return settings.fence_delay_s
-    return 0.0 if statically_preferred(settings, inp) else DEFAULT_FENCE_DELAY_S
+    if peer_held_calls(inp) or statically_preferred(settings, inp):
+        return 0.0
+    return DEFAULT_FENCE_DELAY_S
 
 
 def _need(settings: Settings, st: ClusterState, inp: Inputs, lan: Blocked | None) -> tuple[str, float] | None:
