@@ -32,7 +32,8 @@ from sim.lan import SimulatedLan
 
 
 def write_spec(path: Path, **spec: Any) -> None:
-    """Write (or update) a box's description: node, power_file, pid, pbx_pid_file, namespace, interfaces, lan."""
+    """Write (or update) a box's description: node, power_file, pid, pbx_pid_file, and either namespace and
+    interfaces (a network-namespace rack) or lan and own_address (the simulated LAN)."""
     current = json.loads(path.read_text()) if path.exists() else {}
     write_atomically(path, json.dumps({**current, **spec}, indent=1).encode())
 
@@ -95,7 +96,10 @@ def power_on(spec: dict[str, Any]) -> None:
     if spec.get("namespace"):
         _links(spec, "up")
     if spec.get("lan"):
-        SimulatedLan(Path(spec["lan"])).plug(spec["node"])
+        lan = SimulatedLan(Path(spec["lan"]))
+        if spec.get("own_address"):
+            lan.publish(spec["node"], "eth0", spec["own_address"])
+        lan.plug(spec["node"])
     Path(spec["power_file"]).write_text("1")
 
 

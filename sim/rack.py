@@ -43,6 +43,7 @@ CABLE_ENDS = {"alpha": "a", "bravo": "b"}
 DEFAULT_TIMERS = {"heartbeat_ms": 100, "deadtime_ms": 300, "initdead_ms": 1500,
                   "handover_timeout_ms": 3000, "shutdown_timeout_ms": 5000}
 SIM_GATEWAY = "192.0.2.1"  # a host on the simulated LAN that answers for its address (the control target)
+SIM_BOX_ADDRESSES = {"alpha": "192.0.2.11", "bravo": "192.0.2.12"}  # each box's own address on the simulated LAN
 RECHECK_S = 0.25  # a wait re-checks its condition at least this often, and whenever the node journals an event
 
 
@@ -212,6 +213,11 @@ class TwoNodeRack:
         self._logs: dict[str, Any] = {}
         self.lan = SimulatedLan(self.base / "lan")
         self.lan.publish("gateway", "eth0", f"{SIM_GATEWAY}/24")
+        if self.lab is None:  # each box answers for its own LAN address, as a real one does
+            for name in NODES:
+                self.lan.publish(name, "eth0", f"{SIM_BOX_ADDRESSES[name]}/24")
+        self.box_addresses = ({name: str(self.lab.nodes[i].ipv4.ip) for i, name in enumerate(NODES)}
+                              if self.lab is not None else dict(SIM_BOX_ADDRESSES))
         self.supervise = supervise
         self.releases: dict[str, list[subprocess.CompletedProcess]] = {name: [] for name in NODES}
         self._supervisors: dict[str, threading.Thread] = {}
@@ -232,7 +238,7 @@ class TwoNodeRack:
             if self.lab is not None:
                 box.update(namespace=self.namespace(name), interfaces=["eth0"])
             else:
-                box.update(lan=str(self.lan.folder))
+                box.update(lan=str(self.lan.folder), own_address=f"{SIM_BOX_ADDRESSES[name]}/24")
             write_spec(self.power_specs[name], **box)
             self.bmcs[name] = SimulatedBmc(self.base / "bmc" / name, name, free_udp_port(), self.power_specs[name],
                                            namespace=None if self.lab is None else self.namespace(peer))
@@ -307,6 +313,8 @@ class TwoNodeRack:
                           f"stop = {_toml_value(pbx + ['stop'] + where)}",
                           f"status = {_toml_value(pbx + ['status'] + where)}"]
             for section, values in self.extra.items():
+                if section == "arbitration" and values.get("enabled"):  # each node also asks for its peer's box
+                    values = {"peer_address": self.box_addresses[peer], **values}
                 lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
             if self.bmcs:
                 lines += self._fence_lines(self.bmcs[peer])

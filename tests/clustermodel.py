@@ -20,6 +20,7 @@ from firmware.core.cluster import (
     ActionsReport,
     ClusterState,
     Command,
+    FenceReport,
     Inputs,
     LanProbe,
     LanVerdict,
@@ -85,6 +86,12 @@ class Node:
     last_round_end: float = -1e9
     last_round_start: float = -1e9
     start_due: float | None = None  # a lan_start event is queued for then
+    powered: bool = True  # the box has power (a fence switches it off; a start boots it again)
+    lan_up: bool = True  # its LAN cable: unplugged, it neither hears nor is heard on the LAN
+    fence: FenceReport | None = None  # its latest finished attempt to fence the peer
+    fence_busy: bool = False
+    fence_works: bool = True  # what its fence device does when asked
+    fenced: bool = False  # its power was switched off by the peer's fence
 
     @property
     def holds(self) -> bool:
@@ -131,14 +138,18 @@ class TwoNodeModel:
         assert node.endpoint is not None
         return Inputs(now=self.now, wall=1_700_000_000 + self.now, minute_of_day=int(self.now // 60) % 1440,
                       tick=node.endpoint.tick, peer=node.endpoint.view(), health=node.health,
-                      witness=node.witness, actions=node.actions, lan=node.lan)
+                      witness=node.witness, actions=node.actions, lan=node.lan, fence=node.fence)
 
     def start(self, index: int) -> None:
         """Start (or restart) a node's daemon."""
         node = self.nodes[index]
+        if not node.powered:
+            node.powered, node.fenced = True, False
+            self.timeline.append((self.now, f"{node.settings.node}: powered on"))
         node.generation += 1
         node.alive = True
         node.witness, node.witness_busy, node.actions = None, False, None
+        node.fence, node.fence_busy = None, False
         node.actions_for = -1
         node.address = False  # the start-up release lets go of whatever the box still held
         node.lan, node.probe_every, node.round_started, node.last_round_start = None, None, None, -1e9
@@ -203,6 +214,8 @@ class TwoNodeModel:
             self._push(self.now + delay, "actions", node.index, node.generation, st.transition)
         node.probe_every = out.probe_every_s
         self._next_round(node)
+        if out.fence_peer and not node.fence_busy:
+            self._start_fence(node)
         if out.want_witness and not node.witness_busy:
             node.witness_busy = True
             self._push(self.now + 0.005, "witness", node.index, node.generation, self.now)
@@ -216,6 +229,22 @@ class TwoNodeModel:
             node.alive = False
             node.generation += 1
             node.round_started = None  # a daemon that exited probes no more
+
+    def _start_fence(self, node: Node) -> None:
+        """Run the fence agent: the peer's power goes off soon after it starts, the report comes later."""
+        node.fence_busy = True
+        self.timeline.append((self.now, f"{node.settings.node}: fencing"))
+        if node.fence_works:
+            self._push(self.now + node.rng.uniform(0.05, 0.5), "power_off", 1 - node.index, node.index)
+        self._push(self.now + node.rng.uniform(0.6, 2.5), "fence_done", node.index, node.generation, self.now)
+
+    def power_off(self, index: int) -> None:
+        """The box loses power: its daemon, relays and address go at once."""
+        node = self.nodes[index]
+        node.powered, node.alive, node.address, node.relays_closed = False, False, False, False
+        node.generation += 1
+        node.round_started = None
+        self.timeline.append((self.now, f"{node.settings.node}: powered off"))
 
     def _check_run(self, node: Node, run: RunActions | None) -> None:
         """The core says which actions to run exactly when a shell would have inferred it from the state."""
@@ -318,6 +347,12 @@ class TwoNodeModel:
         self.check()
 
     def _handle(self, kind: str, args: tuple) -> None:
+        if kind == "power_off":  # the fencer's BMC command arrived (the agent runs on the fencer's box)
+            target, fencer = self.nodes[args[0]], self.nodes[args[1]]
+            if fencer.powered and target.powered:
+                self.power_off(target.index)
+                target.fenced = True
+            return
         if kind == "release":  # the supervisor's release, unless the daemon was started again meanwhile
             node = self.nodes[args[0]]
             if not node.alive and node.address:
@@ -359,6 +394,12 @@ class TwoNodeModel:
                                          detail="reachable" if node.witness_reachable else "refused")
             node.witness_busy = False
             self._evaluate(node)
+        elif kind == "fence_done":
+            node.fence_busy = False
+            peer = self.nodes[1 - index]
+            fenced = not peer.powered
+            node.fence = FenceReport(args[2], fenced, "powered off" if fenced else "simulated failure")
+            self._evaluate(node)
         elif kind == "lan_round":
             self._finish_round(node, started=args[2])
         elif kind == "lan_start":
@@ -394,12 +435,16 @@ class TwoNodeModel:
         node.last_round_end = self.now
         node.last_round_start = started
         other = self.nodes[1 - node.index]
-        if other.address:
-            node.lan = LanProbe(started, LanVerdict.HELD, holder=other.settings.node)
-        elif other.round_started is not None or other.last_round_end >= started:
-            node.lan = LanProbe(started, LanVerdict.CONTENDED, holder=other.settings.node)
+        # With fencing the model probes the peer's own address too: its box answers while powered and plugged.
+        seen = (other.powered and other.lan_up) if node.settings.fencing else None
+        if not node.lan_up:
+            node.lan = LanProbe(started, LanVerdict.INCONCLUSIVE, detail="control target silent")
+        elif other.address and other.lan_up:
+            node.lan = LanProbe(started, LanVerdict.HELD, holder=other.settings.node, peer_seen=seen)
+        elif other.lan_up and (other.round_started is not None or other.last_round_end >= started):
+            node.lan = LanProbe(started, LanVerdict.CONTENDED, holder=other.settings.node, peer_seen=seen)
         else:
-            node.lan = LanProbe(started, LanVerdict.FREE)
+            node.lan = LanProbe(started, LanVerdict.FREE, peer_seen=seen)
         self._evaluate(node)
 
     # ------------------------------------------------------------------ invariants
@@ -432,9 +477,11 @@ class TwoNodeModel:
     def check(self) -> None:
         """Safety: at most one holder once joined for `settle`, and with LAN arbitration never two boxes
         answering for the shared address. Liveness: a good node means a holder."""
-        owners = [n.settings.node for n in self.nodes if n.address]
+        owners = [n.settings.node for n in self.nodes if n.address and n.lan_up]  # unplugged: answers nobody
         if len(owners) > 1 and any(n.settings.lan_arbitration for n in self.nodes):
             self.violations.append(f"t={self.now:.3f}: both boxes answer for the shared address")
+        if all(n.fenced for n in self.nodes):
+            self.violations.append(f"t={self.now:.3f}: the boxes fenced each other")
         closed = [n for n in self.nodes if n.alive and n.relays_closed]
         if len(closed) > 1 and self.joined_for(count_stalls=False) >= self.settle:
             self.violations.append(f"t={self.now:.3f}: both nodes' trunk relays closed while joined for "

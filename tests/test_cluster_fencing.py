@@ -10,10 +10,13 @@ critical alarm; an isolated node and an ACTIVE node never fence.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from firmware.core.cluster import (
     ActionsReport,
     BlockCode,
     FenceReport,
+    LanProbe,
     LanVerdict,
     Settings,
     WitnessResult,
@@ -32,6 +35,19 @@ def _fencing(role: Role = Role.SECONDARY, **overrides) -> Settings:
 
 
 INCONCLUSIVE = _rounds(HEARD_AT + 0.12, LanVerdict.INCONCLUSIVE)
+
+
+def _peer_silent_on_the_lan(first: float = HEARD_AT + 0.12):
+    """Rounds that find the shared address free and the peer's own address silent."""
+    free = _rounds(first)
+
+    def latest(now: float) -> LanProbe | None:
+        probe = free(now)
+        return None if probe is None else replace(probe, peer_seen=False)
+    return latest
+
+
+PEER_SILENT = _peer_silent_on_the_lan()
 
 
 def test_an_inconclusive_lan_fences_the_peer_then_takes_over() -> None:
@@ -78,12 +94,35 @@ def test_when_neither_held_the_calls_the_node_that_is_not_preferred_waits_its_fe
     settings = _fencing(fence_delay_s=None)  # the default: 0 on the preferred node, else the static delay
     st = _standby_behind(settings, NodeState.STANDBY)  # SECONDARY next to a PRIMARY: not preferred
     silent = _peer(HEARD_AT, NodeState.STANDBY)
-    st, outs = _run(settings, st, silent, DEAD_AT + DEFAULT_FENCE_DELAY_S - 0.1, lan=INCONCLUSIVE, every=0.1)
+    st, outs = _run(settings, st, silent, DEAD_AT + DEFAULT_FENCE_DELAY_S - 0.1, lan=PEER_SILENT, every=0.1)
     assert _guard_code(st) is BlockCode.FENCE_DELAY and not any(o.fence_peer for o in outs)
     assert abs(outs[-1].wake_at - (DEAD_AT + DEFAULT_FENCE_DELAY_S)) < 0.01  # woken when the delay runs out
     st, out = step(settings, st, _inputs(DEAD_AT + DEFAULT_FENCE_DELAY_S + 0.01, silent,
-                                         lan=INCONCLUSIVE(DEAD_AT + DEFAULT_FENCE_DELAY_S)))
+                                         lan=PEER_SILENT(DEAD_AT + DEFAULT_FENCE_DELAY_S)))
     assert _guard_code(st) is BlockCode.FENCING and out.fence_peer
+
+
+def test_a_node_that_cannot_see_its_own_lan_waits_longer_when_neither_held_the_calls() -> None:
+    settings = _fencing(role=Role.PRIMARY, fence_delay_s=None)  # preferred, but blind on the LAN
+    st = _standby_behind(settings, NodeState.STANDBY)
+    silent = _peer(HEARD_AT, NodeState.STANDBY, role=Role.SECONDARY)
+    wait = 2 * DEFAULT_FENCE_DELAY_S  # longer than the other node's delay: the one that sees the LAN fences first
+    st, outs = _run(settings, st, silent, DEAD_AT + wait - 0.1, lan=INCONCLUSIVE, every=0.1)
+    assert _guard_code(st) is BlockCode.FENCE_DELAY and not any(o.fence_peer for o in outs)
+    st, out = step(settings, st, _inputs(DEAD_AT + wait + 0.01, silent, lan=INCONCLUSIVE(DEAD_AT + wait)))
+    assert _guard_code(st) is BlockCode.FENCING and out.fence_peer
+
+
+def test_a_peer_silent_on_the_lan_is_fenced_though_the_address_looks_free() -> None:
+    settings = _fencing()
+    st = _standby_behind(settings)
+    silent = _peer(HEARD_AT)
+    st, outs = _run(settings, st, silent, DEAD_AT + 0.3, lan=PEER_SILENT)
+    assert st.state == NodeState.STANDBY and _guard_code(st) is BlockCode.FENCING and outs[-1].fence_peer
+    assert "does not answer on the LAN" in st.guard.text
+    fenced = FenceReport(started_at=DEAD_AT + 0.01, fenced=True)
+    st, _ = _run(settings, st, silent, DEAD_AT + 1.0, lan=PEER_SILENT, start=DEAD_AT + 0.5, fence=fenced)
+    assert st.state == NodeState.TAKEOVER
 
 
 def test_a_standby_whose_peer_held_the_calls_fences_at_once() -> None:
@@ -104,7 +143,7 @@ def test_the_preferred_node_fences_at_once() -> None:
     settings = _fencing(role=Role.PRIMARY, fence_delay_s=None)
     st = _standby_behind(settings, NodeState.STANDBY)
     st, outs = _run(settings, st, _peer(HEARD_AT, NodeState.STANDBY, role=Role.SECONDARY), DEAD_AT + 0.1,
-                    lan=INCONCLUSIVE)
+                    lan=PEER_SILENT)
     assert _guard_code(st) is BlockCode.FENCING and outs[-1].fence_peer
 
 

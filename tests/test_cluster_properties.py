@@ -14,6 +14,10 @@ every event the model checks:
 * with LAN arbitration on: never, at any instant, do both boxes answer for
   the shared address, partitions and stalls included, with a killed
   daemon's box keeping it until its supervisor's release;
+* with a fence device as well, and LAN cables that can be pulled (a box
+  unplugged from the LAN answers nobody, and its own probe rounds prove
+  nothing): still never two boxes answering for the address, and never both
+  boxes switched off by each other's fence;
 * liveness: if a node has been healthy, running, out of maintenance and holds,
   with its witness reachable, for the liveness window (and no operator acted
   meanwhile), some node is ACTIVE.
@@ -45,6 +49,12 @@ actions = st.one_of(
                                                      "maintenance-off", "shutdown"]), st.booleans()),
 )
 timed = st.lists(st.tuples(st.floats(0.0, 3.0), actions), min_size=1, max_size=25)
+fencing_actions = st.one_of(
+    actions,
+    st.tuples(st.just("lan"), node, st.booleans()),
+    st.tuples(st.just("fence_works"), node, st.booleans()),
+)
+timed_with_fencing = st.lists(st.tuples(st.floats(0.0, 3.0), fencing_actions), min_size=1, max_size=25)
 
 
 def apply(model: TwoNodeModel, action: tuple) -> None:
@@ -79,6 +89,10 @@ def apply(model: TwoNodeModel, action: tuple) -> None:
             model.stall(action[1], action[2])
     elif kind == "cmd":
         model.command(action[1], action[2], action[3])
+    elif kind == "lan":
+        model.nodes[action[1]].lan_up = action[2]
+    elif kind == "fence_works":
+        model.nodes[action[1]].fence_works = action[2]
 
 
 def run(seed: int, steps: list, roles: dict | None = None, **options) -> TwoNodeModel:
@@ -97,6 +111,7 @@ def run(seed: int, steps: list, roles: dict | None = None, **options) -> TwoNode
     apply(model, ("heal_all",))
     for index in (0, 1):
         model.nodes[index].promote_result = "ok"
+        model.nodes[index].lan_up = True
         if not model.nodes[index].alive:
             model.start(index)
     model.run_until(t + 12.0)
@@ -129,4 +144,12 @@ def test_never_two_address_holders_with_lan_arbitration(seed: int, steps: list, 
     # A killed daemon's box keeps the address until its supervisor's release, up to 0.8 s later.
     chosen = {0: {"role": Role.PRIMARY}, 1: {"role": Role.SECONDARY}} if roles else None
     model = run(seed, steps, chosen, release_delay=(0.05, 0.8), lan_arbitration=True)
+    assert not model.violations, explain(model)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), steps=timed_with_fencing, roles=st.booleans())
+def test_never_two_holders_nor_mutual_fences_with_power_fencing(seed: int, steps: list, roles: bool) -> None:
+    chosen = {0: {"role": Role.PRIMARY}, 1: {"role": Role.SECONDARY}} if roles else None
+    model = run(seed, steps, chosen, release_delay=(0.05, 0.8), lan_arbitration=True, fencing=True)
     assert not model.violations, explain(model)

@@ -78,6 +78,24 @@ def test_a_total_partition_fences_the_active_box_and_it_never_fences_back(
     assert rack.bmcs["bravo"].power() == "on"
 
 
+def test_an_active_box_cut_off_from_the_lan_is_fenced_before_the_claim(racks: Callable[..., TwoNodeRack]) -> None:
+    """The address looks free (nobody the standby can hear answers), but alpha's own box is silent too:
+    it may hold the address behind a pulled cable, and would answer for it when the cable returns."""
+    rack = racks(shared_ips=[SHARED], arbitration=True, fencing=True, fence={"options": FAST_AGENT})
+    rack.wait_until("bravo", lambda s: (s.get("fence") or {}).get("device") == "ok", timeout=30, full=True)
+    with holders_watched(rack, IP) as seen:
+        rack.unplug_lan("alpha")
+        rack.cut_network()
+        rack.cut_serial()
+        rack.wait_state("bravo", "ACTIVE", timeout=40)
+        assert not rack.powered("alpha")
+        rack.plug_lan("alpha")  # the cable returns: alpha's box is off and answers for nothing
+        rack.wait_for(lambda: rack.holders(IP) == ["bravo"], 10, what="bravo the only holder")
+    assert seen and max(len(holders) for holders in seen) == 1, "two boxes held the address at once"
+    reasons = [e["data"]["reason"] for e in rack.events("bravo") if e["kind"] == "takeover.blocked"]
+    assert any("alpha does not answer on the LAN" in r for r in reasons), reasons
+
+
 def test_a_broken_fence_device_is_an_alarm_and_a_failed_fence_blocks_the_takeover(
         racks: Callable[..., TwoNodeRack]) -> None:
     rack = racks(shared_ips=[SHARED], arbitration=True, fencing=True,

@@ -335,6 +335,10 @@ class ArbitrationConfig(Strict):
     # Addresses that must answer an ARP probe on a shared address's LAN (the gateway): without an
     # answer from one of them a round proves nothing, since this node's own LAN link may be down.
     control: list[str] = []
+    # The peer's own address on that LAN (optional): asked every round too. With a fence device, a peer
+    # that does not answer for it while the shared address looks free is fenced before the claim: it
+    # may be cut off from the LAN with the address still on its interface.
+    peer_address: str = ""
     round_ms: Annotated[int, Field(ge=10, le=1000)] = 40         # how long one probe round listens
     confirm_ms: Annotated[int, Field(ge=0, le=10_000)] = 150     # seen free this long before a claim
     claim_delay_ms: Annotated[int, Field(ge=0, le=60_000)] = 500  # neither held the calls: the other waits
@@ -348,6 +352,16 @@ class ArbitrationConfig(Strict):
                 ipaddress.IPv4Address(address)
             except ValueError:
                 raise ValueError(f"{address!r} is not an IPv4 address (the control target answers ARP)") from None
+        return value
+
+    @field_validator("peer_address")
+    @classmethod
+    def _peer_address(cls, value: str) -> str:
+        if value:
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IPv4 address (the peer answers ARP for it)") from None
         return value
 
 
@@ -434,9 +448,9 @@ class NodeConfig(Strict):
         if arbitration.round_ms > t.deadtime_ms - t.heartbeat_ms:
             raise ValueError(f"arbitration.round_ms ({arbitration.round_ms}) must not exceed deadtime_ms - "
                              f"heartbeat_ms ({t.deadtime_ms - t.heartbeat_ms}): the rounds run in that time")
-        for address in arbitration.control:
-            if not any(ipaddress.ip_address(address) in ip.ip.network for ip in self.shared_ips):
-                raise ValueError(f"arbitration.control {address} is not on the subnet of any shared address: "
+        for key, address in [("control", a) for a in arbitration.control] + [("peer_address", arbitration.peer_address)]:
+            if address and not any(ipaddress.ip_address(address) in ip.ip.network for ip in self.shared_ips):
+                raise ValueError(f"arbitration.{key} {address} is not on the subnet of any shared address: "
                                  "it must answer ARP on the LAN the shared addresses live on")
 
 

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from firmware.core.actions.network import IPAddress, ProbeAnswer
@@ -29,13 +30,24 @@ Target = tuple[str, SharedIpAction, IPAddress | None]  # label, the action whose
 
 
 def verdict_of(started_at: float, addresses: Sequence[tuple[str, Answer]],
-               controls: Sequence[tuple[str, Answer]]) -> LanProbe:
+               controls: Sequence[tuple[str, Answer]], peer: tuple[str, Answer] | None = None) -> LanProbe:
     """One round's verdict from each probe's answer (labels such as ``192.0.2.10 on eth0``).
 
     HELD if anybody answered for a shared address; INCONCLUSIVE if a probe
     failed or no control target answered (when some are configured);
     CONTENDED if another host probed for a shared address meanwhile; else FREE.
+    `peer` (the peer's own address, when configured) only sets `peer_seen`.
     """
+    probe = _verdict(started_at, addresses, controls)
+    if peer is None:
+        return probe
+    label, answer = peer
+    seen = isinstance(answer, ProbeAnswer) and answer.in_use
+    return replace(probe, peer_seen=seen, detail=f"{probe.detail}; peer {label} {'answered' if seen else 'silent'}")
+
+
+def _verdict(started_at: float, addresses: Sequence[tuple[str, Answer]],
+             controls: Sequence[tuple[str, Answer]]) -> LanProbe:
     for label, answer in addresses:
         if isinstance(answer, ProbeAnswer) and answer.holder is not None:
             return LanProbe(started_at, LanVerdict.HELD, answer.holder, f"{label} answered by {answer.holder}")
@@ -66,7 +78,7 @@ class LanArbiter:
     """Runs probe rounds for the shared addresses while the decision core wants them."""
 
     def __init__(self, shared_ips: Sequence[SharedIpAction], control: Sequence[str], round_s: float,
-                 on_round: Callable[[LanProbe], None]) -> None:
+                 on_round: Callable[[LanProbe], None], peer_address: str = "") -> None:
         self.round_s = round_s
         self.on_round = on_round
         self._addresses: list[Target] = [(f"{a.config.ip.ip} on {a.interface}", a, None) for a in shared_ips]
@@ -74,6 +86,10 @@ class LanArbiter:
         for address in control:
             action = _action_for(shared_ips, address)
             self._controls.append((f"{address} on {action.interface}", action, ipaddress.ip_address(address)))
+        self._peer: Target | None = None
+        if peer_address:
+            action = _action_for(shared_ips, peer_address)
+            self._peer = (f"{peer_address} on {action.interface}", action, ipaddress.ip_address(peer_address))
         self.latest: LanProbe | None = None
         self.rounds = 0
         self._every: float | None = None
@@ -120,7 +136,8 @@ class LanArbiter:
     async def run_round(self, started: float) -> LanProbe:
         """Probe every shared address and control target at once; the round's verdict."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self._addresses) + len(self._controls), thread_name_prefix="lan-probe")
+            workers = len(self._addresses) + len(self._controls) + (self._peer is not None)
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lan-probe")
         loop = asyncio.get_running_loop()
 
         async def ask(label: str, action: SharedIpAction, address: IPAddress | None) -> tuple[str, Answer]:
@@ -129,9 +146,11 @@ class LanArbiter:
             except Exception as exc:  # NetworkError names what failed; anything else too
                 return label, str(exc) or type(exc).__name__
 
-        addresses, controls = await asyncio.gather(asyncio.gather(*(ask(*t) for t in self._addresses)),
-                                                   asyncio.gather(*(ask(*t) for t in self._controls)))
-        return verdict_of(started, addresses, controls)
+        peer = [self._peer] if self._peer is not None else []
+        addresses, controls, peers = await asyncio.gather(asyncio.gather(*(ask(*t) for t in self._addresses)),
+                                                          asyncio.gather(*(ask(*t) for t in self._controls)),
+                                                          asyncio.gather(*(ask(*t) for t in peer)))
+        return verdict_of(started, addresses, controls, peers[0] if peers else None)
 
     def status(self) -> dict[str, Any]:
         """The arbiter's part of the status snapshot (key ``lan``)."""
@@ -139,7 +158,8 @@ class LanArbiter:
         return {"lan": {
             "probing": self._every is not None, "every_s": self._every, "rounds": self.rounds,
             "last": None if latest is None else {"verdict": latest.verdict.value, "holder": latest.holder,
-                                                 "detail": latest.detail, "started_at": round(latest.started_at, 3)},
+                                                 "detail": latest.detail, "peer_seen": latest.peer_seen,
+                                                 "started_at": round(latest.started_at, 3)},
         }}
 
     def close(self) -> None:

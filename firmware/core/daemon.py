@@ -135,7 +135,8 @@ class Daemon:
             self.takeover.release_banks()
             raise
         self.arbiter = LanArbiter(self.takeover.shared_ip_actions, node.arbitration.control,
-                                  node.arbitration.round_ms / 1000, lambda _probe: self._evaluate(self.now()))
+                                  node.arbitration.round_ms / 1000, lambda _probe: self._evaluate(self.now()),
+                                  node.arbitration.peer_address)
         self.fencer = Fencer(node.fencing.device, node.peer, self.journal, self._on_fence, self.now)
         self.operator = OperatorCommands(self, power)
         self.control = ControlServer(node.control_socket, self.endpoints.handle, node.control_group)

@@ -20,7 +20,11 @@ of those two, fences the peer before it takes over:
   `status` that says off). The shell reports each attempt as a
   `FenceReport`, a fact with a time: only an attempt started after the
   silence began counts;
-* fenced: an INCONCLUSIVE LAN no longer blocks (the peer is off, so it holds
+* what needs a fence: an INCONCLUSIVE round, an address held for
+  `held_escalate_s`, or (with the peer's own address probed) a FREE round in
+  which the peer itself did not answer: a box cut off from the LAN may still
+  have the address on its interface and answer for it when the cable returns;
+* fenced: an INCONCLUSIVE LAN (or a silent peer) no longer blocks (the peer is off, so it holds
   nothing); a held address frees itself once the peer's box is off, and the
   LAN rules then see it free. Still held after a successful fence: somebody
   else answers, and the held-address block stays;
@@ -44,14 +48,23 @@ DEFAULT_FENCE_DELAY_S = 5.0
 FENCE_CODES = frozenset({BlockCode.FENCE_DELAY, BlockCode.FENCING, BlockCode.FENCE_FAILED})
 
 
-def fence_delay(settings: Settings, inp: Inputs) -> float:
-    """How long this node waits before fencing: by default none when the peer held the calls (a holder
-    never fences) or this node is the statically preferred one, else `DEFAULT_FENCE_DELAY_S`."""
+def fence_delay(settings: Settings, st: ClusterState, inp: Inputs) -> float:
+    """How long this node waits before fencing (an explicit `fence_delay_s` applies always).
+
+    By default none when the peer held the calls (a holder never fences back).
+    When neither held them, both may want to fence: the node that is not
+    statically preferred waits `DEFAULT_FENCE_DELAY_S`, and a node that cannot
+    see its own LAN (its probe is inconclusive) waits two more, so a node that
+    can serve the calls wins the race.
+    """
     if settings.fence_delay_s is not None:
         return settings.fence_delay_s
-    if peer_held_calls(inp) or statically_preferred(settings, inp):
+    if peer_held_calls(inp):
         return 0.0
-    return DEFAULT_FENCE_DELAY_S
+    delay = 0.0 if statically_preferred(settings, inp) else DEFAULT_FENCE_DELAY_S
+    if st.lan is not None and st.lan.verdict is LanVerdict.INCONCLUSIVE:
+        delay += 2 * DEFAULT_FENCE_DELAY_S
+    return delay
 
 
 def _need(settings: Settings, st: ClusterState, inp: Inputs, lan: Blocked | None) -> tuple[str, float] | None:
@@ -62,6 +75,9 @@ def _need(settings: Settings, st: ClusterState, inp: Inputs, lan: Blocked | None
         return f"the shared address is still held by {holder}", since + settings.held_escalate_s
     if lan is None and st.lan is not None and st.lan.verdict is LanVerdict.INCONCLUSIVE:
         return f"the LAN probe proves nothing ({st.lan.detail})", since + settings.deadtime_s
+    if lan is None and st.lan is not None and st.lan.verdict is LanVerdict.FREE and st.lan.peer_seen is False:
+        return (f"{settings.peer} does not answer on the LAN: it may be cut off from it with the shared address "
+                f"still on its interface", since + settings.deadtime_s)
     return None
 
 
@@ -85,7 +101,7 @@ def fence_block(settings: Settings, st: ClusterState, inp: Inputs, lan: Blocked 
         return Blocked(BlockCode.FENCE_FAILED,
                        f"fencing {settings.peer} failed ({report.detail}): not taking over, retrying. Check the "
                        f"fence device, or power {settings.peer} off by hand")
-    wait = needed_since + fence_delay(settings, inp) - inp.now
+    wait = needed_since + fence_delay(settings, st, inp) - inp.now
     if wait > 0:
         return Blocked(BlockCode.FENCE_DELAY, f"{why}; fencing {settings.peer} in {wait:.1f} s (fence delay)")
     return Blocked(BlockCode.FENCING, f"{why}: fencing {settings.peer} before taking over")
@@ -102,4 +118,4 @@ def fence_deadline(settings: Settings, st: ClusterState, inp: Inputs) -> float |
     if not settings.fencing or st.guard is None or st.guard.code is not BlockCode.FENCE_DELAY:
         return None
     need = _need(settings, st, inp, lan_block(settings, st, inp))
-    return need[1] + fence_delay(settings, inp) + 1e-4 if need is not None else None
+    return need[1] + fence_delay(settings, st, inp) + 1e-4 if need is not None else None

@@ -46,6 +46,7 @@ class LanProbe:
     verdict: LanVerdict
     holder: str = ""         # HELD / CONTENDED: who answered or probed (its MAC address)
     detail: str = ""         # for people: which address, which control target
+    peer_seen: bool | None = None  # the peer's own LAN address answered (None: not asked)
 
 
 @dataclass(frozen=True)
