@@ -20,10 +20,21 @@ holds it while its kernel answers ARP for it.
              reached the core. An upper bound: the decision also waits for the
              witness. Journal times have millisecond resolution.
 
-Fencing is not built yet: `fenced_takeover_p99_ms` and `mutual_fences` are null.
+  fencing    on a second rack: no witness, each box with a simulated BMC
+             (OpenIPMI's ipmi_sim, reachable only from the peer's namespace),
+             each node fencing its peer with the real fence_ipmilan at its
+             default timings (power_wait 2 s). FENCE_TRIALS times, a total
+             partition: the switch hangs (its bridge down, every link keeping
+             its carrier: LAN and heartbeat net gone) and the serial cable is cut while one node is
+             ACTIVE; from the cut to the standby's ACTIVE in its journal
+             (`fenced_takeover_p99_ms`). FENCE_TRIALS times more, a cold start
+             into a total partition (both daemons restarted while it lasts, so
+             neither holds the calls and both would fence). `mutual_fences`:
+             trials, of both kinds, that ended with both boxes switched off.
+             Without ipmi_sim, fence_ipmilan or ipmitool both keys are null.
 
 Usage, from the repository root after `./dev test` set up .venv:
-    .venv/bin/python bench/safety.py        (BENCH_TRIALS=20 by default)
+    .venv/bin/python bench/safety.py        (BENCH_TRIALS=20, BENCH_FENCE_TRIALS=10 by default)
 The last line is JSON with exactly the keys above.
 """
 
@@ -40,11 +51,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sim.bmc import missing_tools  # noqa: E402
 from sim.holderwatch import HolderWatch  # noqa: E402
 from sim.rack import NODES, TwoNodeRack  # noqa: E402
 from stats import percentile  # noqa: E402
 
 TRIALS = int(os.environ.get("BENCH_TRIALS", "20"))
+FENCE_TRIALS = int(os.environ.get("BENCH_FENCE_TRIALS", "10"))
 SHARED = "192.0.2.100"
 PARTITION_S = 1.5
 KEYS = ("partition_dual_holder_ms_max", "crash_dual_holder_ms_max", "crash_takeover_p99_ms",
@@ -96,8 +109,81 @@ def box_dead_trial(rack: TwoNodeRack) -> float:
     return max(0.0, (decided - lost) * 1000)
 
 
+def _partition(rack: TwoNodeRack) -> None:
+    rack.cut_network()
+    rack.cut_serial()
+    rack.hang_switch()
+
+
+def _heal(rack: TwoNodeRack) -> None:
+    """End the partition, switch every box back on (booting its daemon) and wait for one ACTIVE."""
+    rack.hang_switch(False)
+    rack.restore_network()
+    rack.restore_serial()
+    for name in NODES:
+        if not rack.powered(name):
+            rack.power_on(name)
+    rack.wait_pair(timeout=60)
+
+
+def fenced_partition_trial(rack: TwoNodeRack) -> tuple[float, bool]:
+    """A total partition with one node ACTIVE: (cut -> standby ACTIVE in ms, both boxes switched off)."""
+    active = rack.wait_pair(timeout=60)
+    standby = NODES[1 - NODES.index(active)]
+    cut = time.time()
+    _partition(rack)
+    took = rack.wait_for(lambda: rack.state_time(standby, "ACTIVE", cut), 60, what=f"{standby} ACTIVE in its journal")
+    mutual = not rack.powered(active) and not rack.powered(standby)
+    _heal(rack)
+    return (took - cut) * 1000, mutual
+
+
+def fenced_cold_start_trial(rack: TwoNodeRack) -> tuple[str, bool]:
+    """Both daemons restarted into a total partition: (who ends ACTIVE, both boxes switched off)."""
+    rack.wait_pair(timeout=60)
+    for name in NODES:  # stopped first: partitioned with one node ACTIVE, the standby would fence it at once
+        releases = len(rack.releases[name])
+        rack.kill(name)
+        rack.wait_released(name, count=releases + 1, timeout=30)
+    _partition(rack)
+    for name in NODES:
+        rack.start_node(name)
+    winner = rack.wait_for(lambda: next((n for n in NODES if rack.powered(n) and rack.state(n) == "ACTIVE"
+                                         and not all(rack.powered(m) for m in NODES)), None),
+                           60, interval=0.05, what="one box fenced and the other ACTIVE")
+    mutual = not any(rack.powered(name) for name in NODES)
+    _heal(rack)
+    return winner, mutual
+
+
+def fencing_trials() -> tuple[list[float], int]:
+    """The fenced takeovers (ms) and the number of trials that ended with both boxes off."""
+    takeovers: list[float] = []
+    mutual = 0
+    with tempfile.TemporaryDirectory(prefix="tandem-fencing-") as tmp:
+        rack = TwoNodeRack(Path(tmp), netns=True, arbitration=True, witness=False, fencing=True,
+                           timers={"initdead_ms": 1500}, extra={"flap": {"max_failures": 10_000}},
+                           shared_ips=[{"address": f"{SHARED}/24", "interface": "eth0"}])
+        try:
+            rack.start()
+            for trial in range(FENCE_TRIALS):
+                took, both_off = fenced_partition_trial(rack)
+                takeovers.append(took)
+                mutual += both_off
+                print(f"fenced partition {trial + 1:>2}/{FENCE_TRIALS}: standby ACTIVE {took:.0f} ms after the cut"
+                      f"{'; BOTH BOXES OFF' if both_off else ''}", flush=True)
+            for trial in range(FENCE_TRIALS):
+                winner, both_off = fenced_cold_start_trial(rack)
+                mutual += both_off
+                print(f"fenced cold start {trial + 1:>2}/{FENCE_TRIALS}: {winner} survived"
+                      f"{'; BOTH BOXES OFF' if both_off else ''}", flush=True)
+        finally:
+            rack.stop()
+    return takeovers, mutual
+
+
 def main() -> None:
-    """Run the three kinds of trials on one rack and print the figures, the JSON line last."""
+    """Run the kinds of trials (fencing on a rack of its own) and print the figures, the JSON line last."""
     if os.geteuid() != 0:
         print("bench/safety.py needs root (it builds network namespaces)", file=sys.stderr)
         print(json.dumps({key: None for key in KEYS}))
@@ -132,20 +218,26 @@ def main() -> None:
                       flush=True)
         finally:
             rack.stop()
+    missing = missing_tools()
+    fenced, mutual = fencing_trials() if not missing else ([], None)
     print(f"\n{TRIALS} trials each:")
     print(f"  partition: two holders max {max(partition):.0f} ms")
     print(f"  crash: two holders max {max(crash_dual):.0f} ms; kill -> GARP p50 {percentile(crash_takeover, 50):.0f}"
           f"  p99 {percentile(crash_takeover, 99):.0f}  max {max(crash_takeover):.0f} ms")
     print(f"  box dead: deadtime -> takeover decision p50 {percentile(verdict, 50):.0f}"
           f"  p99 {percentile(verdict, 99):.0f} ms")
-    print("  fencing: not built yet (null)")
+    if missing:
+        print(f"  fencing: not measured, this machine lacks {', '.join(missing)} (null)")
+    else:
+        print(f"  fencing ({FENCE_TRIALS} partitions, {FENCE_TRIALS} cold starts): cut -> standby ACTIVE p50 "
+              f"{percentile(fenced, 50):.0f}  p99 {percentile(fenced, 99):.0f} ms; both boxes off in {mutual}")
     print(json.dumps({
         "partition_dual_holder_ms_max": round(max(partition), 1),
         "crash_dual_holder_ms_max": round(max(crash_dual), 1),
         "crash_takeover_p99_ms": round(percentile(crash_takeover, 99), 1),
         "probe_verdict_after_deadtime_p99_ms": round(percentile(verdict, 99), 1),
-        "fenced_takeover_p99_ms": None,
-        "mutual_fences": None,
+        "fenced_takeover_p99_ms": round(percentile(fenced, 99), 1) if fenced else None,
+        "mutual_fences": mutual,
     }))
 
 

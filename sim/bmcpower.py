@@ -32,8 +32,8 @@ from sim.lan import SimulatedLan
 
 
 def write_spec(path: Path, **spec: Any) -> None:
-    """Write (or update) a box's description: node, power_file, pid, pbx_pid_file, and either namespace and
-    interfaces (a network-namespace rack) or lan and own_address (the simulated LAN)."""
+    """Write (or update) a box's description: node, power_file, pid, pbx_pid_file, and either namespace,
+    interfaces and own_addresses (a network-namespace rack) or lan and own_address (the simulated LAN)."""
     current = json.loads(path.read_text()) if path.exists() else {}
     write_atomically(path, json.dumps({**current, **spec}, indent=1).encode())
 
@@ -76,6 +76,18 @@ def _links(spec: dict[str, Any], state: str) -> None:
                        capture_output=True, timeout=10)
 
 
+def _forget_addresses(spec: dict[str, Any]) -> None:
+    """What a reboot forgets: every address but the box's own configured ones (the shared IPs)."""
+    from sim.netns import addresses  # the namespace helpers only where namespaces are used
+
+    keep = set(spec.get("own_addresses", []))
+    for interface in spec.get("interfaces", []):
+        for address in addresses(spec["namespace"], interface):
+            if address not in keep and not address.startswith("fe80:"):
+                subprocess.run(["ip", "-n", spec["namespace"], "addr", "del", address, "dev", interface],
+                               check=False, capture_output=True, timeout=10)
+
+
 def power_off(spec: dict[str, Any]) -> None:
     """A hard power loss of the box: its processes killed, the box gone from the LAN, in that instant."""
     Path(spec["power_file"]).write_text("0")
@@ -86,6 +98,8 @@ def power_off(spec: dict[str, Any]) -> None:
         lan.unplug(spec["node"])
     _kill_tree(spec.get("pid"))
     _kill_tree(_pbx_pid(spec))
+    if spec.get("namespace"):
+        _forget_addresses(spec)
     if lan is not None:  # a box without power holds no address, once it can no longer publish one
         for record in lan.held_by(spec["node"]):
             lan.withdraw(spec["node"], record["address"])

@@ -11,7 +11,8 @@ what, including two holders at once.
 
 Duplicate-address probes see what a real LAN would: a holder answers, a
 box probing for the same address at the same time is a contender, and a box
-whose LAN cable is pulled (`unplug`) neither hears nor is heard. Other hosts
+whose LAN cable is pulled (`unplug`) neither hears nor is heard, and a hung
+switch (`hang`) forwards nothing while every link stays up. Other hosts
 (a gateway that answers for its address) are published like boxes.
 
 The rack names the LAN's folder and the box in the environment of the
@@ -102,9 +103,18 @@ class SimulatedLan:
         """Whether `host`'s LAN cable is in."""
         return not (self.unplugged / host).exists()
 
+    def hang(self, hung: bool = True) -> None:
+        """A hung switch (or `hung=False`: it works again): links stay up, nothing is forwarded."""
+        flag = self.folder / "hung"
+        flag.touch() if hung else flag.unlink(missing_ok=True)
+
+    def forwarding(self, host: str) -> bool:
+        """Whether `host` hears and is heard: its cable is in and the switch forwards."""
+        return self.connected(host) and not (self.folder / "hung").exists()
+
     def holder(self, host: str, ip: str) -> str | None:
         """The MAC of a box other than `host` that answers `host`'s probe for the bare address `ip`, or None."""
-        if not self.connected(host):
+        if not self.forwarding(host):
             return None
         for record in self.holders(ip):
             if record["host"] != host and self.connected(record["host"]):
@@ -117,7 +127,7 @@ class SimulatedLan:
 
     def contender(self, host: str, ip: str, since: float) -> str | None:
         """The MAC of another connected box that probed for `ip` after `since` (epoch seconds), or None."""
-        if not self.connected(host):
+        if not self.forwarding(host):
             return None
         for path in self.probing.glob(f"{ip}@*"):
             other = path.name.partition("@")[2]

@@ -50,7 +50,7 @@ NODE_INTERFACE = "eth0"
 SWITCH_IPV4 = ipaddress.IPv4Interface("192.0.2.254/24")
 SWITCH_IPV6 = ipaddress.IPv6Interface("2001:db8::fe/64")
 COMMAND_TIMEOUT = 30.0
-BACKEND_METHODS = frozenset({"check", "ensure_vlan", "has_address", "add_address", "remove_address",
+BACKEND_METHODS = frozenset({"check", "ensure_vlan", "has_address", "add_address", "remove_address", "link_up",
                              "probe", "announce", "set_route_source", "restore_route_source"})
 # quiet, immediately usable IPv6 inside the lab: no DAD, no router solicitations or RAs
 LAB_SYSCTLS = ("net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
@@ -553,6 +553,10 @@ class NamespaceNetwork:
     def remove_address(self, interface: str, address: IPInterface) -> None:
         """NetworkBackend.remove_address inside the namespace."""
         self.call("remove_address", interface, address)
+
+    def link_up(self, interface: str) -> bool:
+        """NetworkBackend.link_up inside the namespace."""
+        return bool(self.call("link_up", interface))
 
     def probe(self, interface: str, address: IPAddress, timeout: float) -> ProbeAnswer:
         """NetworkBackend.probe inside the namespace."""

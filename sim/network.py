@@ -80,6 +80,11 @@ class RecordingNetwork:
             lan.withdraw(host, str(address))
         self._record("remove", interface=interface, address=address)
 
+    def link_up(self, interface: str) -> bool:
+        """Up unless the box's cable is pulled from the simulated LAN (a known interface is always up alone)."""
+        self._record("link_up", interface=interface)
+        return self.lan is None or self.lan[0].connected(self.lan[1])
+
     def probe(self, interface: str, address: IPAddress, timeout: float) -> ProbeAnswer:
         """Simulated duplicate probe: answered by another box on the LAN that holds the address (or
         probing for it at the same time), or by "another host" for addresses marked as taken.

@@ -236,7 +236,9 @@ class TwoNodeRack:
             box = {"node": name, "power_file": str(self.base / "power" / f"{name}.power"),
                    "pbx_pid_file": str(self.pbx_dir(name) / "pbx.pid")}
             if self.lab is not None:
-                box.update(namespace=self.namespace(name), interfaces=["eth0"])
+                lab_node = self.lab.nodes[index]
+                box.update(namespace=self.namespace(name), interfaces=["eth0"],
+                           own_addresses=[str(lab_node.ipv4), str(lab_node.ipv6)])
             else:
                 box.update(lan=str(self.lan.folder), own_address=f"{SIM_BOX_ADDRESSES[name]}/24")
             write_spec(self.power_specs[name], **box)
@@ -737,6 +739,19 @@ class TwoNodeRack:
     def plug_lan(self, name: str) -> None:
         """Put a box's LAN cable back."""
         self.lan.plug(name)
+
+    def hang_switch(self, hung: bool = True) -> None:
+        """A hung LAN switch (`hung=False`: working again): every link keeps its carrier, nothing passes.
+
+        Network namespaces: the switch's bridge goes down (the heartbeat relay
+        and the control target live on it too); the simulated LAN: `SimulatedLan.hang`.
+        """
+        if self.lab is None:
+            self.lan.hang(hung)
+            return
+        from sim.netns import BRIDGE, run_in
+
+        run_in(self.lab.switch, ["ip", "link", "set", BRIDGE, "down" if hung else "up"])
 
     def cut_serial(self, direction: str | None = None) -> None:
         """Cut the serial cable (both ways, or one direction)."""

@@ -128,6 +128,7 @@ class TwoNodeModel:
         self.violations: list[str] = []
         self.timeline: list[tuple[float, str]] = []
         self.release_delay = release_delay
+        self.switch_forwards = True  # False: the LAN switch hangs (links up, nothing passes, the gateway silent)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -437,8 +438,11 @@ class TwoNodeModel:
         other = self.nodes[1 - node.index]
         # With fencing the model probes the peer's own address too: its box answers while powered and plugged.
         seen = (other.powered and other.lan_up) if node.settings.fencing else None
+        seen = seen and self.switch_forwards if seen is not None else None
         if not node.lan_up:
-            node.lan = LanProbe(started, LanVerdict.INCONCLUSIVE, detail="control target silent")
+            node.lan = LanProbe(started, LanVerdict.LINK_DOWN, detail="eth0 has no carrier")
+        elif not self.switch_forwards:
+            node.lan = LanProbe(started, LanVerdict.INCONCLUSIVE, detail="control target silent", peer_seen=seen)
         elif other.address and other.lan_up:
             node.lan = LanProbe(started, LanVerdict.HELD, holder=other.settings.node, peer_seen=seen)
         elif other.lan_up and (other.round_started is not None or other.last_round_end >= started):
@@ -469,7 +473,8 @@ class TwoNodeModel:
     def _good(self, node: Node) -> bool:
         p = node.persisted
         st = node.state
-        return (node.alive and node.frozen_until <= self.now
+        off_the_lan = node.settings.lan_arbitration and not node.lan_up  # it could serve nobody
+        return (node.alive and node.frozen_until <= self.now and not off_the_lan
                 and node.health >= node.settings.critical_health and node.witness_reachable
                 and node.promote_result == "ok"
                 and st is not None and not (p.maintenance or p.flap_hold or st.shutdown is not None))
@@ -477,7 +482,8 @@ class TwoNodeModel:
     def check(self) -> None:
         """Safety: at most one holder once joined for `settle`, and with LAN arbitration never two boxes
         answering for the shared address. Liveness: a good node means a holder."""
-        owners = [n.settings.node for n in self.nodes if n.address and n.lan_up]  # unplugged: answers nobody
+        # A box whose cable is pulled answers nobody; behind a hung switch, nobody answers anybody.
+        owners = [n.settings.node for n in self.nodes if n.address and n.lan_up] if self.switch_forwards else []
         if len(owners) > 1 and any(n.settings.lan_arbitration for n in self.nodes):
             self.violations.append(f"t={self.now:.3f}: both boxes answer for the shared address")
         if all(n.fenced for n in self.nodes):

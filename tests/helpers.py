@@ -231,3 +231,4 @@ def holders_watched(rack: TwoNodeRack, ip: str) -> Iterator[list[list[str]]]:
     finally:
         done.set()
         thread.join(timeout=10)
+

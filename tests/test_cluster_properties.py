@@ -14,10 +14,11 @@ every event the model checks:
 * with LAN arbitration on: never, at any instant, do both boxes answer for
   the shared address, partitions and stalls included, with a killed
   daemon's box keeping it until its supervisor's release;
-* with a fence device as well, and LAN cables that can be pulled (a box
-  unplugged from the LAN answers nobody, and its own probe rounds prove
-  nothing): still never two boxes answering for the address, and never both
-  boxes switched off by each other's fence;
+* with a fence device as well, LAN cables that can be pulled (a box
+  unplugged from the LAN answers nobody, and sees its link down) and a LAN
+  switch that can hang (links up, nothing passes: every round inconclusive):
+  still never two boxes answering for the address, and never both boxes
+  switched off by each other's fence;
 * liveness: if a node has been healthy, running, out of maintenance and holds,
   with its witness reachable, for the liveness window (and no operator acted
   meanwhile), some node is ACTIVE.
@@ -30,6 +31,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clustermodel import DIRECTIONS, LINKS, TwoNodeModel
+from firmware.core.cluster.fencing import DEFAULT_FENCE_DELAY_S
 from firmware.core.states import Role
 
 node = st.integers(0, 1)
@@ -53,6 +55,7 @@ fencing_actions = st.one_of(
     actions,
     st.tuples(st.just("lan"), node, st.booleans()),
     st.tuples(st.just("fence_works"), node, st.booleans()),
+    st.tuples(st.just("switch"), st.booleans()),
 )
 timed_with_fencing = st.lists(st.tuples(st.floats(0.0, 3.0), fencing_actions), min_size=1, max_size=25)
 
@@ -93,9 +96,11 @@ def apply(model: TwoNodeModel, action: tuple) -> None:
         model.nodes[action[1]].lan_up = action[2]
     elif kind == "fence_works":
         model.nodes[action[1]].fence_works = action[2]
+    elif kind == "switch":
+        model.switch_forwards = action[1]
 
 
-def run(seed: int, steps: list, roles: dict | None = None, **options) -> TwoNodeModel:
+def run(seed: int, steps: list, roles: dict | None = None, finale: float = 12.0, **options) -> TwoNodeModel:
     model = TwoNodeModel(seed=seed, **options)
     for index, changes in (roles or {}).items():
         model.nodes[index].settings = replace(model.nodes[index].settings, **changes)
@@ -109,12 +114,13 @@ def run(seed: int, steps: list, roles: dict | None = None, **options) -> TwoNode
     # Calm finale: everything healed and running, so liveness and safety must both show.
     model.run_until(t + 1.0)
     apply(model, ("heal_all",))
+    model.switch_forwards = True
     for index in (0, 1):
         model.nodes[index].promote_result = "ok"
         model.nodes[index].lan_up = True
         if not model.nodes[index].alive:
             model.start(index)
-    model.run_until(t + 12.0)
+    model.run_until(t + finale)
     return model
 
 
@@ -151,5 +157,8 @@ def test_never_two_address_holders_with_lan_arbitration(seed: int, steps: list, 
 @given(seed=st.integers(0, 2**16), steps=timed_with_fencing, roles=st.booleans())
 def test_never_two_holders_nor_mutual_fences_with_power_fencing(seed: int, steps: list, roles: bool) -> None:
     chosen = {0: {"role": Role.PRIMARY}, 1: {"role": Role.SECONDARY}} if roles else None
-    model = run(seed, steps, chosen, release_delay=(0.05, 0.8), lan_arbitration=True, fencing=True)
+    # Behind a hung switch neither node sees the LAN; when neither held the calls both wait their fence
+    # delay (the preferred one 10 s, the other 15 s): liveness gets that long, and the finale too.
+    model = run(seed, steps, chosen, finale=25.0, liveness_window=7.0 + 2 * DEFAULT_FENCE_DELAY_S + 3.0,
+                release_delay=(0.05, 0.8), lan_arbitration=True, fencing=True)
     assert not model.violations, explain(model)

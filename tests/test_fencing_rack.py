@@ -8,9 +8,10 @@ takes it off the LAN at once); each node fences its peer with the real
 * a dead daemon's box keeps the shared address and nothing releases it: the
   standby fences it once the address was held for `held_escalate_s`, then
   claims it, and the LAN never shows two holders;
-* a total partition (both heartbeat links cut, both LAN cables pulled, the
+* a total partition (both heartbeat links cut, the LAN switch hung, the
   witness still answering): the standby cannot prove anything on the LAN,
   fences the ACTIVE box and takes over; the ACTIVE node never fences back;
+* a standby whose own LAN cable is pulled neither claims nor fences;
 * a fence device that does not answer is an alarm before it is needed, and a
   fence that fails blocks the takeover with a critical alarm.
 """
@@ -70,8 +71,7 @@ def test_a_total_partition_fences_the_active_box_and_it_never_fences_back(
                         full=True)
     rack.cut_network()
     rack.cut_serial()
-    rack.unplug_lan("alpha")
-    rack.unplug_lan("bravo")  # neither box can prove anything on the LAN; the witness still answers both
+    rack.hang_switch()  # neither box can prove anything on the LAN; the witness still answers both
     rack.wait_state("bravo", "ACTIVE", timeout=40)
     assert not rack.powered("alpha") and rack.powered("bravo")
     assert _kinds(rack, "bravo", "fence.") == ["fence.device", "fence.start", "fence.done"]
@@ -96,6 +96,20 @@ def test_an_active_box_cut_off_from_the_lan_is_fenced_before_the_claim(racks: Ca
     assert any("alpha does not answer on the LAN" in r for r in reasons), reasons
 
 
+def test_a_standby_off_the_lan_neither_claims_nor_fences(racks: Callable[..., TwoNodeRack]) -> None:
+    rack = racks(shared_ips=[SHARED], arbitration=True, fencing=True, fence={"options": FAST_AGENT})
+    rack.wait_until("bravo", lambda s: (s.get("fence") or {}).get("device") == "ok", timeout=30, full=True)
+    rack.unplug_lan("bravo")  # an integrator's mistake: bravo's LAN cable is not in
+    rack.cut_network()
+    rack.cut_serial()
+    rack.wait_until("bravo", lambda s: "off the LAN" in s["reason"], timeout=20)
+    rack.wait_ticks("bravo", 30)  # long enough for a fence or a claim to show
+    assert rack.state("bravo") == "STANDBY" and rack.state("alpha") == "ACTIVE" and rack.powered("alpha")
+    assert not [k for k in _kinds(rack, "bravo", "fence.") if k != "fence.device"]
+    lan = [a for a in rack.status("bravo")["alarms"] if a["source"] == "lan"]
+    assert lan and "LAN link down" in lan[0]["text"]
+
+
 def test_a_broken_fence_device_is_an_alarm_and_a_failed_fence_blocks_the_takeover(
         racks: Callable[..., TwoNodeRack]) -> None:
     rack = racks(shared_ips=[SHARED], arbitration=True, fencing=True,
@@ -103,8 +117,7 @@ def test_a_broken_fence_device_is_an_alarm_and_a_failed_fence_blocks_the_takeove
     rack.wait_until("bravo", lambda s: any(a["source"] == "fence-device" for a in s["alarms"]), timeout=60, full=True)
     rack.cut_network()
     rack.cut_serial()
-    rack.unplug_lan("alpha")
-    rack.unplug_lan("bravo")
+    rack.hang_switch()
     rack.wait_until("bravo", lambda s: any(a["source"] == "fence" and a["level"] == "critical"
                                            for a in s["alarms"]), timeout=90, full=True)
     assert rack.state("bravo") == "STANDBY" and rack.powered("alpha") and rack.state("alpha") == "ACTIVE"

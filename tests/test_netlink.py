@@ -220,6 +220,22 @@ def test_probe_ipv6(lab, net):
     assert time.monotonic() - started > 0.35  # it listened for the whole window (how long: bench/timeouts.py)
 
 
+def test_link_up_follows_the_carrier_not_the_switch(lab, net):
+    """A pulled cable (the switch's port down) is a link down; a hung switch (its bridge down) is not."""
+    from sim.netns import BRIDGE, run_in
+
+    assert net.link_up(IFACE) is True
+    try:
+        run_in(lab.switch, ["ip", "link", "set", "p0", "down"])
+        assert net.link_up(IFACE) is False
+        run_in(lab.switch, ["ip", "link", "set", "p0", "up"])
+        run_in(lab.switch, ["ip", "link", "set", BRIDGE, "down"])
+        assert net.link_up(IFACE) is True
+    finally:
+        run_in(lab.switch, ["ip", "link", "set", "p0", "up"])
+        run_in(lab.switch, ["ip", "link", "set", BRIDGE, "up"])
+
+
 def test_probe_ignores_the_nodes_own_address(net, node):
     """Our own kernel does not answer our own probe; only another host counts."""
     net.add_address(IFACE, SHARED4)

@@ -11,6 +11,10 @@ a box holds it while its kernel answers. With LAN arbitration on:
 
 The same runs without arbitration (for the crash: without guardian or supervisor)
 show both holes (two boxes answering); they are the reason these tests exist.
+
+With power fencing (OpenIPMI's ipmi_sim as each box's BMC, the real
+fence_ipmilan): a total partition (switch down, heartbeat links cut, no
+witness) leaves exactly one box on and holding the address.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 import psutil
 import pytest
 
+from sim.bmc import missing_tools
 from sim.holderwatch import HolderWatch
 from sim.rack import TwoNodeRack
 
@@ -99,3 +104,27 @@ def test_active_daemon_killed_without_arbitration_shows_the_hole(racks: Callable
                       what="bravo alone answering after the release")
         answered = watch.holders(IP, since=killed)
     assert {alpha_mac, bravo_mac} in answered
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason=f"fencing needs the Debian packages {', '.join(missing_tools())}")
+def test_a_total_partition_with_fencing_leaves_one_box_on(racks: Callable[..., TwoNodeRack]) -> None:
+    """The switch hangs (links keep their carrier) and the serial cable is cut; no witness. Bravo cannot prove anything on
+    the LAN, fences alpha through alpha's BMC (reachable from bravo's namespace only) and takes over;
+    when the switch returns only bravo answers for the address."""
+    rack = racks(netns=True, shared_ips=[SHARED], arbitration=True, witness=False, fencing=True,
+                 fence={"options": {"power_wait": 0}})
+    bravo_mac = rack.lab.nodes[1].mac
+    rack.wait_until("bravo", lambda s: (s.get("fence") or {}).get("device") == "ok", timeout=30, full=True)
+    rack.cut_network()
+    rack.cut_serial()
+    rack.hang_switch()
+    rack.wait_state("bravo", "ACTIVE", timeout=40)
+    assert not rack.powered("alpha") and rack.powered("bravo")
+    assert not rack.running("alpha") and SHARED["address"] not in rack.addresses("alpha")
+    rack.hang_switch(False)
+    with HolderWatch(rack.lab, [IP]) as watch:
+        rack.wait_for(lambda: [h for h in watch.holders(IP) if h][-3:] == [{bravo_mac}] * 3, timeout=20,
+                      what="bravo alone answering for the shared address")
+        assert watch.dual_ms(IP) == 0
+    assert [e["kind"] for e in rack.events("bravo") if e["kind"].startswith("fence.")] == \
+        ["fence.device", "fence.start", "fence.done"]

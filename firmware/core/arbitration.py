@@ -134,11 +134,22 @@ class LanArbiter:
                 pass
 
     async def run_round(self, started: float) -> LanProbe:
-        """Probe every shared address and control target at once; the round's verdict."""
+        """Probe every shared address and control target at once; the round's verdict.
+
+        First the links: with no carrier on a shared address's interface this
+        node is off that LAN (LINK_DOWN), and the round only waits its length.
+        """
         if self._pool is None:
             workers = len(self._addresses) + len(self._controls) + (self._peer is not None)
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lan-probe")
         loop = asyncio.get_running_loop()
+        links = {action.interface: action for _, action, _ in self._addresses}
+        states = await asyncio.gather(*(loop.run_in_executor(self._pool, a.link_up) for a in links.values()))
+        down = [name for name, up in zip(links, states) if not up]
+        if down:
+            await asyncio.sleep(self.round_s)  # a round lasts its length even now: no busy loop while unplugged
+            return LanProbe(started, LanVerdict.LINK_DOWN,
+                            detail=f"{', '.join(down)} has no carrier: this node is off the shared addresses' LAN")
 
         async def ask(label: str, action: SharedIpAction, address: IPAddress | None) -> tuple[str, Answer]:
             try:

@@ -52,6 +52,7 @@ RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
 IP6_RT_PRIO_ADDRCONF = 256  # metric of the kernel's IPv6 prefix routes
 IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000  # the carrier (linux/if.h)
 IFNAMSIZ = 16
 
 
@@ -413,6 +414,15 @@ class NetlinkNetwork:
                     raise
             log.debug("removed %s from %s", address, interface)
         self._netlink(f"remove {address} from {interface}", remove)
+
+    def link_up(self, interface: str) -> bool:
+        """Whether `interface` is administratively up and has a carrier (IFF_UP and IFF_LOWER_UP)."""
+        def flags(ipr: IPRoute) -> int:
+            _check_ifname(interface)
+            indexes = ipr.link_lookup(ifname=interface)
+            return ipr.get_links(indexes[0])[0]["flags"] if indexes else 0
+        wanted = IFF_UP | IFF_LOWER_UP
+        return self._netlink(f"read the link state of {interface}", flags) & wanted == wanted
 
     def probe(self, interface: str, address: IPAddress, timeout: float) -> ProbeAnswer:
         """Who else on `interface`'s link holds or probes for `address` (see `lanprobe.probe_address`)."""

@@ -52,6 +52,9 @@ class NetworkBackend(Protocol):
     def remove_address(self, interface: str, address: IPInterface) -> None:
         """Remove `address` from `interface` (no error if absent)."""
 
+    def link_up(self, interface: str) -> bool:
+        """Whether `interface` is up and has a carrier (its cable is in and the far end is up)."""
+
     def probe(self, interface: str, address: IPAddress, timeout: float) -> ProbeAnswer:
         """Duplicate-address probe: ARP probe (RFC 5227) or neighbour solicitation; who else holds (or probes
         for) `address`. Listens the whole `timeout` unless a holder answers first."""

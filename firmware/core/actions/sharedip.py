@@ -41,6 +41,10 @@ class SharedIpAction:
         except NetworkError as exc:
             raise ActionError(str(exc)) from None
 
+    def link_up(self) -> bool:
+        """Whether this address's interface is up with a carrier (blocking: call it off the event loop)."""
+        return self.network.link_up(self.interface)
+
     def probe(self, timeout: float, address: IPAddress | None = None) -> ProbeAnswer:
         """Who else on this address's LAN holds or probes for `address` (default: this shared address).
 

@@ -39,6 +39,7 @@ class BlockCode(Enum):
     ADDRESS_HELD = "address_held"
     ADDRESS_HELD_LONG = "address_held_long"
     CLAIM_DELAY = "claim_delay"
+    LAN_LINK_DOWN = "lan_link_down"
     # power fencing (part of the guard): the peer is switched off before a claim the LAN cannot back
     FENCE_DELAY = "fence_delay"
     FENCING = "fencing"

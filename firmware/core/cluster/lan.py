@@ -12,7 +12,8 @@ a `LanProbe` with one verdict:
 * FREE: nobody answered for the address and the control target did;
 * HELD: somebody answered (its MAC is the `holder`);
 * CONTENDED: nobody holds it, but another host probed for it in the same round;
-* INCONCLUSIVE: not even the control target answered; proves nothing.
+* INCONCLUSIVE: not even the control target answered; proves nothing;
+* LINK_DOWN: this node's own interface to that LAN has no carrier.
 
 Rules for a standby whose peer is silent (`lan_block`, part of the guard):
 
@@ -32,7 +33,9 @@ Rules for a standby whose peer is silent (`lan_block`, part of the guard):
   the node that is not statically preferred also waits `lan_claim_delay_s`,
   in case the preferred one starts probing a little later;
 * INCONCLUSIVE does not block on its own: the witness and isolation rules
-  decide, as without arbitration.
+  decide, as without arbitration (and a fence device, see `fencing`);
+* LINK_DOWN blocks (LAN_LINK_DOWN): a node off the LAN would serve nobody,
+  and must not fence a peer that may well be serving the calls.
 
 An ACTIVE node whose peer is silent keeps probing slowly (`conflict`): if
 somebody else answers for its address, the node that is not statically
@@ -122,6 +125,9 @@ def lan_block(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | No
     if probe.verdict is LanVerdict.CONTENDED and not statically_preferred(settings, inp):
         return Blocked(BlockCode.CLAIM_DELAY, f"{probe.holder} is probing for the shared address too: "
                                               f"letting {settings.peer} claim it first")
+    if probe.verdict is LanVerdict.LINK_DOWN:
+        return Blocked(BlockCode.LAN_LINK_DOWN, f"this node is off the LAN ({probe.detail}): taking over would "
+                                                "serve nobody")
     if probe.verdict is LanVerdict.INCONCLUSIVE:
         return None  # proves nothing: the witness and isolation rules decide
     free_since = st.lan_free_since if st.lan_free_since is not None else probe.started_at

@@ -36,6 +36,7 @@ class LanVerdict(Enum):
     HELD = "held"                  # somebody answered for a shared address
     CONTENDED = "contended"        # nobody holds it, but another host probed for it in the same round
     INCONCLUSIVE = "inconclusive"  # not even the control target answered: the round proves nothing
+    LINK_DOWN = "link_down"        # this node's own interface to that LAN has no carrier: it is off the LAN
 
 
 @dataclass(frozen=True)

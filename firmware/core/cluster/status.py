@@ -9,7 +9,8 @@ flap-hold     critical failed too often; STANDBY until an operator acts
 maintenance   warning  maintenance mode: never ACTIVE
 actions       critical the last promote or demote left something undone
 lan           warning  standby: the shared address is held by another host, or
-                       the LAN probe proves nothing (control target silent)
+                       the LAN probe proves nothing (control target silent), or
+                       this node's LAN link is down (no carrier)
 lan           critical standby: held for `held_escalate_s` of silence (dead
                        daemon or failed release); ACTIVE: another host answers
                        for this node's address
@@ -70,4 +71,6 @@ def lan_alarm(settings: Settings, st: ClusterState) -> Alarm | None:
         return Alarm("lan", "warning", f"takeover blocked: {st.guard.text}")
     if st.lan.verdict is LanVerdict.INCONCLUSIVE:
         return Alarm("lan", "warning", f"LAN probe proves nothing: {st.lan.detail}")
+    if st.lan.verdict is LanVerdict.LINK_DOWN:
+        return Alarm("lan", "warning", f"LAN link down: {st.lan.detail}")
     return None
