@@ -5,6 +5,8 @@
     kill NODE   start NODE   term NODE (SIGTERM)
     release NODE                      (`tandem release` for a node whose daemon is not running)
     unplug NODE   plug NODE           (the node's LAN cable: the shared addresses' LAN)
+    switch hang|ok                    (the LAN switch hangs: links stay up, nothing passes)
+    power NODE off|on                 (through the box's simulated BMC with ipmitool; on boots its daemon)
     promote NODE [--force]   demote NODE [--force]   shutdown NODE [--force]
     maintenance NODE on|off           health NODE 0-100
     stuck NODE INPUT on|off|clear     (a relay feedback contact, e.g. stuck alpha trunk-sense:1 off)
@@ -91,6 +93,13 @@ def execute(rack: TwoNodeRack, line: str) -> str:
         name = _node(args[0])
         (rack.unplug_lan if verb == "unplug" else rack.plug_lan)(name)
         return f"{name}'s LAN cable {'pulled' if verb == 'unplug' else 'back in'}"
+    if verb == "switch":
+        if not args or args[0] not in ("hang", "ok"):
+            raise CommandError("usage: switch hang|ok")
+        rack.hang_switch(args[0] == "hang")
+        return "the LAN switch hangs (links up, nothing passes)" if args[0] == "hang" else "the LAN switch works"
+    if verb == "power":
+        return _power(rack, args)
     if verb == "stuck":
         if len(args) != 3 or args[2] not in ("on", "off", "clear"):
             raise CommandError("usage: stuck NODE INPUT on|off|clear")
@@ -104,6 +113,21 @@ def execute(rack: TwoNodeRack, line: str) -> str:
     if verb in ("set", "press", "silence"):
         return _hardware(rack, verb, args)
     raise CommandError(f"unknown command {verb!r}; try: help")
+
+
+def _power(rack: TwoNodeRack, args: list[str]) -> str:
+    if len(args) != 2 or args[1] not in ("on", "off"):
+        raise CommandError("usage: power NODE off|on")
+    name = _node(args[0])
+    if name not in rack.bmcs:
+        raise CommandError("this rack has no BMCs (start it with fencing)")
+    if args[1] == "on":
+        if rack.powered(name):
+            return f"{name} is already on"
+        rack.power_on(name)
+        return f"{name} powered on, its daemon booting"
+    done = rack.bmcs[name].ipmitool("chassis", "power", "off")
+    return f"{name}: {(done.stdout or done.stderr).strip()}"
 
 
 def _hardware(rack: TwoNodeRack, verb: str, args: list[str]) -> str:

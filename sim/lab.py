@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from sim.bmc import missing_tools
 from sim.rack import NODES, TwoNodeRack
 
 REFRESH_S = 0.5
@@ -47,6 +48,17 @@ def lan_summary(status: dict[str, Any]) -> str:
     guardian = status.get("guardian")
     guard = "" if guardian is None else ("; guardian ok" if guardian["alive"] else "; guardian GONE")
     return f"LAN: {probe}{guard}"
+
+
+def fence_summary(status: dict[str, Any]) -> str:
+    """One line: the node's fence device (its check) and its last fence, or that it has none."""
+    fence = status.get("fence")
+    if not fence:
+        return "fence: none"
+    last = fence.get("last")
+    done = "" if last is None else ("; fenced the peer" if last["fenced"] else "; last fence FAILED")
+    running = "; FENCING" if fence.get("fencing") else ""
+    return f"fence: {fence['agent']} {fence['device']}{running}{done}"
 
 
 def panel_text(rack: TwoNodeRack, name: str) -> list[str]:
@@ -128,6 +140,9 @@ def render(rack: TwoNodeRack, statuses: dict[str, dict[str, Any] | None], width:
                    for s in (statuses[n] for n in NODES)])
     row("sensors", [sensor_summary(s) if s else "" for s in (statuses[n] for n in NODES)])
     row("LAN", [lan_summary(s).removeprefix("LAN: ") if s else "" for s in (statuses[n] for n in NODES)])
+    if rack.bmcs:
+        row("fence", [fence_summary(s).removeprefix("fence: ") if s else "" for s in (statuses[n] for n in NODES)])
+        row("power", ["on" if rack.powered(n) else "OFF (fenced)" for n in NODES])
     panels = [panel_text(rack, n) if statuses[n] else [] for n in NODES]
     for line in range(max(len(p) for p in panels)):
         row("panel" if line == 0 else "", [p[line] if line < len(p) else "" for p in panels])
@@ -155,8 +170,9 @@ def run_lab(base: Path | None = None, duration: float | None = None, out: TextIO
         shared = [{"address": "192.0.2.10/24", "interface": "eth0"}]
     trunks = [{"name": "trunks", "outputs": ["trunk:1", "trunk:2"],
                "feedback": ["trunk-sense:1", "trunk-sense:2"], "settle_ms": 200}]
-    rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns,
-                       relay_groups=trunks, history=True, board=board, arbitration=True)
+    # Power fencing through simulated BMCs when ipmi_sim, fence_ipmilan and ipmitool are there (./dev installs them).
+    rack = TwoNodeRack(base, shared_ips=shared, service="cold", netns=netns, relay_groups=trunks, history=True,
+                       board=board, arbitration=True, fencing=not missing_tools(), fence={"options": {"power_wait": 0}})
     interactive = out.isatty()
     # `kill` (SIGTERM, as `timeout`, systemd or a test send it) stops the lab as Ctrl-C does, rack and
     # all: without this the daemons and their fake PBXs would outlive it.

@@ -25,7 +25,8 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Header, Input, RichLog, Static
 
 from sim.commands import HELP, CommandError, execute
-from sim.lab import QUIET_EVENTS, REFRESH_S, cluster_verdict, event_line, lan_summary, panel_text, sensor_summary
+from sim.lab import (QUIET_EVENTS, REFRESH_S, cluster_verdict, event_line, fence_summary, lan_summary, panel_text,
+                     sensor_summary)
 from sim.rack import NODES, TwoNodeRack
 
 EVENTS_SHOWN = 6
@@ -62,6 +63,8 @@ def node_text(rack: TwoNodeRack, name: str, status: dict[str, Any] | None) -> Te
     text.append("PBX " + ("-" if service is None else
                           f"{'running' if service['running'] else 'stopped'} ({service['mode']})") + "\n")
     text.append(lan_summary(status) + "\n")
+    if status.get("fence"):
+        text.append(fence_summary(status) + "\n", BAD if status["fence"]["device"] == "failed" else "")
     for group in (status.get("relays") or [])[:1]:  # the first group fits the column; status --json has them all
         positions = " ".join(f"{o['output']}={'ON' if o['energized'] else 'off'}" for o in group["outputs"])
         text.append(f"relays {group['group']}: {positions}" + (" MISMATCH" if group["mismatch"] else "") + "\n",

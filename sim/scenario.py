@@ -6,7 +6,8 @@ A scenario is TOML::
     description = "…"
     [rack]                      # optional: service = "cold", timers = {…}, shared_ip = "192.0.2.10/24",
                                 # arbitration = true (LAN arbitration, the simulated gateway as control),
-                                # supervise = false (nothing releases a node whose daemon died)
+                                # supervise = false (nothing releases a node whose daemon died),
+                                # fencing = true (a simulated BMC per box, fence_ipmilan), fence = {…}
     [[step]]
     at = 0                      # seconds after the rack settled (alpha ACTIVE, bravo STANDBY)
     do = "kill alpha"           # a lab command (sim/commands.py)
@@ -21,7 +22,8 @@ node that has the shared IP (or `none`); `pbx` → nodes whose PBX runs
 (`alpha`, `bravo`, `both`, `none`); `alarm_<node>` → a text some alarm of
 that node contains; `active_count` → how many nodes are ACTIVE; `lan` → the
 boxes that answer for the shared IP on the simulated LAN, whether their
-daemon runs or not (`alpha`, `bravo`, `both`, `none`); `lan_count` → how many.
+daemon runs or not (`alpha`, `bravo`, `both`, `none`); `lan_count` → how many;
+`powered` → the boxes whose power is on (racks with fencing).
 `tandem sim run FILE` prints a pass/fail timeline and exits non-zero on a failure.
 """
 
@@ -108,6 +110,9 @@ def observe(rack: TwoNodeRack) -> dict[str, Any]:
         lan = sorted(set(rack.holders(rack.shared_ips[0]["address"].split("/")[0])) & set(NODES))
         seen["lan"] = lan[0] if len(lan) == 1 else ("none" if not lan else "both")
         seen["lan_count"] = len(lan)
+    if rack.bmcs:
+        on = [name for name in NODES if rack.powered(name)]
+        seen["powered"] = on[0] if len(on) == 1 else ("none" if not on else "both")
     return seen
 
 
@@ -132,7 +137,8 @@ def build_rack(scenario: Scenario, base: Path) -> TwoNodeRack:
     rack = TwoNodeRack(base, timers=options.pop("timers", None), service=options.pop("service", "none"),
                        shared_ips=[{"address": shared_ip, "interface": "eth0"}] if shared_ip else [],
                        extra=options.pop("extra", None), arbitration=bool(options.pop("arbitration", False)),
-                       supervise=bool(options.pop("supervise", True)))
+                       supervise=bool(options.pop("supervise", True)), fencing=bool(options.pop("fencing", False)),
+                       fence=options.pop("fence", None))
     if options:
         raise ScenarioError(f"{scenario.path}: rack: unknown key {sorted(options)[0]}")
     return rack

@@ -44,7 +44,7 @@ def test_the_standby_waits_while_a_dead_daemons_box_still_holds_the_address(
         # Past held_escalate_s of silence the alarm says what to do.
         rack.wait_until("bravo", lambda s: "tandem release" in lan_alarm(rack, "bravo"), timeout=20)
         critical = [a for a in rack.status("bravo")["alarms"] if a["source"] == "lan"]
-        assert critical[0]["level"] == "critical" and "Power alpha off" in critical[0]["text"]
+        assert critical[0]["level"] == "critical" and "power alpha off" in critical[0]["text"]
         assert rack.state("bravo") == "STANDBY" and rack.holders(IP) == ["alpha"]
         released = rack.cli("alpha", "release", "--source", "operator")
         assert released.returncode == 0, released.stderr

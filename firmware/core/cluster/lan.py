@@ -119,7 +119,8 @@ def lan_block(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | No
         if silent_for >= settings.held_escalate_s:
             return Blocked(BlockCode.ADDRESS_HELD_LONG,
                            f"shared address still held by {probe.holder} after {silent_for:.0f} s while "
-                           f"{settings.peer} is silent: its daemon is dead or its release failed. Power "
+                           f"{settings.peer} is silent: its daemon is dead or its release failed, or both "
+                           f"heartbeat links are cut while it runs. Reconnect the links; else power "
                            f"{settings.peer} off or run `tandem release` on it")
         return Blocked(BlockCode.ADDRESS_HELD, f"shared address held by {probe.holder} ({probe.detail})")
     if probe.verdict is LanVerdict.CONTENDED and not statically_preferred(settings, inp):
