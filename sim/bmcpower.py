@@ -47,20 +47,24 @@ def powered(spec_path: Path) -> bool:
         return True
 
 
-def _kill_tree(pid: int | None) -> None:
-    if not pid:
-        return
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
+def kill_processes(processes: list[psutil.Process]) -> None:
+    """SIGKILL every one of `processes` (those already gone are skipped) and reap them."""
     for process in processes:
         try:
             process.kill()
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(processes, timeout=5)
+
+
+def _kill_tree(pid: int | None) -> None:
+    if not pid:
+        return
+    try:
+        root = psutil.Process(pid)
+        kill_processes([root, *root.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        return
 
 
 def _pbx_pid(spec: dict[str, Any]) -> int | None:

@@ -34,7 +34,7 @@ from firmware.core.control import ControlError, request, stream
 from firmware.core.protocol import write_key_file
 from sim.cable import NullModemCable
 from sim.bmc import SimulatedBmc
-from sim.bmcpower import power_on, powered, write_spec
+from sim.bmcpower import kill_processes, power_on, powered, write_spec
 from sim.lan import HOST_ENV, LAN_ENV, SimulatedLan
 from sim.netrelay import UdpRelay, free_udp_port
 
@@ -405,17 +405,9 @@ class TwoNodeRack:
                     found.append(process)
             return found
 
-        def kill(processes: list[psutil.Process]) -> None:
-            for process in processes:
-                try:
-                    process.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(processes, timeout=5)
-
-        kill(strays(("start", "stop", "status")))
+        kill_processes(strays(("start", "stop", "status")))
         stop_pbx(self.pbx_dir(name))
-        kill(strays(("run",)))
+        kill_processes(strays(("run",)))
 
     def __enter__(self) -> "TwoNodeRack":
         self.start()

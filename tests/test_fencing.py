@@ -9,6 +9,7 @@ simulated box (`sim.bmcpower`): power off kills the box's processes at once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -19,7 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from firmware.core.fencing import AgentRun, agent_input, run_agent
+from firmware.config.node import FenceDeviceConfig
+from firmware.core.cluster import FenceReport
+from firmware.core.fencing import AgentRun, Fencer, agent_input, run_agent
+from firmware.core.journal import Journal
 from sim.bmc import SimulatedBmc, missing_tools
 from sim.bmcpower import powered, write_spec
 
@@ -31,6 +35,9 @@ action = options["action"]
 if options.get("hang"):
     subprocess.Popen(["sleep", "300"])  # a child that must die with the agent
     time.sleep(300)
+if options.get("broken"):
+    print("Failed: Unable to connect")
+    sys.exit(1)
 print("Status: OFF" if action == "status" else "Success: " + action)
 sys.exit({{"status": 2, "monitor": 0, "off": 0}}.get(action, 1))
 """
@@ -111,3 +118,74 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _fencer(tmp_path: Path, **options: object) -> tuple[Fencer, Journal, list[FenceReport], Path]:
+    agent, record = _agent(tmp_path)
+    device = FenceDeviceConfig(agent=str(agent), options=options, timeout_s=10, retry_s=0.5, monitor_every_s=0)
+    journal = Journal(tmp_path / "journal")
+    reports: list[FenceReport] = []
+    return Fencer(device, "bravo", journal, reports.append, time.monotonic), journal, reports, record
+
+
+async def _until(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_the_fencer_fences_off_then_checks_status_and_reports(tmp_path: Path) -> None:
+    fencer, journal, reports, record = _fencer(tmp_path, ip="198.51.100.21")
+
+    async def scenario() -> None:
+        fencer.start()
+        await _until(lambda: fencer.check is not None)
+        fencer.want(True)
+        fencer.want(True)  # one attempt at a time
+        await _until(lambda: reports)
+    try:
+        asyncio.run(scenario())
+    finally:
+        fencer.close()
+        journal.close()
+    assert [json.loads(line)["action"] for line in record.read_text().splitlines()] == ["monitor", "off", "status"]
+    assert reports[0].fenced and "Status: OFF" in reports[0].detail
+    kinds = [r["kind"] for r in journal.recent]
+    assert kinds == ["fence.device", "fence.start", "fence.done"]
+    assert fencer.status()["fence"]["device"] == "ok" and fencer.alarms() == []
+
+
+def test_a_failed_fence_is_reported_journaled_and_retried_only_after_retry_s(tmp_path: Path) -> None:
+    fencer, journal, reports, record = _fencer(tmp_path, broken=1)
+
+    async def scenario() -> None:
+        fencer.start()
+        await _until(lambda: fencer.check is not None)
+        fencer.want(True)
+        await _until(lambda: reports)
+        fencer.want(True)  # within retry_s: no second attempt yet
+        await asyncio.sleep(0.1)
+        assert fencer.attempts == 1
+        await asyncio.sleep(0.5)
+        fencer.want(True)
+        await _until(lambda: len(reports) == 2)
+    try:
+        asyncio.run(scenario())
+    finally:
+        fencer.close()
+        journal.close()
+    assert not reports[0].fenced and "Unable to connect" in reports[0].detail
+    assert [json.loads(line)["action"] for line in record.read_text().splitlines()] == ["monitor", "off", "off"]
+    assert [r["kind"] for r in journal.recent if r["kind"].startswith("fence.")] == \
+        ["fence.device", "fence.start", "fence.failed", "fence.start", "fence.failed"]
+    assert fencer.alarms()[0].source == "fence-device" and "Unable to connect" in fencer.alarms()[0].text
+
+
+def test_without_an_agent_the_fencer_does_nothing(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    fencer = Fencer(FenceDeviceConfig(), "bravo", journal, lambda report: None, time.monotonic)
+    fencer.start()
+    fencer.want(True)
+    assert fencer.status() == {"fence": None} and fencer.attempts == 0 and fencer.alarms() == []
+    journal.close()

@@ -29,12 +29,12 @@ from firmware.core.actions import ActionPlan
 from firmware.core.actions.hooks import EventHooks, HookRunner, hook_environment
 from firmware.core.alarms import AlarmBoard
 from firmware.core.arbitration import LanArbiter
-from firmware.core.fencing import Fencer
 from firmware.core.bootrecord import BootRecord
-from firmware.core.cluster import ActionsReport, ClusterState, Command, FenceReport, Inputs, Persisted, Reply, WitnessResult
+from firmware.core.cluster import ActionsReport, ClusterState, Command, Inputs, Persisted, Reply, WitnessResult
 from firmware.core.control import ControlServer
 from firmware.core.endpoints import Endpoints
 from firmware.core.events import register_events
+from firmware.core.fencing import Fencer
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.journal import Journal, JsonStore
 from firmware.core.links import Link, make_link
@@ -137,7 +137,8 @@ class Daemon:
         self.arbiter = LanArbiter(self.takeover.shared_ip_actions, node.arbitration.control,
                                   node.arbitration.round_ms / 1000, lambda _probe: self._evaluate(self.now()),
                                   node.arbitration.peer_address)
-        self.fencer = Fencer(node.fencing.device, node.peer, self.journal, self._on_fence, self.now)
+        self.fencer = Fencer(node.fencing.device, node.peer, self.journal, lambda _: self._evaluate(self.now()),
+                             self.now)
         self.operator = OperatorCommands(self, power)
         self.control = ControlServer(node.control_socket, self.endpoints.handle, node.control_group)
         self._register_endpoints()
@@ -154,8 +155,7 @@ class Daemon:
         endpoints.add_status(self.takeover.status)
         endpoints.add_status(self.watchdogs.status)
         endpoints.add_status(self.arbiter.status)
-        endpoints.add_status(self.fencer.status)
-        self.alarm_board.add_source(self.fencer.alarms)
+        self.fencer.register(endpoints, self.alarm_board)
         endpoints.add_status(lambda: {"heartbeat": heartbeat_status(self.settings, self.ticks, self.endpoint.tick)})
         register_events(endpoints, self.journal)
         self.operator.register(endpoints)
@@ -376,9 +376,6 @@ class Daemon:
 
     def _on_witness(self, passed: bool, started: float, summary: str) -> None:
         self.witness_result = WitnessResult(passed, started, summary)
-        self._evaluate(self.now())
-
-    def _on_fence(self, _report: FenceReport) -> None:
         self._evaluate(self.now())
 
     def _on_health(self, score: int) -> None:

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware.config.node import FenceDeviceConfig
-from firmware.core.alarms import Alarm
+from firmware.core.alarms import Alarm, AlarmBoard
 from firmware.core.cluster import FenceReport
+from firmware.core.endpoints import Endpoints
 from firmware.core.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,11 @@ class Fencer:
             self._retry_at = self.clock() + self.device.retry_s
         self.latest = FenceReport(started, fenced, detail)
         self.on_report(self.latest)
+
+    def register(self, endpoints: Endpoints, board: AlarmBoard) -> None:
+        """Add the fencer's status key (``fence``) and its alarm."""
+        endpoints.add_status(self.status)
+        board.add_source(self.alarms)
 
     def alarms(self) -> list[Alarm]:
         """A device that failed its last check (source ``fence-device``)."""

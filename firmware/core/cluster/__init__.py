@@ -82,7 +82,8 @@ from firmware.core.cluster.status import alarms
 
 __all__ = [
     "ActionKind", "ActionsReport", "Backoff", "BlockCode", "Blocked", "ClusterState", "Command", "Event",
-    "FenceReport", "Grant", "Inputs", "LanProbe", "LanVerdict", "LinkStatus", "Outputs", "PeerFacts", "Persisted", "Reply",
+    "FenceReport", "Grant", "Inputs", "LanProbe", "LanVerdict", "LinkStatus", "Outputs", "PeerFacts", "Persisted",
+    "Reply",
     "Request", "RunActions",
     "Settings", "Shutdown", "WitnessResult",
     "alarms", "build_heartbeat", "heartbeat_flags", "initial_state", "relay_interlock", "step",
