@@ -285,6 +285,24 @@ def test_failed_takeover_hands_back_to_the_healthy_peer(request) -> None:
     assert events(model, B, "failure")
 
 
+def test_a_failed_takeover_alone_lets_go_and_tries_again_never_active_without_resources(request) -> None:
+    model = request.node.model = started(takeover_backoff_s=2.0)
+    model.nodes[B].promote_result = "fail"
+    model.kill(A)
+    model.run_until(3.5)
+    node = model.nodes[B]
+    assert model.state_of(B) == STANDBY and not node.address and not node.relays_closed
+    failed = events(model, B, "promote.failed")
+    assert len(failed) == 1 and "retrying in 2 s" in failed[0][1]["action"]
+    from firmware.core.cluster import alarms
+    assert any(a.source == "actions" and "not carrying the calls" in a.text
+               for a in alarms(node.settings, node.state))
+    node.promote_result = "ok"  # whatever failed is fixed: the next try after the back-off succeeds
+    model.run_until(6.5)
+    assert model.state_of(B) == ACTIVE and node.address
+    assert len(events(model, B, "promote.failed")) == 1
+
+
 def test_failed_takeover_is_tolerated_when_configured(request) -> None:
     model = request.node.model = started(on_action_failure="tolerate")
     model.nodes[B].promote_result = "fail"

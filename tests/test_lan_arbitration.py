@@ -81,3 +81,22 @@ def test_a_standby_takes_over_at_once_when_the_dead_box_was_released(
         rack.wait_state("bravo", "ACTIVE", timeout=20)
         rack.wait_for(lambda: rack.holders(IP) == ["bravo"], 10, what="bravo the only holder")
     assert max(len(holders) for holders in seen) == 1, "two boxes held the address at once"
+
+
+def test_without_arbitration_a_promote_that_finds_the_address_held_lets_go_and_retries(
+        racks: Callable[..., TwoNodeRack]) -> None:
+    """Issue 13's `probe = true` case: never ACTIVE without the address, and not given up either."""
+    rack = racks(shared_ips=[dict(SHARED, probe=True)], supervise=False, extra={"actions": {"veto_backoff_s": 2}})
+    rack.kill("alpha")  # nothing releases alpha's box: its address still answers
+    failed = rack.wait_event("bravo", lambda e: e["kind"] == "promote.failed", timeout=20,
+                             what="bravo's promote to find the address held")
+    assert "already answers" in failed["data"]["detail"] and "retrying" in failed["data"]["action"]
+    rack.wait_until("bravo", lambda s: s["state"] == "STANDBY" and any(
+        a["source"] == "actions" and "not carrying the calls" in a["text"] for a in s["alarms"]), timeout=20,
+        full=True)
+    assert rack.holders(IP) == ["alpha"]
+    released = rack.cli("alpha", "release", "--source", "operator")
+    assert released.returncode == 0, released.stderr
+    rack.wait_state("bravo", "ACTIVE", timeout=30)  # the next try, after the back-off, finds it free
+    assert rack.holders(IP) == ["bravo"]
+    assert rack.status("bravo")["shared_ips"][0]["present"]

@@ -80,16 +80,24 @@ def _promoted(settings: Settings, st: ClusterState, inp: Inputs, report: Actions
                 backoff=Backoff(backoff, f"promotion vetoed: {report.detail}"))
         return Decision(st, (Event("promote.vetoed", {"detail": report.detail,
                                                       "retry_in_s": settings.takeover_backoff_s}),))
+    if settings.on_action_failure == "tolerate":
+        why = "tolerated by configuration"
+        st = go(st, NodeState.ACTIVE, inp.now, st.why, action_alarm=f"promote actions failed ({why}): {report.detail}")
+        return Decision(st, (Event("promote.failed", {"detail": report.detail, "action": f"staying ACTIVE: {why}"}),))
+    # Never ACTIVE without its resources: let go of what the promote did take, and either hand back
+    # to a healthy peer or, alone, take over again once the back-off ran out (the flap hold stops a loop).
     msg = peer_message(st, inp)
     peer_ok = msg is not None and peer_candidate(msg) and healthy(msg.health, settings)
-    if settings.on_action_failure == "handover" and peer_ok:
-        persisted, events = record_failure(settings, st.persisted, inp.wall, f"promote actions failed: {report.detail}")
-        st = replace(st, persisted=persisted, backoff=Backoff(backoff, f"promote actions failed: {report.detail}"))
-        events.insert(0, Event("promote.failed", {"detail": report.detail, "action": f"handing back to {settings.peer}"}))
-        return Decision(release(st, inp, f"promote actions failed; handing back to {settings.peer}"), tuple(events))
-    why = "tolerated by configuration" if settings.on_action_failure == "tolerate" else "no healthy peer to hand back to"
-    st = go(st, NodeState.ACTIVE, inp.now, st.why, action_alarm=f"promote actions failed ({why}): {report.detail}")
-    return Decision(st, (Event("promote.failed", {"detail": report.detail, "action": f"staying ACTIVE: {why}"}),))
+    reason = f"promote actions failed: {report.detail}"
+    persisted, events = record_failure(settings, st.persisted, inp.wall, reason)
+    st = replace(st, persisted=persisted, backoff=Backoff(backoff, reason))
+    if peer_ok:
+        action, why = f"handing back to {settings.peer}", f"promote actions failed; handing back to {settings.peer}"
+    else:
+        action = f"letting go, retrying in {settings.takeover_backoff_s:g} s: no healthy peer to hand back to"
+        why = f"promote actions failed; no healthy peer: retrying in {settings.takeover_backoff_s:g} s"
+    events.insert(0, Event("promote.failed", {"detail": report.detail, "action": action}))
+    return Decision(release(st, inp, why), tuple(events))
 
 
 def on_active(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:

@@ -7,7 +7,8 @@ link:<name>   warning  the peer is heard, but not both ways on this link
 peer          critical the peer is silent on every link (after STARTING)
 flap-hold     critical failed too often; STANDBY until an operator acts
 maintenance   warning  maintenance mode: never ACTIVE
-actions       critical the last promote or demote left something undone
+actions       critical the last promote or demote left something undone, or
+                       a failed promote let go and waits to try again alone
 lan           warning  standby: the shared address is held by another host, or
                        the LAN probe proves nothing (control target silent), or
                        this node's LAN link is down (no carrier)
@@ -49,6 +50,9 @@ def alarms(settings: Settings, st: ClusterState) -> list[Alarm]:
         found.append(Alarm("maintenance", "warning", "maintenance mode: this node will not become ACTIVE"))
     if st.action_alarm:
         found.append(Alarm("actions", "critical", st.action_alarm))
+    elif st.backoff is not None and not st.peer.alive and st.state == NodeState.STANDBY:
+        found.append(Alarm("actions", "critical", f"not carrying the calls: {st.backoff.reason}; "
+                                                  f"{settings.peer} is silent, so this node tries again"))
     lan = lan_alarm(settings, st)
     if lan is not None:
         found.append(lan)
