@@ -118,7 +118,7 @@ def test_an_address_held_long_after_the_silence_escalates_to_a_critical_alarm() 
     assert _guard_code(st) is BlockCode.ADDRESS_HELD_LONG
     [alarm] = [a for a in alarms(settings, st) if a.source == "lan"]
     assert alarm.level == "critical" and MAC in alarm.text
-    assert "tandem release" in alarm.text and "Power bravo off" in alarm.text
+    assert "tandem release" in alarm.text and "power bravo off" in alarm.text
     # One event per kind of block, however many rounds came back the same.
     codes = [e.data["code"] for out in outs for e in out.events if e.kind == "takeover.blocked"]
     assert codes == ["address_held", "address_held_long"]
