@@ -132,10 +132,15 @@ def fenced_partition_trial(rack: TwoNodeRack) -> tuple[float, bool]:
     standby = NODES[1 - NODES.index(active)]
     cut = time.time()
     _partition(rack)
-    took = rack.wait_for(lambda: rack.state_time(standby, "ACTIVE", cut), 60, what=f"{standby} ACTIVE in its journal")
-    mutual = not rack.powered(active) and not rack.powered(standby)
+    ended = rack.wait_for(lambda: rack.state_time(standby, "ACTIVE", cut) or _both_off(rack), 60,
+                          what=f"{standby} ACTIVE in its journal, or both boxes off")
+    mutual = _both_off(rack)
     _heal(rack)
-    return (took - cut) * 1000, mutual
+    return (float("nan") if mutual else (ended - cut) * 1000), mutual
+
+
+def _both_off(rack: TwoNodeRack) -> bool:
+    return not any(rack.powered(name) for name in NODES)
 
 
 def fenced_cold_start_trial(rack: TwoNodeRack) -> tuple[str, bool]:
@@ -148,10 +153,13 @@ def fenced_cold_start_trial(rack: TwoNodeRack) -> tuple[str, bool]:
     _partition(rack)
     for name in NODES:
         rack.start_node(name)
-    winner = rack.wait_for(lambda: next((n for n in NODES if rack.powered(n) and rack.state(n) == "ACTIVE"
-                                         and not all(rack.powered(m) for m in NODES)), None),
-                           60, interval=0.05, what="one box fenced and the other ACTIVE")
-    mutual = not any(rack.powered(name) for name in NODES)
+    def outcome() -> str | None:
+        if _both_off(rack):
+            return "nobody"
+        return next((n for n in NODES if rack.powered(n) and rack.state(n) == "ACTIVE"
+                     and not all(rack.powered(m) for m in NODES)), None)
+    winner = rack.wait_for(outcome, 60, interval=0.05, what="one box fenced and the other ACTIVE, or both off")
+    mutual = _both_off(rack)
     _heal(rack)
     return winner, mutual
 
@@ -168,7 +176,8 @@ def fencing_trials() -> tuple[list[float], int]:
             rack.start()
             for trial in range(FENCE_TRIALS):
                 took, both_off = fenced_partition_trial(rack)
-                takeovers.append(took)
+                if not both_off:
+                    takeovers.append(took)
                 mutual += both_off
                 print(f"fenced partition {trial + 1:>2}/{FENCE_TRIALS}: standby ACTIVE {took:.0f} ms after the cut"
                       f"{'; BOTH BOXES OFF' if both_off else ''}", flush=True)

@@ -81,7 +81,7 @@ def _links(spec: dict[str, Any], state: str) -> None:
 
 
 def _forget_addresses(spec: dict[str, Any]) -> None:
-    """What a reboot forgets: every address but the box's own configured ones (the shared IPs)."""
+    """What a reboot forgets: every address but the box's own configured ones (so the shared IPs go)."""
     from sim.netns import addresses  # the namespace helpers only where namespaces are used
 
     keep = set(spec.get("own_addresses", []))

@@ -15,15 +15,20 @@ from dataclasses import replace
 from firmware.core.cluster import (
     ActionsReport,
     BlockCode,
+    ClusterState,
+    Command,
     FenceReport,
     LanProbe,
     LanVerdict,
+    Persisted,
     Settings,
     WitnessResult,
     alarms,
+    initial_state,
     step,
 )
 from firmware.core.cluster.fencing import DEFAULT_FENCE_DELAY_S
+from firmware.core.peer import PeerView
 from firmware.core.states import NodeState, Role
 
 from test_cluster_lan import DEAD_AT, HEARD_AT, MAC, _guard_code, _inputs, _peer, _rounds, _run, _standby_behind
@@ -90,27 +95,84 @@ def test_a_fence_from_before_the_silence_proves_nothing() -> None:
     assert st.state == NodeState.STANDBY and _guard_code(st) is BlockCode.FENCING and outs[-1].fence_peer
 
 
+def _waits_then_fences(settings: Settings, st: ClusterState, silent: PeerView, lan, delay: float) -> None:
+    """From the first decision that needs a fence, FENCE_DELAY for `delay`, woken when it ends, then FENCING."""
+    st, outs = _run(settings, st, silent, DEAD_AT + 1.0, lan=lan, every=0.1)
+    assert _guard_code(st) is BlockCode.FENCE_DELAY and st.fence_since is not None
+    ends = st.fence_since + delay
+    st, more = _run(settings, st, silent, ends - 0.05, lan=lan, every=0.1, start=DEAD_AT + 1.1)
+    assert _guard_code(st) is BlockCode.FENCE_DELAY and not any(o.fence_peer for o in outs + more)
+    assert abs(more[-1].wake_at - ends) < 0.01  # woken when the delay runs out
+    st, out = step(settings, st, _inputs(ends + 0.01, silent, lan=lan(ends)))
+    assert _guard_code(st) is BlockCode.FENCING and out.fence_peer
+
+
 def test_when_neither_held_the_calls_the_node_that_is_not_preferred_waits_its_fence_delay() -> None:
     settings = _fencing(fence_delay_s=None)  # the default: 0 on the preferred node, else the static delay
     st = _standby_behind(settings, NodeState.STANDBY)  # SECONDARY next to a PRIMARY: not preferred
-    silent = _peer(HEARD_AT, NodeState.STANDBY)
-    st, outs = _run(settings, st, silent, DEAD_AT + DEFAULT_FENCE_DELAY_S - 0.1, lan=PEER_SILENT, every=0.1)
-    assert _guard_code(st) is BlockCode.FENCE_DELAY and not any(o.fence_peer for o in outs)
-    assert abs(outs[-1].wake_at - (DEAD_AT + DEFAULT_FENCE_DELAY_S)) < 0.01  # woken when the delay runs out
-    st, out = step(settings, st, _inputs(DEAD_AT + DEFAULT_FENCE_DELAY_S + 0.01, silent,
-                                         lan=PEER_SILENT(DEAD_AT + DEFAULT_FENCE_DELAY_S)))
-    assert _guard_code(st) is BlockCode.FENCING and out.fence_peer
+    _waits_then_fences(settings, st, _peer(HEARD_AT, NodeState.STANDBY), PEER_SILENT, DEFAULT_FENCE_DELAY_S)
 
 
 def test_a_node_that_cannot_see_its_own_lan_waits_longer_when_neither_held_the_calls() -> None:
     settings = _fencing(role=Role.PRIMARY, fence_delay_s=None)  # preferred, but blind on the LAN
     st = _standby_behind(settings, NodeState.STANDBY)
     silent = _peer(HEARD_AT, NodeState.STANDBY, role=Role.SECONDARY)
-    wait = 2 * DEFAULT_FENCE_DELAY_S  # longer than the other node's delay: the one that sees the LAN fences first
-    st, outs = _run(settings, st, silent, DEAD_AT + wait - 0.1, lan=INCONCLUSIVE, every=0.1)
-    assert _guard_code(st) is BlockCode.FENCE_DELAY and not any(o.fence_peer for o in outs)
-    st, out = step(settings, st, _inputs(DEAD_AT + wait + 0.01, silent, lan=INCONCLUSIVE(DEAD_AT + wait)))
-    assert _guard_code(st) is BlockCode.FENCING and out.fence_peer
+    # Longer than the other node's delay: the node that sees the LAN fences first.
+    _waits_then_fences(settings, st, silent, INCONCLUSIVE, 2 * DEFAULT_FENCE_DELAY_S)
+
+
+def test_the_delay_counts_from_when_a_fence_was_first_needed_not_from_the_silence() -> None:
+    """Both nodes reach the fence stage at the same instant after a long initdead (no peer ever heard):
+    their delays must still differ by the static delay, or they fence each other."""
+    settings = _fencing(fence_delay_s=None, initdead_s=20.0)
+    st, _ = initial_state(settings, Persisted(), 0.0, 0.0)
+    outs = []
+    for tenth in range(1, 206):  # STARTING for the whole initdead, then STANDBY with nobody heard
+        now = tenth / 10
+        st, out = step(settings, st, _inputs(now, _peer(None), lan=INCONCLUSIVE(now)))
+        outs.append(out)
+    assert st.state == NodeState.STANDBY and _guard_code(st) is BlockCode.FENCE_DELAY
+    assert st.fence_since is not None and st.fence_since >= 20.0
+    assert not any(o.fence_peer for o in outs)
+
+
+def test_a_local_probe_failure_never_fences() -> None:
+    settings = _fencing()
+    st = _standby_behind(settings)
+    broken = _rounds(HEARD_AT + 0.12, LanVerdict.INCONCLUSIVE)
+
+    def local(now: float):
+        probe = broken(now)
+        return None if probe is None else replace(probe, local_failure=True)
+    st, outs = _run(settings, st, _peer(HEARD_AT), DEAD_AT + 1.0, lan=local)
+    assert not any(o.fence_peer for o in outs)  # the witness decides, as without a fence device
+
+
+def test_one_round_without_the_peers_answer_is_not_a_vanished_peer() -> None:
+    settings = _fencing()
+    st = _standby_behind(settings)
+    silent = _peer(HEARD_AT)
+    free = _rounds(HEARD_AT + 0.12)
+
+    def one_lost_reply(now: float):
+        probe = free(now)
+        if probe is None:
+            return None
+        lost = abs(probe.started_at - (DEAD_AT - 0.06)) < 0.005  # the latest round when the deadtime runs out
+        return replace(probe, peer_seen=not lost)
+    st, outs = _run(settings, st, silent, DEAD_AT + 1.0, lan=one_lost_reply)
+    assert st.state == NodeState.TAKEOVER and not any(o.fence_peer for o in outs)
+
+
+def test_an_operator_hold_stops_a_fence_at_once() -> None:
+    settings = _fencing()
+    st = _standby_behind(settings)
+    silent = _peer(HEARD_AT)
+    st, outs = _run(settings, st, silent, DEAD_AT + 0.2, lan=INCONCLUSIVE)
+    assert outs[-1].fence_peer
+    st, out = step(settings, st, _inputs(DEAD_AT + 0.25, silent, lan=INCONCLUSIVE(DEAD_AT + 0.25),
+                                         command=Command("maintenance-on")))
+    assert out.reply is not None and out.reply.ok and not out.fence_peer
 
 
 def test_a_peer_silent_on_the_lan_is_fenced_though_the_address_looks_free() -> None:

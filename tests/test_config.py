@@ -380,6 +380,9 @@ ARBITRATION = SHARED + '[arbitration]\nenabled = true\ncontrol = ["192.0.2.1"]\n
     (ARBITRATION + '[fencing.device]\nagent = "true"\n[fencing.device.options]\naction = "reboot"\n',
      "must not set the action"),
     (ARBITRATION + '[fencing.device]\nagent = "true"\ntimeout_s = 0\n', "timeout_s"),
+    (ARBITRATION + '[fencing.device]\nagent = "true"\nmonitor_every_s = 0.2\n', "more than once a second"),
+    (ARBITRATION + '[fencing.device]\nagent = "true"\n[fencing.device.options]\nplug = "1\\raction=on"\n',
+     "no option spans lines"),
 ])
 def test_fence_device_config_errors_say_what_is_wrong(tmp_path: Path, section: str, says: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -38,6 +38,8 @@ if options.get("hang"):
 if options.get("broken"):
     print("Failed: Unable to connect")
     sys.exit(1)
+if options.get("binary"):
+    sys.stdout.buffer.write(b"\\xff\\xfe not UTF-8\\n")
 print("Status: OFF" if action == "status" else "Success: " + action)
 sys.exit({{"status": 2, "monitor": 0, "off": 0}}.get(action, 1))
 """
@@ -79,6 +81,12 @@ def test_an_agent_that_overruns_is_killed_with_its_children(tmp_path: Path) -> N
                  and p.ppid() in (1, os.getpid())]
     time.sleep(0.2)
     assert not [p for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_output_that_is_not_text_is_kept_not_raised(tmp_path: Path) -> None:
+    agent, _ = _agent(tmp_path)
+    run = run_agent(str(agent), {"binary": 1}, "off", timeout_s=20)
+    assert run.ok and "not UTF-8" in run.output and "\ufffd" in run.output
 
 
 def test_a_missing_agent_is_a_failed_run_not_an_exception(tmp_path: Path) -> None:

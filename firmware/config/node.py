@@ -299,22 +299,31 @@ class FenceDeviceConfig(Strict):
 
     agent: str = ""  # the agent's name on PATH or its absolute path; empty: no power fencing
     # The agent's own options (ip, ipport, username, password, lanplus, plug, ...); Tandem adds `action`.
-    options: dict[str, str | int | bool] = {}
+    options: dict[str, str | int | float | bool] = {}
     timeout_s: Annotated[float, Field(ge=1, le=600)] = 30.0      # one agent run; killed after this
-    monitor_every_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0  # check the device (0: only at start)
-    # Wait this long before fencing (None: 0 on the statically preferred node, 5 s on the other, so the
-    # two never switch each other off at once).
+    monitor_every_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0  # check the device (0: only at start; else >= 1)
+    # Wait this long before fencing (None: none if the peer held the calls; else 0 on the statically
+    # preferred node and 5 s on the other, 10 s more for a node blind on its own LAN, so the two never
+    # switch each other off at once). A fixed delay applies always: give one to one node only.
     delay_s: Annotated[float | None, Field(ge=0, le=600)] = None
     retry_s: Annotated[float, Field(ge=0.5, le=600)] = 5.0       # after a failed fence, try again this much later
 
     @field_validator("options")
     @classmethod
-    def _options(cls, value: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+    def _options(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
         for key, option in value.items():
-            if key in ("action", "o"):
+            if key == "action":
                 raise ValueError("options must not set the action: Tandem runs monitor, off and status itself")
-            if "\n" in f"{key}{option}" or "=" in key:
+            if any(c in f"{key}{option}" for c in "\r\n") or "=" in key:
                 raise ValueError(f"option {key!r}: keys have no '=' and no option spans lines")
+        return value
+
+    @field_validator("monitor_every_s")
+    @classmethod
+    def _monitor_every(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("checking the fence device more than once a second only loads its BMC: use 0 "
+                             "(at start only) or 1 and more")
         return value
 
 

@@ -34,7 +34,7 @@ def verdict_of(started_at: float, addresses: Sequence[tuple[str, Answer]],
     """One round's verdict from each probe's answer (labels such as ``192.0.2.10 on eth0``).
 
     HELD if anybody answered for a shared address; INCONCLUSIVE if a probe
-    failed or no control target answered (when some are configured);
+    failed (`local_failure`: this node's fault) or no control target answered;
     CONTENDED if another host probed for a shared address meanwhile; else FREE.
     `peer` (the peer's own address, when configured) only sets `peer_seen`.
     """
@@ -42,7 +42,9 @@ def verdict_of(started_at: float, addresses: Sequence[tuple[str, Answer]],
     if peer is None:
         return probe
     label, answer = peer
-    seen = isinstance(answer, ProbeAnswer) and answer.in_use
+    if not isinstance(answer, ProbeAnswer):  # this node's probe failed: it says nothing about the peer
+        return replace(probe, detail=f"{probe.detail}; peer {label}: {answer}")
+    seen = answer.in_use
     return replace(probe, peer_seen=seen, detail=f"{probe.detail}; peer {label} {'answered' if seen else 'silent'}")
 
 
@@ -53,7 +55,7 @@ def _verdict(started_at: float, addresses: Sequence[tuple[str, Answer]],
             return LanProbe(started_at, LanVerdict.HELD, answer.holder, f"{label} answered by {answer.holder}")
     failed = [f"{label}: {answer}" for label, answer in (*addresses, *controls) if isinstance(answer, str)]
     if failed:
-        return LanProbe(started_at, LanVerdict.INCONCLUSIVE, detail="; ".join(failed))
+        return LanProbe(started_at, LanVerdict.INCONCLUSIVE, detail="; ".join(failed), local_failure=True)
     answered = [label for label, answer in controls if isinstance(answer, ProbeAnswer) and answer.in_use]
     if controls and not answered:
         silent = ", ".join(label for label, _ in controls)
@@ -114,7 +116,8 @@ class LanArbiter:
                 probe = await self.run_round(started)
             except Exception as exc:  # a broken round proves nothing; it never ends the rounds
                 log.exception("LAN probe round failed")
-                probe = LanProbe(started, LanVerdict.INCONCLUSIVE, detail=f"probe round failed: {exc}")
+                probe = LanProbe(started, LanVerdict.INCONCLUSIVE, detail=f"probe round failed: {exc}",
+                                 local_failure=True)
             self.latest = probe
             self.rounds += 1
             self.on_round(probe)  # the decision it causes may change the cadence

@@ -69,13 +69,13 @@ class AgentRun:
         return f"{self.action}: {outcome} after {self.elapsed_s:.1f} s" + (f": {self.output}" if self.output else "")
 
 
-def _option_value(value: str | int | bool) -> str:
+def _option_value(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
 
 
-def agent_input(action: str, options: Mapping[str, str | int | bool]) -> str:
+def agent_input(action: str, options: Mapping[str, str | int | float | bool]) -> str:
     """The agent's stdin: ``action=<action>``, then one ``key=value`` line per option."""
     lines = [f"action={action}"] + [f"{key}={_option_value(value)}" for key, value in options.items()]
     return "\n".join(lines) + "\n"
@@ -86,13 +86,22 @@ def _tail(output: str) -> str:
     return " | ".join(lines)[-OUTPUT_TAIL:]
 
 
-def run_agent(agent: str, options: Mapping[str, str | int | bool], action: str, timeout_s: float) -> AgentRun:
+def run_agent(agent: str, options: Mapping[str, str | int | float | bool], action: str, timeout_s: float) -> AgentRun:
     """Run one action of a fence agent; never longer than `timeout_s` (then its process group is killed)."""
     started = time.monotonic()
+    try:
+        return _run_agent(agent, options, action, timeout_s, started)
+    except Exception as exc:  # whatever went wrong is a failed run, never an exception in the fencer
+        log.exception("fence agent %s %s", agent, action)
+        return AgentRun(action, None, f"running {agent} failed: {exc}", time.monotonic() - started)
+
+
+def _run_agent(agent: str, options: Mapping[str, str | int | float | bool], action: str, timeout_s: float,
+               started: float) -> AgentRun:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # the agents are Python: keep their output to the point
     try:
         proc = subprocess.Popen([agent], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True, env=env)
+                                text=True, errors="replace", start_new_session=True, env=env)
     except OSError as exc:
         return AgentRun(action, None, f"cannot run {agent}: {exc}", time.monotonic() - started)
     try:
@@ -102,7 +111,10 @@ def run_agent(agent: str, options: Mapping[str, str | int | bool], action: str, 
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        proc.communicate()
+        try:  # a child that left the group could keep the pipe open: do not wait for it for ever
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
         return AgentRun(action, None, f"{agent} did not end within {timeout_s:g} s (killed)",
                         time.monotonic() - started)
     return AgentRun(action, proc.returncode, _tail(output), time.monotonic() - started)
@@ -143,7 +155,10 @@ class Fencer:
 
     async def _monitor(self) -> None:
         while True:
-            run = await self._run("monitor")
+            try:
+                run = await self._run("monitor")
+            except Exception as exc:  # the check goes on; its failure is the alarm
+                run = AgentRun("monitor", None, f"checking the device failed: {exc}", 0.0)
             if self.check is None or run.ok != self.check.ok:
                 self.journal.record("fence.device", {"agent": self.device.agent, "ok": run.ok,
                                                      "detail": run.summary()})
@@ -167,6 +182,9 @@ class Fencer:
         try:
             off = await self._run("off")
             status = await self._run("status") if off.ok else None
+        except Exception as exc:  # never leave the core waiting without a report
+            log.exception("fencing %s", self.peer)
+            off, status = AgentRun("off", None, f"fencing failed: {exc}", self.clock() - started), None
         finally:
             self._running = False
         fenced = status is not None and status.power == "off"

@@ -11,8 +11,9 @@ peer fell silent takes over only when all of these hold:
 * with a witness configured: a witness check *started after the silence
   began* succeeded. An older result proves nothing about the partition;
 * with a fence device: where the LAN cannot prove the release (inconclusive,
-  or held too long), the peer was fenced (`fencing.fence_block`). A node
-  fences only after every other rule passed: an isolated node never does.
+  held too long, or free while the peer's own address stays silent), the
+  peer was fenced (`fencing.fence_block`). A node fences only after every
+  other rule passed: an isolated node, or one off the LAN, never does.
 
 Each refusal is a `Blocked` value; its code decides, its text is shown.
 """

@@ -20,9 +20,9 @@ Rules for a standby whose peer is silent (`lan_block`, part of the guard):
 * only a round started after the silence began counts, and only while it is
   fresh (`lan_fresh_s` plus the pause between rounds at the current
   cadence): no verdict yet is PROBING_LAN;
-* HELD blocks (ADDRESS_HELD, naming who answers); held for more than
-  `held_escalate_s` of silence it becomes ADDRESS_HELD_LONG, a critical alarm
-  that says what the operator must do;
+* HELD blocks (ADDRESS_HELD, naming who answers); seen held in every round
+  for `held_escalate_s` it becomes ADDRESS_HELD_LONG, a critical alarm that
+  says what the operator must do (or, with a fence device, a fence);
 * FREE must last `lan_confirm_s` (about two rounds) before a claim;
 * CONTENDED (the other box probes for the address too, so it is about to
   claim it) blocks the node that is not statically preferred, whatever the
@@ -92,12 +92,28 @@ def observe_lan(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterSta
     probe = counting_probe(settings, st, inp)
     # Nobody holds the address in a contended round either; who claims it is `lan_block`'s question.
     # Rounds a holder runs (to spot a conflict) never count towards a later claim of its own.
-    free = (probe is not None and probe.verdict in (LanVerdict.FREE, LanVerdict.CONTENDED)
-            and not st.state.holds_resources)
-    free_since = (st.lan_free_since if st.lan_free_since is not None else probe.started_at) if free else None
-    if probe == st.lan and free_since == st.lan_free_since:
+    standby = probe is not None and not st.state.holds_resources
+    free = standby and probe.verdict in (LanVerdict.FREE, LanVerdict.CONTENDED)
+    held = standby and probe.verdict is LanVerdict.HELD
+    unseen = probe is not None and probe.peer_seen is False
+    unknown = probe is not None and probe.peer_seen is None and probe.verdict is not LanVerdict.LINK_DOWN
+    changes = {
+        "lan": probe,
+        "lan_free_since": _since(st.lan_free_since, probe, free),
+        "lan_held_since": _since(st.lan_held_since, probe, held),
+        # A round whose probe of the peer failed neither proves nor breaks the peer's silence.
+        "peer_unseen_since": st.peer_unseen_since if unknown else _since(st.peer_unseen_since, probe, unseen),
+    }
+    if all(getattr(st, key) == value for key, value in changes.items()):
         return st
-    return replace(st, lan=probe, lan_free_since=free_since)
+    return replace(st, **changes)
+
+
+def _since(previous: float | None, probe: LanProbe | None, holds: bool) -> float | None:
+    """Since when a fact has held in every counting round: kept, started by this round, or ended."""
+    if not holds or probe is None:
+        return None
+    return previous if previous is not None else probe.started_at
 
 
 def peer_held_calls(inp: Inputs) -> bool:
@@ -113,12 +129,14 @@ def lan_block(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | No
     probe = st.lan
     if probe is None:
         return PROBING_LAN
-    silent_for = inp.now - silent_since(settings, st, inp)
     race = not peer_held_calls(inp) and not statically_preferred(settings, inp)
     if probe.verdict is LanVerdict.HELD:
-        if silent_for >= settings.held_escalate_s:
+        # Counted from this node's first round that saw it held: a node that became STANDBY in the
+        # middle of a silence (an isolated ACTIVE that released) does not escalate at once.
+        held_for = inp.now - (st.lan_held_since if st.lan_held_since is not None else probe.started_at)
+        if held_for >= settings.held_escalate_s:
             return Blocked(BlockCode.ADDRESS_HELD_LONG,
-                           f"shared address still held by {probe.holder} after {silent_for:.0f} s while "
+                           f"shared address still held by {probe.holder} after {held_for:.0f} s while "
                            f"{settings.peer} is silent: its daemon is dead or its release failed, or both "
                            f"heartbeat links are cut while it runs. Reconnect the links; else power "
                            f"{settings.peer} off or run `tandem release` on it")

@@ -23,7 +23,7 @@ from dataclasses import replace
 from firmware.core.cluster.commands import COMMANDS
 from firmware.core.cluster.fencing import fence_deadline, wants_fence
 from firmware.core.cluster.flags import heartbeat_flags
-from firmware.core.cluster.guard import may_claim
+from firmware.core.cluster.guard import hold, may_claim
 from firmware.core.cluster.handlers import HANDLERS
 from firmware.core.cluster.lan import lan_deadline, observe_lan, probe_cadence
 from firmware.core.cluster.observe import observe, silent_since
@@ -122,5 +122,5 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
         persist=st.persisted != before.persisted,
         run=run,
         probe_every_s=probe_cadence(settings, st, inp, claimable=may_claim(settings, st, inp)),
-        fence_peer=wants_fence(settings, st),
+        fence_peer=wants_fence(settings, st) and hold(st) is None,  # an operator's hold stops a fence at once
     )

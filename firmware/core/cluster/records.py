@@ -47,7 +47,8 @@ class LanProbe:
     verdict: LanVerdict
     holder: str = ""         # HELD / CONTENDED: who answered or probed (its MAC address)
     detail: str = ""         # for people: which address, which control target
-    peer_seen: bool | None = None  # the peer's own LAN address answered (None: not asked)
+    peer_seen: bool | None = None  # the peer's own LAN address answered (None: not asked, or its probe failed)
+    local_failure: bool = False    # INCONCLUSIVE because this node's own probing failed (not a silent LAN)
 
 
 @dataclass(frozen=True)

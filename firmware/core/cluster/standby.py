@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from firmware.core.cluster.blocked import BlockCode, Blocked
 from firmware.core.cluster.election import backing_off, failback_due, healthy, self_candidate, self_preferred
+from firmware.core.cluster.fencing import fence_since
 from firmware.core.cluster.guard import guard, hold
 from firmware.core.cluster.observe import peer_deaf, peer_message
 from firmware.core.cluster.records import Decision, Event, Inputs
@@ -41,7 +42,7 @@ def decide_standby(settings: Settings, st: ClusterState, inp: Inputs) -> Decisio
         return _alone(settings, st, inp)
     # The peer is alive: whatever blocked a takeover from its silence is over, and a later silence starts afresh.
     if st.guard is not None:
-        st = replace(st, guard=None)
+        st = replace(st, guard=None, fence_since=None)
     if msg.state == NodeState.ACTIVE and st.persisted.operator_hold and healthy(msg.health, settings):
         # The demote is fulfilled: the peer carries the calls. From now on this node is a normal standby.
         st = replace(st, persisted=replace(st.persisted, operator_hold=False))
@@ -90,7 +91,8 @@ def _alone(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
     st = clear_request(replace(st, grant=None))
     blocked = guard(settings, st, inp)
     if blocked is None:
-        return Decision(takeover(settings, replace(st, guard=None), inp, f"{settings.peer} silent on every link"))
+        return Decision(takeover(settings, replace(st, guard=None, fence_since=None), inp,
+                                 f"{settings.peer} silent on every link"))
     events = []
     # Journaled when the kind of block changes (a repeated one is not news, nor is a reworded one),
     # except the usual short waits for the witness and the LAN.
@@ -98,7 +100,8 @@ def _alone(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
     if changed and blocked.code not in USUAL_WAITS:
         events.append(Event("takeover.blocked", {"code": blocked.code.value, "reason": blocked.text}))
     shown = blocked if blocked.held else f"{settings.peer} silent on every link; {blocked.text}"
-    return Decision(say(replace(st, guard=blocked), shown), tuple(events))
+    st = replace(st, guard=blocked, fence_since=fence_since(st, blocked, inp.now))
+    return Decision(say(st, shown), tuple(events))
 
 
 USUAL_WAITS = frozenset({BlockCode.CHECKING_WITNESS, BlockCode.PROBING_LAN, BlockCode.LAN_CONFIRMING})

@@ -142,6 +142,9 @@ class ClusterState:
     guard: Blocked | None = None        # why the guard refuses a takeover from the silent peer right now
     lan: "LanProbe | None" = None       # the latest probe round that counts (started after the peer fell silent)
     lan_free_since: float | None = None  # since when every counting round found the address free
+    lan_held_since: float | None = None  # since when every counting round (as a standby) found it held
+    peer_unseen_since: float | None = None  # since when the peer's own address has not answered
+    fence_since: float | None = None     # since when this silence has needed a fence (the delay counts from it)
 
     @property
     def why(self) -> str | Blocked:

@@ -50,7 +50,7 @@ def alarms(settings: Settings, st: ClusterState) -> list[Alarm]:
         found.append(Alarm("maintenance", "warning", "maintenance mode: this node will not become ACTIVE"))
     if st.action_alarm:
         found.append(Alarm("actions", "critical", st.action_alarm))
-    elif st.backoff is not None and not st.peer.alive and st.state == NodeState.STANDBY:
+    elif st.backoff is not None and not st.peer.alive and st.state == NodeState.STANDBY and not p.flap_hold:
         found.append(Alarm("actions", "critical", f"not carrying the calls: {st.backoff.reason}; "
                                                   f"{settings.peer} is silent, so this node tries again"))
     lan = lan_alarm(settings, st)
