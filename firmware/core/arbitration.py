@@ -146,7 +146,7 @@ class LanArbiter:
             workers = len(self._addresses) + len(self._controls) + (self._peer is not None)
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lan-probe")
         loop = asyncio.get_running_loop()
-        links = {action.interface: action for _, action, _ in self._addresses}
+        links = {action.config.interface: action for _, action, _ in self._addresses}  # the physical ports
         states = await asyncio.gather(*(loop.run_in_executor(self._pool, a.link_up) for a in links.values()))
         down = [name for name, up in zip(links, states) if not up]
         if down:

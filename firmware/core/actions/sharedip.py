@@ -42,8 +42,9 @@ class SharedIpAction:
             raise ActionError(str(exc)) from None
 
     def link_up(self) -> bool:
-        """Whether this address's interface is up with a carrier (blocking: call it off the event loop)."""
-        return self.network.link_up(self.interface)
+        """Whether the physical interface under this address is up with a carrier (blocking: call it off
+        the event loop). The parent, not the VLAN: the VLAN interface may not exist before the first claim."""
+        return self.network.link_up(self.config.interface)
 
     def probe(self, timeout: float, address: IPAddress | None = None) -> ProbeAnswer:
         """Who else on this address's LAN holds or probes for `address` (default: this shared address).
