@@ -372,13 +372,17 @@ class Node:
                                     known_peer=known_peer, known_margin=known_margin)
 
     def packet(self, now: float, node: str | None = None) -> bytes:
-        """Start a tick and seal it (as the daemon does, once per link)."""
+        """Start a tick and seal it once."""
+        return self.round(now, 1, node)[0]
+
+    def round(self, now: float, links: int = len(LINKS), node: str | None = None) -> list[bytes]:
+        """Start a tick and seal its heartbeat once per link, as the daemon does."""
         tick = self.ep.next_tick(now)
         ack_boot, acks = self.ep.acks()
         message = Heartbeat(node=node or self.name, state=NodeState.STANDBY, role=Role.EQUAL,
                             health=100, flags=Flag.STARTED, epoch=1, tick=tick,
                             ack_boot=ack_boot, acks=acks)
-        return self.ep.seal(message)
+        return [self.ep.seal(message) for _ in range(links)]
 
     def rejected(self, reason: str, link: str = "lan") -> int:
         stats = self.ep.figures[link]
@@ -413,6 +417,36 @@ def test_older_packet_after_a_newer_one_is_accepted_once() -> None:
     assert a.rejected("replay") == 2
     # The late, older heartbeat does not replace the newer one in the view.
     assert a.ep.view().message.tick == 2
+
+
+def test_a_late_never_seen_packet_does_not_keep_a_dead_peer_alive() -> None:
+    """Issue 14: UDP heartbeats kept from us while serial carried the peer, replayed after it died."""
+    a, b = pair()
+    captured = []
+    now = 1.0
+    for _ in range(20):  # the peer's rounds: lan copies captured by an attacker, serial ones delivered
+        lan, serial = b.round(now)
+        captured.append(lan)
+        assert a.ep.receive("serial", serial, now) is not None
+        now += INTERVAL
+    last_heard = a.ep.view().last_rx
+    # The peer dies. The attacker replays the captured lan packets, never seen, one every 0.25 s.
+    for packet in captured:
+        now += 0.25
+        assert a.ep.receive("lan", packet, now) is not None  # accepted (counted for the link) ...
+        assert a.ep.view().last_rx == last_heard  # ... but the peer does not look alive
+    assert a.ep.figures["lan"].received == len(captured)
+
+
+def test_the_same_round_on_another_link_keeps_that_link_alive() -> None:
+    a, b = pair()
+    for step in range(5):
+        now = 1.0 + step * INTERVAL
+        lan, serial = b.round(now)
+        assert a.ep.receive("lan", lan, now) is not None
+        assert a.ep.receive("serial", serial, now + 0.004) is not None  # the same round, a little later
+    view = a.ep.view()
+    assert {link.name: link.rx_at for link in view.links} == {"lan": now, "serial": now + 0.004}
 
 
 def test_packets_older_than_the_window_are_refused() -> None:

@@ -2,7 +2,11 @@
 
 A packet that opened correctly still has to pass here before the decision core
 sees it. The tracker drops repeated and old packets (a sliding window over the
-peer's sequence numbers). Boot ids start with a boot counter that grows with
+peer's sequence numbers). A packet the window accepts but whose heartbeat
+round is older than one already heard (late, or replayed by someone who kept
+it from us while the link was cut) counts for the link's figures but does
+not make the peer look alive: only a newer round does, or the newest round's
+copy on another link within a deadtime of its first copy. Boot ids start with a boot counter that grows with
 every daemon start and is persisted on both sides, so:
 
 * a boot with a higher counter than any seen is the peer's new start: accepted
@@ -81,6 +85,8 @@ class _Boot:
     first_seen_tick: int
     window: ReplayWindow = field(default_factory=ReplayWindow)
     heard: dict[str, int] = field(default_factory=dict)  # link -> last tick heard on it
+    newest_tick: int = -1  # the newest heartbeat round heard from this boot on any link
+    newest_at: float = 0.0  # when its first copy arrived
 
 
 class PeerTracker:
@@ -130,6 +136,13 @@ class PeerTracker:
         if not boot.window.accept(header.seq):
             return "replay"
         boot.heard[link] = max(boot.heard.get(link, 0), message.tick)
+        # Only a newer round refreshes liveness, or the newest one's copy on another link within a
+        # deadtime of its first: a late packet, never seen but older, may be a replay captured while
+        # this link was cut (the peer may be dead by now).
+        fresh = message.tick > boot.newest_tick or (
+            message.tick == boot.newest_tick and now - boot.newest_at < self.deadtime)
+        if message.tick > boot.newest_tick:
+            boot.newest_tick, boot.newest_at = message.tick, now
         if boot is self.current or not self._current_alive(now):
             # A candidate boot is acknowledged only once the current one went silent, so
             # replayed packets of some unknown boot cannot divert our acknowledgements.
@@ -146,7 +159,8 @@ class PeerTracker:
                 tick = message.ack_for(name)
                 if tick is not None and tick in self._sent_at:
                     self._tx_ok_at[name] = max(self._tx_ok_at.get(name, 0.0), self._sent_at[tick])
-        self._rx_at[link] = now
+        if fresh:
+            self._rx_at[link] = now
         if self._message is None or message.tick >= self._message.tick:
             self._message, self._message_at = message, now
         return None
