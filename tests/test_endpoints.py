@@ -11,7 +11,7 @@ import pytest
 
 from firmware.core.alarms import Alarm, AlarmBoard
 from firmware.core.control import ControlError
-from firmware.core.endpoints import Endpoints, LocalClient
+from firmware.core.endpoints import Endpoints, LocalClient, Params, SourceParams
 
 
 def test_commands_streams_and_status_sections_come_from_their_owners() -> None:
@@ -26,8 +26,14 @@ def test_commands_streams_and_status_sections_come_from_their_owners() -> None:
         for n in range(int(request["count"])):
             yield {"ok": True, "event": {"id": n}}
 
-    endpoints.add_command("double", slow)
-    endpoints.add_stream("numbers", numbers)
+    class Number(Params):
+        n: int
+
+    class Count(Params):
+        count: int = 0
+
+    endpoints.add_command("double", slow, Number)
+    endpoints.add_stream("numbers", numbers, Count)
     endpoints.add_status(lambda: {"node": "alpha"})
     endpoints.add_status(lambda: {"sensors": [], "node": "alpha-again"})
 
@@ -44,6 +50,36 @@ def test_commands_streams_and_status_sections_come_from_their_owners() -> None:
     assert endpoints.names == ["double", "numbers", "ping"]
     with pytest.raises(ValueError, match="registered twice"):
         endpoints.add_command("numbers", lambda request: None)
+
+
+class ForceParams(SourceParams):
+    force: bool = False
+
+
+def test_parameters_are_checked_strictly_before_the_handler_runs() -> None:
+    """Issue 14: ``"force": "false"`` forced a demote; a wrong type is an error naming the key, never coerced."""
+    endpoints = Endpoints()
+    seen: list[dict[str, Any]] = []
+    endpoints.add_command("demote", lambda request: seen.append(request) or "ok", ForceParams)
+    endpoints.add_command("ping", lambda request: "pong")
+
+    async def scenario() -> None:
+        for bad, says in [({"force": "false"}, "force: Input should be a valid boolean"),
+                          ({"force": 0}, "force: Input should be a valid boolean"),
+                          ({"source": 7}, "source: Input should be a valid string"),
+                          ({"source": "x" * 65}, "source: String should have at most 64 characters"),
+                          ({"forse": True}, "forse: Extra inputs are not permitted")]:
+            with pytest.raises(ControlError, match=f"demote: {says}"):
+                await endpoints.handle({"cmd": "demote", **bad})
+        with pytest.raises(ControlError, match="ping: extra: Extra inputs"):
+            await endpoints.handle({"cmd": "ping", "extra": 1})
+        assert await endpoints.handle({"cmd": "demote"}) == {"ok": True, "result": "ok"}
+        assert await endpoints.handle({"cmd": "demote", "force": True, "source": "panel"}) == {"ok": True,
+                                                                                              "result": "ok"}
+
+    asyncio.run(scenario())
+    assert seen == [{"cmd": "demote", "force": False, "source": "cli"},
+                    {"cmd": "demote", "force": True, "source": "panel"}]  # the defaults filled in
 
 
 def test_local_client_runs_requests_on_the_loop_and_returns_json() -> None:

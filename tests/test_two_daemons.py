@@ -256,3 +256,20 @@ def test_links_figures_count_sends_and_serial_noise(rack: TwoNodeRack) -> None:
     assert link(rack, "alpha", "serial0")["sent"] > 0 and link(rack, "bravo", "serial0")["received"] > 0
     result = rack.cli("bravo", "links")
     assert result.returncode == 0 and "serial0" in result.stdout
+
+
+def test_control_requests_with_the_wrong_types_are_refused_not_coerced(racks: Callable[..., TwoNodeRack]) -> None:
+    """Issue 14: ``"force": "false"`` forced a demote with the peer dead; ``"follow": "no"`` streamed forever."""
+    from firmware.core.control import ControlError, stream
+
+    rack = racks(nodes=("alpha",), settle=False)
+    rack.wait_state("alpha", "ACTIVE", timeout=30)  # alone: a plain demote is refused, a forced one obeyed
+    with pytest.raises(ControlError, match="force: Input should be a valid boolean"):
+        rack.control("alpha", {"cmd": "demote", "force": "false"})
+    with pytest.raises(ControlError, match="stepping down would leave no ACTIVE node"):
+        rack.control("alpha", {"cmd": "demote"})
+    assert rack.state("alpha") == "ACTIVE"
+    with pytest.raises(ControlError, match="follow: Input should be a valid boolean"):
+        list(stream(rack.socket_path("alpha"), {"cmd": "events", "follow": "no"}, timeout=10))
+    events = list(stream(rack.socket_path("alpha"), {"cmd": "events", "follow": False}, timeout=10))  # it ends
+    assert [e["event"]["data"]["force"] for e in events if e["event"]["kind"] == "refused"] == [False]

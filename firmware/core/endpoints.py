@@ -9,6 +9,12 @@ through :meth:`Endpoints.handle`, so every path applies the same checks.
 A command handler takes the request and returns its result (or awaits it);
 raising :class:`~firmware.core.control.ControlError` answers with that error.
 A stream handler yields whole reply items (``{"ok": true, "event": …}``).
+
+Every command declares its parameters as a pydantic model (`Params`: strict,
+no unknown keys). A request is validated before its handler runs: a wrong
+type is an error reply that names the key, never coerced (``"force":
+"false"`` is not a boolean); the handler gets the request with the defaults
+filled in.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from firmware.core.control import ControlError
 
@@ -30,23 +38,49 @@ StreamHandler = Callable[[Request], AsyncIterator[dict[str, Any]]]
 StatusProvider = Callable[[], dict[str, Any]]
 
 
+class Params(BaseModel):
+    """A command's parameters (besides ``cmd``): strict types, no unknown keys. Subclass it per command."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class SourceParams(Params):
+    """A command that journals who sent it (``cli``, ``panel``, ``lab``, …)."""
+
+    source: Annotated[str, Field(min_length=1, max_length=64)] = "cli"
+
+
+def checked(params: type[Params], request: Request) -> Request:
+    """`request` with its parameters validated against `params` and defaults filled; ControlError if not."""
+    try:
+        values = params.model_validate({k: v for k, v in request.items() if k != "cmd"})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise ControlError(f"{request.get('cmd')}: {problems}") from None
+    return {"cmd": request.get("cmd"), **values.model_dump()}
+
+
 class Endpoints:
     """The registry of control commands, streams and status sections."""
 
     def __init__(self) -> None:
         self._commands: dict[str, CommandHandler] = {}
         self._streams: dict[str, StreamHandler] = {}
+        self._params: dict[str, type[Params]] = {}
         self._status: list[StatusProvider] = []
 
-    def add_command(self, name: str, handler: CommandHandler) -> None:
-        """Answer ``{"cmd": name, …}`` with ``handler(request)``'s result."""
+    def add_command(self, name: str, handler: CommandHandler, params: type[Params] = Params) -> None:
+        """Answer ``{"cmd": name, …}`` with ``handler(request)``'s result; `params`: its parameters."""
         self._claim(name)
         self._commands[name] = handler
+        self._params[name] = params
 
-    def add_stream(self, name: str, handler: StreamHandler) -> None:
-        """Answer ``{"cmd": name, …}`` with the items ``handler(request)`` yields."""
+    def add_stream(self, name: str, handler: StreamHandler, params: type[Params] = Params) -> None:
+        """Answer ``{"cmd": name, …}`` with the items ``handler(request)`` yields; `params`: its parameters."""
         self._claim(name)
         self._streams[name] = handler
+        self._params[name] = params
 
     def add_status(self, provider: StatusProvider) -> None:
         """Merge ``provider()``'s keys into every status snapshot (in registration order)."""
@@ -69,11 +103,11 @@ class Endpoints:
         cmd = request.get("cmd")
         stream = self._streams.get(cmd) if isinstance(cmd, str) else None
         if stream is not None:
-            return stream(request)
+            return stream(checked(self._params[cmd], request))
         handler = self._commands.get(cmd) if isinstance(cmd, str) else None
         if handler is None:
             raise ControlError(f"unknown command {cmd!r}")
-        result = handler(request)
+        result = handler(checked(self._params[cmd], request))
         if inspect.isawaitable(result):
             result = await result
         return {"ok": True, "result": result}

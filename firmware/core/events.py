@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from firmware.core.control import ControlError
-from firmware.core.endpoints import Endpoints
+from firmware.core.endpoints import Endpoints, Params
 from firmware.core.journal import Journal
 
 FOLLOW_QUEUE = 1000  # records a --follow client may fall behind before it is cut off
+
+
+class EventsParams(Params):
+    """``events``: the records after ``since``, or only the ``last`` N; ``follow`` keeps streaming."""
+
+    since: Annotated[int, Field(ge=0)] = 0
+    last: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    follow: bool = False
 
 
 def register_events(endpoints: Endpoints, journal: Journal) -> None:
     """Answer ``{"cmd": "events", "since": ID, "last": N, "follow": bool}``."""
 
     def handler(request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        since = int(request.get("since", 0))
-        if request.get("last") is not None:  # only the newest N (the panel's "last events" page)
-            since = max(since, journal.next_id - 1 - int(request["last"]))
-        return stream_events(journal, since, bool(request.get("follow", False)))
+        since = request["since"]
+        if request["last"] is not None:  # only the newest N (the panel's "last events" page)
+            since = max(since, journal.next_id - 1 - request["last"])
+        return stream_events(journal, since, request["follow"])
 
-    endpoints.add_stream("events", handler)
+    endpoints.add_stream("events", handler, EventsParams)
+
 
 
 async def stream_events(journal: Journal, since: int, follow: bool) -> AsyncIterator[dict[str, Any]]:

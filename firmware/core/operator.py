@@ -13,13 +13,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from firmware.core.control import ControlError
-from firmware.core.endpoints import Endpoints
+from firmware.core.endpoints import Endpoints, SourceParams
 from firmware.core.states import NodeState
 
 if TYPE_CHECKING:
     from firmware.core.daemon import Daemon
 
 CLUSTER_COMMANDS = ("promote", "demote", "shutdown", "maintenance-on", "maintenance-off")
+
+
+class CommandParams(SourceParams):
+    """An operator command's parameters: ``force`` (a JSON boolean) and who sent it."""
+
+    force: bool = False
+
+
 POWER_COMMANDS = ("poweroff", "reboot")
 
 
@@ -35,13 +43,13 @@ class OperatorCommands:
     def register(self, endpoints: Endpoints) -> None:
         """The commands, each answered by :meth:`run`."""
         for name in CLUSTER_COMMANDS:
-            endpoints.add_command(name, lambda request, name=name: self.run(name, request))
+            endpoints.add_command(name, lambda request, name=name: self.run(name, request), CommandParams)
         for name in POWER_COMMANDS:
-            endpoints.add_command(name, lambda request, name=name: self._power(name, request))
+            endpoints.add_command(name, lambda request, name=name: self._power(name, request), CommandParams)
 
     async def run(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
         """Apply one command; answer once it took effect, or raise ControlError with the refusal."""
-        reply = self.daemon.command(name, bool(request.get("force", False)), str(request.get("source", "cli")))
+        reply = self.daemon.command(name, request["force"], request["source"])
         if not reply.ok:
             raise ControlError(reply.message)
         outcome = await self._outcome(name)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 from firmware import __version__
 from firmware.core import cluster
 from firmware.core.alarms import AlarmBoard
 from firmware.core.cluster import ClusterState, Settings, WitnessResult
-from firmware.core.endpoints import Endpoints
+from firmware.core.endpoints import Endpoints, Params, SourceParams
 from firmware.core.journal import Journal
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.links import Link
@@ -157,7 +159,7 @@ def register_node_status(endpoints: Endpoints, daemon: Daemon) -> None:
     endpoints.add_command("state", lambda request: node_state(daemon))
     # Heartbeat tick lateness over the ticks after `since_tick` (benchmarks).
     endpoints.add_command("lateness", lambda request: {
-        "tick": daemon.endpoint.tick, **daemon.ticks.lateness(int(request.get("since_tick", -1)))})
+        "tick": daemon.endpoint.tick, **daemon.ticks.lateness(request["since_tick"])}, LatenessParams)
 
 
 def node_state(daemon: Daemon) -> dict[str, Any]:
@@ -185,10 +187,16 @@ def hook_status(daemon: Daemon) -> dict[str, Any]:
             "peer": {"name": daemon.settings.peer, "state": message.state.name if message else None}}
 
 
+class LatenessParams(Params):
+    """``lateness``: the heartbeat tick lateness over the ticks after ``since_tick`` (-1: all kept)."""
+
+    since_tick: Annotated[int, Field(ge=-1)] = -1
+
+
 def register_alarm_commands(endpoints: Endpoints, board: AlarmBoard, journal: Journal) -> None:
     """The ``alarms``/``alarm_silenced`` status keys and the ``alarm-silence`` command."""
     endpoints.add_status(board.snapshot)
-    endpoints.add_command("alarm-silence", lambda request: _silence(board, journal, str(request.get("source", "cli"))))
+    endpoints.add_command("alarm-silence", lambda request: _silence(board, journal, request["source"]), SourceParams)
 
 
 def _silence(board: AlarmBoard, journal: Journal, source: str) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from firmware.config import Config
 from firmware.core.control import ControlError
-from firmware.core.endpoints import Endpoints, LocalClient
+from firmware.core.endpoints import Endpoints, LocalClient, Params
 from firmware.core.journal import Journal
 from firmware.drivers import load_driver
 from firmware.panel.runner import PanelRunner
@@ -84,17 +86,30 @@ def register_panel_commands(endpoints: Endpoints, panel: PanelRunner | None, jou
         if panel is None:
             raise ControlError("this node has no front panel (none in the board profile, or [panel] enabled = false)")
         shown: dict[str, Any] = {"text": panel.frame_text()}
-        if request.get("png", True):
+        if request["png"]:
             shown["png"] = base64.b64encode(await asyncio.to_thread(panel.frame_png)).decode()
         return shown
 
     def report(request: dict[str, Any]) -> str:
         # The panel journals what happened at it (PIN attempts, locking).
-        event = str(request.get("event", ""))
+        event = request["event"]
         if event not in PANEL_REPORTS:
             raise ControlError(f"panel.report: unknown event {event!r}")
-        journal.record("panel", {"event": event, "detail": str(request.get("detail", ""))[:200], "source": "panel"})
+        journal.record("panel", {"event": event, "detail": request["detail"][:200], "source": "panel"})
         return "journaled"
 
-    endpoints.add_command("panel.frame", frame)
-    endpoints.add_command("panel.report", report)
+    endpoints.add_command("panel.frame", frame, FrameParams)
+    endpoints.add_command("panel.report", report, ReportParams)
+
+
+class FrameParams(Params):
+    """``panel.frame``: the text, and unless ``png`` is false the PNG of what the panel shows."""
+
+    png: bool = True
+
+
+class ReportParams(Params):
+    """``panel.report``: something that happened at the panel (`PANEL_REPORTS`), journaled."""
+
+    event: Annotated[str, Field(max_length=64)]
+    detail: Annotated[str, Field(max_length=4096)] = ""
