@@ -97,7 +97,11 @@ def test_control_error_reaches_the_client(tmp_path: Path) -> None:
     run(body, sock_path(tmp_path))
 
 
-@pytest.mark.parametrize("line", [b"this is not json\n", b"[1, 2]\n", b'{"cmd": 5}\n', b'{"nocmd": 1}\n'])
+DEEP = b'{"cmd": "ping", "x": ' + b"[" * 30000 + b"]" * 30000 + b"}\n"  # issue 14: 30,000 levels, under 64 KiB
+
+
+@pytest.mark.parametrize("line", [b"this is not json\n", b"[1, 2]\n", b'{"cmd": 5}\n', b'{"nocmd": 1}\n', DEEP],
+                         ids=["not-json", "array", "cmd-not-a-string", "no-cmd", "nested-30000-deep"])
 def test_malformed_request_is_refused(tmp_path: Path, line: bytes) -> None:
     async def body(path: Path) -> None:
         server = await started(path)
@@ -105,6 +109,7 @@ def test_malformed_request_is_refused(tmp_path: Path, line: bytes) -> None:
             reply = await raw_exchange(path, line)
             assert reply["ok"] is False
             assert reply["error"].startswith("bad request")
+            assert (await raw_exchange(path, b'{"cmd": "echo"}\n'))["ok"] is True  # the server still answers
         finally:
             await server.close()
     run(body, sock_path(tmp_path))

@@ -92,6 +92,9 @@ class ControlServer:
                 await self._answer(line, writer)
         except (ConnectionError, asyncio.CancelledError):
             return
+        except Exception:  # whatever a client sent, the handler ends here, never as an unretrieved exception
+            log.exception("control: a connection failed")
+            return
         finally:
             if task is not None:
                 self._clients.discard(task)
@@ -102,6 +105,9 @@ class ControlServer:
             request = json.loads(line)
             if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
                 raise ValueError("a request is a JSON object with a string `cmd`")
+        except RecursionError:  # json's C scanner recurses once per level of nesting
+            await _write(writer, {"ok": False, "error": "bad request: nested too deeply"})
+            return
         except ValueError as exc:
             await _write(writer, {"ok": False, "error": f"bad request: {exc}"})
             return
