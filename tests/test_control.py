@@ -115,6 +115,39 @@ def test_malformed_request_is_refused(tmp_path: Path, line: bytes) -> None:
     run(body, sock_path(tmp_path))
 
 
+def test_pipelined_requests_let_the_loop_run_between_them(tmp_path: Path) -> None:
+    """Issue 14: a megabyte of pipelined requests ran back to back and held the heartbeat tick off."""
+    answered: list[int] = []
+    seen_between: list[int] = []
+
+    async def counting(req: dict[str, Any]) -> dict[str, Any]:
+        answered.append(1)
+        return {"ok": True, "result": len(answered)}
+
+    async def body(path: Path) -> None:
+        server = ControlServer(path, counting)
+        await server.start()
+
+        async def ticker() -> None:  # stands for the heartbeat tick: how far the batch got each time it ran
+            while True:
+                seen_between.append(len(answered))
+                await asyncio.sleep(0)
+        tick = asyncio.ensure_future(ticker())
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(b'{"cmd": "echo"}\n' * 2000)  # all buffered before the first is answered
+            await writer.drain()
+            for _ in range(2000):
+                await reader.readline()
+            writer.close()
+        finally:
+            tick.cancel()
+            await server.close()
+    run(body, sock_path(tmp_path))
+    assert len(answered) == 2000
+    assert len({n for n in seen_between if 0 < n < 2000}) > 100, "the loop did not run between the requests"
+
+
 def test_overlong_request_is_refused(tmp_path: Path) -> None:
     async def body(path: Path) -> None:
         server = await started(path)

@@ -90,6 +90,10 @@ class ControlServer:
                 if not line:
                     return
                 await self._answer(line, writer)
+                # Pipelined requests are already buffered: reading the next one does not suspend, so
+                # without this one client's megabyte of requests would run back to back and hold the
+                # heartbeat tick off (issue 14). One request at a time, the loop in between.
+                await asyncio.sleep(0)
         except (ConnectionError, asyncio.CancelledError):
             return
         except Exception:  # whatever a client sent, the handler ends here, never as an unretrieved exception
