@@ -482,21 +482,39 @@ class TwoNodeRack:
             return time.time()
         if sig == signal.SIGKILL and (self._tearing_down or not self.supervise):
             self._kill_guardian(proc)  # nothing may release the box: the guardian goes first
+        # At teardown the daemon's other children go too, as systemd's control group would take them:
+        # a fence agent runs in a session of its own and would outlive it.
+        rest = self._descendants(proc) if self._tearing_down and sig == signal.SIGKILL else []
         sent = time.time()
         proc.send_signal(sig)
         if sig == signal.SIGKILL:
             proc.wait(timeout=10)
             self.procs.pop(name, None)
+            kill_processes(rest)
         return sent
+
+    @staticmethod
+    def _descendants(proc: subprocess.Popen) -> list[psutil.Process]:
+        try:
+            return psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
 
     @staticmethod
     def _kill_guardian(proc: subprocess.Popen) -> None:
         """SIGKILL the release guardian `tandem run` forked (its child running the same command line)."""
         try:
             daemon = psutil.Process(proc.pid)
-            guardians = [c for c in daemon.children() if c.cmdline() == daemon.cmdline()]
+            command, children = daemon.cmdline(), daemon.children()
         except psutil.NoSuchProcess:
             return
+        guardians = []
+        for child in children:  # others come and go (a sensor's command, a fence agent): skip those that went
+            try:
+                if child.cmdline() == command:
+                    guardians.append(child)
+            except psutil.NoSuchProcess:
+                continue
         for guardian in guardians:
             guardian.kill()
         # Dead is enough: its parent (the daemon, about to be killed) will never reap it, so a wait
