@@ -92,6 +92,8 @@ class Node:
     fence_busy: bool = False
     fence_works: bool = True  # what its fence device does when asked
     fenced: bool = False  # its power was switched off by the peer's fence
+    stall_fired: int = 0  # how often its stall-fence thread fired
+    stalls_at_actions: int = 0  # ... when its current actions started (a promote halts if it fired since)
 
     @property
     def holds(self) -> bool:
@@ -254,6 +256,7 @@ class TwoNodeModel:
         expected = None
         if st.state in (NodeState.TAKEOVER, NodeState.RELEASING) and node.actions_for != st.transition:
             node.actions_for = st.transition
+            node.stalls_at_actions = node.stall_fired  # the plan starts now
             kind = ActionKind.PROMOTE if st.state == NodeState.TAKEOVER else ActionKind.DEMOTE
             expected = RunActions(kind, st.transition)
         if run != expected:
@@ -336,6 +339,7 @@ class TwoNodeModel:
             if kind == "fence_thread":  # runs beside the frozen loop
                 if target.alive and args[1] == target.generation and target.frozen_until > at:
                     target.relays_closed = False
+                    target.stall_fired += 1
                     self.timeline.append((at, f"{target.settings.node}: stall fence opened the relays"))
                 self.check()
                 continue
@@ -410,9 +414,11 @@ class TwoNodeModel:
             transition = args[2]
             promoting = node.state is not None and node.state.state == NodeState.TAKEOVER
             outcome = node.promote_result if promoting else "ok"
+            if promoting and node.stall_fired > node.stalls_at_actions:
+                outcome = "halted"  # the stall fence fired meanwhile: the plan halts, nothing acquired
             if node.state is not None and node.state.transition == transition:
                 node.relays_closed = promoting and outcome == "ok"
-                if outcome != "veto":  # a failed promote may have added the address before it failed
+                if outcome not in ("veto", "halted"):  # a failed promote may have added the address before it failed
                     node.address = promoting
             node.actions = ActionsReport(transition, ok=outcome == "ok", vetoed=outcome == "veto",
                                          detail="" if outcome == "ok" else f"simulated {outcome}")

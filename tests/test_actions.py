@@ -68,6 +68,26 @@ def test_failed_action_is_reported_and_the_rest_still_run() -> None:
     assert [o.ok for o in result.outcomes] == [False, True]
 
 
+
+def test_a_promote_halts_when_told_and_acquires_nothing_after_that() -> None:
+    """The loop stalled during the takeover (the stall fence fired): the rest of the promote is not run."""
+    log: list[str] = []
+    stalled: list[bool] = [False]
+
+    def halt() -> str | None:
+        return "the loop stalled" if stalled[0] else None
+
+    class Stalling(Recorder):
+        async def ensure_present(self) -> None:
+            await super().ensure_present()
+            stalled[0] = True  # the stall fence fires while this action runs
+
+    result = asyncio.run(ActionPlan([Stalling("relays", log), Recorder("ip", log)]).promote({}, halt))
+    assert log == ["+relays"] and not result.ok
+    assert [(o.action, o.ok) for o in result.outcomes] == [("relays", True), ("ip", False)]
+    assert "not run: the loop stalled" in result.detail
+
+
 def test_promote_before_hook_vetoes_before_any_action(tmp_path: Path) -> None:
     make_hook(tmp_path / "promote.before", "10-trunks", "echo trunk card missing; exit 1")
     log: list[str] = []

@@ -128,6 +128,7 @@ class Daemon:
                                        self.relay_interlock, plan)
         try:
             self.stall_fence = StallFence(self.settings.fence_stall_s, self.takeover.release_relays_now)
+            self.takeover.stalls = lambda: self.stall_fence.fired
             self.monitoring = Monitoring(config, self.journal, self.alarm_board, self._on_health)
             power = load_driver(config.board.power.driver, "power.driver", config.board_path,
                                 **config.board.power.kwargs)
@@ -137,8 +138,7 @@ class Daemon:
         self.arbiter = LanArbiter(self.takeover.shared_ip_actions, node.arbitration.control,
                                   node.arbitration.round_ms / 1000, lambda _probe: self._evaluate(self.now()),
                                   node.arbitration.peer_address)
-        self.fencer = Fencer(node.fencing.device, node.peer, self.journal, lambda _: self._evaluate(self.now()),
-                             self.now)
+        self.fencer = Fencer(node.fencing.device, node.peer, self.journal, lambda _: self._evaluate(self.now()), self.now)
         self.operator = OperatorCommands(self, power)
         self.control = ControlServer(node.control_socket, self.endpoints.handle, node.control_group)
         self._register_endpoints()

@@ -46,6 +46,7 @@ class TakeoverRunner:
                  hook_environment: Callable[[], dict[str, str]], interlock: Callable[[], str | None],
                  plan: ActionPlan | None = None) -> None:
         self.journal = journal
+        self.stalls: Callable[[], int] = lambda: 0  # how often the stall fence fired (the daemon wires it)
         # Relay banks are opened (all channels de-energized: the safe state) before anything else runs.
         self.relay_banks = open_banks(config.board.relays, "relays", config.board_path, load_driver)
         self.feedback_banks = open_banks(config.board.feedback, "feedback", config.board_path, load_driver)
@@ -86,7 +87,10 @@ class TakeoverRunner:
         saved = asyncio.ensure_future(asyncio.to_thread(save_state))
         promoting = state == NodeState.TAKEOVER
         event = {"kind": "promote" if promoting else "demote", "transition": transition, "reason": reason}
-        result = await (self.plan.promote(event) if promoting else self.plan.demote(event))
+        stalls = self.stalls()
+        halt = (lambda: "this node's loop stalled during the takeover (the stall fence fired): the peer may "
+                        "have taken over meanwhile" if self.stalls() > stalls else None)
+        result = await (self.plan.promote(event, halt) if promoting else self.plan.demote(event))
         await saved
         for hook in result.hooks:
             self.journal.record("hook", hook.to_json())

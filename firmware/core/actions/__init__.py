@@ -139,15 +139,24 @@ class ActionPlan:
         """The plan's actions of one kind (``shared_ip``, ``relays``, ``service``), in order."""
         return [a for a in self.actions if a.kind == kind]
 
-    async def promote(self, event: dict[str, Any]) -> PlanResult:
-        """Run the promote sequence; a failing promote.before hook vetoes it before any action."""
+    async def promote(self, event: dict[str, Any], halt: Callable[[], str | None] = lambda: None) -> PlanResult:
+        """Run the promote sequence; a failing promote.before hook vetoes it before any action.
+
+        `halt` is asked before each action: a reason stops the promote there (the
+        actions not run fail with it), e.g. the loop stalled meanwhile and the peer
+        may have taken over.
+        """
         before = await self.hooks.run("promote.before", event, self.environment(), include_all=False)
         vetoes = [h for h in before if not h.ok]
         if vetoes:
             v = vetoes[0]
             return PlanResult(False, vetoed=True, hooks=tuple(before),
                               detail=f"promote.before hook {v.hook} exited {v.exit_code}: {v.output or 'no output'}")
-        outcomes = [await self._run(a, a.ensure_present) for a in self.actions]
+        outcomes = []
+        for action in self.actions:
+            reason = halt()
+            outcomes.append(ActionOutcome(action.name, action.kind, False, f"not run: {reason}") if reason
+                            else await self._run(action, action.ensure_present))
         after = await self.hooks.run("promote.after", event, self.environment(), include_all=False)
         return self.result_of(outcomes, before + after)
 
