@@ -271,12 +271,25 @@ def test_probing_starts_at_the_first_missed_heartbeat_and_stops_when_the_peer_is
     assert out.probe_every_s == 1.0  # an ACTIVE node with a silent peer watches slowly
 
 
-def test_a_node_that_may_not_take_over_does_not_probe() -> None:
+def test_a_node_that_may_not_take_over_probes_only_once_a_second() -> None:
+    """Back to back it would hold a claimable peer back; not at all would leave a forced promote blind."""
     settings = _settings()
     st = _standby_behind(settings)
     st = replace(st, persisted=replace(st.persisted, maintenance=True))
     _, out = step(settings, st, _inputs(DEAD_AT + 0.05, _peer(HEARD_AT)))
-    assert out.probe_every_s is None
+    assert out.probe_every_s == 1.0
+
+
+def test_a_forced_promote_without_a_lan_verdict_is_refused() -> None:
+    settings = _settings()
+    st = _standby_behind(settings)
+    st, out = step(settings, st, _inputs(DEAD_AT + 0.05, _peer(HEARD_AT), command=Command("promote", force=True)))
+    assert out.reply is not None and not out.reply.ok and "has not been probed" in out.reply.message
+    assert st.state == NodeState.STANDBY
+    free = _rounds(DEAD_AT + 0.06)
+    st, out = step(settings, st, _inputs(DEAD_AT + 0.2, _peer(HEARD_AT), lan=free(DEAD_AT + 0.2),
+                                         command=Command("promote", force=True)))
+    assert out.reply is not None and out.reply.ok and st.state == NodeState.TAKEOVER
 
 
 def test_without_lan_arbitration_nothing_changes() -> None:

@@ -158,6 +158,10 @@ def test_never_two_address_holders_with_lan_arbitration(seed: int, steps: list, 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), steps=timed_with_fencing, roles=st.booleans())
+# Found by a suite run: a forced promote on a node whose witness failed (so it did not probe) claimed the
+# address its peer still held. It is now refused until the node has probed (it looks once a second).
+@example(seed=0, steps=[(0.0, ("cut_all",)), (0.0, ("witness", 1, False)), (1.0, ("cmd", 1, "promote", True))],
+         roles=False)
 def test_never_two_holders_nor_mutual_fences_with_power_fencing(seed: int, steps: list, roles: bool) -> None:
     chosen = {0: {"role": Role.PRIMARY}, 1: {"role": Role.SECONDARY}} if roles else None
     # Behind a hung switch neither node sees the LAN; when neither held the calls both wait their fence

@@ -91,6 +91,11 @@ def promote(settings: Settings, st: ClusterState, inp: Inputs, force: bool) -> t
         assert st.lan is not None  # a held verdict is what blocked
         return st, Reply(False, f"{settings.peer} is silent on every link but {st.lan.holder} still answers for the "
                                 f"shared address; power {settings.peer} off or run `tandem release` on it first")
+    if settings.lan_arbitration and st.lan is None:
+        # Not even --force without a verdict: the peer may still hold the address.
+        return st, Reply(False, f"{settings.peer} is silent on every link and the LAN has not been probed since: "
+                                "this node cannot tell whether the shared address is still held; try again in a "
+                                "second")
     blocked = guard(settings, st, inp)
     if blocked is not None and not force:
         return st, Reply(False, f"{settings.peer} is silent on every link and {blocked.text}; "

@@ -27,8 +27,9 @@ Rules for a standby whose peer is silent (`lan_block`, part of the guard):
 * CONTENDED (the other box probes for the address too, so it is about to
   claim it) blocks the node that is not statically preferred, whatever the
   peer held: the preferred one claims first, and the other then sees HELD. A
-  box probes only while it could claim (`guard.may_claim`), so a preferred box
-  that may not claim never holds the other back;
+  box probes back to back only while it could claim (`guard.may_claim`);
+  otherwise once a second (for an operator's forced promote), so a preferred
+  box that may not claim holds the other back for a round at most;
 * when the peer held nothing when it fell silent (both could be claiming),
   the node that is not statically preferred also waits `lan_claim_delay_s`,
   in case the preferred one starts probing a little later;
@@ -186,9 +187,11 @@ def probe_cadence(settings: Settings, st: ClusterState, inp: Inputs, claimable: 
     if st.state not in (NodeState.STARTING, NodeState.STANDBY):
         return None
     silent_for = inp.now - silent_since(settings, st, inp)
-    if not claimable or silent_for < PROBE_AFTER_HEARTBEATS * settings.heartbeat_s:
+    if silent_for < PROBE_AFTER_HEARTBEATS * settings.heartbeat_s:
         return None
-    return _spacing(st)
+    # A node that may not claim (its witness failed, say) still looks once a second, so an operator's
+    # forced promote has a verdict to go by; it holds the other node back for one round at most.
+    return _spacing(st) if claimable else ACTIVE_PROBE_EVERY_S
 
 
 def lan_deadline(settings: Settings, st: ClusterState) -> float | None:
