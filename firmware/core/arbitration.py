@@ -70,10 +70,12 @@ def _verdict(started_at: float, addresses: Sequence[tuple[str, Answer]],
                     detail=f"nobody answers for {free}" + (f"; {answered[0]} answered" if answered else ""))
 
 
-def _action_for(shared_ips: Sequence[SharedIpAction], address: str) -> SharedIpAction:
-    """The shared address on whose LAN a control target lives (the config checked that one does)."""
+def _target(shared_ips: Sequence[SharedIpAction], address: str) -> Target:
+    """A control target or the peer's address, asked on the LAN of the shared address whose subnet holds it
+    (the config checked that one does)."""
     ip = ipaddress.ip_address(address)
-    return next(a for a in shared_ips if ip in a.config.ip.network)
+    action = next(a for a in shared_ips if ip in a.config.ip.network)
+    return f"{address} on {action.interface}", action, ip
 
 
 class LanArbiter:
@@ -84,14 +86,10 @@ class LanArbiter:
         self.round_s = round_s
         self.on_round = on_round
         self._addresses: list[Target] = [(f"{a.config.ip.ip} on {a.interface}", a, None) for a in shared_ips]
-        self._controls: list[Target] = []
-        for address in control:
-            action = _action_for(shared_ips, address)
-            self._controls.append((f"{address} on {action.interface}", action, ipaddress.ip_address(address)))
-        self._peer: Target | None = None
-        if peer_address:
-            action = _action_for(shared_ips, peer_address)
-            self._peer = (f"{peer_address} on {action.interface}", action, ipaddress.ip_address(peer_address))
+        self._controls: list[Target] = [_target(shared_ips, address) for address in control]
+        self._peer: Target | None = _target(shared_ips, peer_address) if peer_address else None
+        # The physical ports under the shared addresses, whose carrier each round reads first.
+        self._ports = {action.config.interface: action for action in shared_ips}
         self.latest: LanProbe | None = None
         self.rounds = 0
         self._every: float | None = None
@@ -146,9 +144,8 @@ class LanArbiter:
             workers = len(self._addresses) + len(self._controls) + (self._peer is not None)
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lan-probe")
         loop = asyncio.get_running_loop()
-        links = {action.config.interface: action for _, action, _ in self._addresses}  # the physical ports
-        states = await asyncio.gather(*(loop.run_in_executor(self._pool, a.link_up) for a in links.values()))
-        down = [name for name, up in zip(links, states) if not up]
+        states = await asyncio.gather(*(loop.run_in_executor(self._pool, a.link_up) for a in self._ports.values()))
+        down = [name for name, up in zip(self._ports, states) if not up]
         if down:
             await asyncio.sleep(self.round_s)  # a round lasts its length even now: no busy loop while unplugged
             return LanProbe(started, LanVerdict.LINK_DOWN,
