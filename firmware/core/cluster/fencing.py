@@ -106,11 +106,12 @@ def fence_block(settings: Settings, st: ClusterState, inp: Inputs, lan: Blocked 
         return lan
     if isinstance(need, Blocked):
         return need
-    report = inp.fence
-    counts = report is not None and report.started_at >= silent_since(settings, st, inp)
-    if counts and report is not None and report.fenced:
+    report = inp.fence  # only an attempt started in this silence counts
+    if report is not None and report.started_at < silent_since(settings, st, inp):
+        report = None
+    if report is not None and report.fenced:
         return lan  # INCONCLUSIVE: the peer is off. Still held: somebody else answers.
-    if counts and report is not None:
+    if report is not None:
         return Blocked(BlockCode.FENCE_FAILED,
                        f"fencing {settings.peer} failed ({report.detail}): not taking over, retrying. Check the "
                        f"fence device, or power {settings.peer} off by hand")
