@@ -74,7 +74,7 @@ class Node:
     next_wake: float | None = None
     boot_counter: int = 0
     frozen_until: float = 0.0  # a stalled process: its events wait until then
-    last_tick: float = 0.0
+    next_due: float = 0.0  # when its next heartbeat tick is due (the stall fence measures lateness from it)
     relays_closed: bool = False  # its trunk relays (closed by promote actions, opened by demote actions)
     known_peer: tuple[int, int] | None = None
     actions_for: int = -1  # the transition whose actions were last started, as the daemon tracks it
@@ -93,6 +93,7 @@ class Node:
     fence_works: bool = True  # what its fence device does when asked
     fenced: bool = False  # its power was switched off by the peer's fence
     stall_fired: int = 0  # how often its stall-fence thread fired
+    stall_seen: int = 0  # ... of which its decision core has been told
     stalls_at_actions: int = 0  # ... when its current actions started (a promote halts if it fired since)
 
     @property
@@ -174,7 +175,7 @@ class TwoNodeModel:
         node = self.nodes[index]
         node.frozen_until = max(node.frozen_until, self.now) + seconds  # a stall asked for during one runs after it
         self.stall_ends.append(node.frozen_until)
-        fence_at = node.last_tick + node.settings.fence_stall_s  # the thread measures from the last tick
+        fence_at = node.next_due + node.settings.fence_stall_s  # the tick's lateness, as the core measures it
         if node.frozen_until > fence_at:
             heapq.heappush(self.queue, (max(fence_at, self.now), next(self.counter), "fence_thread",
                                         (index, node.generation)))
@@ -197,7 +198,8 @@ class TwoNodeModel:
 
     def _evaluate(self, node: Node, stalled_for: float = 0.0) -> None:
         assert node.state is not None
-        inputs = replace(self._inputs(node), stalled_for_s=stalled_for)
+        fenced, node.stall_seen = node.stall_fired != node.stall_seen, node.stall_fired
+        inputs = replace(self._inputs(node), stalled_for_s=stalled_for, stall_fenced=fenced)
         node.state, out = cluster.step(node.settings, node.state, inputs)
         self._apply(node, out)
 
@@ -377,7 +379,6 @@ class TwoNodeModel:
             return
         if kind == "tick":
             due = args[2]
-            node.last_tick = self.now
             self._evaluate(node, stalled_for=self.now - due)
             if node.alive:
                 self._send_round(node)
@@ -385,6 +386,7 @@ class TwoNodeModel:
                 following = max(due + node.settings.heartbeat_s + jitter, self.now + 0.001)
                 if following < self.now:
                     following = self.now + node.settings.heartbeat_s
+                node.next_due = following
                 self._push(following, "tick", index, node.generation, following)
         elif kind == "persist_peer":  # the daemon saves the peer's boot record every few seconds
             assert node.endpoint is not None

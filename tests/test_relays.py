@@ -105,3 +105,24 @@ def test_peer_never_closes_while_the_releaser_reports_a_welded_contact(rack: Two
     rack.wait_state("alpha", "ACTIVE", timeout=10)
     assert energized(rack, "bravo") == [False, False]
     assert all(not e["energized"] for e in relays(rack, "bravo")["timeline"])
+
+
+def test_short_stalls_leave_the_relays_alone_and_a_long_one_demotes_with_an_alarm(rack: TwoNodeRack) -> None:
+    """Issue 14: stalls below `fence_stall` (200 ms of tick lateness) opened the relays while the node said ACTIVE.
+
+    The stall fence and the core share one definition of a stall: short stalls touch nothing; a
+    long one opens the relays, the node leaves ACTIVE through its normal path, and an alarm says so.
+    """
+    rack.wait_until("alpha", both_closed, 10, what="alpha's relays closed", full=True)
+    for _ in range(8):  # 140 ms of sleep: the tick up to ~140 ms late; the old thread fired on ~40 % of them
+        rack.control("alpha", {"cmd": "sim.stall", "seconds": 0.14}, timeout=20)
+    status = rack.status("alpha")
+    assert status is not None and status["state"] == "ACTIVE"
+    assert energized(rack, "alpha") == [True, True], "a stall below the limit opened the relays"
+    assert "stall-fence/warning" not in [a["key"] for a in status["alarms"]]
+    rack.control("alpha", {"cmd": "sim.stall", "seconds": 0.8}, timeout=20)
+    rack.wait_until("alpha", lambda s: s["state"] != "ACTIVE" and "stall-fence/warning" in [a["key"] for a in s["alarms"]],
+                    10, what="alpha out of ACTIVE with the stall-fence alarm", full=True)
+    assert energized(rack, "alpha") == [False, False]
+    [fenced] = [e for e in rack.events("alpha") if e["kind"] == "fence"]
+    assert fenced["data"]["cause"] == "stall"

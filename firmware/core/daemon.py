@@ -150,6 +150,7 @@ class Daemon:
         register_node_status(endpoints, self)
         self.alarm_board.add_source(lambda: cluster.alarms(self.settings, self._state))
         self.alarm_board.add_source(self.takeover.alarms)
+        self.alarm_board.add_source(self.stall_fence.alarms)
         register_alarm_commands(endpoints, self.alarm_board, self.journal)
         self.monitoring.register(endpoints)
         endpoints.add_status(self.takeover.status)
@@ -281,7 +282,7 @@ class Daemon:
             self.watchdogs.feed(now, on_time=lag <= self.settings.deadtime_s,
                                 active=self._state.state == NodeState.ACTIVE)
             holding = self._state.state in (NodeState.TAKEOVER, NodeState.ACTIVE)
-            self.stall_fence.tick(holding or self.takeover.holding_relays())
+            self.stall_fence.tick(holding or self.takeover.holding_relays(), self._next_tick_at)
             if self.endpoint.tick % PEER_RECORD_EVERY_TICKS == 0:
                 self.boot.save_peer(self.endpoint.tracker.record())
         except Exception:
@@ -320,7 +321,8 @@ class Daemon:
         local = time.localtime()
         return Inputs(now=now, wall=time.time(), minute_of_day=local.tm_hour * 60 + local.tm_min,
                       tick=self.endpoint.tick, peer=peer or self.endpoint.view(), health=self.health,
-                      witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for, command=command,
+                      witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for,
+                      stall_fenced=command is None and self.stall_fence.take_fired(), command=command,
                       lan=self.arbiter.latest, fence=self.fencer.latest)
 
     def _evaluate(self, now: float, stalled_for: float | None = None, peer: PeerView | None = None) -> None:

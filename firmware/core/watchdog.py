@@ -15,24 +15,35 @@ import time
 from typing import Any, Callable
 
 from firmware.config import Config
+from firmware.core.alarms import Alarm
 from firmware.drivers.watchdog import HardwareWatchdog, WatchdogError, WatchdogPulse
 from firmware.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+ALARM_HOLD_S = 600.0  # how long the alarm of a stall fence stays up after it fired
+
 
 class StallFence:
-    """Releases the relays from a plain thread when the heartbeat loop stops ticking while ACTIVE.
+    """Opens the relays from a plain thread when the heartbeat loop stalls while holding the trunks.
 
     A stalled loop cannot fence itself before the peer's deadtime runs out: the
     peer declares this node dead about a deadtime after its last heartbeat and
     then closes its own relays. This thread never feeds a watchdog or sends a
-    heartbeat; its only power is to let go. The loop demotes properly when it
-    resumes (the decision core sees the stall).
+    heartbeat; its only power is to let go.
 
-    ``clock`` (seconds, monotonic) is what :meth:`tick` and :meth:`check` read; a test that
-    passes its own clock calls :meth:`check` itself instead of starting the thread, which
-    sleeps on the real clock.
+    A stall has one definition, shared with the decision core: how late the
+    heartbeat tick runs against its schedule (the ``lateness`` figures). The
+    loop tells :meth:`tick` when the next tick is due; the thread fires once
+    that tick is ``limit`` late, the very lateness at which the core fences
+    itself (``fence_stall_s``), so a shorter stall touches nothing. When the
+    thread has fired, :meth:`take_fired` tells the loop once, and the core
+    releases through its normal path even if the tick that ends the stall
+    measured less; :meth:`alarms` says so for :data:`ALARM_HOLD_S`.
+
+    ``clock`` (seconds, monotonic, the event loop's clock) is what :meth:`tick`
+    and :meth:`check` read; a test that passes its own clock calls :meth:`check`
+    itself instead of starting the thread, which sleeps on the real clock.
     """
 
     def __init__(self, limit: float, release: Callable[[], None],
@@ -41,7 +52,9 @@ class StallFence:
         self.release = release
         self.clock = clock
         self.fired = 0
-        self._last_tick = clock()
+        self.fired_at: float | None = None  # clock time of the last firing
+        self._seen = 0  # firings the loop has been told of
+        self._next_due = clock()
         self._holding = False
         self._fenced = False
         self._stop = threading.Event()
@@ -52,9 +65,9 @@ class StallFence:
         """Start watching."""
         self._thread.start()
 
-    def tick(self, holding: bool) -> None:
-        """Called by every heartbeat tick: the loop is alive, and whether it holds the trunks."""
-        self._last_tick = self.clock()
+    def tick(self, holding: bool, next_due: float) -> None:
+        """Called by every heartbeat tick: the loop is alive, whether it holds the trunks, when it ticks next."""
+        self._next_due = next_due
         wake = holding and (not self._holding or self._fenced)
         self._holding = holding
         self._fenced = False
@@ -62,19 +75,20 @@ class StallFence:
             self._armed.set()
 
     def check(self) -> float | None:
-        """One look at the loop: release the relays if it has not ticked for ``limit`` while holding.
+        """One look at the loop: release the relays once the next tick is ``limit`` late while holding.
 
         Returns how long until the loop would count as stalled (the next look is due then), or
         None when there is nothing to watch (not holding, or already fenced for this stall).
         """
         if not self._holding or self._fenced:
             return None
-        remaining = self._last_tick + self.limit - self.clock()
+        remaining = self._next_due + self.limit - self.clock()
         if remaining > 0:
             return remaining
         self._fenced = True
+        self.fired_at = self.clock()
         self.fired += 1
-        log.error("heartbeat loop stalled for more than %.0f ms while ACTIVE: releasing the relays",
+        log.error("heartbeat tick over %.0f ms late while holding the trunks: the stall fence opens the relays",
                   self.limit * 1000)
         try:
             self.release()
@@ -82,9 +96,27 @@ class StallFence:
             log.exception("stall fence: releasing failed")
         return None
 
+    def take_fired(self) -> bool:
+        """Whether the thread fired since the last call (the loop asks, so the core learns it exactly once)."""
+        fired = self.fired
+        if fired == self._seen:
+            return False
+        self._seen = fired
+        return True
+
+    def alarms(self) -> list[Alarm]:
+        """A warning for :data:`ALARM_HOLD_S` after the fence opened the relays: never a silent release."""
+        at = self.fired_at
+        if at is None or self.clock() - at > ALARM_HOLD_S:
+            return []
+        ago = self.clock() - at
+        return [Alarm("stall-fence", "warning",
+                      f"the heartbeat loop stalled over {self.limit * 1000:.0f} ms while holding the trunks: "
+                      f"the stall fence opened the relays {ago:.0f} s ago ({self.fired} in all)")]
+
     def _run(self) -> None:
-        # Sleeps until the moment the loop would count as stalled (the last tick plus the limit)
-        # rather than polling: a few wake-ups a second while holding, about none while not.
+        # Sleeps until the moment the loop would count as stalled (the next tick's due time plus
+        # the limit) rather than polling: a few wake-ups a second while holding, about none while not.
         while not self._stop.is_set():
             wait = self.check()
             if wait is None:

@@ -72,16 +72,19 @@ def dual_active(settings: Settings, st: ClusterState, inp: Inputs) -> ClusterSta
 def self_fence(settings: Settings, st: ClusterState, inp: Inputs) -> Decision | None:
     """An ACTIVE node that may no longer be the right one releases on its own.
 
-    * Its own loop stalled for `fence_stall_s` or more: its heartbeats stopped, so the
-      peer may have declared it dead and taken over.
+    * Its own loop stalled: its heartbeat tick ran `fence_stall_s` or more late, or the
+      shell's stall fence opened the relays meanwhile (`stall_fenced`, the same measure
+      taken beside the stalled loop); its heartbeats stopped, so the peer may have
+      declared it dead and taken over.
     * Every link has been silent for more than a heartbeat and the witness check
       (started after the silence began) fails: this node is the isolated one; the
       peer, if it reaches the witness, takes over after its deadtime.
     """
-    if settings.fence_stall_s and inp.stalled_for_s >= settings.fence_stall_s:
+    if settings.fence_stall_s and (inp.stalled_for_s >= settings.fence_stall_s or inp.stall_fenced):
         why = f"self-fence: this node's loop stalled {inp.stalled_for_s:.2f} s, so {settings.peer} may have taken over"
         return Decision(release(st, inp, why),
-                        (Event("fence", {"cause": "stall", "stalled_s": round(inp.stalled_for_s, 3)}),))
+                        (Event("fence", {"cause": "stall", "stalled_s": round(inp.stalled_for_s, 3),
+                                         "relays_opened_by_thread": inp.stall_fenced}),))
     if not (settings.fence_isolated and settings.witness_required):
         return None
     # Not "peer dead" (that takes the whole deadtime): fencing must finish before the peer's

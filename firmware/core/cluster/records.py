@@ -93,6 +93,7 @@ class Inputs:
     witness: WitnessResult | None = None
     actions: ActionsReport | None = None  # the latest finished actions
     stalled_for_s: float = 0.0  # how late the shell's heartbeat tick ran (its loop was stalled this long)
+    stall_fenced: bool = False  # the shell's stall fence opened the relays since the last decision
     command: Command | None = None  # an operator command to apply (and nothing else) in this decision
     lan: LanProbe | None = None  # the latest finished LAN probe round (LAN arbitration)
     fence: FenceReport | None = None  # the latest finished attempt to fence the peer
