@@ -281,3 +281,74 @@ def test_a_regular_file_at_the_socket_path_is_not_replaced(tmp_path: Path) -> No
 
     asyncio.run(main())
     assert path.read_text() == "precious"
+
+
+def test_a_new_connection_over_the_per_user_cap_closes_the_longest_idle_one(tmp_path: Path) -> None:
+    """Issue 14: ~1,100 idle connections exhausted the daemon's descriptors; a cap keeps them bounded
+    without locking the user out: the oldest idle connection makes room for the new one."""
+    async def body(path: Path) -> None:
+        server = ControlServer(path, handler, max_connections=10, max_per_uid=3)
+        await server.start()
+        try:
+            idle = [await asyncio.open_unix_connection(str(path)) for _ in range(3)]
+            await asyncio.sleep(0.05)  # the server has taken all three
+            busy_reader, busy_writer = idle[1]
+            busy_writer.write(b'{"cmd": "events", "follow": true, "count": 1}\n')  # a stream is busy
+            await busy_writer.drain()
+            assert json.loads(await busy_reader.readline())["event"] == {"id": 1}
+            reply = await raw_exchange(path, b'{"cmd": "echo"}\n')  # a fourth: served
+            assert reply["ok"] is True
+            first_reader, _ = idle[0]
+            closed = json.loads(await first_reader.readline())  # the oldest idle one was closed, and told why
+            assert closed["ok"] is False and "too many connections" in closed["error"]
+            assert await first_reader.readline() == b""
+            assert server.evicted == 1 and len(server._clients) <= 3
+            third_reader, third_writer = idle[2]
+            third_writer.write(b'{"cmd": "echo"}\n')  # the others still work
+            await third_writer.drain()
+            assert json.loads(await third_reader.readline())["ok"] is True
+            for _, writer in idle:
+                writer.close()
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))
+
+
+def test_connections_over_the_total_cap_stay_bounded(tmp_path: Path) -> None:
+    async def body(path: Path) -> None:
+        server = ControlServer(path, handler, max_connections=20, max_per_uid=20)
+        await server.start()
+        try:
+            opened = [await asyncio.open_unix_connection(str(path)) for _ in range(200)]
+            await asyncio.sleep(0.1)
+            assert len(server._clients) <= 20 and server.evicted >= 180
+            assert (await raw_exchange(path, b'{"cmd": "echo"}\n'))["ok"] is True
+            for _, writer in opened:
+                writer.close()
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))
+
+
+def test_an_idle_connection_is_closed_with_a_reason(tmp_path: Path) -> None:
+    async def body(path: Path) -> None:
+        server = ControlServer(path, handler, idle_timeout_s=0.3)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(b'{"cmd": "echo"}\n{"cmd": "ec')  # one request, then half of one, then nothing
+            await writer.drain()
+            assert json.loads(await reader.readline())["ok"] is True
+            closed = json.loads(await reader.readline())
+            assert closed["ok"] is False and "no request for 0.3 s" in closed["error"]
+            assert await reader.readline() == b"" and server.idle_closed == 1
+            stream_reader, stream_writer = await asyncio.open_unix_connection(str(path))
+            stream_writer.write(b'{"cmd": "events", "follow": true, "count": 1}\n')
+            await stream_writer.drain()
+            assert json.loads(await stream_reader.readline())["ok"] is True
+            await asyncio.sleep(0.8)  # a quiet `events --follow` stream is not idle: still open
+            assert server.idle_closed == 1 and len(server._clients) == 1
+            stream_writer.close()
+        finally:
+            await server.close()
+    run(body, sock_path(tmp_path))

@@ -156,6 +156,128 @@ def test_first_record_after_a_torn_line_is_readable(tmp_path: Path, journals, to
     assert [r["kind"] for r in records[3:]] == ["after", "later"]
 
 
+@pytest.mark.parametrize("torn", TORN_TAILS)
+def test_a_torn_tail_is_cut_off_on_start(tmp_path: Path, journals, torn: bytes) -> None:
+    """Issue 14: a torn tail used to be ended with a newline and stayed an invalid line for good."""
+    path = journal_with_torn_tail(tmp_path, journals, torn)
+    journals(tmp_path).close()
+    data = path.read_bytes()
+    assert data.endswith(b"\n") and torn not in data
+    assert [json.loads(line)["id"] for line in data.splitlines()] == [1, 2, 3]  # every line whole
+
+
+class DiskFull:
+    """Makes the journal's writes fail as a full disk does: the first os.write on the journal file
+    writes `partial` bytes, the next raises ENOSPC, until `free()`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path, partial: int = 7) -> None:
+        import errno
+        import os
+
+        self.full = True
+        self.partial = partial
+        real_write, journal_file = os.write, str(path)
+
+        def write(fd: int, data: bytes) -> int:
+            if self.full and os.readlink(f"/proc/self/fd/{fd}") == journal_file:
+                if self.partial:
+                    written, self.partial = real_write(fd, bytes(data)[:self.partial]), 0
+                    return written
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_write(fd, data)
+
+        monkeypatch.setattr(os, "write", write)
+
+    def free(self) -> None:
+        self.full = False
+
+
+def test_a_short_write_on_a_full_disk_leaves_no_partial_record_and_is_retried(
+        tmp_path: Path, journals, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: os.write's byte count was ignored: a partial record stayed, invalid even after space was freed."""
+    journal = journals(tmp_path)
+    journal.record("before")
+    journal.flush()
+    disk = DiskFull(monkeypatch, tmp_path / "events.jsonl")
+    journal.record("during")
+    journal.flush()
+    assert journal.failure == "disk full (ENOSPC)" and journal.waiting == 1
+    assert [a.key for a in journal.alarms()] == ["journal/critical"]
+    lines = (tmp_path / "events.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == ["before"]  # the partial write was cut back
+    disk.free()
+    wait_for(lambda: journal.failure is None, 10, what="the journal retrying once space is free")
+    assert [r["kind"] for r in read_journal(tmp_path / "events.jsonl")] == ["before", "during"]
+    assert journal.alarms() == [] and journal.waiting == 0
+
+
+def test_record_durable_returns_once_on_disk_and_refuses_when_it_cannot_be(
+        tmp_path: Path, journals, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from firmware.core.journal import JournalError
+
+    journal = journals(tmp_path)
+
+    async def durable(kind: str) -> dict:
+        return await journal.record_durable(kind, {"cmd": kind})
+
+    record = asyncio.run(durable("first"))
+    # On disk when it returns: read straight from the file, not from memory.
+    assert read_journal(tmp_path / "events.jsonl")[-1] == record
+    disk = DiskFull(monkeypatch, tmp_path / "events.jsonl", partial=0)
+    with pytest.raises(JournalError, match="disk full"):
+        asyncio.run(durable("refused"))
+    with pytest.raises(JournalError, match="cannot be written"):  # while failing: refused at once
+        asyncio.run(durable("refused-too"))
+    disk.free()
+    journal.record("plain")  # an ordinary event is kept and retried until the disk takes it
+    wait_for(lambda: journal.failure is None, 10, what="the journal writable again")
+    assert asyncio.run(durable("after"))["data"] == {"cmd": "after"}
+    kinds = [r["kind"] for r in read_journal(tmp_path / "events.jsonl")]
+    assert kinds == ["first", "plain", "after"]  # a refused record never shows up later
+
+
+def test_a_failing_listener_never_reaches_the_caller(tmp_path: Path, journals) -> None:
+    """Issue 14: an OSError from the hooks directory listing (EMFILE) went up through the journal and
+    aborted every heartbeat tick."""
+    journal = journals(tmp_path)
+    seen: list[str] = []
+
+    def failing(record: dict) -> None:
+        raise OSError(24, "Too many open files")
+
+    journal.add_listener(failing)
+    journal.add_listener(lambda record: seen.append(record["kind"]))
+    assert journal.record("tick-event")["kind"] == "tick-event"
+    assert seen == ["tick-event"]
+
+
+def test_json_store_keeps_a_refused_write_and_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    import firmware.core.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "RETRY_S", 0.05)
+    store = JsonStore(tmp_path / "state.json")
+    full = [True]
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if full[0] and ".state.json.tmp" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    assert store.save_now({"epoch": 3}) == "disk full (ENOSPC)"  # never raises: a demote must not hang on it
+    assert [a.key for a in store.alarms()] == ["disk:state/critical"]
+    assert not (tmp_path / ".state.json.tmp").exists()
+    full[0] = False
+    wait_for(lambda: store.failure is None, 10, what="the retried state write")
+    assert read_json(tmp_path / "state.json") == {"epoch": 3}
+
+
 def test_write_atomically_replaces_and_leaves_no_temp_file(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     write_atomically(path, b"first")

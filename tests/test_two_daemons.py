@@ -209,22 +209,29 @@ def test_critical_health_on_active_hands_over_to_healthy_peer(rack: TwoNodeRack)
 
 
 def test_events_follow_streams_new_events(rack: TwoNodeRack) -> None:
-    import select
+    import queue
+    import threading
 
     last = rack.events("bravo")[-1]["id"]
     proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "--config", str(rack.config_path("bravo")),
                              "events", "--follow", "--json", "--since", str(last)],
                             stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()  # a reader thread: several events may arrive in one read
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
         assert rack.cli("bravo", "maintenance", "on").returncode == 0
         seen = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not any(e["kind"] == "command" for e in seen):
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if ready:
-                seen.append(json.loads(proc.stdout.readline()))
+            try:
+                seen.append(json.loads(lines.get(timeout=1.0)))
+            except queue.Empty:
+                continue
         command = [e for e in seen if e["kind"] == "command"]
         assert command and command[0]["data"]["command"] == "maintenance-on"
+        # The request was on disk (and streamed) before the command ran.
+        assert [e["data"] for e in seen if e["kind"] == "request"] == [
+            {"cmd": "maintenance-on", "source": "cli", "force": False}]
         assert all(e["id"] > last for e in seen)
     finally:
         proc.kill()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from firmware.core.alarms import Alarm
 from firmware.core.journal import JsonStore
 
 PeerRecord = tuple[int, int]  # (peer boot counter, highest sequence number seen)
@@ -22,15 +23,21 @@ class BootRecord:
     """``boot.json``: our boot counter and the peer's last known boot."""
 
     def __init__(self, path: Path) -> None:
-        self._store = JsonStore(path)
+        self._store = JsonStore(path, "boot record")
         data = self._store.load()
         self.counter = max(int(data.get("own_counter", 0)) + 1, int(time.time()))
         known = data.get("peer")
         self.known_peer: PeerRecord | None = (
             (int(known[0]), int(known[1])) if isinstance(known, list) and len(known) == 2 else None)
         self._saved = self.known_peer
-        # The new counter is on disk before the first packet: a crash must never reuse it.
+        # The new counter is on disk before the first packet: a crash must never reuse it. If the disk
+        # refuses it (full, read-only), the node still starts, with an alarm: the counter is never below
+        # the wall clock's seconds and the boot id has random bytes besides, so a nonce is not reused.
         self._store.save_now(self._data(self.known_peer))
+
+    def alarms(self) -> list[Alarm]:
+        """A critical alarm while boot.json cannot be written."""
+        return self._store.alarms()
 
     def save_peer(self, record: PeerRecord | None, now: bool = False) -> None:
         """Persist the peer's boot record if it changed (``now``: always, and synchronously)."""

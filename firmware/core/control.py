@@ -5,6 +5,15 @@ Response: {"ok": true, "result": ...} or {"ok": false, "error": "one clear line"
 A streaming request ({"cmd": "events"}) gets {"ok": true, "event": {...}}
 lines and then {"ok": true, "end": true}; with "follow": true it keeps sending
 events until the client hangs up.
+
+No client may starve the node (DESIGN principle 2): requests are answered one
+at a time with the loop free in between; a connection is closed after
+:data:`IDLE_TIMEOUT_S` without a whole request (a stream that is sending is not
+idle); at most :data:`MAX_CONNECTIONS` are open, :data:`MAX_PER_UID` per user
+(SO_PEERCRED). A new connection over a cap does not lock its user out: the
+connection that has been idle longest (of that user, or of the user holding
+the most) is closed to make room. So idle connections can never exhaust the
+descriptors the failover path needs (witness, hooks, journal, probes).
 """
 
 from __future__ import annotations
@@ -17,6 +26,9 @@ import logging
 import os
 import socket
 import stat
+import struct
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
@@ -25,6 +37,9 @@ from firmware.errors import TandemError
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 65536
+MAX_CONNECTIONS = 64  # open at once, all users
+MAX_PER_UID = 32  # open at once, one user
+IDLE_TIMEOUT_S = 60.0  # without a whole request (a stream that is sending is never idle)
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | AsyncIterator[dict[str, Any]]]]
 
 
@@ -32,15 +47,41 @@ class ControlError(TandemError):
     """The daemon could not be reached or refused the request."""
 
 
-class ControlServer:
-    """Serves the control socket; each request goes to `handler`."""
+@dataclass(eq=False)
+class Connection:
+    """One client connection: whose it is and when it last did something."""
 
-    def __init__(self, path: Path, handler: Handler, group: str | None = None) -> None:
+    uid: int
+    writer: asyncio.StreamWriter
+    task: asyncio.Task | None
+    last_active: float = field(default_factory=time.monotonic)
+    busy: bool = False  # answering a request or sending a stream: not idle
+
+    def close(self, why: str) -> None:
+        """End the connection (its handler task is cancelled), telling the client why if it still listens."""
+        with contextlib.suppress(Exception):
+            self.writer.write(json.dumps({"ok": False, "error": why}).encode() + b"\n")
+        self.writer.close()
+        if self.task is not None:
+            self.task.cancel()
+
+
+class ControlServer:
+    """Serves the control socket; each request goes to `handler`. Caps connections and closes idle ones."""
+
+    def __init__(self, path: Path, handler: Handler, group: str | None = None,
+                 max_connections: int = MAX_CONNECTIONS, max_per_uid: int = MAX_PER_UID,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.path = path
         self.handler = handler
         self.group = group
+        self.max_connections = max_connections
+        self.max_per_uid = max_per_uid
+        self.idle_timeout_s = idle_timeout_s
+        self.evicted = 0  # connections closed to make room for a newer one
+        self.idle_closed = 0  # connections closed after idle_timeout_s
         self._server: asyncio.base_events.Server | None = None
-        self._clients: set[asyncio.Task] = set()
+        self._clients: set[Connection] = set()
 
     async def start(self) -> None:
         """Create the socket (mode 0660, optional group); a stale socket file is replaced."""
@@ -69,27 +110,34 @@ class ControlServer:
         """Stop listening, end open connections, remove the socket file."""
         if self._server is not None:
             self._server.close()
-            for task in list(self._clients):
-                task.cancel()
+            for connection in list(self._clients):
+                if connection.task is not None:
+                    connection.task.cancel()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
+        connection = Connection(peer_uid(writer), writer, asyncio.current_task())
+        self._make_room(connection.uid)
+        self._clients.add(connection)
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout_s)
                 except (ValueError, asyncio.LimitOverrunError):
                     await _write(writer, {"ok": False, "error": "request too long"})
                     return
+                except asyncio.TimeoutError:
+                    self.idle_closed += 1
+                    connection.close(f"closed: no request for {self.idle_timeout_s:g} s")
+                    return
                 if not line:
                     return
-                await self._answer(line, writer)
+                connection.last_active = time.monotonic()
+                await self._answer(line, writer, connection)
+                connection.last_active = time.monotonic()
                 # Pipelined requests are already buffered: reading the next one does not suspend, so
                 # without this one client's megabyte of requests would run back to back and hold the
                 # heartbeat tick off (issue 14). One request at a time, the loop in between.
@@ -100,11 +148,33 @@ class ControlServer:
             log.exception("control: a connection failed")
             return
         finally:
-            if task is not None:
-                self._clients.discard(task)
+            self._clients.discard(connection)
             writer.close()
 
-    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> None:
+    def _make_room(self, uid: int) -> None:
+        """Before a new connection of `uid` counts: close the longest-idle one if a cap is reached."""
+        mine = [c for c in self._clients if c.uid == uid]
+        if len(mine) >= self.max_per_uid:
+            candidates = mine
+        elif len(self._clients) >= self.max_connections:
+            counts: dict[int, int] = {}
+            for c in self._clients:
+                counts[c.uid] = counts.get(c.uid, 0) + 1
+            busiest = max(counts, key=lambda u: counts[u])
+            candidates = [c for c in self._clients if c.uid == busiest]
+        else:
+            return
+        # An idle connection goes first (among busy ones too, the one quiet longest).
+        victim = min(candidates, key=lambda c: (c.busy, c.last_active))
+        self._clients.discard(victim)
+        self.evicted += 1
+        if self.evicted == 1 or self.evicted % 1000 == 0:
+            log.warning("control: too many connections (%d open, at most %d, %d per user): "
+                        "closing the longest idle ones (%d so far)", len(self._clients) + 1,
+                        self.max_connections, self.max_per_uid, self.evicted)
+        victim.close("closed: too many connections; the longest idle one is closed for a new one")
+
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter, connection: Connection) -> None:
         try:
             request = json.loads(line)
             if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
@@ -127,14 +197,30 @@ class ControlServer:
         if isinstance(result, dict):
             await _write(writer, result)
             return
-        async for item in result:
-            await _write(writer, item)
+        connection.busy = True
+        try:
+            async for item in result:
+                await _write(writer, item)
+                connection.last_active = time.monotonic()
+        finally:
+            connection.busy = False
         await _write(writer, {"ok": True, "end": True})
 
 
 async def _write(writer: asyncio.StreamWriter, item: dict[str, Any]) -> None:
     writer.write(json.dumps(item, default=str).encode() + b"\n")
     await writer.drain()
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int:
+    """The connecting process's user id (SO_PEERCRED), or -1 if the socket cannot say."""
+    sock = writer.get_extra_info("socket")
+    try:
+        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+    except (AttributeError, OSError):
+        return -1
+    return uid
 
 
 def socket_in_use(path: Path) -> bool:

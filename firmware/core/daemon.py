@@ -103,12 +103,14 @@ class Daemon:
         self._components: list[Component] = []
         self._exit_callbacks: list[Callable[[], None]] = []
         self._next_tick_at = 0.0
+        self.tick_errors = 0
+        self._tick_error_logged = 0.0
         self.wake = WakeTimer(lambda: self._evaluate(self.now()))
         self.waiters = Waiters()
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         node.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = JsonStore(node.state_dir / "state.json")
+        self.store = JsonStore(node.state_dir / "state.json", "state")
         self.boot = BootRecord(node.state_dir / "boot.json")
         self.journal = Journal(node.state_dir, node.journal.max_bytes, node.journal.keep)
         self.links: dict[str, Link] = {link.name: make_link(link) for link in node.links}
@@ -121,7 +123,7 @@ class Daemon:
         self.witness_checks = WitnessChecks(self.witness, self.settings.heartbeat_s, self._on_witness)
         self.notifier = Notifier()
         self.watchdogs = watchdogs_from_config(config, self.notifier)
-        self.endpoints = Endpoints()
+        self.endpoints = Endpoints(self.journal)
         self.alarm_board = AlarmBoard()
         self.hooks = HookRunner(node.hooks.dir, node.hooks.timeout_ms / 1000)
         self.takeover = TakeoverRunner(config, self.journal, self.hooks, self._hooks_environment,
@@ -151,6 +153,9 @@ class Daemon:
         self.alarm_board.add_source(lambda: cluster.alarms(self.settings, self._state))
         self.alarm_board.add_source(self.takeover.alarms)
         self.alarm_board.add_source(self.stall_fence.alarms)
+        for disk_alarms in (self.journal.alarms, self.store.alarms, self.boot.alarms):
+            self.alarm_board.add_source(disk_alarms)
+        endpoints.add_status(self.journal.status)
         register_alarm_commands(endpoints, self.alarm_board, self.journal)
         self.monitoring.register(endpoints)
         endpoints.add_status(self.takeover.status)
@@ -271,22 +276,34 @@ class Daemon:
             self._next_tick_at = now + interval
         if not self._stopped.is_set():
             loop.call_at(self._next_tick_at, self._tick)  # first, so no error below stops the heartbeat
+        # Each step is guarded on its own: an error in one (a journal listener, a hook directory
+        # that cannot be listed for want of descriptors, a link) never keeps the heartbeats from
+        # going out or the watchdogs from being fed (issue 14).
+        for link in self.links.values():
+            self._guarded(link.maintain, now)
+        self._guarded(self._evaluate, now, stalled_for=lag)
+        self._guarded(self._send_round)
+        # Fed from the heartbeat tick itself, and only when that tick was on time: a stalled
+        # loop stops feeding, so systemd restarts the daemon, the board's watchdog resets it,
+        # and the external failover switch sees the pulse stop.
+        self._guarded(self.watchdogs.feed, now, on_time=lag <= self.settings.deadtime_s,
+                      active=self._state.state == NodeState.ACTIVE)
+        holding = self._state.state in (NodeState.TAKEOVER, NodeState.ACTIVE)
+        self._guarded(lambda: self.stall_fence.tick(holding or self.takeover.holding_relays(), self._next_tick_at))
+        if self.endpoint.tick % PEER_RECORD_EVERY_TICKS == 0:
+            self._guarded(self.boot.save_peer, self.endpoint.tracker.record())
+
+    def _guarded(self, step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run one step of the heartbeat tick; an error is logged (once a second at most) and the tick goes on."""
         try:
-            for link in self.links.values():
-                link.maintain(now)
-            self._evaluate(now, stalled_for=lag)
-            self._send_round()
-            # Fed from the heartbeat tick itself, and only when that tick was on time: a stalled
-            # loop stops feeding, so systemd restarts the daemon, the board's watchdog resets it,
-            # and the external failover switch sees the pulse stop.
-            self.watchdogs.feed(now, on_time=lag <= self.settings.deadtime_s,
-                                active=self._state.state == NodeState.ACTIVE)
-            holding = self._state.state in (NodeState.TAKEOVER, NodeState.ACTIVE)
-            self.stall_fence.tick(holding or self.takeover.holding_relays(), self._next_tick_at)
-            if self.endpoint.tick % PEER_RECORD_EVERY_TICKS == 0:
-                self.boot.save_peer(self.endpoint.tracker.record())
+            step(*args, **kwargs)
         except Exception:
-            log.exception("heartbeat tick failed; the next tick is scheduled")
+            self.tick_errors += 1
+            now = time.monotonic()
+            if now - self._tick_error_logged >= 1.0:
+                self._tick_error_logged = now
+                log.exception("heartbeat tick: %s failed (%d errors so far); the tick goes on",
+                              getattr(step, "__name__", step), self.tick_errors)
 
     def _send_round(self) -> None:
         tick = self.endpoint.next_tick(self.now())

@@ -15,6 +15,12 @@ no unknown keys). A request is validated before its handler runs: a wrong
 type is an error reply that names the key, never coerced (``"force":
 "false"`` is not a boolean); the handler gets the request with the defaults
 filled in.
+
+A command that changes something is registered ``journaled``: its request is
+written to the journal and fsync'd (a ``request`` record with its validated
+parameters) before its handler runs, so an acknowledged command is always on
+disk; if the journal cannot take it (a full or read-only disk) the command is
+refused and nothing changes.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from firmware.core.control import ControlError
+from firmware.errors import TandemError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,13 @@ Request = dict[str, Any]
 CommandHandler = Callable[[Request], Any | Awaitable[Any]]
 StreamHandler = Callable[[Request], AsyncIterator[dict[str, Any]]]
 StatusProvider = Callable[[], dict[str, Any]]
+
+
+class DurableLog(Protocol):
+    """Where journaled commands are recorded before they run (the event journal)."""
+
+    async def record_durable(self, kind: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return once the record is on disk; raise a TandemError if it cannot be."""
 
 
 class Params(BaseModel):
@@ -64,17 +78,27 @@ def checked(params: type[Params], request: Request) -> Request:
 class Endpoints:
     """The registry of control commands, streams and status sections."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: DurableLog | None = None) -> None:
+        self._journal = journal
         self._commands: dict[str, CommandHandler] = {}
         self._streams: dict[str, StreamHandler] = {}
         self._params: dict[str, type[Params]] = {}
+        self._journaled: set[str] = set()
         self._status: list[StatusProvider] = []
 
-    def add_command(self, name: str, handler: CommandHandler, params: type[Params] = Params) -> None:
-        """Answer ``{"cmd": name, …}`` with ``handler(request)``'s result; `params`: its parameters."""
+    def add_command(self, name: str, handler: CommandHandler, params: type[Params] = Params,
+                    journaled: bool = False) -> None:
+        """Answer ``{"cmd": name, …}`` with ``handler(request)``'s result; `params`: its parameters.
+
+        ``journaled``: the request is on disk before the handler runs (a command that changes something).
+        """
         self._claim(name)
+        if journaled and self._journal is None:
+            raise ValueError(f"control command {name!r} is journaled but the endpoints have no journal")
         self._commands[name] = handler
         self._params[name] = params
+        if journaled:
+            self._journaled.add(name)
 
     def add_stream(self, name: str, handler: StreamHandler, params: type[Params] = Params) -> None:
         """Answer ``{"cmd": name, …}`` with the items ``handler(request)`` yields; `params`: its parameters."""
@@ -107,7 +131,14 @@ class Endpoints:
         handler = self._commands.get(cmd) if isinstance(cmd, str) else None
         if handler is None:
             raise ControlError(f"unknown command {cmd!r}")
-        result = handler(checked(self._params[cmd], request))
+        request = checked(self._params[cmd], request)
+        if cmd in self._journaled:
+            assert self._journal is not None
+            try:
+                await self._journal.record_durable("request", request)
+            except TandemError as exc:
+                raise ControlError(f"{cmd} refused, nothing was changed: {exc}") from None
+        result = handler(request)
         if inspect.isawaitable(result):
             result = await result
         return {"ok": True, "result": result}

@@ -43,9 +43,11 @@ class OperatorCommands:
     def register(self, endpoints: Endpoints) -> None:
         """The commands, each answered by :meth:`run`."""
         for name in CLUSTER_COMMANDS:
-            endpoints.add_command(name, lambda request, name=name: self.run(name, request), CommandParams)
+            endpoints.add_command(name, lambda request, name=name: self.run(name, request), CommandParams,
+                                  journaled=True)
         for name in POWER_COMMANDS:
-            endpoints.add_command(name, lambda request, name=name: self._power(name, request), CommandParams)
+            endpoints.add_command(name, lambda request, name=name: self._power(name, request), CommandParams,
+                                  journaled=True)
 
     async def run(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
         """Apply one command; answer once it took effect, or raise ControlError with the refusal."""
