@@ -23,14 +23,37 @@ class TandemError(Exception):
 
 
 class ConfigError(TandemError):
-    """A configuration problem, worded as `file: key: reason`."""
+    """A configuration problem, worded as `file: key: reason`.
+
+    One error may carry several problems (:meth:`of`): ``path``, ``key`` and
+    ``reason`` are the first one's, ``problems`` lists them all, and the
+    message has one `file: key: reason` line per problem.
+    """
 
     def __init__(self, path: Path | str, key: str, reason: str) -> None:
         self.path = str(path)
         self.key = key
         self.reason = reason
-        where = f"{self.path}: {key}: " if key else f"{self.path}: "
-        super().__init__(where + reason)
+        self.problems: list[ConfigError] = [self]
+        super().__init__(self.line)
+
+    @property
+    def line(self) -> str:
+        """This problem alone as `file: key: reason` (the first line of the message)."""
+        line = (f"{self.path}: {self.key}: " if self.key else f"{self.path}: ") + self.reason
+        return " ".join(line.splitlines())  # one problem, one line (a driver's reason may span several)
+
+    @classmethod
+    def of(cls, errors: list[ConfigError]) -> ConfigError:
+        """One error reporting every problem of ``errors`` (each may carry several), in order."""
+        problems = [problem for error in errors for problem in error.problems]
+        if not problems:
+            raise ValueError("ConfigError.of needs at least one error")
+        first = problems[0]
+        combined = cls(first.path, first.key, first.reason)
+        combined.problems = problems
+        combined.args = ("\n".join(problem.line for problem in problems),)
+        return combined
 
 
 class HardwareError(TandemError):
