@@ -111,13 +111,19 @@ class Keyring:
             if len(parts) != 2:
                 raise ValueError(f"line {number}: expected `<key id> <64 hex digits>`")
             try:
+                if not (parts[0].isascii() and parts[0].isdigit()):  # int() also reads "+1", "1_0" and "١"
+                    raise ValueError
                 key_id, key = int(parts[0]), bytes.fromhex(parts[1])
             except ValueError:
-                raise ValueError(f"line {number}: key id must be a number and the key hexadecimal") from None
+                raise ValueError(f"line {number}: key id must be a number (digits 0-9) and the key "
+                                 "hexadecimal") from None
             if not 0 <= key_id <= 255:
                 raise ValueError(f"line {number}: key id {key_id} is outside 0-255")
             if len(key) != KEY_BYTES:
                 raise ValueError(f"line {number}: the key has {2 * len(key)} hex digits, not {2 * KEY_BYTES}")
+            if len(set(key)) == 1:
+                raise ValueError(f"line {number}: key {key_id} is one byte repeated (0x{key[0]:02x}), not a secret; "
+                                 "make a random one with `tandem keygen`")
             if any(key_id == seen for seen, _ in keys):
                 raise ValueError(f"line {number}: key id {key_id} is used twice")
             keys.append((key_id, key))
