@@ -98,21 +98,54 @@ def _release_timed_out(timeout: float) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate a config (and its key file) and print the effective configuration."""
+    """Validate a config (and its key file) and print the effective configuration.
+
+    Every problem found is one `file: key: reason` line on stderr (exit 78, EX_CONFIG).
+    """
     path = Path(args.path) if args.path else _config_path(args)
-    config = load_config(path)
-    check_key_file_permissions(config.node.key_file, config.path)
     try:
+        return _check_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"tandem: config error: {problem.line}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _check_config(path: Path) -> int:
+    config = load_config(path)
+    problems: list[ConfigError] = []
+    keyring = None
+    try:
+        check_key_file_permissions(config.node.key_file, config.path)
         keyring = Keyring.load(config.node.key_file)
-    except ValueError as exc:
-        raise ConfigError(config.path, "key_file", f"{config.node.key_file}: {exc}") from None
+    except ConfigError as exc:
+        problems.append(exc)
+    except (OSError, ValueError) as exc:
+        problems.append(ConfigError(config.path, "key_file", f"{config.node.key_file}: {exc}"))
     from firmware.core.health import sensor_options
 
-    checked = sensor_options(config)  # every sensor's family and options, named by file and key on error
-    from firmware.drivers import board_drivers, resolve_driver
+    checked: list[Any] = []
+    try:
+        checked = sensor_options(config)  # every sensor's family and options, named by file and key on error
+    except ConfigError as exc:
+        problems.append(exc)
+    from firmware.drivers import check_board_drivers
 
-    for key, spec in board_drivers(config.board):  # every driver can be imported (none is opened here)
-        resolve_driver(spec, key, config.board_path)
+    # Every driver imports and implements its interface, and takes its parameters (none is opened here).
+    banks: dict[tuple[str, str], Any] = {}
+    problems += check_board_drivers(config.board, config.board_path, banks)
+    for index, group in enumerate(config.node.relay_groups):  # channels the banks have
+        for field, section in (("outputs", "relays"), ("feedback", "feedback")):
+            for ref in getattr(group, field):
+                name, _, channel = ref.partition(":")
+                channels = getattr(banks.get((section, name)), "channels", None)
+                if isinstance(channels, int) and int(channel) > channels:
+                    problems.append(ConfigError(config.path, f"relay_groups[{index}].{field}",
+                                                f"{ref}: {section} bank {name!r} of {config.board_path.name} has "
+                                                f"channels 1-{channels}"))
+    if problems:
+        raise ConfigError.of(problems)
+    assert keyring is not None  # no key file problem: it loaded
     data = effective_config(config)
     data["keys"] = {"send_key_id": keyring.send_id, "accepted_key_ids": keyring.key_ids}
     warnings = []
