@@ -238,8 +238,16 @@ def socket_in_use(path: Path) -> bool:
 def _connect(path: Path, timeout: float) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
     try:
-        sock.connect(str(path))
+        while True:
+            try:
+                sock.connect(str(path))
+                break
+            except BlockingIOError:  # the listen backlog is full (a flood of connections): try again
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
     except FileNotFoundError:
         sock.close()
         raise ControlError(f"cannot reach the daemon: {path} does not exist (is `tandem run` running?)") from None
