@@ -188,6 +188,36 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pair(args: argparse.Namespace) -> int:
+    """Pair with the box at the other end of the serial crossover cable; write the cluster key and the record."""
+    from firmware.pairing.protocol import Pairing, PairingError
+    from firmware.pairing.session import pair_over_serial, save_pairing
+
+    key_file, record = Path(args.key_file), Path(args.record)
+    if key_file.exists() and not args.force:
+        raise ControlError(f"{key_file} exists: this box is paired already (`tandem pair --force` re-pairs, "
+                           "replacing the key on both boxes)")
+    own = {"node": args.node, "primary": args.primary, "address": args.address}
+
+    def ask(code: str) -> bool:
+        print(f"pairing code: {code}", flush=True)
+        print("Does the other box show the same code? [y/N] ", end="", flush=True)
+        answer = sys.stdin.readline().strip().lower()
+        return answer in ("y", "yes")
+
+    print(f"pairing as {args.node!r} on {args.port}: start `tandem pair` on the other box too", flush=True)
+    try:
+        result = pair_over_serial(args.port, Pairing(own), ask, timeout=args.timeout)
+        save_pairing(result, key_file, record, own)
+    except PairingError as exc:
+        raise ControlError(f"pairing failed: {exc}") from None
+    except OSError as exc:
+        raise ControlError(f"paired, but writing {key_file} or {record} failed: {exc}") from None
+    print(f"paired with {result.peer_name!r}; cluster key {result.fingerprint} written to {key_file} (mode 0600), "
+          f"record {record}")
+    return 0
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "never"
@@ -409,6 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-id", type=int, default=1, help="key id 0-255 (default 1)")
     p.add_argument("--add", action="store_true", help="append a new key to an existing file (key rotation)")
     p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("pair", help="pair with the box at the other end of the serial crossover cable "
+                                    "(both boxes show a code; confirm it matches on both)")
+    p.add_argument("port", help="the crossover cable's serial port, e.g. /dev/ttyS1")
+    p.add_argument("--node", required=True, help="this box's name (the other box must have another)")
+    p.add_argument("--primary", action="store_true", help="this box is the primary (on one box only)")
+    p.add_argument("--address", help="this box's heartbeat address (host:port) to tell the other box")
+    p.add_argument("--key-file", default="/etc/tandem/cluster.key", help="where the cluster key goes")
+    p.add_argument("--record", default="/var/lib/tandem/paired.json", help="where the pairing record goes")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the other box (default 300)")
+    p.add_argument("--force", action="store_true", help="re-pair: replace an existing key file")
+    p.set_defaults(func=cmd_pair)
 
     p = sub.add_parser("status", help="show the cluster status")
     p.add_argument("--json", action="store_true", help="the full status snapshot as JSON")

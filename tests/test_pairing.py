@@ -1,0 +1,236 @@
+"""Pairing two boxes (issue 15): the key agreement, the operator's code, and what a man in the middle gets."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from firmware.core.protocol import Keyring
+from firmware.pairing.protocol import Message, Pairing, PairingError
+from firmware.pairing.session import decode, encode, pair_over_serial, save_pairing
+from sim.cable import NullModemCable
+
+
+def settings(name: str, primary: bool = False) -> dict:
+    return {"node": name, "primary": primary, "udp": f"192.0.2.{1 if name == 'alpha' else 2}:694"}
+
+
+def exchange(a: Pairing, b: Pairing, drop: float = 0.0, seed: int = 1, confirm: bool = True) -> None:
+    """Run both sides to the end, delivering every message (or losing each with `drop`), with resends."""
+    rng = random.Random(seed)
+    outbox: list[tuple[Pairing, Message]] = [(b, m) for m in a.pending()] + [(a, m) for m in b.pending()]
+    for _ in range(500):
+        if a.result is not None and b.result is not None:
+            return
+        replies: list[tuple[Pairing, Message]] = []
+        for target, message in outbox:
+            if rng.random() < drop:
+                continue
+            other = a if target is b else b
+            replies += [(other, reply) for reply in target.receive(message)]
+        outbox = replies
+        for side, other in ((a, b), (b, a)):
+            if confirm and side.code is not None and not side.confirmed:
+                outbox += [(other, m) for m in side.confirm()]
+            outbox += [(other, m) for m in side.pending()]  # the session's resend timer
+    raise AssertionError("the pairing did not finish")
+
+
+def until_codes(a: Pairing, b: Pairing) -> None:
+    """Run the key agreement between `a` and `b` until both show a code (nobody confirms)."""
+    for _ in range(20):
+        outbox = [(b, m) for m in a.pending()] + [(a, m) for m in b.pending()]
+        while outbox:
+            target, message = outbox.pop(0)
+            other = a if target is b else b
+            outbox += [(other, reply) for reply in target.receive(message)]
+        if a.code and b.code:
+            return
+    raise AssertionError("no code")
+
+
+def test_both_boxes_show_the_same_code_and_get_the_same_key() -> None:
+    a, b = Pairing(settings("alpha", primary=True)), Pairing(settings("bravo"))
+    exchange(a, b)
+    assert a.code == b.code and len(a.code.replace(" ", "")) == 6
+    assert a.result.cluster_key == b.result.cluster_key and len(a.result.cluster_key) == 32
+    assert a.result.fingerprint == b.result.fingerprint
+    assert a.result.peer_settings == settings("bravo") and b.result.peer_settings == settings("alpha", True)
+    assert {a.initiator, b.initiator} == {True, False}
+
+
+def test_two_pairings_share_nothing() -> None:
+    first = Pairing(settings("alpha")), Pairing(settings("bravo"))
+    second = Pairing(settings("alpha")), Pairing(settings("bravo"))
+    exchange(*first)
+    exchange(*second)
+    assert first[0].result.cluster_key != second[0].result.cluster_key
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lost_frames_are_repaired_by_resending(seed: int) -> None:
+    a, b = Pairing(settings("alpha")), Pairing(settings("bravo"))
+    exchange(a, b, drop=0.4, seed=seed)
+    assert a.result.cluster_key == b.result.cluster_key
+
+
+def test_a_man_in_the_middle_makes_the_codes_differ() -> None:
+    """Mallory pairs with each box on its own: each pair agrees on a key, but the two codes differ, so the
+    operators comparing the panels refuse (one guess: a one-in-a-million chance they match)."""
+    alpha, bravo = Pairing(settings("alpha")), Pairing(settings("bravo"))
+    to_alpha, to_bravo = Pairing(settings("bravo")), Pairing(settings("alpha"))  # Mallory's two faces
+    until_codes(alpha, to_alpha)
+    until_codes(bravo, to_bravo)
+    assert alpha.code and bravo.code and alpha.code != bravo.code
+
+
+def test_a_changed_key_breaks_the_commitment() -> None:
+    a, b = Pairing(settings("alpha"), random=lambda n: b"\xff" * n), Pairing(settings("bravo"), random=lambda n: b"\x01" * n)
+    assert b.receive(a.hello()) == [b.hello()]
+    replies = a.receive(b.hello())
+    commit = next(m for m in replies if m["t"] == "commit")
+    [dh1] = b.receive(commit)
+    [dh2] = a.receive(dh1)
+    forged = {**dh2, "pub": Pairing(settings("mallory")).public.hex()}
+    with pytest.raises(PairingError, match="does not match its commitment"):
+        b.receive(forged)
+
+
+def test_a_second_device_on_the_cable_is_refused() -> None:
+    a, b, c = Pairing(settings("alpha")), Pairing(settings("bravo")), Pairing(settings("charlie"))
+    a.receive(b.hello())
+    with pytest.raises(PairingError, match="a third device on the cable"):
+        a.receive(c.hello())
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("loop", "hears its own HELLO"), ("same-name", "both boxes are named"), ("both-primary", "both boxes are set as primary"),
+    ("version", "speaks"), ("garbage", "malformed hello"), ("unknown", "unexpected message")])
+def test_what_is_refused(problem: str, match: str) -> None:
+    a = Pairing(settings("alpha", primary=True))
+    with pytest.raises(PairingError, match=match):
+        if problem == "loop":
+            a.receive(a.hello())
+        elif problem == "same-name":
+            a.receive(Pairing(settings("alpha")).hello())
+        elif problem == "both-primary":
+            exchange(a, Pairing(settings("bravo", primary=True)))
+        elif problem == "version":
+            a.receive({**Pairing(settings("bravo")).hello(), "p": "tandem-pair/0"})
+        elif problem == "garbage":
+            a.receive({"t": "hello", "p": "tandem-pair/1", "id": "zz", "name": "bravo"})
+        else:
+            a.receive({"t": "gossip"})
+
+
+def test_an_operator_who_sees_different_codes_ends_it_on_both_boxes() -> None:
+    a, b = Pairing(settings("alpha")), Pairing(settings("bravo"))
+    until_codes(a, b)
+    with pytest.raises(PairingError, match="the other box ended the pairing: the operator saw different codes"):
+        b.receive(a.reject())
+    assert a.result is None and b.result is None
+
+
+def test_frames_carry_only_pairing_messages() -> None:
+    from cobs import cobs
+
+    assert decode(cobs.decode(encode({"t": "hello"})[1:-1])) == {"t": "hello"}
+    assert decode(b"\x01\x02heartbeat") is None and decode(b"TP{not json") is None and decode(b"TP[1]") is None
+
+
+def test_pairing_over_a_serial_cable_writes_the_same_key_on_both_boxes(tmp_path: Path) -> None:
+    cable = NullModemCable(tmp_path / "cable")
+    cable.start()
+    results: dict[str, object] = {}
+    codes: dict[str, str] = {}
+
+    def side(name: str, end: str) -> None:
+        def ask(code: str) -> bool:
+            codes[name] = code
+            return True
+        try:
+            results[name] = pair_over_serial(str(cable.path(end)), Pairing(settings(name, name == "alpha")), ask, 30)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results[name] = exc
+
+    try:
+        cable.inject_noise(300, seed=3)  # noise on the line before and between frames costs nothing
+        threads = [threading.Thread(target=side, args=(n, e)) for n, e in (("alpha", "a"), ("bravo", "b"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        cable.stop()
+    alpha, bravo = results["alpha"], results["bravo"]
+    assert not isinstance(alpha, Exception) and not isinstance(bravo, Exception), results
+    assert codes["alpha"] == codes["bravo"]
+    for name, result in (("alpha", alpha), ("bravo", bravo)):
+        save_pairing(result, tmp_path / name / "cluster.key", tmp_path / name / "paired.json", settings(name))
+        assert (tmp_path / name / "cluster.key").stat().st_mode & 0o777 == 0o600
+    keys = [Keyring.load(tmp_path / n / "cluster.key") for n in ("alpha", "bravo")]
+    assert keys[0].key_ids == keys[1].key_ids == [1]
+    assert (tmp_path / "alpha" / "cluster.key").read_bytes() == (tmp_path / "bravo" / "cluster.key").read_bytes()
+    assert alpha.cluster_key.hex() not in (tmp_path / "alpha" / "paired.json").read_text()
+
+
+def test_no_box_on_the_other_end_times_out_with_a_reason(tmp_path: Path) -> None:
+    cable = NullModemCable(tmp_path / "cable")
+    cable.start()
+    try:
+        with pytest.raises(PairingError, match="no answer from another box on the cable within 1 s"):
+            pair_over_serial(str(cable.path("a")), Pairing(settings("alpha")), lambda code: True, timeout=1.0)
+    finally:
+        cable.stop()
+
+
+def run_pair_cli(tmp_path: Path, answers: dict[str, str]) -> dict[str, subprocess.CompletedProcess]:
+    """`tandem pair` on both ends of a cable, each operator answering the code question with `answers[name]`."""
+    cable = NullModemCable(tmp_path / "cable")
+    cable.start()
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name, end in (("alpha", "a"), ("bravo", "b")):
+            answer = tmp_path / f"{name}.answer"  # each reads its answer once it shows the code
+            answer.write_text(answers[name] + "\n")
+            argv = [sys.executable, "-m", "firmware.cli", "pair", str(cable.path(end)), "--node", name,
+                    "--key-file", str(tmp_path / name / "cluster.key"), "--record", str(tmp_path / name / "paired.json"),
+                    "--timeout", "30"] + (["--primary"] if name == "alpha" else [])
+            with open(answer) as stdin:
+                procs[name] = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                               text=True)
+        done = {}
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=60)
+            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        return done
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        cable.stop()
+
+
+def test_tandem_pair_on_both_boxes(tmp_path: Path) -> None:
+    done = run_pair_cli(tmp_path, {"alpha": "y", "bravo": "yes"})
+    assert [p.returncode for p in done.values()] == [0, 0], done
+    codes = {name: next(line for line in p.stdout.splitlines() if line.startswith("pairing code:")) for name, p in done.items()}
+    assert codes["alpha"] == codes["bravo"]
+    assert (tmp_path / "alpha" / "cluster.key").read_bytes() == (tmp_path / "bravo" / "cluster.key").read_bytes()
+    assert "paired with 'bravo'" in done["alpha"].stdout
+    again = subprocess.run([sys.executable, "-m", "firmware.cli", "pair", "/dev/null", "--node", "alpha",
+                            "--key-file", str(tmp_path / "alpha" / "cluster.key")], capture_output=True, text=True)
+    assert again.returncode == 1 and "paired already" in again.stderr
+
+
+def test_an_operator_saying_no_writes_nothing_on_either_box(tmp_path: Path) -> None:
+    done = run_pair_cli(tmp_path, {"alpha": "y", "bravo": "n"})
+    assert done["bravo"].returncode == 1 and "the codes differ" in done["bravo"].stderr
+    assert done["alpha"].returncode == 1 and "the other box ended the pairing" in done["alpha"].stderr
+    assert not (tmp_path / "alpha" / "cluster.key").exists() and not (tmp_path / "bravo" / "cluster.key").exists()
