@@ -170,8 +170,7 @@ class DiskFull:
     """Makes the journal's writes fail as a full disk does: the first os.write on the journal file
     writes `partial` bytes, the next raises ENOSPC, until `free()`."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path, partial: int = 7) -> None:
-        import errno
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path, partial: int = 7, code: int = 28) -> None:
         import os
 
         self.full = True
@@ -183,7 +182,7 @@ class DiskFull:
                 if self.partial:
                     written, self.partial = real_write(fd, bytes(data)[:self.partial]), 0
                     return written
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                raise OSError(code, os.strerror(code))
             return real_write(fd, data)
 
         monkeypatch.setattr(os, "write", write)
@@ -192,16 +191,18 @@ class DiskFull:
         self.full = False
 
 
+@pytest.mark.parametrize("code, why", [(28, "disk full (ENOSPC)"), (30, "read-only file system (EROFS)")],
+                         ids=["full", "read-only"])
 def test_a_short_write_on_a_full_disk_leaves_no_partial_record_and_is_retried(
-        tmp_path: Path, journals, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, journals, monkeypatch: pytest.MonkeyPatch, code: int, why: str) -> None:
     """Issue 14: os.write's byte count was ignored: a partial record stayed, invalid even after space was freed."""
     journal = journals(tmp_path)
     journal.record("before")
     journal.flush()
-    disk = DiskFull(monkeypatch, tmp_path / "events.jsonl")
+    disk = DiskFull(monkeypatch, tmp_path / "events.jsonl", code=code)
     journal.record("during")
     journal.flush()
-    assert journal.failure == "disk full (ENOSPC)" and journal.waiting == 1
+    assert journal.failure == why and journal.waiting == 1
     assert [a.key for a in journal.alarms()] == ["journal/critical"]
     lines = (tmp_path / "events.jsonl").read_bytes().splitlines()
     assert [json.loads(line)["kind"] for line in lines] == ["before"]  # the partial write was cut back
