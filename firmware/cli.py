@@ -515,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"tandem: config error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # one `file: key: reason` line per problem
+            print(f"tandem: config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except (ControlError, LinkError) as exc:
         print(f"tandem: {exc}", file=sys.stderr)
