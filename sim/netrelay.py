@@ -4,6 +4,10 @@ Each node is configured with the relay as its peer, so tests can cut, lose
 or delay the traffic between the nodes without root privileges. Direction
 names are ``"0->1"`` and ``"1->0"``. Cut, loss, delay and the forwarding
 thread come from sim/impair.py, which the serial cable shares.
+
+An on-path attacker is played with ``capture`` (record the datagrams of one
+direction, whatever then becomes of them) and ``inject`` (send a datagram to
+a node from the relay port it hears its peer on, as a replay would).
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class UdpRelay(ImpairingForwarder):
             raise
         self._ports = tuple(s.getsockname()[1] for s in self._socks)
         self._closed = False
+        self._captures: dict[str, list[tuple[float, bytes]]] = {d: [] for d in _DIRECTIONS}
+        self._capturing: set[str] = set()
 
     # ----------------------------------------------------------------- public API
 
@@ -104,6 +110,32 @@ class UdpRelay(ImpairingForwarder):
                 sock.close()
             self._closed = True
 
+    def capture(self, direction: str, on: bool = True) -> None:
+        """Record every datagram received in ``direction`` from now on, before it is cut, lost, delayed or
+        forwarded (``on=False``: stop recording, keeping what was recorded; a new capture starts empty)."""
+        (direction,) = self._impairments.parse(direction)
+        with self._lock:
+            if on:
+                self._captures[direction] = []
+                self._capturing.add(direction)
+            else:
+                self._capturing.discard(direction)
+
+    def captured(self, direction: str) -> list[tuple[float, bytes]]:
+        """The datagrams recorded in ``direction``: (time.monotonic() when received, payload), oldest first."""
+        (direction,) = self._impairments.parse(direction)
+        with self._lock:
+            return list(self._captures[direction])
+
+    def inject(self, direction: str, data: bytes) -> None:
+        """Send ``data`` to the destination node of ``direction`` from the relay port that node hears its
+        peer on (so it looks as if the relay forwarded it), bypassing cut, loss and delay."""
+        (direction,) = self._impairments.parse(direction)
+        dst = 1 - _DIRECTIONS.index(direction)
+        with self._lock:
+            self._check_running()
+            self._socks[dst].sendto(data, (self._node_hosts[dst], self._node_ports[dst]))
+
     def set_loss(self, probability: float, seed: int | None = None) -> None:
         """Lose each datagram independently with ``probability``; a seed makes the losses repeatable."""
         with self._lock:
@@ -124,6 +156,8 @@ class UdpRelay(ImpairingForwarder):
                 log.warning("relay port %d: receive failed: %s", self._ports[src], exc)
                 return
             counts["received"] += 1
+            if direction in self._capturing:
+                self._captures[direction].append((now, data))
             verdict = self._impairments.admit(direction, data, now)
             if verdict == "cut":
                 counts["dropped"] += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -154,7 +155,8 @@ class TwoNodeRack:
                  netns: bool = False, relay_groups: list[dict[str, Any]] | None = None,
                  witness_targets: dict[str, str] | None = None, history: bool = False,
                  board: str | None = None, sensor_timeout_s: float | None = None, supervise: bool = True,
-                 arbitration: bool = False, fencing: bool = False, fence: dict[str, Any] | None = None) -> None:
+                 arbitration: bool = False, fencing: bool = False, fence: dict[str, Any] | None = None,
+                 nofile: int | None = None) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
@@ -170,7 +172,9 @@ class TwoNodeRack:
         answers for itself on the simulated LAN) as control target, or with `netns` the lab switch;
         `fencing` (needs `arbitration`): a simulated BMC per box (`sim.bmc`: OpenIPMI's ipmi_sim) that
         switches its power, and each node fences its peer through the peer's BMC with the real
-        `fence_ipmilan`; `fence`: more [fencing.device] keys (`delay_s`, ...; `options` adds agent options)."""
+        `fence_ipmilan`; `fence`: more [fencing.device] keys (`delay_s`, ...; `options` adds agent options);
+        `nofile`: every daemon the rack starts runs with RLIMIT_NOFILE soft = hard = `nofile` (as a unit's
+        LimitNOFILE=; the supervisor's `tandem release` keeps the rack's own limit)."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
@@ -219,6 +223,7 @@ class TwoNodeRack:
         self.box_addresses = ({name: str(self.lab.nodes[i].ipv4.ip) for i, name in enumerate(NODES)}
                               if self.lab is not None else dict(SIM_BOX_ADDRESSES))
         self.supervise = supervise
+        self.nofile = nofile
         self.releases: dict[str, list[subprocess.CompletedProcess]] = {name: [] for name in NODES}
         self._supervisors: dict[str, threading.Thread] = {}
         self._tearing_down = False
@@ -431,7 +436,7 @@ class TwoNodeRack:
         environment.pop("NOTIFY_SOCKET", None)
         environment.update(env or {})
         proc = subprocess.Popen(self._argv(name, "run"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=environment)
+                                env=environment, preexec_fn=self._limits if self.nofile is not None else None)
         self.procs[name] = proc
         if self.bmcs:
             write_spec(self.power_specs[name], pid=proc.pid)  # what a power off kills
@@ -440,6 +445,11 @@ class TwoNodeRack:
                                                        name=f"supervise-{name}", daemon=True)
             self._supervisors[name].start()
         return proc
+
+    def _limits(self) -> None:
+        """In the child before exec: the rack's RLIMIT_NOFILE (`nofile`), soft and hard (nothing imported
+        here: after a fork of a threaded process another thread may hold the import lock)."""
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def _environment(self, name: str) -> dict[str, str]:
         """The environment of a node's processes: unbuffered, on the rack's simulated LAN as box `name`."""
@@ -741,6 +751,20 @@ class TwoNodeRack:
         """Let UDP heartbeats through again."""
         self.relay.restore(self._relay_direction(direction))
         self._note_cut("net", direction, False)
+
+    def capture_network(self, direction: str, on: bool = True) -> None:
+        """Record the UDP datagrams of one direction ("alpha->bravo"), whether they are forwarded or cut
+        (`on=False`: stop; a new capture starts empty). See UdpRelay.capture."""
+        self.relay.capture(self._relay_direction(direction), on)
+
+    def captured_network(self, direction: str) -> list[tuple[float, bytes]]:
+        """The datagrams recorded in `direction`: (time.monotonic() received, payload), oldest first."""
+        return self.relay.captured(self._relay_direction(direction))
+
+    def inject_network(self, direction: str, data: bytes) -> None:
+        """Send a datagram to the receiving node of `direction` as if the relay forwarded it from the sender
+        (a replay by an on-path attacker); cuts do not apply."""
+        self.relay.inject(self._relay_direction(direction), data)
 
     def unplug_lan(self, name: str) -> None:
         """Pull a box's LAN cable (the shared addresses' LAN, not the heartbeat links)."""
