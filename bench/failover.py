@@ -38,7 +38,7 @@ IDLE_S = float(os.environ.get("BENCH_IDLE_S", "60"))
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
         # Every SIGKILL of the ACTIVE counts as a crash; keep flap damping out of the way.
-        rack = TwoNodeRack(Path(tmp), timers={"initdead_ms": 1500}, extra={"flap": {"max_failures": 10_000}})
+        rack = TwoNodeRack(Path(tmp), timers={"initdead_ms": 1500}, extra={"flap": {"max_failures": 1000}})
         rack.start()
         try:
             detections = []

@@ -56,7 +56,7 @@ def main() -> None:
     outages: list[float] = []
     with tempfile.TemporaryDirectory(prefix="tandem-relays-") as tmp:
         rack = TwoNodeRack(Path(tmp), timers={"initdead_ms": 1500}, relay_groups=[GROUP],
-                           extra={"flap": {"max_failures": 10_000}, "failback": {"policy": "never"}})
+                           extra={"flap": {"max_failures": 1000}, "failback": {"policy": "never"}})
         rack.start()
         try:
             for run in range(HANDOVERS):

@@ -170,7 +170,7 @@ def fencing_trials() -> tuple[list[float], int]:
     mutual = 0
     with tempfile.TemporaryDirectory(prefix="tandem-fencing-") as tmp:
         rack = TwoNodeRack(Path(tmp), netns=True, arbitration=True, witness=False, fencing=True,
-                           timers={"initdead_ms": 1500}, extra={"flap": {"max_failures": 10_000}},
+                           timers={"initdead_ms": 1500}, extra={"flap": {"max_failures": 1000}},
                            shared_ips=[{"address": f"{SHARED}/24", "interface": "eth0"}])
         try:
             rack.start()
@@ -203,7 +203,7 @@ def main() -> None:
     verdict: list[float] = []
     with tempfile.TemporaryDirectory(prefix="tandem-safety-") as tmp:
         rack = TwoNodeRack(Path(tmp), netns=True, arbitration=True, timers={"initdead_ms": 1500},
-                           extra={"flap": {"max_failures": 10_000}},
+                           extra={"flap": {"max_failures": 1000}},
                            shared_ips=[{"address": f"{SHARED}/24", "interface": "eth0"}])
         try:
             rack.start()

@@ -75,7 +75,7 @@ def measure(timers: dict[str, int]) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {"active": [], "active_done": [], "vip": [], "garp": [], "garp_minus_active": []}
     with tempfile.TemporaryDirectory(prefix="tandem-takeover-") as tmp:
         rack = TwoNodeRack(Path(tmp), netns=True, timers={**timers, "initdead_ms": 1500},
-                           extra={"flap": {"max_failures": 10_000}},
+                           extra={"flap": {"max_failures": 1000}},
                            shared_ips=[{"address": f"{SHARED}/24", "interface": "eth0"},
                                        {"address": "2001:db8::100/64", "interface": "eth0"}])
         monitors: dict[str, AddressMonitor] = {}
