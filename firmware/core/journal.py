@@ -174,8 +174,11 @@ class Journal:
         loop = asyncio.get_running_loop()
         settled: asyncio.Future[str | None] = loop.create_future()
 
-        def done(error: str | None) -> None:
-            loop.call_soon_threadsafe(lambda: settled.done() or settled.set_result(error))
+        def done(error: str | None) -> None:  # on the writer thread
+            try:
+                loop.call_soon_threadsafe(lambda: settled.done() or settled.set_result(error))
+            except RuntimeError:  # the loop closed meanwhile (the daemon is gone): nobody waits
+                pass
 
         record = self._add(kind, data, done)
         try:
