@@ -190,6 +190,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_pair(args: argparse.Namespace) -> int:
     """Pair with the box at the other end of the serial crossover cable; write the cluster key and the record."""
+    from firmware.pairing.identity import load_or_create_identity, public_hex
     from firmware.pairing.protocol import Pairing, PairingError
     from firmware.pairing.session import pair_over_serial, save_pairing
 
@@ -197,7 +198,11 @@ def cmd_pair(args: argparse.Namespace) -> int:
     if key_file.exists() and not args.force:
         raise ControlError(f"{key_file} exists: this box is paired already (`tandem pair --force` re-pairs, "
                            "replacing the key on both boxes)")
-    own = {"node": args.node, "primary": args.primary, "address": args.address}
+    try:
+        identity = load_or_create_identity(Path(args.identity))
+    except (OSError, ValueError) as exc:
+        raise ControlError(f"this box's identity key: {exc}") from None
+    own = {"node": args.node, "primary": args.primary, "address": args.address, "identity": public_hex(identity)}
 
     def ask(code: str) -> bool:
         print(f"pairing code: {code}", flush=True)
@@ -448,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="this box's heartbeat address (host:port) to tell the other box")
     p.add_argument("--key-file", default="/etc/tandem/cluster.key", help="where the cluster key goes")
     p.add_argument("--record", default="/var/lib/tandem/paired.json", help="where the pairing record goes")
+    p.add_argument("--identity", default="/var/lib/tandem/identity.key",
+                   help="this box's Ed25519 identity key for the bulk channel (made if missing)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the other box (default 300)")
     p.add_argument("--force", action="store_true", help="re-pair: replace an existing key file")
     p.set_defaults(func=cmd_pair)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -200,7 +201,7 @@ def run_pair_cli(tmp_path: Path, answers: dict[str, str]) -> dict[str, subproces
             answer.write_text(answers[name] + "\n")
             argv = [sys.executable, "-m", "firmware.cli", "pair", str(cable.path(end)), "--node", name,
                     "--key-file", str(tmp_path / name / "cluster.key"), "--record", str(tmp_path / name / "paired.json"),
-                    "--timeout", "30"] + (["--primary"] if name == "alpha" else [])
+                    "--identity", str(tmp_path / name / "identity.key"), "--timeout", "30"] + (["--primary"] if name == "alpha" else [])
             with open(answer) as stdin:
                 procs[name] = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                text=True)
@@ -224,6 +225,14 @@ def test_tandem_pair_on_both_boxes(tmp_path: Path) -> None:
     assert codes["alpha"] == codes["bravo"]
     assert (tmp_path / "alpha" / "cluster.key").read_bytes() == (tmp_path / "bravo" / "cluster.key").read_bytes()
     assert "paired with 'bravo'" in done["alpha"].stdout
+    # Each record holds the peer's identity (the bulk channel's key), which is the peer's own identity file.
+    from firmware.pairing.identity import load_or_create_identity, public_hex
+
+    for name, peer in (("alpha", "bravo"), ("bravo", "alpha")):
+        record = json.loads((tmp_path / name / "paired.json").read_text())
+        assert record["peer"] == peer
+        assert record["peer_settings"]["identity"] == public_hex(load_or_create_identity(tmp_path / peer / "identity.key"))
+        assert (tmp_path / name / "identity.key").stat().st_mode & 0o777 == 0o600
     again = subprocess.run([sys.executable, "-m", "firmware.cli", "pair", "/dev/null", "--node", "alpha",
                             "--key-file", str(tmp_path / "alpha" / "cluster.key")], capture_output=True, text=True)
     assert again.returncode == 1 and "paired already" in again.stderr
@@ -234,3 +243,14 @@ def test_an_operator_saying_no_writes_nothing_on_either_box(tmp_path: Path) -> N
     assert done["bravo"].returncode == 1 and "the codes differ" in done["bravo"].stderr
     assert done["alpha"].returncode == 1 and "the other box ended the pairing" in done["alpha"].stderr
     assert not (tmp_path / "alpha" / "cluster.key").exists() and not (tmp_path / "bravo" / "cluster.key").exists()
+
+
+def test_an_identity_file_that_is_not_a_key_is_a_clear_error(tmp_path: Path) -> None:
+    from firmware.pairing.identity import load_or_create_identity
+
+    bad = tmp_path / "identity.key"
+    bad.write_text("not a key")
+    with pytest.raises(ValueError, match="is not a PEM private key"):
+        load_or_create_identity(bad)
+    made = load_or_create_identity(tmp_path / "new" / "identity.key")
+    assert load_or_create_identity(tmp_path / "new" / "identity.key").public_key() == made.public_key()
