@@ -191,6 +191,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_pair(args: argparse.Namespace) -> int:
     """Pair with the box at the other end of the serial crossover cable; write the cluster key and the record."""
     from firmware.pairing.identity import load_or_create_identity, public_hex
+    from firmware.pairing.nodeconfig import node_config_text, write_node_config
     from firmware.pairing.protocol import Pairing, PairingError
     from firmware.pairing.session import pair_over_serial, save_pairing
 
@@ -211,9 +212,17 @@ def cmd_pair(args: argparse.Namespace) -> int:
         return answer in ("y", "yes")
 
     print(f"pairing as {args.node!r} on {args.port}: start `tandem pair` on the other box too", flush=True)
+    config = Path(args.write_config) if args.write_config else None
+    if config is not None and config.exists() and not args.force:
+        raise ControlError(f"{config} exists: `tandem pair --force` replaces it")
+    if config is not None and not args.board:
+        raise ControlError("--write-config needs --board (the board profile of this box)")
     try:
         result = pair_over_serial(args.port, Pairing(own), ask, timeout=args.timeout)
         save_pairing(result, key_file, record, own)
+        if config is not None:
+            write_node_config(config, node_config_text(own, result.peer_settings, args.board, key_file, args.port))
+            print(f"node config written to {config}")
     except PairingError as exc:
         raise ControlError(f"pairing failed: {exc}") from None
     except OSError as exc:
@@ -453,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="this box's heartbeat address (host:port) to tell the other box")
     p.add_argument("--key-file", default="/etc/tandem/cluster.key", help="where the cluster key goes")
     p.add_argument("--record", default="/var/lib/tandem/paired.json", help="where the pairing record goes")
+    p.add_argument("--write-config", metavar="PATH", help="also write this box's node config (e.g. "
+                   "/etc/tandem/tandem.toml) from what the pairing knows")
+    p.add_argument("--board", help="the board profile named in the written config")
     p.add_argument("--identity", default="/var/lib/tandem/identity.key",
                    help="this box's Ed25519 identity key for the bulk channel (made if missing)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the other box (default 300)")

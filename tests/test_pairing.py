@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -190,7 +191,8 @@ def test_no_box_on_the_other_end_times_out_with_a_reason(tmp_path: Path) -> None
         cable.stop()
 
 
-def run_pair_cli(tmp_path: Path, answers: dict[str, str]) -> dict[str, subprocess.CompletedProcess]:
+def run_pair_cli(tmp_path: Path, answers: dict[str, str],
+                 extra: Callable[[str], list[str]] = lambda name: []) -> dict[str, subprocess.CompletedProcess]:
     """`tandem pair` on both ends of a cable, each operator answering the code question with `answers[name]`."""
     cable = NullModemCable(tmp_path / "cable")
     cable.start()
@@ -201,7 +203,7 @@ def run_pair_cli(tmp_path: Path, answers: dict[str, str]) -> dict[str, subproces
             answer.write_text(answers[name] + "\n")
             argv = [sys.executable, "-m", "firmware.cli", "pair", str(cable.path(end)), "--node", name,
                     "--key-file", str(tmp_path / name / "cluster.key"), "--record", str(tmp_path / name / "paired.json"),
-                    "--identity", str(tmp_path / name / "identity.key"), "--timeout", "30"] + (["--primary"] if name == "alpha" else [])
+                    "--identity", str(tmp_path / name / "identity.key"), "--timeout", "30", *extra(name)] + (["--primary"] if name == "alpha" else [])
             with open(answer) as stdin:
                 procs[name] = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                text=True)
@@ -219,7 +221,9 @@ def run_pair_cli(tmp_path: Path, answers: dict[str, str]) -> dict[str, subproces
 
 
 def test_tandem_pair_on_both_boxes(tmp_path: Path) -> None:
-    done = run_pair_cli(tmp_path, {"alpha": "y", "bravo": "yes"})
+    addresses = {"alpha": "192.0.2.1:694", "bravo": "192.0.2.2:694"}
+    done = run_pair_cli(tmp_path, {"alpha": "y", "bravo": "yes"}, lambda name: [
+        "--address", addresses[name], "--board", "sim", "--write-config", str(tmp_path / name / "tandem.toml")])
     assert [p.returncode for p in done.values()] == [0, 0], done
     codes = {name: next(line for line in p.stdout.splitlines() if line.startswith("pairing code:")) for name, p in done.items()}
     assert codes["alpha"] == codes["bravo"]
@@ -233,6 +237,14 @@ def test_tandem_pair_on_both_boxes(tmp_path: Path) -> None:
         assert record["peer"] == peer
         assert record["peer_settings"]["identity"] == public_hex(load_or_create_identity(tmp_path / peer / "identity.key"))
         assert (tmp_path / name / "identity.key").stat().st_mode & 0o777 == 0o600
+    # Each box's node config, from what the pairing knows, loads as `tandem run` would load it.
+    from firmware.config import load_config
+
+    for name, peer, role in (("alpha", "bravo", "primary"), ("bravo", "alpha", "secondary")):
+        node = load_config(tmp_path / name / "tandem.toml").node
+        assert (node.node, node.peer, node.role, node.key_file) == (name, peer, role, tmp_path / name / "cluster.key")
+        serial, udp = node.links
+        assert serial.kind == "serial" and udp.bind == addresses[name] and udp.peer == addresses[peer]
     again = subprocess.run([sys.executable, "-m", "firmware.cli", "pair", "/dev/null", "--node", "alpha",
                             "--key-file", str(tmp_path / "alpha" / "cluster.key")], capture_output=True, text=True)
     assert again.returncode == 1 and "paired already" in again.stderr

@@ -1,0 +1,62 @@
+"""The node config a pairing gives: `tandem.toml` written from this box's and the peer's settings.
+
+Only what the pairing knows is written (names, roles, the cable, the heartbeat
+network, the key file, the board); everything else keeps its default and can
+be added later. The text is checked with the config loader itself before it
+replaces anything, so a pairing never leaves a config `tandem run` refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from firmware.config import load_config
+from firmware.core.journal import write_atomically
+
+
+def node_config_text(own: dict[str, Any], peer: dict[str, Any], board: str, key_file: Path,
+                     serial_port: str) -> str:
+    """The TOML of a node config for this box, from both boxes' pairing settings."""
+    if own.get("primary"):
+        role = "primary"
+    elif peer.get("primary"):
+        role = "secondary"
+    else:
+        role = "equal"
+    quote = json.dumps  # a TOML basic string is a JSON string for these values
+    lines = [
+        "# Written by `tandem pair`: what the pairing knows. Add the rest (witness, shared IPs, service, …);",
+        "# `tandem check-config` checks it.",
+        f"node = {quote(own['node'])}",
+        f"peer = {quote(peer['node'])}",
+        f"role = {quote(role)}",
+        f"board = {quote(board)}",
+        f"key_file = {quote(str(key_file))}",
+        "",
+        "[[links]]",
+        'name = "serial0"',
+        'kind = "serial"',
+        f"port = {quote(serial_port)}",
+    ]
+    if own.get("address") and peer.get("address"):
+        lines += ["", "[[links]]", 'name = "net0"', 'kind = "udp"',
+                  f"bind = {quote(own['address'])}", f"peer = {quote(peer['address'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_node_config(path: Path, text: str) -> None:
+    """Check `text` with the config loader, then replace `path` with it atomically; ConfigError if it is refused."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate = path.with_name(f".{path.name}.pairing")
+    candidate.write_text(text)
+    try:
+        load_config(candidate)
+    except BaseException:
+        candidate.unlink(missing_ok=True)
+        raise
+    candidate.unlink()
+    write_atomically(path, text.encode(), mode=0o644)
+    os.chmod(path, 0o644)
