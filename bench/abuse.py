@@ -191,6 +191,17 @@ def took_active(rack: TwoNodeRack, name: str, after: float) -> float | None:
     return None
 
 
+def wait_took_active(rack: TwoNodeRack, name: str, after: float, within: float) -> float | None:
+    """Poll :func:`took_active` every 10 ms for up to `within` seconds; None if it never did."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        became = took_active(rack, name, after)
+        if became is not None:
+            return became
+        time.sleep(0.01)
+    return None
+
+
 def took_active_in_memory(rack: TwoNodeRack, name: str, after: float) -> float | None:
     """The same, asked of the running daemon (its journal in memory, even what never reached the file)."""
     for event in rack.events(name):
@@ -498,12 +509,7 @@ def takeover_trial(rack: TwoNodeRack, idle: int) -> tuple[float, dict[str, Any]]
     try:
         killed = rack.kill(active)
         hold = IDLE_HOLD_S if idle else 20.0
-        deadline = time.monotonic() + hold
-        became = None
-        while became is None and time.monotonic() < deadline:
-            became = took_active(rack, standby, killed)
-            if became is None:
-                time.sleep(0.01)
+        became = wait_took_active(rack, standby, killed, hold)
         if became is None:
             note["stuck"] = True
     finally:
@@ -553,12 +559,7 @@ def replay_trial(rack: TwoNodeRack) -> tuple[float, dict[str, Any]]:
     thread = threading.Thread(target=replay, daemon=True)
     thread.start()
     bound = len(packets) / REPLAY_PER_S + 10.0
-    deadline = time.monotonic() + bound
-    became = None
-    while became is None and time.monotonic() < deadline:
-        became = took_active(rack, standby, killed)
-        if became is None:
-            time.sleep(0.01)
+    became = wait_took_active(rack, standby, killed, bound)
     done.set()
     thread.join()
     rack.restore_network(direction)
