@@ -378,8 +378,37 @@ def format_links(links: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def cmd_firstboot(args: argparse.Namespace) -> int:
+    """First boot of an appliance: name the box from its hardware, make its identity key (once)."""
+    from firmware.appliance.firstboot import first_boot
+
+    try:
+        box = first_boot(Path(args.state_dir), owner=args.owner or None)
+    except (ValueError, OSError, KeyError) as exc:
+        raise ControlError(f"first boot failed: {exc}") from None
+    print(f"box {box.serial} (from {box.source}); identity {box.identity[:16]}…; unpaired until `tandem pair`")
+    return 0
+
+
+def _unpaired(args: argparse.Namespace) -> str | None:
+    """On an appliance with no config yet: the line that says so (else None)."""
+    from firmware.appliance.firstboot import load_box
+
+    if args.socket or _config_path(args).exists():
+        return None
+    box = load_box()
+    if box is None:
+        return None
+    return (f"{box.serial}: unpaired (no {_config_path(args)}); holds nothing. Pair it with the other box "
+            f"at the panel or with `tandem pair`")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the cluster status."""
+    unpaired = _unpaired(args)
+    if unpaired is not None:
+        print(json.dumps({"state": "unpaired", "message": unpaired}) if args.json else unpaired)
+        return 0
     status = call(args, {"cmd": "status"})
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
@@ -470,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the other box (default 300)")
     p.add_argument("--force", action="store_true", help="re-pair: replace an existing key file")
     p.set_defaults(func=cmd_pair)
+
+    p = sub.add_parser("firstboot", help="first boot of an appliance: name the box from its hardware and make "
+                                         "its identity key (tandem-firstboot.service runs it once)")
+    p.add_argument("--state-dir", default="/var/lib/tandem", help="where the box record and key go")
+    p.add_argument("--owner", default="tandem", help="the user that owns them ('' to leave as is)")
+    p.set_defaults(func=cmd_firstboot)
 
     p = sub.add_parser("status", help="show the cluster status")
     p.add_argument("--json", action="store_true", help="the full status snapshot as JSON")

@@ -205,8 +205,8 @@ class NetnsLab:
 
     def __init__(self, nodes: int = 2, prefix: str = "tdm", suffix: str | None = None) -> None:
         require_root()
-        if not 1 <= nodes <= 200:
-            raise NetnsError(f"a lab has 1 to 200 nodes, not {nodes}")
+        if not 0 <= nodes <= 200:
+            raise NetnsError(f"a lab has 0 to 200 nodes, not {nodes}")
         self.suffix = suffix or secrets.token_hex(2)
         self.switch = f"{prefix}-sw-{self.suffix}"
         self.nodes: list[LabNode] = []

@@ -1,0 +1,228 @@
+"""Two qemu VMs booted from the appliance image, wired like a real pair (needs root).
+
+    with VmRack(image_dir, workdir) as rack:
+        rack.boot()                          # both VMs, up to their root shells
+        rack.pair()                          # `tandem pair` over the serial null-modem, codes compared
+        rack.configure()                     # shared IP + PBX (kamailio), then start tandem
+        active = rack.wait_active()
+        rack.sip_options()                   # SIP OPTIONS to the shared IP from the LAN, answered?
+
+Wiring (all inside namespaces this rack makes and removes):
+
+- LAN: the bridge br0 of a sim.netns switch namespace (192.0.2.254/24, the SIP client and the ARP
+  observer live there); each VM's first NIC (lan0, 192.0.2.1 / .2) is a tap on it. The shared IP is
+  192.0.2.100.
+- heartbeat network: a second bridge hb0 in the same namespace; each VM's second NIC (hb0,
+  198.51.100.1 / .2) is a tap on it.
+- serial null-modem: a qemu socket chardev between the VMs' ttyS1 (alpha is the server).
+- identity: SMBIOS system serial TANDEM-ALPHA / TANDEM-BRAVO, so one image serves both.
+
+The VMs run the test image (``image/build.py --packages tests/vm/packages.txt --overlay
+tests/vm/overlay --pbx-unit kamailio.service``): a root shell on the console and kamailio.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim.netns import NetnsLab, Sniffer, _run, run_in
+from sim.vm.qemu import Vm, VmError, VmSpec, kvm_usable
+
+SHARED_IP = ipaddress.IPv4Address("192.0.2.100")
+HB_BRIDGE = "hb0"
+SIP_PORT = 5060
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One VM's names and addresses in the rack."""
+
+    name: str
+    serial: str
+    index: int
+    primary: bool
+
+    @property
+    def lan(self) -> str:
+        """LAN address (CIDR)."""
+        return f"192.0.2.{self.index}/24"
+
+    @property
+    def hb(self) -> str:
+        """Heartbeat network address (CIDR)."""
+        return f"198.51.100.{self.index}/24"
+
+    @property
+    def macs(self) -> tuple[str, str]:
+        """The LAN and heartbeat NICs' MACs (tests/vm/overlay names the ports by them)."""
+        return f"52:54:00:7a:00:0{self.index}", f"52:54:00:7b:00:0{self.index}"
+
+
+PLANS = (NodePlan("alpha", "TANDEM-ALPHA", 1, True), NodePlan("bravo", "TANDEM-BRAVO", 2, False))
+
+NODE_EXTRA = """
+[[shared_ips]]
+address = "{shared}/24"
+interface = "lan0"
+
+[service]
+mode = "cold"
+start = ["systemctl", "start", "kamailio.service"]
+stop = ["systemctl", "stop", "kamailio.service"]
+status = ["systemctl", "is-active", "--quiet", "kamailio.service"]
+"""
+
+
+class VmRack:
+    """Two VMs of the appliance image, their LAN, heartbeat network and serial cable."""
+
+    def __init__(self, image_dir: Path, workdir: Path, accel: str | None = None) -> None:
+        self.image_dir = image_dir
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.accel = accel or ("kvm" if kvm_usable(image_dir / "vmlinuz") else "tcg")
+        self.lab = NetnsLab(nodes=0, prefix="tvm")
+        self.namespace = self.lab.switch
+        try:
+            _run(["ip", "-n", self.namespace, "link", "add", HB_BRIDGE, "type", "bridge", "stp_state", "0"])
+            _run(["ip", "-n", self.namespace, "link", "set", HB_BRIDGE, "up"])
+            nullmodem = workdir / f"nullmodem-{secrets.token_hex(2)}.sock"
+            self.vms: dict[str, Vm] = {}
+            for plan in PLANS:
+                taps = []
+                for bridge, kind, mac in (("br0", "lan", plan.macs[0]), (HB_BRIDGE, "hb", plan.macs[1])):
+                    tap = f"{plan.name[0]}-{kind}"
+                    _run(["ip", "-n", self.namespace, "tuntap", "add", "dev", tap, "mode", "tap"])
+                    _run(["ip", "-n", self.namespace, "link", "set", tap, "master", bridge, "up"])
+                    taps.append((tap, mac))
+                spec = VmSpec(plan.name, plan.serial, taps, nullmodem, nullmodem_server=plan.primary)
+                self.vms[plan.name] = Vm(spec, image_dir, workdir, self.namespace, self.accel)
+        except BaseException:
+            self.lab.close()
+            raise
+
+    # ---- power
+
+    def boot(self, names: tuple[str, ...] = ("alpha", "bravo"), timeout: float = 300.0) -> None:
+        """Power on the named VMs (alpha first: it serves the null-modem socket) and wait for their shells."""
+        for name in names:
+            self.vms[name].start()
+        for name in names:
+            self.vms[name].login(timeout=timeout)
+
+    def power_pull(self, name: str) -> None:
+        """SIGKILL the VM's qemu."""
+        self.vms[name].power_pull()
+
+    # ---- setting up
+
+    def configure_network(self, name: str) -> None:
+        """The VM's management and heartbeat addresses, as systemd-networkd files on its data partition."""
+        plan = self._plan(name)
+        console = self.console(name)
+        for port, address in (("lan0", plan.lan), ("hb0", plan.hb)):
+            text = f"[Match]\\nName={port}\\n\\n[Network]\\nAddress={address}\\nLinkLocalAddressing=no\\n"
+            console.run(f"printf '{text}' > /etc/systemd/network/20-{port}.network")
+        console.run("networkctl reload && networkctl reconfigure lan0 hb0")
+        console.run(f"for i in $(seq 60); do ip -4 -o addr show hb0 | grep -q '{plan.hb.split('/')[0]}' && "
+                    f"ip -4 -o addr show lan0 | grep -q '{plan.lan.split('/')[0]}' && break; sleep 0.5; done; "
+                    f"ip -4 -o addr show hb0 | grep -q '{plan.hb.split('/')[0]}'", timeout=60)
+
+    def pair(self, timeout: float = 180.0) -> str:
+        """Pair the two VMs over the null-modem with `tandem pair`; both show one code, confirmed on both."""
+        marks = {}
+        for plan in PLANS:
+            console = self.console(plan.name)
+            marks[plan.name] = console.mark()
+            primary = " --primary" if plan.primary else ""
+            console.send(f"runuser -u tandem -- tandem pair /dev/ttyS1 --node {plan.name}{primary} "
+                         f"--address {plan.hb.split('/')[0]}:694 --board qemu-x86 "
+                         f"--write-config /etc/tandem/tandem.toml --timeout {timeout:g}\n")
+        codes = {name: self.console(name).wait_for(r"pairing code: (\d{3} \d{3})", timeout=timeout,
+                                                    since=marks[name]).group(1) for name in marks}
+        if len(set(codes.values())) != 1:
+            raise VmError(f"the two VMs show different pairing codes: {codes}")
+        for name in marks:
+            self.console(name).wait_for(r"same code\? \[y/N\]", timeout=30, since=marks[name])
+            self.console(name).send("y\n")
+        for name in marks:
+            self.console(name).wait_for(r"paired with '", timeout=timeout, since=marks[name])
+        return next(iter(codes.values()))
+
+    def configure(self, name: str) -> None:
+        """Add the shared IP and the PBX to the paired config, check it, start Tandem."""
+        console = self.console(name)
+        extra = NODE_EXTRA.format(shared=SHARED_IP).replace("\n", "\\n").replace('"', '\\"')
+        console.run(f"printf \"{extra}\" >> /etc/tandem/tandem.toml")
+        console.run("tandem check-config /etc/tandem/tandem.toml > /dev/null")
+        console.run("systemctl start tandem.service", timeout=120)
+
+    # ---- looking
+
+    def console(self, name: str):  # noqa: ANN201 - sim.vm.qemu.Console
+        """The VM's console."""
+        console = self.vms[name].console
+        if console is None:
+            raise VmError(f"{name} is not running")
+        return console
+
+    def status(self, name: str) -> dict[str, Any]:
+        """`tandem status --json` on the VM."""
+        _, out = self.console(name).run("tandem status --json | tr -d '\\n'; echo", timeout=60)
+        for line in reversed(out.splitlines()):
+            line = line.strip()
+            if line.startswith("{"):
+                return json.loads(line)
+        raise VmError(f"{name}: no status in {out!r}")
+
+    def state(self, name: str) -> str:
+        """The VM's cluster state (ACTIVE, STANDBY, …), or the error text if it has none."""
+        try:
+            return str(self.status(name).get("state"))
+        except (VmError, ValueError) as exc:
+            return f"unknown ({exc})"
+
+    def wait_state(self, name: str, state: str, timeout: float = 180.0) -> None:
+        """Wait until the VM reports `state`."""
+        deadline = time.monotonic() + timeout
+        seen = ""
+        while time.monotonic() < deadline:
+            seen = self.state(name)
+            if seen == state:
+                return
+            time.sleep(1.0)
+        raise VmError(f"{name} is not {state} after {timeout:g} s (last: {seen})")
+
+    def sip_options(self, timeout: float = 2.0) -> int | None:
+        """Send one SIP OPTIONS to the shared IP from the LAN; the answer's status code, or None."""
+        done = run_in(self.namespace, [sys.executable, "-m", "sim.vm.sipprobe", str(SHARED_IP), "--timeout",
+                                       str(timeout)], check=False, timeout=timeout + 30)
+        match = re.search(r'"status": (\d+)', done.stdout)
+        return int(match.group(1)) if match else None
+
+    def sniffer(self) -> Sniffer:
+        """An ARP observer on the LAN bridge."""
+        return self.lab.sniffer()
+
+    def _plan(self, name: str) -> NodePlan:
+        return next(plan for plan in PLANS if plan.name == name)
+
+    def close(self) -> None:
+        """Power both VMs off and remove the namespaces and taps."""
+        for vm in getattr(self, "vms", {}).values():
+            vm.close()
+        self.lab.close()
+
+    def __enter__(self) -> "VmRack":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

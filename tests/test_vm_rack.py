@@ -1,0 +1,95 @@
+"""The appliance image on two qemu VMs: pairing over the serial null-modem, power pull, takeover.
+
+`./dev test` runs the smoke scenario (build or reuse the image, boot, pair, power pull, takeover,
+rejoin) so CI always proves the image works; the longer scenarios carry the `vm` marker
+(`./dev test -m vm`). Needs root (taps in a network namespace, mmdebstrap) and qemu; without them the
+tests skip and say which is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sim.vm.qemu import tool_missing
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_OUT = Path(os.environ.get("TANDEM_IMAGE_CACHE", "/var/cache/tandem-image")) / "out-vmtest"
+TEST_IMAGE_ARGS = ["--packages", str(ROOT / "tests/vm/packages.txt"), "--overlay", str(ROOT / "tests/vm/overlay"),
+                   "--pbx-unit", "kamailio.service", "--no-xz"]
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "the VM rack needs root (taps in a network namespace, mmdebstrap --mode=root)"
+    missing = tool_missing()
+    if missing:
+        return missing
+    if not Path("/dev/net/tun").exists():
+        return "no /dev/net/tun: qemu's tap networking needs it"
+    return None
+
+
+@pytest.fixture(scope="module")
+def test_image() -> Path:
+    """The VM rack's test image, built by image/build.py (the base root file system is cached)."""
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    done = subprocess.run([sys.executable, str(ROOT / "image/build.py"), "--out", str(IMAGE_OUT), *TEST_IMAGE_ARGS],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"image build failed:\n{done.stderr[-4000:]}"
+    return IMAGE_OUT
+
+
+@pytest.fixture
+def rack(test_image: Path, tmp_path: Path):
+    """Two VMs of the test image, wired; powered off and unwired afterwards."""
+    from sim.vm.rack import VmRack
+
+    with VmRack(test_image, tmp_path) as vm_rack:
+        yield vm_rack
+
+
+def _paired_and_running(rack) -> str:
+    """Boot, network, pair, configure both VMs; the name of the ACTIVE one."""
+    rack.boot()
+    for name in ("alpha", "bravo"):
+        status = rack.console(name).run("tandem status")[1]
+        assert "unpaired" in status, status
+        rack.configure_network(name)
+    rack.pair()
+    for name in ("alpha", "bravo"):
+        rack.configure(name)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        states = {name: rack.state(name) for name in ("alpha", "bravo")}
+        if sorted(states.values()) == ["ACTIVE", "STANDBY"]:
+            return next(name for name, state in states.items() if state == "ACTIVE")
+        time.sleep(2)
+    raise AssertionError(f"no ACTIVE/STANDBY pair after 240 s: {states}")
+
+
+def test_power_pull_of_the_active_vm_moves_the_calls_to_the_standby(rack) -> None:
+    """Smoke scenario: pair over the serial cable, one ACTIVE, power pull, the standby answers SIP."""
+    active = _paired_and_running(rack)
+    standby = "bravo" if active == "alpha" else "alpha"
+    assert rack.sip_options(timeout=20) == 200
+    # The unit runs as the unprivileged tandem user.
+    _, user = rack.console(active).run("ps -o user= -C tandem | sort -u")
+    assert user.strip().splitlines()[-1] == "tandem"
+    rack.power_pull(active)
+    assert rack.sip_options(timeout=60) == 200
+    rack.wait_state(standby, "ACTIVE", timeout=60)
+    # The dead box comes back and rejoins as STANDBY: never a second holder.
+    rack.boot((active,))
+    rack.wait_state(active, "STANDBY", timeout=240)
+    assert rack.state(standby) == "ACTIVE"
+    assert rack.sip_options(timeout=20) == 200
