@@ -50,12 +50,15 @@ def test_image() -> Path:
 
 
 @pytest.fixture
-def rack(test_image: Path, tmp_path: Path):
+def rack(test_image: Path, tmp_path: Path, request: pytest.FixtureRequest):
     """Two VMs of the test image, wired; powered off and unwired afterwards."""
     from sim.vm.rack import VmRack
 
     with VmRack(test_image, tmp_path) as vm_rack:
+        failed_before = request.session.testsfailed
         yield vm_rack
+        if request.session.testsfailed > failed_before:
+            print(vm_rack.diagnostics())
 
 
 def _paired_and_running(rack) -> str:

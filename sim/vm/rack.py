@@ -178,9 +178,8 @@ class VmRack:
         """`tandem status --json` on the VM."""
         _, out = self.console(name).run("tandem status --json | tr -d '\\n'; echo", timeout=60)
         for line in reversed(out.splitlines()):
-            line = line.strip()
-            if line.startswith("{"):
-                return json.loads(line)
+            if "{" in line:  # after the shell prompt
+                return json.loads(line[line.index("{"):])
         raise VmError(f"{name}: no status in {out!r}")
 
     def state(self, name: str) -> str:
@@ -207,6 +206,22 @@ class VmRack:
                                        str(timeout)], check=False, timeout=timeout + 30)
         match = re.search(r'"status": (\d+)', done.stdout)
         return int(match.group(1)) if match else None
+
+    def diagnostics(self) -> str:
+        """What a failed scenario needs for its report: each running VM's journal of Tandem and events."""
+        parts = []
+        for name, vm in self.vms.items():
+            if not vm.running or vm.console is None:
+                parts.append(f"== {name}: not running")
+                continue
+            for command in ("tandem events | tail -n 40", "journalctl -b --no-pager -n 60 -u tandem -u kamailio",
+                            "ip -br addr", "systemctl --failed --no-legend"):
+                try:
+                    _, out = vm.console.run(command, timeout=60, check=False)
+                except VmError as exc:
+                    out = f"(failed: {exc})"
+                parts.append(f"== {name}: {command}\n{out}")
+        return "\n".join(parts)
 
     def sniffer(self) -> Sniffer:
         """An ARP observer on the LAN bridge."""
