@@ -104,14 +104,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """
     path = Path(args.path) if args.path else _config_path(args)
     try:
-        return _check_config(path)
+        return _check_config(path, quiet=args.quiet)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"tandem: config error: {problem.line}", file=sys.stderr)
         return EXIT_CONFIG
 
 
-def _check_config(path: Path) -> int:
+def _check_config(path: Path, quiet: bool = False) -> int:
     config = load_config(path)
     problems: list[ConfigError] = []
     keyring = None
@@ -165,7 +165,8 @@ def _check_config(path: Path) -> int:
     if len(config.node.links) < 2:
         warnings.append("only one link: a single broken cable or switch makes the peer look dead")
     data["warnings"] = warnings
-    print(json.dumps(data, indent=2))
+    if not quiet:
+        print(json.dumps(data, indent=2))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: OK", file=sys.stderr)
@@ -475,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config and print the effective configuration")
     p.add_argument("path", nargs="?", help="config file (default: --config)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only the problems, warnings and the OK line, not the effective configuration")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("keygen", help="write a new cluster key file (mode 0600)")

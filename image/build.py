@@ -237,8 +237,9 @@ def build_slot_root(base: Path, work: Path, overlays: list[Path], pbx: list[str]
            "--shell", "/usr/sbin/nologin", "tandem")
     chroot(root, "systemctl", "enable", "tandem-firstboot.service", "tandem.service", "systemd-networkd.service",
            "systemd-resolved.service", "systemd-timesyncd.service")
+    # Nothing that writes to the flash on a timer, and no second SMART poller beside Tandem's sensor.
     chroot(root, "systemctl", "mask", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
-           "e2scrub_reap.service")
+           "e2scrub_reap.service", "dpkg-db-backup.timer", "smartmontools.service")
     # An apt-free box: packages come only as whole signed bundles.
     chroot(root, "dpkg", "--purge", "--force-remove-essential", "--force-depends", "apt")
     for path in ("etc/machine-id", "var/lib/dbus/machine-id"):

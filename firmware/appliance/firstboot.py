@@ -79,9 +79,9 @@ def first_boot(state_dir: Path = STATE_DIR, sys_root: Path = Path("/"), owner: s
     return box
 
 
-def load_box(state_dir: Path = STATE_DIR) -> BoxIdentity | None:
+def load_box(state_dir: Path | None = None) -> BoxIdentity | None:
     """The first-boot record, or None on a box that has not had its first boot (or a development PC)."""
     try:
-        return BoxIdentity(**json.loads((state_dir / BOX_RECORD).read_text()))
+        return BoxIdentity(**json.loads(((state_dir or STATE_DIR) / BOX_RECORD).read_text()))
     except (OSError, ValueError, TypeError):
         return None

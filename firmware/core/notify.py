@@ -34,6 +34,11 @@ class Notifier:
         pid = env.get("WATCHDOG_PID")
         if usec and usec.isdigit() and (not pid or pid == str(os.getpid())):
             self.watchdog_interval = int(usec) / 1_000_000 / 2
+        if environ is None:
+            # As sd_notify(unset_environment=1): the PBX commands, hooks and systemctl the daemon runs
+            # must not inherit the socket (systemd logs each of their messages as a foreign PID's).
+            for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+                os.environ.pop(name, None)
         self._sock: socket.socket | None = None
         if self.address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)

@@ -27,13 +27,14 @@ import ipaddress
 import json
 import re
 import secrets
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.netns import NetnsLab, Sniffer, _run, run_in
+from sim.netns import NetnsLab, Sniffer, popen_in, run_in
 from sim.vm.qemu import Vm, VmError, VmSpec, kvm_usable
 
 SHARED_IP = ipaddress.IPv4Address("192.0.2.100")
@@ -92,16 +93,16 @@ class VmRack:
         self.lab = NetnsLab(nodes=0, prefix="tvm")
         self.namespace = self.lab.switch
         try:
-            _run(["ip", "-n", self.namespace, "link", "add", HB_BRIDGE, "type", "bridge", "stp_state", "0"])
-            _run(["ip", "-n", self.namespace, "link", "set", HB_BRIDGE, "up"])
+            run_in(self.namespace, ["ip", "link", "add", HB_BRIDGE, "type", "bridge", "stp_state", "0"])
+            run_in(self.namespace, ["ip", "link", "set", HB_BRIDGE, "up"])
             nullmodem = workdir / f"nullmodem-{secrets.token_hex(2)}.sock"
             self.vms: dict[str, Vm] = {}
             for plan in PLANS:
                 taps = []
                 for bridge, kind, mac in (("br0", "lan", plan.macs[0]), (HB_BRIDGE, "hb", plan.macs[1])):
                     tap = f"{plan.name[0]}-{kind}"
-                    _run(["ip", "-n", self.namespace, "tuntap", "add", "dev", tap, "mode", "tap"])
-                    _run(["ip", "-n", self.namespace, "link", "set", tap, "master", bridge, "up"])
+                    run_in(self.namespace, ["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+                    run_in(self.namespace, ["ip", "link", "set", tap, "master", bridge, "up"])
                     taps.append((tap, mac))
                 spec = VmSpec(plan.name, plan.serial, taps, nullmodem, nullmodem_server=plan.primary)
                 self.vms[plan.name] = Vm(spec, image_dir, workdir, self.namespace, self.accel)
@@ -200,12 +201,48 @@ class VmRack:
             time.sleep(1.0)
         raise VmError(f"{name} is not {state} after {timeout:g} s (last: {seen})")
 
+    def wait_any_active(self, timeout: float = 240.0) -> str:
+        """Wait until one VM is ACTIVE and the other STANDBY; the ACTIVE one's name."""
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            states = {name: self.state(name) for name in self.vms}
+            if sorted(states.values()) == ["ACTIVE", "STANDBY"]:
+                return next(name for name, state in states.items() if state == "ACTIVE")
+            time.sleep(1.0)
+        raise VmError(f"no ACTIVE/STANDBY pair after {timeout:g} s: {states}")
+
     def sip_options(self, timeout: float = 2.0) -> int | None:
         """Send one SIP OPTIONS to the shared IP from the LAN; the answer's status code, or None."""
         done = run_in(self.namespace, [sys.executable, "-m", "sim.vm.sipprobe", str(SHARED_IP), "--timeout",
                                        str(timeout)], check=False, timeout=timeout + 30)
         match = re.search(r'"status": (\d+)', done.stdout)
         return int(match.group(1)) if match else None
+
+    def power_pull_to_sip_ms(self, name: str, timeout: float = 60.0) -> float | None:
+        """Pull the power of VM `name`; ms until SIP OPTIONS to the shared IP is answered again (None: never).
+
+        The probe runs in the LAN namespace, armed before the pull, and sends every 20 ms from the
+        moment qemu is dead. CLOCK_MONOTONIC is shared by all namespaces, so the two times compare.
+        """
+        probe = popen_in(self.namespace, [sys.executable, "-m", "sim.vm.sipprobe", str(SHARED_IP), "--timeout",
+                                          str(timeout), "--interval", "0.02", "--go-on-stdin"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert probe.stdin is not None and probe.stdout is not None
+        try:
+            if probe.stdout.readline().strip() != "ready":
+                raise VmError("the SIP probe did not start")
+            self.power_pull(name)
+            pulled = time.monotonic()
+            probe.stdin.write("go\n")
+            probe.stdin.flush()
+            result = json.loads(probe.stdout.readline())
+        finally:
+            probe.kill()
+            probe.wait()
+        if result["status"] != 200:
+            return None
+        return round((result["answered_mono"] - pulled) * 1000, 1)
 
     def diagnostics(self) -> str:
         """What a failed scenario needs for its report: each running VM's journal of Tandem and events."""

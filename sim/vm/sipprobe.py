@@ -1,6 +1,6 @@
 """Send SIP OPTIONS to an address until it answers; print the answer as JSON (run inside the LAN namespace).
 
-    python -m sim.vm.sipprobe 192.0.2.100 --timeout 60 --interval 0.02
+    python -m sim.vm.sipprobe 192.0.2.100 --timeout 60 --interval 0.02 [--go-on-stdin]
 
 Prints one JSON line: ``{"status": 200, "answered_mono": <CLOCK_MONOTONIC>, "source": "192.0.2.100",
 "tries": N}``, or ``{"status": null, ...}`` when nothing answered in time. CLOCK_MONOTONIC is the same
@@ -15,6 +15,7 @@ import argparse
 import json
 import secrets
 import socket
+import sys
 import time
 
 from firmware.core.sensors.sip import build_options_request, parse_response, parse_sip_uri
@@ -61,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5060)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument("--go-on-stdin", action="store_true",
+                        help="print 'ready', then start only when a line arrives on stdin")
     args = parser.parse_args(argv)
+    if args.go_on_stdin:
+        print("ready", flush=True)
+        sys.stdin.readline()
     print(json.dumps(probe(args.address, args.port, args.timeout, args.interval)), flush=True)
     return 0
 

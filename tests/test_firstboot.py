@@ -1,0 +1,68 @@
+"""First boot of an appliance: the box's name from its hardware, its own key, "unpaired" until paired."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from firmware.appliance.firstboot import first_boot, hardware_serial, load_box
+from firmware.cli import main
+
+
+def _sys(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_the_dmi_serial_names_the_box(tmp_path: Path) -> None:
+    root = _sys(tmp_path, {"sys/class/dmi/id/product_serial": "TANDEM-0042\n"})
+    assert hardware_serial(root) == ("TANDEM-0042", "dmi")
+
+
+def test_a_placeholder_serial_falls_back_to_the_device_tree_then_the_mac(tmp_path: Path) -> None:
+    root = _sys(tmp_path, {"sys/class/dmi/id/product_serial": "To Be Filled By O.E.M.\n",
+                           "sys/class/net/lo/type": "772", "sys/class/net/lo/address": "00:00:00:00:00:00",
+                           "sys/class/net/eth0/type": "1", "sys/class/net/eth0/address": "52:54:00:7a:00:01",
+                           "sys/class/net/eth0/device/vendor": "0x1af4",
+                           "sys/class/net/veth0/type": "1", "sys/class/net/veth0/address": "aa:bb:cc:dd:ee:ff"})
+    assert hardware_serial(root) == ("5254007A0001", "mac")  # the virtual veth0 (no device) is not the box
+    _sys(tmp_path, {"sys/firmware/devicetree/base/serial-number": "10000000abcdef01\0"})
+    assert hardware_serial(root) == ("10000000abcdef01", "devicetree")
+
+
+def test_no_serial_anywhere_is_an_error_that_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no serial number"):
+        hardware_serial(tmp_path)
+
+
+def test_first_boot_makes_the_key_once_and_two_boxes_share_nothing(tmp_path: Path) -> None:
+    a_root = _sys(tmp_path / "a", {"sys/class/dmi/id/product_serial": "A1"})
+    b_root = _sys(tmp_path / "b", {"sys/class/dmi/id/product_serial": "B2"})
+    a = first_boot(tmp_path / "a-state", a_root, owner=None)
+    b = first_boot(tmp_path / "b-state", b_root, owner=None)
+    assert (a.serial, b.serial) == ("A1", "B2")
+    assert a.identity != b.identity
+    assert (tmp_path / "a-state/identity.key").stat().st_mode & 0o777 == 0o600
+    key_before = (tmp_path / "a-state/identity.key").read_bytes()
+    again = first_boot(tmp_path / "a-state", b_root, owner=None)  # a second run changes nothing
+    assert again == a and (tmp_path / "a-state/identity.key").read_bytes() == key_before
+    assert load_box(tmp_path / "a-state") == a
+
+
+def test_status_of_an_unpaired_box_says_unpaired_without_a_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    first_boot(state, _sys(tmp_path / "root", {"sys/class/dmi/id/product_serial": "TANDEM-7"}), owner=None)
+    monkeypatch.setattr("firmware.appliance.firstboot.STATE_DIR", state)
+    config = tmp_path / "tandem.toml"   # not there: the box has not been paired
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "unpaired" and "TANDEM-7" in shown["message"]
+    # Once paired (a config exists), status asks the daemon, which is not running here.
+    config.write_text("node = 'a'\n")
+    assert main(["--config", str(config), "status"]) != 0
