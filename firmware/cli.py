@@ -268,6 +268,9 @@ def format_status(s: dict[str, Any]) -> str:
     if system:
         lines.append("Chassis  " + " ".join(str(system.get(k)) for k in ("manufacturer", "product_name", "serial_number")
                                              if system.get(k)))
+    last_boot = s.get("last_boot") or {}
+    if last_boot.get("reason"):
+        lines.append(f"Booted   {_age(s.get('uptime_s'))} ago after a {last_boot['reason']}: {last_boot.get('detail', '')}")
     silenced = "  (silenced)" if s.get("alarm_silenced") else ""
     lines.append(f"Alarms   {len(s['alarms'])}{silenced}")
     lines += [f"  ! {alarm}" for alarm in s["alarms"]]
@@ -391,6 +394,19 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_boot_reason(args: argparse.Namespace) -> int:
+    """Judge why the box last booted (at boot), or mark this boot's orderly end (at shutdown)."""
+    from firmware.appliance import bootreason
+
+    state_dir = Path(args.state_dir)
+    if args.when == "stop":
+        bootreason.at_shutdown(state_dir)
+        return 0
+    verdict = bootreason.at_boot(state_dir)
+    print(f"last boot ended by: {verdict.reason} ({verdict.detail})")
+    return 0
+
+
 def _unpaired(args: argparse.Namespace) -> str | None:
     """On an appliance with no config yet: the line that says so (else None)."""
     from firmware.appliance.firstboot import load_box
@@ -508,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default="/var/lib/tandem", help="where the box record and key go")
     p.add_argument("--owner", default="tandem", help="the user that owns them ('' to leave as is)")
     p.set_defaults(func=cmd_firstboot)
+
+    p = sub.add_parser("boot-reason", help="at boot: judge why the box last booted (watchdog, crash, clean, "
+                                           "power); at shutdown: mark the orderly end (tandem-bootreason.service)")
+    p.add_argument("when", choices=["start", "stop"])
+    p.add_argument("--state-dir", default="/var/lib/tandem", help="where the verdict and the marker go")
+    p.set_defaults(func=cmd_boot_reason)
 
     p = sub.add_parser("status", help="show the cluster status")
     p.add_argument("--json", action="store_true", help="the full status snapshot as JSON")

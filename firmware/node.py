@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from firmware.appliance.bootreason import last_boot
 from firmware.config import Config
 from firmware.core.daemon import Daemon
 from firmware.core.endpoints import LocalClient
@@ -43,6 +44,8 @@ def build_node(config: Config, guardian: Guardian | None = None) -> Node:
     """
     daemon = Daemon(config)
     try:
+        booted = last_boot(config.node.state_dir)  # judged once at boot, before the daemon started
+        daemon.endpoints.add_status(lambda: {"last_boot": booted})
         if guardian is not None:
             daemon.endpoints.add_status(guardian.status)
             daemon.alarm_board.add_source(guardian.alarms)

@@ -367,7 +367,7 @@ def network(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = No
 
 
 def version(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = None) -> Screen:
-    """Software version, uptime, board, and the chassis model and serial if known."""
+    """Software version, uptime, board, the chassis model and serial if known, and why the box last booted."""
     lines = [f"tandem {_s(status.get('version'))}", f"up {duration(status.get('uptime_s'))}",
              f"board {_s(status.get('board'))}" + (" (sim)" if status.get("simulator") else "")]
     system = _get(status, "inventory", "system")
@@ -377,6 +377,9 @@ def version(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = No
             lines.append(model)
         if system.get("serial_number"):
             lines.append(f"S/N {system['serial_number']}")
+    last_boot = _get(status, "last_boot", "reason")
+    if last_boot:
+        lines.append(f"last boot: {last_boot}")
     return Screen(title="Version", lines=tuple(lines))
 
 

@@ -74,6 +74,11 @@ NODE_EXTRA = """
 address = "{shared}/24"
 interface = "lan0"
 
+[arbitration]
+enabled = true
+control = ["192.0.2.254"]
+peer_address = "{peer}"
+
 [service]
 mode = "cold"
 start = ["systemctl", "start", "kamailio.service"]
@@ -161,7 +166,8 @@ class VmRack:
     def configure(self, name: str) -> None:
         """Add the shared IP and the PBX to the paired config, check it, start Tandem."""
         console = self.console(name)
-        extra = NODE_EXTRA.format(shared=SHARED_IP).replace("\n", "\\n").replace('"', '\\"')
+        peer = next(plan for plan in PLANS if plan.name != name)
+        extra = NODE_EXTRA.format(shared=SHARED_IP, peer=peer.lan.split("/")[0]).replace("\n", "\\n").replace('"', '\\"')
         console.run(f"printf \"{extra}\" >> /etc/tandem/tandem.toml")
         console.run("tandem check-config /etc/tandem/tandem.toml > /dev/null")
         console.run("systemctl start tandem.service", timeout=120)
