@@ -407,6 +407,29 @@ def cmd_boot_reason(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_factory_reset(args: argparse.Namespace) -> int:
+    """Wipe the data partition at the next boot and reboot: the box comes back unpaired."""
+    import subprocess
+
+    from firmware.appliance import factoryreset
+
+    try:
+        if args.at_boot:
+            factoryreset.wipe()
+            print("factory reset: the data partition is new; the box boots unpaired")
+            return 0
+        if not args.yes:
+            raise ControlError("factory reset wipes the cluster key, the config, the journal, history and PBX "
+                               "data of this box: run it again with --yes to go ahead")
+        factoryreset.request()
+    except (factoryreset.FactoryResetError, OSError) as exc:
+        raise ControlError(f"factory reset: {exc}") from None
+    print("factory reset: the data partition is wiped at the next boot; rebooting now", flush=True)
+    if not args.no_reboot:
+        subprocess.run(["systemctl", "reboot"], check=False)
+    return 0
+
+
 def _unpaired(args: argparse.Namespace) -> str | None:
     """On an appliance with no config yet: the line that says so (else None)."""
     from firmware.appliance.firstboot import load_box
@@ -530,6 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("when", choices=["start", "stop"])
     p.add_argument("--state-dir", default="/var/lib/tandem", help="where the verdict and the marker go")
     p.set_defaults(func=cmd_boot_reason)
+
+    p = sub.add_parser("factory-reset", help="return the box to 'unpaired': its data partition (keys, config, "
+                                             "journal, history, PBX data) is wiped at the next boot (as root)")
+    p.add_argument("--yes", action="store_true", help="really: without it nothing happens")
+    p.add_argument("--no-reboot", action="store_true", help="leave the reboot to the caller")
+    p.add_argument("--at-boot", action="store_true", help=argparse.SUPPRESS)  # tandem-factory-reset.service
+    p.set_defaults(func=cmd_factory_reset)
 
     p = sub.add_parser("status", help="show the cluster status")
     p.add_argument("--json", action="store_true", help="the full status snapshot as JSON")

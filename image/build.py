@@ -235,7 +235,8 @@ def build_slot_root(base: Path, work: Path, overlays: list[Path], pbx: list[str]
     chroot(root, "useradd", "--system", "--uid", str(TANDEM_UID), "--gid", str(TANDEM_UID),
            "--groups", "dialout,i2c,gpio,watchdog", "--home-dir", "/var/lib/tandem", "--no-create-home",
            "--shell", "/usr/sbin/nologin", "tandem")
-    chroot(root, "systemctl", "enable", "tandem-firstboot.service", "tandem-bootreason.service", "tandem.service", "systemd-networkd.service",
+    chroot(root, "systemctl", "enable", "tandem-firstboot.service", "tandem-bootreason.service",
+           "tandem-factory-reset.service", "tandem.service", "systemd-networkd.service",
            "systemd-resolved.service", "systemd-timesyncd.service")
     # Nothing that writes to the flash on a timer, and no second SMART poller beside Tandem's sensor.
     chroot(root, "systemctl", "mask", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
@@ -266,9 +267,10 @@ def data_skeleton(work: Path, root: Path) -> Path:
     run(["cp", "-a", str(root / "var"), str(skeleton / "var")])
     run(["rm", "-rf", str(root / "var")])
     (root / "var").mkdir()
-    # The factory copy a reset restores /data/var from.
-    (root / "usr/share/tandem").mkdir(parents=True, exist_ok=True)
-    run(["cp", "-a", str(skeleton / "var"), str(root / "usr/share/tandem/factory-var")])
+    # The factory copy a reset makes the data partition from (firmware/appliance/factoryreset.py).
+    factory = root / "usr/share/tandem/factory-data"
+    factory.mkdir(parents=True, exist_ok=True)
+    run(["cp", "-a", str(skeleton / "var"), str(factory / "var")])
     return skeleton
 
 

@@ -89,3 +89,67 @@ def test_power_pull_of_the_active_vm_moves_the_calls_to_the_standby(rack) -> Non
     rack.wait_state(active, "STANDBY", timeout=240)
     assert rack.state(standby) == "ACTIVE"
     assert rack.sip_options(timeout=20) == 200
+
+
+def _other(name: str) -> str:
+    return "bravo" if name == "alpha" else "alpha"
+
+
+@pytest.mark.vm
+def test_a_stopped_daemon_is_killed_by_systemds_watchdog_released_and_rejoins(rack) -> None:
+    """SIGSTOP the ACTIVE daemon: the peer takes over once the frozen box let go, which systemd makes happen."""
+    active = _paired_and_running(rack)
+    standby = _other(active)
+    console = rack.console(active)
+    console.run("kill -STOP $(systemctl show -P MainPID tandem.service)")
+    rack.wait_state(standby, "ACTIVE", timeout=180)
+    rack.wait_state(active, "STANDBY", timeout=300)
+    _, log = console.run("journalctl -b -u tandem.service --no-pager | grep -c 'Watchdog timeout'", check=False)
+    assert int(log.strip().splitlines()[-1]) >= 1, log
+    _, released = console.run("journalctl -b -u tandem.service --no-pager | grep -i 'release' | tail -n 5", check=False)
+    assert rack.sip_options(timeout=20) == 200
+    assert rack.state(standby) == "ACTIVE", released
+
+
+@pytest.mark.vm
+def test_a_hung_kernel_is_reset_by_the_hardware_watchdog_and_says_so(rack) -> None:
+    """A kernel that panics and never reboots by itself: the i6300esb resets it; it rejoins; last boot says why."""
+    active = _paired_and_running(rack)
+    standby = _other(active)
+    console = rack.console(active)
+    console.run("sysctl -q -w kernel.panic=0")  # a panic that waits forever: only the watchdog can help
+    mark = console.mark()
+    console.send("echo c > /proc/sysrq-trigger\n")
+    rack.wait_state(standby, "ACTIVE", timeout=180)
+    rack.vms[active].login(timeout=400, since=mark + 1)
+    rack.wait_state(active, "STANDBY", timeout=300)
+    assert rack.status(active)["last_boot"]["reason"] == "watchdog reset"
+    _, shown = console.run("tandem status | grep Booted")
+    assert "watchdog reset" in shown
+    assert rack.sip_options(timeout=20) == 200
+
+
+@pytest.mark.vm
+def test_factory_reset_returns_the_box_unpaired_and_it_pairs_again(rack) -> None:
+    """Factory reset wipes keys, config and identity; re-pairing (as for a replaced box) brings the pair back."""
+    active = _paired_and_running(rack)
+    survivor = _other(active)
+    console = rack.console(active)
+    _, before = console.run("cat /var/lib/tandem/box.json")
+    mark = console.mark()
+    console.send("tandem factory-reset --yes\n")
+    rack.wait_state(survivor, "ACTIVE", timeout=180)
+    rack.vms[active].login(timeout=400, since=mark + 1)
+    _, status = console.run("tandem status")
+    assert "unpaired" in status
+    assert console.run("test -e /etc/tandem/cluster.key", check=False)[0] != 0
+    _, after = console.run("cat /var/lib/tandem/box.json")
+    identity = lambda text: text[text.index('"identity"'):].split('"')[3]  # noqa: E731
+    assert identity(after) != identity(before)   # a new key: nothing of the old box survives
+    rack.configure_network(active)
+    rack.console(survivor).run("systemctl stop tandem.service", timeout=120)
+    rack.pair(force=(survivor,))
+    for name in (active, survivor):
+        rack.configure(name)
+    assert rack.wait_any_active(timeout=240) in ("alpha", "bravo")
+    assert rack.sip_options(timeout=20) == 200

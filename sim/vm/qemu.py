@@ -264,10 +264,10 @@ class Vm:
         """Whether qemu is running."""
         return self.proc is not None and self.proc.poll() is None
 
-    def login(self, timeout: float = 240.0) -> None:
-        """Wait for the autologin root shell on the console and make it quiet and predictable."""
+    def login(self, timeout: float = 240.0, since: int = 0) -> None:
+        """Wait for the autologin root shell on the console (after line `since`); make it quiet and predictable."""
         assert self.console is not None
-        self.console.wait_for(r"root@.*[#$] ?$|^root@", timeout=timeout)
+        self.console.wait_for(r"root@.*[#$] ?$|^root@", timeout=timeout, since=since)
         self.console.send("\n")
         self.console.run("stty -echo cols 250; export SYSTEMD_PAGER= SYSTEMD_COLORS=0 TERM=dumb; "
                          "dmesg -n 1", timeout=60)

@@ -142,13 +142,14 @@ class VmRack:
                     f"ip -4 -o addr show lan0 | grep -q '{plan.lan.split('/')[0]}' && break; sleep 0.5; done; "
                     f"ip -4 -o addr show hb0 | grep -q '{plan.hb.split('/')[0]}'", timeout=60)
 
-    def pair(self, timeout: float = 180.0) -> str:
+    def pair(self, timeout: float = 180.0, force: tuple[str, ...] = ()) -> str:
         """Pair the two VMs over the null-modem with `tandem pair`; both show one code, confirmed on both."""
         marks = {}
         for plan in PLANS:
             console = self.console(plan.name)
             marks[plan.name] = console.mark()
             primary = " --primary" if plan.primary else ""
+            primary += " --force" if plan.name in force else ""
             console.send(f"runuser -u tandem -- tandem pair /dev/ttyS1 --node {plan.name}{primary} "
                          f"--address {plan.hb.split('/')[0]}:694 --board qemu-x86 "
                          f"--write-config /etc/tandem/tandem.toml --timeout {timeout:g}\n")
