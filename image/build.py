@@ -45,8 +45,9 @@ import disk  # noqa: E402  (image/disk.py, beside this file)
 DEFAULT_CACHE = Path(os.environ.get("TANDEM_IMAGE_CACHE", "/var/cache/tandem-image"))
 SUITE = "bookworm"
 # Bump when the base stage's recipe changes in a way the inputs below do not show.
-BASE_RECIPE = "3"
+BASE_RECIPE = "4"
 TANDEM_UID = 901
+KEEP_BASES = 2
 
 # dpkg never unpacks these: documentation, translations, and kernel module trees no supported
 # board needs (GPUs, sound, wireless, media, InfiniBand, exotic file systems). The boards are
@@ -141,6 +142,7 @@ def build_base(cache: Path, packages: list[str], requirements: list[str]) -> Pat
     base = cache / f"base-{key}"
     if (base / ".complete").exists():
         log(f"base root file system {base} is cached")
+        os.utime(base)  # most recently used: kept when older bases are dropped
         return base
     log(f"building the base root file system {base} (mmdebstrap, {len(packages)} packages)")
     scratch = cache / f"base-{key}.partial"
@@ -151,6 +153,8 @@ def build_base(cache: Path, packages: list[str], requirements: list[str]) -> Pat
     modules = "\n".join(INITRAMFS_MODULES) + "\n"
     argv = ["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", "--format=directory",
             f"--include={','.join(sorted(set(packages)))}",
+            # Only what the listed packages depend on: recommends pulled in perl (46 MB) and more.
+            "--aptopt=APT::Install-Recommends \"false\"",
             *[f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES],
             *[f"--dpkgopt=path-include={p}" for p in DPKG_INCLUDES],
             # Before the kernel is unpacked: a small initramfs and no suggested kernel helpers.
@@ -167,9 +171,12 @@ def build_base(cache: Path, packages: list[str], requirements: list[str]) -> Pat
     (scratch / ".complete").write_text(json.dumps({"key": key, "built": time.time()}))
     shutil.rmtree(wheels, ignore_errors=True)
     scratch.rename(base)
-    for stale in cache.glob("base-*"):
-        if stale != base and stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
+    # Keep the two most recently used bases (the release image and the VM tests' image differ by a
+    # package list); drop older ones and any half-built leftovers.
+    bases = sorted((p for p in cache.glob("base-*") if p.is_dir() and (p / ".complete").exists()),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in bases[KEEP_BASES:] + [p for p in cache.glob("base-*.partial") if p != scratch]:
+        shutil.rmtree(stale, ignore_errors=True)
     return base
 
 

@@ -180,7 +180,8 @@ class TwoNodeRack:
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
         self.roles = dict(zip(NODES, roles))
         self.extra = dict(extra or {})
-        self.extra["health"] = {"history": history, **self.extra.get("health", {})}
+        # The lab writes history every 10 s (the appliance's default is 5 minutes, for the flash's sake).
+        self.extra["health"] = {"history": history, "history_flush_s": 10.0, **self.extra.get("health", {})}
         self.shared_ips = shared_ips or []
         self.relay_groups = relay_groups or []
         self.witness_targets = witness_targets or {}  # per-node override of the shared witness target

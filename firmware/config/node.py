@@ -156,6 +156,10 @@ class HealthConfig(Strict):
     warning_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
     unknown_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
     history: bool = True
+    # How often the recorded history is written to the rrdtool files. Each write dirties a few pages of
+    # every metric's file, so on flash a longer interval means fewer writes; a crash loses at most this
+    # much history. At most an hour (the writer keeps 360 steps of 10 s per metric).
+    history_flush_s: Annotated[float, Field(ge=1, le=3600)] = 300.0
 
 
 class ThresholdConfig(Strict):

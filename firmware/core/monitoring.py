@@ -59,7 +59,7 @@ class Monitoring:
         if node.health.history:
             from firmware.core.history import History  # rrdtool loads only when history is kept
 
-            self.history = History(node.state_dir / "history")
+            self.history = History(node.state_dir / "history", flush_interval_s=node.health.history_flush_s)
         self.monitor = HealthMonitor(
             build_sensors(config, self.host), warning_factor=node.health.warning_factor,
             unknown_factor=node.health.unknown_factor, on_change=self._from_thread,

@@ -29,6 +29,7 @@ from sim.netns import popen_in
 
 ROOT_PARTUUID_A = "7a4d0000-0000-4000-8000-00000000000a"   # image/disk.py PARTUUID["rootfs-a"]
 QEMU = "qemu-system-x86_64"
+PROMPT = re.compile(r"^(?:\S+@\S+:[^#$\n]*[#$] )+")
 
 
 class VmError(RuntimeError):
@@ -163,7 +164,8 @@ class Console:
         status = int(match.group(1))
         with self._cond:
             lines = self._lines[start:]
-        body = [line for line in lines if tag not in line]
+        # The shell's prompt precedes the first output line (echo is off): it is not output.
+        body = [PROMPT.sub("", line) for line in lines if tag not in line]
         output = "\n".join(body)
         if check and status != 0:
             raise VmError(f"{command!r} exited {status}:\n{output}")

@@ -186,8 +186,8 @@ class VmRack:
         """`tandem status --json` on the VM."""
         _, out = self.console(name).run("tandem status --json | tr -d '\\n'; echo", timeout=60)
         for line in reversed(out.splitlines()):
-            if "{" in line:  # after the shell prompt
-                return json.loads(line[line.index("{"):])
+            if line.startswith("{"):
+                return json.loads(line)
         raise VmError(f"{name}: no status in {out!r}")
 
     def state(self, name: str) -> str:
