@@ -60,13 +60,34 @@ def rack(test_image: Path, tmp_path: Path, request: pytest.FixtureRequest):
             print(vm_rack.diagnostics())
 
 
+def _debugfs(image_dir: Path, command: str) -> str:
+    """Run a debugfs request against the built slot image (read-only, no mount)."""
+    done = subprocess.run(["debugfs", "-R", command, str(image_dir / "rootfs.ext4")], capture_output=True, text=True)
+    return done.stdout + done.stderr
+
+
+def test_nothing_unique_is_baked_into_the_image(test_image: Path) -> None:
+    """No machine id, random seed, host key, identity or cluster key in the slot: each box makes its own."""
+    assert _debugfs(test_image, "cat /etc/machine-id").strip() == ""
+    for path in ("/var/lib/systemd/random-seed", "/etc/ssh", "/var/lib/tandem/identity.key",
+                 "/var/lib/tandem/box.json"):
+        assert "File not found" in _debugfs(test_image, f"stat {path}"), path
+    assert "/data/etc/tandem" in _debugfs(test_image, "stat /etc/tandem")   # a link to the data partition
+    assert "File not found" in _debugfs(test_image, "stat /usr/bin/apt")    # updates come as bundles only
+    sizes = (test_image / "build.json").read_text()
+    assert '"rootfs_used_mib"' in sizes
+
+
 def _paired_and_running(rack) -> str:
     """Boot, network, pair, configure both VMs; the name of the ACTIVE one."""
     rack.boot()
+    identities = set()
     for name in ("alpha", "bravo"):
         status = rack.console(name).run("tandem status")[1]
         assert "unpaired" in status, status
+        identities.add(rack.console(name).run("cat /var/lib/tandem/box.json")[1])
         rack.configure_network(name)
+    assert len(identities) == 2  # one image, two boxes, two serial numbers and two identity keys
     rack.pair()
     for name in ("alpha", "bravo"):
         rack.configure(name)
@@ -117,7 +138,7 @@ def test_a_hung_kernel_is_reset_by_the_hardware_watchdog_and_says_so(rack) -> No
     active = _paired_and_running(rack)
     standby = _other(active)
     console = rack.console(active)
-    console.run("sysctl -q -w kernel.panic=0")  # a panic that waits forever: only the watchdog can help
+    console.run("echo 0 > /proc/sys/kernel/panic")  # a panic that waits forever: only the watchdog can help
     mark = console.mark()
     console.send("echo c > /proc/sysrq-trigger\n")
     rack.wait_state(standby, "ACTIVE", timeout=180)
