@@ -63,7 +63,8 @@ def rack(test_image: Path, tmp_path: Path, request: pytest.FixtureRequest):
 def _debugfs(image_dir: Path, command: str) -> str:
     """Run a debugfs request against the built slot image (read-only, no mount)."""
     done = subprocess.run(["debugfs", "-R", command, str(image_dir / "rootfs.ext4")], capture_output=True, text=True)
-    return done.stdout + done.stderr
+    lines = (done.stdout + done.stderr).splitlines(keepends=True)
+    return "".join(line for line in lines if not line.startswith("debugfs "))  # its version banner
 
 
 def test_nothing_unique_is_baked_into_the_image(test_image: Path) -> None:
@@ -102,6 +103,10 @@ def test_power_pull_of_the_active_vm_moves_the_calls_to_the_standby(rack) -> Non
     # The unit runs as the unprivileged tandem user.
     _, user = rack.console(active).run("stat -c 'user=%U' /proc/$(systemctl show -P MainPID tandem.service)")
     assert "user=tandem" in user
+    # ... and still reads the SMBIOS tables, through the privileged helper (dmidecode needs root).
+    inventory = rack.status(active)["inventory"]
+    assert inventory["source"] == "dmidecode", inventory
+    assert inventory["system"]["serial_number"] == f"TANDEM-{active.upper()}"
     rack.power_pull(active)
     assert rack.sip_options(timeout=60) == 200
     rack.wait_state(standby, "ACTIVE", timeout=60)

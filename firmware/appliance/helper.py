@@ -1,0 +1,139 @@
+"""The privileged helper: the few things the unprivileged daemon needs root for, and nothing else.
+
+The daemon runs as the user ``tandem``. Reading the SMBIOS tables (dmidecode) and asking some disk
+controllers for SMART data (smartctl) need root. Instead of a root daemon, a socket-activated helper
+(``tandem-helper.socket``, ``tandem-helper@.service``: one short-lived root process per request,
+itself sandboxed) answers exactly these operations, with their arguments checked against fixed
+patterns:
+
+  dmidecode   ``-t N`` pairs (N an SMBIOS type, 0-127)
+  smartctl    ``-a -j -n standby [-d TYPE] DEVICE`` (TYPE and DEVICE from fixed patterns)
+
+The daemon reaches it through its sensor host's command overrides: the board profile names
+``/usr/libexec/tandem/dmidecode`` (a two-line script running ``tandem helper run dmidecode -- …``)
+instead of ``dmidecode``, so the sensors' code is the same with or without the helper.
+
+Protocol: one JSON line each way on the connection. Request ``{"op": "dmidecode", "args": [...]}``;
+answer ``{"ok": true, "returncode": 0, "stdout": "...", "stderr": "..."}`` or
+``{"ok": false, "error": "why"}``. Requests are at most 4 KiB; commands get 30 s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+SOCKET = Path("/run/tandem-helper.sock")
+MAX_REQUEST = 4096
+COMMAND_TIMEOUT_S = 30.0
+
+_SMBIOS_TYPE = re.compile(r"^(?:\d|[1-9]\d|1[01]\d|12[0-7])$")
+_DEVICE = re.compile(r"^/dev/(?:sd[a-z]{1,2}|nvme\d{1,2}(?:n\d{1,2})?|hd[a-z]|vd[a-z]{1,2}|sg\d{1,3}|bus/\d{1,2})$")
+_DEVICE_TYPE = re.compile(r"^(?:auto|ata|sat|scsi|nvme|usbjmicron|usbsunplus|usbcypress|"
+                          r"(?:megaraid|cciss|3ware|areca|aacraid|hpt),\d{1,3}(?:,\d{1,3}){0,2})$")
+
+
+class HelperError(RuntimeError):
+    """A request was refused (not an allowed operation or argument) or the helper could not be reached."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One allowed operation: the program it runs and how its arguments are checked."""
+
+    program: str
+    check: Callable[[list[str]], None]
+
+
+def _check_dmidecode(args: list[str]) -> None:
+    if not args or len(args) % 2:
+        raise HelperError("dmidecode takes -t TYPE pairs")
+    for flag, value in zip(args[::2], args[1::2]):
+        if flag != "-t" or not _SMBIOS_TYPE.match(value):
+            raise HelperError(f"dmidecode: {flag} {value}: only -t with an SMBIOS type number (0-127)")
+
+
+def _check_smartctl(args: list[str]) -> None:
+    if args[:4] != ["-a", "-j", "-n", "standby"] or len(args) not in (5, 7):
+        raise HelperError("smartctl takes -a -j -n standby [-d TYPE] DEVICE")
+    if len(args) == 7 and (args[4] != "-d" or not _DEVICE_TYPE.match(args[5])):
+        raise HelperError(f"smartctl: {' '.join(args[4:6])}: not an allowed -d device type")
+    if not _DEVICE.match(args[-1]):
+        raise HelperError(f"smartctl: {args[-1]}: not a disk device")
+
+
+OPERATIONS: dict[str, Operation] = {
+    "dmidecode": Operation("dmidecode", _check_dmidecode),
+    "smartctl": Operation("smartctl", _check_smartctl),
+}
+
+
+def parse_request(line: bytes) -> tuple[Operation, list[str]]:
+    """The operation and checked arguments of a request line; HelperError if it is not allowed."""
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HelperError(f"not a JSON request: {exc}") from None
+    if not isinstance(request, dict) or set(request) - {"op", "args"}:
+        raise HelperError("a request is {\"op\": ..., \"args\": [...]} and nothing else")
+    op, args = request.get("op"), request.get("args", [])
+    if op not in OPERATIONS:
+        raise HelperError(f"unknown operation {op!r}: allowed are {', '.join(sorted(OPERATIONS))}")
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise HelperError("args must be a list of strings")
+    OPERATIONS[op].check(args)
+    return OPERATIONS[op], args
+
+
+def answer(line: bytes, run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> dict[str, Any]:
+    """The answer to one request line (runs the command if the request is allowed)."""
+    try:
+        operation, args = parse_request(line)
+    except HelperError as exc:
+        return {"ok": False, "error": str(exc)}
+    try:
+        done = run([operation.program, *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
+                   stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return {"ok": False, "error": f"{operation.program} is not installed"}
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"{operation.program} took more than {COMMAND_TIMEOUT_S:g} s"}
+    return {"ok": True, "returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+
+def serve(reader: BinaryIO, writer: BinaryIO) -> None:
+    """Answer the one request on a connection (systemd's Accept=yes hands it over as stdin/stdout)."""
+    line = reader.readline(MAX_REQUEST + 1)
+    reply = (answer(line) if len(line) <= MAX_REQUEST and line.endswith(b"\n")
+             else {"ok": False, "error": f"a request is one line of at most {MAX_REQUEST} bytes"})
+    writer.write(json.dumps(reply).encode() + b"\n")
+    writer.flush()
+
+
+def call(op: str, args: list[str], path: Path = SOCKET, timeout: float = COMMAND_TIMEOUT_S + 5) -> dict[str, Any]:
+    """Ask the helper; its answer (HelperError if it cannot be reached or refuses)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            sock.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as exc:
+            raise HelperError(f"the privileged helper at {path} cannot be reached: {exc}") from None
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise HelperError(f"the privileged helper gave no answer ({len(data)} bytes)") from None
+    if not reply.get("ok"):
+        raise HelperError(f"the privileged helper refused: {reply.get('error')}")
+    return reply
