@@ -8,6 +8,7 @@ tests skip and say which is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -179,3 +180,33 @@ def test_factory_reset_returns_the_box_unpaired_and_it_pairs_again(rack) -> None
         rack.configure(name)
     assert rack.wait_any_active(timeout=240) in ("alpha", "bravo")
     assert rack.sip_options(timeout=20) == 200
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_the_image_boots_through_grub_which_reads_and_writes_its_ab_environment(test_image: Path, tmp_path: Path,
+                                                                                 firmware: str) -> None:
+    """SeaBIOS → GRUB i386-pc and OVMF → GRUB EFI: both read grubenv (slot A good) and boot slot A."""
+    from sim.vm.qemu import OVMF, Vm, VmSpec
+
+    built = json.loads((test_image / "build.json").read_text())
+    if firmware == "bios" and not built.get("bios_boot"):
+        pytest.skip("the image has no BIOS boot code: the build machine could not loop-mount (grub-bios-setup)")
+    if firmware == "uefi" and not Path(OVMF).exists():
+        pytest.skip(f"no UEFI firmware for qemu at {OVMF} (Debian package ovmf)")
+    vm = Vm(VmSpec(f"fw-{firmware}", "TANDEM-FW", [], tmp_path / "nm.sock", nullmodem_server=True, boot=firmware),
+            test_image, tmp_path, namespace=None, accel="tcg")
+    try:
+        vm.start()
+        assert vm.console is not None
+        # The menu entry's title shows the variables GRUB loaded from the ESP's grubenv.
+        vm.console.wait_for(r"Tandem slot A \(OK=1 TRY=0\)", timeout=300)
+        vm.login(timeout=400)
+        _, cmdline = vm.console.run("cat /proc/cmdline")
+        assert "rauc.slot=A" in cmdline
+        # GRUB saved its try counter back into the ESP's grubenv (RAUC reads it there).
+        vm.console.run("mount | grep -q /boot/efi || mount /boot/efi")
+        _, env = vm.console.run("grub-editenv /boot/efi/EFI/BOOT/grubenv list")
+        assert "A_OK=1" in env and "A_TRY=0" in env, env
+    finally:
+        vm.close()

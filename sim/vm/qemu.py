@@ -7,8 +7,8 @@
 
 The console is ttyS0 (a unix socket chardev); ttyS1 is the serial null-modem to the other VM (a
 second socket chardev: one VM is the server, the other connects and reconnects). The kernel is booted
-directly (``-kernel``/``-initrd`` from the image build) unless ``firmware_boot`` asks for SeaBIOS →
-GRUB → kernel, the path a real box takes. Each VM writes to its own qcow2 overlay of the image, so a
+directly (``-kernel``/``-initrd`` from the image build) unless ``boot`` asks for SeaBIOS or OVMF →
+GRUB → kernel, the paths a real box takes. Each VM writes to its own qcow2 overlay of the image, so a
 power pull and restart keep its data partition, as a real box keeps its disk.
 """
 
@@ -29,6 +29,7 @@ from sim.netns import popen_in
 
 ROOT_PARTUUID_A = "7a4d0000-0000-4000-8000-00000000000a"   # image/disk.py PARTUUID["rootfs-a"]
 QEMU = "qemu-system-x86_64"
+OVMF = "/usr/share/ovmf/OVMF.fd"   # Debian's ovmf: UEFI firmware for qemu (SeaBIOS is qemu's default BIOS)
 PROMPT = re.compile(r"^(?:\S+@\S+:[^#$\n]*[#$] )+")
 
 
@@ -46,7 +47,8 @@ class VmSpec:
     nullmodem: Path
     nullmodem_server: bool
     memory_mib: int = 768
-    firmware_boot: bool = False
+    boot: str = "kernel"   # "kernel": -kernel/-initrd straight from the image build; "bios": SeaBIOS →
+                           # GRUB i386-pc; "uefi": OVMF → GRUB's BOOTX64.EFI (the paths a real box takes)
     extra: list[str] = field(default_factory=list)
 
 
@@ -226,7 +228,9 @@ class Vm:
         for index, (tap, mac) in enumerate(spec.taps):
             argv += ["-netdev", f"tap,id=n{index},ifname={tap},script=no,downscript=no",
                      "-device", f"virtio-net-pci,netdev=n{index},mac={mac}"]
-        if not spec.firmware_boot:
+        if spec.boot == "uefi":
+            argv += ["-bios", OVMF]
+        elif spec.boot == "kernel":
             argv += ["-kernel", str(self.image_dir / "vmlinuz"), "-initrd", str(self.image_dir / "initrd.img"),
                      "-append", f"root=PARTUUID={ROOT_PARTUUID_A} ro console=ttyS0,115200 rauc.slot=A panic=10 "
                                 "systemd.show_status=1"]
