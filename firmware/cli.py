@@ -189,6 +189,21 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _give_to_directory_owners(paths: list[Path]) -> None:
+    """Run as root, hand each written file to its directory's owner (on the image: the daemon's user).
+
+    Pairing is an installer's job and is often run as root; a key file the unprivileged daemon cannot
+    read would only fail later, at its start.
+    """
+    if os.geteuid() != 0:
+        return
+    for path in paths:
+        if path.exists():
+            owner = path.parent.stat()
+            if owner.st_uid != 0:
+                os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def cmd_pair(args: argparse.Namespace) -> int:
     """Pair with the box at the other end of the serial crossover cable; write the cluster key and the record."""
     from firmware.pairing.identity import load_or_create_identity, public_hex
@@ -224,6 +239,7 @@ def cmd_pair(args: argparse.Namespace) -> int:
         if config is not None:
             write_node_config(config, node_config_text(own, result.peer_settings, args.board, key_file, args.port))
             print(f"node config written to {config}")
+        _give_to_directory_owners([key_file, record, Path(args.identity), *([config] if config else [])])
     except PairingError as exc:
         raise ControlError(f"pairing failed: {exc}") from None
     except OSError as exc:

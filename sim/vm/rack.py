@@ -150,7 +150,7 @@ class VmRack:
             marks[plan.name] = console.mark()
             primary = " --primary" if plan.primary else ""
             primary += " --force" if plan.name in force else ""
-            console.send(f"runuser -u tandem -- tandem pair /dev/ttyS1 --node {plan.name}{primary} "
+            console.send(f"tandem pair /dev/ttyS1 --node {plan.name}{primary} "
                          f"--address {plan.hb.split('/')[0]}:694 --board qemu-x86 "
                          f"--write-config /etc/tandem/tandem.toml --timeout {timeout:g}\n")
         codes = {name: self.console(name).wait_for(r"pairing code: (\d{3} \d{3})", timeout=timeout,
