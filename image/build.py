@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import tomllib
@@ -41,6 +40,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import disk  # noqa: E402  (image/disk.py, beside this file)
+from disk import run  # noqa: E402  (one way to run a build step)
 
 DEFAULT_CACHE = Path(os.environ.get("TANDEM_IMAGE_CACHE", "/var/cache/tandem-image"))
 SUITE = "bookworm"
@@ -85,14 +85,6 @@ def log(message: str) -> None:
 
 
 STARTED = time.monotonic()
-
-
-def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """Run a build step; a failure stops the build with the step's command line."""
-    try:
-        return subprocess.run(argv, check=True, **kwargs)
-    except subprocess.CalledProcessError as exc:
-        raise SystemExit(f"image: {' '.join(map(str, argv))} failed with exit status {exc.returncode}") from None
 
 
 def read_list(path: Path) -> list[str]:
