@@ -446,22 +446,6 @@ def cmd_factory_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_helper(args: argparse.Namespace) -> int:
-    """The privileged helper: serve one request (as root, socket-activated) or make one (as the daemon)."""
-    from firmware.appliance import helper
-
-    if args.helper_command == "serve":
-        helper.serve(sys.stdin.buffer, sys.stdout.buffer)
-        return 0
-    try:
-        reply = helper.call(args.op, args.args[1:] if args.args[:1] == ["--"] else args.args)
-    except helper.HelperError as exc:
-        raise ControlError(str(exc)) from None
-    sys.stdout.write(reply["stdout"])
-    sys.stderr.write(reply["stderr"])
-    return int(reply["returncode"])
-
-
 def _unpaired(args: argparse.Namespace) -> str | None:
     """On an appliance with no config yet: the line that says so (else None)."""
     from firmware.appliance.firstboot import load_box
@@ -592,16 +576,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reboot", action="store_true", help="leave the reboot to the caller")
     p.add_argument("--at-boot", action="store_true", help=argparse.SUPPRESS)  # tandem-factory-reset.service
     p.set_defaults(func=cmd_factory_reset)
-
-    p = sub.add_parser("helper", help="the privileged helper (dmidecode, smartctl as root for the unprivileged "
-                                      "daemon): `serve` one request, or `run` one through it")
-    helpsub = p.add_subparsers(dest="helper_command", required=True, metavar="HELPERCOMMAND")
-    helpsub.add_parser("serve", help="answer one request on stdin/stdout (tandem-helper@.service)")
-    run_one = helpsub.add_parser("run", help="run an allowed operation through the helper, e.g. "
-                                             "`tandem helper run dmidecode -- -t 1`")
-    run_one.add_argument("op", help="dmidecode or smartctl")
-    run_one.add_argument("args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_helper)
 
     p = sub.add_parser("status", help="show the cluster status")
     p.add_argument("--json", action="store_true", help="the full status snapshot as JSON")

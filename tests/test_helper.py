@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from firmware.appliance import helper
-from firmware.cli import main
 
 
 @pytest.mark.parametrize("request_", [
@@ -51,7 +50,7 @@ def test_an_oversized_or_unterminated_request_is_refused() -> None:
 
 def test_run_through_the_socket_with_a_fake_dmidecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capfd: pytest.CaptureFixture[str]) -> None:
-    """`tandem helper run` (the daemon's side) → socket → serve (the root side) → the program's output."""
+    """`helper run` (the daemon's side) → socket → serve (the root side) → the program's output."""
     fake = tmp_path / "bin" / "dmidecode"
     fake.parent.mkdir()
     fake.write_text("#!/bin/sh\necho \"System Information args=$*\"\necho warning >&2\nexit 3\n")
@@ -71,7 +70,7 @@ def test_run_through_the_socket_with_a_fake_dmidecode(tmp_path: Path, monkeypatc
     thread.start()
     monkeypatch.setattr(helper, "SOCKET", path)
     monkeypatch.setattr(helper.call, "__defaults__", (path, 10.0))
-    code = main(["helper", "run", "dmidecode", "--", "-t", "1"])
+    code = helper.main(["run", "dmidecode", "--", "-t", "1"])
     thread.join(timeout=10)
     server.close()
     out, err = capfd.readouterr()

@@ -10,8 +10,10 @@ patterns:
   smartctl    ``-a -j -n standby [-d TYPE] DEVICE`` (TYPE and DEVICE from fixed patterns)
 
 The daemon reaches it through its sensor host's command overrides: the board profile names
-``/usr/libexec/tandem/dmidecode`` (a two-line script running ``tandem helper run dmidecode -- …``)
-instead of ``dmidecode``, so the sensors' code is the same with or without the helper.
+``/usr/libexec/tandem/dmidecode`` (a two-line script running ``python -m firmware.appliance.helper
+run dmidecode -- …``) instead of ``dmidecode``, so the sensors' code is the same with or without the
+helper. Both sides run this module alone (standard library only, not the whole CLI): on a slow box a
+request must fit the inventory's 10 s.
 
 Protocol: one JSON line each way on the connection. Request ``{"op": "dmidecode", "args": [...]}``;
 answer ``{"ok": true, "returncode": 0, "stdout": "...", "stderr": "..."}`` or
@@ -24,6 +26,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -137,3 +140,27 @@ def call(op: str, args: list[str], path: Path = SOCKET, timeout: float = COMMAND
     if not reply.get("ok"):
         raise HelperError(f"the privileged helper refused: {reply.get('error')}")
     return reply
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``serve`` (the root side, one request on stdin/stdout) or ``run OP -- ARGS`` (the daemon's side)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["serve"]:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+        return 0
+    if len(args) >= 2 and args[0] == "run":
+        rest = args[2:]
+        try:
+            reply = call(args[1], rest[1:] if rest[:1] == ["--"] else rest)
+        except HelperError as exc:
+            print(f"tandem helper: {exc}", file=sys.stderr)
+            return 1
+        sys.stdout.write(reply["stdout"])
+        sys.stderr.write(reply["stderr"])
+        return int(reply["returncode"])
+    print("usage: python -m firmware.appliance.helper serve | run OP -- ARGS...", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
