@@ -59,6 +59,10 @@ def make_esp(grub_cfg: Path, work: Path) -> Path:
     shutil.rmtree(esp_dir, ignore_errors=True)
     esp_dir.mkdir()
     efi = esp_dir / "BOOTX64.EFI"
+    # The modules are preloaded, not left to autoload from the memdisk: without `fat` (and the search
+    # modules) in the core, `search --fs-uuid 7A4D-0001` finds no device ("error: no such device"), $esp
+    # stays empty, load_env reads nothing and every slot looks bad (A_OK=0). That was the reference
+    # build's UEFI grubenv failure; the BIOS core image always listed them.
     run(["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(efi),
          "--modules=part_gpt fat ext2 search search_fs_uuid regexp loadenv test linux echo serial terminal",
          f"boot/grub/grub.cfg={grub_cfg}"])
