@@ -167,7 +167,8 @@ def build_base(cache: Path, packages: list[str], requirements: list[str]) -> Pat
     modules = "\n".join(INITRAMFS_MODULES) + "\n"
     argv = ["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", "--format=directory",
             f"--include={','.join(sorted(set(packages)))}",
-            # Only what the listed packages depend on: recommends pulled in perl (46 MB) and more.
+            # Only what the listed packages depend on, not what they recommend: a box carries nothing
+            # it does not need.
             "--aptopt=APT::Install-Recommends \"false\"",
             *[f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES],
             *[f"--dpkgopt=path-include={p}" for p in DPKG_INCLUDES],
