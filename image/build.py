@@ -48,6 +48,8 @@ SUITE = "bookworm"
 BASE_RECIPE = "4"
 TANDEM_UID = 901
 KEEP_BASES = 2
+USRMERGE_AND_PERL = ("usrmerge", "libfile-find-rule-perl", "libnumber-compare-perl", "libtext-glob-perl", "perl",
+                     "libperl5.36", "perl-modules-5.36")
 
 # dpkg never unpacks these: documentation, translations, and kernel module trees no supported
 # board needs (GPUs, sound, wireless, media, InfiniBand, exotic file systems). The boards are
@@ -263,8 +265,10 @@ def build_slot_root(base: Path, work: Path, overlays: list[Path], pbx: list[str]
     # Nothing that writes to the flash on a timer, and no second SMART poller beside Tandem's sensor.
     chroot(root, "systemctl", "mask", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
            "e2scrub_reap.service", "dpkg-db-backup.timer", "smartmontools.service")
-    # An apt-free box: packages come only as whole signed bundles.
-    chroot(root, "dpkg", "--purge", "--force-remove-essential", "--force-depends", "apt")
+    # An apt-free box: packages come only as whole signed bundles. usrmerge only converts a system
+    # to merged /usr, which this one is from the start; it holds perl (46 MB) in the image.
+    chroot(root, "dpkg", "--purge", "--force-remove-essential", "--force-depends", "apt", *[
+        package for package in USRMERGE_AND_PERL if list((root / "var/lib/dpkg/info").glob(f"{package}[.:]*list"))])
     for path in ("etc/machine-id", "var/lib/dbus/machine-id"):
         (root / path).unlink(missing_ok=True)
     (root / "etc/machine-id").write_text("")  # empty: systemd makes one at boot (first boot semantics)
