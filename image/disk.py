@@ -9,9 +9,10 @@ kernel command line can name the root by them):
 | 1 | esp       | 2 MiB     | 64 MiB   | FAT32 7A4D-0001: BOOTX64.EFI, grub.cfg, grubenv  |
 | 2 | rootfs-a  | 66 MiB    | 1 GiB    | ext4, the slot this image boots first            |
 | 3 | rootfs-b  |           | 1 GiB    | empty until the first update                     |
-| 4 | data      | last      | 256 MiB  | ext4, last so that it can grow (not built yet)   |
+| 4 | data      | last      | 256 MiB  | ext4, grown at first boot to the end of the disk |
 
-The data partition is last so that a first-boot step can grow it to the end of the disk (still to come).
+The data partition is last so that first boot can grow it to the end of the disk
+(firmware/appliance/growdata.py).
 """
 
 from __future__ import annotations

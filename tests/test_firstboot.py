@@ -66,3 +66,35 @@ def test_status_of_an_unpaired_box_says_unpaired_without_a_daemon(tmp_path: Path
     # Once paired (a config exists), status asks the daemon, which is not running here.
     config.write_text("node = 'a'\n")
     assert main(["--config", str(config), "status"]) != 0
+
+
+def _block_tree(root: Path, disk_sectors: int, start: int, size: int) -> Path:
+    """A fake /sys/class/block with disk vda and its 4th partition vda4, and a /dev link to it."""
+    disk = root / "devices/vda"
+    (disk / "vda4").mkdir(parents=True)
+    (disk / "size").write_text(f"{disk_sectors}\n")
+    for name, value in (("partition", 4), ("start", start), ("size", size)):
+        (disk / "vda4" / name).write_text(f"{value}\n")
+    block = root / "class/block"
+    block.mkdir(parents=True)
+    (block / "vda").symlink_to(disk)
+    (block / "vda4").symlink_to(disk / "vda4")
+    return block
+
+
+def test_a_data_partition_that_reaches_the_end_of_the_disk_is_left_alone(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from firmware.appliance import growdata
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(growdata, "_run", lambda argv, text_input=None: ran.append(argv))
+    link = tmp_path / "data"
+    link.symlink_to("/dev/vda4")
+    block = _block_tree(tmp_path / "sys", disk_sectors=8_000_000, start=4_000_000, size=3_998_000)
+    assert "already reaches the end" in growdata.grow_data(link, block)
+    assert ran == []
+    # With room after it, the four steps run in order: backup GPT to the end, extend, tell the kernel, resize.
+    block = _block_tree(tmp_path / "sys2", disk_sectors=16_000_000, start=4_000_000, size=524_288)
+    growdata.grow_data(link, block)
+    assert [argv[0] for argv in ran] == ["sfdisk", "sfdisk", "partx", "resize2fs"]
+    assert ran[1][-3:] == ["-N", "4", "/dev/vda"] and ran[3] == ["resize2fs", "/dev/vda4"]

@@ -88,6 +88,10 @@ def _paired_and_running(rack) -> str:
         status = rack.console(name).run("tandem status")[1]
         assert "unpaired" in status, status
         identities.add(rack.console(name).run("cat /var/lib/tandem/box.json")[1])
+        # First boot grew the 256 MiB data partition to the end of the 4 GiB disk.
+        _, size = rack.console(name).run("stat -f -c 'blocks=%b size=%S' /data")
+        blocks, block_size = (int(x.split("=")[1]) for x in size.strip().splitlines()[-1].split())
+        assert blocks * block_size > 1500 * 2**20, size
         rack.configure_network(name)
     assert len(identities) == 2  # one image, two boxes, two serial numbers and two identity keys
     rack.pair()

@@ -47,6 +47,7 @@ class VmSpec:
     nullmodem: Path
     nullmodem_server: bool
     memory_mib: int = 768
+    disk_size: str | None = None   # e.g. "4G": a disk larger than the image (first boot grows the data partition)
     boot: str = "kernel"   # "kernel": -kernel/-initrd straight from the image build; "bios": SeaBIOS →
                            # GRUB i386-pc; "uefi": OVMF → GRUB's BOOTX64.EFI (the paths a real box takes)
     extra: list[str] = field(default_factory=list)
@@ -207,7 +208,8 @@ class Vm:
         """A fresh copy-on-write overlay of the image: a freshly flashed box."""
         self.disk.unlink(missing_ok=True)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image_dir / "tandem.img"),
-                        "-F", "raw", str(self.disk)], check=True)
+                        "-F", "raw", str(self.disk), *([self.spec.disk_size] if self.spec.disk_size else [])],
+                       check=True)
 
     def argv(self) -> list[str]:
         """The qemu command line."""

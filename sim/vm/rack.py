@@ -109,7 +109,7 @@ class VmRack:
                     run_in(self.namespace, ["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
                     run_in(self.namespace, ["ip", "link", "set", tap, "master", bridge, "up"])
                     taps.append((tap, mac))
-                spec = VmSpec(plan.name, plan.serial, taps, nullmodem, nullmodem_server=plan.primary)
+                spec = VmSpec(plan.name, plan.serial, taps, nullmodem, nullmodem_server=plan.primary, disk_size="4G")
                 self.vms[plan.name] = Vm(spec, image_dir, workdir, self.namespace, self.accel)
         except BaseException:
             self.lab.close()
