@@ -46,4 +46,3 @@ def grow_data(data: Path = DATA, sysfs: Path = Path("/sys/class/block")) -> str:
     _run(["resize2fs", str(partition)])
     grown = _number(part_dir / "size") * 512 // 2**20
     return f"{partition} grown to the end of {disk}: {grown} MiB"
-
