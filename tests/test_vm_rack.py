@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from sim.vm.qemu import tool_missing
+from sim.vm.rack import TEST_IMAGE_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_OUT = Path(os.environ.get("TANDEM_IMAGE_CACHE", "/var/cache/tandem-image")) / "out-vmtest"
-TEST_IMAGE_ARGS = ["--packages", str(ROOT / "tests/vm/packages.txt"), "--overlay", str(ROOT / "tests/vm/overlay"),
-                   "--pbx-unit", "kamailio.service", "--no-xz"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
@@ -43,8 +42,8 @@ def test_image() -> Path:
     reason = _why_not()
     if reason:
         pytest.skip(reason)
-    done = subprocess.run([sys.executable, str(ROOT / "image/build.py"), "--out", str(IMAGE_OUT), *TEST_IMAGE_ARGS],
-                          capture_output=True, text=True)
+    command = [sys.executable, str(ROOT / "image/build.py"), "--out", str(IMAGE_OUT), *TEST_IMAGE_ARGS, "--no-xz"]
+    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, f"image build failed:\n{done.stderr[-4000:]}"
     return IMAGE_OUT
 

@@ -37,6 +37,11 @@ from typing import Any
 from sim.netns import NetnsLab, Sniffer, popen_in, run_in
 from sim.vm.qemu import Vm, VmError, VmSpec, kvm_usable
 
+REPO = Path(__file__).resolve().parents[2]
+TEST_IMAGE_ARGS = ["--packages", str(REPO / "tests/vm/packages.txt"), "--overlay", str(REPO / "tests/vm/overlay"),
+                   "--pbx-unit", "kamailio.service"]
+"""image/build.py's arguments for the rack's test image (kamailio, root console, stable NIC names)."""
+
 SHARED_IP = ipaddress.IPv4Address("192.0.2.100")
 HB_BRIDGE = "hb0"
 SIP_PORT = 5060
