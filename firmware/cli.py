@@ -452,6 +452,46 @@ def cmd_factory_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_network(args: argparse.Namespace) -> int:
+    """Show or change this box's own ports (DHCP or static, gateway, DNS, VLAN), applied by systemd-networkd."""
+    from firmware.appliance import mgmtnet
+
+    store = mgmtnet.NetworkStore(Path(args.settings), Path(args.networkd_dir))
+    networkctl = "true" if args.no_apply else "networkctl"
+    try:
+        ports = store.load()
+        if args.network_command in (None, "show"):
+            if args.json:
+                print(json.dumps({"ports": {name: port.to_json() for name, port in ports.items()},
+                                  "undo": store.can_undo()}))
+                return 0
+            for name in sorted(ports):
+                print(ports[name].describe())
+            print("every other Ethernet port: DHCP (the image's default)" if ports else
+                  "no port set: every Ethernet port uses DHCP (the image's default)")
+            return 0
+        if args.network_command == "undo":
+            ports, touched = mgmtnet.undo(store, networkctl)
+            print(f"undone; now: {'; '.join(p.describe() for p in ports.values()) or 'DHCP on every port'}")
+        else:
+            new = dict(ports)
+            if args.network_command == "remove":
+                if args.port not in new:
+                    raise ControlError(f"network: {args.port} is not set (`tandem network show`)")
+                del new[args.port]
+            else:
+                new[args.port] = mgmtnet.PortSettings.parse(args.port, args.dhcp, args.address, args.gateway,
+                                                            args.dns or (), args.vlan)
+            touched = mgmtnet.change(store, new, networkctl)
+            print(f"{args.port}: {new[args.port].describe() if args.port in new else 'back to DHCP'}; "
+                  "`tandem network undo` (or Network undo at the panel) goes back")
+    except mgmtnet.NetworkSettingError as exc:
+        raise ControlError(f"network: {exc}") from None
+    print(f"applied to {', '.join(touched)}" if touched and not args.no_apply else
+          "saved, not applied (--no-apply)" if args.no_apply else "nothing changed")
+    return 0
+
+
 def _unpaired(args: argparse.Namespace) -> str | None:
     """On an appliance with no config yet: the line that says so (else None)."""
     from firmware.appliance.firstboot import load_box
@@ -584,6 +624,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reboot", action="store_true", help="leave the reboot to the caller")
     p.add_argument("--at-boot", action="store_true", help=argparse.SUPPRESS)  # tandem-factory-reset.service
     p.set_defaults(func=cmd_factory_reset)
+
+    p = sub.add_parser("network", help="this box's own ports: DHCP or static address, gateway, DNS, VLAN "
+                                       "(kept on the data partition, applied by systemd-networkd)")
+    p.add_argument("--settings", default="/etc/tandem/network.json", help="where the settings are kept")
+    p.add_argument("--networkd-dir", default="/etc/systemd/network", help="where the networkd files go")
+    p.add_argument("--no-apply", action="store_true", help="write the files but do not tell networkd")
+    netsub = p.add_subparsers(dest="network_command", metavar="NETCOMMAND")
+    show = netsub.add_parser("show", help="the ports Tandem sets (the default)")
+    show.add_argument("--json", action="store_true")
+    setp = netsub.add_parser("set", help="set one port: --dhcp, or --address ADDRESS/PREFIX [--gateway] [--dns]")
+    setp.add_argument("port", help="the port, e.g. lan0 (see `ip link`)")
+    how = setp.add_mutually_exclusive_group(required=True)
+    how.add_argument("--dhcp", action="store_true", help="get the address by DHCP")
+    how.add_argument("--address", help="a static address with its prefix length, e.g. 192.0.2.10/24")
+    setp.add_argument("--gateway", help="the default gateway (static only)")
+    setp.add_argument("--dns", action="append", help="a DNS server (up to three: repeat the option)")
+    setp.add_argument("--vlan", type=int, help="carry the address on this VLAN id (1-4094), tagged on the port")
+    remove = netsub.add_parser("remove", help="forget one port's setting: it goes back to DHCP")
+    remove.add_argument("port")
+    netsub.add_parser("undo", help="go back to the settings before the last change (again: redo)")
+    p.set_defaults(func=cmd_network, json=False)
 
     p = sub.add_parser("status", help="show the cluster status")
     p.add_argument("--json", action="store_true", help="the full status snapshot as JSON")
