@@ -232,6 +232,37 @@ def test_maintenance_needs_confirmation_but_no_hold() -> None:
     assert p.keys(E) == [RunCommand("maintenance-on")]
 
 
+def test_network_undo_is_offered_when_the_box_has_a_change_to_undo_and_needs_the_hold() -> None:
+    appliance = {**copy.deepcopy(ACTIVE_HEALTHY),
+                 "mgmt_network": {"ports": ["lan0 192.0.2.1/24 gw 192.0.2.254"], "undo": True}}
+    p = Panel(status=appliance)
+    p.keys(E)
+    assert p.screen.lines[-2:] == ("Network undo", "Back")
+    p.keys(B)
+    hold_start(p, 6)
+    assert p.screen.title == "Network undo: hold ENTER"
+    p.tick(3.0)
+    assert p.commands() == ["network-undo"]
+    p.ui.command_result("network-undo", True, "undone: lan0 DHCP", p.now)
+    assert p.text().splitlines()[:2] == ["Network undo: done  ", "undone: lan0 DHCP   "]
+
+
+def test_no_network_undo_without_a_change_or_off_an_appliance() -> None:
+    for status in (ACTIVE_HEALTHY, {**ACTIVE_HEALTHY, "mgmt_network": {"ports": [], "undo": False}}):
+        p = Panel(status=status)
+        p.keys(E)
+        assert "Network undo" not in p.screen.lines
+
+
+def test_the_network_page_shows_the_boxs_own_ports() -> None:
+    p = Panel(status={**ACTIVE_HEALTHY, "mgmt_network": {"ports": ["lan0.7 DHCP"], "undo": False}})
+    p.keys(*[R] * [page.name for page in screens.PAGES].index("network"))
+    assert p.screen.title == "Network" and "lan0.7 DHCP" in p.screen.lines
+    p = Panel(status={**ACTIVE_HEALTHY, "mgmt_network": {"ports": [], "undo": False}})
+    p.keys(*[R] * [page.name for page in screens.PAGES].index("network"))
+    assert "ports: DHCP" in p.screen.lines
+
+
 def test_result_is_shown_until_a_key_or_ten_seconds() -> None:
     p = Panel()
     hold_start(p, 0)

@@ -350,7 +350,7 @@ def events_page(status: Status, events: Sequence[Event] = (), tz: tzinfo | None 
 
 
 def network(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = None) -> Screen:
-    """Shared addresses (held here or not), the PBX service, the trunk relays."""
+    """Shared addresses (held here or not), the PBX service, the trunk relays, this box's own ports."""
     lines: list[str] = []
     ips = status.get("shared_ips")
     for entry in ips if isinstance(ips, list) else []:
@@ -363,6 +363,9 @@ def network(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = No
     for relay in relays if isinstance(relays, list) else []:
         lines.append(f"relays {_s(_get(relay, 'group'))} {_s(_get(relay, 'position'))}"
                      + (" MISMATCH" if _get(relay, "mismatch") else ""))
+    own = _get(status, "mgmt_network", "ports")
+    if isinstance(own, list):  # an appliance: the ports `tandem network` set (the rest use DHCP)
+        lines += [_s(port) for port in own] or ["ports: DHCP"]
     return Screen(title="Network", lines=tuple(lines) or ("no shared addresses",))
 
 

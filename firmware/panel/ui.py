@@ -59,10 +59,10 @@ __all__ = [
 ]
 
 COMMANDS: tuple[str, ...] = ("promote", "demote", "poweroff", "reboot", "maintenance-on", "maintenance-off",
-                             "alarm-silence")
+                             "alarm-silence", "network-undo")
 """Every command the panel can send (as ``{"cmd": …, "source": "panel"}``)."""
 
-DANGEROUS = frozenset({"promote", "demote", "poweroff", "reboot"})
+DANGEROUS = frozenset({"promote", "demote", "poweroff", "reboot", "network-undo"})
 """Commands that need hold-to-confirm."""
 
 FREE_PIN_ATTEMPTS = 3
@@ -156,7 +156,7 @@ class _Mode(Enum):
 
 _LABELS = {"promote": "Promote", "demote": "Demote", "poweroff": "Shutdown", "reboot": "Reboot",
            "maintenance-on": "Maintenance on", "maintenance-off": "Maintenance off",
-           "alarm-silence": "Silence alarm"}
+           "alarm-silence": "Silence alarm", "network-undo": "Network undo"}
 _QUESTIONS = {
     "promote": ("Promote {node}?", "take over the calls"),
     "demote": ("Demote {node}?", "hand calls to {peer}"),
@@ -164,6 +164,7 @@ _QUESTIONS = {
     "reboot": ("Reboot {node}?", "restart this box"),
     "maintenance-on": ("Maintenance on?", "{node} won't take over"),
     "maintenance-off": ("Maintenance off?", "{node} may take over"),
+    "network-undo": ("Undo network change?", "ports as before it"),
 }
 _MENU_TIMED = (_Mode.MENU, _Mode.CONFIRM, _Mode.PIN)
 
@@ -211,6 +212,7 @@ class PanelUi:
         self._node = "-"
         self._peer = "-"
         self._maintenance = False
+        self._network_undo = False  # the appliance extension offers `network-undo` (mgmt_network.undo)
 
     # ------------------------------------------------------------------ queries
 
@@ -295,6 +297,8 @@ class PanelUi:
         peer = status.get("peer")
         self._peer = str(peer.get("name") or "-") if isinstance(peer, Mapping) else "-"
         self._maintenance = bool(status.get("maintenance", False))
+        network = status.get("mgmt_network")
+        self._network_undo = isinstance(network, Mapping) and network.get("undo") is True
 
     def handle_key(self, event: KeyEvent, now: float) -> list[Effect]:
         """One key event (press, release or hold) at ``now``."""
@@ -400,6 +404,8 @@ class PanelUi:
                                                                                         "maintenance-on")
         items = [("Promote", "promote"), ("Demote", "demote"), ("Shutdown", "poweroff"), ("Reboot", "reboot"),
                  maintenance, ("Silence alarm", "alarm-silence")]
+        if self._network_undo:
+            items.append(("Network undo", "network-undo"))
         if self.options.pin_hash:
             items.append(("Lock panel", "lock"))
         items.append(("Back", "back"))

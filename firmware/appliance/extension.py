@@ -1,0 +1,71 @@
+"""The appliance's board extension: what a box flashed from the image offers beyond the cluster.
+
+Board profiles of appliances (``board_profiles/qemu-x86.toml``, real x86 boxes) name :func:`install`
+in ``extensions``; the composition root calls it with the composed node. It adds:
+
+* the status key ``mgmt_network``: this box's own ports as `tandem network` set them (``ports``,
+  one line each) and whether a change can be undone (``undo``); the panel's Network page shows it;
+* the journaled command ``network-undo``: go back to the port settings before the last change,
+  the panel's way to recover from a wrong setting without a laptop. networkctl runs on a worker
+  thread, so a slow networkd never holds up the event loop (and the heartbeats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from firmware.appliance import mgmtnet
+from firmware.core.control import ControlError
+from firmware.core.endpoints import SourceParams
+from firmware.node import Node
+
+
+class ManagementNetworkView:
+    """The stored port settings as the status shows them, read again only when the file changed."""
+
+    def __init__(self, store: mgmtnet.NetworkStore) -> None:
+        self.store = store
+        self._seen: tuple[float, float] | None = None
+        self._section: dict[str, Any] = {}
+
+    def status(self) -> dict[str, Any]:
+        """``{"mgmt_network": {"ports": [...], "undo": bool}}`` (or ``error`` if the file is damaged)."""
+        stamp = (_mtime(self.store.settings_path), _mtime(self.store.previous_path))
+        if stamp != self._seen:
+            self._seen = stamp
+            try:
+                ports = self.store.load()
+                self._section = {"ports": [ports[name].describe() for name in sorted(ports)],
+                                 "undo": self.store.can_undo()}
+            except mgmtnet.NetworkSettingError as exc:
+                self._section = {"ports": [], "undo": self.store.can_undo(), "error": str(exc)}
+        return {"mgmt_network": self._section}
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+def install(node: Node, store: mgmtnet.NetworkStore | None = None, networkctl: str = "networkctl") -> None:
+    """Register the management-network status and the ``network-undo`` command on `node`'s daemon."""
+    store = store or mgmtnet.NetworkStore()
+    view = ManagementNetworkView(store)
+    endpoints = node.daemon.endpoints
+    endpoints.add_status(view.status)
+
+    async def network_undo(request: dict[str, Any]) -> str:
+        try:
+            ports, touched = await asyncio.to_thread(mgmtnet.undo, store, networkctl)
+        except mgmtnet.NetworkSettingError as exc:
+            raise ControlError(f"network-undo: {exc}") from None
+        node.daemon.journal.record("network.changed", {"source": request["source"], "how": "undo",
+                                                       "ports": [p.describe() for p in ports.values()]})
+        now = "; ".join(ports[name].describe() for name in sorted(ports)) or "DHCP on every port"
+        return f"undone: {now}"
+
+    endpoints.add_command("network-undo", network_undo, SourceParams, journaled=True)
