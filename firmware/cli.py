@@ -237,7 +237,8 @@ def cmd_pair(args: argparse.Namespace) -> int:
         result = pair_over_serial(args.port, Pairing(own), ask, timeout=args.timeout)
         save_pairing(result, key_file, record, own)
         if config is not None:
-            write_node_config(config, node_config_text(own, result.peer_settings, args.board, key_file, args.port))
+            write_node_config(config, node_config_text(own, result.peer_settings, args.board, key_file, args.port,
+                                                       Path(args.identity)))
             print(f"node config written to {config}")
         _give_to_directory_owners([key_file, record, Path(args.identity), *([config] if config else [])])
     except PairingError as exc:
@@ -492,6 +493,30 @@ def cmd_network(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bulk(args: argparse.Namespace) -> int:
+    """Use the bulk channel to the peer: check it answers, read its status, copy a file into its inbox."""
+    from firmware.pairing.bulk import BulkClient, BulkError, load_credentials
+
+    node = load_config(_config_path(args)).node
+    if node.bulk is None:
+        raise ControlError(f"{_config_path(args)} has no [bulk] section (`tandem pair` writes one when both boxes "
+                           "give --address)")
+    try:
+        host, port = node.bulk.peer_address
+        client = BulkClient(load_credentials(node.bulk.identity, node.key_file, node.bulk.peer_identity), host, port)
+        if args.bulk_command == "ping":
+            client.ping()
+            print(f"{node.peer} answers on the bulk channel ({host}:{port}, mutual TLS, identity checked)")
+        elif args.bulk_command == "status":
+            print(json.dumps(client.status(), indent=1))
+        else:
+            receipt = client.put(Path(args.file), args.name)
+            print(f"{receipt['name']}: {receipt['size']} bytes in {node.peer}'s inbox, SHA-256 {receipt['sha256']}")
+    except (BulkError, OSError) as exc:
+        raise ControlError(f"bulk: {exc}") from None
+    return 0
+
+
 def _unpaired(args: argparse.Namespace) -> str | None:
     """On an appliance with no config yet: the line that says so (else None)."""
     from firmware.appliance.firstboot import load_box
@@ -645,6 +670,15 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("port")
     netsub.add_parser("undo", help="go back to the settings before the last change (again: redo)")
     p.set_defaults(func=cmd_network, json=False)
+
+    p = sub.add_parser("bulk", help="the bulk channel to the peer (mutual TLS over the heartbeat network)")
+    bulksub = p.add_subparsers(dest="bulk_command", required=True, metavar="BULKCOMMAND")
+    bulksub.add_parser("ping", help="check that the peer answers, authenticated both ways")
+    bulksub.add_parser("status", help="the peer's status, as its daemon tells it over the channel")
+    send = bulksub.add_parser("send", help="copy a file into the peer's inbox (checked with SHA-256)")
+    send.add_argument("file")
+    send.add_argument("--name", help="the name in the peer's inbox (default: the file's)")
+    p.set_defaults(func=cmd_bulk)
 
     p = sub.add_parser("status", help="show the cluster status")
     p.add_argument("--json", action="store_true", help="the full status snapshot as JSON")

@@ -8,6 +8,8 @@ simulators. This module builds it, then wires in what the board has:
 * the front panel, talking to its own daemon in-process through
   :class:`~firmware.core.endpoints.LocalClient` (not through the Unix
   socket), with its ``panel.frame`` and ``panel.report`` commands;
+* the bulk channel to the peer (`firmware.pairing.bulk`) when the config has ``[bulk]``:
+  its server, on a thread of its own, and its ``bulk`` status section;
 * the board profile's ``extensions``: callables named by import path
   (``"sim.extension:install"``) that receive the :class:`Node` and may register
   control commands, status keys or health adjusters. The simulator plugs its
@@ -16,6 +18,7 @@ simulators. This module builds it, then wires in what the board has:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from firmware.appliance.bootreason import last_boot
@@ -25,7 +28,10 @@ from firmware.core.endpoints import LocalClient
 from firmware.core.guardian import Guardian
 from firmware.drivers import load_driver
 from firmware.panel.runner import PanelRunner
+from firmware.pairing.bulk import BulkError, BulkServer, load_credentials
 from firmware.panel.setup import open_panel, register_panel_commands
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +60,7 @@ def build_node(config: Config, guardian: Guardian | None = None) -> Node:
             daemon.add_component(panel)
             daemon.journal.add_listener(lambda record: panel.notify())
         register_panel_commands(daemon.endpoints, panel, daemon.journal)
+        _add_bulk_channel(config, daemon)
         node = Node(config, daemon, panel)
         for index, spec in enumerate(config.board.extensions):
             load_driver(spec, f"extensions[{index}]", config.board_path, node)
@@ -61,3 +68,22 @@ def build_node(config: Config, guardian: Guardian | None = None) -> Node:
         daemon.release_hardware()
         raise
     return node
+
+
+def _add_bulk_channel(config: Config, daemon: Daemon) -> None:
+    """Serve the bulk channel if ``[bulk]`` says so; a box whose keys are unusable says why in its status."""
+    bulk = config.node.bulk
+    if bulk is None:
+        return
+    try:
+        credentials = load_credentials(bulk.identity, config.node.key_file, bulk.peer_identity)
+    except BulkError as exc:
+        log.error("bulk: the channel to the peer is off: %s", exc)
+        daemon.endpoints.add_status(lambda: {"bulk": {"listening": False, "error": str(exc)}})
+        return
+    status = LocalClient(daemon.endpoints, lambda: daemon.loop)
+    host, port = bulk.listen_address
+    server = BulkServer(credentials, host, port, bulk.inbox, status=lambda: status.request({"cmd": "status"}, 10.0),
+                        max_bytes=bulk.max_mib * 2**20)
+    daemon.add_component(server)
+    daemon.endpoints.add_status(server.status)

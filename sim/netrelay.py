@@ -32,7 +32,16 @@ def _family(host: str) -> socket.AddressFamily:
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """Return a UDP port on ``host`` that was free a moment ago (another process may take it)."""
-    with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
+    return _free_port(host, socket.SOCK_DGRAM)
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that was free a moment ago (another process may take it)."""
+    return _free_port(host, socket.SOCK_STREAM)
+
+
+def _free_port(host: str, kind: int) -> int:
+    with socket.socket(_family(host), kind) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 

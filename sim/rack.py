@@ -33,11 +33,12 @@ import psutil
 from firmware.config import find_board_profile
 from firmware.core.control import ControlError, request, stream
 from firmware.core.protocol import write_key_file
+from firmware.pairing.identity import load_or_create_identity, public_hex
 from sim.cable import NullModemCable
 from sim.bmc import SimulatedBmc
 from sim.bmcpower import kill_processes, power_on, powered, write_spec
 from sim.lan import HOST_ENV, LAN_ENV, SimulatedLan
-from sim.netrelay import UdpRelay, free_udp_port
+from sim.netrelay import UdpRelay, free_tcp_port, free_udp_port
 
 NODES = ("alpha", "bravo")
 CABLE_ENDS = {"alpha": "a", "bravo": "b"}
@@ -156,7 +157,7 @@ class TwoNodeRack:
                  witness_targets: dict[str, str] | None = None, history: bool = False,
                  board: str | None = None, sensor_timeout_s: float | None = None, supervise: bool = True,
                  arbitration: bool = False, fencing: bool = False, fence: dict[str, Any] | None = None,
-                 nofile: int | None = None) -> None:
+                 nofile: int | None = None, bulk: bool = False) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
@@ -174,7 +175,9 @@ class TwoNodeRack:
         switches its power, and each node fences its peer through the peer's BMC with the real
         `fence_ipmilan`; `fence`: more [fencing.device] keys (`delay_s`, ...; `options` adds agent options);
         `nofile`: every daemon the rack starts runs with RLIMIT_NOFILE soft = hard = `nofile` (as a unit's
-        LimitNOFILE=; the supervisor's `tandem release` keeps the rack's own limit)."""
+        LimitNOFILE=; the supervisor's `tandem release` keeps the rack's own limit);
+        `bulk`: the bulk channel between the nodes (`[bulk]`), each with an identity key of its own, as
+        `tandem pair` sets it up."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
@@ -225,6 +228,9 @@ class TwoNodeRack:
                               if self.lab is not None else dict(SIM_BOX_ADDRESSES))
         self.supervise = supervise
         self.nofile = nofile
+        # Each node in its own namespace has the channel's own port; on one loopback they need two.
+        self.bulk_ports = {name: free_tcp_port(self.node_hosts[name]) if self.lab is None else 7140
+                           for name in NODES} if bulk else {}
         self.releases: dict[str, list[subprocess.CompletedProcess]] = {name: [] for name in NODES}
         self._supervisors: dict[str, threading.Thread] = {}
         self._tearing_down = False
@@ -326,9 +332,24 @@ class TwoNodeRack:
                 lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
             if self.bmcs:
                 lines += self._fence_lines(self.bmcs[peer])
+            if self.bulk_ports:
+                lines += self._bulk_lines(name, peer)
             for sensor in self._board_sensors(name):
                 lines += ["", "[[sensors]]", *(f"{k} = {_toml_value(v)}" for k, v in sensor.items())]
             self.config_path(name).write_text("\n".join(lines) + "\n")
+
+    def identity_path(self, name: str) -> Path:
+        """The node's identity key (made by the rack when `bulk` is on, as first boot makes it)."""
+        return self.base / name / "identity.key"
+
+    def _bulk_lines(self, name: str, peer: str) -> list[str]:
+        for node in (name, peer):
+            load_or_create_identity(self.identity_path(node))
+        table = {"listen": f"{self.node_hosts[name]}:{self.bulk_ports[name]}",
+                 "peer": f"{self.node_hosts[peer]}:{self.bulk_ports[peer]}",
+                 "peer_identity": public_hex(load_or_create_identity(self.identity_path(peer))),
+                 "identity": str(self.identity_path(name)), "inbox": str(self.base / name / "inbox")}
+        return ["", "[bulk]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
 
     def _fence_lines(self, bmc: SimulatedBmc) -> list[str]:
         """The [fencing.device] of a node whose peer's power `bmc` switches."""

@@ -82,6 +82,8 @@ BASE_CONFIG: dict[str, Any] = {
     "actions": {"order": ["shared_ips", "relays", "service"], "on_failure": "handover", "veto_backoff_s": 10.0},
     "panel": {"enabled": True, "view_only": False, "pin_sha256": PIN, "pin_length": 4, "relock_s": 120.0,
               "backlight_timeout_s": 60.0, "menu_timeout_s": 30.0, "hold_confirm_s": 3.0},
+    "bulk": {"listen": "192.0.2.4:7140", "peer": "192.0.2.5", "peer_identity": "ab" * 32, "identity": "identity.key",
+             "inbox": "inbox", "max_mib": 4096},
     "links": [
         {"name": "lan", "kind": "udp", "bind": "192.0.2.4:694", "peer": "192.0.2.5:694"},
         {"name": "serial", "kind": "serial", "port": "/dev/ttyS1", "baud": 115200},
@@ -565,6 +567,11 @@ def _addresses(b: Builder) -> None:
                   "[ff02::1]:694", "[::]:694", "[2001:db8::5]:694", "192.0.2.5:99999"):
         b.node(f"peer {value!r}", ("links", 0, "peer"), value)
     b.node("peer is this node's own bind address", ("links", 0, "peer"), "192.0.2.4:694", expect="links")
+    for value in ("example.com:7140", "192.0.2.5:+7140", "192.0.2.5:70000", ""):
+        b.node(f"bulk peer {value!r}", ("bulk", "peer"), value)
+    for value in ("ab" * 31, "AB" * 32, "xy" * 32, 7):
+        b.node(f"bulk peer_identity {value!r}", ("bulk", "peer_identity"), value)
+    b.node("valid: bulk on IPv6", ("bulk", "listen"), "[2001:db8::4]:7140", nonsense=False)
     two_udp = _set(BASE_CONFIG, ("links", 1), {"name": "lan2", "kind": "udp", "bind": "192.0.2.4:694",
                                                "peer": "192.0.2.5:695"})
     b.add("two links bind the same address", True, config=two_udp, expect=["links"])

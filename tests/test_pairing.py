@@ -245,6 +245,12 @@ def test_tandem_pair_on_both_boxes(tmp_path: Path) -> None:
         assert (node.node, node.peer, node.role, node.key_file) == (name, peer, role, tmp_path / name / "cluster.key")
         serial, udp = node.links
         assert serial.kind == "serial" and udp.bind == addresses[name] and udp.peer == addresses[peer]
+        # The bulk channel: beside the heartbeats, pinned to the identity the peer sent while pairing.
+        assert node.bulk is not None
+        assert (node.bulk.listen, node.bulk.peer) == (addresses[name].replace(":694", ":7140"),
+                                                      addresses[peer].replace(":694", ":7140"))
+        assert node.bulk.peer_identity == public_hex(load_or_create_identity(tmp_path / peer / "identity.key"))
+        assert node.bulk.identity == tmp_path / name / "identity.key"
     again = subprocess.run([sys.executable, "-m", "firmware.cli", "pair", "/dev/null", "--node", "alpha",
                             "--key-file", str(tmp_path / "alpha" / "cluster.key")], capture_output=True, text=True)
     assert again.returncode == 1 and "paired already" in again.stderr

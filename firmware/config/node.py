@@ -34,6 +34,7 @@ from firmware.config.base import (
     parse_host_port,
 )
 
+BULK_DEFAULT_PORT = 7140  # TCP: the bulk channel between the boxes (firmware.pairing.bulk)
 BANK_CHANNEL_PATTERN = r"^[A-Za-z0-9_-]+:[0-9]{1,4}$"  # ASCII digits: int() also reads "١" as 1
 
 
@@ -561,6 +562,37 @@ def _check_links(links: list[UdpLinkConfig | SerialLinkConfig]) -> list[UdpLinkC
     return links
 
 
+class BulkConfig(Strict):
+    """``[bulk]``: the bulk channel to the peer (mutual TLS over the heartbeat network; firmware.pairing.bulk).
+
+    `tandem pair` writes it when both boxes told their heartbeat addresses.
+    """
+
+    listen: str
+    peer: str
+    peer_identity: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    identity: ConfigPath = Path("/var/lib/tandem/identity.key")
+    inbox: ConfigPath = Path("/var/lib/tandem/inbox")
+    max_mib: Annotated[int, Field(ge=1, le=1 << 20)] = 4096
+
+    @field_validator("listen", "peer")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, _ = parse_host_port(value, BULK_DEFAULT_PORT)
+        ipaddress.ip_address(host.partition("%")[0])
+        return value
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """The (host, port) this box serves the channel on (port 7140 unless given)."""
+        return parse_host_port(self.listen, BULK_DEFAULT_PORT)
+
+    @property
+    def peer_address(self) -> tuple[str, int]:
+        """The (host, port) of the peer's channel (port 7140 unless given)."""
+        return parse_host_port(self.peer, BULK_DEFAULT_PORT)
+
+
 class NodeConfig(Strict):
     """The node configuration file (`/etc/tandem/tandem.toml`).
 
@@ -593,6 +625,7 @@ class NodeConfig(Strict):
     actions: ActionsConfig = ActionsConfig()
     sensors: Annotated[list[SensorConfig], Field(max_length=256)] = []
     panel: PanelConfig = PanelConfig()
+    bulk: BulkConfig | None = None
 
     @field_validator("peer")
     @classmethod

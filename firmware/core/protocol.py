@@ -89,6 +89,11 @@ class Keyring:
             raise ValueError("key ids must be unique")
         self.send_id = keys[0][0]
         self._ciphers = {key_id: AESGCMSIV(key) for key_id, key in keys}
+        self._keys = [key for _, key in keys]
+
+    def secrets(self) -> list[bytes]:
+        """The raw keys, the sending key first: for keys derived from the cluster key (the bulk channel's CA)."""
+        return list(self._keys)
 
     @property
     def key_ids(self) -> list[int]:

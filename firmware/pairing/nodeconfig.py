@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import load_config
+from firmware.config.base import parse_host_port
+from firmware.config.node import BULK_DEFAULT_PORT
 from firmware.core.journal import write_atomically
 
 
 def node_config_text(own: dict[str, Any], peer: dict[str, Any], board: str, key_file: Path,
-                     serial_port: str) -> str:
-    """The TOML of a node config for this box, from both boxes' pairing settings."""
+                     serial_port: str, identity_file: Path | None = None) -> str:
+    """The TOML of a node config for this box, from both boxes' pairing settings.
+
+    With both heartbeat addresses and the peer's identity key known, the ``[bulk]`` channel is set up
+    on the heartbeat network too (`identity_file`: this box's identity key).
+    """
     if own.get("primary"):
         role = "primary"
     elif peer.get("primary"):
@@ -44,7 +50,17 @@ def node_config_text(own: dict[str, Any], peer: dict[str, Any], board: str, key_
     if own.get("address") and peer.get("address"):
         lines += ["", "[[links]]", 'name = "net0"', 'kind = "udp"',
                   f"bind = {quote(own['address'])}", f"peer = {quote(peer['address'])}"]
+        if peer.get("identity") and identity_file is not None:
+            lines += ["", "[bulk]", f"listen = {quote(_bulk_address(own['address']))}",
+                      f"peer = {quote(_bulk_address(peer['address']))}",
+                      f"peer_identity = {quote(peer['identity'])}", f"identity = {quote(str(identity_file))}"]
     return "\n".join(lines) + "\n"
+
+
+def _bulk_address(heartbeat: str) -> str:
+    """The bulk channel's host:port beside a heartbeat host:port (same host, the channel's port)."""
+    host, _ = parse_host_port(heartbeat)
+    return f"[{host}]:{BULK_DEFAULT_PORT}" if ":" in host else f"{host}:{BULK_DEFAULT_PORT}"
 
 
 def write_node_config(path: Path, text: str) -> None:
