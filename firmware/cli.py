@@ -453,6 +453,24 @@ def cmd_factory_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    """An unpaired box: drive its front panel and pair at it; exits 0 once paired."""
+    from firmware.appliance.setup import SetupNode, SetupPaths
+    from firmware.core.logsetup import configure_logging
+
+    config = _config_path(args)
+    state = Path(args.state_dir)
+    paths = SetupPaths(config=config, key_file=config.parent / "cluster.key", record=state / "paired.json",
+                       identity=state / "identity.key", state_dir=state,
+                       socket=Path(args.socket or "/run/tandem/control.sock"))
+    if config.exists():
+        raise ControlError(f"{config} exists: this box is paired (tandem.service runs it)")
+    configure_logging(args.verbose)
+    node = SetupNode(args.board, args.port, args.heartbeat_port, paths)
+    print(f"{node.serial}: unpaired; pair it at the front panel (Pair with peer), on both boxes", flush=True)
+    return asyncio.run(node.run())
+
+
 def cmd_network(args: argparse.Namespace) -> int:
     """Show or change this box's own ports (DHCP or static, gateway, DNS, VLAN), applied by systemd-networkd."""
     from firmware.appliance import mgmtnet
@@ -649,6 +667,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reboot", action="store_true", help="leave the reboot to the caller")
     p.add_argument("--at-boot", action="store_true", help=argparse.SUPPRESS)  # tandem-factory-reset.service
     p.set_defaults(func=cmd_factory_reset)
+
+    p = sub.add_parser("setup", help="an unpaired box: drive the front panel and pair at it "
+                                     "(tandem-setup.service runs it until the box is paired)")
+    p.add_argument("--board", required=True, help="this box's board profile (its front panel)")
+    p.add_argument("--port", required=True, help="the crossover cable's serial port, e.g. /dev/ttyS1")
+    p.add_argument("--heartbeat-port", help="the network port whose IPv4 address this box offers for "
+                                            "heartbeats (set with `tandem network`), e.g. hb0")
+    p.add_argument("--state-dir", default="/var/lib/tandem", help="where the box record and keys are")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("network", help="this box's own ports: DHCP or static address, gateway, DNS, VLAN "
                                        "(kept on the data partition, applied by systemd-networkd)")

@@ -263,6 +263,55 @@ def test_the_network_page_shows_the_boxs_own_ports() -> None:
     assert "ports: DHCP" in p.screen.lines
 
 
+def _unpaired(phase: str, code: str | None = None, message: str = "") -> dict:
+    return {"node": "TANDEM-ALPHA", "state": "UNPAIRED", "setup": {"phase": phase, "code": code, "message": message}}
+
+
+def test_an_unpaired_box_says_so_and_offers_pairing() -> None:
+    p = Panel(status=_unpaired("idle", message="not paired: Pair with peer from the menu"))
+    assert p.screen.big == "UNPAIRED" and p.screen.title == "UNPAIRED" and p.screen.lines[0] == "TANDEM-ALPHA"
+    assert "not paired" in p.text()
+    p.keys(E)
+    assert p.screen.lines == ("Pair with peer", "Back")
+    p.keys(E)
+    assert p.screen.title == "Pair with peer?" and p.screen.choice == 0
+    p.keys(D)
+    assert p.keys(E) == [RunCommand("pair-start")]  # no hold: pairing itself needs both operators' Yes
+
+
+def test_both_panels_ask_about_the_code_and_no_is_an_answer() -> None:
+    for choice, command in ((1, "pair-confirm"), (0, "pair-reject")):
+        p = Panel(status=_unpaired("waiting"))
+        p.keys(E)
+        assert p.screen.lines == ("Cancel pairing", "Back")
+        p.keys(B)
+        p.status = _unpaired("code", "042 917")
+        p.show()
+        assert p.screen.kind == "confirm" and p.screen.title == "Code 042 917" and p.screen.choice == 0
+        p.keys(*[D] * choice)
+        assert p.keys(E) == [RunCommand(command)]
+
+
+def test_a_code_prompt_left_with_back_can_be_reopened_from_the_menu() -> None:
+    p = Panel(status=_unpaired("code", "042 917"))
+    assert p.screen.kind == "confirm"
+    p.keys(B, B)
+    assert p.ui.mode == "pages" and p.screen.big == "042 917"  # asked once, not again on every refresh
+    p.keys(E)
+    assert p.screen.lines == ("Compare code", "Cancel pairing", "Back")
+    p.keys(E)
+    assert p.screen.title == "Code 042 917"
+    p.keys(D)
+    assert p.keys(E) == [RunCommand("pair-confirm")]
+
+
+def test_a_failed_pairing_shows_why_and_can_be_tried_again() -> None:
+    p = Panel(status=_unpaired("failed", message="the codes differ: pairing refused; nothing was written"))
+    assert p.screen.tone == "error" and "codes differ" in p.text()
+    p.keys(E)
+    assert p.screen.lines[0] == "Pair with peer"
+
+
 def test_result_is_shown_until_a_key_or_ten_seconds() -> None:
     p = Panel()
     hold_start(p, 0)

@@ -18,7 +18,8 @@ from typing import Any
 
 from firmware.appliance import mgmtnet
 from firmware.core.control import ControlError
-from firmware.core.endpoints import SourceParams
+from firmware.core.endpoints import Endpoints, SourceParams
+from firmware.core.journal import Journal
 from firmware.node import Node
 
 
@@ -53,18 +54,23 @@ def _mtime(path: Path) -> float:
 
 def install(node: Node, store: mgmtnet.NetworkStore | None = None, networkctl: str = "networkctl") -> None:
     """Register the management-network status and the ``network-undo`` command on `node`'s daemon."""
-    store = store or mgmtnet.NetworkStore()
+    register_network_commands(node.daemon.endpoints, node.daemon.journal, store or mgmtnet.NetworkStore(),
+                              networkctl)
+
+
+def register_network_commands(endpoints: Endpoints, journal: Journal, store: mgmtnet.NetworkStore,
+                              networkctl: str = "networkctl") -> None:
+    """The ``mgmt_network`` status key and the journaled ``network-undo`` command (the daemon's, `tandem setup`'s)."""
     view = ManagementNetworkView(store)
-    endpoints = node.daemon.endpoints
     endpoints.add_status(view.status)
 
     async def network_undo(request: dict[str, Any]) -> str:
         try:
-            ports, touched = await asyncio.to_thread(mgmtnet.undo, store, networkctl)
+            ports, _ = await asyncio.to_thread(mgmtnet.undo, store, networkctl)
         except mgmtnet.NetworkSettingError as exc:
             raise ControlError(f"network-undo: {exc}") from None
-        node.daemon.journal.record("network.changed", {"source": request["source"], "how": "undo",
-                                                       "ports": [p.describe() for p in ports.values()]})
+        journal.record("network.changed", {"source": request["source"], "how": "undo",
+                                           "ports": [p.describe() for p in ports.values()]})
         now = "; ".join(ports[name].describe() for name in sorted(ports)) or "DHCP on every port"
         return f"undone: {now}"
 

@@ -49,27 +49,31 @@ def decode(packet: bytes) -> Message | None:
     return message if isinstance(message, dict) else None
 
 
-def pair_over_serial(port_path: str, pairing: Pairing, ask: Callable[[str], bool], timeout: float = 120.0,
-                     baudrate: int = 115200, clock: Callable[[], float] = time.monotonic) -> PairingResult:
+def pair_over_serial(port_path: str, pairing: Pairing, ask: Callable[[str], bool | None], timeout: float = 120.0,
+                     baudrate: int = 115200, clock: Callable[[], float] = time.monotonic,
+                     cancelled: Callable[[], bool] = lambda: False) -> PairingResult:
     """Pair with the box at the other end of the cable on `port_path`; PairingError with the reason if not.
 
     ``ask(code)`` shows the code and returns whether the operator confirmed that the
-    other box shows the same (it may take as long as the operator needs; the peer waits).
+    other box shows the same (it may take as long as the operator needs; the peer waits), or None
+    while the operator has not answered yet: it is asked again, and meanwhile the cable is still
+    read, so an ABORT from the other box (its operator said No) ends the wait.
+    ``cancelled()`` true ends it (the operator cancelled at the panel); the peer is told.
     """
     try:
         port = open_port(port_path, baudrate, read_timeout=0.1, write_timeout=2.0)
     except (serial.SerialException, OSError) as exc:
         raise PairingError(f"cannot open the serial port {port_path}: {reason(exc)}") from None
     try:
-        return _run(port, pairing, ask, timeout, clock)
+        return _run(port, pairing, ask, timeout, clock, cancelled)
     except serial.SerialException as exc:
         raise PairingError(f"the serial port {port_path} failed: {reason(exc)}") from None
     finally:
         close_quietly(port)
 
 
-def _run(port: serial.Serial, pairing: Pairing, ask: Callable[[str], bool], timeout: float,
-         clock: Callable[[], float]) -> PairingResult:
+def _run(port: serial.Serial, pairing: Pairing, ask: Callable[[str], bool | None], timeout: float,
+         clock: Callable[[], float], cancelled: Callable[[], bool]) -> PairingResult:
     decoder = FrameDecoder(MAX_FRAME)
     port.reset_input_buffer()
     deadline = clock() + timeout
@@ -90,6 +94,9 @@ def _run(port: serial.Serial, pairing: Pairing, ask: Callable[[str], bool], time
                 return pairing.result
         elif now >= deadline:
             raise PairingError(_timeout_reason(pairing, timeout))
+        elif cancelled():
+            send([pairing.reject("the operator cancelled at the other box")] * ABORT_COPIES)
+            raise PairingError("cancelled: nothing was written")
         if now - last_sent >= RESEND_S:
             send(pairing.pending())
             last_sent = now
@@ -103,9 +110,10 @@ def _run(port: serial.Serial, pairing: Pairing, ask: Callable[[str], bool], time
             except PairingError as exc:
                 send([pairing.reject(str(exc))] * ABORT_COPIES)
                 raise
-        if pairing.code is not None and not asked:
+        verdict = ask(pairing.code) if pairing.code is not None and not asked else None
+        if verdict is not None:
             asked = True
-            if not ask(pairing.code):
+            if not verdict:
                 send([pairing.reject()] * ABORT_COPIES)
                 raise PairingError("the codes differ: pairing refused; nothing was written")
             send(pairing.confirm())

@@ -226,8 +226,25 @@ def _address(entry: Any) -> str:
 
 # ---------------------------------------------------------------- pages
 
+_SETUP_PHASES = {"idle": "not paired", "waiting": "pairing...", "code": "compare the code",
+                 "confirmed": "code confirmed", "done": "paired", "failed": "pairing failed"}
+
+
+def setup_home(status: Status) -> Screen:
+    """An unpaired box (`tandem setup`): UNPAIRED, where its pairing is, and what to do."""
+    setup = status.get("setup") if isinstance(status.get("setup"), Mapping) else {}
+    phase = str(setup.get("phase"))
+    big = f"{setup['code']}" if phase in ("code", "confirmed") and setup.get("code") else "UNPAIRED"
+    tone: Tone = "error" if phase == "failed" else "normal"
+    lines = (_s(status.get("serial") or status.get("node")), _SETUP_PHASES.get(phase, phase), _s(setup.get("message")))
+    return Screen(title="UNPAIRED", lines=lines, wrap=True, big=big, big_title=_s(status.get("node")),
+                  big_sub=_SETUP_PHASES.get(phase, phase), tone=tone)
+
+
 def home(status: Status, events: Sequence[Event] = (), tz: tzinfo | None = None) -> Screen:
-    """Node, state and role; health and peer; every link; the shared IP; alarm count."""
+    """Node, state and role; health and peer; every link; the shared IP; alarm count (or `setup_home`)."""
+    if isinstance(status.get("setup"), Mapping):
+        return setup_home(status)
     node, state = _s(status.get("node")), status.get("state")
     role = _ROLE_ABBR.get(str(status.get("role")), _s(status.get("role")))
     alarms = alarm_texts(status)

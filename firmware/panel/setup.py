@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from firmware.config import Config
+from firmware.config import Config, PanelProfile
 from firmware.core.control import ControlError
 from firmware.core.endpoints import Endpoints, LocalClient, Params
 from firmware.core.journal import Journal
 from firmware.drivers import load_driver
-from firmware.panel.runner import PanelRunner
+from firmware.panel.runner import Control, EventsFetcher, PanelRunner
 from firmware.panel.ui import PanelOptions
 
 CONTROL_TIMEOUT_S = 5.0  # a status fetch; commands wait longer (a promote waits for the handover)
@@ -58,7 +59,16 @@ def open_panel(config: Config, client: LocalClient) -> PanelRunner | None:
     if profile is None or not config.node.panel.enabled:
         return None
     options = panel_options(config)  # before any driver is opened: nothing to close if it is wrong
-    where = config.board_path
+    return open_board_panel(profile, config.board_path, options, functools.partial(_control, client),
+                            functools.partial(_events, client))
+
+
+def open_board_panel(profile: PanelProfile, where: Path, options: PanelOptions, control: Control,
+                     events: EventsFetcher | None = None) -> PanelRunner:
+    """The panel a board profile describes (not yet started), talking through `control`.
+
+    `open_panel` for the daemon; `tandem setup` (an unpaired box, no node config) calls it directly.
+    """
     opened: list[Any] = []
     try:
         display = load_driver(profile.display.driver, "panel.display.driver", where, **profile.display.kwargs)
@@ -75,8 +85,7 @@ def open_panel(config: Config, client: LocalClient) -> PanelRunner | None:
         for driver in reversed(opened):
             driver.close()
         raise
-    return PanelRunner(display, keys, indicators, functools.partial(_control, client), options,
-                       events=functools.partial(_events, client))
+    return PanelRunner(display, keys, indicators, control, options, events=events)
 
 
 def register_panel_commands(endpoints: Endpoints, panel: PanelRunner | None, journal: Journal) -> None:

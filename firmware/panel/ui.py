@@ -59,7 +59,8 @@ __all__ = [
 ]
 
 COMMANDS: tuple[str, ...] = ("promote", "demote", "poweroff", "reboot", "maintenance-on", "maintenance-off",
-                             "alarm-silence", "network-undo")
+                             "alarm-silence", "network-undo", "pair-start", "pair-cancel", "pair-confirm",
+                             "pair-reject")
 """Every command the panel can send (as ``{"cmd": …, "source": "panel"}``)."""
 
 DANGEROUS = frozenset({"promote", "demote", "poweroff", "reboot", "network-undo"})
@@ -156,7 +157,8 @@ class _Mode(Enum):
 
 _LABELS = {"promote": "Promote", "demote": "Demote", "poweroff": "Shutdown", "reboot": "Reboot",
            "maintenance-on": "Maintenance on", "maintenance-off": "Maintenance off",
-           "alarm-silence": "Silence alarm", "network-undo": "Network undo"}
+           "alarm-silence": "Silence alarm", "network-undo": "Network undo", "pair-start": "Pair",
+           "pair-cancel": "Cancel pairing", "pair-confirm": "Code same", "pair-reject": "Code differs"}
 _QUESTIONS = {
     "promote": ("Promote {node}?", "take over the calls"),
     "demote": ("Demote {node}?", "hand calls to {peer}"),
@@ -165,6 +167,9 @@ _QUESTIONS = {
     "maintenance-on": ("Maintenance on?", "{node} won't take over"),
     "maintenance-off": ("Maintenance off?", "{node} may take over"),
     "network-undo": ("Undo network change?", "ports as before it"),
+    "pair-start": ("Pair with peer?", "start it on both"),
+    "pair-cancel": ("Cancel pairing?", "nothing is written"),
+    "pair-confirm": ("Code {code}", "same on other box?"),
 }
 _MENU_TIMED = (_Mode.MENU, _Mode.CONFIRM, _Mode.PIN)
 
@@ -213,6 +218,9 @@ class PanelUi:
         self._peer = "-"
         self._maintenance = False
         self._network_undo = False  # the appliance extension offers `network-undo` (mgmt_network.undo)
+        self._setup_phase: str | None = None  # an unpaired box (`tandem setup`): its pairing's phase
+        self._code = "-"
+        self._code_asked: str | None = None  # the pairing code the operator was last asked about
 
     # ------------------------------------------------------------------ queries
 
@@ -299,6 +307,16 @@ class PanelUi:
         self._maintenance = bool(status.get("maintenance", False))
         network = status.get("mgmt_network")
         self._network_undo = isinstance(network, Mapping) and network.get("undo") is True
+        setup = status.get("setup")
+        self._setup_phase = str(setup.get("phase")) if isinstance(setup, Mapping) else None
+        self._code = str(setup.get("code") or "-") if isinstance(setup, Mapping) else "-"
+        if self._setup_phase == "code" and self._code != self._code_asked and \
+                self._mode in (_Mode.PAGES, _Mode.MENU, _Mode.RESULT, _Mode.MESSAGE):
+            self._ask_code()  # both panels show the code: the operator compares it now
+
+    def _ask_code(self) -> None:
+        self._code_asked = self._code
+        self._mode, self._pending, self._choice, self._note = _Mode.CONFIRM, "pair-confirm", 0, None
 
     def handle_key(self, event: KeyEvent, now: float) -> list[Effect]:
         """One key event (press, release or hold) at ``now``."""
@@ -396,19 +414,34 @@ class PanelUi:
 
     def _question(self) -> tuple[str, str]:
         question, detail = _QUESTIONS.get(self._pending or "", ("{cmd}?", ""))
-        values = {"node": self._node, "peer": self._peer, "cmd": self._pending}
+        values = {"node": self._node, "peer": self._peer, "cmd": self._pending, "code": self._code}
         return question.format(**values), detail.format(**values)
 
     def _menu_items(self) -> list[tuple[str, str]]:
-        maintenance = ("Maintenance off", "maintenance-off") if self._maintenance else ("Maintenance on",
-                                                                                        "maintenance-on")
-        items = [("Promote", "promote"), ("Demote", "demote"), ("Shutdown", "poweroff"), ("Reboot", "reboot"),
-                 maintenance, ("Silence alarm", "alarm-silence")]
+        items = self._setup_items() if self._setup_phase is not None else self._cluster_items()
         if self._network_undo:
             items.append(("Network undo", "network-undo"))
         if self.options.pin_hash:
             items.append(("Lock panel", "lock"))
         items.append(("Back", "back"))
+        return items
+
+    def _cluster_items(self) -> list[tuple[str, str]]:
+        maintenance = ("Maintenance off", "maintenance-off") if self._maintenance else ("Maintenance on",
+                                                                                        "maintenance-on")
+        return [("Promote", "promote"), ("Demote", "demote"), ("Shutdown", "poweroff"), ("Reboot", "reboot"),
+                maintenance, ("Silence alarm", "alarm-silence")]
+
+    def _setup_items(self) -> list[tuple[str, str]]:
+        """An unpaired box's menu: pair (or compare the code again, or cancel)."""
+        phase = self._setup_phase
+        items = []
+        if phase in ("idle", "failed"):
+            items.append(("Pair with peer", "pair-start"))
+        if phase == "code":
+            items.append(("Compare code", "compare"))
+        if phase in ("waiting", "code", "confirmed"):
+            items.append(("Cancel pairing", "pair-cancel"))
         return items
 
     def _lit_at_or_key(self) -> float:
@@ -527,6 +560,8 @@ class PanelUi:
             elif action == "alarm-silence":
                 self._pending = action
                 return self._send(action, now)
+            elif action == "compare":
+                self._ask_code()
             else:
                 self._mode, self._pending, self._choice, self._note = _Mode.CONFIRM, action, 0, None
         return []
@@ -538,6 +573,8 @@ class PanelUi:
         elif key is Key.BACK:
             self._mode = _Mode.MENU
         elif key is Key.ENTER:
+            if self._pending == "pair-confirm":  # No is an answer too: the codes differ, both boxes stop
+                return self._send("pair-confirm" if self._choice == 1 else "pair-reject", now)
             if self._choice == 0:
                 self._mode, self._pending = _Mode.MENU, None
             elif self._pending in DANGEROUS:

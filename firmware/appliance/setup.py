@@ -1,0 +1,249 @@
+"""An unpaired box: "unpaired" on its front panel, pairing at the panel, and the panel's network undo.
+
+Until a box is paired it has no node config, so the daemon does not run (tandem.service has
+``ConditionPathExists=/etc/tandem/tandem.toml``). `tandem setup` runs instead
+(tandem-setup.service, with the opposite condition): it drives the board's front panel and answers
+on the control socket, and it holds nothing: no address, no PBX, no relay.
+
+From the panel's menu the integrator starts "Pair with peer" on both boxes. `PanelPairing` runs
+the same key agreement as `tandem pair` over the serial crossover cable; both panels then show the
+six-digit code and ask whether the other box shows the same; Yes on both writes the cluster key,
+the pairing record and the node config (each atomically) and `tandem setup` exits. tandem.path
+sees the node config and starts tandem.service, which stops this one (``Conflicts=``) if it is
+still there. No, a cancel, a timeout or a third device ends the attempt with its reason on the
+glass and nothing written; the box stays unpaired and can try again.
+
+The box's node name is its serial number (from first boot), shortened to a node name; the
+heartbeat address it offers is the first IPv4 address on its heartbeat port, as `tandem network`
+set it. Neither box is primary (roles are equal); `tandem pair --primary` is the CLI's way to choose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from firmware import __version__
+from firmware.appliance.bootreason import last_boot
+from firmware.appliance.extension import register_network_commands
+from firmware.appliance.firstboot import load_box
+from firmware.appliance.mgmtnet import NetworkStore
+from firmware.config.loading import find_board_profile, load_board_profile
+from firmware.core.control import ControlError, ControlServer
+from firmware.core.endpoints import Endpoints, LocalClient, SourceParams
+from firmware.core.journal import Journal
+from firmware.pairing.identity import load_or_create_identity, public_hex
+from firmware.pairing.nodeconfig import node_config_text, write_node_config
+from firmware.pairing.protocol import Pairing, PairingError, PairingResult
+from firmware.pairing.session import pair_over_serial, save_pairing
+from firmware.panel.setup import open_board_panel, register_panel_commands
+from firmware.panel.ui import PanelOptions
+
+log = logging.getLogger(__name__)
+
+PAIRING_TIMEOUT_S = 300.0
+
+
+def node_name(serial: str) -> str:
+    """A node name (1-16 letters, digits, '.', '_', '-') from a serial number: its tail, cleaned."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", serial).strip("._-") or "box"
+    tail = cleaned[-16:].lstrip("._-")
+    return tail or "box"
+
+
+def heartbeat_address(port: str | None, udp_port: int = 694) -> str | None:
+    """``host:port`` of the first IPv4 address on the heartbeat `port`, or None if it has none."""
+    for address in psutil.net_if_addrs().get(port or "", []):
+        if address.family.name == "AF_INET":
+            return f"{address.address}:{udp_port}"
+    return None
+
+
+class PanelPairing:
+    """One pairing at a time over the serial cable, driven from the panel; its phase is in the status.
+
+    Phases: ``idle`` (never tried), ``waiting`` (for the other box), ``code`` (the operator compares),
+    ``confirmed`` (Yes here, waiting for the other box), ``done``, ``failed`` (``message`` says why).
+    """
+
+    def __init__(self, port: str, own: Callable[[], dict[str, Any]],
+                 save: Callable[[PairingResult, dict[str, Any]], str], timeout: float = PAIRING_TIMEOUT_S) -> None:
+        self.port = port
+        self.timeout = timeout
+        self._own = own
+        self._save = save
+        self._lock = threading.Lock()
+        self._phase, self._code, self._message = "idle", None, "not paired: Pair with peer from the menu"
+        self._answer: bool | None = None
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.finished = threading.Event()
+        """Set once a pairing succeeded and its files are written."""
+
+    def status(self) -> dict[str, Any]:
+        """``{"phase", "code", "message"}`` for the status snapshot (the panel's setup screens)."""
+        with self._lock:
+            return {"phase": self._phase, "code": self._code, "message": self._message}
+
+    def start(self) -> str:
+        """Begin pairing (the other box must be pairing too); refused while one is under way."""
+        with self._lock:
+            if self._phase in ("waiting", "code", "confirmed"):
+                raise ControlError("pairing is already under way")
+            if self._phase == "done":
+                raise ControlError("this box is paired already")
+            own = self._own()
+            self._phase, self._code = "waiting", None
+            self._message = f"pairing as {own['node']}: start pairing on the other box too"
+            self._answer = None
+            self._cancel.clear()
+        self._thread = threading.Thread(target=self._run, args=(own,), name="tandem-pairing", daemon=True)
+        self._thread.start()
+        return "pairing: start pairing on the other box too"
+
+    def answer(self, same: bool) -> str:
+        """The operator's answer to "does the other box show the same code?"."""
+        with self._lock:
+            if self._phase != "code":
+                raise ControlError("no code to compare now")
+            self._answer = same
+            if same:
+                self._phase, self._message = "confirmed", f"code {self._code} confirmed: waiting for the other box"
+        return "confirmed: waiting for the other box" if same else "codes differ: pairing refused"
+
+    def cancel(self) -> str:
+        """End a pairing under way (the other box is told); nothing is written."""
+        with self._lock:
+            if self._phase not in ("waiting", "code", "confirmed"):
+                raise ControlError("no pairing under way")
+        self._cancel.set()
+        return "cancelling"
+
+    def _ask(self, code: str) -> bool | None:
+        """The operator's answer so far (None: not yet; the session asks again and reads the cable meanwhile)."""
+        with self._lock:
+            if self._phase == "waiting":
+                self._phase, self._code = "code", code
+                self._message = f"code {code}: same on the other box?"
+            if self._cancel.is_set():
+                return False
+            return self._answer
+
+    def _run(self, own: dict[str, Any]) -> None:
+        try:
+            result = pair_over_serial(self.port, Pairing(own), self._ask, timeout=self.timeout,
+                                      cancelled=self._cancel.is_set)
+            message = self._save(result, own)
+        except PairingError as exc:
+            why = "cancelled: nothing was written" if self._cancel.is_set() else str(exc)
+            self._end("failed", why)
+            return
+        except Exception as exc:  # noqa: BLE001 - a write that failed: shown on the glass, the box stays unpaired
+            log.exception("setup: saving the pairing failed")
+            self._end("failed", f"paired, but writing the result failed: {exc}")
+            return
+        self._end("done", message)
+        self.finished.set()
+
+    def _end(self, phase: str, message: str) -> None:
+        log.info("setup: pairing %s: %s", phase, message)
+        with self._lock:
+            self._phase, self._message = phase, message
+
+
+@dataclass
+class SetupPaths:
+    """Where an unpaired box's pairing reads and writes (the same defaults as `tandem pair`)."""
+
+    config: Path = Path("/etc/tandem/tandem.toml")
+    key_file: Path = Path("/etc/tandem/cluster.key")
+    record: Path = Path("/var/lib/tandem/paired.json")
+    identity: Path = Path("/var/lib/tandem/identity.key")
+    state_dir: Path = Path("/var/lib/tandem")
+    socket: Path = Path("/run/tandem/control.sock")
+    networkd_dir: Path = Path("/etc/systemd/network")
+
+
+class SetupNode:
+    """The unpaired box's little daemon: the pairing, the status, the control socket and the panel."""
+
+    def __init__(self, board: str, serial_port: str, heartbeat_port: str | None, paths: SetupPaths,
+                 networkctl: str = "networkctl") -> None:
+        self.board_path = find_board_profile(board, paths.config)
+        self.board_name = board
+        self.profile = load_board_profile(self.board_path)
+        self.paths = paths
+        self.heartbeat_port = heartbeat_port
+        box = load_box(paths.state_dir)
+        self.serial = box.serial if box is not None else "unknown"
+        self.booted = last_boot(paths.state_dir)
+        self.pairing = PanelPairing(serial_port, self._own_settings, self._save)
+        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(paths.state_dir)
+        self.endpoints = Endpoints(self.journal)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._register(networkctl)
+        self.panel = None
+        if self.profile.panel is not None:
+            client = LocalClient(self.endpoints, lambda: self.loop)
+            try:
+                self.panel = open_board_panel(self.profile.panel, self.board_path, PanelOptions(),
+                                              lambda payload: client.request(payload, 120.0))
+            except Exception as exc:  # noqa: BLE001 - no panel: `tandem pair` still pairs the box
+                log.error("setup: the front panel could not be opened (%s); pair with `tandem pair`", exc)
+        register_panel_commands(self.endpoints, self.panel, self.journal)
+
+    def _register(self, networkctl: str) -> None:
+        endpoints = self.endpoints
+        endpoints.add_status(lambda: {"node": node_name(self.serial), "serial": self.serial, "state": "UNPAIRED",
+                                      "version": __version__, "board": self.board_name, "last_boot": self.booted,
+                                      "setup": self.pairing.status()})
+        endpoints.add_command("status", lambda request: endpoints.status())
+        for name, action in (("pair-start", self.pairing.start), ("pair-cancel", self.pairing.cancel),
+                             ("pair-confirm", lambda: self.pairing.answer(True)),
+                             ("pair-reject", lambda: self.pairing.answer(False))):
+            endpoints.add_command(name, lambda request, action=action: action(), SourceParams, journaled=True)
+        store = NetworkStore(self.paths.config.parent / "network.json", self.paths.networkd_dir)
+        register_network_commands(endpoints, self.journal, store, networkctl)
+
+    def _own_settings(self) -> dict[str, Any]:
+        identity = load_or_create_identity(self.paths.identity)
+        return {"node": node_name(self.serial), "primary": False,
+                "address": heartbeat_address(self.heartbeat_port), "identity": public_hex(identity)}
+
+    def _save(self, result: PairingResult, own: dict[str, Any]) -> str:
+        save_pairing(result, self.paths.key_file, self.paths.record, own)
+        write_node_config(self.paths.config, node_config_text(own, result.peer_settings, self.board_name,
+                                                              self.paths.key_file, self.pairing.port,
+                                                              self.paths.identity))
+        return f"paired with {result.peer_name}: starting tandem"
+
+    async def run(self) -> int:
+        """Serve until the box is paired (0) or the process is stopped."""
+        self.loop = asyncio.get_running_loop()
+        server = ControlServer(self.paths.socket, self.endpoints.handle)
+        await server.start()
+        if self.panel is not None:
+            self.panel.start()
+        try:
+            shown = None
+            while not self.pairing.finished.is_set():
+                await asyncio.sleep(0.2)
+                if self.panel is not None and self.pairing.status() != shown:  # a new phase: to the glass now
+                    shown = self.pairing.status()
+                    self.panel.notify()
+            await asyncio.sleep(2.0)  # the glass shows "paired" a moment before tandem.service takes over
+            return 0
+        finally:
+            if self.panel is not None:
+                await asyncio.to_thread(self.panel.close)
+            await server.close()
+            self.journal.close()
