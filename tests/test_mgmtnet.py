@@ -101,6 +101,17 @@ def test_a_change_keeps_the_previous_settings_and_undo_goes_back_and_forth(tmp_p
     assert store.load() == second
 
 
+def test_networkd_can_read_the_files_whatever_the_writers_umask(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    old = os.umask(0o027)  # the daemon's unit has UMask=0027; networkd reads as systemd-network
+    try:
+        store.save({"lan0": PortSettings.parse("lan0", dhcp=True, vlan=3)})
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in store.networkd_dir.iterdir()} == {
+        "10-tandem-lan0.network": 0o644, "10-tandem-lan0.3.network": 0o644, "10-tandem-lan0.3.netdev": 0o644}
+
+
 def test_files_not_written_by_tandem_are_left_alone(tmp_path: Path) -> None:
     store = _store(tmp_path)
     store.networkd_dir.mkdir(parents=True)

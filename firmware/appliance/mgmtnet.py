@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -232,6 +233,9 @@ class NetworkStore:
             self.networkd_dir.mkdir(parents=True, exist_ok=True)
             for name, text in files.items():
                 write_atomically(self.networkd_dir / name, text.encode())
+                # networkd reads them as its own user: readable by all, whatever the writer's umask
+                # (the daemon's unit has UMask=0027).
+                os.chmod(self.networkd_dir / name, 0o644)
             stale = [p for p in self.networkd_dir.glob(f"{FILE_PREFIX}*") if p.name not in files]
             for path in stale:
                 path.unlink()
