@@ -9,16 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import stat
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from firmware.appliance import extension, mgmtnet
+from firmware.appliance import extension, helper, mgmtnet
 from firmware.core.control import ControlError
 from firmware.core.endpoints import Endpoints
 from firmware.core.journal import Journal
+
+
+def _helper(tmp_path: Path) -> tuple[Path, threading.Thread]:
+    """The privileged helper's socket, served as systemd's Accept=yes does: one connection, `helper.serve`."""
+    path = tmp_path / "helper.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def accept_one() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn, conn.makefile("rb") as reader, conn.makefile("wb") as writer:
+                helper.serve(reader, writer)
+
+    thread = threading.Thread(target=accept_one, daemon=True)
+    thread.start()
+    return path, thread
 
 
 @pytest.fixture
@@ -32,7 +53,7 @@ def appliance(tmp_path: Path):
     networkctl.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
     networkctl.chmod(networkctl.stat().st_mode | stat.S_IXUSR)
     node = SimpleNamespace(daemon=SimpleNamespace(endpoints=endpoints, journal=journal))
-    extension.install(node, store, str(networkctl))  # type: ignore[arg-type]
+    extension.install(node, store, str(networkctl), tmp_path / "helper.sock")  # type: ignore[arg-type]
     yield endpoints, store, calls, journal, tmp_path / "journal/events.jsonl"
     journal.close()
 
@@ -62,3 +83,47 @@ def test_network_undo_with_nothing_to_undo_is_refused(appliance) -> None:
     with pytest.raises(ControlError, match="network-undo: nothing to undo"):
         asyncio.run(endpoints.handle({"cmd": "network-undo", "source": "panel"}))
     assert not calls.exists()
+
+
+def _fake_tandem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exit_code: int) -> Path:
+    """The helper's root-side program: a `tandem` that records its arguments (never the real reset: it reboots)."""
+    calls = tmp_path / "tandem-calls"
+    fake = tmp_path / "bin" / "tandem"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n"
+                    f"[ {exit_code} = 0 ] && echo 'rebooting now' || echo 'factory reset: /boot/efi is not mounted' >&2\n"
+                    f"exit {exit_code}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+def test_factory_reset_goes_through_the_helper_and_is_journaled(appliance, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoints, _, _, journal, events = appliance
+    assert endpoints.status()["factory_reset"] is True
+    calls = _fake_tandem(tmp_path, monkeypatch, 0)
+    _, served = _helper(tmp_path)
+    reply = asyncio.run(endpoints.handle({"cmd": "factory-reset", "source": "panel"}))
+    served.join(10)
+    assert reply["ok"] is True and "comes back unpaired" in reply["result"]
+    assert calls.read_text() == "factory-reset --yes\n"
+    journal.flush()
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [r["kind"] for r in records[-2:]] == ["request", "factory-reset"]
+    assert records[-1]["data"] == {"source": "panel"}
+
+
+def test_a_factory_reset_the_box_refuses_says_why(appliance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoints, *_ = appliance
+    _fake_tandem(tmp_path, monkeypatch, 1)
+    _, served = _helper(tmp_path)
+    with pytest.raises(ControlError, match="factory-reset: factory reset: /boot/efi is not mounted"):
+        asyncio.run(endpoints.handle({"cmd": "factory-reset", "source": "panel"}))
+    served.join(10)
+
+
+def test_a_factory_reset_without_the_helper_is_refused(appliance) -> None:
+    endpoints, *_ = appliance
+    with pytest.raises(ControlError, match="privileged helper .* cannot be reached"):
+        asyncio.run(endpoints.handle({"cmd": "factory-reset", "source": "panel"}))

@@ -25,6 +25,11 @@ def test_allowed_requests(request_: dict) -> None:
     assert operation.program == request_["op"] and args == request_["args"]
 
 
+def test_the_factory_reset_runs_tandem_with_exactly_its_arguments() -> None:
+    operation, args = helper.parse_request(b'{"op": "factory-reset", "args": ["factory-reset", "--yes"]}')
+    assert (operation.program, args) == ("tandem", ["factory-reset", "--yes"])
+
+
 @pytest.mark.parametrize("request_, why", [
     ({"op": "sh", "args": ["-c", "id"]}, "unknown operation"),
     ({"op": "dmidecode", "args": ["--dump-bin", "/etc/shadow"]}, "only -t"),
@@ -34,6 +39,8 @@ def test_allowed_requests(request_: dict) -> None:
     ({"op": "smartctl", "args": ["-a", "-j", "-n", "standby", "-d", "exec", "/dev/sda"]}, "device type"),
     ({"op": "dmidecode", "args": "-t 1"}, "list of strings"),
     ({"op": "dmidecode", "args": [], "env": {"PATH": "/tmp"}}, "nothing else"),
+    ({"op": "factory-reset", "args": ["factory-reset", "--yes", "--at-boot"]}, "exactly"),
+    ({"op": "factory-reset", "args": ["keygen", "/etc/tandem/cluster.key"]}, "exactly"),
 ])
 def test_refused_requests_name_the_reason_and_run_nothing(request_: dict, why: str) -> None:
     ran = []

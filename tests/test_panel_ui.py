@@ -354,6 +354,42 @@ def test_pin_is_entered_with_the_keys_before_the_menu() -> None:
     assert p.screen.kind == "menu" and p.ui.unlocked
 
 
+def test_factory_reset_asks_for_the_pin_again_then_yes_and_the_hold() -> None:
+    appliance = {**copy.deepcopy(ACTIVE_HEALTHY), "factory_reset": True}
+    p = Panel(PanelOptions(pin_hash=PIN_HASH), status=appliance)
+    p.keys(E)
+    p.enter_pin(PIN)
+    assert p.screen.kind == "menu" and p.screen.lines[-3:] == ("Factory reset", "Lock panel", "Back")
+    p.keys(*[D] * 6, E)
+    assert p.screen.kind == "pin" and "PIN again" in p.text()  # unlocked, yet asked again
+    p.enter_pin("1111")
+    assert p.screen.kind == "pin" and p.commands() == []
+    p.enter_pin(PIN)
+    assert p.screen.kind == "confirm" and p.screen.title == "Factory reset pbx-a?" and p.screen.choice == 0
+    p.keys(D)
+    p.at(0.1).press(E, release=False)
+    assert p.screen.kind == "hold"
+    p.tick(3.0)
+    assert p.commands() == ["factory-reset"]
+
+
+def test_no_factory_reset_at_a_panel_without_a_pin() -> None:
+    p = Panel(status={**copy.deepcopy(ACTIVE_HEALTHY), "factory_reset": True})
+    p.keys(E)
+    assert "Factory reset" not in p.screen.lines
+
+
+def test_leaving_the_factory_reset_pin_does_not_arm_the_next_unlock() -> None:
+    p = Panel(PanelOptions(pin_hash=PIN_HASH), status={**copy.deepcopy(ACTIVE_HEALTHY), "factory_reset": True})
+    p.keys(E)
+    p.enter_pin(PIN)
+    p.keys(*[D] * 6, E)
+    p.keys(B)  # out of the PIN, home
+    assert p.ui.mode == "pages"
+    p.keys(E)
+    assert p.screen.kind == "menu"  # the panel is still unlocked: the menu, not the reset's Yes
+
+
 def test_back_on_the_first_digit_leaves_pin_entry() -> None:
     p = Panel(PanelOptions(pin_hash=PIN_HASH))
     p.keys(E, B)

@@ -7,7 +7,10 @@ in ``extensions``; the composition root calls it with the composed node. It adds
   one line each) and whether a change can be undone (``undo``); the panel's Network page shows it;
 * the journaled command ``network-undo``: go back to the port settings before the last change,
   the panel's way to recover from a wrong setting without a laptop. networkctl runs on a worker
-  thread, so a slow networkd never holds up the event loop (and the heartbeats).
+  thread, so a slow networkd never holds up the event loop (and the heartbeats);
+* the status key ``factory_reset`` and the journaled command ``factory-reset`` (the panel's, behind
+  its PIN and hold): the privileged helper runs `tandem factory-reset --yes`, which needs root,
+  and the box reboots (systemd stops Tandem first: an ACTIVE box hands the calls over).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from firmware.appliance import mgmtnet
+from firmware.appliance import helper, mgmtnet
 from firmware.core.control import ControlError
 from firmware.core.endpoints import Endpoints, SourceParams
 from firmware.core.journal import Journal
@@ -52,10 +55,29 @@ def _mtime(path: Path) -> float:
         return -1.0
 
 
-def install(node: Node, store: mgmtnet.NetworkStore | None = None, networkctl: str = "networkctl") -> None:
-    """Register the management-network status and the ``network-undo`` command on `node`'s daemon."""
+def install(node: Node, store: mgmtnet.NetworkStore | None = None, networkctl: str = "networkctl",
+            helper_socket: Path = helper.SOCKET) -> None:
+    """Register the management network's and the factory reset's status and commands on `node`'s daemon."""
     register_network_commands(node.daemon.endpoints, node.daemon.journal, store or mgmtnet.NetworkStore(),
                               networkctl)
+    register_factory_reset(node.daemon.endpoints, node.daemon.journal, helper_socket)
+
+
+def register_factory_reset(endpoints: Endpoints, journal: Journal, helper_socket: Path = helper.SOCKET) -> None:
+    """``factory_reset`` in the status and the journaled ``factory-reset`` command (through the helper)."""
+    endpoints.add_status(lambda: {"factory_reset": True})
+
+    async def factory_reset(request: dict[str, Any]) -> str:
+        try:
+            reply = await asyncio.to_thread(helper.call, "factory-reset", ["factory-reset", "--yes"], helper_socket)
+        except helper.HelperError as exc:
+            raise ControlError(f"factory-reset: {exc}") from None
+        if reply["returncode"] != 0:
+            raise ControlError(f"factory-reset: {(reply['stderr'] or reply['stdout']).strip()}")
+        journal.record("factory-reset", {"source": request["source"]})
+        return "wiping the data partition at the reboot; the box comes back unpaired"
+
+    endpoints.add_command("factory-reset", factory_reset, SourceParams, journaled=True)
 
 
 def register_network_commands(endpoints: Endpoints, journal: Journal, store: mgmtnet.NetworkStore,

@@ -6,8 +6,10 @@ controllers for SMART data (smartctl) need root. Instead of a root daemon, a soc
 itself sandboxed) answers exactly these operations, with their arguments checked against fixed
 patterns:
 
-  dmidecode   ``-t N`` pairs (N an SMBIOS type, 0-127)
-  smartctl    ``-a -j -n standby [-d TYPE] DEVICE`` (TYPE and DEVICE from fixed patterns)
+  dmidecode      ``-t N`` pairs (N an SMBIOS type, 0-127)
+  smartctl       ``-a -j -n standby [-d TYPE] DEVICE`` (TYPE and DEVICE from fixed patterns)
+  factory-reset  exactly ``factory-reset --yes``: `tandem factory-reset` leaves its flag on the ESP
+                 and reboots (the panel's "Factory reset", through the daemon)
 
 The daemon reaches it through its sensor host's command overrides: the board profile names
 ``/usr/libexec/tandem/dmidecode`` (a two-line script running ``python -m firmware.appliance.helper
@@ -70,9 +72,15 @@ def _check_smartctl(args: list[str]) -> None:
         raise HelperError(f"smartctl: {args[-1]}: not a disk device")
 
 
+def _check_factory_reset(args: list[str]) -> None:
+    if args != ["factory-reset", "--yes"]:
+        raise HelperError("factory-reset takes exactly: factory-reset --yes")
+
+
 OPERATIONS: dict[str, Operation] = {
     "dmidecode": Operation("dmidecode", _check_dmidecode),
     "smartctl": Operation("smartctl", _check_smartctl),
+    "factory-reset": Operation("tandem", _check_factory_reset),
 }
 
 

@@ -30,6 +30,13 @@ Behaviour in brief:
   ``relock_s`` without a key press, or from the menu's "Lock panel".
 - ``view_only``: ENTER explains that control is disabled; no command is ever
   produced.
+- "Factory reset" (offered by an appliance, ``factory_reset`` in the status) is in
+  the menu only when the panel has a PIN; it asks for the PIN again, even on
+  an unlocked panel, then for Yes and the hold.
+- An unpaired box (``setup`` in the status, `tandem setup`) shows UNPAIRED and
+  offers "Pair with peer"; when both panels show the pairing code, the panel
+  asks on its own whether the other box shows the same (Yes or No are both
+  answers; either is sent).
 - Unsilenced alarms take over the screen (any key acknowledges them until a
   new alarm arrives), force the backlight on and blink it at 1 Hz between
   full and the dim level (off by default), blink the fault LED and sound the buzzer.
@@ -60,10 +67,10 @@ __all__ = [
 
 COMMANDS: tuple[str, ...] = ("promote", "demote", "poweroff", "reboot", "maintenance-on", "maintenance-off",
                              "alarm-silence", "network-undo", "pair-start", "pair-cancel", "pair-confirm",
-                             "pair-reject")
+                             "pair-reject", "factory-reset")
 """Every command the panel can send (as ``{"cmd": …, "source": "panel"}``)."""
 
-DANGEROUS = frozenset({"promote", "demote", "poweroff", "reboot", "network-undo"})
+DANGEROUS = frozenset({"promote", "demote", "poweroff", "reboot", "network-undo", "factory-reset"})
 """Commands that need hold-to-confirm."""
 
 FREE_PIN_ATTEMPTS = 3
@@ -158,7 +165,8 @@ class _Mode(Enum):
 _LABELS = {"promote": "Promote", "demote": "Demote", "poweroff": "Shutdown", "reboot": "Reboot",
            "maintenance-on": "Maintenance on", "maintenance-off": "Maintenance off",
            "alarm-silence": "Silence alarm", "network-undo": "Network undo", "pair-start": "Pair",
-           "pair-cancel": "Cancel pairing", "pair-confirm": "Code same", "pair-reject": "Code differs"}
+           "pair-cancel": "Cancel pairing", "pair-confirm": "Code same", "pair-reject": "Code differs",
+           "factory-reset": "Factory reset"}
 _QUESTIONS = {
     "promote": ("Promote {node}?", "take over the calls"),
     "demote": ("Demote {node}?", "hand calls to {peer}"),
@@ -170,6 +178,7 @@ _QUESTIONS = {
     "pair-start": ("Pair with peer?", "start it on both"),
     "pair-cancel": ("Cancel pairing?", "nothing is written"),
     "pair-confirm": ("Code {code}", "same on other box?"),
+    "factory-reset": ("Factory reset {node}?", "wipes keys+data, reboots"),
 }
 _MENU_TIMED = (_Mode.MENU, _Mode.CONFIRM, _Mode.PIN)
 
@@ -221,6 +230,8 @@ class PanelUi:
         self._setup_phase: str | None = None  # an unpaired box (`tandem setup`): its pairing's phase
         self._code = "-"
         self._code_asked: str | None = None  # the pairing code the operator was last asked about
+        self._factory_reset = False  # the appliance extension offers `factory-reset`
+        self._pin_for: str | None = None  # a command that asks for the PIN again before its Yes
 
     # ------------------------------------------------------------------ queries
 
@@ -307,6 +318,7 @@ class PanelUi:
         self._maintenance = bool(status.get("maintenance", False))
         network = status.get("mgmt_network")
         self._network_undo = isinstance(network, Mapping) and network.get("undo") is True
+        self._factory_reset = status.get("factory_reset") is True
         setup = status.get("setup")
         self._setup_phase = str(setup.get("phase")) if isinstance(setup, Mapping) else None
         self._code = str(setup.get("code") or "-") if isinstance(setup, Mapping) else "-"
@@ -421,6 +433,8 @@ class PanelUi:
         items = self._setup_items() if self._setup_phase is not None else self._cluster_items()
         if self._network_undo:
             items.append(("Network undo", "network-undo"))
+        if self.options.pin_hash and self._factory_reset:  # never without a PIN to ask again
+            items.append(("Factory reset", "factory-reset"))
         if self.options.pin_hash:
             items.append(("Lock panel", "lock"))
         items.append(("Back", "back"))
@@ -483,7 +497,7 @@ class PanelUi:
 
     def _go_home(self) -> None:
         self._mode, self._page, self._scroll = _Mode.PAGES, 0, 0
-        self._pending, self._note = None, None
+        self._pending, self._note, self._pin_for = None, None, None
 
     def _cancel_hold(self, note: str) -> None:
         self._mode, self._choice, self._note = _Mode.CONFIRM, 0, note
@@ -538,7 +552,7 @@ class PanelUi:
             self._show_message("View only", ["panel control disabled by config"], now)
         elif not self._unlocked:
             self._mode, self._digits, self._position = _Mode.PIN, [0] * self.options.pin_length, 0
-            self._pin_message = None
+            self._pin_message, self._pin_for = None, None
         else:
             self._mode, self._menu_index = _Mode.MENU, 0
 
@@ -562,6 +576,10 @@ class PanelUi:
                 return self._send(action, now)
             elif action == "compare":
                 self._ask_code()
+            elif action == "factory-reset":
+                self._pin_for = action
+                self._mode, self._digits, self._position = _Mode.PIN, [0] * self.options.pin_length, 0
+                self._pin_message = "PIN again to reset"
             else:
                 self._mode, self._pending, self._choice, self._note = _Mode.CONFIRM, action, 0, None
         return []
@@ -616,7 +634,11 @@ class PanelUi:
         self._digits, self._position = [0] * self.options.pin_length, 0
         if hmac.compare_digest(entered, self.options.pin_hash or ""):
             self._unlocked, self._failures, self._pin_message = True, 0, None
-            self._mode, self._menu_index = _Mode.MENU, 0
+            if self._pin_for is not None:  # the PIN asked again for one command: on to its Yes
+                self._mode, self._pending, self._choice, self._note = _Mode.CONFIRM, self._pin_for, 0, None
+                self._pin_for = None
+            else:
+                self._mode, self._menu_index = _Mode.MENU, 0
             self._report("pin.accepted")
             return
         self._failures += 1
