@@ -455,6 +455,8 @@ def cmd_factory_reset(args: argparse.Namespace) -> int:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     """An unpaired box: drive its front panel and pair at it; exits 0 once paired."""
+    import shlex
+
     from firmware.appliance.setup import SetupNode, SetupPaths
     from firmware.core.logsetup import configure_logging
 
@@ -466,7 +468,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     if config.exists():
         raise ControlError(f"{config} exists: this box is paired (tandem.service runs it)")
     configure_logging(args.verbose)
-    node = SetupNode(args.board, args.port, args.heartbeat_port, paths)
+    node = SetupNode(args.board, args.port, args.heartbeat_port, paths, then=shlex.split(args.then))
     print(f"{node.serial}: unpaired; pair it at the front panel (Pair with peer), on both boxes", flush=True)
     return asyncio.run(node.run())
 
@@ -675,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-port", help="the network port whose IPv4 address this box offers for "
                                             "heartbeats (set with `tandem network`), e.g. hb0")
     p.add_argument("--state-dir", default="/var/lib/tandem", help="where the box record and keys are")
+    p.add_argument("--then", default="systemctl start --no-block tandem.service",
+                   help="the command that starts the daemon once the box is paired")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_setup)
 

@@ -42,7 +42,7 @@ class UnpairedBoxes:
                                                         "created": 0.0}))
             argv = [sys.executable, "-m", "firmware.cli", "-c", str(self.config(name)), "--socket",
                     str(self.socket(name)), "setup", "--board", "sim", "--port", str(self.cable.path(end)),
-                    "--state-dir", str(state)]
+                    "--state-dir", str(state), "--then", f"touch {base / name / 'daemon-started'}"]
             self.procs[name] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name in NAMES:
             wait_for(lambda name=name: self._answers(name), timeout=60, what=f"{name}'s setup answers")
@@ -109,6 +109,7 @@ def test_pairing_at_both_panels_writes_the_same_key_and_a_config_each(boxes: Unp
         boxes.call(name, "pair-confirm")
     for name, proc in boxes.procs.items():
         assert proc.wait(60) == 0, proc.stdout.read()  # type: ignore[union-attr]
+        assert (boxes.base / name / "daemon-started").exists()  # `--then`: systemctl start on a box
     keys = {name: (boxes.config(name).parent / "cluster.key").read_bytes() for name in NAMES}
     assert keys["alpha"] == keys["bravo"]
     for name, peer in (("alpha", "TANDEM-BRAVO"), ("bravo", "TANDEM-ALPHA")):
@@ -128,6 +129,7 @@ def test_no_at_one_panel_ends_it_on_both_and_writes_nothing(boxes: UnpairedBoxes
     wait_for(lambda: "pairing failed" in boxes.glass("bravo"), timeout=20, what="the failure on bravo's glass")
     for name in NAMES:
         assert not boxes.config(name).exists() and not (boxes.config(name).parent / "cluster.key").exists()
+        assert not (boxes.base / name / "daemon-started").exists()
         assert boxes.procs[name].poll() is None  # still unpaired, still serving the panel
     # ... and the boxes can try again.
     for name in NAMES:

@@ -8,9 +8,9 @@ on the control socket, and it holds nothing: no address, no PBX, no relay.
 From the panel's menu the integrator starts "Pair with peer" on both boxes. `PanelPairing` runs
 the same key agreement as `tandem pair` over the serial crossover cable; both panels then show the
 six-digit code and ask whether the other box shows the same; Yes on both writes the cluster key,
-the pairing record and the node config (each atomically) and `tandem setup` exits. tandem.path
-sees the node config and starts tandem.service, which stops this one (``Conflicts=``) if it is
-still there. No, a cancel, a timeout or a third device ends the attempt with its reason on the
+the pairing record and the node config (each atomically), and `tandem setup` starts the daemon
+(``systemctl start --no-block tandem.service``, which polkit allows the tandem user; starting it
+stops this one, ``Conflicts=``) and exits. No, a cancel, a timeout or a third device ends the attempt with its reason on the
 glass and nothing written; the box stays unpaired and can try again.
 
 The box's node name is its serial number (from first boot), shortened to a node name; the
@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from firmware.panel.ui import PanelOptions
 log = logging.getLogger(__name__)
 
 PAIRING_TIMEOUT_S = 300.0
+START_DAEMON = ("systemctl", "start", "--no-block", "tandem.service")
 
 
 def node_name(serial: str) -> str:
@@ -176,7 +178,9 @@ class SetupNode:
     """The unpaired box's little daemon: the pairing, the status, the control socket and the panel."""
 
     def __init__(self, board: str, serial_port: str, heartbeat_port: str | None, paths: SetupPaths,
-                 networkctl: str = "networkctl") -> None:
+                 networkctl: str = "networkctl", then: Sequence[str] = START_DAEMON) -> None:
+        """`then`: the command that starts the daemon once the box is paired."""
+        self.then = list(then)
         self.board_path = find_board_profile(board, paths.config)
         self.board_name = board
         self.profile = load_board_profile(self.board_path)
@@ -226,6 +230,17 @@ class SetupNode:
                                                               self.paths.identity))
         return f"paired with {result.peer_name}: starting tandem"
 
+    def _start_daemon(self) -> int:
+        """Run `then`; its exit status (a failure is logged: the box is paired, the daemon starts at boot)."""
+        try:
+            done = subprocess.run(self.then, capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.error("setup: paired, but %s failed: %s", " ".join(self.then), exc)
+            return 1
+        if done.returncode != 0:
+            log.error("setup: paired, but %s failed: %s", " ".join(self.then), done.stderr.strip())
+        return done.returncode
+
     async def run(self) -> int:
         """Serve until the box is paired (0) or the process is stopped."""
         self.loop = asyncio.get_running_loop()
@@ -241,7 +256,7 @@ class SetupNode:
                     shown = self.pairing.status()
                     self.panel.notify()
             await asyncio.sleep(2.0)  # the glass shows "paired" a moment before tandem.service takes over
-            return 0
+            return await asyncio.to_thread(self._start_daemon)
         finally:
             if self.panel is not None:
                 await asyncio.to_thread(self.panel.close)
