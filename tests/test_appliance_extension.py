@@ -53,16 +53,20 @@ def appliance(tmp_path: Path):
     networkctl.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
     networkctl.chmod(networkctl.stat().st_mode | stat.S_IXUSR)
     node = SimpleNamespace(daemon=SimpleNamespace(endpoints=endpoints, journal=journal))
-    extension.install(node, store, str(networkctl), tmp_path / "helper.sock")  # type: ignore[arg-type]
+    extension.install(node, store, str(networkctl), tmp_path / "helper.sock",  # type: ignore[arg-type]
+                      lambda: ["hb0", "lan0"])
     yield endpoints, store, calls, journal, tmp_path / "journal/events.jsonl"
     journal.close()
 
 
 def test_the_status_shows_the_ports_and_follows_changes_made_by_the_cli(appliance) -> None:
     endpoints, store, *_ = appliance
-    assert endpoints.status()["mgmt_network"] == {"ports": [], "undo": False}
-    store.save({"lan0": mgmtnet.PortSettings.parse("lan0", dhcp=False, address="192.0.2.1/24")})
-    assert endpoints.status()["mgmt_network"] == {"ports": ["lan0 192.0.2.1/24"], "undo": True}
+    assert endpoints.status()["mgmt_network"] == {"ports": [], "settings": {}, "undo": False,
+                                                  "choices": ["hb0", "lan0"]}
+    store.save({"wan0": mgmtnet.PortSettings.parse("wan0", dhcp=False, address="192.0.2.1/24")})
+    assert endpoints.status()["mgmt_network"] == {
+        "ports": ["wan0 192.0.2.1/24"], "undo": True, "choices": ["hb0", "lan0", "wan0"],
+        "settings": {"wan0": {"mode": "static", "address": "192.0.2.1/24", "gateway": None, "dns": [], "vlan": None}}}
 
 
 def test_network_undo_goes_back_applies_and_is_journaled_first(appliance) -> None:
@@ -76,6 +80,31 @@ def test_network_undo_goes_back_applies_and_is_journaled_first(appliance) -> Non
     journal.flush()
     kinds = [json.loads(line)["kind"] for line in events.read_text().splitlines()]
     assert kinds[-2:] == ["request", "network.changed"]
+
+
+def test_network_set_from_the_panel_keeps_the_ports_dns_and_vlan(appliance) -> None:
+    endpoints, store, calls, *_ = appliance
+    store.save({"lan0": mgmtnet.PortSettings.parse("lan0", dhcp=True, dns=["192.0.2.53"], vlan=7)})
+    reply = asyncio.run(endpoints.handle({"cmd": "network-set", "source": "panel", "port": "lan0",
+                                          "address": "192.0.2.10/24", "gateway": "192.0.2.254"}))
+    assert reply["result"] == "lan0.7 192.0.2.10/24 gw 192.0.2.254 dns 192.0.2.53; Network undo goes back"
+    assert calls.read_text().splitlines() == ["reload", "reconfigure lan0"]
+    assert store.load()["lan0"].vlan == 7
+    reply = asyncio.run(endpoints.handle({"cmd": "network-set", "source": "panel", "port": "hb0", "dhcp": True}))
+    assert reply["result"].startswith("hb0 DHCP")
+
+
+@pytest.mark.parametrize(("request_", "why"), [
+    ({"port": "lan0", "address": "192.0.2.0/24"}, "network's own address"),
+    ({"port": "lan0", "address": "192.0.2.10/24", "gateway": "198.51.100.1"}, "cannot be reached"),
+    ({"port": "lan0"}, "either --dhcp or --address"),
+    ({"port": "lan0", "dhcp": "yes"}, "dhcp"),
+])
+def test_network_set_refuses_a_setting_that_cannot_work(appliance, request_: dict, why: str) -> None:
+    endpoints, store, calls, *_ = appliance
+    with pytest.raises(ControlError, match=why):
+        asyncio.run(endpoints.handle({"cmd": "network-set", "source": "panel", **request_}))
+    assert store.load() == {} and not calls.exists()
 
 
 def test_network_undo_with_nothing_to_undo_is_refused(appliance) -> None:

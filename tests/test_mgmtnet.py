@@ -191,3 +191,15 @@ def test_the_cli_sets_shows_and_undoes(tmp_path: Path, capsys: pytest.CaptureFix
     assert "lan0 is not set" in capsys.readouterr().err
     assert main(["network", *where, "undo"]) == 0
     assert (tmp_path / "network/10-tandem-lan0.network").exists()
+
+
+def test_the_boxs_ethernet_ports_are_the_physical_ones(tmp_path: Path) -> None:
+    for name, kind, physical in (("lan0", "1", True), ("hb0", "1", True), ("br0", "1", False), ("lo", "772", False),
+                                 ("wwan0", "65534", True)):
+        port = tmp_path / name
+        port.mkdir()
+        (port / "type").write_text(kind + "\n")
+        if physical:
+            (port / "device").mkdir()
+    assert mgmtnet.ethernet_ports(tmp_path) == ["hb0", "lan0"]
+    assert mgmtnet.ethernet_ports(tmp_path / "missing") == []

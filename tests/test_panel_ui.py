@@ -312,6 +312,61 @@ def test_a_failed_pairing_shows_why_and_can_be_tried_again() -> None:
     assert p.screen.lines[0] == "Pair with peer"
 
 
+_NETWORK = {"ports": ["lan0 192.0.2.10/24 gw 192.0.2.254"], "undo": False, "choices": ["hb0", "lan0"],
+            "settings": {"lan0": {"mode": "static", "address": "192.0.2.10/24", "gateway": "192.0.2.254",
+                                  "dns": [], "vlan": None}}}
+
+
+def _network_set(p: Panel) -> None:
+    p.keys(E)
+    assert p.screen.lines[6] == "Network set"
+    p.keys(*[D] * 6, E)
+    assert p.screen.title == "Network: port" and p.screen.lines == ("hb0", "lan0", "Back")
+
+
+def test_network_set_a_static_address_digit_by_digit_then_confirm_and_hold() -> None:
+    p = Panel(status={**copy.deepcopy(ACTIVE_HEALTHY), "mgmt_network": _NETWORK})
+    _network_set(p)
+    p.keys(D, E)
+    assert p.screen.title == "lan0: address by" and p.screen.lines == ("DHCP", "Static", "Back")
+    p.keys(D, E)
+    assert p.screen.title == "lan0 address" and p.screen.lines[:2] == ("192.000.002.010/24", "^")
+    p.keys(*[E] * 11, U)  # to the last digit of the last number, and up: .011
+    assert p.screen.lines[:2] == ("192.000.002.011/24", "              ^")
+    p.keys(E, E, E)  # through the prefix: on to the gateway, as it was
+    assert p.screen.title == "lan0 gateway" and p.screen.lines[0] == "192.000.002.254"
+    p.keys(*[E] * 12)
+    assert p.screen.kind == "confirm" and p.screen.title == "Set lan0?" and "192.0.2.11/24" in p.text()
+    p.keys(D)
+    p.at(0.1).press(E, release=False)
+    p.tick(3.0)
+    assert p.effects[-1] == RunCommand("network-set", {"port": "lan0", "dhcp": False, "address": "192.0.2.11/24",
+                                                       "gateway": "192.0.2.254"})
+
+
+def test_network_set_dhcp_on_a_port_not_set_yet() -> None:
+    p = Panel(status={**copy.deepcopy(ACTIVE_HEALTHY), "mgmt_network": _NETWORK})
+    _network_set(p)
+    p.keys(E, E)  # hb0, DHCP
+    assert p.screen.title == "Set hb0?" and "DHCP" in p.text()
+    p.keys(D)
+    p.at(0.1).press(E, release=False)
+    p.tick(3.0)
+    assert p.effects[-1] == RunCommand("network-set", {"port": "hb0", "dhcp": True})
+
+
+def test_network_set_refuses_a_number_over_255_and_back_leaves() -> None:
+    p = Panel(status={**copy.deepcopy(ACTIVE_HEALTHY), "mgmt_network": _NETWORK})
+    _network_set(p)
+    p.keys(E, D, E)  # hb0, Static: the default address
+    assert p.screen.lines[0] == "192.168.001.010/24"
+    p.keys(U, U)  # 392…
+    p.keys(*[E] * 14)
+    assert "over 255" in p.text() and p.screen.title == "hb0 address"
+    p.keys(B)
+    assert p.ui.mode == "menu" and p.commands() == []
+
+
 def test_result_is_shown_until_a_key_or_ten_seconds() -> None:
     p = Panel()
     hold_start(p, 0)

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from firmware.appliance.mgmtnet import ethernet_ports
 from firmware.core.journal import write_atomically
 from firmware.pairing.identity import load_or_create_identity, public_hex
 
@@ -52,10 +53,8 @@ def hardware_serial(sys_root: Path = Path("/")) -> tuple[str, str]:
     if tree.lower() not in PLACEHOLDERS:
         return tree, "devicetree"
     net = sys_root / "sys/class/net"
-    for port in sorted(net.iterdir()) if net.is_dir() else []:
-        if _read(port / "type") != "1" or not (port / "device").exists():
-            continue  # not Ethernet, or virtual (no device behind it)
-        mac = _read(port / "address")
+    for name in ethernet_ports(net):
+        mac = _read(net / name / "address")
         if mac and mac != "00:00:00:00:00:00":
             return mac.replace(":", "").upper(), "mac"
     raise ValueError("no serial number: DMI and the device tree have none and there is no Ethernet port")

@@ -252,6 +252,18 @@ class NetworkStore:
             raise NetworkSettingError(f"{path}: cannot be written ({exc})") from None
 
 
+def ethernet_ports(net_dir: Path = Path("/sys/class/net")) -> list[str]:
+    """The box's physical Ethernet ports (type 1 with a device behind it: no bridge, VLAN or tap), sorted."""
+    ports = []
+    for port in sorted(net_dir.iterdir()) if net_dir.is_dir() else []:
+        try:
+            if (port / "type").read_text().strip() == "1" and (port / "device").exists():
+                ports.append(port.name)
+        except OSError:
+            continue
+    return ports
+
+
 def apply(ports: Sequence[str], gone_vlans: Sequence[str] = (), networkctl: str = "networkctl",
           timeout: float = 30.0) -> None:
     """Have systemd-networkd read its files again, remove `gone_vlans` and reconfigure `ports`.

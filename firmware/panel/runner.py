@@ -255,8 +255,8 @@ class PanelRunner:
                     if self._safely("display.set_backlight", self.display.set_backlight, effect.level):
                         self._backlight = effect.level
             elif isinstance(effect, RunCommand) and not self.options.view_only:
-                threading.Thread(target=self._command, args=(effect.cmd,), name=f"tandem-panel-{effect.cmd}",
-                                 daemon=True).start()
+                threading.Thread(target=self._command, args=(effect.cmd, effect.params),
+                                 name=f"tandem-panel-{effect.cmd}", daemon=True).start()
             elif isinstance(effect, Report):
                 threading.Thread(target=self._send_report, args=(effect,), name="tandem-panel-report",
                                  daemon=True).start()
@@ -268,9 +268,9 @@ class PanelRunner:
         except Exception as exc:  # noqa: BLE001 - the panel works on; the failure is logged once
             self._note_failure("report", exc)
 
-    def _command(self, cmd: str) -> None:
+    def _command(self, cmd: str, params: Mapping[str, Any]) -> None:
         try:
-            ok, message = True, describe_result(self._control({"cmd": cmd, "source": "panel"}))
+            ok, message = True, describe_result(self._control({"cmd": cmd, "source": "panel", **params}))
         except Exception as exc:  # noqa: BLE001 - the refusal or failure reason is the message
             ok, message = False, str(exc) or type(exc).__name__
         log.info("panel: %s %s: %s", cmd, "done" if ok else "refused", message)

@@ -52,13 +52,14 @@ import hashlib
 import hmac
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from enum import Enum, auto
 from typing import Any
 
 from firmware.panel import screens
 from firmware.panel.base import Blink, Key, KeyEvent
+from firmware.panel.netedit import CANCEL, NetworkEditor
 from firmware.panel.screens import Screen
 
 __all__ = [
@@ -67,10 +68,10 @@ __all__ = [
 
 COMMANDS: tuple[str, ...] = ("promote", "demote", "poweroff", "reboot", "maintenance-on", "maintenance-off",
                              "alarm-silence", "network-undo", "pair-start", "pair-cancel", "pair-confirm",
-                             "pair-reject", "factory-reset")
+                             "pair-reject", "factory-reset", "network-set")
 """Every command the panel can send (as ``{"cmd": …, "source": "panel"}``)."""
 
-DANGEROUS = frozenset({"promote", "demote", "poweroff", "reboot", "network-undo", "factory-reset"})
+DANGEROUS = frozenset({"promote", "demote", "poweroff", "reboot", "network-undo", "factory-reset", "network-set"})
 """Commands that need hold-to-confirm."""
 
 FREE_PIN_ATTEMPTS = 3
@@ -128,9 +129,10 @@ class PanelOptions:
 
 @dataclass(frozen=True)
 class RunCommand:
-    """Send ``cmd`` to the daemon with source "panel"; report back with `PanelUi.command_result`."""
+    """Send ``cmd`` (with ``params``) to the daemon with source "panel"; report back with `PanelUi.command_result`."""
 
     cmd: str
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,13 +162,14 @@ class _Mode(Enum):
     RESULT = auto()
     PIN = auto()
     MESSAGE = auto()
+    NETWORK = auto()
 
 
 _LABELS = {"promote": "Promote", "demote": "Demote", "poweroff": "Shutdown", "reboot": "Reboot",
            "maintenance-on": "Maintenance on", "maintenance-off": "Maintenance off",
            "alarm-silence": "Silence alarm", "network-undo": "Network undo", "pair-start": "Pair",
            "pair-cancel": "Cancel pairing", "pair-confirm": "Code same", "pair-reject": "Code differs",
-           "factory-reset": "Factory reset"}
+           "factory-reset": "Factory reset", "network-set": "Network set"}
 _QUESTIONS = {
     "promote": ("Promote {node}?", "take over the calls"),
     "demote": ("Demote {node}?", "hand calls to {peer}"),
@@ -179,8 +182,9 @@ _QUESTIONS = {
     "pair-cancel": ("Cancel pairing?", "nothing is written"),
     "pair-confirm": ("Code {code}", "same on other box?"),
     "factory-reset": ("Factory reset {node}?", "wipes keys+data, reboots"),
+    "network-set": ("Set {port}?", "{setting}"),
 }
-_MENU_TIMED = (_Mode.MENU, _Mode.CONFIRM, _Mode.PIN)
+_MENU_TIMED = (_Mode.MENU, _Mode.CONFIRM, _Mode.PIN, _Mode.NETWORK)
 
 
 class PanelUi:
@@ -231,6 +235,10 @@ class PanelUi:
         self._code = "-"
         self._code_asked: str | None = None  # the pairing code the operator was last asked about
         self._factory_reset = False  # the appliance extension offers `factory-reset`
+        self._net_ports: list[str] = []  # the box's own ports (mgmt_network.choices): "Network set"
+        self._net_settings: Mapping[str, Any] = {}
+        self._net: NetworkEditor | None = None
+        self._params: dict[str, Any] = {}  # the pending command's parameters ("Network set")
         self._pin_for: str | None = None  # a command that asks for the PIN again before its Yes
 
     # ------------------------------------------------------------------ queries
@@ -318,6 +326,10 @@ class PanelUi:
         self._maintenance = bool(status.get("maintenance", False))
         network = status.get("mgmt_network")
         self._network_undo = isinstance(network, Mapping) and network.get("undo") is True
+        choices = network.get("choices") if isinstance(network, Mapping) else None
+        self._net_ports = [str(port) for port in choices] if isinstance(choices, list) else []
+        settings = network.get("settings") if isinstance(network, Mapping) else None
+        self._net_settings = settings if isinstance(settings, Mapping) else {}
         self._factory_reset = status.get("factory_reset") is True
         setup = status.get("setup")
         self._setup_phase = str(setup.get("phase")) if isinstance(setup, Mapping) else None
@@ -400,6 +412,8 @@ class PanelUi:
         if mode is _Mode.RESULT:
             label, ok, message = self._result
             return screens.result_screen(label, ok, message)
+        if mode is _Mode.NETWORK and self._net is not None:
+            return self._net.screen()
         if mode is _Mode.PIN:
             if now < self._locked_until:
                 return screens.lockout_screen(self._locked_until - now, self._failures)
@@ -426,11 +440,15 @@ class PanelUi:
 
     def _question(self) -> tuple[str, str]:
         question, detail = _QUESTIONS.get(self._pending or "", ("{cmd}?", ""))
-        values = {"node": self._node, "peer": self._peer, "cmd": self._pending, "code": self._code}
+        values = {"node": self._node, "peer": self._peer, "cmd": self._pending, "code": self._code,
+                  "port": self._params.get("port", "-"),
+                  "setting": "DHCP" if self._params.get("dhcp") else str(self._params.get("address"))}
         return question.format(**values), detail.format(**values)
 
     def _menu_items(self) -> list[tuple[str, str]]:
         items = self._setup_items() if self._setup_phase is not None else self._cluster_items()
+        if self._net_ports:
+            items.append(("Network set", "network-set"))
         if self._network_undo:
             items.append(("Network undo", "network-undo"))
         if self.options.pin_hash and self._factory_reset:  # never without a PIN to ask again
@@ -507,7 +525,7 @@ class PanelUi:
             self._go_home()
             return []
         self._mode, self._pending = _Mode.WORKING, cmd
-        return [RunCommand(cmd)]
+        return [RunCommand(cmd, dict(self._params) if cmd == "network-set" else {})]
 
     def _show_message(self, title: str, lines: Sequence[str], now: float, tone: screens.Tone = "normal") -> None:
         self._mode = _Mode.MESSAGE
@@ -517,7 +535,7 @@ class PanelUi:
     def _dispatch(self, event: KeyEvent, now: float) -> list[Effect]:
         handler = {
             _Mode.PAGES: self._on_pages, _Mode.MENU: self._on_menu, _Mode.CONFIRM: self._on_confirm,
-            _Mode.HOLD: self._on_hold, _Mode.PIN: self._on_pin,
+            _Mode.HOLD: self._on_hold, _Mode.PIN: self._on_pin, _Mode.NETWORK: self._on_network,
         }.get(self._mode)
         if handler is not None:
             return handler(event, now)
@@ -576,6 +594,8 @@ class PanelUi:
                 return self._send(action, now)
             elif action == "compare":
                 self._ask_code()
+            elif action == "network-set":
+                self._mode, self._net = _Mode.NETWORK, NetworkEditor(self._net_ports, self._net_settings)
             elif action == "factory-reset":
                 self._pin_for = action
                 self._mode, self._digits, self._position = _Mode.PIN, [0] * self.options.pin_length, 0
@@ -599,6 +619,16 @@ class PanelUi:
                 self._mode, self._hold_start = _Mode.HOLD, min(event.at, now)
             else:
                 return self._send(self._pending or "", now)
+        return []
+
+    def _on_network(self, event: KeyEvent, now: float) -> list[Effect]:
+        assert self._net is not None
+        outcome = self._net.key(event.key)
+        if outcome == CANCEL:
+            self._mode, self._net = _Mode.MENU, None
+        elif isinstance(outcome, dict):
+            self._params, self._net = outcome, None
+            self._mode, self._pending, self._choice, self._note = _Mode.CONFIRM, "network-set", 0, None
         return []
 
     def _on_hold(self, event: KeyEvent, now: float) -> list[Effect]:
