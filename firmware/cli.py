@@ -21,6 +21,7 @@ from firmware.config import (
     load_config,
     load_release_config,
 )
+from firmware.config.node import DEFAULT_CONTROL_SOCKET
 from firmware.core.control import ControlError, request, socket_in_use, stream
 from firmware.core.links import LinkError
 from firmware.core.protocol import Keyring
@@ -233,21 +234,52 @@ def cmd_pair(args: argparse.Namespace) -> int:
         raise ControlError(f"{config} exists: `tandem pair --force` replaces it")
     if config is not None and not args.board:
         raise ControlError("--write-config needs --board (the board profile of this box)")
+    survivor = _running_node(args)
+    if survivor is not None:  # re-pairing a replaced peer while this box keeps the calls
+        if config is not None:
+            raise ControlError("the daemon runs here: re-pairing keeps its config; leave out --write-config")
+        if survivor.node != args.node:
+            raise ControlError(f"the running config names this box {survivor.node!r}, not {args.node!r}")
+        call(args, {"cmd": "serial.lend", "seconds": args.timeout + 30, "source": "cli"})
+        print("the daemon lent its serial port to the pairing; it keeps the calls meanwhile", flush=True)
     try:
         result = pair_over_serial(args.port, Pairing(own), ask, timeout=args.timeout)
+        if survivor is not None and result.peer_name != survivor.peer:
+            raise ControlError(f"the new box calls itself {result.peer_name!r}, but this box's config expects "
+                               f"{survivor.peer!r}: nothing was written here. Pair again with --node "
+                               f"{survivor.peer} on the new box")
         save_pairing(result, key_file, record, own)
         if config is not None:
             write_node_config(config, node_config_text(own, result.peer_settings, args.board, key_file, args.port,
-                                                       Path(args.identity)))
+                                                       Path(args.identity), record))
             print(f"node config written to {config}")
         _give_to_directory_owners([key_file, record, Path(args.identity), *([config] if config else [])])
+        if survivor is not None:
+            reloaded = call(args, {"cmd": "keys.reload", "source": "cli"})
+            print(f"the daemon took the new key (fingerprint {reloaded['fingerprint']}) without a restart")
     except PairingError as exc:
         raise ControlError(f"pairing failed: {exc}") from None
     except OSError as exc:
         raise ControlError(f"paired, but writing {key_file} or {record} failed: {exc}") from None
+    finally:
+        if survivor is not None:
+            try:
+                call(args, {"cmd": "serial.return", "source": "cli"})
+            except ControlError as exc:
+                print(f"tandem: the daemon did not take its serial port back ({exc}); it does when the loan ends",
+                      file=sys.stderr)
     print(f"paired with {result.peer_name!r}; cluster key {result.fingerprint} written to {key_file} (mode 0600), "
           f"record {record}")
     return 0
+
+
+def _running_node(args: argparse.Namespace) -> Any:
+    """The node section of this box's config when its daemon answers on the control socket, else None."""
+    path = _config_path(args)
+    if not path.exists():
+        return None
+    node = load_config(path).node
+    return node if socket_in_use(Path(args.socket) if args.socket else node.control_socket) else None
 
 
 def _age(seconds: float | None) -> str:
@@ -464,7 +496,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     state = Path(args.state_dir)
     paths = SetupPaths(config=config, key_file=config.parent / "cluster.key", record=state / "paired.json",
                        identity=state / "identity.key", state_dir=state,
-                       socket=Path(args.socket or "/run/tandem/control.sock"))
+                       socket=Path(args.socket) if args.socket else DEFAULT_CONTROL_SOCKET)
     if config.exists():
         raise ControlError(f"{config} exists: this box is paired (tandem.service runs it)")
     configure_logging(args.verbose)
@@ -523,7 +555,8 @@ def cmd_bulk(args: argparse.Namespace) -> int:
                            "give --address)")
     try:
         host, port = node.bulk.peer_address
-        client = BulkClient(load_credentials(node.bulk.identity, node.key_file, node.bulk.peer_identity), host, port)
+        credentials = load_credentials(node.bulk.identity, node.key_file, node.bulk.peer_identity, node.bulk.record)
+        client = BulkClient(credentials, host, port)
         if args.bulk_command == "ping":
             client.ping()
             print(f"{node.peer} answers on the bulk channel ({host}:{port}, mutual TLS, identity checked)")
@@ -546,8 +579,13 @@ def _unpaired(args: argparse.Namespace) -> str | None:
     box = load_box()
     if box is None:
         return None
-    return (f"{box.serial}: unpaired (no {_config_path(args)}); holds nothing. Pair it with the other box "
+    line = (f"{box.serial}: unpaired (no {_config_path(args)}); holds nothing. Pair it with the other box "
             f"at the panel or with `tandem pair`")
+    try:  # `tandem setup` (tandem-setup.service) answers on the daemon's socket while the box is unpaired
+        setup = request(DEFAULT_CONTROL_SOCKET, {"cmd": "status"}, timeout=2.0).get("setup") or {}
+    except (ControlError, OSError, AttributeError):
+        return line
+    return f"{line}\npairing at the panel: {setup.get('phase')}: {setup.get('message')}" if setup else line
 
 
 def cmd_status(args: argparse.Namespace) -> int:

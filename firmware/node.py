@@ -19,7 +19,9 @@ simulators. This module builds it, then wires in what the board has:
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 from firmware.appliance.bootreason import last_boot
 from firmware.config import Config
@@ -71,19 +73,57 @@ def build_node(config: Config, guardian: Guardian | None = None) -> Node:
 
 
 def _add_bulk_channel(config: Config, daemon: Daemon) -> None:
-    """Serve the bulk channel if ``[bulk]`` says so; a box whose keys are unusable says why in its status."""
-    bulk = config.node.bulk
-    if bulk is None:
+    """Serve the bulk channel if ``[bulk]`` says so; its credentials are read again after ``keys.reload``."""
+    if config.node.bulk is None:
         return
-    try:
-        credentials = load_credentials(bulk.identity, config.node.key_file, bulk.peer_identity)
-    except BulkError as exc:
-        log.error("bulk: the channel to the peer is off: %s", exc)
-        daemon.endpoints.add_status(lambda: {"bulk": {"listening": False, "error": str(exc)}})
-        return
-    status = LocalClient(daemon.endpoints, lambda: daemon.loop)
-    host, port = bulk.listen_address
-    server = BulkServer(credentials, host, port, bulk.inbox, status=lambda: status.request({"cmd": "status"}, 10.0),
-                        max_bytes=bulk.max_mib * 2**20)
-    daemon.add_component(server)
-    daemon.endpoints.add_status(server.status)
+    service = BulkService(config, LocalClient(daemon.endpoints, lambda: daemon.loop))
+    daemon.add_component(service)
+    daemon.endpoints.add_status(service.status)
+    daemon.rekeying.listeners.append(service.reload)
+
+
+class BulkService:
+    """The bulk channel's server as a daemon component: started, closed, and restarted on new keys.
+
+    A box whose keys or pairing record are unusable runs without it and says why in its status.
+    """
+
+    def __init__(self, config: Config, client: LocalClient) -> None:
+        self.config = config
+        self.client = client
+        self.server: BulkServer | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        """Load the credentials and serve (on the server's own thread)."""
+        bulk, node = self.config.node.bulk, self.config.node
+        assert bulk is not None
+        try:
+            credentials = load_credentials(bulk.identity, node.key_file, bulk.peer_identity, bulk.record)
+        except BulkError as exc:
+            log.error("bulk: the channel to the peer is off: %s", exc)
+            self.error = str(exc)
+            return
+        host, port = bulk.listen_address
+        self.error = None
+        self.server = BulkServer(credentials, host, port, bulk.inbox,
+                                 status=lambda: self.client.request({"cmd": "status"}, 10.0),
+                                 max_bytes=bulk.max_mib * 2**20).start()
+
+    def reload(self) -> None:
+        """New keys or a new peer (a re-pairing): serve with the credentials as the files now say."""
+        old, self.server = self.server, None
+        if old is not None:
+            threading.Thread(target=old.close, name="tandem-bulk-close", daemon=True).start()
+        self.start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        if self.server is not None:
+            self.server.close()
+
+    def status(self) -> dict[str, Any]:
+        """The ``bulk`` status section."""
+        if self.server is None:
+            return {"bulk": {"listening": False, "error": self.error}}
+        return self.server.status()

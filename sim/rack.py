@@ -342,13 +342,21 @@ class TwoNodeRack:
         """The node's identity key (made by the rack when `bulk` is on, as first boot makes it)."""
         return self.base / name / "identity.key"
 
+    def record_path(self, name: str) -> Path:
+        """The node's pairing record (written by the rack when `bulk` is on, as `tandem pair` writes it)."""
+        return self.base / name / "state" / "paired.json"
+
     def _bulk_lines(self, name: str, peer: str) -> list[str]:
         for node in (name, peer):
             load_or_create_identity(self.identity_path(node))
+        record = self.record_path(name)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"peer": peer, "peer_settings": {
+            "node": peer, "identity": public_hex(load_or_create_identity(self.identity_path(peer)))}}))
         table = {"listen": f"{self.node_hosts[name]}:{self.bulk_ports[name]}",
                  "peer": f"{self.node_hosts[peer]}:{self.bulk_ports[peer]}",
-                 "peer_identity": public_hex(load_or_create_identity(self.identity_path(peer))),
-                 "identity": str(self.identity_path(name)), "inbox": str(self.base / name / "inbox")}
+                 "identity": str(self.identity_path(name)), "record": str(record),
+                 "inbox": str(self.base / name / "inbox")}
         return ["", "[bulk]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
 
     def _fence_lines(self, bmc: SimulatedBmc) -> list[str]:

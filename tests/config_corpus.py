@@ -83,7 +83,7 @@ BASE_CONFIG: dict[str, Any] = {
     "panel": {"enabled": True, "view_only": False, "pin_sha256": PIN, "pin_length": 4, "relock_s": 120.0,
               "backlight_timeout_s": 60.0, "menu_timeout_s": 30.0, "hold_confirm_s": 3.0},
     "bulk": {"listen": "192.0.2.4:7140", "peer": "192.0.2.5", "peer_identity": "ab" * 32, "identity": "identity.key",
-             "inbox": "inbox", "max_mib": 4096},
+             "record": "paired.json", "inbox": "inbox", "max_mib": 4096},
     "links": [
         {"name": "lan", "kind": "udp", "bind": "192.0.2.4:694", "peer": "192.0.2.5:694"},
         {"name": "serial", "kind": "serial", "port": "/dev/ttyS1", "baud": 115200},

@@ -249,7 +249,8 @@ def test_tandem_pair_on_both_boxes(tmp_path: Path) -> None:
         assert node.bulk is not None
         assert (node.bulk.listen, node.bulk.peer) == (addresses[name].replace(":694", ":7140"),
                                                       addresses[peer].replace(":694", ":7140"))
-        assert node.bulk.peer_identity == public_hex(load_or_create_identity(tmp_path / peer / "identity.key"))
+        assert node.bulk.peer_identity is None  # it stays in the record, which a re-pairing replaces
+        assert node.bulk.record == tmp_path / name / "paired.json"
         assert node.bulk.identity == tmp_path / name / "identity.key"
     again = subprocess.run([sys.executable, "-m", "firmware.cli", "pair", "/dev/null", "--node", "alpha",
                             "--key-file", str(tmp_path / "alpha" / "cluster.key")], capture_output=True, text=True)

@@ -146,3 +146,11 @@ def test_a_pairing_nobody_answers_can_be_cancelled(boxes: UnpairedBoxes) -> None
     assert boxes.wait_phase("alpha", "failed")["message"] == "cancelled: nothing was written"
     with pytest.raises(ControlError, match="no code to compare"):
         boxes.call("alpha", "pair-confirm")
+
+
+def test_a_box_paired_with_the_cli_leaves_the_panel_to_the_daemon(boxes: UnpairedBoxes) -> None:
+    boxes.config("alpha").parent.mkdir(parents=True, exist_ok=True)
+    boxes.config("alpha").write_text("# written by `tandem pair --write-config`\n")
+    assert boxes.procs["alpha"].wait(30) == 0
+    assert not (boxes.base / "alpha" / "daemon-started").exists()  # the integrator starts it after editing
+    assert boxes.procs["bravo"].poll() is None

@@ -9,8 +9,9 @@ From the panel's menu the integrator starts "Pair with peer" on both boxes. `Pan
 the same key agreement as `tandem pair` over the serial crossover cable; both panels then show the
 six-digit code and ask whether the other box shows the same; Yes on both writes the cluster key,
 the pairing record and the node config (each atomically), and `tandem setup` starts the daemon
-(``systemctl start --no-block tandem.service``, which polkit allows the tandem user; starting it
-stops this one, ``Conflicts=``) and exits. No, a cancel, a timeout or a third device ends the attempt with its reason on the
+(``systemctl start --no-block tandem.service``, which polkit allows the tandem user) and exits. If
+`tandem pair` pairs the box instead, `tandem setup` sees the node config appear and exits too, so
+the panel and the cable have one owner. No, a cancel, a timeout or a third device ends the attempt with its reason on the
 glass and nothing written; the box stays unpaired and can try again.
 
 The box's node name is its serial number (from first boot), shortened to a node name; the
@@ -38,6 +39,7 @@ from firmware.appliance.extension import register_network_commands
 from firmware.appliance.firstboot import load_box
 from firmware.appliance.mgmtnet import NetworkStore
 from firmware.config.loading import find_board_profile, load_board_profile
+from firmware.config.node import DEFAULT_CONTROL_SOCKET
 from firmware.core.control import ControlError, ControlServer
 from firmware.core.endpoints import Endpoints, LocalClient, SourceParams
 from firmware.core.journal import Journal
@@ -170,7 +172,7 @@ class SetupPaths:
     record: Path = Path("/var/lib/tandem/paired.json")
     identity: Path = Path("/var/lib/tandem/identity.key")
     state_dir: Path = Path("/var/lib/tandem")
-    socket: Path = Path("/run/tandem/control.sock")
+    socket: Path = DEFAULT_CONTROL_SOCKET
     networkd_dir: Path = Path("/etc/systemd/network")
 
 
@@ -227,7 +229,7 @@ class SetupNode:
         save_pairing(result, self.paths.key_file, self.paths.record, own)
         write_node_config(self.paths.config, node_config_text(own, result.peer_settings, self.board_name,
                                                               self.paths.key_file, self.pairing.port,
-                                                              self.paths.identity))
+                                                              self.paths.identity, self.paths.record))
         return f"paired with {result.peer_name}: starting tandem"
 
     def _start_daemon(self) -> int:
@@ -255,6 +257,10 @@ class SetupNode:
                 if self.panel is not None and self.pairing.status() != shown:  # a new phase: to the glass now
                     shown = self.pairing.status()
                     self.panel.notify()
+                if self.pairing.status()["phase"] in ("idle", "failed") and self.paths.config.exists():
+                    log.info("setup: %s appeared (`tandem pair`): the panel and the cable are the daemon's now",
+                             self.paths.config)
+                    return 0
             await asyncio.sleep(2.0)  # the glass shows "paired" a moment before tandem.service takes over
             return await asyncio.to_thread(self._start_daemon)
         finally:

@@ -34,6 +34,7 @@ from firmware.config.base import (
     parse_host_port,
 )
 
+DEFAULT_CONTROL_SOCKET = Path("/run/tandem/control.sock")  # the daemon's (and an unpaired box's `tandem setup`)
 BULK_DEFAULT_PORT = 7140  # TCP: the bulk channel between the boxes (firmware.pairing.bulk)
 BANK_CHANNEL_PATTERN = r"^[A-Za-z0-9_-]+:[0-9]{1,4}$"  # ASCII digits: int() also reads "١" as 1
 
@@ -570,7 +571,10 @@ class BulkConfig(Strict):
 
     listen: str
     peer: str
-    peer_identity: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    # The peer's identity key: from the pairing record (`record`) unless given here; a re-pairing
+    # updates the record, and `keys.reload` makes the daemon read it again.
+    peer_identity: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    record: ConfigPath = Path("/var/lib/tandem/paired.json")
     identity: ConfigPath = Path("/var/lib/tandem/identity.key")
     inbox: ConfigPath = Path("/var/lib/tandem/inbox")
     max_mib: Annotated[int, Field(ge=1, le=1 << 20)] = 4096
@@ -606,7 +610,7 @@ class NodeConfig(Strict):
     board: Annotated[NonEmptyText, Field(max_length=1024)]
     key_file: ConfigPath = Path("/etc/tandem/cluster.key")
     state_dir: ConfigPath = Path("/var/lib/tandem")
-    control_socket: SocketPath = Path("/run/tandem/control.sock")
+    control_socket: SocketPath = DEFAULT_CONTROL_SOCKET
     control_group: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")] | None = None
     links: Annotated[list[LinkConfig], Field(min_length=1, max_length=8), AfterValidator(_check_links)]
     timers: TimersConfig = TimersConfig()
@@ -703,7 +707,7 @@ class ResourcesConfig(BaseModel):
     node: Name
     board: Annotated[NonEmptyText, Field(max_length=1024)]
     state_dir: ConfigPath = Path("/var/lib/tandem")
-    control_socket: SocketPath = Path("/run/tandem/control.sock")  # to refuse while a daemon answers
+    control_socket: SocketPath = DEFAULT_CONTROL_SOCKET  # to refuse while a daemon answers
     journal: JournalConfig = JournalConfig()
     shared_ips: SharedIps = []
     service: ServiceConfig = ServiceConfig()

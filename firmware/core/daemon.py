@@ -46,6 +46,7 @@ from firmware.core.operator import OperatorCommands
 from firmware.core.peer import PeerView
 from firmware.core.message import Heartbeat
 from firmware.core.protocol import Keyring, new_boot_id
+from firmware.core.rekey import Rekeying
 from firmware.core.states import NodeState
 from firmware.core.status import (
     heartbeat_status,
@@ -143,6 +144,7 @@ class Daemon:
                                   node.arbitration.peer_address)
         self.fencer = Fencer(node.fencing.device, node.peer, self.journal, lambda _: self._evaluate(self.now()), self.now)
         self.operator = OperatorCommands(self, power)
+        self.rekeying = Rekeying(self.links, self.endpoint, node.key_file, self.journal, time.monotonic)
         self.control = ControlServer(node.control_socket, self.endpoints.handle, node.control_group)
         self._register_endpoints()
 
@@ -166,6 +168,7 @@ class Daemon:
         endpoints.add_status(lambda: {"heartbeat": heartbeat_status(self.settings, self.ticks, self.endpoint.tick)})
         register_events(endpoints, self.journal)
         self.operator.register(endpoints)
+        self.rekeying.register(endpoints)
 
     def add_component(self, component: Component) -> None:
         """Start ``component`` with the node and close it when the node stops (the panel)."""

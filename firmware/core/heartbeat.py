@@ -95,6 +95,11 @@ class HeartbeatEndpoint:
         self.figures = {name: LinkFigures() for name in link_names}
         self.tick = 0
 
+    def rekey(self, keyring: Keyring) -> None:
+        """Seal and open with `keyring` from now on (a re-pairing or a key rotation); the nonce counter goes on."""
+        self.keyring = keyring
+        self.sealer.keyring = keyring
+
     @property
     def boot_id(self) -> bytes:
         """This daemon start's random boot id."""

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -216,7 +217,26 @@ class SerialLink(Link):
         self._serial: serial.Serial | None = None
         self._decoder = FrameDecoder()
         self._next_open = 0.0
+        self._lent_until = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def lend(self, until: float) -> None:
+        """Let go of the port until `until` (monotonic; 0: take it back now), e.g. for a re-pairing on the cable.
+
+        The other links carry the heartbeats meanwhile; the port is reopened when the loan ends.
+        """
+        self._lent_until = until
+        if until > 0:
+            self.close()
+            self.detail = f"{self.port} lent to a pairing"
+            log.info("link %s: %s lent to a pairing", self.name, self.port)
+        else:
+            self._next_open = 0.0
+
+    @property
+    def lent(self) -> bool:
+        """Whether the port is lent out now."""
+        return time.monotonic() < self._lent_until
 
     async def start(self, on_packet: PacketHandler) -> None:
         """Try to open the port; a missing port is retried on every tick, never fatal."""
@@ -289,8 +309,8 @@ class SerialLink(Link):
             self._count_sent(packet)
 
     def maintain(self, now: float) -> None:
-        """Reopen the port if it was lost (a USB adapter unplugged and plugged back)."""
-        if self._serial is None and now >= self._next_open:
+        """Reopen the port if it was lost (a USB adapter unplugged and plugged back) or its loan ended."""
+        if self._serial is None and now >= self._next_open and now >= self._lent_until:
             self._next_open = now + SERIAL_REOPEN_S
             self._try_open()
 

@@ -162,8 +162,12 @@ def _leaf(identity: Ed25519PrivateKey, issuer_key: Ed25519PrivateKey, issuer: x5
             .sign(issuer_key, None))
 
 
-def load_credentials(identity_path: Path, key_file: Path, peer_identity_hex: str) -> BulkCredentials:
-    """The channel's credentials from the box's files; BulkError naming the file that is missing or wrong."""
+def load_credentials(identity_path: Path, key_file: Path, peer_identity_hex: str | None,
+                     record: Path | None = None) -> BulkCredentials:
+    """The channel's credentials from the box's files; BulkError naming the file that is missing or wrong.
+
+    The peer's identity is `peer_identity_hex`, else the one the pairing record at `record` holds.
+    """
     from firmware.core.protocol import Keyring  # the heartbeat key file's one parser
     from firmware.pairing.identity import load_or_create_identity
 
@@ -175,11 +179,26 @@ def load_credentials(identity_path: Path, key_file: Path, peer_identity_hex: str
         keys = Keyring.load(key_file).secrets()
     except (OSError, ValueError) as exc:
         raise BulkError(f"{key_file}: {exc}") from None
+    if peer_identity_hex is None:
+        peer_identity_hex = _recorded_identity(record)
     try:
         peer = bytes.fromhex(peer_identity_hex)
     except ValueError:
         raise BulkError(f"peer_identity {peer_identity_hex!r} is not hex") from None
     return BulkCredentials(identity, tuple(keys), peer)
+
+
+def _recorded_identity(record: Path | None) -> str:
+    """The peer's identity from a pairing record (`tandem pair` writes it)."""
+    if record is None:
+        raise BulkError("no peer_identity and no pairing record: pair the boxes first")
+    try:
+        identity = json.loads(record.read_text())["peer_settings"]["identity"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BulkError(f"{record}: no peer identity in the pairing record ({type(exc).__name__}: {exc})") from None
+    if not isinstance(identity, str):
+        raise BulkError(f"{record}: the peer identity is not text")
+    return identity
 
 
 # ---------------------------------------------------------------- framing

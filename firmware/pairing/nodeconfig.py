@@ -20,11 +20,12 @@ from firmware.core.journal import write_atomically
 
 
 def node_config_text(own: dict[str, Any], peer: dict[str, Any], board: str, key_file: Path,
-                     serial_port: str, identity_file: Path | None = None) -> str:
+                     serial_port: str, identity_file: Path | None = None, record: Path | None = None) -> str:
     """The TOML of a node config for this box, from both boxes' pairing settings.
 
     With both heartbeat addresses and the peer's identity key known, the ``[bulk]`` channel is set up
-    on the heartbeat network too (`identity_file`: this box's identity key).
+    on the heartbeat network too (`identity_file`: this box's identity key; `record`: the pairing
+    record, which holds the peer's).
     """
     if own.get("primary"):
         role = "primary"
@@ -50,10 +51,11 @@ def node_config_text(own: dict[str, Any], peer: dict[str, Any], board: str, key_
     if own.get("address") and peer.get("address"):
         lines += ["", "[[links]]", 'name = "net0"', 'kind = "udp"',
                   f"bind = {quote(own['address'])}", f"peer = {quote(peer['address'])}"]
-        if peer.get("identity") and identity_file is not None:
+        if peer.get("identity") and identity_file is not None and record is not None:
+            # The peer's identity stays in the pairing record (a re-pairing replaces it there).
             lines += ["", "[bulk]", f"listen = {quote(_bulk_address(own['address']))}",
                       f"peer = {quote(_bulk_address(peer['address']))}",
-                      f"peer_identity = {quote(peer['identity'])}", f"identity = {quote(str(identity_file))}"]
+                      f"identity = {quote(str(identity_file))}", f"record = {quote(str(record))}"]
     return "\n".join(lines) + "\n"
 
 
