@@ -260,7 +260,8 @@ def build_slot_root(base: Path, work: Path, overlays: list[Path], pbx: list[str]
            "--groups", "dialout,i2c,gpio,watchdog", "--home-dir", "/var/lib/tandem", "--no-create-home",
            "--shell", "/usr/sbin/nologin", "tandem")
     chroot(root, "systemctl", "enable", "tandem-firstboot.service", "tandem-bootreason.service",
-           "tandem-factory-reset.service", "tandem-helper.socket", "tandem.service", "systemd-networkd.service",
+           "tandem-factory-reset.service", "tandem-helper.socket", "tandem.service",
+           "tandem-setup.service", "systemd-networkd.service",
            "systemd-resolved.service", "systemd-timesyncd.service")
     # Nothing that writes to the flash on a timer, and no second SMART poller beside Tandem's sensor.
     chroot(root, "systemctl", "mask", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
@@ -278,6 +279,16 @@ def build_slot_root(base: Path, work: Path, overlays: list[Path], pbx: list[str]
                      "var/log/apt", "var/log/dpkg.log", "var/log/alternatives.log", "var/log/bootstrap.log"):
         run(["rm", "-rf", str(root / leftover)])
     return root
+
+
+def setup_env(root: Path, board: str, pair_port: str, heartbeat_port: str) -> None:
+    """What tandem-setup.service needs to know of the box: its board, the cable's port, the heartbeat port."""
+    if not (ROOT / "board_profiles" / f"{board}.toml").is_file():
+        raise SystemExit(f"image: --board {board}: no board_profiles/{board}.toml")
+    env = root / "usr/lib/tandem/setup.env"
+    env.parent.mkdir(parents=True, exist_ok=True)
+    env.write_text("# Written by image/build.py: tandem-setup.service's view of the box.\n"
+                   f"TANDEM_BOARD={board}\nTANDEM_PAIR_PORT={pair_port}\nTANDEM_HEARTBEAT_PORT={heartbeat_port}\n")
 
 
 def data_skeleton(work: Path, root: Path) -> Path:
@@ -305,7 +316,8 @@ def pbx_units(root: Path, units: list[str]) -> None:
 
     Tandem starts and stops them with ``systemctl`` as its own user, which goes over systemd's D-Bus
     API; the polkit rule written here allows exactly start, stop and restart of exactly these units
-    (plus power-off and reboot for the panel), and nothing else.
+    (plus power-off and reboot for the panel, and networkd's reload and reconfigure for the panel's
+    "Network undo"), and nothing else.
     """
     quoted = ", ".join(json.dumps(unit) for unit in units)
     rule = root / "etc/polkit-1/rules.d/50-tandem.rules"
@@ -320,18 +332,22 @@ def pbx_units(root: Path, units: list[str]) -> None:
 
 
 POLKIT_RULE = """// Written by Tandem's image build. The tandem daemon starts and stops the PBX with systemctl, over
-// systemd's D-Bus API; this allows exactly that for exactly the PBX units, and the panel's power-off
-// and reboot. Nothing else: every other request of the tandem user falls through to polkit's defaults.
+// systemd's D-Bus API; this allows exactly that for exactly the PBX units, tandem.service itself
+// (`tandem setup` starts it once the box is paired at the panel), the panel's power-off and reboot,
+// and networkd's reload and reconfigure (the panel's "Network undo" applies the box's own port
+// settings). Nothing else: every other request of the tandem user falls through to polkit's defaults.
 polkit.addRule(function(action, subject) {
     if (subject.user != "tandem")
         return polkit.Result.NOT_HANDLED;
     if (action.id == "org.freedesktop.systemd1.manage-units") {
-        var units = [@UNITS@, "poweroff.target", "reboot.target"];
+        var units = [@UNITS@, "tandem.service", "poweroff.target", "reboot.target"];
         var verbs = ["start", "stop", "restart"];
         if (units.indexOf(action.lookup("unit")) >= 0 && verbs.indexOf(action.lookup("verb")) >= 0)
             return polkit.Result.YES;
     }
     if (action.id == "org.freedesktop.login1.power-off" || action.id == "org.freedesktop.login1.reboot")
+        return polkit.Result.YES;
+    if (action.id == "org.freedesktop.network1.reload" || action.id == "org.freedesktop.network1.reconfigure")
         return polkit.Result.YES;
     return polkit.Result.NOT_HANDLED;
 });
@@ -360,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a directory copied over the root file system after Tandem's own; repeatable")
     parser.add_argument("--pbx-unit", action="append", default=[],
                         help="the PBX's systemd unit Tandem owns (default asterisk.service); repeatable")
+    parser.add_argument("--board", default="qemu-x86",
+                        help="the board profile of the box this image is for (its front panel, for pairing at it)")
+    parser.add_argument("--pair-port", default="/dev/ttyS1", help="the serial crossover cable's port")
+    parser.add_argument("--heartbeat-port", default="hb0",
+                        help="the network port whose address a box offers for heartbeats when paired at the panel")
     parser.add_argument("--no-xz", action="store_true", help="skip the .xz (the VM tests need only the .img)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -380,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(exist_ok=True)
     t1 = time.monotonic()
     root = build_slot_root(base, work, [HERE / "overlay", *args.overlay], args.pbx_unit or ["asterisk.service"])
+    setup_env(root, args.board, args.pair_port, args.heartbeat_port)
     skeleton = data_skeleton(work, root)
     result = disk.build_disk(root, skeleton, HERE / "grub.cfg", args.out, work, log=log)
     figures.update(result)

@@ -86,6 +86,9 @@ def _paired_and_running(rack) -> str:
     for name in ("alpha", "bravo"):
         status = rack.console(name).run("tandem status")[1]
         assert "unpaired" in status, status
+        # An unpaired box runs `tandem setup` (the panel's "unpaired" and pairing), never the daemon.
+        _, units = rack.console(name).run("systemctl is-active tandem-setup.service tandem.service", check=False)
+        assert units.split()[-2:] == ["active", "inactive"], units
         identities.add(rack.console(name).run("cat /var/lib/tandem/box.json")[1])
         # First boot grew the 256 MiB data partition to the end of the 4 GiB disk.
         _, size = rack.console(name).run("stat -f -c 'blocks=%b size=%S' /data")
@@ -97,6 +100,28 @@ def _paired_and_running(rack) -> str:
     for name in ("alpha", "bravo"):
         rack.configure(name)
     return rack.wait_any_active(timeout=240)
+
+
+def _change_and_undo_the_lan_port_on_the_active(rack, active: str) -> None:
+    """`tandem network set` on the ACTIVE keeps the shared IP; the panel's "Network undo" goes back."""
+    from sim.vm.rack import PLANS, SHARED_IP
+
+    plan = next(plan for plan in PLANS if plan.name == active)
+    lan = plan.lan
+    console = rack.console(active)
+    console.run(f"tandem network set lan0 --address {lan} --dns 192.0.2.53")
+    console.run("for i in $(seq 60); do networkctl status lan0 | grep -q 192.0.2.53 && break; sleep 0.5; done; "
+                "networkctl status lan0 | grep -q 192.0.2.53", timeout=60)
+    rack.wait_address(active, "lan0", str(SHARED_IP))  # networkd left the address it did not configure
+    assert rack.sip_options(timeout=20) == 200
+    assert f"lan0 {lan} dns 192.0.2.53" in rack.status(active)["mgmt_network"]["ports"]
+    # What the panel sends: the daemon (user tandem) rewrites the files and has networkd apply them.
+    undone = rack.control(active, {"cmd": "network-undo", "source": "cli"})
+    assert undone == f"undone: hb0 {plan.hb}; lan0 {lan}"
+    console.run("for i in $(seq 60); do networkctl status lan0 | grep -q 192.0.2.53 || break; sleep 0.5; done; "
+                "! networkctl status lan0 | grep -q 192.0.2.53", timeout=60)
+    rack.wait_address(active, "lan0", str(SHARED_IP))
+    assert rack.sip_options(timeout=20) == 200
 
 
 def test_power_pull_of_the_active_vm_moves_the_calls_to_the_standby(rack) -> None:
@@ -111,6 +136,11 @@ def test_power_pull_of_the_active_vm_moves_the_calls_to_the_standby(rack) -> Non
     inventory = rack.status(active)["inventory"]
     assert inventory["source"] == "dmidecode", inventory
     assert inventory["system"]["serial_number"] == f"TANDEM-{active.upper()}"
+    _change_and_undo_the_lan_port_on_the_active(rack, active)
+    # The bulk channel pairing set up: mutual TLS over the heartbeat network, each end pinned to the other.
+    assert rack.status(active)["bulk"]["listening"] is True
+    _, answer = rack.console(standby).run("tandem bulk ping", timeout=60)
+    assert f"{active} answers on the bulk channel" in answer
     rack.power_pull(active)
     assert rack.sip_options(timeout=60) == 200
     rack.wait_state(standby, "ACTIVE", timeout=60)
@@ -161,13 +191,20 @@ def test_a_hung_kernel_is_reset_by_the_hardware_watchdog_and_says_so(rack) -> No
 
 @pytest.mark.vm
 def test_factory_reset_returns_the_box_unpaired_and_it_pairs_again(rack) -> None:
-    """Factory reset wipes keys, config and identity; re-pairing (as for a replaced box) brings the pair back."""
+    """Factory reset wipes keys, config and identity; re-pairing (as for a replaced box) brings the pair back
+    while the survivor keeps the calls.
+
+    The reset is asked of the daemon as the panel asks it (after its PIN and hold): the unprivileged daemon
+    has the privileged helper run `tandem factory-reset --yes`.
+    """
+    from sim.vm.rack import control_command
+
     active = _paired_and_running(rack)
     survivor = _other(active)
     console = rack.console(active)
     _, before = console.run("cat /var/lib/tandem/box.json")
     mark = console.mark()
-    console.send("tandem factory-reset --yes\n")
+    console.send(control_command({"cmd": "factory-reset", "source": "panel"}) + "\n")
     rack.wait_state(survivor, "ACTIVE", timeout=180)
     rack.vms[active].login(timeout=400, since=mark + 1)
     _, status = console.run("tandem status")
@@ -177,11 +214,12 @@ def test_factory_reset_returns_the_box_unpaired_and_it_pairs_again(rack) -> None
     identity = lambda text: text[text.index('"identity"'):].split('"')[3]  # noqa: E731
     assert identity(after) != identity(before)   # a new key: nothing of the old box survives
     rack.configure_network(active)
-    rack.console(survivor).run("systemctl stop tandem.service", timeout=120)
-    rack.pair(force=(survivor,))
-    for name in (active, survivor):
-        rack.configure(name)
-    assert rack.wait_any_active(timeout=240) in ("alpha", "bravo")
+    # The survivor keeps the calls while the reset box is paired again (its daemon lends the port).
+    rack.pair(survivors=(survivor,))
+    assert rack.state(survivor) == "ACTIVE" and rack.sip_options(timeout=20) == 200
+    rack.configure(active)
+    rack.wait_state(active, "STANDBY", timeout=240)
+    assert rack.state(survivor) == "ACTIVE"
     assert rack.sip_options(timeout=20) == 200
 
 
@@ -189,7 +227,8 @@ def test_factory_reset_returns_the_box_unpaired_and_it_pairs_again(rack) -> None
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_the_image_boots_through_grub_which_reads_and_writes_its_ab_environment(test_image: Path, tmp_path: Path,
                                                                                  firmware: str) -> None:
-    """SeaBIOS → GRUB i386-pc and OVMF → GRUB EFI: both read grubenv (slot A good) and boot slot A."""
+    """SeaBIOS → GRUB i386-pc and OVMF → GRUB EFI: both read grubenv (slot A good) and boot slot A,
+    and pass on the machine id first boot kept there."""
     from sim.vm.qemu import OVMF, Vm, VmSpec
 
     built = json.loads((test_image / "build.json").read_text())
@@ -211,5 +250,31 @@ def test_the_image_boots_through_grub_which_reads_and_writes_its_ab_environment(
         vm.console.run("mount | grep -q /boot/efi || mount /boot/efi")
         _, env = vm.console.run("grub-editenv /boot/efi/EFI/BOOT/grubenv list")
         assert "A_OK=1" in env and "A_TRY=0" in env, env
+        # First boot kept this boot's machine id there; GRUB hands it to every later boot, so the
+        # journal of the boot before (a watchdog reset's evidence) is found with `journalctl -b -1`.
+        _, first_id = vm.console.run("cat /etc/machine-id")
+        assert f"MACHINE_ID={first_id.strip().splitlines()[-1]}" in env, env
+        mark = vm.console.mark()
+        vm.console.send("systemctl reboot\n")
+        vm.console.wait_for(r"Tandem slot A", timeout=300, since=mark)
+        vm.login(timeout=400, since=mark + 1)
+        _, second_id = vm.console.run("cat /etc/machine-id")
+        assert second_id.strip().splitlines()[-1] == first_id.strip().splitlines()[-1]
+        _, boots = vm.console.run("journalctl --list-boots --no-pager | wc -l")
+        assert int(boots.strip().splitlines()[-1]) >= 2, boots
     finally:
         vm.close()
+
+
+@pytest.mark.vm
+def test_vmlab_brings_the_pair_up_and_takes_commands(test_image: Path) -> None:
+    """`./dev vmlab` for humans: the same rack, paired and running, driven from its prompt."""
+    done = subprocess.run([sys.executable, "-m", "sim.vm.lab", "--image", str(test_image), "--no-build"],
+                          input="states\nsip\nalpha tandem status\nfly away\nquit\n", capture_output=True,
+                          text=True, timeout=1200, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "is ACTIVE after" in out and "paired over the null-modem" in out
+    assert "SIP OPTIONS to the shared IP: 200" in out
+    assert "ACTIVE" in out and "STANDBY" in out
+    assert "commands: alpha|bravo" in out  # the unknown command got the help line

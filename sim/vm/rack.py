@@ -92,6 +92,15 @@ status = ["systemctl", "is-active", "--quiet", "kamailio.service"]
 """
 
 
+def control_command(request: dict[str, Any]) -> str:
+    """A shell command that sends `request` to a VM's daemon over its control socket and prints the result."""
+    code = ("import json; from pathlib import Path; from firmware.config import load_config; "
+            "from firmware.core.control import request; "
+            "print(json.dumps(request(load_config(Path('/etc/tandem/tandem.toml')).node.control_socket, "
+            f"{request!r})))")
+    return f"/opt/tandem/bin/python -c \"{code}\""
+
+
 class VmRack:
     """Two VMs of the appliance image, their LAN, heartbeat network and serial cable."""
 
@@ -136,28 +145,36 @@ class VmRack:
     # ---- setting up
 
     def configure_network(self, name: str) -> None:
-        """The VM's management and heartbeat addresses, as systemd-networkd files on its data partition."""
+        """The VM's management and heartbeat addresses, set as an integrator does: `tandem network set`."""
         plan = self._plan(name)
         console = self.console(name)
-        for port, address in (("lan0", plan.lan), ("hb0", plan.hb)):
-            text = f"[Match]\\nName={port}\\n\\n[Network]\\nAddress={address}\\nLinkLocalAddressing=no\\n"
-            console.run(f"printf '{text}' > /etc/systemd/network/20-{port}.network")
-        console.run("networkctl reload && networkctl reconfigure lan0 hb0")
-        console.run(f"for i in $(seq 60); do ip -4 -o addr show hb0 | grep -q '{plan.hb.split('/')[0]}' && "
-                    f"ip -4 -o addr show lan0 | grep -q '{plan.lan.split('/')[0]}' && break; sleep 0.5; done; "
-                    f"ip -4 -o addr show hb0 | grep -q '{plan.hb.split('/')[0]}'", timeout=60)
+        console.run(f"tandem network set lan0 --address {plan.lan} && tandem network set hb0 --address {plan.hb}")
+        self.wait_address(name, "hb0", plan.hb)
+        self.wait_address(name, "lan0", plan.lan)
 
-    def pair(self, timeout: float = 180.0, force: tuple[str, ...] = ()) -> str:
-        """Pair the two VMs over the null-modem with `tandem pair`; both show one code, confirmed on both."""
+    def wait_address(self, name: str, port: str, address: str, present: bool = True, timeout: float = 60.0) -> None:
+        """Wait until `address` (``192.0.2.1/24`` or bare) is on (or gone from) the VM's `port`."""
+        bare = address.split("/")[0]
+        want = "" if present else "!"
+        self.console(name).run(f"for i in $(seq {int(timeout * 2)}); do {want} ip -o addr show {port} | "
+                               f"grep -q ' {bare}/' && break; sleep 0.5; done; "
+                               f"{want} ip -o addr show {port} | grep -q ' {bare}/'", timeout=timeout + 30)
+
+    def pair(self, timeout: float = 180.0, survivors: tuple[str, ...] = ()) -> str:
+        """Pair the two VMs over the null-modem with `tandem pair`; both show one code, confirmed on both.
+
+        `survivors`: VMs that stay paired and running (`--force`, no new config): their daemons lend the
+        serial port to the pairing and take the new key without a restart.
+        """
         marks = {}
         for plan in PLANS:
             console = self.console(plan.name)
             marks[plan.name] = console.mark()
-            primary = " --primary" if plan.primary else ""
-            primary += " --force" if plan.name in force else ""
-            console.send(f"tandem pair /dev/ttyS1 --node {plan.name}{primary} "
-                         f"--address {plan.hb.split('/')[0]}:694 --board qemu-x86 "
-                         f"--write-config /etc/tandem/tandem.toml --timeout {timeout:g}\n")
+            options = " --primary" if plan.primary else ""
+            options += (" --force" if plan.name in survivors
+                        else " --board qemu-x86 --write-config /etc/tandem/tandem.toml")
+            console.send(f"tandem pair /dev/ttyS1 --node {plan.name}{options} "
+                         f"--address {plan.hb.split('/')[0]}:694 --timeout {timeout:g}\n")
         codes = {name: self.console(name).wait_for(r"pairing code: (\d{3} \d{3})", timeout=timeout,
                                                     since=marks[name]).group(1) for name in marks}
         if len(set(codes.values())) != 1:
@@ -186,6 +203,11 @@ class VmRack:
         if console is None:
             raise VmError(f"{name} is not running")
         return console
+
+    def control(self, name: str, request: dict[str, Any]) -> Any:
+        """One control request to the VM's daemon over its socket (as the panel sends it); its result."""
+        _, out = self.console(name).run(control_command(request), timeout=120)
+        return json.loads(out.strip().splitlines()[-1])
 
     def status(self, name: str) -> dict[str, Any]:
         """`tandem status --json` on the VM."""
@@ -264,6 +286,7 @@ class VmRack:
                 parts.append(f"== {name}: not running")
                 continue
             for command in ("tandem events | tail -n 40", "journalctl -b --no-pager -n 60 -u tandem -u kamailio",
+                            "journalctl -b --no-pager -n 40 -u tandem-firstboot -u tandem-setup",
                             "ip -br addr", "systemctl --failed --no-legend"):
                 try:
                     _, out = vm.console.run(command, timeout=60, check=False)
