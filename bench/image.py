@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sim.vm.lab import bring_up  # noqa: E402
 from sim.vm.rack import TEST_IMAGE_ARGS, VmRack  # noqa: E402
 
 UNIT = ROOT / "image/overlay/etc/systemd/system/tandem.service"
@@ -84,13 +85,7 @@ def main() -> int:
         with VmRack(vm_image, Path(scratch) / "rack") as rack:
             figures["vm_accel"] = rack.accel
             started = time.monotonic()
-            rack.boot()
-            for name in ("alpha", "bravo"):
-                rack.configure_network(name)
-            rack.pair()
-            for name in ("alpha", "bravo"):
-                rack.configure(name)
-            active = rack.wait_any_active(timeout=300)
+            active = bring_up(rack)
             figures["vm_boot_to_active_s"] = round(time.monotonic() - started, 1)
             samples = []
             for trial in range(pulls):
