@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from firmware.appliance import factoryreset, machineid
 from firmware.appliance.firstboot import first_boot, hardware_serial, load_box
 from firmware.cli import main
 
@@ -98,3 +101,45 @@ def test_a_data_partition_that_reaches_the_end_of_the_disk_is_left_alone(tmp_pat
     growdata.grow_data(link, block)
     assert [argv[0] for argv in ran] == ["sfdisk", "sfdisk", "partx", "resize2fs"]
     assert ran[1][-3:] == ["-N", "4", "/dev/vda"] and ran[3] == ["resize2fs", "/dev/vda4"]
+
+
+# ---------------------------------------------------------------- the machine id across boots
+
+def _grubenv(tmp_path: Path) -> Path:
+    """A GRUB environment block as the image's ESP holds it (made by the real grub-editenv)."""
+    if shutil.which("grub-editenv") is None:
+        pytest.skip("grub-editenv (Debian package grub-common, which ./dev installs) is missing")
+    env = tmp_path / "EFI/BOOT/grubenv"
+    env.parent.mkdir(parents=True)
+    subprocess.run(["grub-editenv", str(env), "create"], check=True)
+    subprocess.run(["grub-editenv", str(env), "set", "ORDER=A B", "A_OK=1"], check=True)
+    return env
+
+
+def _listed(env: Path) -> dict[str, str]:
+    lines = subprocess.run(["grub-editenv", str(env), "list"], capture_output=True, text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in lines.splitlines())
+
+
+def test_first_boot_keeps_this_boots_machine_id_in_grubenv(tmp_path: Path) -> None:
+    env = _grubenv(tmp_path)
+    current = tmp_path / "machine-id"
+    current.write_text("4f1f0c2b8e7d4a55a9a3c1d2e3f40506\n")
+    assert machineid.keep(env, current) == "4f1f0c2b8e7d4a55a9a3c1d2e3f40506"
+    assert _listed(env) == {"ORDER": "A B", "A_OK": "1", "MACHINE_ID": "4f1f0c2b8e7d4a55a9a3c1d2e3f40506"}
+    current.write_text("")  # no id this boot (an empty, read-only /etc/machine-id): a new one
+    made = machineid.keep(env, current)
+    assert len(made) == 32 and made != "4f1f0c2b8e7d4a55a9a3c1d2e3f40506" and _listed(env)["MACHINE_ID"] == made
+
+
+def test_a_factory_reset_forgets_the_machine_id(tmp_path: Path) -> None:
+    env = _grubenv(tmp_path)
+    machineid.keep(env, Path("/dev/null"))
+    factoryreset.request(tmp_path / "tandem-factory-reset")
+    assert (tmp_path / "tandem-factory-reset").exists()
+    assert "MACHINE_ID" not in _listed(env) and _listed(env)["A_OK"] == "1"  # the slot choice is untouched
+
+
+def test_no_esp_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(machineid.MachineIdError, match="does not exist"):
+        machineid.keep(tmp_path / "EFI/BOOT/grubenv", Path("/dev/null"))

@@ -10,10 +10,15 @@ again: new identity key, no cluster key, no config, "unpaired".
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
+from firmware.appliance import machineid
+
 from firmware.core.journal import write_atomically
+
+log = logging.getLogger(__name__)
 
 FLAG = Path("/boot/efi/tandem-factory-reset")
 DATA_DEVICE = Path("/dev/disk/by-partlabel/data")
@@ -29,6 +34,10 @@ def request(flag: Path = FLAG) -> None:
     if not flag.parent.is_dir():
         raise FactoryResetError(f"{flag.parent} is not mounted: cannot leave the reset flag on the ESP")
     write_atomically(flag, b"factory reset requested\n", mode=0o600)
+    try:  # the box comes back with a new machine id too (firmware/appliance/machineid.py)
+        machineid.forget(flag.parent / "EFI/BOOT/grubenv")
+    except machineid.MachineIdError as exc:
+        log.warning("factory reset: the machine id is kept: %s", exc)
 
 
 def wipe(device: Path = DATA_DEVICE, factory: Path = FACTORY_DATA, flag: Path = FLAG) -> None:
