@@ -31,7 +31,7 @@ from firmware.node import Node
 
 
 class ManagementNetworkView:
-    """The stored port settings as the status shows them, read again only when the file changed."""
+    """The stored port settings as the status shows them (the file is read again only when it changed)."""
 
     def __init__(self, store: mgmtnet.NetworkStore,
                  ethernet_ports: Callable[[], list[str]] = mgmtnet.ethernet_ports) -> None:
@@ -54,10 +54,10 @@ class ManagementNetworkView:
                                  "settings": {name: ports[name].to_json() for name in sorted(ports)},
                                  "undo": self.store.can_undo()}
             except mgmtnet.NetworkSettingError as exc:
-                ports = {}
                 self._section = {"ports": [], "settings": {}, "undo": self.store.can_undo(), "error": str(exc)}
-            self._section["choices"] = sorted(set(self.ethernet_ports()) | set(ports))
-        return {"mgmt_network": self._section}
+        # Read each time (a few sysfs entries): a port plugged in later is offered at once.
+        choices = sorted(set(self.ethernet_ports()) | set(self._section["settings"]))
+        return {"mgmt_network": {**self._section, "choices": choices}}
 
 
 def _mtime(path: Path) -> float:
