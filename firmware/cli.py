@@ -433,7 +433,6 @@ def format_links(links: list[dict[str, Any]]) -> str:
 
 def cmd_firstboot(args: argparse.Namespace) -> int:
     """First boot of an appliance: name the box from its hardware, make its identity key (once)."""
-    from firmware.appliance import machineid
     from firmware.appliance.firstboot import first_boot
     from firmware.appliance.growdata import GrowError, grow_data
 
@@ -442,11 +441,6 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
             print(grow_data(), flush=True)
         except (GrowError, OSError, ValueError) as exc:  # the box still works, with a small data partition
             print(f"tandem: the data partition was not grown: {exc}", file=sys.stderr, flush=True)
-    if args.keep_machine_id:
-        try:
-            print(f"machine id {machineid.keep()} kept for every boot (grubenv)", flush=True)
-        except machineid.MachineIdError as exc:  # the box works; its journal starts anew at each boot
-            print(f"tandem: the machine id was not kept: {exc}", file=sys.stderr, flush=True)
     try:
         box = first_boot(Path(args.state_dir), owner=args.owner or None)
     except (ValueError, OSError, KeyError) as exc:
@@ -699,8 +693,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", default="tandem", help="the user that owns them ('' to leave as is)")
     p.add_argument("--grow-data", action="store_true",
                    help="first grow the data partition and its file system to the end of the disk")
-    p.add_argument("--keep-machine-id", action="store_true",
-                   help="keep this boot's machine id for every later boot (GRUB passes it to the kernel)")
     p.set_defaults(func=cmd_firstboot)
 
     p = sub.add_parser("boot-reason", help="at boot: judge why the box last booted (watchdog, crash, clean, "

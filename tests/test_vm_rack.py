@@ -206,7 +206,9 @@ def test_factory_reset_returns_the_box_unpaired_and_it_pairs_again(rack) -> None
     mark = console.mark()
     console.send(control_command({"cmd": "factory-reset", "source": "panel"}) + "\n")
     rack.wait_state(survivor, "ACTIVE", timeout=180)
-    rack.vms[active].login(timeout=400, since=mark + 1)
+    # The command's answer (and a prompt) may come before the reboot: log in only after the new kernel.
+    console.wait_for(r"Linux version|Welcome to ", timeout=400, since=mark)
+    rack.vms[active].login(timeout=400, since=console.mark())
     _, status = console.run("tandem status")
     assert "unpaired" in status
     assert console.run("test -e /etc/tandem/cluster.key", check=False)[0] != 0

@@ -8,7 +8,10 @@ partition is mounted, so it is kept where GRUB can read it: first boot writes it
 into the grubenv on the ESP (``grub-editenv``), and ``image/grub.cfg`` passes it to the kernel as
 ``systemd.machine_id=``, which systemd takes as the machine id.
 
-First boot keeps the id systemd made for that boot, so the first boot's journal is found later too.
+`tandem-machine-id.service` (``python -m firmware.appliance.machineid``) keeps it at every boot whose
+kernel command line has none yet: the first boot, the boot after a factory reset, or a boot whose
+ESP could not be mounted the time before. It keeps the id systemd made for that boot, so that
+boot's journal is found later too.
 A factory reset removes ``MACHINE_ID`` when it is asked for, so the boot that wipes the data runs
 with a new transient id, which the first boot after the wipe keeps: nothing of the old box's
 identity survives.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -46,6 +50,16 @@ def keep(grubenv: Path = GRUBENV, machine_id: Path = Path("/etc/machine-id"), ed
     return chosen
 
 
+def main() -> int:
+    """Keep this boot's machine id (tandem-machine-id.service); 1 with the reason if it cannot."""
+    try:
+        print(f"machine id {keep()} kept for every boot (grubenv)")
+    except MachineIdError as exc:
+        print(f"tandem: the machine id was not kept: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def forget(grubenv: Path = GRUBENV, editenv: str = "grub-editenv") -> None:
     """Remove the kept id (a factory reset): the next first boot makes a new one."""
     _editenv(editenv, grubenv, "unset", VARIABLE)
@@ -60,3 +74,7 @@ def _editenv(editenv: str, grubenv: Path, *args: str) -> None:
         raise MachineIdError(f"{editenv}: {exc}") from None
     if done.returncode != 0:
         raise MachineIdError(f"{editenv} {grubenv} {' '.join(args)}: {(done.stderr or done.stdout).strip()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
