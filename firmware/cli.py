@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import asyncio
 import datetime
 import json
@@ -221,6 +222,16 @@ def cmd_pair(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise ControlError(f"this box's identity key: {exc}") from None
     own = {"node": args.node, "primary": args.primary, "address": args.address, "identity": public_hex(identity)}
+    if args.shared_ip:
+        if not args.shared_interface:
+            raise ControlError("--shared-ip needs --shared-interface (the LAN port it lives on, e.g. lan0)")
+        try:
+            address = str(ipaddress.ip_interface(args.shared_ip))
+        except ValueError as exc:
+            raise ControlError(f"--shared-ip: {exc}") from None
+        if "/" not in args.shared_ip:
+            raise ControlError(f"--shared-ip {args.shared_ip}: give the prefix length too (e.g. 192.0.2.100/24)")
+        own["shared_ips"] = [{"address": address, "interface": args.shared_interface}]
 
     def ask(code: str) -> bool:
         print(f"pairing code: {code}", flush=True)
@@ -676,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", required=True, help="this box's name (the other box must have another)")
     p.add_argument("--primary", action="store_true", help="this box is the primary (on one box only)")
     p.add_argument("--address", help="this box's heartbeat address (host:port) to tell the other box")
+    p.add_argument("--shared-ip", help="the shared IP (ADDRESS/PREFIX) that follows the ACTIVE box; given on one "
+                                       "box, both configs get it")
+    p.add_argument("--shared-interface", help="the LAN port the shared IP lives on, e.g. lan0")
     p.add_argument("--key-file", default="/etc/tandem/cluster.key", help="where the cluster key goes")
     p.add_argument("--record", default="/var/lib/tandem/paired.json", help="where the pairing record goes")
     p.add_argument("--write-config", metavar="PATH", help="also write this box's node config (e.g. "

@@ -222,8 +222,10 @@ def run_pair_cli(tmp_path: Path, answers: dict[str, str],
 
 def test_tandem_pair_on_both_boxes(tmp_path: Path) -> None:
     addresses = {"alpha": "192.0.2.1:694", "bravo": "192.0.2.2:694"}
+    shared = {"alpha": ["--shared-ip", "198.51.100.100/24", "--shared-interface", "lan0"], "bravo": []}
     done = run_pair_cli(tmp_path, {"alpha": "y", "bravo": "yes"}, lambda name: [
-        "--address", addresses[name], "--board", "sim", "--write-config", str(tmp_path / name / "tandem.toml")])
+        "--address", addresses[name], "--board", "sim", "--write-config", str(tmp_path / name / "tandem.toml"),
+        *shared[name]])
     assert [p.returncode for p in done.values()] == [0, 0], done
     codes = {name: next(line for line in p.stdout.splitlines() if line.startswith("pairing code:")) for name, p in done.items()}
     assert codes["alpha"] == codes["bravo"]
@@ -249,12 +251,23 @@ def test_tandem_pair_on_both_boxes(tmp_path: Path) -> None:
         assert node.bulk is not None
         assert (node.bulk.listen, node.bulk.peer) == (addresses[name].replace(":694", ":7140"),
                                                       addresses[peer].replace(":694", ":7140"))
+        # The shared IP given on alpha only is in both configs.
+        assert [(str(ip.ip), ip.interface) for ip in node.shared_ips] == [("198.51.100.100/24", "lan0")]
         assert node.bulk.peer_identity is None  # it stays in the record, which a re-pairing replaces
         assert node.bulk.record == tmp_path / name / "paired.json"
         assert node.bulk.identity == tmp_path / name / "identity.key"
     again = subprocess.run([sys.executable, "-m", "firmware.cli", "pair", "/dev/null", "--node", "alpha",
                             "--key-file", str(tmp_path / "alpha" / "cluster.key")], capture_output=True, text=True)
     assert again.returncode == 1 and "paired already" in again.stderr
+
+
+def test_different_shared_ips_on_the_two_boxes_are_refused(tmp_path: Path) -> None:
+    done = run_pair_cli(tmp_path, {"alpha": "y", "bravo": "y"}, lambda name: [
+        "--shared-ip", "198.51.100.100/24" if name == "alpha" else "198.51.100.101/24", "--shared-interface", "lan0"])
+    assert [p.returncode for p in done.values()] == [1, 1]
+    for name in ("alpha", "bravo"):
+        assert "different shared IPs" in done[name].stderr
+        assert not (tmp_path / name / "cluster.key").exists()
 
 
 def test_an_operator_saying_no_writes_nothing_on_either_box(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """The node config a pairing gives: `tandem.toml` written from this box's and the peer's settings.
 
 Only what the pairing knows is written (names, roles, the cable, the heartbeat
-network, the key file, the board); everything else keeps its default and can
-be added later. The text is checked with the config loader itself before it
+network, the shared IPs given on either box, the bulk channel, the key file,
+the board); everything else keeps its default and can be added later. The text is checked with the config loader itself before it
 replaces anything, so a pairing never leaves a config `tandem run` refuses.
 """
 
@@ -48,6 +48,9 @@ def node_config_text(own: dict[str, Any], peer: dict[str, Any], board: str, key_
         'kind = "serial"',
         f"port = {quote(serial_port)}",
     ]
+    for shared in own.get("shared_ips") or peer.get("shared_ips") or []:  # given on either box
+        lines += ["", "[[shared_ips]]", f"address = {quote(str(shared['address']))}",
+                  f"interface = {quote(str(shared['interface']))}"]
     if own.get("address") and peer.get("address"):
         lines += ["", "[[links]]", 'name = "net0"', 'kind = "udp"',
                   f"bind = {quote(own['address'])}", f"peer = {quote(peer['address'])}"]

@@ -20,7 +20,7 @@ chance in a million that the operator's comparison misses him.
     either:     ABORT  {why}                       the operator said "different", or an error
 
 After both CONFIRMs each side has the cluster key (from the same HKDF, never
-sent) and the peer's settings (names, link addresses, primary, its identity
+sent) and the peer's settings (names, link addresses, primary, shared IPs, its identity
 key for the bulk channel). Duplicates are answered again, so a lost frame is
 repaired by resending; a HELLO from a second device, a broken commitment, a
 wrong MAC or a settings conflict ends the pairing with :class:`PairingError`.
@@ -295,5 +295,9 @@ class Pairing:
             raise PairingError("the peer's settings name another box than its HELLO: pairing refused")
         if settings.get("primary") and self.settings.get("primary"):
             raise PairingError("both boxes are set as primary: choose one (`tandem pair --primary` on one box only)")
+        mine, theirs = self.settings.get("shared_ips"), settings.get("shared_ips")
+        if mine and theirs and mine != theirs:
+            raise PairingError("the boxes give different shared IPs: give them on one box only (the other takes "
+                               "them), or the same on both")
         assert self.code is not None and self.peer_name is not None
         self.result = PairingResult(self._keys["cluster-key"], self.peer_name, settings, self.code)
