@@ -272,11 +272,34 @@ def test_an_unpaired_box_says_so_and_offers_pairing() -> None:
     assert p.screen.big == "UNPAIRED" and p.screen.title == "UNPAIRED" and p.screen.lines[0] == "TANDEM-ALPHA"
     assert "not paired" in p.text()
     p.keys(E)
-    assert p.screen.lines == ("Pair with peer", "Back")
+    assert p.screen.lines == ("Pair with peer", "Pair as primary", "Shared IP", "Back")
     p.keys(E)
     assert p.screen.title == "Pair with peer?" and p.screen.choice == 0
     p.keys(D)
-    assert p.keys(E) == [RunCommand("pair-start")]  # no hold: pairing itself needs both operators' Yes
+    # No hold: pairing itself needs both operators' Yes.
+    assert p.keys(E) == [RunCommand("pair-start", {"primary": False})]
+
+
+def test_one_box_can_pair_as_the_primary() -> None:
+    p = Panel(status=_unpaired("idle"))
+    p.keys(E, D, E)
+    assert p.screen.title == "Pair as primary?"
+    p.keys(D)
+    assert p.keys(E) == [RunCommand("pair-start", {"primary": True})]
+
+
+def test_the_shared_ip_is_entered_at_an_unpaired_box() -> None:
+    status = {**_unpaired("idle"), "mgmt_network": {"ports": [], "settings": {}, "undo": False,
+                                                    "choices": ["hb0", "lan0"]}}
+    p = Panel(status=status)
+    p.keys(E, D, D, E)  # Shared IP
+    assert p.screen.title == "Network: port"
+    p.keys(D, E)  # lan0: straight to the address (no DHCP, no gateway)
+    assert p.screen.title == "lan0 address" and p.screen.lines[0] == "192.168.001.010/24"
+    p.keys(*[E] * 11, U, U, U, U, E, E, E)  # .014, prefix 24
+    assert p.screen.kind == "confirm" and p.screen.title == "Shared IP 192.168.1.14/24?"
+    p.keys(D)
+    assert p.keys(E) == [RunCommand("setup-shared-ip", {"port": "lan0", "address": "192.168.1.14/24"})]
 
 
 def test_both_panels_ask_about_the_code_and_no_is_an_answer() -> None:

@@ -100,8 +100,12 @@ def test_an_unpaired_box_shows_unpaired_on_its_panel(boxes: UnpairedBoxes) -> No
 
 
 def test_pairing_at_both_panels_writes_the_same_key_and_a_config_each(boxes: UnpairedBoxes) -> None:
-    for name in NAMES:
-        assert "start pairing on the other box" in boxes.call(name, "pair-start")
+    shared = request(boxes.socket("alpha"), {"cmd": "setup-shared-ip", "source": "panel", "port": "lan0",
+                                             "address": "198.51.100.100/24"}, timeout=10)
+    assert "both boxes get it" in shared
+    assert "start pairing on the other box" in request(boxes.socket("alpha"), {
+        "cmd": "pair-start", "source": "panel", "primary": True}, timeout=10)
+    assert "start pairing on the other box" in boxes.call("bravo", "pair-start")
     codes = {name: boxes.wait_phase(name, "code")["code"] for name in NAMES}
     assert codes["alpha"] == codes["bravo"]
     for name in NAMES:  # the panel put the question on the glass by itself
@@ -112,10 +116,11 @@ def test_pairing_at_both_panels_writes_the_same_key_and_a_config_each(boxes: Unp
         assert (boxes.base / name / "daemon-started").exists()  # `--then`: systemctl start on a box
     keys = {name: (boxes.config(name).parent / "cluster.key").read_bytes() for name in NAMES}
     assert keys["alpha"] == keys["bravo"]
-    for name, peer in (("alpha", "TANDEM-BRAVO"), ("bravo", "TANDEM-ALPHA")):
+    for name, peer, role in (("alpha", "TANDEM-BRAVO", "primary"), ("bravo", "TANDEM-ALPHA", "secondary")):
         node = load_config(boxes.config(name)).node
-        assert node.node == NAMES[name][1] and node.peer == peer and node.role == "equal"
+        assert node.node == NAMES[name][1] and node.peer == peer and node.role == role
         assert [link.kind for link in node.links] == ["serial"]
+        assert [str(ip.ip) for ip in node.shared_ips] == ["198.51.100.100/24"]  # entered at alpha's panel
 
 
 def test_no_at_one_panel_ends_it_on_both_and_writes_nothing(boxes: UnpairedBoxes) -> None:

@@ -16,12 +16,14 @@ glass and nothing written; the box stays unpaired and can try again.
 
 The box's node name is its serial number (from first boot), shortened to a node name; the
 heartbeat address it offers is the first IPv4 address on its heartbeat port, as `tandem network`
-set it. Neither box is primary (roles are equal); `tandem pair --primary` is the CLI's way to choose.
+set it. "Pair as primary" on one box makes it the primary (else the roles are equal); a "Shared IP"
+entered on one box before pairing reaches both configs, as `tandem pair --shared-ip` does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import subprocess
@@ -29,7 +31,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 import psutil
 
@@ -176,6 +180,19 @@ class SetupPaths:
     networkd_dir: Path = Path("/etc/systemd/network")
 
 
+class PairStartParams(SourceParams):
+    """``pair-start``: whether this box is to be the primary (the other box pairs "with peer")."""
+
+    primary: bool = False
+
+
+class SharedIpParams(SourceParams):
+    """``setup-shared-ip``: the shared IP this box brings to the pairing, and its LAN port."""
+
+    port: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
+    address: Annotated[str, Field(max_length=64)] | None = None
+
+
 class SetupNode:
     """The unpaired box's little daemon: the pairing, the status, the control socket and the panel."""
 
@@ -191,6 +208,8 @@ class SetupNode:
         box = load_box(paths.state_dir)
         self.serial = box.serial if box is not None else "unknown"
         self.booted = last_boot(paths.state_dir)
+        self.primary = False  # "Pair as primary" at the panel
+        self.shared_ip: dict[str, str] | None = None  # "Shared IP" at the panel: sent with the pairing
         self.pairing = PanelPairing(serial_port, self._own_settings, self._save)
         paths.state_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(paths.state_dir)
@@ -211,19 +230,43 @@ class SetupNode:
         endpoints = self.endpoints
         endpoints.add_status(lambda: {"node": node_name(self.serial), "serial": self.serial, "state": "UNPAIRED",
                                       "version": __version__, "board": self.board_name, "last_boot": self.booted,
-                                      "setup": self.pairing.status()})
+                                      "setup": {**self.pairing.status(), "primary": self.primary,
+                                                "shared_ip": self.shared_ip}})
         endpoints.add_command("status", lambda request: endpoints.status())
-        for name, action in (("pair-start", self.pairing.start), ("pair-cancel", self.pairing.cancel),
+        endpoints.add_command("pair-start", self._pair_start, PairStartParams, journaled=True)
+        for name, action in (("pair-cancel", self.pairing.cancel),
                              ("pair-confirm", lambda: self.pairing.answer(True)),
                              ("pair-reject", lambda: self.pairing.answer(False))):
             endpoints.add_command(name, lambda request, action=action: action(), SourceParams, journaled=True)
+        endpoints.add_command("setup-shared-ip", self._set_shared_ip, SharedIpParams, journaled=True)
         store = NetworkStore(self.paths.config.parent / "network.json", self.paths.networkd_dir)
         register_network_commands(endpoints, self.journal, store, networkctl)
 
+    def _pair_start(self, request: dict[str, Any]) -> str:
+        self.primary = request["primary"]
+        return self.pairing.start()
+
+    def _set_shared_ip(self, request: dict[str, Any]) -> str:
+        """The shared IP this box brings to the pairing (both configs get it); the address None clears it."""
+        if request["address"] is None:
+            self.shared_ip = None
+            return "no shared IP"
+        try:
+            address = ipaddress.ip_interface(request["address"])
+        except ValueError as exc:
+            raise ControlError(f"setup-shared-ip: {exc}") from None
+        if "/" not in request["address"]:
+            raise ControlError("setup-shared-ip: give the prefix length too (e.g. 192.0.2.100/24)")
+        self.shared_ip = {"address": str(address), "interface": request["port"]}
+        return f"shared IP {address} on {request['port']}: both boxes get it when they pair"
+
     def _own_settings(self) -> dict[str, Any]:
         identity = load_or_create_identity(self.paths.identity)
-        return {"node": node_name(self.serial), "primary": False,
-                "address": heartbeat_address(self.heartbeat_port), "identity": public_hex(identity)}
+        own = {"node": node_name(self.serial), "primary": self.primary,
+               "address": heartbeat_address(self.heartbeat_port), "identity": public_hex(identity)}
+        if self.shared_ip is not None:
+            own["shared_ips"] = [self.shared_ip]
+        return own
 
     def _save(self, result: PairingResult, own: dict[str, Any]) -> str:
         save_pairing(result, self.paths.key_file, self.paths.record, own)

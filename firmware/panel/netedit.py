@@ -1,6 +1,7 @@
 """Setting one of the box's own ports at the front panel: the port, DHCP or a static address and gateway.
 
-A pure state machine the panel's `PanelUi` hands its keys to while the operator is in "Network set":
+A pure state machine the panel's `PanelUi` hands its keys to while the operator is in "Network set"
+(or, on an unpaired box, "Shared IP": the port, then the address; the pairing sends it to the peer):
 
     pick the port  ->  DHCP | Static  ->  address ddd.ddd.ddd.ddd/pp  ->  gateway ddd.ddd.ddd.ddd
 
@@ -75,10 +76,16 @@ def _value(digits: Sequence[int], prefix: bool) -> tuple[str | None, str | None]
 class NetworkEditor:
     """The "Network set" dialog's state (see the module docstring)."""
 
-    def __init__(self, ports: Sequence[str], settings: Mapping[str, Mapping[str, Any]]) -> None:
-        """`ports`: the box's Ethernet ports; `settings`: their current settings (mgmtnet's JSON form)."""
+    def __init__(self, ports: Sequence[str], settings: Mapping[str, Mapping[str, Any]],
+                 shared_ip: bool = False) -> None:
+        """`ports`: the box's Ethernet ports; `settings`: their current settings (mgmtnet's JSON form).
+
+        `shared_ip`: enter the shared IP of an unpaired box instead (the port, then the address with its
+        prefix; no DHCP, no gateway); the outcome is ``{"port", "address"}``.
+        """
         self.ports = list(ports)
         self.settings = settings
+        self.shared_ip = shared_ip
         self.step = "port"
         self.index = 0
         self.port = ""
@@ -114,6 +121,9 @@ class NetworkEditor:
             return CANCEL if self.step == "port" else self._to("port")
         if self.step == "port":
             self.port = chosen
+            if self.shared_ip:
+                self.address = _digits(DEFAULT_ADDRESS)
+                return self._to("address")
             return self._to("mode")
         if chosen == "DHCP":
             return {"port": self.port, "dhcp": True}
@@ -133,7 +143,8 @@ class NetworkEditor:
             self.message = None
         elif key is Key.LEFT:
             if self.position == 0:
-                return self._to("mode" if self.step == "address" else "address")
+                back = "port" if self.shared_ip else "mode"
+                return self._to(back if self.step == "address" else "address")
             self.position -= 1
         elif key in (Key.ENTER, Key.RIGHT):
             if self.position < len(digits) - 1:
@@ -148,6 +159,8 @@ class NetworkEditor:
             if address is None:
                 self.message = why
                 return None
+            if self.shared_ip:
+                return {"port": self.port, "address": address}
             self.step, self.position, self.message = "gateway", 0, None
             return None
         gateway, why = _value(self.gateway, prefix=False)

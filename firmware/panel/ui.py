@@ -68,7 +68,7 @@ __all__ = [
 
 COMMANDS: tuple[str, ...] = ("promote", "demote", "poweroff", "reboot", "maintenance-on", "maintenance-off",
                              "alarm-silence", "network-undo", "pair-start", "pair-cancel", "pair-confirm",
-                             "pair-reject", "factory-reset", "network-set")
+                             "pair-reject", "factory-reset", "network-set", "setup-shared-ip")
 """Every command the panel can send (as ``{"cmd": …, "source": "panel"}``)."""
 
 DANGEROUS = frozenset({"promote", "demote", "poweroff", "reboot", "network-undo", "factory-reset", "network-set"})
@@ -169,7 +169,7 @@ _LABELS = {"promote": "Promote", "demote": "Demote", "poweroff": "Shutdown", "re
            "maintenance-on": "Maintenance on", "maintenance-off": "Maintenance off",
            "alarm-silence": "Silence alarm", "network-undo": "Network undo", "pair-start": "Pair",
            "pair-cancel": "Cancel pairing", "pair-confirm": "Code same", "pair-reject": "Code differs",
-           "factory-reset": "Factory reset", "network-set": "Network set"}
+           "factory-reset": "Factory reset", "network-set": "Network set", "setup-shared-ip": "Shared IP"}
 _QUESTIONS = {
     "promote": ("Promote {node}?", "take over the calls"),
     "demote": ("Demote {node}?", "hand calls to {peer}"),
@@ -178,12 +178,15 @@ _QUESTIONS = {
     "maintenance-on": ("Maintenance on?", "{node} won't take over"),
     "maintenance-off": ("Maintenance off?", "{node} may take over"),
     "network-undo": ("Undo network change?", "ports as before it"),
-    "pair-start": ("Pair with peer?", "start it on both"),
+    "pair-start": ("Pair {as}?", "start it on both"),
+    "setup-shared-ip": ("Shared IP {setting}?", "on {port}, both boxes"),
     "pair-cancel": ("Cancel pairing?", "nothing is written"),
     "pair-confirm": ("Code {code}", "same on other box?"),
     "factory-reset": ("Factory reset {node}?", "wipes keys+data, reboots"),
     "network-set": ("Set {port}?", "{setting}"),
 }
+_WITH_PARAMS = frozenset({"network-set", "setup-shared-ip", "pair-start"})
+"""Commands sent with the parameters the dialog before them gathered."""
 _MENU_TIMED = (_Mode.MENU, _Mode.CONFIRM, _Mode.PIN, _Mode.NETWORK)
 
 
@@ -442,7 +445,8 @@ class PanelUi:
         question, detail = _QUESTIONS.get(self._pending or "", ("{cmd}?", ""))
         values = {"node": self._node, "peer": self._peer, "cmd": self._pending, "code": self._code,
                   "port": self._params.get("port", "-"),
-                  "setting": "DHCP" if self._params.get("dhcp") else str(self._params.get("address"))}
+                  "setting": "DHCP" if self._params.get("dhcp") else str(self._params.get("address")),
+                  "as": "as primary" if self._params.get("primary") else "with peer"}
         return question.format(**values), detail.format(**values)
 
     def _menu_items(self) -> list[tuple[str, str]]:
@@ -469,7 +473,8 @@ class PanelUi:
         phase = self._setup_phase
         items = []
         if phase in ("idle", "failed"):
-            items.append(("Pair with peer", "pair-start"))
+            items += [("Pair with peer", "pair-start"), ("Pair as primary", "pair-primary"),
+                      ("Shared IP", "setup-shared-ip")]
         if phase == "code":
             items.append(("Compare code", "compare"))
         if phase in ("waiting", "code", "confirmed"):
@@ -525,7 +530,7 @@ class PanelUi:
             self._go_home()
             return []
         self._mode, self._pending = _Mode.WORKING, cmd
-        return [RunCommand(cmd, dict(self._params) if cmd == "network-set" else {})]
+        return [RunCommand(cmd, dict(self._params) if cmd in _WITH_PARAMS else {})]
 
     def _show_message(self, title: str, lines: Sequence[str], now: float, tone: screens.Tone = "normal") -> None:
         self._mode = _Mode.MESSAGE
@@ -594,8 +599,12 @@ class PanelUi:
                 return self._send(action, now)
             elif action == "compare":
                 self._ask_code()
-            elif action == "network-set":
-                self._mode, self._net = _Mode.NETWORK, NetworkEditor(self._net_ports, self._net_settings)
+            elif action in ("network-set", "setup-shared-ip"):
+                self._mode, self._pending = _Mode.NETWORK, action
+                self._net = NetworkEditor(self._net_ports, self._net_settings, shared_ip=action == "setup-shared-ip")
+            elif action in ("pair-start", "pair-primary"):
+                self._params = {"primary": action == "pair-primary"}
+                self._mode, self._pending, self._choice, self._note = _Mode.CONFIRM, "pair-start", 0, None
             elif action == "factory-reset":
                 self._pin_for = action
                 self._mode, self._digits, self._position = _Mode.PIN, [0] * self.options.pin_length, 0
@@ -628,7 +637,7 @@ class PanelUi:
             self._mode, self._net = _Mode.MENU, None
         elif isinstance(outcome, dict):
             self._params, self._net = outcome, None
-            self._mode, self._pending, self._choice, self._note = _Mode.CONFIRM, "network-set", 0, None
+            self._mode, self._choice, self._note = _Mode.CONFIRM, 0, None  # _pending: network-set or shared IP
         return []
 
     def _on_hold(self, event: KeyEvent, now: float) -> list[Effect]:
