@@ -445,13 +445,7 @@ def format_links(links: list[dict[str, Any]]) -> str:
 def cmd_firstboot(args: argparse.Namespace) -> int:
     """First boot of an appliance: name the box from its hardware, make its identity key (once)."""
     from firmware.appliance.firstboot import first_boot
-    from firmware.appliance.growdata import GrowError, grow_data
 
-    if args.grow_data:
-        try:
-            print(grow_data(), flush=True)
-        except (GrowError, OSError, ValueError) as exc:  # the box still works, with a small data partition
-            print(f"tandem: the data partition was not grown: {exc}", file=sys.stderr, flush=True)
     try:
         box = first_boot(Path(args.state_dir), owner=args.owner or None)
     except (ValueError, OSError, KeyError) as exc:
@@ -705,8 +699,6 @@ def build_parser() -> argparse.ArgumentParser:
                                          "its identity key (tandem-firstboot.service runs it once)")
     p.add_argument("--state-dir", default="/var/lib/tandem", help="where the box record and key go")
     p.add_argument("--owner", default="tandem", help="the user that owns them ('' to leave as is)")
-    p.add_argument("--grow-data", action="store_true",
-                   help="first grow the data partition and its file system to the end of the disk")
     p.set_defaults(func=cmd_firstboot)
 
     p = sub.add_parser("boot-reason", help="at boot: judge why the box last booted (watchdog, crash, clean, "

@@ -261,7 +261,8 @@ def build_slot_root(base: Path, work: Path, overlays: list[Path], pbx: list[str]
            "--shell", "/usr/sbin/nologin", "tandem")
     chroot(root, "systemctl", "enable", "tandem-firstboot.service", "tandem-bootreason.service",
            "tandem-factory-reset.service", "tandem-helper.socket", "tandem.service",
-           "tandem-setup.service", "tandem-machine-id.service", "systemd-networkd.service",
+           "tandem-setup.service", "tandem-machine-id.service", "tandem-growdata.service",
+           "systemd-networkd.service",
            "systemd-resolved.service", "systemd-timesyncd.service")
     # Nothing that writes to the flash on a timer, and no second SMART poller beside Tandem's sensor.
     chroot(root, "systemctl", "mask", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",

@@ -90,17 +90,18 @@ def test_a_data_partition_that_reaches_the_end_of_the_disk_is_left_alone(tmp_pat
     from firmware.appliance import growdata
 
     ran: list[list[str]] = []
-    monkeypatch.setattr(growdata, "_run", lambda argv, text_input=None: ran.append(argv))
+    monkeypatch.setattr(growdata, "_run", lambda argv, text_input=None, ok=(0,): ran.append(argv))
     link = tmp_path / "data"
     link.symlink_to("/dev/vda4")
     block = _block_tree(tmp_path / "sys", disk_sectors=8_000_000, start=4_000_000, size=3_998_000)
     assert "already reaches the end" in growdata.grow_data(link, block)
     assert ran == []
-    # With room after it, the four steps run in order: backup GPT to the end, extend, tell the kernel, resize.
+    # With room after it, the steps run in order: backup GPT to the end, extend, tell the kernel, check the
+    # (unmounted) file system, resize.
     block = _block_tree(tmp_path / "sys2", disk_sectors=16_000_000, start=4_000_000, size=524_288)
     growdata.grow_data(link, block)
-    assert [argv[0] for argv in ran] == ["sfdisk", "sfdisk", "partx", "resize2fs"]
-    assert ran[1][-3:] == ["-N", "4", "/dev/vda"] and ran[3] == ["resize2fs", "/dev/vda4"]
+    assert [argv[0] for argv in ran] == ["sfdisk", "sfdisk", "partx", "e2fsck", "resize2fs"]
+    assert ran[1][-3:] == ["-N", "4", "/dev/vda"] and ran[4] == ["resize2fs", "/dev/vda4"]
 
 
 # ---------------------------------------------------------------- the machine id across boots
