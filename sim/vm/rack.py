@@ -75,6 +75,12 @@ class NodePlan:
 PLANS = (NodePlan("alpha", "TANDEM-ALPHA", 1, True), NodePlan("bravo", "TANDEM-BRAVO", 2, False))
 
 NODE_EXTRA = """
+# An emulated (TCG) guest busy with its neighbour's boot stalls its loop for a few hundred ms at times:
+# a 1 s deadtime keeps the stall fence (deadtime - heartbeat) from firing on that (issue 15's notes).
+[timers]
+heartbeat_ms = 100
+deadtime_ms = 1000
+
 [[shared_ips]]
 address = "{shared}/24"
 interface = "lan0"
