@@ -650,6 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tandem {__version__}")
     parser.add_argument("-c", "--config", help=f"node config (default $TANDEM_CONFIG or {DEFAULT_CONFIG_PATH})")
     parser.add_argument("--socket", help="control socket (default: from the config)")
+    from firmware.appliance import mgmtnet  # its defaults, for `tandem network`
+
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the daemon in the foreground")
@@ -728,8 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("network", help="this box's own ports: DHCP or static address, gateway, DNS, VLAN "
                                        "(kept on the data partition, applied by systemd-networkd)")
-    p.add_argument("--settings", default="/etc/tandem/network.json", help="where the settings are kept")
-    p.add_argument("--networkd-dir", default="/etc/systemd/network", help="where the networkd files go")
+    p.add_argument("--settings", default=str(mgmtnet.DEFAULT_SETTINGS), help="where the settings are kept")
+    p.add_argument("--networkd-dir", default=str(mgmtnet.DEFAULT_NETWORKD_DIR), help="where the networkd files go")
     p.add_argument("--no-apply", action="store_true", help="write the files but do not tell networkd")
     netsub = p.add_subparsers(dest="network_command", metavar="NETCOMMAND")
     show = netsub.add_parser("show", help="the ports Tandem sets (the default)")

@@ -41,7 +41,7 @@ from firmware import __version__
 from firmware.appliance.bootreason import last_boot
 from firmware.appliance.extension import register_network_commands
 from firmware.appliance.firstboot import load_box
-from firmware.appliance.mgmtnet import NetworkStore
+from firmware.appliance.mgmtnet import DEFAULT_NETWORKD_DIR, NetworkStore
 from firmware.config.loading import find_board_profile, load_board_profile
 from firmware.config.node import DEFAULT_CONTROL_SOCKET
 from firmware.core.control import ControlError, ControlServer
@@ -177,7 +177,7 @@ class SetupPaths:
     identity: Path = Path("/var/lib/tandem/identity.key")
     state_dir: Path = Path("/var/lib/tandem")
     socket: Path = DEFAULT_CONTROL_SOCKET
-    networkd_dir: Path = Path("/etc/systemd/network")
+    networkd_dir: Path = DEFAULT_NETWORKD_DIR
 
 
 class PairStartParams(SourceParams):

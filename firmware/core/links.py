@@ -12,7 +12,6 @@ import errno
 import logging
 import os
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -232,11 +231,6 @@ class SerialLink(Link):
             log.info("link %s: %s lent to a pairing", self.name, self.port)
         else:
             self._next_open = 0.0
-
-    @property
-    def lent(self) -> bool:
-        """Whether the port is lent out now."""
-        return time.monotonic() < self._lent_until
 
     async def start(self, on_packet: PacketHandler) -> None:
         """Try to open the port; a missing port is retried on every tick, never fatal."""
