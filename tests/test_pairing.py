@@ -145,6 +145,15 @@ def test_frames_carry_only_pairing_messages() -> None:
     assert decode(b"\x01\x02heartbeat") is None and decode(b"TP{not json") is None and decode(b"TP[1]") is None
 
 
+def on_both_ends(side: Callable[[str, str], None]) -> None:
+    """Run ``side(name, cable_end)`` for alpha (end a) and bravo (end b) at once, and wait for both."""
+    threads = [threading.Thread(target=side, args=(n, e)) for n, e in (("alpha", "a"), ("bravo", "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
 def test_pairing_over_a_serial_cable_writes_the_same_key_on_both_boxes(tmp_path: Path) -> None:
     cable = NullModemCable(tmp_path / "cable")
     cable.start()
@@ -162,11 +171,7 @@ def test_pairing_over_a_serial_cable_writes_the_same_key_on_both_boxes(tmp_path:
 
     try:
         cable.inject_noise(300, seed=3)  # noise on the line before and between frames costs nothing
-        threads = [threading.Thread(target=side, args=(n, e)) for n, e in (("alpha", "a"), ("bravo", "b"))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        on_both_ends(side)
     finally:
         cable.stop()
     alpha, bravo = results["alpha"], results["bravo"]
@@ -189,6 +194,42 @@ def test_no_box_on_the_other_end_times_out_with_a_reason(tmp_path: Path) -> None
             pair_over_serial(str(cable.path("a")), Pairing(settings("alpha")), lambda code: True, timeout=1.0)
     finally:
         cable.stop()
+
+
+class Watched(Pairing):
+    """A pairing that notes the kinds of message it received (to answer after the peer's CONFIRM)."""
+
+    def __init__(self, settings: dict) -> None:
+        super().__init__(settings)
+        self.received: set[str] = set()
+
+    def receive(self, message: Message) -> list[Message]:
+        self.received.add(str(message.get("t")))
+        return super().receive(message)
+
+
+def test_a_conflict_found_on_saying_yes_last_is_told_to_the_other_box(tmp_path: Path) -> None:
+    """Bravo's operator answers after alpha's CONFIRM arrived: bravo refuses then, and alpha hears why."""
+    cable = NullModemCable(tmp_path / "cable")
+    cable.start()
+    pairings = {name: Watched({**settings(name), "shared_ips": [f"198.51.100.{n}/24"]})
+                for name, n in (("alpha", 100), ("bravo", 101))}
+    asks = {"alpha": lambda code: True,
+            "bravo": lambda code: True if "confirm" in pairings["bravo"].received else None}
+    errors: dict[str, str] = {}
+
+    def side(name: str, end: str) -> None:
+        try:
+            pair_over_serial(str(cable.path(end)), pairings[name], asks[name], timeout=30)
+        except PairingError as exc:
+            errors[name] = str(exc)
+
+    try:
+        on_both_ends(side)
+    finally:
+        cable.stop()
+    assert errors["bravo"].startswith("the boxes give different shared IPs"), errors
+    assert errors["alpha"].startswith("the other box ended the pairing: the boxes give different shared IPs"), errors
 
 
 def run_pair_cli(tmp_path: Path, answers: dict[str, str],

@@ -328,6 +328,14 @@ def test_a_code_prompt_left_with_back_can_be_reopened_from_the_menu() -> None:
     assert p.keys(E) == [RunCommand("pair-confirm")]
 
 
+def test_a_code_prompt_made_moot_by_the_other_box_gives_way_to_why() -> None:
+    p = Panel(status=_unpaired("code", "042 917"))
+    assert p.screen.kind == "confirm"
+    p.status = _unpaired("failed", message="the other box ended the pairing: different codes")
+    p.show()
+    assert p.ui.mode == "pages" and p.screen.tone == "error" and "pairing failed" in p.text()
+
+
 def test_a_failed_pairing_shows_why_and_can_be_tried_again() -> None:
     p = Panel(status=_unpaired("failed", message="the codes differ: pairing refused; nothing was written"))
     assert p.screen.tone == "error" and "codes differ" in p.text()

@@ -116,7 +116,11 @@ def _run(port: serial.Serial, pairing: Pairing, ask: Callable[[str], bool | None
             if not verdict:
                 send([pairing.reject()] * ABORT_COPIES)
                 raise PairingError("the codes differ: pairing refused; nothing was written")
-            send(pairing.confirm())
+            try:
+                send(pairing.confirm())
+            except PairingError as exc:  # the peer's CONFIRM came first and its settings conflict with ours
+                send([pairing.reject(str(exc))] * ABORT_COPIES)
+                raise
             last_sent = clock()
 
 

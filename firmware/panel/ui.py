@@ -340,6 +340,8 @@ class PanelUi:
         if self._setup_phase == "code" and self._code != self._code_asked and \
                 self._mode in (_Mode.PAGES, _Mode.MENU, _Mode.RESULT, _Mode.MESSAGE):
             self._ask_code()  # both panels show the code: the operator compares it now
+        elif self._mode is _Mode.CONFIRM and self._pending == "pair-confirm" and self._setup_phase != "code":
+            self._go_home()  # the question is moot (the other box said No, or the cable failed): show why
 
     def _ask_code(self) -> None:
         self._code_asked = self._code
