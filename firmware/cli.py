@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from firmware import __version__
+from firmware import __version__, paths
 from firmware.config import (
     DEFAULT_CONFIG_PATH,
     check_key_file_permissions,
@@ -499,13 +499,13 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     config = _config_path(args)
     state = Path(args.state_dir)
-    paths = SetupPaths(config=config, key_file=config.parent / "cluster.key", record=state / "paired.json",
-                       identity=state / "identity.key", state_dir=state,
-                       socket=Path(args.socket) if args.socket else DEFAULT_CONTROL_SOCKET)
+    where = SetupPaths(config=config, key_file=config.parent / paths.CLUSTER_KEY.name,
+                       record=state / paths.PAIRING_RECORD_NAME, identity=state / paths.IDENTITY_KEY_NAME,
+                       state_dir=state, socket=Path(args.socket) if args.socket else DEFAULT_CONTROL_SOCKET)
     if config.exists():
         raise ControlError(f"{config} exists: this box is paired (tandem.service runs it)")
     configure_logging(args.verbose)
-    node = SetupNode(args.board, args.port, args.heartbeat_port, paths, then=shlex.split(args.then))
+    node = SetupNode(args.board, args.port, args.heartbeat_port, where, then=shlex.split(args.then))
     print(f"{node.serial}: unpaired; pair it at the front panel (Pair with peer), on both boxes", flush=True)
     return asyncio.run(node.run())
 
@@ -672,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("keygen", help="write a new cluster key file (mode 0600)")
-    p.add_argument("path", nargs="?", default="/etc/tandem/cluster.key")
+    p.add_argument("path", nargs="?", default=str(paths.CLUSTER_KEY))
     p.add_argument("--key-id", type=int, default=1, help="key id 0-255 (default 1)")
     p.add_argument("--add", action="store_true", help="append a new key to an existing file (key rotation)")
     p.set_defaults(func=cmd_keygen)
@@ -686,12 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-ip", help="the shared IP (ADDRESS/PREFIX) that follows the ACTIVE box; given on one "
                                        "box, both configs get it")
     p.add_argument("--shared-interface", help="the LAN port the shared IP lives on, e.g. lan0")
-    p.add_argument("--key-file", default="/etc/tandem/cluster.key", help="where the cluster key goes")
-    p.add_argument("--record", default="/var/lib/tandem/paired.json", help="where the pairing record goes")
+    p.add_argument("--key-file", default=str(paths.CLUSTER_KEY), help="where the cluster key goes")
+    p.add_argument("--record", default=str(paths.PAIRING_RECORD), help="where the pairing record goes")
     p.add_argument("--write-config", metavar="PATH", help="also write this box's node config (e.g. "
                    "/etc/tandem/tandem.toml) from what the pairing knows")
     p.add_argument("--board", help="the board profile named in the written config")
-    p.add_argument("--identity", default="/var/lib/tandem/identity.key",
+    p.add_argument("--identity", default=str(paths.IDENTITY_KEY),
                    help="this box's Ed25519 identity key for the bulk channel (made if missing)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the other box (default 300)")
     p.add_argument("--force", action="store_true", help="re-pair: replace an existing key file")
@@ -699,14 +699,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("firstboot", help="first boot of an appliance: name the box from its hardware and make "
                                          "its identity key (tandem-firstboot.service runs it once)")
-    p.add_argument("--state-dir", default="/var/lib/tandem", help="where the box record and key go")
+    p.add_argument("--state-dir", default=str(paths.STATE_DIR), help="where the box record and key go")
     p.add_argument("--owner", default="tandem", help="the user that owns them ('' to leave as is)")
     p.set_defaults(func=cmd_firstboot)
 
     p = sub.add_parser("boot-reason", help="at boot: judge why the box last booted (watchdog, crash, clean, "
                                            "power); at shutdown: mark the orderly end (tandem-bootreason.service)")
     p.add_argument("when", choices=["start", "stop"])
-    p.add_argument("--state-dir", default="/var/lib/tandem", help="where the verdict and the marker go")
+    p.add_argument("--state-dir", default=str(paths.STATE_DIR), help="where the verdict and the marker go")
     p.set_defaults(func=cmd_boot_reason)
 
     p = sub.add_parser("factory-reset", help="return the box to 'unpaired': its data partition (keys, config, "
@@ -722,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", required=True, help="the crossover cable's serial port, e.g. /dev/ttyS1")
     p.add_argument("--heartbeat-port", help="the network port whose IPv4 address this box offers for "
                                             "heartbeats (set with `tandem network`), e.g. hb0")
-    p.add_argument("--state-dir", default="/var/lib/tandem", help="where the box record and keys are")
+    p.add_argument("--state-dir", default=str(paths.STATE_DIR), help="where the box record and keys are")
     p.add_argument("--then", default="systemctl start --no-block tandem.service",
                    help="the command that starts the daemon once the box is paired")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -22,10 +22,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from firmware import paths
 from firmware.core.journal import write_atomically
 
 WDIOF_CARDRESET = 0x0020
-STATE_DIR = Path("/var/lib/tandem")
+STATE_DIR = paths.STATE_DIR
 RECORD = "last-boot.json"
 CLEAN_MARKER = "shutdown-clean"
 

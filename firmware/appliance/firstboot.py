@@ -15,13 +15,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from firmware import paths
 from firmware.appliance.mgmtnet import ethernet_ports
 from firmware.core.journal import write_atomically
 from firmware.pairing.identity import load_or_create_identity, public_hex
 
-STATE_DIR = Path("/var/lib/tandem")
-BOX_RECORD = "box.json"
-IDENTITY_KEY = "identity.key"
+STATE_DIR = paths.STATE_DIR
+BOX_RECORD = paths.BOX_RECORD_NAME
+IDENTITY_KEY = paths.IDENTITY_KEY_NAME
 # Firmware placeholders that are not serial numbers (seen on white-box boards and in dmidecode's docs).
 PLACEHOLDERS = {"", "0", "none", "n/a", "default string", "to be filled by o.e.m.", "system serial number",
                 "not specified", "not applicable", "0123456789", "chassis serial number", "123456789"}

@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from firmware import paths
 from firmware.core.journal import write_atomically
 from firmware.errors import TandemError
 
-DEFAULT_SETTINGS = Path("/etc/tandem/network.json")
+DEFAULT_SETTINGS = paths.ETC_DIR / "network.json"
 DEFAULT_NETWORKD_DIR = Path("/etc/systemd/network")
 FILE_PREFIX = "10-tandem-"
 MAX_DNS = 3

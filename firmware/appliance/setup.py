@@ -37,7 +37,7 @@ from pydantic import Field
 
 import psutil
 
-from firmware import __version__
+from firmware import __version__, paths
 from firmware.appliance.bootreason import last_boot
 from firmware.appliance.extension import register_network_commands
 from firmware.appliance.firstboot import load_box
@@ -171,11 +171,11 @@ class PanelPairing:
 class SetupPaths:
     """Where an unpaired box's pairing reads and writes (the same defaults as `tandem pair`)."""
 
-    config: Path = Path("/etc/tandem/tandem.toml")
-    key_file: Path = Path("/etc/tandem/cluster.key")
-    record: Path = Path("/var/lib/tandem/paired.json")
-    identity: Path = Path("/var/lib/tandem/identity.key")
-    state_dir: Path = Path("/var/lib/tandem")
+    config: Path = paths.CONFIG_FILE
+    key_file: Path = paths.CLUSTER_KEY
+    record: Path = paths.PAIRING_RECORD
+    identity: Path = paths.IDENTITY_KEY
+    state_dir: Path = paths.STATE_DIR
     socket: Path = DEFAULT_CONTROL_SOCKET
     networkd_dir: Path = DEFAULT_NETWORKD_DIR
 
@@ -196,23 +196,23 @@ class SharedIpParams(SourceParams):
 class SetupNode:
     """The unpaired box's little daemon: the pairing, the status, the control socket and the panel."""
 
-    def __init__(self, board: str, serial_port: str, heartbeat_port: str | None, paths: SetupPaths,
+    def __init__(self, board: str, serial_port: str, heartbeat_port: str | None, where: SetupPaths,
                  networkctl: str = "networkctl", then: Sequence[str] = START_DAEMON) -> None:
         """`then`: the command that starts the daemon once the box is paired."""
         self.then = list(then)
-        self.board_path = find_board_profile(board, paths.config)
+        self.board_path = find_board_profile(board, where.config)
         self.board_name = board
         self.profile = load_board_profile(self.board_path)
-        self.paths = paths
+        self.paths = where
         self.heartbeat_port = heartbeat_port
-        box = load_box(paths.state_dir)
+        box = load_box(where.state_dir)
         self.serial = box.serial if box is not None else "unknown"
-        self.booted = last_boot(paths.state_dir)
+        self.booted = last_boot(where.state_dir)
         self.primary = False  # "Pair as primary" at the panel
         self.shared_ip: dict[str, str] | None = None  # "Shared IP" at the panel: sent with the pairing
         self.pairing = PanelPairing(serial_port, self._own_settings, self._save)
-        paths.state_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(paths.state_dir)
+        where.state_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(where.state_dir)
         self.endpoints = Endpoints(self.journal)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._register(networkctl)

@@ -15,13 +15,14 @@ from pydantic import (
     ValidationError,
 )
 
+from firmware import paths
 from firmware.errors import ConfigError
 from firmware.config.board import BoardProfile
 from firmware.config.node import NodeConfig, ResourcesConfig
 
-DEFAULT_CONFIG_PATH = Path("/etc/tandem/tandem.toml")
+DEFAULT_CONFIG_PATH = paths.CONFIG_FILE
 BOARD_PROFILE_DIRS = (
-    Path("/etc/tandem/board_profiles"),
+    paths.ETC_DIR / "board_profiles",
     Path(__file__).resolve().parent.parent.parent / "board_profiles",
     Path("/usr/share/tandem/board_profiles"),
 )

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from firmware import paths
 from firmware.config.base import (
     IDENTIFIER,
     Name,
@@ -34,7 +35,7 @@ from firmware.config.base import (
     parse_host_port,
 )
 
-DEFAULT_CONTROL_SOCKET = Path("/run/tandem/control.sock")  # the daemon's (and an unpaired box's `tandem setup`)
+DEFAULT_CONTROL_SOCKET = paths.CONTROL_SOCKET
 BULK_DEFAULT_PORT = 7140  # TCP: the bulk channel between the boxes (firmware.pairing.bulk)
 BANK_CHANNEL_PATTERN = r"^[A-Za-z0-9_-]+:[0-9]{1,4}$"  # ASCII digits: int() also reads "١" as 1
 
@@ -496,7 +497,7 @@ class ArbitrationConfig(Strict):
 class HooksConfig(Strict):
     """Operator hook scripts: `<dir>/<event kind>/*` and `<dir>/all/*`, run-parts style."""
 
-    dir: ConfigPath = Path("/etc/tandem/hooks.d")
+    dir: ConfigPath = paths.ETC_DIR / "hooks.d"
     timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 10_000
 
 
@@ -574,9 +575,9 @@ class BulkConfig(Strict):
     # The peer's identity key: from the pairing record (`record`) unless given here; a re-pairing
     # updates the record, and `keys.reload` makes the daemon read it again.
     peer_identity: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
-    record: ConfigPath = Path("/var/lib/tandem/paired.json")
-    identity: ConfigPath = Path("/var/lib/tandem/identity.key")
-    inbox: ConfigPath = Path("/var/lib/tandem/inbox")
+    record: ConfigPath = paths.PAIRING_RECORD
+    identity: ConfigPath = paths.IDENTITY_KEY
+    inbox: ConfigPath = paths.BULK_INBOX
     max_mib: Annotated[int, Field(ge=1, le=1 << 20)] = 4096
 
     @field_validator("listen", "peer")
@@ -608,8 +609,8 @@ class NodeConfig(Strict):
     peer: Name
     role: Literal["primary", "secondary", "equal"] = "equal"
     board: Annotated[NonEmptyText, Field(max_length=1024)]
-    key_file: ConfigPath = Path("/etc/tandem/cluster.key")
-    state_dir: ConfigPath = Path("/var/lib/tandem")
+    key_file: ConfigPath = paths.CLUSTER_KEY
+    state_dir: ConfigPath = paths.STATE_DIR
     control_socket: SocketPath = DEFAULT_CONTROL_SOCKET
     control_group: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")] | None = None
     links: Annotated[list[LinkConfig], Field(min_length=1, max_length=8), AfterValidator(_check_links)]
@@ -706,7 +707,7 @@ class ResourcesConfig(BaseModel):
 
     node: Name
     board: Annotated[NonEmptyText, Field(max_length=1024)]
-    state_dir: ConfigPath = Path("/var/lib/tandem")
+    state_dir: ConfigPath = paths.STATE_DIR
     control_socket: SocketPath = DEFAULT_CONTROL_SOCKET  # to refuse while a daemon answers
     journal: JournalConfig = JournalConfig()
     shared_ips: SharedIps = []
