@@ -280,6 +280,18 @@ class Vm:
         self.console.run("stty -echo cols 250; export SYSTEMD_PAGER= SYSTEMD_COLORS=0 TERM=dumb; "
                          "dmesg -n 1", timeout=60)
 
+    def login_after_reboot(self, since: int, banner: str = r"Linux version|Welcome to |Tandem slot ",
+                           timeout: float = 400.0) -> None:
+        """Log in to the system that booted after console line `since` (a reboot, reset or panic began there).
+
+        The old system's last prompt (printed after the command that rebooted it) is not a login: wait
+        for the new boot's first words (the kernel's banner, systemd's welcome or GRUB's menu) and for a
+        prompt only after them.
+        """
+        assert self.console is not None
+        self.console.wait_for(banner, timeout=timeout, since=since)
+        self.login(timeout=timeout, since=self.console.mark())
+
     def close(self) -> None:
         """Power off and disconnect."""
         self.power_pull()
