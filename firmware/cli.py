@@ -575,6 +575,22 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    """Check an update bundle (signature against this box's keyring, board family); nothing is installed yet."""
+    from firmware.update.bundle import UpdateError, check_bundle, system_info
+
+    if not args.check:
+        raise ControlError("update: this release checks bundles only (`tandem update --check BUNDLE`); installing "
+                           "them, and the rolling update of the pair, are not in it yet")
+    try:
+        info = check_bundle(Path(args.bundle), system_info(Path(args.system_conf)))
+    except UpdateError as exc:
+        raise ControlError(f"update: {exc}") from None
+    print(f"{info.path}: Tandem {info.version} (build {info.build or '-'}) for {info.compatible} boards; "
+          f"signature good; root file system {info.image_size / (1 << 20):.0f} MiB, SHA-256 {info.image_sha256}")
+    return 0
+
+
 def _unpaired(args: argparse.Namespace) -> str | None:
     """On an appliance with no config yet: the line that says so (else None)."""
     from firmware.appliance.firstboot import load_box
@@ -757,6 +773,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("file")
     send.add_argument("--name", help="the name in the peer's inbox (default: the file's)")
     p.set_defaults(func=cmd_bulk)
+
+    p = sub.add_parser("update", help="update from a signed RAUC bundle (./dev bundle builds one)")
+    p.add_argument("bundle", help="the bundle file (.raucb)")
+    p.add_argument("--check", action="store_true",
+                   help="only check the bundle: its signature against this box's keyring, and that it is for "
+                        "this box's board family; nothing is written")
+    p.add_argument("--system-conf", default="/etc/rauc/system.conf", help="RAUC's system config (compatible, keyring)")
+    p.set_defaults(func=cmd_update)
 
     p = sub.add_parser("status", help="show the cluster status")
     p.add_argument("--json", action="store_true", help="the full status snapshot as JSON")

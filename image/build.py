@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import tomllib
@@ -41,8 +42,12 @@ sys.path.insert(0, str(HERE))
 
 import disk  # noqa: E402  (image/disk.py, beside this file)
 from disk import run  # noqa: E402  (one way to run a build step)
+from pki import dev_pki  # noqa: E402  (image/pki.py: the development PKI, made on first use)
 
 DEFAULT_CACHE = Path(os.environ.get("TANDEM_IMAGE_CACHE", "/var/cache/tandem-image"))
+# RAUC's name for the board family a bundle is for: every x86 board profile (qemu-x86, x86-1u-*)
+# runs the same root file system. A maker's own family gets its own string (--compatible).
+DEFAULT_COMPATIBLE = "tandem-x86_64"
 SUITE = "bookworm"
 # Bump when the base stage's recipe changes in a way the inputs below do not show.
 BASE_RECIPE = "4"
@@ -208,6 +213,19 @@ def tandem_wheel(into: Path) -> Path:
     return wheels[0]
 
 
+def tandem_version() -> str:
+    """Tandem's version, from pyproject.toml."""
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+def build_id() -> str:
+    """This build: UTC time and the checkout's commit (``+dirty`` when it has changes), e.g. 20261207T1420Z-acc14ff."""
+    stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime())
+    head = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty=+dirty"], capture_output=True,
+                          text=True)
+    return f"{stamp}-{head.stdout.strip()}" if head.returncode == 0 else stamp
+
+
 def chroot(root: Path, *argv: str) -> None:
     """Run a command inside the slot root file system."""
     run(["chroot", str(root), *argv])
@@ -312,6 +330,52 @@ def data_skeleton(work: Path, root: Path) -> Path:
     return skeleton
 
 
+RAUC_SYSTEM_CONF = """# Written by Tandem's image build (image/build.py): RAUC's view of this box's A/B slots.
+[system]
+compatible={compatible}
+bootloader=grub
+grubenv=/boot/efi/EFI/BOOT/grubenv
+statusfile=/data/rauc.status
+bundle-formats=verity
+
+[keyring]
+path=/etc/rauc/keyring.pem
+
+[slot.rootfs.0]
+device=/dev/disk/by-partlabel/rootfs-a
+type=ext4
+bootname=A
+
+[slot.rootfs.1]
+device=/dev/disk/by-partlabel/rootfs-b
+type=ext4
+bootname=B
+"""
+
+
+def rauc_config(root: Path, compatible: str, keyring: Path) -> None:
+    """RAUC's system config (the slots, GRUB's env, the board family) and the keyring bundles must chain to."""
+    if not keyring.is_file():
+        raise SystemExit(f"image: --keyring {keyring}: no such file")
+    conf = root / "etc/rauc/system.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(RAUC_SYSTEM_CONF.format(compatible=compatible))
+    shutil.copy(keyring, root / "etc/rauc/keyring.pem")
+
+
+def package_manifest(root: Path, out: Path) -> Path:
+    """Every Debian package in the slot with its version and source package (``packages.manifest``).
+
+    Bundles carry it (what an update changes, and the list for a GPL source offer).
+    """
+    done = run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
+                "-f=${Package}\t${Version}\t${source:Package}\t${source:Version}\n"],
+               capture_output=True, text=True)
+    manifest = out / "packages.manifest"
+    manifest.write_text("# package\tversion\tsource\tsource version\n" + "".join(sorted(done.stdout.splitlines(True))))
+    return manifest
+
+
 def pbx_units(root: Path, units: list[str]) -> None:
     """Tie the PBX units to Tandem: never started at boot, stopped with Tandem, and startable by it.
 
@@ -382,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair-port", default="/dev/ttyS1", help="the serial crossover cable's port")
     parser.add_argument("--heartbeat-port", default="hb0",
                         help="the network port whose address a box offers for heartbeats when paired at the panel")
+    parser.add_argument("--compatible", default=DEFAULT_COMPATIBLE,
+                        help=f"RAUC's board family string: bundles for another are refused (default {DEFAULT_COMPATIBLE})")
+    parser.add_argument("--keyring", type=Path,
+                        help="the CA certificate (PEM) update bundles must chain to (default: the development "
+                             "PKI, made on first use in $TANDEM_PKI_DIR or ~/.local/share/tandem/dev-pki)")
     parser.add_argument("--no-xz", action="store_true", help="skip the .xz (the VM tests need only the .img)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -403,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.monotonic()
     root = build_slot_root(base, work, [HERE / "overlay", *args.overlay], args.pbx_unit or ["asterisk.service"])
     setup_env(root, args.board, args.pair_port, args.heartbeat_port)
+    rauc_config(root, args.compatible, args.keyring or dev_pki().keyring)
+    package_manifest(root, args.out)
     skeleton = data_skeleton(work, root)
     result = disk.build_disk(root, skeleton, HERE / "grub.cfg", args.out, work, log=log)
     figures.update(result)
@@ -414,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     disk.write_sums(args.out)
     figures["image_s"] = round(time.monotonic() - t1, 1)
     figures["rootfs_used_mib"] = disk.tree_mib(root)
+    figures.update(compatible=args.compatible, version=tandem_version(), build=build_id())
     (args.out / "build.json").write_text(json.dumps(figures, indent=2) + "\n")
     log(f"done: {args.out}/tandem.img  {json.dumps(figures)}")
     return 0
