@@ -6,8 +6,8 @@
   bundle_check_s       `tandem update --check` of that bundle (signature, family, every payload block
                        against the signed verity root hash), median of BENCH_RUNS, seconds
   bad_bundles_refused  of the wrong bundles `tandem update --check` is shown (signed by another PKI,
-                       for another board family, truncated to half, cut by one byte, random bytes), how
-                       many it refused with one line
+                       for another board family, truncated to half, cut by one byte, one payload byte
+                       changed after signing, random bytes), how many it refused with one line
   rolling_update_s, sip_gap_ms_max, rollback_ok
                        null: the rolling update of the pair is not built yet
 
@@ -72,6 +72,10 @@ def main() -> int:
         data = (scratch / "good.raucb").read_bytes()
         (scratch / "half.raucb").write_bytes(data[:len(data) // 2])
         (scratch / "cut.raucb").write_bytes(data[:-1])
+        damaged = bytearray(data)
+        damaged[len(data) // 3] ^= 0x5A  # inside the squashfs payload: the signature still checks
+        (scratch / "damaged.raucb").write_bytes(bytes(damaged))
+        del damaged
         (scratch / "junk.raucb").write_bytes(os.urandom(1 << 20))
         del data
         keyring = scratch / "pki/ca.cert.pem"
@@ -82,6 +86,7 @@ def main() -> int:
             checks.append(time.monotonic() - started)
         cases = [(scratch / "foreign.raucb", compatible), (scratch / "good.raucb", "tandem-arm64"),
                  (scratch / "half.raucb", compatible), (scratch / "cut.raucb", compatible),
+                 (scratch / "damaged.raucb", compatible),
                  (scratch / "junk.raucb", compatible)]
         count = sum(refused(bundle, family, keyring, scratch) for bundle, family in cases)
     print(f"refused {count} of {len(cases)} wrong bundles")
