@@ -576,7 +576,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    """Check an update bundle (signature against this box's keyring, board family); nothing is installed yet."""
+    """Check an update bundle (signature, board family, every payload block); nothing is installed yet."""
     from firmware.update.bundle import UpdateError, check_bundle, system_info
 
     if not args.check:
@@ -587,7 +587,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     except UpdateError as exc:
         raise ControlError(f"update: {exc}") from None
     print(f"{info.path}: Tandem {info.version} (build {info.build or '-'}) for {info.compatible} boards; "
-          f"signature good; root file system {info.image_size / (1 << 20):.0f} MiB, SHA-256 {info.image_sha256}")
+          f"signature good, payload intact; root file system {info.image_size / (1 << 20):.0f} MiB, "
+          f"SHA-256 {info.image_sha256}")
     return 0
 
 
@@ -777,8 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("update", help="update from a signed RAUC bundle (./dev bundle builds one)")
     p.add_argument("bundle", help="the bundle file (.raucb)")
     p.add_argument("--check", action="store_true",
-                   help="only check the bundle: its signature against this box's keyring, and that it is for "
-                        "this box's board family; nothing is written")
+                   help="only check the bundle: its signature against this box's keyring, that it is for this "
+                        "box's board family, and every payload block against the signed hash; nothing is written")
     p.add_argument("--system-conf", default="/etc/rauc/system.conf", help="RAUC's system config (compatible, keyring)")
     p.set_defaults(func=cmd_update)
 

@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         build = json.loads((args.image / "build.json").read_text())
-        compatible, version, build_id = build["compatible"], build["version"], build["build"]
-    except (OSError, ValueError, KeyError) as exc:
+        compatible, version, build_id = (str(build[key]) for key in ("compatible", "version", "build"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"bundle: {args.image}/build.json: not an image build with compatible, version and "
                          f"build ({exc}); run ./dev image first") from None
     if shutil.which("rauc") is None:

@@ -41,6 +41,10 @@ def dev_pki(directory: Path = DEFAULT_DIR, name: str = "Tandem development") -> 
     pki = Pki(directory / "ca.cert.pem", directory / "signing.cert.pem", directory / "signing.key.pem")
     if pki.keyring.exists() and pki.cert.exists() and pki.key.exists():
         return pki
+    if pki.keyring.exists():  # a CA without its signing pair: never replace a CA boxes may trust
+        raise SystemExit(f"pki: {directory} has the CA ({pki.keyring.name}) but not {pki.cert.name} and "
+                         f"{pki.key.name}: restore them from a backup, or move the directory away to make a new PKI "
+                         "(boxes flashed with the old CA will then refuse the new bundles)")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())

@@ -83,7 +83,7 @@ def test_the_development_pki_is_made_once_with_a_private_signing_key(built: dict
 def test_a_bundle_for_this_box_passes_the_check_and_says_what_it_is(built: dict[str, Path]) -> None:
     done = check(built["bundle"], system_conf(built["base"], built["keyring"]))
     assert done.returncode == 0, done.stderr
-    assert "Tandem 0.1.0 (build 20261207T1200Z-abc1234) for tandem-x86_64 boards; signature good" in done.stdout
+    assert "Tandem 0.1.0 (build 20261207T1200Z-abc1234) for tandem-x86_64 boards; signature good, payload intact" in done.stdout
     # The package manifest travels inside the bundle and beside it.
     listing = subprocess.run(["unsquashfs", "-l", str(built["bundle"])], capture_output=True, text=True)
     assert "squashfs-root/packages.manifest" in listing.stdout
@@ -152,3 +152,44 @@ def test_a_box_without_its_rauc_config_says_which_key_is_missing(built: dict[str
     conf.write_text("[system]\nbootloader=grub\n")
     _one_line_refusal(check(built["bundle"], conf), "broken.conf: [system] compatible: missing")
     _one_line_refusal(check(built["bundle"], built["base"] / "absent.conf"), "cannot read RAUC's system config")
+
+
+def test_a_bundle_too_short_for_its_layout_or_unreadable_is_one_line_too(tmp_path: Path) -> None:
+    """The payload check on its own: what `rauc info` would already refuse is still refused, never a traceback."""
+    from firmware.update.bundle import UpdateError, Verity, verify_payload
+
+    verity = Verity(salt=b"s", root_hash=bytes(32), tree_size=4096)
+    short = tmp_path / "short.raucb"
+    short.write_bytes(b"abc")
+    with pytest.raises(UpdateError, match="verity layout does not add up"):
+        verify_payload(short, verity)
+    with pytest.raises(UpdateError, match="cannot read it"):
+        verify_payload(tmp_path, verity)  # a directory: the read fails
+
+
+@pytest.mark.parametrize("rauc_says, words", [
+    # RAUC 1.8's words for a signing certificate outside its validity (seen with real bundles).
+    ("signature verification failed: Verify error: certificate is not yet valid", "is this box's clock right?"),
+    ("signature verification failed: Verify error: certificate has expired", "its signing certificate has expired"),
+    ("signature verification failed: Verify error: unable to get local issuer certificate",
+     "not signed by a key this box trusts"),
+    ("Invalid bundle format: Signature size (123) exceeds bundle size", "not a whole bundle"),
+])
+def test_rauc_reasons_are_said_in_the_installers_words_first(rauc_says: str, words: str) -> None:
+    from firmware.update.bundle import _explain
+
+    explained = _explain(rauc_says)
+    assert explained.startswith(words) or words in explained.split(" (rauc: ")[0]
+    assert explained.endswith(f"(rauc: {rauc_says})")
+
+
+def test_a_development_ca_is_never_replaced_when_its_signing_pair_is_missing(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "image"))
+    from pki import dev_pki
+
+    first = dev_pki(tmp_path / "pki")
+    keyring = first.keyring.read_bytes()
+    first.key.unlink()
+    with pytest.raises(SystemExit, match="has the CA"):
+        dev_pki(tmp_path / "pki")
+    assert first.keyring.read_bytes() == keyring

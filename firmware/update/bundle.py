@@ -110,20 +110,12 @@ class Verity:
 def verify_payload(bundle: Path, verity: Verity) -> None:
     """Check every block of the bundle's payload, and its stored hash tree, against the signed root hash.
 
-    UpdateError if a block was changed after signing (or the hash tree was).
+    UpdateError if a block was changed after signing (or the hash tree was), or the file cannot be read.
     """
-    with bundle.open("rb") as handle:
-        total = handle.seek(0, 2)
-        handle.seek(total - 8)
-        signature_size = struct.unpack(">Q", handle.read(8))[0]
-        payload_size = total - 8 - signature_size - verity.tree_size
-        if payload_size <= 0 or payload_size % VERITY_BLOCK or verity.tree_size % VERITY_BLOCK:
-            raise UpdateError(f"{bundle}: refused: its verity layout does not add up (a damaged copy?)")
-        handle.seek(0)
-        hashes = []
-        for _ in range(payload_size // VERITY_BLOCK):
-            hashes.append(hashlib.sha256(verity.salt + handle.read(VERITY_BLOCK)).digest())
-        stored_tree = handle.read(verity.tree_size)
+    try:
+        hashes, stored_tree = _payload_hashes(bundle, verity)
+    except OSError as exc:  # a stick pulled out, an I/O error: said in one line like any refusal
+        raise UpdateError(f"{bundle}: cannot read it: {exc.strerror or exc}") from None
     levels = []
     while True:  # each level: the hashes below it, packed into zero-padded blocks
         packed = b"".join(hashes)
@@ -137,6 +129,23 @@ def verify_payload(bundle: Path, verity: Verity) -> None:
         raise UpdateError(f"{bundle}: refused: its content does not match its signature (damaged after signing)")
     if b"".join(reversed(levels)) != stored_tree:
         raise UpdateError(f"{bundle}: refused: its verity hash tree is damaged")
+
+
+def _payload_hashes(bundle: Path, verity: Verity) -> tuple[list[bytes], bytes]:
+    """The hash of each payload block (salted), and the hash tree as stored after the payload."""
+    with bundle.open("rb") as handle:
+        total = handle.seek(0, 2)
+        signature_size = -1
+        if total >= 8:
+            handle.seek(total - 8)
+            signature_size = struct.unpack(">Q", handle.read(8))[0]
+        payload_size = total - 8 - signature_size - verity.tree_size
+        if signature_size < 0 or payload_size <= 0 or payload_size % VERITY_BLOCK or verity.tree_size % VERITY_BLOCK:
+            raise UpdateError(f"{bundle}: refused: its verity layout does not add up (a damaged copy?)")
+        handle.seek(0)
+        hashes = [hashlib.sha256(verity.salt + handle.read(VERITY_BLOCK)).digest()
+                  for _ in range(payload_size // VERITY_BLOCK)]
+        return hashes, handle.read(verity.tree_size)
 
 
 def _verity_parameters(bundle: Path, readable: str) -> Verity:
@@ -166,11 +175,13 @@ def _rauc_info(bundle: Path, system: SystemInfo, rauc: str, output_format: str) 
 
 
 # RAUC's reasons, said in the installer's words first (RAUC's own follow in brackets); the first match wins.
-_EXPLAINED = (("invalid bundle format", "not a whole bundle (a truncated or damaged copy?)"),
+# OpenSSL words a certificate outside its validity as "certificate is not yet valid" / "has expired",
+# inside RAUC's "signature verification failed": those come before the generic signature entry.
+_EXPLAINED = (("not yet valid", "its signing certificate is not valid yet: is this box's clock right?"),
+              ("has expired", "its signing certificate has expired"),
+              ("invalid bundle format", "not a whole bundle (a truncated or damaged copy?)"),
               ("exceeds bundle size", "not a whole bundle (a truncated or damaged copy?)"),
-              ("signature", "not signed by a key this box trusts"),
-              ("not valid yet", "its signature is not valid yet: is this box's clock right?"),
-              ("expired", "its signing certificate has expired"))
+              ("signature", "not signed by a key this box trusts"))
 
 
 def _explain(reason: str) -> str:
