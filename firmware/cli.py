@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import asyncio
 import datetime
 import json
@@ -209,7 +208,7 @@ def _give_to_directory_owners(paths: list[Path]) -> None:
 def cmd_pair(args: argparse.Namespace) -> int:
     """Pair with the box at the other end of the serial crossover cable; write the cluster key and the record."""
     from firmware.pairing.identity import load_or_create_identity, public_hex
-    from firmware.pairing.nodeconfig import node_config_text, write_node_config
+    from firmware.pairing.nodeconfig import node_config_text, shared_ip_setting, write_node_config
     from firmware.pairing.protocol import Pairing, PairingError
     from firmware.pairing.session import pair_over_serial, save_pairing
 
@@ -226,12 +225,9 @@ def cmd_pair(args: argparse.Namespace) -> int:
         if not args.shared_interface:
             raise ControlError("--shared-ip needs --shared-interface (the LAN port it lives on, e.g. lan0)")
         try:
-            address = str(ipaddress.ip_interface(args.shared_ip))
+            own["shared_ips"] = [shared_ip_setting(args.shared_ip, args.shared_interface)]
         except ValueError as exc:
-            raise ControlError(f"--shared-ip: {exc}") from None
-        if "/" not in args.shared_ip:
-            raise ControlError(f"--shared-ip {args.shared_ip}: give the prefix length too (e.g. 192.0.2.100/24)")
-        own["shared_ips"] = [{"address": address, "interface": args.shared_interface}]
+            raise ControlError(f"--shared-ip {args.shared_ip}: {exc}") from None
 
     def ask(code: str) -> bool:
         print(f"pairing code: {code}", flush=True)

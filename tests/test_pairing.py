@@ -311,6 +311,17 @@ def test_different_shared_ips_on_the_two_boxes_are_refused(tmp_path: Path) -> No
         assert not (tmp_path / name / "cluster.key").exists()
 
 
+@pytest.mark.parametrize("address, why", [("198.51.100.100", "needs a prefix length"),
+                                          ("127.0.0.5/8", "cannot be a shared address")])
+def test_a_shared_ip_the_config_would_refuse_is_refused_before_pairing(tmp_path: Path, address: str,
+                                                                       why: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "firmware.cli", "pair", "/dev/null", "--node", "alpha",
+                           "--key-file", str(tmp_path / "cluster.key"), "--identity", str(tmp_path / "identity.key"),
+                           "--shared-ip", address, "--shared-interface", "lan0"], capture_output=True, text=True)
+    assert done.returncode == 1 and f"--shared-ip {address}: " in done.stderr and why in done.stderr, done.stderr
+    assert not (tmp_path / "cluster.key").exists()
+
+
 def test_an_operator_saying_no_writes_nothing_on_either_box(tmp_path: Path) -> None:
     done = run_pair_cli(tmp_path, {"alpha": "y", "bravo": "n"})
     assert done["bravo"].returncode == 1 and "the codes differ" in done["bravo"].stderr

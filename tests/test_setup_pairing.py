@@ -100,6 +100,9 @@ def test_an_unpaired_box_shows_unpaired_on_its_panel(boxes: UnpairedBoxes) -> No
 
 
 def test_pairing_at_both_panels_writes_the_same_key_and_a_config_each(boxes: UnpairedBoxes) -> None:
+    with pytest.raises(ControlError, match="setup-shared-ip: .*needs a prefix length"):  # as the config checks it
+        request(boxes.socket("alpha"), {"cmd": "setup-shared-ip", "source": "panel", "port": "lan0",
+                                        "address": "198.51.100.100"}, timeout=10)
     shared = request(boxes.socket("alpha"), {"cmd": "setup-shared-ip", "source": "panel", "port": "lan0",
                                              "address": "198.51.100.100/24"}, timeout=10)
     assert "both boxes get it" in shared

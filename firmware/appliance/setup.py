@@ -23,7 +23,6 @@ entered on one box before pairing reaches both configs, as `tandem pair --shared
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import subprocess
@@ -48,7 +47,7 @@ from firmware.core.control import ControlError, ControlServer
 from firmware.core.endpoints import Endpoints, LocalClient, SourceParams
 from firmware.core.journal import Journal
 from firmware.pairing.identity import load_or_create_identity, public_hex
-from firmware.pairing.nodeconfig import node_config_text, write_node_config
+from firmware.pairing.nodeconfig import node_config_text, shared_ip_setting, write_node_config
 from firmware.pairing.protocol import Pairing, PairingError, PairingResult
 from firmware.pairing.session import pair_over_serial, save_pairing
 from firmware.panel.setup import open_board_panel, register_panel_commands
@@ -252,13 +251,10 @@ class SetupNode:
             self.shared_ip = None
             return "no shared IP"
         try:
-            address = ipaddress.ip_interface(request["address"])
+            self.shared_ip = shared_ip_setting(request["address"], request["port"])
         except ValueError as exc:
             raise ControlError(f"setup-shared-ip: {exc}") from None
-        if "/" not in request["address"]:
-            raise ControlError("setup-shared-ip: give the prefix length too (e.g. 192.0.2.100/24)")
-        self.shared_ip = {"address": str(address), "interface": request["port"]}
-        return f"shared IP {address} on {request['port']}: both boxes get it when they pair"
+        return f"shared IP {self.shared_ip['address']} on {request['port']}: both boxes get it when they pair"
 
     def _own_settings(self) -> dict[str, Any]:
         identity = load_or_create_identity(self.paths.identity)

@@ -80,6 +80,11 @@ def _reason(error: Any) -> str:
     return reason
 
 
+def reasons(error: ValidationError) -> str:
+    """Every problem pydantic found, as the config loader words it, on one line (for settings checked outside a file)."""
+    return "; ".join(_reason(item) for item in error.errors())
+
+
 def _shown(value: Any) -> str:
     """A value as the TOML it was written in, shortened."""
     if isinstance(value, bool):

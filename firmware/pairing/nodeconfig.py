@@ -8,12 +8,16 @@ replaces anything, so a pairing never leaves a config `tandem run` refuses.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from firmware.config import load_config
+from pydantic import ValidationError
+
+from firmware.config import SharedIpConfig, load_config
+from firmware.config.loading import reasons
 from firmware.config.base import parse_host_port
 from firmware.config.node import BULK_DEFAULT_PORT
 from firmware.core.journal import write_atomically
@@ -60,6 +64,19 @@ def node_config_text(own: dict[str, Any], peer: dict[str, Any], board: str, key_
                       f"peer = {quote(_bulk_address(peer['address']))}",
                       f"identity = {quote(str(identity_file))}", f"record = {quote(str(record))}"]
     return "\n".join(lines) + "\n"
+
+
+def shared_ip_setting(address: str, interface: str) -> dict[str, str]:
+    """A shared IP as pairing sends it (``{"address", "interface"}``), checked now as the written config will be.
+
+    ValueError says why it cannot be one (no prefix length, a loopback or network address, a bad port name…),
+    so a wrong shared IP is refused before the pairing, not when its config is written.
+    """
+    try:
+        checked = SharedIpConfig(address=address, interface=interface)
+    except ValidationError as exc:
+        raise ValueError(reasons(exc)) from None
+    return {"address": str(ipaddress.ip_interface(checked.address)), "interface": checked.interface}
 
 
 def _bulk_address(heartbeat: str) -> str:
