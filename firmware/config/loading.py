@@ -81,7 +81,7 @@ def _reason(error: Any) -> str:
 
 
 def reasons(error: ValidationError) -> str:
-    """Every problem pydantic found, as the config loader words it, on one line (for settings checked outside a file)."""
+    """Every problem pydantic found, worded as the config loader words it, on one line (settings outside a file)."""
     return "; ".join(_reason(item) for item in error.errors())
 
 
