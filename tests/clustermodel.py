@@ -30,7 +30,7 @@ from firmware.core.cluster import (
     WitnessResult,
 )
 from firmware.core.heartbeat import HeartbeatEndpoint
-from firmware.core.protocol import Keyring
+from firmware.core.protocol import PROTOCOL_VERSION, Keyring
 from firmware.core.states import NodeState
 
 KEYRING = Keyring([(1, bytes(range(32)))])
@@ -95,6 +95,7 @@ class Node:
     stall_fired: int = 0  # how often its stall-fence thread fired
     stall_seen: int = 0  # ... of which its decision core has been told
     stalls_at_actions: int = 0  # ... when its current actions started (a promote halts if it fired since)
+    protocol_version: int = PROTOCOL_VERSION  # the heartbeat protocol of the release it runs (from its next start)
 
     @property
     def holds(self) -> bool:
@@ -160,7 +161,8 @@ class TwoNodeModel:
         node.boot_counter += 1
         boot_id = node.boot_counter.to_bytes(4, "big") + node.rng.randbytes(4)
         node.endpoint = HeartbeatEndpoint(KEYRING, node.settings.peer, list(LINKS), node.settings.heartbeat_s,
-                                          node.settings.deadtime_s, boot_id=boot_id, known_peer=node.known_peer)
+                                          node.settings.deadtime_s, boot_id=boot_id, known_peer=node.known_peer,
+                                          version=node.protocol_version)
         self._push(self.now + 5.0, "persist_peer", index, node.generation)
         node.state, out = cluster.initial_state(node.settings, node.persisted, self.now, 1_700_000_000 + self.now)
         self._apply(node, out)

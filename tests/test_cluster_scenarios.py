@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from clustermodel import DIRECTIONS, LINKS, TwoNodeModel
+from firmware.core.protocol import PROTOCOL_VERSION
 from firmware.core.states import NodeState, Role
 
 A, B = 0, 1
@@ -382,3 +383,70 @@ def test_stalled_active_fences_itself_when_it_resumes(request) -> None:
     model.run_until(6.0)
     assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
     assert [d["cause"] for _, d in events(model, A, "fence")] == ["stall"]
+
+
+# ------------------------------------------------------------- mixed releases during an update
+
+NEXT_GENERATION = 0x10  # a release whose heartbeats this one cannot read
+NEXT_REVISION = 0x02    # a release that only appends fields: this one reads it
+
+
+def restart_as(model: TwoNodeModel, index: int, version: int) -> None:
+    model.kill(index)
+    model.nodes[index].protocol_version = version
+    model.start(index)
+
+
+def test_a_standby_of_an_unreadable_release_never_takes_the_calls_from_a_live_peer(request) -> None:
+    model = request.node.model = started()
+    restart_as(model, B, NEXT_GENERATION)  # the standby was updated to an incompatible release
+    model.run_until(12.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
+    assert not state_times(model, B, NodeState.TAKEOVER)
+    assert not model.nodes[A].state.peer.alive and model.nodes[A].state.peer.foreign_version == NEXT_GENERATION
+    assert model.nodes[B].state.peer.foreign_version == PROTOCOL_VERSION  # bravo hears alpha's older generation
+    blocked = events(model, B, "takeover.blocked")
+    assert [d["code"] for _, d in blocked] == ["peer_incompatible"]
+    assert "speaks heartbeat protocol generation 0 revision 1" in model.nodes[B].state.reason
+    from firmware.core.cluster import alarms
+    (alarm,) = [a for a in alarms(model.nodes[A].settings, model.nodes[A].state) if a.source == "peer"]
+    assert alarm.level == "critical" and "generation 1 revision 0" in alarm.text and "cannot read" in alarm.text
+    assert [d["version"] for _, d in events(model, A, "peer.incompatible")] == ["generation 1 revision 0"]
+    # Once the unreadable peer really goes silent, the guard lets the standby take over as usual.
+    model.kill(A)
+    died = model.now
+    model.run_until(died + 0.3 + 0.3)
+    assert model.state_of(B) == ACTIVE
+    assert "silent on every link" in [d for _, d in events(model, B, "state") if d["to"] == "TAKEOVER"][-1]["reason"]
+
+
+def test_two_boxes_of_unreadable_releases_both_wait_and_say_why() -> None:
+    model = TwoNodeModel(seed=3)
+    model.nodes[B].protocol_version = NEXT_GENERATION
+    model.start(A)
+    model.start(B)
+    model.run_until(10.0)
+    # Neither can tell whether the other holds the calls: idle, and both say so, rather than two holders.
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, STANDBY)
+    assert all(v.split(": ", 1)[1].startswith(("alpha good since", "bravo good since")) for v in model.violations)
+    for index in (A, B):
+        assert model.nodes[index].state.blocked.code.value == "peer_incompatible"
+    # Rolling bravo back to this release: the pair elects a holder at once.
+    restart_as(model, B, PROTOCOL_VERSION)
+    model.violations.clear()
+    model.run_until(14.0)
+    assert ACTIVE in (model.state_of(A), model.state_of(B))
+    assert not model.violations
+
+
+def test_a_newer_revision_of_this_generation_pairs_normally(request) -> None:
+    model = request.node.model = started()
+    restart_as(model, B, NEXT_REVISION)
+    model.run_until(6.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
+    assert model.nodes[A].state.peer.alive and model.nodes[B].state.peer.alive
+    assert model.nodes[A].state.peer.foreign_version is None
+    model.kill(A)
+    died = model.now
+    model.run_until(died + 0.3 + 0.12 + 0.06)
+    assert model.state_of(B) == ACTIVE

@@ -10,15 +10,19 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from firmware.core.heartbeat import LATENESS_BUCKETS_MS, HeartbeatEndpoint, LinkFigures
-from firmware.core.message import Heartbeat, boot_counter, link_id
+from firmware.core.message import Heartbeat, boot_counter, describe_version, link_id, protocol_generation
 from firmware.core.protocol import (
     HEADER,
     MAX_PACKET_BYTES,
     MAX_SEQ,
+    MAX_WIRE_BYTES,
     PROTOCOL_VERSION,
+    TAG_BYTES,
+    ForeignPacket,
     Keyring,
     ProtocolError,
     Sealer,
+    encode_payload,
     new_boot_id,
     open_packet,
     write_key_file,
@@ -152,8 +156,6 @@ def test_any_tampered_byte_is_rejected_for_the_right_reason(data: st.DataObject,
     reason = reason_of(bytes(tampered), keyring)
     if position < 2:
         assert reason == "malformed"
-    elif position == 2:
-        assert reason == "version"
     elif position == 3:
         assert reason == ("bad_tag" if (1 ^ xor) in keyring.key_ids else "unknown_key")
     else:
@@ -165,11 +167,83 @@ def test_wrong_key_is_bad_tag() -> None:
     assert reason_of(packet, ring((1, KEY_NEW))) == "bad_tag"
 
 
-def test_unknown_version_is_version() -> None:
+def test_a_changed_version_byte_fails_authentication() -> None:
+    # The header is sealed with the payload: nobody can relabel a packet as another version.
     packet = bytearray(sealed())
-    for version in (0, PROTOCOL_VERSION + 1, 255):
+    for version in (0, PROTOCOL_VERSION + 1, 0x10, 255):
         packet[2] = version
-        assert reason_of(bytes(packet), ring()) == "version"
+        assert reason_of(bytes(packet), ring()) == "bad_tag"
+
+
+# A packet sealed by the release before the version rule (commit 6fbb5e1), with a fixed key, boot id
+# and sequence number: AES-GCM-SIV is deterministic under one nonce, so both directions can be checked.
+PREVIOUS_RELEASE_PACKET = bytes.fromhex(
+    "54480101000000070a0b0c0d0000002a5e4042d85f23926b6ce75da6c122a16d25d6a71c19be37eab93efd35c2"
+    "45913728fe5b95480d8dfec8f2d6382a556971445c608e")
+
+
+def previous_release_message() -> Heartbeat:
+    return Heartbeat(node="alpha", state=NodeState.ACTIVE, role=Role.PRIMARY, health=87,
+                     flags=Flag.MAINTENANCE | Flag.STARTED | Flag.OPERATOR_REQUEST, epoch=0xDEADBEEF, tick=7,
+                     ack_boot=b"\x01\x02\x03\x04", acks=((link_id("lan"), 1000), (link_id("serial"), 1001)))
+
+
+def test_the_previous_release_and_this_one_read_each_other() -> None:
+    keyring = ring()
+    header, message = open_packet(PREVIOUS_RELEASE_PACKET, keyring)
+    assert message == previous_release_message()
+    assert (header.boot_id, header.seq) == (bytes.fromhex("000000070a0b0c0d"), 42)
+    # This release seals the same heartbeat to the very same bytes, which the previous release opens.
+    sealer = Sealer(keyring, bytes.fromhex("000000070a0b0c0d"))
+    sealer.seq = 41
+    assert sealer.seal(previous_release_message()) == PREVIOUS_RELEASE_PACKET
+
+
+def test_a_newer_revision_is_read_up_to_the_fields_this_node_knows() -> None:
+    keyring = ring()
+    newer = Sealer(keyring, new_boot_id(3), version=PROTOCOL_VERSION + 1)
+    appended = b"\x07" + bytes(40)  # whatever the next revision adds after the ack list
+    header, message = open_packet(newer.seal_payload(encode_payload(sample(acks=8)) + appended), keyring)
+    assert message == sample(acks=8)
+    assert header.seq == 1
+
+
+def test_this_revision_refuses_trailing_bytes_and_a_newer_one_a_short_payload() -> None:
+    keyring = ring()
+    same = Sealer(keyring, new_boot_id(3))
+    assert reason_of(same.seal_payload(encode_payload(sample(acks=2)) + b"\0"), keyring) == "malformed"
+    newer = Sealer(keyring, new_boot_id(3), version=PROTOCOL_VERSION + 1)
+    assert reason_of(newer.seal_payload(encode_payload(sample(acks=2))[:-3]), keyring) == "malformed"
+
+
+def test_no_packet_longer_than_the_wire_limit_is_opened() -> None:
+    keyring = ring()
+    newer = Sealer(keyring, new_boot_id(3), version=PROTOCOL_VERSION + 1)
+    base = encode_payload(sample(acks=1))
+    fits = newer.seal_payload(base + bytes(MAX_WIRE_BYTES - HEADER.size - TAG_BYTES - len(base)))
+    assert len(fits) == MAX_WIRE_BYTES
+    assert open_packet(fits, keyring)[1] == sample(acks=1)
+    assert reason_of(newer.seal_payload(base + bytes(MAX_WIRE_BYTES)), keyring) == "malformed"
+
+
+@pytest.mark.parametrize("version", [0x10, 0x21, 0xF1])
+def test_another_generation_is_authenticated_but_not_read(version: int) -> None:
+    keyring = ring()
+    other = Sealer(keyring, new_boot_id(9), version=version)
+    with pytest.raises(ForeignPacket) as info:
+        open_packet(other.seal_payload(b"\xff" * 60), keyring)  # not a payload this node could parse
+    assert info.value.reason == "foreign"
+    assert info.value.version == version
+    assert (boot_counter(info.value.header.boot_id), info.value.header.seq) == (9, 1)
+    # Forged with another key, it is just a bad tag: only the cluster key's holder can look alive.
+    assert reason_of(Sealer(ring((1, KEY_NEW)), new_boot_id(9), version=version).seal_payload(bytes(60)),
+                     keyring) == "bad_tag"
+
+
+def test_generation_and_revision_halves() -> None:
+    assert protocol_generation(PROTOCOL_VERSION) == protocol_generation(PROTOCOL_VERSION + 1) == 0
+    assert protocol_generation(0x10) == 1
+    assert describe_version(0x23) == "generation 2 revision 3"
 
 
 def test_truncations_too_short_for_any_packet_are_malformed() -> None:
@@ -189,9 +263,9 @@ def test_longer_truncations_are_rejected() -> None:
         assert reason_of(packet[:length], ring()) in ("malformed", "bad_tag"), length
 
 
-def test_too_long_is_malformed() -> None:
+def test_one_byte_too_long_is_refused() -> None:
     packet = sealed(sample(node="x" * 16, acks=8))
-    assert reason_of(packet + b"\0", ring()) == "malformed"
+    assert reason_of(packet + b"\0", ring()) == "bad_tag"  # a longer ciphertext no longer matches its tag
 
 
 def test_protocol_error_carries_its_reason() -> None:
@@ -695,3 +769,36 @@ def test_endpoint_counts_valid_packets_per_link() -> None:
     assert a.ep.link_status("lan", 2.4)["last_heard_s"] == 1.0
     assert a.ep.link_status("serial", 2.4)["last_heard_s"] is None
     assert a.ep.view().links[0].rx_at == 1.4
+
+
+# ---------------------------------------------------------------------------- a peer of another generation
+
+
+def test_fresh_foreign_packets_show_the_peer_alive_but_replays_and_old_boots_do_not() -> None:
+    a, b = pair(a_counter=10, b_counter=20)
+    assert a.ep.receive("lan", b.packet(1.0), 1.0) is not None  # bravo, readable, boot 20
+    updated = Sealer(ring(), new_boot_id(21), version=0x10)  # bravo restarted into the next generation
+    first = updated.seal_payload(bytes(40))
+    assert a.ep.receive("lan", first, 2.0) is None
+    view = a.ep.view()
+    assert (view.foreign_version, view.foreign_at) == (0x10, 2.0)
+    assert a.ep.figures["lan"].rejected["foreign"] == 1  # not read
+    assert a.ep.receive("serial", first, 2.1) is None  # the same packet again (on any link): a replay
+    assert a.rejected("replay", "serial") == 1 and a.ep.view().foreign_at == 2.0
+    assert a.ep.receive("lan", updated.seal_payload(bytes(40)), 2.2) is None
+    assert a.ep.view().foreign_at == 2.2
+    # Recorded packets of an older foreign boot (or one no newer than the readable boot) prove nothing.
+    for counter in (19, 20):
+        stale = Sealer(ring(), new_boot_id(counter), version=0x10).seal_payload(bytes(40))
+        assert a.ep.receive("lan", stale, 2.3) is None
+        assert a.ep.view().foreign_at == 2.2
+    assert a.rejected("replay") == 2
+
+
+def test_a_readable_restart_after_a_foreign_one_is_the_peer_again() -> None:
+    a, b = pair(a_counter=10, b_counter=20)
+    a.ep.receive("lan", Sealer(ring(), new_boot_id(21), version=0x10).seal_payload(bytes(40)), 1.0)
+    assert a.ep.view().foreign_version == 0x10
+    rolled_back = Node("beta", "alpha", 22)  # bravo rolled back to this release
+    delivery = a.ep.receive("lan", rolled_back.packet(2.0), 2.0)
+    assert delivery is not None and delivery.view.last_rx == 2.0

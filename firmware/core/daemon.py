@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 FINAL_ROUNDS = 3  # heartbeats sent after STOPPED so the peer hears the planned exit
 PEER_RECORD_EVERY_TICKS = 50
 LOGGED_EVENTS = ("state", "peer.lost", "peer.found", "link.down", "link.up", "refused",
-                 "takeover.blocked", "health.critical", "flap.hold", "dual_active")
+                 "takeover.blocked", "health.critical", "flap.hold", "dual_active", "peer.incompatible")
 
 
 class Component(Protocol):

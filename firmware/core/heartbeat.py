@@ -13,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware.core.message import Heartbeat
+from firmware.core.message import PROTOCOL_VERSION, Heartbeat
 from firmware.core.peer import PeerTracker, PeerView
-from firmware.core.protocol import Keyring, ProtocolError, Sealer, open_packet
+from firmware.core.protocol import ForeignPacket, Keyring, ProtocolError, Sealer, open_packet
 
 LATENESS_BUCKETS_MS = (10, 25, 50, 100, 200, 500)
 
@@ -87,9 +87,11 @@ class HeartbeatEndpoint:
 
     def __init__(self, keyring: Keyring, peer_name: str, link_names: list[str],
                  interval: float, deadtime: float, boot_id: bytes,
-                 known_peer: tuple[int, int] | None = None, known_margin: int = 0) -> None:
+                 known_peer: tuple[int, int] | None = None, known_margin: int = 0,
+                 version: int = PROTOCOL_VERSION) -> None:
         self.keyring = keyring
-        self.sealer = Sealer(keyring, boot_id)
+        self.version = version  # the protocol this node speaks (tests play other releases with it)
+        self.sealer = Sealer(keyring, boot_id, version)
         self.tracker = PeerTracker(peer_name, link_names, deadtime, known_peer, known_margin)
         self.interval = interval
         self.figures = {name: LinkFigures() for name in link_names}
@@ -123,7 +125,11 @@ class HeartbeatEndpoint:
         """Open and file one packet; the heartbeat and the new PeerView if it was accepted, None if dropped."""
         figures = self.figures[link]
         try:
-            header, message = open_packet(packet, self.keyring)
+            header, message = open_packet(packet, self.keyring, self.version)
+        except ForeignPacket as exc:
+            # Counted as not read; if it is fresh it still shows the peer alive (`PeerTracker.foreign`).
+            figures.record_reject(self.tracker.foreign(exc.header, exc.version, now) or exc.reason)
+            return None
         except ProtocolError as exc:
             figures.record_reject(exc.reason)
             return None

@@ -8,6 +8,14 @@ A boot id is 8 bytes: a boot counter (4, big-endian, grows with every
 daemon start) and 4 random bytes; acknowledgements name a boot by its random
 half (the boot tag). A link is named on the wire by a 16-bit CRC of its
 name, which both nodes configure alike.
+
+The heartbeat protocol's version byte has two halves. The high four bits are
+the *generation*: nodes of one generation read each other's heartbeats; a
+node cannot read another generation's and must not guess. The low four bits
+are the *revision* inside a generation: a newer revision may only append
+fields to the payload, so an older node reads the fields it knows and skips
+the rest. Header and sealing never change, so a node of any version can
+still tell that a packet came from a live peer holding the cluster key.
 """
 
 from __future__ import annotations
@@ -16,6 +24,19 @@ import zlib
 from dataclasses import dataclass, field
 
 from firmware.core.states import Flag, NodeState, Role
+
+PROTOCOL_VERSION = 0x01
+"""This release's heartbeat protocol: generation 0, revision 1."""
+
+
+def protocol_generation(version: int) -> int:
+    """The generation half of a protocol version byte: nodes read each other only within one generation."""
+    return version >> 4
+
+
+def describe_version(version: int) -> str:
+    """A protocol version in words: ``generation 0 revision 1``."""
+    return f"generation {version >> 4} revision {version & 0x0F}"
 
 
 def link_id(name: str) -> int:

@@ -71,6 +71,8 @@ class PeerView:
     message_at: float | None = None
     acked_tick: int = 0  # newest tick of ours the peer confirms hearing, on any link
     boot_id: bytes | None = None
+    foreign_version: int | None = None  # the protocol version of authentic packets this node cannot read
+    foreign_at: float | None = None     # when the newest of them arrived
 
     @property
     def last_rx(self) -> float | None:
@@ -111,6 +113,8 @@ class PeerTracker:
         self._acked_tick = 0
         self._ack_boot: _Boot | None = None  # the boot our acknowledgements refer to
         self._sent_at: OrderedDict[int, float] = OrderedDict()
+        self._foreign: tuple[bytes, int, float] | None = None  # (boot id, version, when) of unreadable packets
+        self._foreign_window = ReplayWindow()
 
     def sent(self, tick: int, now: float) -> None:
         """Our heartbeat round ``tick`` went out at ``now`` (the peer's acknowledgements are dated by it)."""
@@ -163,6 +167,25 @@ class PeerTracker:
             self._rx_at[link] = now
         if self._message is None or message.tick >= self._message.tick:
             self._message, self._message_at = message, now
+        return None
+
+    def foreign(self, header: Header, version: int, now: float) -> str | None:
+        """File an authentic packet of another protocol generation; None if it shows the peer alive.
+
+        Its payload cannot be read, so no round trip can confirm it: it counts
+        only from a boot newer than every boot seen (or the foreign boot already
+        counted), and each sequence number once. A replay of recorded packets
+        can then only keep a dead peer looking alive, which holds a takeover
+        back; it can never make one happen.
+        """
+        if self._foreign is None or self._foreign[0] != header.boot_id:
+            newest = self._foreign is None or boot_counter(header.boot_id) > boot_counter(self._foreign[0])
+            if not (newest and self._evidently_newer(header)) or header.boot_id in self._retired:
+                return "replay"
+            self._foreign_window = ReplayWindow()
+        if not self._foreign_window.accept(header.seq):
+            return "replay"
+        self._foreign = (header.boot_id, version, now)
         return None
 
     def _evidently_newer(self, header: Header) -> bool:
@@ -227,4 +250,6 @@ class PeerTracker:
             links=links, message=self._message, message_at=self._message_at,
             acked_tick=self._acked_tick,
             boot_id=self.current.boot_id if self.current else None,
+            foreign_version=self._foreign[1] if self._foreign else None,
+            foreign_at=self._foreign[2] if self._foreign else None,
         )

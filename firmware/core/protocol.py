@@ -26,6 +26,23 @@ Payload::
 A full packet with 8 links is 115 bytes. The records themselves (`Heartbeat`,
 `Header`) and the link and boot identifiers live in `message`, which does not
 need the cryptography package.
+
+Mixed versions (a pair in the middle of a rolling update). The header layout,
+the key ids and the sealing (nonce = boot id + seq, the header as associated
+data) are the same in every version, so a packet is authenticated before its
+version is looked at. Then, by the version byte (see `message`):
+
+* this node's generation, a newer revision: the payload is read up to the
+  fields this node knows; what a newer revision appended is skipped;
+* this node's generation, this or an older revision: read exactly (an older
+  revision's payload simply ends before fields added since; there are none
+  yet);
+* another generation: the packet proves that a peer holding the cluster key is
+  alive, but its payload is not read. `open_packet` raises `ForeignPacket`,
+  and the decision core treats such a peer as alive and unreadable: it does
+  not take over from it, and raises a critical alarm.
+
+No version may send a packet longer than `MAX_WIRE_BYTES`.
 """
 
 from __future__ import annotations
@@ -39,12 +56,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
-from firmware.core.message import Header, Heartbeat, boot_counter
+from firmware.core.message import PROTOCOL_VERSION, Header, Heartbeat, boot_counter, protocol_generation
 from firmware.core.states import Flag, NodeState, Role
 from firmware.errors import TandemError
 
 MAGIC = b"TH"
-PROTOCOL_VERSION = 1
 HEADER = struct.Struct("!2sBB8sI")
 BODY = struct.Struct("!BBBHII4sB")
 ACK = struct.Struct("!HI")
@@ -55,17 +71,28 @@ MAX_ACKS = 8
 MAX_SEQ = 0xFFFF_FFFF
 MIN_PACKET_BYTES = HEADER.size + 1 + 1 + BODY.size + TAG_BYTES
 MAX_PACKET_BYTES = HEADER.size + 1 + MAX_NAME_BYTES + BODY.size + MAX_ACKS * ACK.size + TAG_BYTES
+MAX_WIRE_BYTES = 256  # the longest packet any version may send (newer revisions append fields)
 
 
 class ProtocolError(TandemError):
     """A packet that must be dropped; `reason` is the counter it is filed under."""
 
-    REASONS = ("malformed", "version", "unknown_key", "bad_tag")
+    REASONS = ("malformed", "unknown_key", "bad_tag", "foreign")
 
     def __init__(self, reason: str, detail: str = "") -> None:
         assert reason in self.REASONS, reason
         self.reason = reason
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class ForeignPacket(ProtocolError):
+    """An authentic packet of another protocol generation: the peer is alive, its payload unreadable here."""
+
+    def __init__(self, header: Header, version: int, own_version: int = PROTOCOL_VERSION) -> None:
+        super().__init__("foreign", f"protocol version 0x{version:02x}, this node reads generation "
+                                    f"{protocol_generation(own_version)} only")
+        self.header = header
+        self.version = version
 
 
 def new_boot_id(counter: int) -> bytes:
@@ -162,20 +189,25 @@ def write_key_file(path: Path, key_id: int = 1, add: bool = False) -> None:
 class Sealer:
     """Seals heartbeats for one daemon start: owns the boot id and the nonce counter."""
 
-    def __init__(self, keyring: Keyring, boot_id: bytes) -> None:
+    def __init__(self, keyring: Keyring, boot_id: bytes, version: int = PROTOCOL_VERSION) -> None:
         self.keyring = keyring
         self.boot_id = boot_id
         self.seq = 0
+        self.version = version
 
     def seal(self, message: Heartbeat) -> bytes:
         """Encode and encrypt `message` under a nonce never used before in this boot."""
+        return self.seal_payload(encode_payload(message))
+
+    def seal_payload(self, payload: bytes) -> bytes:
+        """Encrypt an encoded payload under a nonce never used before in this boot."""
         if self.seq >= MAX_SEQ:  # years of heartbeats: continue as the next boot
             self.boot_id, self.seq = new_boot_id(boot_counter(self.boot_id) + 1), 0
         self.seq += 1
-        header = HEADER.pack(MAGIC, PROTOCOL_VERSION, self.keyring.send_id, self.boot_id, self.seq)
+        header = HEADER.pack(MAGIC, self.version, self.keyring.send_id, self.boot_id, self.seq)
         cipher = self.keyring.cipher(self.keyring.send_id)
         assert cipher is not None
-        return header + cipher.encrypt(header[4:16], encode_payload(message), header)
+        return header + cipher.encrypt(header[4:16], payload, header)
 
 
 def encode_payload(message: Heartbeat) -> bytes:
@@ -193,8 +225,12 @@ def encode_payload(message: Heartbeat) -> bytes:
     return bytes([len(name)]) + name + body + acks
 
 
-def decode_payload(payload: bytes) -> Heartbeat:
-    """Parse a decrypted payload; raise ProtocolError('malformed') on any inconsistency."""
+def decode_payload(payload: bytes, newer: bool = False) -> Heartbeat:
+    """Parse a decrypted payload; raise ProtocolError('malformed') on any inconsistency.
+
+    With `newer` (a newer revision of this generation sent it), bytes after the
+    fields this version knows are skipped; otherwise the payload must end there.
+    """
     try:
         name_len = payload[0]
         if not 1 <= name_len <= MAX_NAME_BYTES:
@@ -203,7 +239,8 @@ def decode_payload(payload: bytes) -> Heartbeat:
         offset = 1 + name_len
         state, role, health, flags, epoch, tick, ack_boot, count = BODY.unpack_from(payload, offset)
         offset += BODY.size
-        if count > MAX_ACKS or len(payload) != offset + count * ACK.size:
+        end = offset + count * ACK.size
+        if count > MAX_ACKS or len(payload) < end or (len(payload) > end and not newer):
             raise ProtocolError("malformed", "bad ack list")
         acks = tuple(ACK.unpack_from(payload, offset + i * ACK.size) for i in range(count))
         if health > 100:
@@ -218,17 +255,19 @@ def decode_payload(payload: bytes) -> Heartbeat:
         raise ProtocolError("malformed", str(exc)) from None
 
 
-def open_packet(packet: bytes, keyring: Keyring) -> tuple[Header, Heartbeat]:
-    """Authenticate, decrypt and parse one packet; raise ProtocolError naming why it was dropped."""
+def open_packet(packet: bytes, keyring: Keyring, own_version: int = PROTOCOL_VERSION) -> tuple[Header, Heartbeat]:
+    """Authenticate, decrypt and parse one packet; raise ProtocolError naming why it was dropped.
+
+    An authentic packet of another generation than `own_version`'s raises
+    `ForeignPacket`, which carries its header and version.
+    """
     if len(packet) < MIN_PACKET_BYTES:
         raise ProtocolError("malformed", f"{len(packet)} bytes is too short")
-    if len(packet) > MAX_PACKET_BYTES:
+    if len(packet) > MAX_WIRE_BYTES:
         raise ProtocolError("malformed", f"{len(packet)} bytes is too long")
     magic, version, key_id, boot_id, seq = HEADER.unpack_from(packet)
     if magic != MAGIC:
         raise ProtocolError("malformed", "bad magic")
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError("version", f"protocol version {version}, expected {PROTOCOL_VERSION}")
     cipher = keyring.cipher(key_id)
     if cipher is None:
         raise ProtocolError("unknown_key", f"key id {key_id} is not in the key file")
@@ -237,7 +276,10 @@ def open_packet(packet: bytes, keyring: Keyring) -> tuple[Header, Heartbeat]:
         payload = cipher.decrypt(header[4:16], packet[HEADER.size :], header)
     except InvalidTag:
         raise ProtocolError("bad_tag", "authentication failed (tampered, or another key)") from None
-    return Header(key_id=key_id, boot_id=boot_id, seq=seq), decode_payload(payload)
+    record = Header(key_id=key_id, boot_id=boot_id, seq=seq)
+    if protocol_generation(version) != protocol_generation(own_version):
+        raise ForeignPacket(record, version, own_version)
+    return record, decode_payload(payload, newer=version > own_version)
 
 
 def hexlify(data: bytes) -> str:

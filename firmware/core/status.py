@@ -24,6 +24,7 @@ from firmware.core.endpoints import Endpoints, Params, SourceParams
 from firmware.core.journal import Journal
 from firmware.core.heartbeat import HeartbeatEndpoint
 from firmware.core.links import Link
+from firmware.core.message import PROTOCOL_VERSION, describe_version
 from firmware.core.peer import PeerView
 from firmware.core.states import Flag
 from firmware.core.ticks import TickLog
@@ -86,7 +87,10 @@ def cluster_status(view: ClusterView) -> dict[str, Any]:
             "epoch": msg.epoch if msg else None,
             "flags": flag_names(msg.flags) if msg else [],
             "last_heard_s": None if last_rx is None else round(now - last_rx, 3),
+            "incompatible_protocol": None if st.peer.foreign_version is None
+            else describe_version(st.peer.foreign_version),
         },
+        "protocol": describe_version(PROTOCOL_VERSION),
     }
 
 

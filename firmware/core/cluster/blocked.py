@@ -5,10 +5,10 @@ rewording a message cannot change behaviour. The codes fall in three groups:
 
 * this node holds back on its own (a *hold*): maintenance, flap hold,
   shutting down, an operator's demote;
-* the split-brain guard refuses a takeover from a silent peer: not a
-  candidate in this state, backing off, own health below the guard's minimum,
-  the witness check still running or failed, the LAN not (yet) proven free,
-  the peer not yet fenced;
+* the split-brain guard refuses a takeover from a silent peer: the peer is
+  alive in a protocol this node cannot read, not a candidate in this state,
+  backing off, own health below the guard's minimum, the witness check still
+  running or failed, the LAN not (yet) proven free, the peer not yet fenced;
 * the peer could not take over, or holds (or may hold) the trunk relays:
   used by the command checks and the relay interlock.
 """
@@ -28,6 +28,7 @@ class BlockCode(Enum):
     SHUTTING_DOWN = "shutting_down"
     OPERATOR_HOLD = "operator_hold"
     # the split-brain guard
+    PEER_INCOMPATIBLE = "peer_incompatible"
     NOT_CANDIDATE = "not_candidate"
     BACKING_OFF = "backing_off"
     LOW_HEALTH = "low_health"

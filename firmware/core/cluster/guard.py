@@ -3,6 +3,9 @@
 Silence on every link is not proof that the peer let go. A STANDBY node whose
 peer fell silent takes over only when all of these hold:
 
+* the peer is not foreign: no authentic packet in a protocol generation this
+  node cannot read came within a deadtime (such a peer is alive and may hold
+  the calls; this node cannot know, so it never takes them from it);
 * it is a candidate (not in maintenance, on flap hold or shutting down);
 * it is not backing off after a vetoed or failed takeover;
 * its own health is at least `witness_min_health` (when set);
@@ -28,6 +31,7 @@ from firmware.core.cluster.observe import silent_since
 from firmware.core.cluster.records import Inputs
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import ClusterState
+from firmware.core.message import PROTOCOL_VERSION, describe_version
 
 MAINTENANCE = Blocked(BlockCode.MAINTENANCE, "maintenance mode")
 FLAP_HOLD = Blocked(BlockCode.FLAP_HOLD, "flap hold: waiting for an operator")
@@ -52,7 +56,7 @@ def hold(st: ClusterState) -> Blocked | None:
 
 def guard(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
     """Why a takeover from a silent peer is unsafe now, or None if the guard passes."""
-    blocked = self_block(settings, st, inp)
+    blocked = foreign_block(settings, st) or self_block(settings, st, inp)
     if blocked is not None:
         return blocked
     lan = lan_block(settings, st, inp)
@@ -60,6 +64,17 @@ def guard(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
     if lan is not None and not fence_answers:
         return lan
     return witness_block(settings, st, inp) or fence_block(settings, st, inp, lan)
+
+
+def foreign_block(settings: Settings, st: ClusterState) -> Blocked | None:
+    """Why the peer, alive in a protocol this node cannot read, blocks every takeover; None if it is not."""
+    if st.peer.foreign_version is None:
+        return None
+    return Blocked(BlockCode.PEER_INCOMPATIBLE,
+                   f"{settings.peer} is alive but speaks heartbeat protocol "
+                   f"{describe_version(st.peer.foreign_version)}, which this node "
+                   f"({describe_version(PROTOCOL_VERSION)}) cannot read: not taking over from it; "
+                   "finish or roll back the update")
 
 
 def self_block(settings: Settings, st: ClusterState, inp: Inputs) -> Blocked | None:
@@ -81,7 +96,7 @@ def may_claim(settings: Settings, st: ClusterState, inp: Inputs) -> bool:
     Not while it may not take over itself, nor once its witness check failed:
     its probes would only hold the other node back (a contender yields).
     """
-    if self_block(settings, st, inp) is not None:
+    if foreign_block(settings, st) is not None or self_block(settings, st, inp) is not None:
         return False
     blocked = witness_block(settings, st, inp)
     return blocked is None or blocked.code is not BlockCode.WITNESS_UNREACHABLE

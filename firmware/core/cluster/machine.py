@@ -92,6 +92,8 @@ def _finish(settings: Settings, before: ClusterState, st: ClusterState, inp: Inp
     wake = [st.started_at + settings.initdead_s] if st.state == NodeState.STARTING else []
     if last_rx is not None and st.peer.alive:
         wake.append(last_rx + settings.deadtime_s + 1e-4)
+    if st.peer.foreign_version is not None and inp.peer.foreign_at is not None:
+        wake.append(inp.peer.foreign_at + settings.deadtime_s + 1e-4)
     for record in (st.request, st.grant, st.shutdown):
         if record is not None:
             wake.append(record.deadline)

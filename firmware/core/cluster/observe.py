@@ -7,6 +7,12 @@ The peer is alive while it is heard on at least one link. Link changes are
 journaled only while the peer is alive: a silent peer is reported once, as
 peer.lost.
 
+A peer that is not alive but sent authentic packets of another protocol
+generation within `deadtime_s` (a pair in the middle of an update to an
+incompatible release) is *foreign*: alive, but unreadable. The guard never
+takes over from it (see `guard`); observation reports it once, as
+peer.incompatible.
+
 A peer that reports hearing nothing from us (PEER_SILENT) although we have
 heard it for a deadtime is *deaf*: it cannot consent to a handover nor apply
 the dual-ACTIVE rule, so the node judges as if the peer were silent.
@@ -20,7 +26,7 @@ from typing import Any
 from firmware.core.cluster.records import Decision, Event, Inputs
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import ClusterState, LinkStatus
-from firmware.core.message import Heartbeat
+from firmware.core.message import PROTOCOL_VERSION, Heartbeat, describe_version
 from firmware.core.states import Flag, NodeState
 
 
@@ -43,7 +49,12 @@ def observe(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
             events.append(Event("link.up" if up else "link.down",
                                 {"link": link.name, "rx": link.rx, "tx": link.tx, "detail": link_detail(link)}))
     msg = view.message
-    changes: dict[str, Any] = {"links": links, "alive": alive}
+    foreign = view.foreign_version if not alive and view.foreign_at is not None and view.foreign_at > deadline \
+        else None
+    if foreign is not None and foreign != st.peer.foreign_version:
+        events.append(Event("peer.incompatible", {"peer": settings.peer, "version": describe_version(foreign),
+                                                  "own": describe_version(PROTOCOL_VERSION)}))
+    changes: dict[str, Any] = {"links": links, "alive": alive, "foreign_version": foreign}
     if alive and not st.peer.alive:
         changes["found_at"] = now
         events.append(Event("peer.found", {"peer": settings.peer,
@@ -89,5 +100,5 @@ def silent_since(settings: Settings, st: ClusterState, inp: Inputs) -> float:
     if msg is not None and peer_deaf(settings, st, inp, msg):
         times = [link.tx_ok_at for link in inp.peer.links if link.tx_ok_at is not None]
         return max(times, default=st.started_at)
-    last_rx = inp.peer.last_rx
-    return last_rx if last_rx is not None else st.started_at
+    heard = [at for at in (inp.peer.last_rx, inp.peer.foreign_at) if at is not None]
+    return max(heard) if heard else st.started_at

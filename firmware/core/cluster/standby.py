@@ -99,7 +99,8 @@ def _alone(settings: Settings, st: ClusterState, inp: Inputs) -> Decision:
     changed = st.guard is None or blocked.code is not st.guard.code
     if changed and blocked.code not in USUAL_WAITS:
         events.append(Event("takeover.blocked", {"code": blocked.code.value, "reason": blocked.text}))
-    shown = blocked if blocked.held else f"{settings.peer} silent on every link; {blocked.text}"
+    own_words = blocked.held or blocked.code is BlockCode.PEER_INCOMPATIBLE
+    shown = blocked if own_words else f"{settings.peer} silent on every link; {blocked.text}"
     st = replace(st, guard=blocked, fence_since=fence_since(st, blocked, inp.now))
     return Decision(say(st, shown), tuple(events))
 

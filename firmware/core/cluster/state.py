@@ -85,6 +85,7 @@ class PeerFacts:
     epoch: int = 0                    # the highest epoch it ever announced
     boot: bytes | None = None         # the boot id of the daemon we hear
     links: tuple[LinkStatus, ...] = ()
+    foreign_version: int | None = None  # not alive but heard within deadtime_s in a protocol we cannot read
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from firmware.core.cluster.observe import link_detail
 from firmware.core.cluster.records import LanVerdict
 from firmware.core.cluster.settings import Settings
 from firmware.core.cluster.state import ClusterState
+from firmware.core.message import PROTOCOL_VERSION, describe_version
 from firmware.core.states import NodeState
 
 
@@ -40,6 +41,11 @@ def alarms(settings: Settings, st: ClusterState) -> list[Alarm]:
             if not (link.rx and link.tx):
                 found.append(Alarm(f"link:{link.name}", "warning",
                                    f"link {link.name}: {link_detail(link)} (peer still heard on another link)"))
+    elif st.peer.foreign_version is not None:
+        found.append(Alarm("peer", "critical", f"peer {settings.peer} is alive but speaks heartbeat protocol "
+                                               f"{describe_version(st.peer.foreign_version)}; this node "
+                                               f"({describe_version(PROTOCOL_VERSION)}) cannot read it and "
+                                               "will not take over from it"))
     elif st.state != NodeState.STARTING:
         found.append(Alarm("peer", "critical", f"peer {settings.peer} silent on every link"))
     p = st.persisted
