@@ -802,3 +802,16 @@ def test_a_readable_restart_after_a_foreign_one_is_the_peer_again() -> None:
     rolled_back = Node("beta", "alpha", 22)  # bravo rolled back to this release
     delivery = a.ep.receive("lan", rolled_back.packet(2.0), 2.0)
     assert delivery is not None and delivery.view.last_rx == 2.0
+
+
+def test_after_our_restart_the_peer_that_did_not_restart_counts_at_once_when_foreign() -> None:
+    """Review of ef678f9: we restart into another generation while the peer runs on. Its packets carry
+    the boot we persisted, with seqs inside the margin a readable boot must confirm by a round trip;
+    foreign ones cannot be confirmed, and dropping them would let us take the calls from a live peer."""
+    a = Node("alpha", "beta", 10, known_peer=(20, 500), known_margin=120)
+    peer = Sealer(ring(), new_boot_id(20), version=0x10)
+    peer.seq = 505  # what the peer sent since our record was saved
+    assert a.ep.receive("lan", peer.seal_payload(bytes(40)), 1.0) is None
+    assert a.ep.view().foreign_at == 1.0
+    older = Sealer(ring(), new_boot_id(19), version=0x10).seal_payload(bytes(40))
+    assert a.ep.receive("lan", older, 1.1) is None and a.ep.view().foreign_at == 1.0

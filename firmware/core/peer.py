@@ -172,15 +172,22 @@ class PeerTracker:
     def foreign(self, header: Header, version: int, now: float) -> str | None:
         """File an authentic packet of another protocol generation; None if it shows the peer alive.
 
-        Its payload cannot be read, so no round trip can confirm it: it counts
-        only from a boot newer than every boot seen (or the foreign boot already
-        counted), and each sequence number once. A replay of recorded packets
-        can then only keep a dead peer looking alive, which holds a takeover
-        back; it can never make one happen.
+        Its payload cannot be read, so no round trip can confirm it, and none
+        is waited for: a false "alive" only holds a takeover back, while a
+        live peer missed lets this node take the calls from it. So it counts
+        from a boot no older than the readable boots seen (the current one,
+        or the one persisted before our restart, whatever its seq: the peer
+        may not have restarted at all) and newer than the foreign boot
+        already counted, and each sequence number once. A replay of recorded
+        packets can at worst keep a dead peer looking alive; it can never make
+        a takeover happen.
         """
         if self._foreign is None or self._foreign[0] != header.boot_id:
-            newest = self._foreign is None or boot_counter(header.boot_id) > boot_counter(self._foreign[0])
-            if not (newest and self._evidently_newer(header)) or header.boot_id in self._retired:
+            counter = boot_counter(header.boot_id)
+            readable = [boot_counter(self.current.boot_id)] if self.current is not None else []
+            readable += [self.known[0]] if self.known is not None else []
+            newer_than_foreign = self._foreign is None or counter > boot_counter(self._foreign[0])
+            if counter < max(readable, default=0) or not newer_than_foreign or header.boot_id in self._retired:
                 return "replay"
             self._foreign_window = ReplayWindow()
         if not self._foreign_window.accept(header.seq):

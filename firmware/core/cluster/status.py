@@ -44,8 +44,8 @@ def alarms(settings: Settings, st: ClusterState) -> list[Alarm]:
     elif st.peer.foreign_version is not None:
         found.append(Alarm("peer", "critical", f"peer {settings.peer} is alive but speaks heartbeat protocol "
                                                f"{describe_version(st.peer.foreign_version)}; this node "
-                                               f"({describe_version(PROTOCOL_VERSION)}) cannot read it and "
-                                               "will not take over from it"))
+                                               f"({describe_version(PROTOCOL_VERSION)}) cannot read it: "
+                                               "no failover until both run one generation"))
     elif st.state != NodeState.STARTING:
         found.append(Alarm("peer", "critical", f"peer {settings.peer} silent on every link"))
     p = st.persisted
