@@ -572,19 +572,43 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    """Check an update bundle (signature, board family, every payload block); nothing is installed yet."""
+    """Check an update bundle (signature, board family, every payload block); with --single, install it
+    into this box's other slot and reboot into it on trial (hardware_docs/updates.md)."""
+    import subprocess
+
+    from firmware.appliance import helper
     from firmware.update.bundle import UpdateError, check_bundle, system_info
 
-    if not args.check:
-        raise ControlError("update: this release checks bundles only (`tandem update --check BUNDLE`); installing "
-                           "them, and the rolling update of the pair, are not in it yet")
+    if not (args.check or args.single):
+        raise ControlError("update: the rolling update of the pair is not in this release yet: check a bundle with "
+                           "--check, or update this box on its own with --single (its calls drop while it reboots)")
+    bundle = Path(os.path.abspath(args.bundle))
     try:
-        info = check_bundle(Path(args.bundle), system_info(Path(args.system_conf)))
+        info = check_bundle(bundle, system_info(Path(args.system_conf)))
     except UpdateError as exc:
         raise ControlError(f"update: {exc}") from None
     print(f"{info.path}: Tandem {info.version} (build {info.build or '-'}) for {info.compatible} boards; "
           f"signature good, payload intact; root file system {info.image_size / (1 << 20):.0f} MiB, "
-          f"SHA-256 {info.image_sha256}")
+          f"SHA-256 {info.image_sha256}", flush=True)
+    if args.check:
+        return 0
+    print("update --single: this box is updated on its own. The calls it carries drop while it reboots (a few "
+          "minutes), and its peer is not asked to take them first.", file=sys.stderr, flush=True)
+    # The good gate of a paired box asks for its peer on every link too; an unpaired one has none.
+    mode = "pair" if _config_path(args).exists() else "single"
+    try:
+        reply = helper.call("bootgate", ["install", str(bundle), mode], timeout=helper.INSTALL_TIMEOUT_S + 30)
+    except helper.HelperError as exc:
+        raise ControlError(f"update: {exc}") from None
+    sys.stdout.write(reply["stdout"])
+    sys.stderr.write(reply["stderr"])
+    if reply["returncode"] != 0:
+        raise ControlError("update: the install failed; this box stays on the slot it runs")
+    if args.no_reboot:
+        print("installed: the new slot starts on trial at the next reboot")
+        return 0
+    print("installed: rebooting into the new slot, on trial", flush=True)
+    subprocess.run(["systemctl", "reboot"], check=False)
     return 0
 
 
@@ -776,6 +800,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="only check the bundle: its signature against this box's keyring, that it is for this "
                         "box's board family, and every payload block against the signed hash; nothing is written")
+    p.add_argument("--single", action="store_true",
+                   help="update this box on its own: install into its other slot (the bundle in "
+                        "/var/lib/tandem/inbox or on a stick under /media) and reboot into it on trial; its calls "
+                        "drop while it reboots")
+    p.add_argument("--no-reboot", action="store_true", help="with --single: install, but do not reboot now")
     p.add_argument("--system-conf", default="/etc/rauc/system.conf", help="RAUC's system config (compatible, keyring)")
     p.set_defaults(func=cmd_update)
 

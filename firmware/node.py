@@ -10,6 +10,7 @@ simulators. This module builds it, then wires in what the board has:
   socket), with its ``panel.frame`` and ``panel.report`` commands;
 * the bulk channel to the peer (`firmware.pairing.bulk`) when the config has ``[bulk]``:
   its server, on a thread of its own, and its ``bulk`` status section;
+* the update's good gate (`firmware.update.gate`): its ``update`` status section and alarm;
 * the board profile's ``extensions``: callables named by import path
   (``"sim.extension:install"``) that receive the :class:`Node` and may register
   control commands, status keys or health adjusters. The simulator plugs its
@@ -32,6 +33,7 @@ from firmware.drivers import load_driver
 from firmware.panel.runner import PanelRunner
 from firmware.pairing.bulk import BulkError, BulkServer, load_credentials
 from firmware.panel.setup import open_panel, register_panel_commands
+from firmware.update.gate import GoodGate
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,11 @@ def build_node(config: Config, guardian: Guardian | None = None) -> Node:
             daemon.journal.add_listener(lambda record: panel.notify())
         register_panel_commands(daemon.endpoints, panel, daemon.journal)
         _add_bulk_channel(config, daemon)
+        gate = GoodGate(config.node.update, daemon.settings, lambda: (daemon.state, daemon.health),
+                        daemon.journal.record, daemon.now)
+        daemon.add_component(gate)
+        daemon.endpoints.add_status(gate.status)
+        daemon.alarm_board.add_source(gate.alarms)
         node = Node(config, daemon, panel)
         for index, spec in enumerate(config.board.extensions):
             load_driver(spec, f"extensions[{index}]", config.board_path, node)

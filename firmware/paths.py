@@ -11,6 +11,11 @@ from pathlib import Path
 ETC_DIR = Path("/etc/tandem")
 STATE_DIR = Path("/var/lib/tandem")
 RUN_DIR = Path("/run/tandem")
+# The boot gate names the slot on trial here (not in RUN_DIR, which goes with the daemon's unit).
+TRIAL_FLAG = Path("/run/tandem-trial")
+# The boot gate's last outcome (key=value lines). Not in STATE_DIR: that is the daemon's (0750), and the
+# helper that runs `bootgate pass` is root without CAP_DAC_OVERRIDE.
+UPDATE_RESULT = Path("/var/lib/tandem-update/result")
 
 CONFIG_FILE = ETC_DIR / "tandem.toml"
 CLUSTER_KEY = ETC_DIR / "cluster.key"  # written by pairing (or `tandem keygen`)

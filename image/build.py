@@ -280,6 +280,7 @@ def build_slot_root(base: Path, work: Path, overlays: list[Path], pbx: list[str]
     chroot(root, "systemctl", "enable", "tandem-firstboot.service", "tandem-bootreason.service",
            "tandem-factory-reset.service", "tandem-helper.socket", "tandem.service",
            "tandem-setup.service", "tandem-machine-id.service", "tandem-growdata.service",
+           "tandem-bootgate.service", "tandem-bootgate.timer",
            "systemd-networkd.service",
            "systemd-resolved.service", "systemd-timesyncd.service")
     # Nothing that writes to the flash on a timer, and no second SMART poller beside Tandem's sensor.

@@ -30,6 +30,17 @@ def test_the_factory_reset_runs_tandem_with_exactly_its_arguments() -> None:
     assert (operation.program, args) == ("tandem", ["factory-reset", "--yes"])
 
 
+@pytest.mark.parametrize("args, timeout", [
+    (["pass"], helper.COMMAND_TIMEOUT_S),
+    (["install", "/var/lib/tandem/inbox/tandem-0.1.0-20261207T1420Z-acc14ff.raucb", "pair"], helper.INSTALL_TIMEOUT_S),
+    (["install", "/media/TANDEM-USB/tandem-0.2.0.raucb", "single"], helper.INSTALL_TIMEOUT_S),
+])
+def test_the_boot_gate_runs_its_pass_and_installs_from_the_inbox_or_a_stick(args: list[str], timeout: float) -> None:
+    operation, checked = helper.parse_request(json.dumps({"op": "bootgate", "args": args}).encode())
+    assert (operation.program, checked) == ("/usr/libexec/tandem/bootgate", args)
+    assert operation.timeout_s(checked) == timeout
+
+
 @pytest.mark.parametrize("request_, why", [
     ({"op": "sh", "args": ["-c", "id"]}, "unknown operation"),
     ({"op": "dmidecode", "args": ["--dump-bin", "/etc/shadow"]}, "only -t"),
@@ -41,6 +52,17 @@ def test_the_factory_reset_runs_tandem_with_exactly_its_arguments() -> None:
     ({"op": "dmidecode", "args": [], "env": {"PATH": "/tmp"}}, "nothing else"),
     ({"op": "factory-reset", "args": ["factory-reset", "--yes", "--at-boot"]}, "exactly"),
     ({"op": "factory-reset", "args": ["keygen", "/etc/tandem/cluster.key"]}, "exactly"),
+    ({"op": "bootgate", "args": ["abort"]}, "exactly: pass"),
+    ({"op": "bootgate", "args": ["pass", "--force"]}, "exactly: pass"),
+    ({"op": "bootgate", "args": ["install", "/root/x.raucb", "pair"]}, "installed only from"),
+    ({"op": "bootgate", "args": ["install", "/var/lib/tandem/inbox/../../../etc/x.raucb", "pair"]}, "installed only"),
+    ({"op": "bootgate", "args": ["install", "/media/../etc/x.raucb", "pair"]}, "installed only"),
+    ({"op": "bootgate", "args": ["install", "/var/lib/tandem/inbox/x.raucb\n", "pair"]}, "installed only"),
+    ({"op": "bootgate", "args": ["install", "/var/lib/tandem/inbox/x.tar", "pair"]}, "installed only"),
+    ({"op": "bootgate", "args": ["install", "/var/lib/tandem/inbox/x.raucb", "both"]}, "pair|single"),
+    # A pattern's $ also matches before a final newline: every argument must match whole.
+    ({"op": "smartctl", "args": ["-a", "-j", "-n", "standby", "/dev/sda\n"]}, "not a disk device"),
+    ({"op": "dmidecode", "args": ["-t", "1\n"]}, "only -t"),
 ])
 def test_refused_requests_name_the_reason_and_run_nothing(request_: dict, why: str) -> None:
     ran = []

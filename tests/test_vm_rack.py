@@ -285,3 +285,107 @@ def test_vmlab_brings_the_pair_up_and_takes_commands(test_image: Path) -> None:
     assert "SIP OPTIONS to the shared IP: 200" in out
     assert "ACTIVE" in out and "STANDBY" in out
     assert "commands: alpha|bravo" in out  # the unknown command got the help line
+
+
+@pytest.mark.vm
+def test_a_slot_on_trial_boots_once_and_grub_takes_the_box_back_unless_it_passes(test_image: Path,
+                                                                                tmp_path: Path) -> None:
+    """The real GRUB, RAUC and boot gate: slot A's copy put in slot B on trial boots once; at the
+    deadline the box reboots and GRUB passes B over (its try spent): back on A for good, B marked bad.
+    Put on trial again and passed, B stays: it boots as a proven slot. (An unpaired box: no Tandem
+    daemon passes the gate here; tests/test_good_gate.py has the daemon's side.)"""
+    from sim.vm.qemu import Vm, VmSpec
+
+    vm = Vm(VmSpec("trial", "TANDEM-TRIAL", [], tmp_path / "nm.sock", nullmodem_server=True, boot="uefi"),
+            test_image, tmp_path, namespace=None, accel="tcg")
+
+    def reboot_into(slot: str, tries: str) -> None:
+        mark = vm.console.mark()
+        vm.console.send("systemctl reboot\n")
+        vm.login_after_reboot(since=mark, banner=rf"Tandem slot {slot} \(OK=1 TRY={tries}\)")
+        _, cmdline = vm.console.run("cat /proc/cmdline")
+        assert f"rauc.slot={slot}" in cmdline, cmdline
+
+    def gate_log() -> str:
+        # The autologin shell may come before the boot gate is done: a start waits for its running job.
+        vm.console.run("systemctl start tandem-bootgate.service", timeout=300)
+        return vm.console.run("journalctl -b -u tandem-bootgate --no-pager -o cat")[1]
+
+    def put_b_on_trial() -> None:
+        vm.console.run("/usr/libexec/tandem/bootgate begin && rauc status mark-active other")
+
+    try:
+        vm.start()
+        assert vm.console is not None
+        vm.login(timeout=400)
+        assert "slot A is proven: marked good" in gate_log()
+        vm.console.run("dd if=/dev/disk/by-partlabel/rootfs-a of=/dev/disk/by-partlabel/rootfs-b bs=4M "
+                       "conv=fsync status=none", timeout=600)
+        put_b_on_trial()
+        reboot_into("B", tries="1")  # the menu shows the try GRUB just spent on the slot on trial
+        assert "slot B is on trial" in gate_log()
+        assert vm.console.run("cat /run/tandem-trial")[1].strip().splitlines()[-1] == "B pair"
+        # Nobody passes it: the deadline's unit (what tandem-bootgate.timer starts) reboots the box.
+        mark = vm.console.mark()
+        vm.console.send("systemctl start tandem-bootgate-deadline.service\n")
+        vm.login_after_reboot(since=mark, banner=r"Tandem slot A \(OK=1 TRY=0\)")
+        assert "rauc.slot=A" in vm.console.run("cat /proc/cmdline")[1]
+        assert "slot B was not marked good" in gate_log()
+        assert "event=rolled-back" in vm.console.run("cat /var/lib/tandem-update/result")[1]
+        env = vm.console.run("mount | grep -q /boot/efi || mount /boot/efi; "
+                             "grub-editenv /boot/efi/EFI/BOOT/grubenv list")[1]
+        assert "ORDER=A B" in env and "B_OK=0" in env and "TRIAL=" not in env, env
+        # On trial again, and this time passed (as Tandem's gate does through the helper): B stays.
+        put_b_on_trial()
+        reboot_into("B", tries="1")
+        vm.console.run("/usr/libexec/tandem/bootgate pass")
+        reboot_into("B", tries="0")
+        assert "slot B is proven: marked good" in gate_log()
+        status = vm.console.run("rauc status --output-format=shell")[1]
+        assert "RAUC_SYSTEM_BOOTED_BOOTNAME='B'" in status, status
+    finally:
+        vm.close()
+
+
+@pytest.mark.vm
+def test_tandem_update_single_installs_a_bundle_through_the_helper_and_boots_it_on_trial(test_image: Path,
+                                                                                        tmp_path: Path) -> None:
+    """`tandem update --single` on a box: the bundle (built from the test image, signed by the development
+    PKI the image trusts) is checked, installed into slot B by RAUC through the privileged helper and the
+    boot gate, and booted on trial; passed, B is the box's slot from then on."""
+    from sim.vm.qemu import Vm, VmSpec
+
+    bundle = tmp_path / "update.raucb"
+    built = subprocess.run([sys.executable, str(ROOT / "image/bundle.py"), "--image", str(test_image),
+                            "--out", str(bundle)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    size = bundle.stat().st_size
+    stick = tmp_path / "stick.img"  # the bundle as a second disk, padded to whole sectors
+    stick.write_bytes(bundle.read_bytes() + bytes(-size % 512))
+    spec = VmSpec("single", "TANDEM-SINGLE", [], tmp_path / "nm.sock", nullmodem_server=True, boot="uefi",
+                  extra=["-drive", f"file={stick},if=none,id=d1,format=raw,readonly=on",
+                         "-device", "virtio-blk-pci,drive=d1"])
+    vm = Vm(spec, test_image, tmp_path, namespace=None, accel="tcg")
+    try:
+        vm.start()
+        assert vm.console is not None
+        vm.login(timeout=400)
+        vm.console.run(f"mkdir -p /var/lib/tandem/inbox && head -c {size} /dev/vdb > /var/lib/tandem/inbox/u.raucb")
+        status, out = vm.console.run("tandem update --single --no-reboot /var/lib/tandem/inbox/u.raucb 2>&1",
+                                     timeout=1500, check=False)
+        assert status == 0, out
+        assert "signature good, payload intact" in out and "installed into slot B" in out, out
+        env = vm.console.run("grub-editenv /boot/efi/EFI/BOOT/grubenv list")[1]
+        assert "ORDER=B A" in env and "TRIAL=B" in env and "TRIAL_MODE=single" in env, env
+        mark = vm.console.mark()
+        vm.console.send("systemctl reboot\n")
+        vm.login_after_reboot(since=mark, banner=r"Tandem slot B \(OK=1 TRY=1\)")
+        assert "rauc.slot=B" in vm.console.run("cat /proc/cmdline")[1]
+        vm.console.run("systemctl start tandem-bootgate.service", timeout=300)
+        assert vm.console.run("cat /run/tandem-trial")[1].strip().splitlines()[-1] == "B single"
+        vm.console.run("/usr/libexec/tandem/bootgate pass")
+        status_line = vm.console.run("rauc status --output-format=shell")[1]
+        assert "RAUC_SYSTEM_BOOTED_BOOTNAME='B'" in status_line and "RAUC_BOOT_PRIMARY='rootfs.1'" in status_line
+        assert "event=good" in vm.console.run("cat /var/lib/tandem-update/result")[1]
+    finally:
+        vm.close()

@@ -10,6 +10,11 @@ patterns:
   smartctl       ``-a -j -n standby [-d TYPE] DEVICE`` (TYPE and DEVICE from fixed patterns)
   factory-reset  exactly ``factory-reset --yes``: `tandem factory-reset` leaves its flag on the ESP
                  and reboots (the panel's "Factory reset", through the daemon)
+  bootgate       exactly ``pass``: the update's good gate passed, the slot on trial is marked good
+                 (``/usr/libexec/tandem/bootgate pass``, hardware_docs/updates.md); or ``install BUNDLE
+                 pair|single``: put the inactive slot on trial and install the bundle into it (RAUC's
+                 D-Bus service lets only root install), BUNDLE a ``.raucb`` file directly in the bulk
+                 channel's inbox or on a mounted USB stick (``/media/<label>/``); it may take 30 min
 
 The daemon reaches it through its sensor host's command overrides: the board profile names
 ``/usr/libexec/tandem/dmidecode`` (a two-line script running ``python -m firmware.appliance.helper
@@ -19,7 +24,7 @@ request must fit the inventory's 10 s.
 
 Protocol: one JSON line each way on the connection. Request ``{"op": "dmidecode", "args": [...]}``;
 answer ``{"ok": true, "returncode": 0, "stdout": "...", "stderr": "..."}`` or
-``{"ok": false, "error": "why"}``. Requests are at most 4 KiB; commands get 30 s.
+``{"ok": false, "error": "why"}``. Requests are at most 4 KiB; commands get 30 s (an install 30 min).
 """
 
 from __future__ import annotations
@@ -36,9 +41,14 @@ from typing import Any, BinaryIO, Callable
 SOCKET = Path("/run/tandem-helper.sock")
 MAX_REQUEST = 4096
 COMMAND_TIMEOUT_S = 30.0
+INSTALL_TIMEOUT_S = 1800.0  # a bundle of a few hundred MiB on a slow disk; RAUC's own install has no limit
 
 _SMBIOS_TYPE = re.compile(r"^(?:\d|[1-9]\d|1[01]\d|12[0-7])$")
 _DEVICE = re.compile(r"^/dev/(?:sd[a-z]{1,2}|nvme\d{1,2}(?:n\d{1,2})?|hd[a-z]|vd[a-z]{1,2}|sg\d{1,3}|bus/\d{1,2})$")
+# A bundle directly in the bulk channel's inbox, or on a USB stick mounted under /media: no "..", no
+# other folder, nothing that is not a plain name.
+_BUNDLE = re.compile(r"^(?:/var/lib/tandem/inbox|/media/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})/"
+                     r"[A-Za-z0-9_-][A-Za-z0-9._+-]{0,200}\.raucb$")
 _DEVICE_TYPE = re.compile(r"^(?:auto|ata|sat|scsi|nvme|usbjmicron|usbsunplus|usbcypress|"
                           r"(?:megaraid|cciss|3ware|areca|aacraid|hpt),\d{1,3}(?:,\d{1,3}){0,2})$")
 
@@ -53,22 +63,23 @@ class Operation:
 
     program: str
     check: Callable[[list[str]], None]
+    timeout_s: Callable[[list[str]], float] = lambda args: COMMAND_TIMEOUT_S
 
 
 def _check_dmidecode(args: list[str]) -> None:
     if not args or len(args) % 2:
         raise HelperError("dmidecode takes -t TYPE pairs")
     for flag, value in zip(args[::2], args[1::2]):
-        if flag != "-t" or not _SMBIOS_TYPE.match(value):
+        if flag != "-t" or not _SMBIOS_TYPE.fullmatch(value):
             raise HelperError(f"dmidecode: {flag} {value}: only -t with an SMBIOS type number (0-127)")
 
 
 def _check_smartctl(args: list[str]) -> None:
     if args[:4] != ["-a", "-j", "-n", "standby"] or len(args) not in (5, 7):
         raise HelperError("smartctl takes -a -j -n standby [-d TYPE] DEVICE")
-    if len(args) == 7 and (args[4] != "-d" or not _DEVICE_TYPE.match(args[5])):
+    if len(args) == 7 and (args[4] != "-d" or not _DEVICE_TYPE.fullmatch(args[5])):
         raise HelperError(f"smartctl: {' '.join(args[4:6])}: not an allowed -d device type")
-    if not _DEVICE.match(args[-1]):
+    if not _DEVICE.fullmatch(args[-1]):
         raise HelperError(f"smartctl: {args[-1]}: not a disk device")
 
 
@@ -77,10 +88,25 @@ def _check_factory_reset(args: list[str]) -> None:
         raise HelperError("factory-reset takes exactly: factory-reset --yes")
 
 
+def _check_bootgate(args: list[str]) -> None:
+    if args == ["pass"]:
+        return
+    if len(args) != 3 or args[0] != "install" or args[2] not in ("pair", "single"):
+        raise HelperError("bootgate takes exactly: pass, or install BUNDLE pair|single")
+    if not _BUNDLE.fullmatch(args[1]):
+        raise HelperError(f"bootgate install: {args[1]}: a bundle is installed only from "
+                          "/var/lib/tandem/inbox/NAME.raucb or /media/STICK/NAME.raucb")
+
+
+def _bootgate_timeout(args: list[str]) -> float:
+    return INSTALL_TIMEOUT_S if args[:1] == ["install"] else COMMAND_TIMEOUT_S
+
+
 OPERATIONS: dict[str, Operation] = {
     "dmidecode": Operation("dmidecode", _check_dmidecode),
     "smartctl": Operation("smartctl", _check_smartctl),
     "factory-reset": Operation("tandem", _check_factory_reset),
+    "bootgate": Operation("/usr/libexec/tandem/bootgate", _check_bootgate, _bootgate_timeout),
 }
 
 
@@ -107,13 +133,14 @@ def answer(line: bytes, run: Callable[..., subprocess.CompletedProcess] = subpro
         operation, args = parse_request(line)
     except HelperError as exc:
         return {"ok": False, "error": str(exc)}
+    timeout = operation.timeout_s(args)
     try:
-        done = run([operation.program, *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
+        done = run([operation.program, *args], capture_output=True, text=True, timeout=timeout,
                    stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         return {"ok": False, "error": f"{operation.program} is not installed"}
     except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"{operation.program} took more than {COMMAND_TIMEOUT_S:g} s"}
+        return {"ok": False, "error": f"{operation.program} took more than {timeout:g} s"}
     return {"ok": True, "returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
 

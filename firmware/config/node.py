@@ -598,6 +598,17 @@ class BulkConfig(Strict):
         return parse_host_port(self.peer, BULK_DEFAULT_PORT)
 
 
+class UpdateConfig(Strict):
+    """The good gate of an update (hardware_docs/updates.md): when a slot on trial is marked good."""
+
+    # Joined with the peer on every link and healthy this long before the slot is marked good; well
+    # inside the boot gate's deadline (tandem-bootgate.timer, 15 min after boot).
+    good_after_s: Annotated[float, Field(ge=0, le=600)] = 60.0
+    trial_flag: ConfigPath = paths.TRIAL_FLAG   # the boot gate names the slot on trial here
+    result_file: ConfigPath = paths.UPDATE_RESULT  # ... and its last outcome here
+    mark_good: Argv = ["/usr/libexec/tandem/bootgate-pass"]  # `bootgate pass` through the privileged helper
+
+
 class NodeConfig(Strict):
     """The node configuration file (`/etc/tandem/tandem.toml`).
 
@@ -631,6 +642,7 @@ class NodeConfig(Strict):
     sensors: Annotated[list[SensorConfig], Field(max_length=256)] = []
     panel: PanelConfig = PanelConfig()
     bulk: BulkConfig | None = None
+    update: UpdateConfig = UpdateConfig()
 
     @field_validator("peer")
     @classmethod
