@@ -603,7 +603,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     sys.stdout.write(reply["stdout"])
     sys.stderr.write(reply["stderr"])
     if reply["returncode"] != 0:
-        raise ControlError("update: the install failed; this box stays on the slot it runs")
+        raise ControlError("update: the install did not finish (see above). If RAUC still runs it (`rauc status`), "
+                           "the new slot starts on trial at the next reboot; otherwise this box stays on its slot")
     if args.no_reboot:
         print("installed: the new slot starts on trial at the next reboot")
         return 0

@@ -80,7 +80,8 @@ class Box:
         self.set("ORDER=A B", "A_OK=1", "A_TRY=0", "B_OK=0", "B_TRY=0")
         self.env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={socket}",
                     "PATH": f"{shims}:{os.environ['PATH']}", "TANDEM_GRUBENV": str(self.grubenv),
-                    "TANDEM_UPDATE_RESULT": str(self.result), "TANDEM_TRIAL_FLAG": str(self.flag)}
+                    "TANDEM_UPDATE_RESULT": str(self.result), "TANDEM_TRIAL_FLAG": str(self.flag),
+                    "TANDEM_BOOTGATE_LOCK": str(base / "bootgate.lock")}
         self.bus = subprocess.Popen(["dbus-daemon", "--nofork", "--config-file", str(base / "bus.conf")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(socket.exists, timeout=30, what="the private system bus")

@@ -7,12 +7,16 @@ boot the real GRUB (tests/test_vm_rack.py).
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers import wait_for
 from raucbox import WHY_NOT, Box, boot_b_on_trial, installed_into_b
 
 pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)
@@ -48,7 +52,7 @@ def test_a_new_slot_stays_on_trial_until_tandem_passes_it(box: Box) -> None:
     passed = box.gate("pass")
     assert passed.returncode == 0, passed.stderr
     assert box.boot_status() == {"A": "good", "B": "good"}
-    assert "TRIAL" not in box.env_vars() and not box.flag.exists()
+    assert box.env_vars()["TRIAL"] == "" and not box.flag.exists()  # good and cleared in one write
     assert box.last_result()["event"] == "good" and box.last_result()["slot"] == "B"
     # From now on B boots as a proven slot.
     box.boot("B")
@@ -98,27 +102,42 @@ def test_an_update_aborted_before_its_reboot_leaves_the_running_slot(box: Box) -
 
 
 def test_an_install_that_fails_marks_the_other_slot_bad_and_keeps_the_running_one(box: Box, tmp_path: Path) -> None:
-    # A bundle RAUC cannot install (here: none at all; on this machine a real one fails too, for want
-    # of device-mapper): the trial set before the install is undone at once.
-    done = box.gate("install", str(tmp_path / "gone.raucb"), "single")
+    # A bundle RAUC cannot install (here: junk; on this machine a real one fails too, for want of
+    # device-mapper): the trial set before the install is undone at once.
+    junk = tmp_path / "junk.raucb"
+    junk.write_bytes(bytes(4096))
+    done = box.gate("install", str(junk), "single")
     assert done.returncode == 1 and "rauc install" in done.stderr and "slot A stays" in done.stderr
     env = box.env_vars()
     assert env["ORDER"] == "A B" and "TRIAL" not in env and "TRIAL_MODE" not in env
     assert box.boot_status() == {"A": "good", "B": "bad"}
     assert box.last_result()["event"] == "install-failed" and box.last_result()["slot"] == "B"
-    refused = box.gate("install", str(tmp_path / "gone.raucb"), "alone")
+    refused = box.gate("install", str(junk), "alone")
     assert refused.returncode == 1 and "pair or single" in refused.stderr
+    link = tmp_path / "link.raucb"
+    link.symlink_to(junk)
+    os.mkfifo(tmp_path / "pipe.raucb")
+    for odd in (link, tmp_path / "pipe.raucb", tmp_path / "gone.raucb"):
+        refused = box.gate("install", str(odd), "pair")
+        assert refused.returncode == 1 and "not a plain file" in refused.stderr, odd
+    assert "TRIAL" not in box.env_vars()
 
 
 def test_pass_and_abort_refuse_what_they_cannot_mean(box: Box) -> None:
-    refused = box.gate("pass")
-    assert refused.returncode == 1 and "slot A is not on trial" in refused.stderr
+    again = box.gate("pass")  # a proven slot: passed before (by hand, or a reply that was lost)
+    assert again.returncode == 0 and "good already" in again.stdout
     refused = box.gate("abort")
     assert refused.returncode == 1 and "no update to abort" in refused.stderr
     installed_into_b(box)
+    refused = box.gate("pass")
+    assert refused.returncode == 1 and "slot A is not on trial" in refused.stderr
     boot_b_on_trial(box)
     refused = box.gate("abort")
     assert refused.returncode == 1 and "running on trial" in refused.stderr
+    # Nor an update from a slot on trial: it would overwrite the only proven slot.
+    refused = box.gate("begin")
+    assert refused.returncode == 1 and "slot B is itself on trial" in refused.stderr
+    assert box.env_vars()["TRIAL"] == "B" and box.boot_status()["A"] == "good"
     assert box.gate("nonsense").returncode == 1
 
 
@@ -137,6 +156,26 @@ def test_a_result_that_cannot_be_written_stops_the_update_before_anything_change
     blocker.write_text("")
     box.env["TANDEM_UPDATE_RESULT"] = str(blocker / "result")  # its folder cannot be made (as a read-only /var)
     before = box.env_vars()
-    done = box.gate("install", str(tmp_path / "any.raucb"), "pair")
+    bundle = tmp_path / "any.raucb"
+    bundle.write_bytes(bytes(4096))
+    done = box.gate("install", str(bundle), "pair")
     assert done.returncode == 1 and "cannot create" in done.stderr
     assert box.env_vars() == before and box.boot_status() == {"A": "good", "B": "bad"}
+
+
+def test_one_boot_gate_at_a_time(box: Box, tmp_path: Path) -> None:
+    """A second install (or an abort) while one runs would undo the trial under RAUC's feet."""
+    lock = tmp_path / "bootgate.lock"
+    box.env["TANDEM_BOOTGATE_LOCK"] = str(lock)
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "30"], start_new_session=True)
+    try:
+        wait_for(lambda: subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 1, timeout=30,
+                 what="the lock to be held")
+        before = box.env_vars()
+        busy = box.gate("pass")
+        assert busy.returncode == 1 and "another bootgate is running" in busy.stderr
+        assert box.env_vars() == before
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # flock and the sleep holding the lock with it
+        holder.wait()
+    assert box.gate("pass").returncode == 0  # free again

@@ -603,7 +603,7 @@ class UpdateConfig(Strict):
 
     # Joined with the peer on every link and healthy this long before the slot is marked good; well
     # inside the boot gate's deadline (tandem-bootgate.timer, 15 min after boot).
-    good_after_s: Annotated[float, Field(ge=0, le=600)] = 60.0
+    good_after_s: Annotated[float, Field(ge=1, le=600)] = 60.0
     trial_flag: ConfigPath = paths.TRIAL_FLAG   # the boot gate names the slot on trial here
     result_file: ConfigPath = paths.UPDATE_RESULT  # ... and its last outcome here
     mark_good: Argv = ["/usr/libexec/tandem/bootgate-pass"]  # `bootgate pass` through the privileged helper
