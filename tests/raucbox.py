@@ -110,6 +110,11 @@ class Box:
     def rauc(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["rauc", *args], env=self.env, capture_output=True, text=True, timeout=60)
 
+    def daemon_env(self) -> dict[str, str]:
+        """What a daemon on this box needs in its environment to run its boot gate (bus, paths, shims)."""
+        return {key: value for key, value in self.env.items()
+                if key in ("DBUS_SYSTEM_BUS_ADDRESS", "PATH") or key.startswith("TANDEM_")}
+
     def gate(self, *args: str) -> subprocess.CompletedProcess:
         """Run the boot gate with `args` as this box's root would."""
         return subprocess.run([str(BOOTGATE), *args], env=self.env, capture_output=True, text=True, timeout=60)

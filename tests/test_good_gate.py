@@ -46,8 +46,7 @@ def restart_on_trial(rack: TwoNodeRack, box: Box) -> None:
     boot_b_on_trial(box)
     started = box.gate("boot")
     assert started.returncode == 0 and box.flag.read_text().split()[0] == "B", started.stderr
-    rack.start_node("bravo", env={key: value for key, value in box.env.items()
-                                  if key in ("DBUS_SYSTEM_BUS_ADDRESS", "PATH") or key.startswith("TANDEM_")})
+    rack.start_node("bravo", env=box.daemon_env())
 
 
 def gate_of(rack: TwoNodeRack, name: str) -> dict | None:
@@ -111,8 +110,7 @@ def test_a_box_updated_on_its_own_needs_no_peer_to_keep_its_slot(racks, box: Box
     rack.wait_released("bravo")
     boot_b_on_trial(box)
     assert box.gate("boot").returncode == 0 and box.flag.read_text().split() == ["B", "single"]
-    rack.start_node("bravo", env={key: value for key, value in box.env.items()
-                                  if key in ("DBUS_SYSTEM_BUS_ADDRESS", "PATH") or key.startswith("TANDEM_")})
+    rack.start_node("bravo", env=box.daemon_env())
     wait_for(lambda: (gate_of(rack, "bravo") or {}).get("passed"), timeout=60, what="the single gate to pass")
     assert box.boot_status()["B"] == "good"
     assert [e["data"]["single"] for e in rack.events("bravo") if e["kind"] == "update.trial"] == [True]

@@ -29,6 +29,7 @@ from firmware.config.node import UpdateConfig
 from firmware.core.actions.service import run_command
 from firmware.core.alarms import Alarm
 from firmware.core.cluster import ClusterState, Settings
+from firmware.core.cluster.election import healthy
 from firmware.core.states import NodeState
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,13 @@ def not_proven(settings: Settings, state: ClusterState | None, health: int, sing
     """
     if state is None or state.state not in (NodeState.STANDBY, NodeState.ACTIVE):
         return f"{state.state.name if state else 'not started'}, not STANDBY or ACTIVE"
-    if single:
-        pass
-    elif not state.peer.alive:
-        return f"{settings.peer} not heard"
-    elif down := [link.name for link in state.peer.links if not (link.rx and link.tx)]:
-        return f"{', '.join(down)} not carrying heartbeats both ways"
-    if health < settings.critical_health:
+    if not single:
+        if not state.peer.alive:
+            return f"{settings.peer} not heard"
+        down = [link.name for link in state.peer.links if not (link.rx and link.tx)]
+        if down:
+            return f"{', '.join(down)} not carrying heartbeats both ways"
+    if not healthy(health, settings):
         return f"health {health} below {settings.critical_health}"
     return None
 
