@@ -10,8 +10,9 @@ machine's wall clock; a node's state changes are read from its own journal
       ROUNDS rounds; in each, for each request kind (`ping`, `lateness`,
       `links`, `maintenance-off`, `promote`), PIPELINE_BYTES of that request
       (one JSON line repeated) written in one go on one connection to the
-      ACTIVE node's control socket, its replies read on a second thread so the
-      socket never blocks. Failovers: the ACTIVE leaving ACTIVE (its journal's
+      ACTIVE node's control socket by a client process of its own (sim.flood:
+      not beside the lab's relay and cable threads), its replies read on a
+      second thread so the socket never blocks. Failovers: the ACTIVE leaving ACTIVE (its journal's
       `state` events) or the standby entering TAKEOVER/ACTIVE (its journal),
       events closer than 2 s counted as one, judged once every flood is over
       and the journal writers caught up, flood by flood by record ids; a
@@ -103,6 +104,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from firmware.core.control import ControlError  # noqa: E402
 from firmware.core.journal import read_journal  # noqa: E402
+from sim.flood import flood_in_process  # noqa: E402
 from sim.rack import NODES, TwoNodeRack  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -268,49 +270,6 @@ class StatePoller:
                    for a in self.anomalies)
 
 
-def flood(path: Path, payload: dict[str, Any], nbytes: int, timeout: float = 600.0) -> dict[str, Any]:
-    """`nbytes` of one pipelined request written in one go; replies read concurrently until the daemon
-    closes (it does after the last reply, once our end is shut for writing)."""
-    line = json.dumps(payload).encode() + b"\n"
-    count = -(-nbytes // len(line))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    sock.connect(str(path))
-    got: dict[str, Any] = {"requests": count, "replies": 0, "ok": 0, "reply_bytes": 0, "error": None}
-
-    def read() -> None:
-        buffer = b""
-        try:
-            while True:
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    return
-                got["reply_bytes"] += len(chunk)
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for reply in lines:
-                    got["replies"] += 1
-                    if reply.startswith(b'{"ok": true'):
-                        got["ok"] += 1
-                    elif got["error"] is None:
-                        got["error"] = reply[:200].decode(errors="replace")
-        except OSError as exc:
-            got["error"] = got["error"] or f"reading: {exc}"
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    started = time.monotonic()
-    try:
-        sock.sendall(line * count)
-        sock.shutdown(socket.SHUT_WR)
-    except OSError as exc:
-        got["error"] = got["error"] or f"writing: {exc}"
-    reader.join()  # each recv is bounded by `timeout`
-    got["seconds"] = time.monotonic() - started
-    sock.close()
-    return got
-
-
 def failover_times(records: dict[str, list[dict[str, Any]]], active: str, after: dict[str, int],
                    until: dict[str, float]) -> tuple[list[float], list[str], int]:
     """From both nodes' `state`/`peer.lost` records with ids in (after, until]: (times of the ACTIVE leaving
@@ -392,7 +351,7 @@ def pipeline(base: Path) -> dict[str, Any]:
                 marks = {name: rack.brief(name)["event_id"] for name in NODES}
                 with StatePoller(rack, active, tick) as poller:
                     started = time.monotonic()
-                    got = flood(rack.socket_path(active), {"cmd": kind}, PIPELINE_BYTES)
+                    got = flood_in_process(rack.socket_path(active), {"cmd": kind}, PIPELINE_BYTES)
                     behind = journal_behind(rack, active)
                 poller.lateness()
                 late, tick = poller.late, poller.tick
