@@ -10,10 +10,10 @@ error, else null).
 
 Tests and benchmarks run it as a separate process (:func:`flood_in_process`)
 on purpose: the lab's cables and UDP relay are threads of the test's own
-process, and a flood loop beside them (its allocations, its garbage
-collections, its share of the interpreter lock) holds heartbeats up on their
-way, which then looks like a failover the daemon caused. A hostile client is
-another process on a real box too.
+process, and a flood loop beside them would share their interpreter lock and
+garbage collections (a collection in the test process took up to 93 ms during
+a flood), so a heartbeat held up on its way could pass for a stall of the
+daemon's. A hostile client is another process on a real box too.
 """
 
 from __future__ import annotations

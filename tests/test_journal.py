@@ -104,6 +104,35 @@ def test_since_on_a_fresh_journal_reads_the_disk(tmp_path: Path, journals) -> No
     assert [r["kind"] for r in fresh.since(10)] == ["new"]
 
 
+def test_a_long_history_comes_encoded_from_only_the_files_that_hold_it(tmp_path: Path, journals,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the `events` command sends after a flood: the files' own lines, the older rotated files unread."""
+    first = journals(tmp_path, max_bytes=4096, keep=5)
+    for i in range(600):  # ~60 records a file
+        first.record("e", {"i": i})
+    first.close()
+    everything = read_journal(tmp_path / "events.jsonl", keep=5)
+    files = sorted(tmp_path.glob("events.jsonl.*"), key=lambda p: -int(p.suffix[1:]))  # oldest first
+    assert len(files) == 5 and everything[0]["id"] > 1  # rotated: the oldest records are gone
+    newest_rotated = lines_of(files[-1])
+    after = newest_rotated[len(newest_rotated) // 2]["id"]  # in the middle of the newest rotated file
+    read: list[str] = []
+
+    def tracking_open(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        read.append(Path(path).name)
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr("firmware.core.journal.open", tracking_open, raising=False)
+    fresh = journals(tmp_path, max_bytes=4096, keep=5)
+    encoded = fresh.since_encoded(after)
+    assert [json.loads(line) for line in encoded] == [r for r in everything if r["id"] > after]
+    assert all(not line.endswith(b"\n") for line in encoded)
+    # Each file's first line is looked at once; only the newest rotated file and the current one are read.
+    records_read = [name for name in read if read.count(name) > 1]
+    assert set(records_read) == {files[-1].name, "events.jsonl"}
+    assert [r["id"] for r in fresh.since(after)] == [r["id"] for r in everything if r["id"] > after]
+
+
 def test_listeners_see_every_new_record(tmp_path: Path, journals) -> None:
     journal = journals(tmp_path)
     seen: list[int] = []

@@ -40,7 +40,8 @@ MAX_REQUEST_BYTES = 65536
 MAX_CONNECTIONS = 64  # open at once, all users
 MAX_PER_UID = 32  # open at once, one user
 IDLE_TIMEOUT_S = 60.0  # without a whole request (a stream that is sending is never idle)
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | AsyncIterator[dict[str, Any]]]]
+# A stream's item is a reply object, or one already encoded as JSON (bytes, no newline).
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | AsyncIterator[dict[str, Any] | bytes]]]
 
 
 class ControlError(TandemError):
@@ -202,13 +203,17 @@ class ControlServer:
             async for item in result:
                 await _write(writer, item)
                 connection.last_active = time.monotonic()
+                # A reader as fast as we write keeps the socket from filling, so drain() never waits: without
+                # this a long history (45,000 events after a command flood) went out in one stretch of the loop.
+                await asyncio.sleep(0)
         finally:
             connection.busy = False
         await _write(writer, {"ok": True, "end": True})
 
 
-async def _write(writer: asyncio.StreamWriter, item: dict[str, Any]) -> None:
-    writer.write(json.dumps(item, default=str).encode() + b"\n")
+async def _write(writer: asyncio.StreamWriter, item: dict[str, Any] | bytes) -> None:
+    """One reply line: `item` as JSON, or as it is if it is encoded already (a stream's long history)."""
+    writer.write((item if isinstance(item, bytes) else json.dumps(item, default=str).encode()) + b"\n")
     await writer.drain()
 
 

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 Request = dict[str, Any]
 CommandHandler = Callable[[Request], Any | Awaitable[Any]]
-StreamHandler = Callable[[Request], AsyncIterator[dict[str, Any]]]
+StreamHandler = Callable[[Request], AsyncIterator[dict[str, Any] | bytes]]  # an item may be encoded JSON already
 StatusProvider = Callable[[], dict[str, Any]]
 
 
@@ -203,4 +203,5 @@ class LocalClient:
 
 
 def _as_json(item: Any) -> Any:
-    return json.loads(json.dumps(item, default=str))
+    """What a socket client would read for `item` (a stream's item may come encoded already)."""
+    return json.loads(item if isinstance(item, bytes) else json.dumps(item, default=str))

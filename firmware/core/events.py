@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -26,7 +27,7 @@ class EventsParams(Params):
 def register_events(endpoints: Endpoints, journal: Journal) -> None:
     """Answer ``{"cmd": "events", "since": ID, "last": N, "follow": bool}``."""
 
-    def handler(request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def handler(request: dict[str, Any]) -> AsyncIterator[dict[str, Any] | bytes]:
         since = request["since"]
         if request["last"] is not None:  # only the newest N (the panel's "last events" page)
             since = max(since, journal.next_id - 1 - request["last"])
@@ -36,8 +37,8 @@ def register_events(endpoints: Endpoints, journal: Journal) -> None:
 
 
 
-async def stream_events(journal: Journal, since: int, follow: bool) -> AsyncIterator[dict[str, Any]]:
-    """Reply items for the records after ``since``; with ``follow``, then each new record."""
+async def stream_events(journal: Journal, since: int, follow: bool) -> AsyncIterator[dict[str, Any] | bytes]:
+    """Reply items for the records after ``since`` (already encoded), then with ``follow`` each new record."""
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=FOLLOW_QUEUE)
     overflowed = False
 
@@ -51,11 +52,12 @@ async def stream_events(journal: Journal, since: int, follow: bool) -> AsyncIter
     if follow:
         journal.add_listener(listener)
     try:
-        # Old events may come from the rotated files: read them off the heartbeat loop.
-        history = await asyncio.to_thread(journal.since, since)
-        for record in history:
-            yield {"ok": True, "event": record}
-        last = history[-1]["id"] if history else since
+        # Old events may come from the rotated files: read them off the heartbeat loop, and send them on as
+        # the files hold them (see Journal.since_encoded).
+        history = await asyncio.to_thread(journal.since_encoded, since)
+        for line in history:
+            yield b'{"ok": true, "event": ' + line + b"}"
+        last = json.loads(history[-1])["id"] if history else since
         while follow and not overflowed:
             record = await queue.get()
             if record["id"] > last:
