@@ -7,8 +7,10 @@ import asyncio
 import datetime
 import json
 import os
+import shutil
 import sys
 import threading
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -572,16 +574,74 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    """Check an update bundle (signature, board family, every payload block); with --single, install it
-    into this box's other slot and reboot into it on trial (hardware_docs/updates.md)."""
+    """Update from a bundle: the rolling update of the pair (run on the ACTIVE node), or --check a bundle, or
+    update this box on its own with --single, or --abort the update under way (hardware_docs/updates.md)."""
+    if args.abort:
+        print(call(args, {"cmd": "update-abort", "source": "cli"}))
+        return 0
+    if args.bundle is None:
+        raise ControlError("update: name the bundle (or give --abort)")
+    if not (args.check or args.single):
+        return _rolling_update(args)
+    return _update_this_box(args)
+
+
+def _rolling_update(args: argparse.Namespace) -> int:
+    """Start the rolling update on this (ACTIVE) node's daemon and follow it until it ends or this box reboots."""
+    if not _config_path(args).exists():
+        raise ControlError(f"update: this box is not paired (no {_config_path(args)}), and a rolling update is the "
+                           "pair's: update it on its own with --single, or only --check the bundle")
+    bundle = _staged(Path(os.path.abspath(args.bundle)), load_config(_config_path(args)).node)
+    started = call(args, {"cmd": "update-start", "bundle": str(bundle), "source": "cli"})
+    print(f"updating the pair to {started['version']} ({bundle}): {', '.join(started['stages'])}; "
+          "`tandem update --abort` stops it", flush=True)
+    if args.detach:
+        return 0
+    shown = None
+    while True:
+        try:
+            rolling = (call(args, {"cmd": "status"}, timeout=30.0).get("update") or {}).get("rolling") or {}
+        except ControlError:
+            print("this box is rebooting into the new slot: `tandem status` shows the end of the update once it "
+                  "is back", flush=True)
+            return 0
+        line = (f"[{rolling.get('percent', 0):3d}%] {rolling.get('stage')}"
+                + (f", about {rolling['eta_s'] // 60:.0f} min left" if rolling.get("eta_s") else ""))
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        if rolling.get("outcome") is not None:
+            if rolling["outcome"] == "done":
+                print("done: both boxes run the new release, marked good")
+                return 0
+            raise ControlError(f"update {rolling['outcome']} at {rolling['stage']}: {rolling.get('reason')}")
+        time.sleep(2.0)
+
+
+def _staged(bundle: Path, node: Any) -> Path:
+    """The bundle where the privileged helper installs from: as it is if it is in the inbox or on a stick
+    under /media, else copied into the inbox (atomically) first."""
+    if node.bulk is None or bundle.parent == node.bulk.inbox or bundle.parts[1:2] == ("media",):
+        return bundle
+    target = node.bulk.inbox / bundle.name
+    temporary = target.with_name(f".{bundle.name}.copy")
+    try:
+        shutil.copyfile(bundle, temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ControlError(f"update: cannot copy {bundle} into {node.bulk.inbox}: {exc.strerror or exc}") from None
+    return target
+
+
+def _update_this_box(args: argparse.Namespace) -> int:
+    """--check a bundle, or --single: install it into this box's other slot and reboot into it on trial."""
     import subprocess
 
     from firmware.appliance import helper
     from firmware.update.bundle import UpdateError, check_bundle, system_info
 
-    if not (args.check or args.single):
-        raise ControlError("update: the rolling update of the pair is not in this release yet: check a bundle with "
-                           "--check, or update this box on its own with --single (its calls drop while it reboots)")
     bundle = Path(os.path.abspath(args.bundle))
     try:
         info = check_bundle(bundle, system_info(Path(args.system_conf)))
@@ -796,8 +856,12 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--name", help="the name in the peer's inbox (default: the file's)")
     p.set_defaults(func=cmd_bulk)
 
-    p = sub.add_parser("update", help="update from a signed RAUC bundle (./dev bundle builds one)")
-    p.add_argument("bundle", help="the bundle file (.raucb)")
+    p = sub.add_parser("update", help="update the pair, in turn, from a signed RAUC bundle (./dev bundle builds one)")
+    p.add_argument("bundle", nargs="?", help="the bundle file (.raucb); on the ACTIVE node, without --check or "
+                                              "--single: the rolling update of the pair")
+    p.add_argument("--abort", action="store_true", help="stop the update under way (the calls stay where they are)")
+    p.add_argument("--detach", action="store_true", help="start the rolling update and return (`tandem status` "
+                                                         "follows it)")
     p.add_argument("--check", action="store_true",
                    help="only check the bundle: its signature against this box's keyring, that it is for this "
                         "box's board family, and every payload block against the signed hash; nothing is written")

@@ -10,7 +10,9 @@ simulators. This module builds it, then wires in what the board has:
   socket), with its ``panel.frame`` and ``panel.report`` commands;
 * the bulk channel to the peer (`firmware.pairing.bulk`) when the config has ``[bulk]``:
   its server, on a thread of its own, and its ``bulk`` status section;
-* the update's good gate (`firmware.update.gate`): its ``update`` status section and alarm;
+* updates (`firmware.update`): the good gate, this box's install job and the rolling update of
+  the pair, with the board's slots driver; their ``update-*`` commands, ``update`` status section
+  and alarms;
 * the board profile's ``extensions``: callables named by import path
   (``"sim.extension:install"``) that receive the :class:`Node` and may register
   control commands, status keys or health adjusters. The simulator plugs its
@@ -31,9 +33,13 @@ from firmware.core.endpoints import LocalClient
 from firmware.core.guardian import Guardian
 from firmware.drivers import load_driver
 from firmware.panel.runner import PanelRunner
-from firmware.pairing.bulk import BulkError, BulkServer, load_credentials
+from firmware.core.endpoints import SourceParams
+from firmware.core.states import NodeState
+from firmware.pairing.bulk import BulkClient, BulkError, BulkServer, load_credentials
 from firmware.panel.setup import open_panel, register_panel_commands
 from firmware.update.gate import GoodGate
+from firmware.update.install import InstallParams, LocalInstall
+from firmware.update.rolling import RollingUpdate, StartParams
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +71,7 @@ def build_node(config: Config, guardian: Guardian | None = None) -> Node:
             daemon.journal.add_listener(lambda record: panel.notify())
         register_panel_commands(daemon.endpoints, panel, daemon.journal)
         _add_bulk_channel(config, daemon)
-        gate = GoodGate(config.node.update, daemon.settings, lambda: (daemon.state, daemon.health),
-                        daemon.journal.record, daemon.now)
-        daemon.add_component(gate)
-        daemon.endpoints.add_status(gate.status)
-        daemon.alarm_board.add_source(gate.alarms)
+        _add_updates(config, daemon)
         node = Node(config, daemon, panel)
         for index, spec in enumerate(config.board.extensions):
             load_driver(spec, f"extensions[{index}]", config.board_path, node)
@@ -77,6 +79,51 @@ def build_node(config: Config, guardian: Guardian | None = None) -> Node:
         daemon.release_hardware()
         raise
     return node
+
+
+def _add_updates(config: Config, daemon: Daemon) -> None:
+    """The good gate, the install job and the rolling update, their commands, status and alarms."""
+    node = config.node
+    slots = load_driver(config.board.slots.driver, "slots.driver", config.board_path, node.update,
+                        **config.board.slots.kwargs)
+    gate = GoodGate(node.update, daemon.settings, lambda: (daemon.state, daemon.health), daemon.journal.record,
+                    daemon.now)
+
+    async def command(name: str) -> Any:
+        return await daemon.endpoints.handle({"cmd": name, "source": "update"})
+
+    def peer_state() -> NodeState | None:
+        message = daemon.peer_message()
+        return None if message is None else message.state
+
+    install = LocalInstall(slots, node.bulk.inbox if node.bulk else None, lambda: daemon.state,
+                           daemon.journal.record, lambda: command("reboot"))
+    rolling = RollingUpdate(node.state_dir, slots, install, lambda: _peer_channel(config), lambda: daemon.state,
+                            peer_state, command, lambda: gate.status()["update"], daemon.journal.record, node.peer)
+
+    async def abort(request: dict[str, Any]) -> str:
+        if rolling.running:
+            return await rolling.abort()
+        return await install.abort()
+
+    for component in (gate, install, rolling):
+        daemon.add_component(component)
+        daemon.alarm_board.add_source(component.alarms)
+    daemon.endpoints.add_status(lambda: {"update": {**gate.status()["update"], "install": install.status(),
+                                                    "rolling": rolling.status()}})
+    daemon.endpoints.add_command("update-start", rolling.begin, StartParams, journaled=True)
+    daemon.endpoints.add_command("update-install", install.begin, InstallParams, journaled=True)
+    daemon.endpoints.add_command("update-abort", abort, SourceParams, journaled=True)
+
+
+def _peer_channel(config: Config) -> BulkClient:
+    """A client of the peer's bulk channel (credentials read anew: keys may have been rotated)."""
+    bulk = config.node.bulk
+    if bulk is None:
+        raise BulkError(f"{config.path} has no [bulk] channel to the peer, which a rolling update needs "
+                        "(`tandem pair` writes one when both boxes give --address)")
+    credentials = load_credentials(bulk.identity, config.node.key_file, bulk.peer_identity, bulk.record)
+    return BulkClient(credentials, *bulk.peer_address)
 
 
 def _add_bulk_channel(config: Config, daemon: Daemon) -> None:
@@ -115,6 +162,7 @@ class BulkService:
         self.error = None
         self.server = BulkServer(credentials, host, port, bulk.inbox,
                                  status=lambda: self.client.request({"cmd": "status"}, 10.0),
+                                 commands=lambda request: self.client.request(request, 30.0),
                                  max_bytes=bulk.max_mib * 2**20).start()
 
     def reload(self) -> None:

@@ -38,6 +38,7 @@ from sim.cable import NullModemCable
 from sim.bmc import SimulatedBmc
 from sim.bmcpower import kill_processes, power_on, powered, write_spec
 from sim.lan import HOST_ENV, LAN_ENV, SimulatedLan
+from sim import slots
 from sim.netrelay import UdpRelay, free_tcp_port, free_udp_port
 
 NODES = ("alpha", "bravo")
@@ -157,7 +158,7 @@ class TwoNodeRack:
                  witness_targets: dict[str, str] | None = None, history: bool = False,
                  board: str | None = None, sensor_timeout_s: float | None = None, supervise: bool = True,
                  arbitration: bool = False, fencing: bool = False, fence: dict[str, Any] | None = None,
-                 nofile: int | None = None, bulk: bool = False) -> None:
+                 nofile: int | None = None, bulk: bool = False, trial_deadline_s: float = 120.0) -> None:
         """`shared_ips`: [[shared_ips]] tables for both nodes (the sim profile records instead of
         configuring; with `netns` they are real addresses in the nodes' namespaces);
         `service`: "cold", "hot" or "none" for a fake PBX per node (sim.fakepbx);
@@ -177,7 +178,10 @@ class TwoNodeRack:
         `nofile`: every daemon the rack starts runs with RLIMIT_NOFILE soft = hard = `nofile` (as a unit's
         LimitNOFILE=; the supervisor's `tandem release` keeps the rack's own limit);
         `bulk`: the bulk channel between the nodes (`[bulk]`), each with an identity key of its own, as
-        `tandem pair` sets it up."""
+        `tandem pair` sets it up;
+        `trial_deadline_s`: the boot gate's deadline for a slot on trial (sim.slots): a node that has not
+        passed it by then is rebooted (orderly: SIGTERM), and boots back into its other slot. A node whose
+        daemon asks for a reboot (`reboot`, an update) boots again."""
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.timers = {**DEFAULT_TIMERS, **(timers or {})}
@@ -233,6 +237,11 @@ class TwoNodeRack:
                            for name in NODES} if bulk else {}
         self.releases: dict[str, list[subprocess.CompletedProcess]] = {name: [] for name in NODES}
         self._supervisors: dict[str, threading.Thread] = {}
+        self.trial_deadline_s = trial_deadline_s
+        self.boots = {name: 0 for name in NODES}  # daemons started, reboots included
+        self.deadline_reboots = {name: 0 for name in NODES}
+        self._journal_marks: dict[str, int] = {}
+        self._start_lock = threading.Lock()
         self._tearing_down = False
         self.power_specs = {name: self.base / "power" / f"{name}.json" for name in NODES}
         self.bmcs: dict[str, SimulatedBmc] = {}
@@ -326,7 +335,10 @@ class TwoNodeRack:
                           f"start = {_toml_value(pbx + ['start'] + where)}",
                           f"stop = {_toml_value(pbx + ['stop'] + where)}",
                           f"status = {_toml_value(pbx + ['status'] + where)}"]
+            lines += ["", "[update]", *(f"{k} = {_toml_value(v)}" for k, v in self._update_table(name).items())]
             for section, values in self.extra.items():
+                if section == "update":
+                    continue  # in the [update] table above
                 if section == "arbitration" and values.get("enabled"):  # each node also asks for its peer's box
                     values = {"peer_address": self.box_addresses[peer], **values}
                 lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
@@ -337,6 +349,15 @@ class TwoNodeRack:
             for sensor in self._board_sensors(name):
                 lines += ["", "[[sensors]]", *(f"{k} = {_toml_value(v)}" for k, v in sensor.items())]
             self.config_path(name).write_text("\n".join(lines) + "\n")
+
+    def update_dir(self, name: str) -> Path:
+        """The node's simulated slots (sim.slots): slots.json, the boot gate's result file and trial flag."""
+        return self.base / name / "update"
+
+    def _update_table(self, name: str) -> dict[str, Any]:
+        folder = self.update_dir(name)
+        return {"trial_flag": str(folder / "trial"), "result_file": str(folder / "result"),
+                "mark_good": [sys.executable, "-m", "sim.slots", "pass", str(folder)], **self.extra.get("update", {})}
 
     def identity_path(self, name: str) -> Path:
         """The node's identity key (made by the rack when `bulk` is on, as first boot makes it)."""
@@ -401,7 +422,8 @@ class TwoNodeRack:
 
     def stop(self) -> None:
         """Stop everything (nodes are killed; this is teardown, not a graceful exit)."""
-        self._tearing_down = True
+        with self._start_lock:
+            self._tearing_down = True
         for name in list(self.procs):
             self.kill(name)
         for thread in self._supervisors.values():
@@ -465,9 +487,21 @@ class TwoNodeRack:
         environment = self._environment(name)
         environment.pop("NOTIFY_SOCKET", None)
         environment.update(env or {})
-        proc = subprocess.Popen(self._argv(name, "run"), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=environment, preexec_fn=self._limits if self.nofile is not None else None)
-        self.procs[name] = proc
+        self._journal_marks[name] = max((r["id"] for r in self.journal_file(name)), default=0)
+        booted = slots.boot(self.update_dir(name))  # GRUB and the boot gate
+        argv = self._argv(name, "run")
+        if booted.get("breaks") == "key":  # the release in this slot looks for its cluster key in the wrong place
+            broken = self.config_path(name).with_name("tandem-broken.toml")
+            broken.write_text(self.config_path(name).read_text().replace(
+                f"key_file = {_toml_value(str(self.key_file))}", f"key_file = {_toml_value(str(self.key_file))}.lost"))
+            argv[argv.index(str(self.config_path(name)))] = str(broken)
+        with self._start_lock:  # never a daemon started after the teardown has begun (a simulated reboot's)
+            if self._tearing_down:
+                raise RuntimeError(f"not starting {name}: the rack is being stopped")
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    env=environment, preexec_fn=self._limits if self.nofile is not None else None)
+            self.procs[name] = proc
+        self.boots[name] += 1
         if self.bmcs:
             write_spec(self.power_specs[name], pid=proc.pid)  # what a power off kills
         if self.supervise:
@@ -493,8 +527,17 @@ class TwoNodeRack:
         return argv
 
     def _supervise(self, name: str, proc: subprocess.Popen) -> None:
-        """Wait for the daemon to exit, then release its node, as the unit's ExecStopPost would."""
-        proc.wait()
+        """Wait for the daemon to exit, then release its node, as the unit's ExecStopPost would; a box that
+        asked for a reboot boots again (see :meth:`_reboots`)."""
+        started, overdue = time.monotonic(), False
+        while proc.poll() is None:
+            if self._trial_overdue(name, started):  # the boot gate's deadline: an orderly reboot
+                overdue = True
+                self.deadline_reboots[name] += 1
+                proc.terminate()
+                proc.wait()
+                break
+            time.sleep(0.2)
         if self._tearing_down or not self.powered(name):  # a box without power runs nothing, not even a release
             return
         argv = self._argv(name, "release", "--source", "supervisor", "--timeout", "30")
@@ -504,6 +547,29 @@ class TwoNodeRack:
         except subprocess.TimeoutExpired:  # `release --timeout` ends it first; this is the rack's own backstop
             result = subprocess.CompletedProcess(argv, -1, "", "tandem release did not end within 60 s")
         self.releases[name].append(result)
+        if (overdue or self._reboot_asked(name, proc)) and not self._tearing_down:
+            threading.Thread(target=self._boot, args=(name,), name=f"boot-{name}", daemon=True).start()
+
+    def _boot(self, name: str) -> None:
+        """A simulated reboot's boot: start the node again (unless the rack is being stopped meanwhile)."""
+        try:
+            self.start_node(name)
+        except RuntimeError:
+            return
+
+    def _trial_overdue(self, name: str, started: float) -> bool:
+        """Whether the node runs a slot on trial it has not passed `trial_deadline_s` after it booted."""
+        return (time.monotonic() - started > self.trial_deadline_s
+                and (self.update_dir(name) / "trial").exists())
+
+    def _reboot_asked(self, name: str, proc: subprocess.Popen) -> bool:
+        """Whether the daemon that ended asked for a reboot (the operator's or an update's `reboot`: a `power`
+        record in its journal since it started), or failed while its slot is on trial (on a box the boot
+        gate's timer reboots it at the deadline; here at once)."""
+        if proc.returncode != 0 and (self.update_dir(name) / "trial").exists():
+            return True
+        mark = self._journal_marks.get(name, 0)
+        return any(r["kind"] == "power" and r["data"].get("action") == "reboot" for r in self.journal_file(name, mark))
 
     def wait_released(self, name: str, count: int = 1, timeout: float = 30.0) -> subprocess.CompletedProcess:
         """Wait until the supervisor ran `count` releases for `name`; the last one's result."""

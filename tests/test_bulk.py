@@ -76,6 +76,27 @@ def test_ping_status_and_a_file_into_the_inbox(pair: Pair, serve, tmp_path: Path
     assert server.status()["bulk"]["received"] == 1
 
 
+def test_the_peer_may_send_only_the_update_commands(pair: Pair, serve) -> None:
+    """`call` runs a control request on the box: the rolling update's, and nothing else (not a demote)."""
+    asked: list[dict] = []
+
+    def commands(request: dict) -> dict:
+        asked.append(request)
+        return {"stage": "checking"}
+
+    server = serve(pair.of("bravo"), commands=commands)
+    client = BulkClient(pair.of("alpha"), "127.0.0.1", server.bound_port)
+    assert client.call({"cmd": "update-install", "bundle": "b.raucb"}) == {"stage": "checking"}
+    assert asked == [{"source": "peer", "cmd": "update-install", "bundle": "b.raucb"}]
+    for request in ({"cmd": "demote"}, {"cmd": "status"}, ["update-install"]):
+        with pytest.raises(BulkError, match="only update-install, update-abort may be sent"):
+            client.call(request)  # type: ignore[arg-type]
+    assert len(asked) == 1
+    bare = serve(pair.of("bravo"))  # a server given no command sink takes none
+    with pytest.raises(BulkError, match="takes no commands"):
+        BulkClient(pair.of("alpha"), "127.0.0.1", bare.bound_port).call({"cmd": "update-abort"})
+
+
 def test_a_box_with_the_cluster_key_but_another_identity_is_not_the_peer(pair: Pair, serve) -> None:
     server = serve(pair.of("bravo"))
     impostor = BulkCredentials(Ed25519PrivateKey.generate(), (pair.cluster_key,), _raw(pair.bravo))

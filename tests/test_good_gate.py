@@ -96,7 +96,8 @@ def test_a_slot_on_trial_not_joined_on_every_link_is_never_marked_good(racks, bo
     alarm = rack.wait_until("bravo", lambda brief: [a["text"] for a in brief["alarms"] if a["source"] == "update"],
                             what="bravo's alarm about the update")
     assert "slot B was not marked good" in alarm[0] and "went back to slot A" in alarm[0]
-    assert rack.status("bravo")["update"] == {"trial": None, "gate": None, "last": box.last_result()}
+    assert rack.status("bravo")["update"] == {"trial": None, "gate": None, "last": box.last_result(),
+                                              "install": None, "rolling": None}
 
 
 def test_a_box_updated_on_its_own_needs_no_peer_to_keep_its_slot(racks, box: Box) -> None:

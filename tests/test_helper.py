@@ -32,10 +32,11 @@ def test_the_factory_reset_runs_tandem_with_exactly_its_arguments() -> None:
 
 @pytest.mark.parametrize("args, timeout", [
     (["pass"], helper.COMMAND_TIMEOUT_S),
+    (["abort"], helper.COMMAND_TIMEOUT_S),
     (["install", "/var/lib/tandem/inbox/tandem-0.1.0-20261207T1420Z-acc14ff.raucb", "pair"], helper.INSTALL_TIMEOUT_S),
     (["install", "/media/TANDEM-USB/tandem-0.2.0.raucb", "single"], helper.INSTALL_TIMEOUT_S),
 ])
-def test_the_boot_gate_runs_its_pass_and_installs_from_the_inbox_or_a_stick(args: list[str], timeout: float) -> None:
+def test_the_boot_gate_runs_its_pass_abort_and_installs_from_the_inbox_or_a_stick(args: list[str], timeout: float) -> None:
     operation, checked = helper.parse_request(json.dumps({"op": "bootgate", "args": args}).encode())
     assert (operation.program, checked) == ("/usr/libexec/tandem/bootgate", args)
     assert operation.timeout_s(checked) == timeout
@@ -52,7 +53,8 @@ def test_the_boot_gate_runs_its_pass_and_installs_from_the_inbox_or_a_stick(args
     ({"op": "dmidecode", "args": [], "env": {"PATH": "/tmp"}}, "nothing else"),
     ({"op": "factory-reset", "args": ["factory-reset", "--yes", "--at-boot"]}, "exactly"),
     ({"op": "factory-reset", "args": ["keygen", "/etc/tandem/cluster.key"]}, "exactly"),
-    ({"op": "bootgate", "args": ["abort"]}, "exactly: pass"),
+    ({"op": "bootgate", "args": ["abort", "now"]}, "exactly: pass"),
+    ({"op": "bootgate", "args": ["deadline"]}, "exactly: pass"),
     ({"op": "bootgate", "args": ["pass", "--force"]}, "exactly: pass"),
     ({"op": "bootgate", "args": ["install", "/root/x.raucb", "pair"]}, "installed only from"),
     ({"op": "bootgate", "args": ["install", "/var/lib/tandem/inbox/../../../etc/x.raucb", "pair"]}, "installed only"),

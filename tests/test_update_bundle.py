@@ -90,11 +90,12 @@ def test_a_bundle_for_this_box_passes_the_check_and_says_what_it_is(built: dict[
     assert built["bundle"].with_suffix(".packages").read_text() == (built["image"] / "packages.manifest").read_text()
 
 
-def test_an_install_needs_single_until_the_rolling_update_exists(built: dict[str, Path]) -> None:
+def test_an_unpaired_box_is_updated_only_on_its_own(built: dict[str, Path], tmp_path: Path) -> None:
     conf = system_conf(built["base"], built["keyring"])
-    done = subprocess.run([sys.executable, "-m", "firmware.cli", "update", str(built["bundle"]), "--system-conf",
-                           str(conf)], capture_output=True, text=True)
-    assert done.returncode == 1 and "--single" in done.stderr and "--check" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "firmware.cli", "--config", str(tmp_path / "none.toml"), "update",
+                           str(built["bundle"]), "--system-conf", str(conf)], capture_output=True, text=True)
+    assert done.returncode == 1 and "not paired" in done.stderr
+    assert "--single" in done.stderr and "--check" in done.stderr
     # --single checks the bundle first, then asks the privileged helper to install: on this machine
     # there is none, and it says so (the install itself runs in the VM: tests/test_vm_rack.py).
     done = subprocess.run([sys.executable, "-m", "firmware.cli", "update", "--single", str(built["bundle"]),

@@ -89,10 +89,10 @@ def _check_factory_reset(args: list[str]) -> None:
 
 
 def _check_bootgate(args: list[str]) -> None:
-    if args == ["pass"]:
+    if args in (["pass"], ["abort"]):
         return
     if len(args) != 3 or args[0] != "install" or args[2] not in ("pair", "single"):
-        raise HelperError("bootgate takes exactly: pass, or install BUNDLE pair|single")
+        raise HelperError("bootgate takes exactly: pass, abort, or install BUNDLE pair|single")
     if not _BUNDLE.fullmatch(args[1]):
         raise HelperError(f"bootgate install: {args[1]}: a bundle is installed only from "
                           "/var/lib/tandem/inbox/NAME.raucb or /media/STICK/NAME.raucb")

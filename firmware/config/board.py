@@ -66,6 +66,8 @@ class BoardProfile(Strict):
     feedback: dict[BankName, dict[str, Any]] = {}
     # Powering off / rebooting after leaving the cluster (panel Shutdown/Reboot, `tandem poweroff`).
     power: DriverTable = DriverTable(driver="firmware.core.actions.power:SystemPower")
+    # The A/B slots an update installs into (firmware/update/slots.py): RAUC through the boot gate.
+    slots: DriverTable = DriverTable(driver="firmware.update.slots:RaucSlots")
     # Front panel (display, keys, LEDs/buzzer); none on a headless board.
     panel: PanelProfile | None = None
     # What the sensors talk to: I2C bus opener, sysfs/procfs roots, command overrides (SensorContext).

@@ -145,6 +145,8 @@ def interface_for(key: str) -> Interface | None:
         return Interface("a network backend", methods=_network_methods())
     if key == "power":
         return Interface("a power backend", methods=("request",))
+    if key == "slots":
+        return Interface("an update's A/B slots", methods=("check", "install", "abort"))
     if key == "sensor_host":
         return Interface("a sensor host", base=_sensor_context, factories=True)
     if key == "panel.display":
@@ -200,7 +202,8 @@ def _board_driver_calls(board: Any) -> list[tuple[str, str, tuple[Any, ...], dic
     Positional arguments the loaders add are stood in for by ``None`` (an extension's node).
     """
     found: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = [
-        ("network", board.network, (), {}), ("power.driver", board.power.driver, (), board.power.kwargs)]
+        ("network", board.network, (), {}), ("power.driver", board.power.driver, (), board.power.kwargs),
+        ("slots.driver", board.slots.driver, (None,), board.slots.kwargs)]
     for section in ("relays", "feedback"):
         for name, table in getattr(board, section).items():
             found.append((f"{section}.{name}.driver", table["driver"], (),

@@ -24,7 +24,8 @@ likewise. A body is streamed to disk with its SHA-256 checked, never held in
 memory, and ``put`` writes into the inbox atomically (temporary name, fsync,
 rename) after checking the free space. Operations: ``ping``, ``status`` (this
 box's status snapshot: the remote console's peer view), ``put`` (a file into
-the inbox: an update bundle). The server runs on its own thread with its own
+the inbox: an update bundle) and ``call`` (one of :data:`PEER_COMMANDS` on this
+box's control path: what a rolling update asks of the STANDBY). The server runs on its own thread with its own
 event loop, so a transfer's TLS and hashing never run on the daemon's loop, and
 it serves at most ``max_clients`` connections at a time.
 """
@@ -63,6 +64,8 @@ CHUNK = 256 * 1024
 IDLE_TIMEOUT_S = 30.0
 BIND_RETRY_S = 5.0
 FREE_SPACE_MARGIN = 64 * 2**20  # a put leaves this much free on the inbox's file system
+# The control commands the peer may send with ``call`` (journaled with source "peer" unless it names one).
+PEER_COMMANDS = ("update-install", "update-abort")
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 _NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)
@@ -250,18 +253,23 @@ async def _receive_body(reader: asyncio.StreamReader, size: int, sink: BinaryIO)
 # ---------------------------------------------------------------- server
 
 StatusSource = Callable[[], Any]
+CommandSink = Callable[[dict[str, Any]], Any]
 
 
 class BulkServer:
-    """Serves the peer on its own thread: ``ping``, ``status`` and ``put`` into the inbox."""
+    """Serves the peer on its own thread: ``ping``, ``status``, ``put`` into the inbox and ``call``."""
 
     def __init__(self, credentials: BulkCredentials, host: str, port: int, inbox: Path,
-                 status: StatusSource | None = None, max_bytes: int = 4 * 2**30, max_clients: int = 4) -> None:
+                 status: StatusSource | None = None, max_bytes: int = 4 * 2**30, max_clients: int = 4,
+                 commands: CommandSink | None = None) -> None:
+        """`status()`: this box's status snapshot; `commands(request)`: the result of a control request
+        (both blocking, run on a worker thread; None: the op is refused)."""
         self.credentials = credentials
         self.host, self.port = host, port
         self.inbox = inbox
         self.max_bytes = max_bytes
         self._status = status
+        self._commands = commands
         self._slots = threading.BoundedSemaphore(max_clients)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -377,7 +385,19 @@ class BulkServer:
             return {"ok": True, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, data
         if op == "put":
             return {"ok": True, **await self._put(header, reader)}, None
+        if op == "call":
+            return {"ok": True, "result": await self._call(header.get("request"))}, None
         raise BulkError(f"unknown op {op!r}")
+
+    async def _call(self, request: Any) -> Any:
+        if self._commands is None:
+            raise BulkError("this box takes no commands over the bulk channel")
+        if not isinstance(request, dict) or request.get("cmd") not in PEER_COMMANDS:
+            raise BulkError(f"call: only {', '.join(PEER_COMMANDS)} may be sent over the bulk channel")
+        try:
+            return await asyncio.to_thread(self._commands, {"source": "peer", **request})
+        except TandemError as exc:
+            raise BulkError(f"{request['cmd']}: {exc}") from None
 
     async def _put(self, header: dict[str, Any], reader: asyncio.StreamReader) -> dict[str, Any]:
         name, size, want = header.get("name"), header["size"], header.get("sha256")
@@ -424,6 +444,10 @@ class BulkClient:
         """The peer's status snapshot."""
         _, body = self._call({"op": "status"}, want_body=True)
         return json.loads(body)
+
+    def call(self, request: dict[str, Any]) -> Any:
+        """Run one of :data:`PEER_COMMANDS` on the peer; its result (BulkError with the peer's reason)."""
+        return self._call({"op": "call", "request": request})[0].get("result")
 
     def put(self, path: Path, name: str | None = None) -> dict[str, Any]:
         """Copy the file at `path` into the peer's inbox (as `name`); the peer's receipt."""

@@ -1,0 +1,409 @@
+"""The rolling update of the pair, run by the ACTIVE node: the calls never leave a box that holds them
+before the other one has proven the new release (hardware_docs/updates.md §7).
+
+Stages, in order (each one journaled as ``update.stage`` and saved before it starts, so a restart
+of this daemon, and this box's own reboot at the end, go on where they were):
+
+1. ``copy``: the bundle into the STANDBY's inbox over the bulk channel;
+2. ``peer-install``: the STANDBY's ``update-install`` (over the bulk channel): it checks the
+   bundle, installs it into its other slot and reboots into it, on trial;
+3. ``peer-boot``: the STANDBY boots the new slot; its good gate marks it good once it is joined
+   on every link and healthy for ``good_after_s``. If it is not marked good, its boot gate takes it
+   back to the old slot, and the update stops here: this box never gave up the calls;
+4. ``handover``: this box demotes itself (break-before-make, as an operator's demote), and the
+   updated peer takes the calls;
+5. ``install``: this box installs the bundle into its own other slot;
+6. ``trial``: this box reboots into it, on trial, and its own good gate decides. Done when it is
+   marked good; if it is not, it comes back on the old release as STANDBY of an updated peer.
+
+``update-abort`` stops it: before the STANDBY reboots, its install is called off (the running
+slots stay); after that, nothing more is done (the STANDBY's good gate still decides its slot),
+and the calls stay where they are. The update's progress (stage, percent, an estimate of the time
+left) is the status key ``update.rolling`` and an alarm on the panel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from firmware.core.alarms import Alarm
+from firmware.core.cluster import ClusterState
+from firmware.core.control import ControlError
+from firmware.core.endpoints import SourceParams
+from firmware.core.journal import read_json, write_atomically
+from firmware.core.states import NodeState
+from firmware.errors import TandemError
+from firmware.update.bundle import UpdateError
+from firmware.update.install import LocalInstall
+from firmware.update.slots import Slots
+
+log = logging.getLogger(__name__)
+
+# Stage and its share of the whole, in percent (a rough measure of the time each takes).
+STAGES: tuple[tuple[str, int], ...] = (("copy", 10), ("peer-install", 25), ("peer-boot", 25), ("handover", 5),
+                                       ("install", 25), ("trial", 10))
+POLL_S = 1.0
+INSTALL_TIMEOUT_S = 1900.0  # the peer's install: the helper's own limit, and then some
+BOOT_TIMEOUT_S = 1500.0  # the peer's reboot and good gate: the boot gate's 15-minute deadline, and a reboot back
+PLAN_FILE = "rolling-update.json"
+
+
+class StartParams(SourceParams):
+    """``update-start``: the bundle (an absolute path, or a file name in this box's inbox)."""
+
+    bundle: str
+
+
+class PeerChannel(Protocol):
+    """What the rolling update needs of the peer (the bulk channel's client); each call blocks."""
+
+    def put(self, path: Path, name: str | None = None) -> dict[str, Any]:
+        """Copy a file into the peer's inbox."""
+
+    def call(self, request: dict[str, Any]) -> Any:
+        """Run an update command on the peer."""
+
+    def status(self) -> Any:
+        """The peer's status snapshot."""
+
+
+class StageFailed(TandemError):
+    """A stage cannot go on: the update stops with this reason."""
+
+
+@dataclass
+class Plan:
+    """A rolling update as saved on disk (``state_dir/rolling-update.json``)."""
+
+    bundle: str
+    version: str
+    peer: str
+    stage: str = "copy"
+    started: float = field(default_factory=time.time)  # wall clock
+    stage_started: float = field(default_factory=time.time)
+    outcome: str | None = None  # done, failed or aborted
+    reason: str | None = None
+    # The update outcome each box's boot gate had on record before its install (`update.last`): what
+    # comes after it is this update's (the result file has no update id of its own).
+    peer_last_before: dict[str, str] | None = None
+    own_last_before: dict[str, str] | None = None
+    abort_requested: bool = False
+
+
+def progress(plan: Plan, now: float) -> tuple[int, float | None]:
+    """Percent done (stages passed) and an estimate of the seconds left (None until one stage is done)."""
+    if plan.outcome == "done":
+        return 100, 0.0
+    done = 0
+    for stage, share in STAGES:
+        if stage == plan.stage:
+            break
+        done += share
+    elapsed = max(0.0, now - plan.started)
+    return done, (round(elapsed * (100 - done) / done) if done and plan.outcome is None else None)
+
+
+class RollingUpdate:
+    """Runs the stages of one rolling update at a time, on the node that was ACTIVE when it started."""
+
+    def __init__(self, state_dir: Path, slots: Slots, install: LocalInstall, peer: Callable[[], PeerChannel],
+                 view: Callable[[], ClusterState | None], peer_state: Callable[[], NodeState | None],
+                 command: Callable[[str], Awaitable[Any]],
+                 gate: Callable[[], dict[str, Any]], record: Callable[[str, dict[str, Any]], Any],
+                 peer_name: str) -> None:
+        """`peer()`: a channel to the peer (TandemError if there is none); `peer_state()`: the state the peer
+        announces (None while it is not heard); `command(name)`: run an operator
+        command here (``demote``, ``reboot``); `gate()`: this box's ``update`` status (the good gate's);
+        `record`: the journal's."""
+        self.path = state_dir / PLAN_FILE
+        self.slots = slots
+        self.install = install
+        self.peer = peer
+        self.view = view
+        self.peer_state = peer_state
+        self.command = command
+        self.gate = gate
+        self.record = record
+        self.peer_name = peer_name
+        self.plan: Plan | None = None
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Go on with an update that was under way when the daemon stopped (e.g. this box's own reboot)."""
+        saved = read_json(self.path)
+        if saved is None:
+            return
+        try:
+            self.plan = Plan(**saved)
+        except TypeError as exc:
+            log.error("update: %s is not a rolling update this release can read (%s); it is left alone", self.path,
+                      exc)
+            return
+        if self.plan.outcome is None:
+            log.info("update: going on with the rolling update to %s at stage %s", self.plan.version, self.plan.stage)
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def close(self) -> None:
+        """Stop following the update (the daemon is going down; the plan on disk says where it was)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def running(self) -> bool:
+        """Whether an update is under way."""
+        return self.plan is not None and self.plan.outcome is None
+
+    # ------------------------------------------------------------------ commands
+
+    async def begin(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The ``update-start`` command: check the bundle and the pair, then start (answered at once)."""
+        if self.running:
+            assert self.plan is not None
+            raise ControlError(f"an update to {self.plan.version} is under way ({self.plan.stage}); "
+                               "`tandem update --abort` stops it")
+        if self.install.running:
+            raise ControlError("an install is under way on this box")
+        bundle = self.install.resolve(request["bundle"])
+        state = self.view()
+        if state is None or state.state != NodeState.ACTIVE:
+            raise ControlError(f"a rolling update starts on the ACTIVE node; this one is "
+                               f"{state.state.name if state else 'starting'} (run it on {self.peer_name})")
+        if not state.peer.alive or self.peer_state() != NodeState.STANDBY:
+            raise ControlError(f"{self.peer_name} is not a STANDBY that answers: the pair cannot be updated in turn "
+                               "(update a box on its own with --single)")
+        if self.gate().get("trial"):
+            raise ControlError("this box runs a slot on trial: it must pass its good gate before the next update")
+        try:
+            info = await asyncio.to_thread(self.slots.check, bundle)
+            channel = self.peer()
+            peer_status = await asyncio.to_thread(channel.status)
+        except (UpdateError, TandemError, OSError) as exc:
+            raise ControlError(f"update: {exc}") from None
+        if (peer_status.get("update") or {}).get("trial"):
+            raise ControlError(f"{self.peer_name} runs a slot on trial: it must pass its good gate first")
+        self.plan = Plan(str(bundle), info.version, self.peer_name,
+                         peer_last_before=(peer_status.get("update") or {}).get("last"))
+        self._save()
+        self.record("update.start", {"bundle": str(bundle), "version": info.version, "peer": self.peer_name})
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self.status()
+
+    async def abort(self) -> str:
+        """The ``update-abort`` command for the rolling update; what it does, in a sentence."""
+        plan = self.plan
+        if plan is None or plan.outcome is not None:
+            raise ControlError("no rolling update is under way")
+        if plan.stage == "trial":
+            raise ControlError("too late: this box is rebooting into, or running, the new slot on trial "
+                               "(its good gate decides)")
+        plan.abort_requested = True
+        self._save()
+        if plan.stage == "copy" and self._task is not None:
+            self._task.cancel()
+            self._finish("aborted", "called off while copying the bundle")
+            return "called off; nothing was installed"
+        if plan.stage == "peer-install":
+            try:
+                await asyncio.to_thread(self.peer().call, {"cmd": "update-abort"})
+            except TandemError as exc:
+                log.warning("update: asking %s to call its install off: %s", self.peer_name, exc)
+        return {"peer-install": f"{self.peer_name}'s install is called off; its running slot stays",
+                "peer-boot": f"stopped; {self.peer_name} is on its new slot on trial (its good gate decides)",
+                "handover": "stopped after the handover",
+                "install": "this box's install is called off once RAUC is done; its running slot stays",
+                }.get(plan.stage, "stopped")
+
+    # ------------------------------------------------------------------ the stages
+
+    async def _run(self) -> None:
+        plan = self.plan
+        assert plan is not None
+        steps: dict[str, Callable[[Plan], Awaitable[str | None]]] = {
+            "copy": self._copy, "peer-install": self._peer_install, "peer-boot": self._peer_boot,
+            "handover": self._handover, "install": self._install, "trial": self._trial}
+        order = [stage for stage, _ in STAGES]
+        try:
+            while plan.outcome is None:
+                if plan.abort_requested and plan.stage != "trial":
+                    self._finish("aborted", f"called off at {plan.stage}")
+                    return
+                following = await steps[plan.stage](plan)
+                if following is None:  # the last stage is done
+                    self._finish("done", None)
+                    return
+                assert following in order
+                plan.stage, plan.stage_started = following, time.time()
+                self._save()
+                self.record("update.stage", {"stage": following, "version": plan.version})
+                log.info("update: stage %s", following)
+        except StageFailed as exc:
+            self._finish("aborted" if plan.abort_requested else "failed", str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug stops the update with its reason; the calls stay where they are
+            log.exception("update: the rolling update failed")
+            self._finish("failed", f"internal error: {exc}")
+
+    async def _peer_call(self, what: str, call: Callable[[PeerChannel], Any]) -> Any:
+        try:
+            channel = self.peer()
+            return await asyncio.to_thread(call, channel)
+        except (TandemError, OSError) as exc:
+            raise StageFailed(f"{what}: {exc}") from None
+
+    async def _peer_update(self) -> dict[str, Any] | None:
+        """The peer's ``update`` status section, after a pause of POLL_S (None while it does not answer)."""
+        await asyncio.sleep(POLL_S)
+        try:
+            status = await asyncio.to_thread(lambda: self.peer().status())
+        except (TandemError, OSError):
+            return None
+        return status.get("update") or {}
+
+    async def _copy(self, plan: Plan) -> str:
+        bundle = Path(plan.bundle)
+        await self._peer_call(f"copying {bundle.name} to {self.peer_name}", lambda c: c.put(bundle, bundle.name))
+        return "peer-install"
+
+    async def _peer_install(self, plan: Plan) -> str:
+        name = Path(plan.bundle).name
+        # The peer's install and reboot may both be over before the next look: what tells this update's
+        # outcome from an earlier one is that it came after `peer_last_before` (read at the start).
+        await self._peer_call(f"{self.peer_name} refused the install",
+                              lambda c: c.call({"cmd": "update-install", "bundle": name, "mode": "pair",
+                                                "reboot": True, "source": "update"}))
+        deadline = time.monotonic() + INSTALL_TIMEOUT_S
+        while time.monotonic() < deadline:
+            update = await self._peer_update()
+            if update is None:
+                return "peer-boot"  # it stopped answering: it is rebooting
+            job = update.get("install")
+            if job is None or Path(job.get("bundle", "")).name != name:
+                return "peer-boot"  # a daemon that knows of no such install: it has rebooted already
+            if job.get("stage") == "failed":
+                raise StageFailed(f"{self.peer_name} could not install the bundle: {job.get('error')}")
+            if job.get("stage") == "aborted":
+                raise StageFailed(f"{self.peer_name}'s install was called off; its running slot stays")
+            if job.get("stage") == "rebooting":
+                return "peer-boot"
+        raise StageFailed(f"{self.peer_name} did not finish its install within {INSTALL_TIMEOUT_S:g} s")
+
+    async def _peer_boot(self, plan: Plan) -> str:
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            update = await self._peer_update()
+            if update is None:
+                continue  # still rebooting
+            last = update.get("last") or {}
+            if last == (plan.peer_last_before or {}):
+                continue  # nothing of this update's yet
+            if last.get("event") == "good":
+                if self.peer_state() == NodeState.STANDBY:
+                    return "handover"
+                continue
+            if last.get("event") in ("rolled-back", "deadline", "install-failed", "aborted"):
+                raise StageFailed(f"{self.peer_name} did not keep the new slot ({last.get('event')} at "
+                                  f"{last.get('at', '?')}): it runs its old release again, and this box kept the "
+                                  "calls")
+        raise StageFailed(f"{self.peer_name} was not marked good within {BOOT_TIMEOUT_S:g} s of its reboot")
+
+    async def _handover(self, plan: Plan) -> str:
+        state = self.view()
+        if state is not None and state.state == NodeState.STANDBY and self.peer_state() == NodeState.ACTIVE:
+            return "install"  # the calls are with the updated peer already (a failover, or a handover before)
+        try:
+            reply = await self.command("demote")
+        except ControlError as exc:
+            raise StageFailed(f"the handover to {self.peer_name} was refused: {exc}") from None
+        outcome = str((reply.get("result") or {}).get("outcome", ""))
+        if not outcome.endswith("is ACTIVE"):
+            raise StageFailed(f"the handover to {self.peer_name} did not complete: {outcome}")
+        return "install"
+
+    async def _install(self, plan: Plan) -> str:
+        plan.own_last_before = self.gate().get("last")
+        self._save()
+        try:
+            await asyncio.to_thread(self.slots.install, Path(plan.bundle), "pair")
+        except UpdateError as exc:
+            raise StageFailed(f"this box could not install the bundle: {exc}; {self.peer_name} holds the calls "
+                              "on the new release, this box stays on the old one") from None
+        if plan.abort_requested:
+            try:
+                await asyncio.to_thread(self.slots.abort)
+            except UpdateError as exc:
+                raise StageFailed(f"calling this box's install off failed: {exc}") from None
+            raise StageFailed("called off after this box's install: its running slot stays")
+        return "trial"
+
+    async def _trial(self, plan: Plan) -> str | None:
+        gate = self.gate()
+        if gate.get("trial") is None:
+            last = gate.get("last") or {}
+            if last == (plan.own_last_before or {}):
+                raise StageFailed("this box's install left no outcome in the boot gate's result file")
+            if last.get("event") == "good":
+                return None  # passed (before a restart of this daemon)
+            if last.get("event") != "begin":
+                raise StageFailed(f"this box did not keep the new slot ({last.get('event')} at {last.get('at', '?')}):"
+                                  f" it runs its old release as STANDBY; {self.peer_name} holds the calls on the "
+                                  "new one")
+            # Installed, not booted yet: reboot into the slot on trial; the saved plan goes on after it.
+            self.record("update.reboot", {"version": plan.version})
+            try:
+                await self.command("reboot")
+            except ControlError as exc:
+                raise StageFailed(f"this box could not reboot into the new slot: {exc}") from None
+            await asyncio.Event().wait()  # the daemon leaves; this stage goes on after the reboot
+        while not (self.gate().get("gate") or {}).get("passed"):
+            await asyncio.sleep(POLL_S)
+        return None
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _finish(self, outcome: str, reason: str | None) -> None:
+        plan = self.plan
+        assert plan is not None
+        plan.outcome, plan.reason = outcome, reason
+        self._save()
+        self.record(f"update.{outcome}", {"version": plan.version, "stage": plan.stage, "reason": reason})
+        (log.info if outcome == "done" else log.error)("update: rolling update to %s %s%s", plan.version, outcome,
+                                                       f" at {plan.stage}: {reason}" if reason else "")
+
+    def _save(self) -> None:
+        assert self.plan is not None
+        try:
+            write_atomically(self.path, json.dumps(asdict(self.plan), indent=1).encode())
+        except OSError as exc:  # the update goes on; after a restart it would not
+            log.error("update: cannot save %s: %s", self.path, exc)
+
+    def status(self) -> dict[str, Any] | None:
+        """The ``update.rolling`` status key (None: no rolling update on record)."""
+        plan = self.plan
+        if plan is None:
+            return None
+        percent, eta = progress(plan, time.time())
+        return {"version": plan.version, "bundle": plan.bundle, "peer": plan.peer, "stage": plan.stage,
+                "stages": [stage for stage, _ in STAGES], "percent": percent, "eta_s": eta,
+                "started": plan.started, "outcome": plan.outcome, "reason": plan.reason}
+
+    def alarms(self) -> list[Alarm]:
+        """A warning while the update runs (its stage and percent) and after it failed."""
+        plan = self.plan
+        if plan is None:
+            return []
+        if plan.outcome is None:
+            percent, _ = progress(plan, time.time())
+            return [Alarm("update", "warning", f"updating the pair to {plan.version}: {plan.stage} ({percent}%)")]
+        if plan.outcome == "failed":
+            return [Alarm("update", "warning", f"the update to {plan.version} stopped at {plan.stage}: {plan.reason}")]
+        return []
