@@ -207,16 +207,16 @@ class RollingUpdate:
                                "(its good gate decides)")
         plan.abort_requested = True
         self._save()
-        if plan.stage == "copy" and self._task is not None:
+        if plan.stage in ("copy", "peer-boot") and self._task is not None:  # only waiting: stop at once
             self._task.cancel()
-            self._finish("aborted", "called off while copying the bundle")
-            return "called off; nothing was installed"
+            self._finish("aborted", f"called off at {plan.stage}")
         if plan.stage == "peer-install":
             try:
                 await asyncio.to_thread(self.peer().call, {"cmd": "update-abort"})
             except TandemError as exc:
                 log.warning("update: asking %s to call its install off: %s", self.peer_name, exc)
-        return {"peer-install": f"{self.peer_name}'s install is called off; its running slot stays",
+        return {"copy": "called off; nothing was installed",
+                "peer-install": f"{self.peer_name}'s install is called off; its running slot stays",
                 "peer-boot": f"stopped; {self.peer_name} is on its new slot on trial (its good gate decides)",
                 "handover": "stopped after the handover",
                 "install": "this box's install is called off once RAUC is done; its running slot stays",
