@@ -200,19 +200,22 @@ def slow_gate_rack(racks: Callable[..., TwoNodeRack]) -> TwoNodeRack:
     return racks(bulk=True, extra={"update": {"good_after_s": 30.0}}, trial_deadline_s=120.0)
 
 
-def wait_stage(rack: TwoNodeRack, stage: str) -> None:
-    rack.wait_for(lambda: (rolling(rack, "alpha") or {}).get("stage") == stage, 60, interval=0.2,
-                  what=f"the update to reach {stage}")
+def update_until_bravo_is_on_trial(rack: TwoNodeRack, folder: Path) -> int:
+    """Start an update to 2.0 on alpha and wait until bravo runs it on trial; alpha's journal id before it."""
+    mark = rack.brief("alpha")
+    assert mark is not None and mark["state"] == "ACTIVE"
+    rack.control("alpha", {"cmd": "update-start", "bundle": str(slots.write_bundle(folder / "t.raucb", "2.0"))})
+    rack.wait_for(lambda: (rolling(rack, "alpha") or {}).get("stage") == "peer-boot", 60, interval=0.2,
+                  what="the update to reach peer-boot")
+    rack.wait_for(lambda: (rack.update_dir("bravo") / "trial").exists() and rack.state("bravo") == "STANDBY", 60,
+                  what="bravo up on trial")
+    return mark["event_id"]
 
 
 def test_an_abort_while_the_standby_is_on_trial_stops_the_update_and_the_calls_stay(
         slow_gate_rack: TwoNodeRack, tmp_path: Path) -> None:
     rack = slow_gate_rack
-    mark = rack.brief("alpha")
-    assert mark is not None
-    rack.control("alpha", {"cmd": "update-start", "bundle": str(slots.write_bundle(tmp_path / "t.raucb", "2.0"))})
-    wait_stage(rack, "peer-boot")
-    rack.wait_for(lambda: (rack.update_dir("bravo") / "trial").exists(), 30, what="bravo on trial")
+    mark = update_until_bravo_is_on_trial(rack, tmp_path)
     done = rack.cli("alpha", "update", "--abort")
     assert done.returncode == 0, done.stderr
     assert "bravo is on its new slot on trial (its good gate decides)" in done.stdout
@@ -221,7 +224,7 @@ def test_an_abort_while_the_standby_is_on_trial_stops_the_update_and_the_calls_s
     # Nothing more happens: no handover, no install on alpha; bravo's own gate still keeps its new slot.
     rack.wait_for(lambda: slot_state(rack, "bravo")["slots"]["B"]["good"], 90, what="bravo's gate to pass")
     assert slot_state(rack, "alpha")["slots"]["B"]["version"] is None
-    assert [e["data"] for e in rack.events("alpha", since=mark["event_id"]) if e["kind"] == "state"] == []
+    assert [e["data"] for e in rack.events("alpha", since=mark) if e["kind"] == "state"] == []
     assert stages(rack, "alpha") == ["update.start", "peer-install", "peer-boot", "update.aborted"]
     with pytest.raises(ControlError, match="no install is under way"):  # nothing left to abort
         rack.control("alpha", {"cmd": "update-abort"})
@@ -230,12 +233,7 @@ def test_an_abort_while_the_standby_is_on_trial_stops_the_update_and_the_calls_s
 def test_a_power_pull_of_the_standby_on_its_first_boot_takes_it_back_and_the_active_keeps_the_calls(
         slow_gate_rack: TwoNodeRack, tmp_path: Path) -> None:
     rack = slow_gate_rack
-    mark = rack.brief("alpha")
-    assert mark is not None
-    rack.control("alpha", {"cmd": "update-start", "bundle": str(slots.write_bundle(tmp_path / "t.raucb", "2.0"))})
-    wait_stage(rack, "peer-boot")
-    rack.wait_for(lambda: (rack.update_dir("bravo") / "trial").exists() and rack.state("bravo") == "STANDBY", 60,
-                  what="bravo up on trial")
+    mark = update_until_bravo_is_on_trial(rack, tmp_path)
     boots = rack.boots["bravo"]
     rack.kill("bravo")  # the power goes; when it comes back GRUB has spent the new slot's one try
     rack.wait_for(lambda: (rolling(rack, "alpha") or {}).get("outcome") is not None, UPDATE_TIMEOUT_S, interval=0.5,
@@ -246,4 +244,4 @@ def test_a_power_pull_of_the_standby_on_its_first_boot_takes_it_back_and_the_act
     state = slot_state(rack, "bravo")
     assert state["booted"] == "A" and state["trial"] is None and state["slots"]["B"]["good"] is False
     rack.wait_state("bravo", "STANDBY", timeout=60)
-    assert [e["data"] for e in rack.events("alpha", since=mark["event_id"]) if e["kind"] == "state"] == []
+    assert [e["data"] for e in rack.events("alpha", since=mark) if e["kind"] == "state"] == []
