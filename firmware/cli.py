@@ -597,14 +597,18 @@ def _rolling_update(args: argparse.Namespace) -> int:
           "`tandem update --abort` stops it", flush=True)
     if args.detach:
         return 0
-    shown = None
+    shown, stage = None, None
     while True:
         try:
             rolling = (call(args, {"cmd": "status"}, timeout=30.0).get("update") or {}).get("rolling") or {}
-        except ControlError:
+        except ControlError as exc:
+            if stage not in ("install", "trial"):  # after its own install the box reboots
+                raise ControlError(f"update: the daemon stopped answering at stage {stage} ({exc}); `tandem status` "
+                                   "shows where the update is once it answers again") from None
             print("this box is rebooting into the new slot: `tandem status` shows the end of the update once it "
                   "is back", flush=True)
             return 0
+        stage = rolling.get("stage")
         line = (f"[{rolling.get('percent', 0):3d}%] {rolling.get('stage')}"
                 + (f", about {rolling['eta_s'] // 60:.0f} min left" if rolling.get("eta_s") else ""))
         if line != shown:

@@ -28,13 +28,13 @@ from typing import Any
 
 from firmware.appliance.bootreason import last_boot
 from firmware.config import Config
+from firmware.core.control import ControlError
 from firmware.core.daemon import Daemon
-from firmware.core.endpoints import LocalClient
+from firmware.core.endpoints import LocalClient, SourceParams
 from firmware.core.guardian import Guardian
+from firmware.core.states import NodeState
 from firmware.drivers import load_driver
 from firmware.panel.runner import PanelRunner
-from firmware.core.endpoints import SourceParams
-from firmware.core.states import NodeState
 from firmware.pairing.bulk import BulkClient, BulkError, BulkServer, load_credentials
 from firmware.panel.setup import open_panel, register_panel_commands
 from firmware.update.gate import GoodGate
@@ -101,6 +101,11 @@ def _add_updates(config: Config, daemon: Daemon) -> None:
     rolling = RollingUpdate(node.state_dir, slots, install, lambda: _peer_channel(config), lambda: daemon.state,
                             peer_state, command, lambda: gate.status()["update"], daemon.journal.record, node.peer)
 
+    async def install_here(request: dict[str, Any]) -> dict[str, Any]:
+        if rolling.running:
+            raise ControlError("this box is running the pair's rolling update: it installs its own slot last")
+        return await install.begin(request)
+
     async def abort(request: dict[str, Any]) -> str:
         if rolling.running:
             return await rolling.abort()
@@ -112,7 +117,7 @@ def _add_updates(config: Config, daemon: Daemon) -> None:
     daemon.endpoints.add_status(lambda: {"update": {**gate.status()["update"], "install": install.status(),
                                                     "rolling": rolling.status()}})
     daemon.endpoints.add_command("update-start", rolling.begin, StartParams, journaled=True)
-    daemon.endpoints.add_command("update-install", install.begin, InstallParams, journaled=True)
+    daemon.endpoints.add_command("update-install", install_here, InstallParams, journaled=True)
     daemon.endpoints.add_command("update-abort", abort, SourceParams, journaled=True)
 
 

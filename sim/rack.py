@@ -498,6 +498,9 @@ class TwoNodeRack:
         with self._start_lock:  # never a daemon started after the teardown has begun (a simulated reboot's)
             if self._tearing_down:
                 raise RuntimeError(f"not starting {name}: the rack is being stopped")
+            running = self.procs.get(name)
+            if running is not None and running.poll() is None:  # a simulated reboot's boot came first
+                raise RuntimeError(f"not starting {name}: its daemon runs already (pid {running.pid})")
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     env=environment, preexec_fn=self._limits if self.nofile is not None else None)
             self.procs[name] = proc

@@ -86,8 +86,10 @@ def test_the_peer_may_send_only_the_update_commands(pair: Pair, serve) -> None:
 
     server = serve(pair.of("bravo"), commands=commands)
     client = BulkClient(pair.of("alpha"), "127.0.0.1", server.bound_port)
-    assert client.call({"cmd": "update-install", "bundle": "b.raucb"}) == {"stage": "checking"}
-    assert asked == [{"source": "peer", "cmd": "update-install", "bundle": "b.raucb"}]
+    assert client.call({"cmd": "update-install", "bundle": "b.raucb", "mode": "single", "source": "cli"}) == \
+        {"stage": "checking"}
+    # Always as the peer's, and a pair's install (`single` would skip the holds-the-calls check).
+    assert asked == [{"cmd": "update-install", "bundle": "b.raucb", "mode": "pair", "source": "peer"}]
     for request in ({"cmd": "demote"}, {"cmd": "status"}, ["update-install"]):
         with pytest.raises(BulkError, match="only update-install, update-abort may be sent"):
             client.call(request)  # type: ignore[arg-type]

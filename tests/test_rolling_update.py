@@ -245,3 +245,39 @@ def test_a_power_pull_of_the_standby_on_its_first_boot_takes_it_back_and_the_act
     assert state["booted"] == "A" and state["trial"] is None and state["slots"]["B"]["good"] is False
     rack.wait_state("bravo", "STANDBY", timeout=60)
     assert [e["data"] for e in rack.events("alpha", since=mark) if e["kind"] == "state"] == []
+
+
+def test_a_second_update_goes_the_other_way_from_the_box_that_holds_the_calls_now(
+        updating_rack: TwoNodeRack, tmp_path: Path) -> None:
+    """After an update bravo is ACTIVE, both boxes on slot B: the next one starts on bravo and ends on slot A."""
+    rack = updating_rack
+    for active, version in (("alpha", "2.0"), ("bravo", "3.0")):
+        bundle = slots.write_bundle(tmp_path / f"tandem-{version}.raucb", version)
+        rack.control(active, {"cmd": "update-start", "bundle": str(bundle)})
+        rack.wait_for(lambda: (rolling(rack, active) or {}).get("outcome") is not None, UPDATE_TIMEOUT_S,
+                      interval=0.5, what=f"the update to {version} to end")
+        assert rolling(rack, active)["outcome"] == "done", rolling(rack, active)
+        rack.wait_for(lambda: rack.state(active) == "STANDBY", 60, what=f"{active} to rejoin as STANDBY")
+    for name in NODES:
+        state = slot_state(rack, name)
+        assert state["booted"] == "A" and state["slots"]["A"]["version"] == "3.0" and state["slots"]["A"]["good"]
+    assert rack.state("alpha") == "ACTIVE"
+
+
+def test_a_crash_of_the_updating_daemon_is_survived_the_update_goes_on_after_its_restart(
+        slow_gate_rack: TwoNodeRack, tmp_path: Path) -> None:
+    rack = slow_gate_rack
+    update_until_bravo_is_on_trial(rack, tmp_path)
+    rack.kill("alpha")  # SIGKILL: bravo (on trial) takes the calls, as from any dead peer
+    rack.wait_state("bravo", "ACTIVE", timeout=30)
+    rack.start_node("alpha")  # systemd starts it again; the saved plan says: waiting for bravo's gate
+    rack.wait_for(lambda: (rolling(rack, "alpha") or {}).get("outcome") is not None, UPDATE_TIMEOUT_S,
+                  interval=0.5, what="the rolling update to end")
+    assert rolling(rack, "alpha")["outcome"] == "done", rolling(rack, "alpha")
+    # No handover was needed (bravo had the calls already); alpha installed, rebooted and passed.
+    assert stages(rack, "alpha") == ["update.start", "peer-install", "peer-boot", "handover", "install", "trial",
+                                     "update.done"]
+    assert [e for e in rack.journal_file("alpha") if e["kind"] == "request" and e["data"]["cmd"] == "demote"] == []
+    for name in NODES:
+        assert slot_state(rack, name)["slots"]["B"] == {"version": "2.0", "good": True, "breaks": None}
+    rack.wait_for(lambda: rack.state("alpha") == "STANDBY", 60, what="alpha to rejoin as STANDBY")

@@ -64,7 +64,7 @@ CHUNK = 256 * 1024
 IDLE_TIMEOUT_S = 30.0
 BIND_RETRY_S = 5.0
 FREE_SPACE_MARGIN = 64 * 2**20  # a put leaves this much free on the inbox's file system
-# The control commands the peer may send with ``call`` (journaled with source "peer" unless it names one).
+# The control commands the peer may send with ``call`` (journaled with source "peer").
 PEER_COMMANDS = ("update-install", "update-abort")
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
@@ -394,8 +394,11 @@ class BulkServer:
             raise BulkError("this box takes no commands over the bulk channel")
         if not isinstance(request, dict) or request.get("cmd") not in PEER_COMMANDS:
             raise BulkError(f"call: only {', '.join(PEER_COMMANDS)} may be sent over the bulk channel")
+        # Journaled as the peer's, and an install the peer asks for is always a pair's: `single` would skip
+        # the check that this box does not hold the calls.
+        request = {**request, "source": "peer", **({"mode": "pair"} if request["cmd"] == "update-install" else {})}
         try:
-            return await asyncio.to_thread(self._commands, {"source": "peer", **request})
+            return await asyncio.to_thread(self._commands, request)
         except TandemError as exc:
             raise BulkError(f"{request['cmd']}: {exc}") from None
 

@@ -132,7 +132,11 @@ class LocalInstall:
                 return self._finish(job, "installed", None)
             job.stage = "rebooting"
             self.record("update.installed", {"bundle": job.bundle, "version": info.version, "reboot": True})
-            await self.reboot()
+            try:
+                await self.reboot()
+            except ControlError as exc:  # e.g. it took the calls meanwhile: the install must not wait for a reboot
+                await asyncio.to_thread(self.slots.abort)
+                raise ControlError(f"the reboot was refused ({exc}); the install is undone") from None
         except (UpdateError, ControlError) as exc:
             self._finish(job, "failed", str(exc))
         except Exception as exc:  # a bug must end the job with its reason, not leave it "installing" forever

@@ -52,6 +52,8 @@ STAGES: tuple[tuple[str, int], ...] = (("copy", 10), ("peer-install", 25), ("pee
 POLL_S = 1.0
 INSTALL_TIMEOUT_S = 1900.0  # the peer's install: the helper's own limit, and then some
 BOOT_TIMEOUT_S = 1500.0  # the peer's reboot and good gate: the boot gate's 15-minute deadline, and a reboot back
+SETTLE_TIMEOUT_S = 120.0  # after a restart: the node finds its peer again
+MISSED_POLLS = 3  # unanswered looks at the peer before it is taken to be rebooting
 PLAN_FILE = "rolling-update.json"
 
 
@@ -97,6 +99,11 @@ class Plan:
     abort_requested: bool = False
 
 
+def on_trial(update: dict[str, Any]) -> bool:
+    """Whether a box's ``update`` status says it runs a slot on trial that has not passed its good gate."""
+    return bool(update.get("trial")) and not (update.get("gate") or {}).get("passed")
+
+
 def progress(plan: Plan, now: float) -> tuple[int, float | None]:
     """Percent done (stages passed) and an estimate of the seconds left (None until one stage is done)."""
     if plan.outcome == "done":
@@ -134,17 +141,18 @@ class RollingUpdate:
         self.peer_name = peer_name
         self.plan: Plan | None = None
         self._task: asyncio.Task | None = None
+        self._starting = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Go on with an update that was under way when the daemon stopped (e.g. this box's own reboot)."""
-        saved = read_json(self.path)
-        if saved is None:
-            return
         try:
+            saved = read_json(self.path)
+            if saved is None:
+                return
             self.plan = Plan(**saved)
-        except TypeError as exc:
+        except (OSError, ValueError, TypeError) as exc:  # never keeps the daemon from starting
             log.error("update: %s is not a rolling update this release can read (%s); it is left alone", self.path,
                       exc)
             return
@@ -166,6 +174,12 @@ class RollingUpdate:
 
     async def begin(self, request: dict[str, Any]) -> dict[str, Any]:
         """The ``update-start`` command: check the bundle and the pair, then start (answered at once)."""
+        if self._starting.locked():
+            raise ControlError("an update is being started already")
+        async with self._starting:  # one start at a time: the checks below wait on threads
+            return await self._begin(request)
+
+    async def _begin(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.running:
             assert self.plan is not None
             raise ControlError(f"an update to {self.plan.version} is under way ({self.plan.stage}); "
@@ -180,7 +194,7 @@ class RollingUpdate:
         if not state.peer.alive or self.peer_state() != NodeState.STANDBY:
             raise ControlError(f"{self.peer_name} is not a STANDBY that answers: the pair cannot be updated in turn "
                                "(update a box on its own with --single)")
-        if self.gate().get("trial"):
+        if on_trial(self.gate()):
             raise ControlError("this box runs a slot on trial: it must pass its good gate before the next update")
         try:
             info = await asyncio.to_thread(self.slots.check, bundle)
@@ -188,11 +202,17 @@ class RollingUpdate:
             peer_status = await asyncio.to_thread(channel.status)
         except (UpdateError, TandemError, OSError) as exc:
             raise ControlError(f"update: {exc}") from None
-        if (peer_status.get("update") or {}).get("trial"):
+        peer_update = peer_status.get("update") or {}
+        if on_trial(peer_update):
             raise ControlError(f"{self.peer_name} runs a slot on trial: it must pass its good gate first")
-        self.plan = Plan(str(bundle), info.version, self.peer_name,
-                         peer_last_before=(peer_status.get("update") or {}).get("last"))
-        self._save()
+        if (peer_update.get("rolling") or {}).get("outcome", "none") is None:
+            raise ControlError(f"{self.peer_name} is running an update of its own")
+        plan = Plan(str(bundle), info.version, self.peer_name, peer_last_before=peer_update.get("last"))
+        try:  # on disk before the answer, or not started: a restart would lose it
+            await asyncio.to_thread(write_atomically, self.path, json.dumps(asdict(plan), indent=1).encode())
+        except OSError as exc:
+            raise ControlError(f"update: cannot save {self.path}: {exc.strerror or exc}") from None
+        self.plan = plan
         self.record("update.start", {"bundle": str(bundle), "version": info.version, "peer": self.peer_name})
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self.status()
@@ -206,17 +226,18 @@ class RollingUpdate:
             raise ControlError("too late: this box is rebooting into, or running, the new slot on trial "
                                "(its good gate decides)")
         plan.abort_requested = True
-        self._save()
+        await self._save()
         if plan.stage in ("copy", "peer-boot") and self._task is not None:  # only waiting: stop at once
             self._task.cancel()
-            self._finish("aborted", f"called off at {plan.stage}")
+            await self._finish("aborted", f"called off at {plan.stage}")
         if plan.stage == "peer-install":
             try:
-                await asyncio.to_thread(self.peer().call, {"cmd": "update-abort"})
-            except TandemError as exc:
-                log.warning("update: asking %s to call its install off: %s", self.peer_name, exc)
+                said = await asyncio.to_thread(self.peer().call, {"cmd": "update-abort"})
+            except (TandemError, OSError) as exc:
+                return (f"stopped; {self.peer_name} could not call its install off ({exc}): if it reboots into the "
+                        "new slot, its good gate decides")
+            return f"stopped; {self.peer_name}: {said}"
         return {"copy": "called off; nothing was installed",
-                "peer-install": f"{self.peer_name}'s install is called off; its running slot stays",
                 "peer-boot": f"stopped; {self.peer_name} is on its new slot on trial (its good gate decides)",
                 "handover": "stopped after the handover",
                 "install": "this box's install is called off once RAUC is done; its running slot stays",
@@ -232,26 +253,27 @@ class RollingUpdate:
             "handover": self._handover, "install": self._install, "trial": self._trial}
         order = [stage for stage, _ in STAGES]
         try:
+            await self._settled()
             while plan.outcome is None:
                 if plan.abort_requested and plan.stage != "trial":
-                    self._finish("aborted", f"called off at {plan.stage}")
+                    await self._finish("aborted", f"called off at {plan.stage}")
                     return
                 following = await steps[plan.stage](plan)
                 if following is None:  # the last stage is done
-                    self._finish("done", None)
+                    await self._finish("done", None)
                     return
                 assert following in order
                 plan.stage, plan.stage_started = following, time.time()
-                self._save()
+                await self._save()
                 self.record("update.stage", {"stage": following, "version": plan.version})
                 log.info("update: stage %s", following)
         except StageFailed as exc:
-            self._finish("aborted" if plan.abort_requested else "failed", str(exc))
+            await self._finish("aborted" if plan.abort_requested else "failed", str(exc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug stops the update with its reason; the calls stay where they are
             log.exception("update: the rolling update failed")
-            self._finish("failed", f"internal error: {exc}")
+            await self._finish("failed", f"internal error: {exc}")
 
     async def _peer_call(self, what: str, call: Callable[[PeerChannel], Any]) -> Any:
         try:
@@ -259,6 +281,17 @@ class RollingUpdate:
             return await asyncio.to_thread(call, channel)
         except (TandemError, OSError) as exc:
             raise StageFailed(f"{what}: {exc}") from None
+
+    async def _settled(self) -> None:
+        """Wait (bounded) until this node is STANDBY or ACTIVE and hears its peer: after a restart of the
+        daemon, a stage must not judge the pair before the node has found it again."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            state = self.view()
+            if (state is not None and state.state in (NodeState.STANDBY, NodeState.ACTIVE)
+                    and self.peer_state() is not None):
+                return
+            await asyncio.sleep(POLL_S)
 
     async def _peer_update(self) -> dict[str, Any] | None:
         """The peer's ``update`` status section, after a pause of POLL_S (None while it does not answer)."""
@@ -278,14 +311,23 @@ class RollingUpdate:
         name = Path(plan.bundle).name
         # The peer's install and reboot may both be over before the next look: what tells this update's
         # outcome from an earlier one is that it came after `peer_last_before` (read at the start).
-        await self._peer_call(f"{self.peer_name} refused the install",
-                              lambda c: c.call({"cmd": "update-install", "bundle": name, "mode": "pair",
-                                                "reboot": True, "source": "update"}))
-        deadline = time.monotonic() + INSTALL_TIMEOUT_S
+        update = await self._peer_update()
+        job = (update or {}).get("install") or {}
+        if update is not None and update.get("last") != plan.peer_last_before:
+            return "peer-boot"  # its install has begun already (this daemon restarted since it asked)
+        if Path(job.get("bundle", "")).name != name or job.get("stage") in ("failed", "aborted"):
+            await self._peer_call(f"{self.peer_name} refused the install",
+                                  lambda c: c.call({"cmd": "update-install", "bundle": name, "mode": "pair",
+                                                    "reboot": True}))
+        deadline, missed = time.monotonic() + INSTALL_TIMEOUT_S, 0
         while time.monotonic() < deadline:
             update = await self._peer_update()
             if update is None:
-                return "peer-boot"  # it stopped answering: it is rebooting
+                missed += 1
+                if missed >= MISSED_POLLS:
+                    return "peer-boot"  # it stopped answering: it is rebooting
+                continue
+            missed = 0
             job = update.get("install")
             if job is None or Path(job.get("bundle", "")).name != name:
                 return "peer-boot"  # a daemon that knows of no such install: it has rebooted already
@@ -307,9 +349,7 @@ class RollingUpdate:
             if last == (plan.peer_last_before or {}):
                 continue  # nothing of this update's yet
             if last.get("event") == "good":
-                if self.peer_state() == NodeState.STANDBY:
-                    return "handover"
-                continue
+                return "handover"
             if last.get("event") in ("rolled-back", "deadline", "install-failed", "aborted"):
                 raise StageFailed(f"{self.peer_name} did not keep the new slot ({last.get('event')} at "
                                   f"{last.get('at', '?')}): it runs its old release again, and this box kept the "
@@ -330,60 +370,76 @@ class RollingUpdate:
         return "install"
 
     async def _install(self, plan: Plan) -> str:
+        state = self.view()
+        if state is None or state.state.holds_resources:
+            return "handover"  # the calls came back (failback) since the handover: hand them over again
         plan.own_last_before = self.gate().get("last")
-        self._save()
+        await self._save()
         try:
             await asyncio.to_thread(self.slots.install, Path(plan.bundle), "pair")
         except UpdateError as exc:
             raise StageFailed(f"this box could not install the bundle: {exc}; {self.peer_name} holds the calls "
                               "on the new release, this box stays on the old one") from None
         if plan.abort_requested:
-            try:
-                await asyncio.to_thread(self.slots.abort)
-            except UpdateError as exc:
-                raise StageFailed(f"calling this box's install off failed: {exc}") from None
+            await self._undo_install()
             raise StageFailed("called off after this box's install: its running slot stays")
         return "trial"
 
+    async def _undo_install(self) -> None:
+        """Call this box's install off (``bootgate abort``): the running slot stays first."""
+        try:
+            await asyncio.to_thread(self.slots.abort)
+        except UpdateError as exc:
+            raise StageFailed(f"calling this box's install off failed: {exc}; it boots the new slot on trial at "
+                              "its next reboot") from None
+
     async def _trial(self, plan: Plan) -> str | None:
-        gate = self.gate()
-        if gate.get("trial") is None:
+        # The boot gate's result file tells where this box is: `begin` (written by the install) until the
+        # new slot passes (`good`) or is left (`rolled-back`, `deadline`); the daemon's gate says whether the
+        # slot it booted is on trial now (a trial of an earlier update stays in its status, passed).
+        while True:
+            gate = self.gate()
             last = gate.get("last") or {}
             if last == (plan.own_last_before or {}):
                 raise StageFailed("this box's install left no outcome in the boot gate's result file")
             if last.get("event") == "good":
-                return None  # passed (before a restart of this daemon)
+                return None
             if last.get("event") != "begin":
                 raise StageFailed(f"this box did not keep the new slot ({last.get('event')} at {last.get('at', '?')}):"
                                   f" it runs its old release as STANDBY; {self.peer_name} holds the calls on the "
                                   "new one")
-            # Installed, not booted yet: reboot into the slot on trial; the saved plan goes on after it.
-            self.record("update.reboot", {"version": plan.version})
-            try:
-                await self.command("reboot")
-            except ControlError as exc:
-                raise StageFailed(f"this box could not reboot into the new slot: {exc}") from None
-            await asyncio.Event().wait()  # the daemon leaves; this stage goes on after the reboot
-        while not (self.gate().get("gate") or {}).get("passed"):
-            await asyncio.sleep(POLL_S)
+            if not on_trial(gate):
+                break
+            await asyncio.sleep(POLL_S)  # booted on trial: its good gate decides
+        # Installed, not booted yet: reboot into the slot on trial; the saved plan goes on after it.
+        self.record("update.reboot", {"version": plan.version})
+        try:
+            await self.command("reboot")
+        except ControlError as exc:
+            await self._undo_install()
+            raise StageFailed(f"this box could not reboot into the new slot: {exc}; the install is undone, "
+                              "the running slot stays") from None
+        await asyncio.Event().wait()  # the daemon leaves; this stage goes on after the reboot
         return None
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _finish(self, outcome: str, reason: str | None) -> None:
+    async def _finish(self, outcome: str, reason: str | None) -> None:
         plan = self.plan
         assert plan is not None
         plan.outcome, plan.reason = outcome, reason
-        self._save()
+        await self._save()
         self.record(f"update.{outcome}", {"version": plan.version, "stage": plan.stage, "reason": reason})
         (log.info if outcome == "done" else log.error)("update: rolling update to %s %s%s", plan.version, outcome,
                                                        f" at {plan.stage}: {reason}" if reason else "")
 
-    def _save(self) -> None:
+    async def _save(self) -> None:
+        """The plan onto disk, off the heartbeat loop; a failure is logged and the update goes on (after a
+        restart it would not)."""
         assert self.plan is not None
         try:
-            write_atomically(self.path, json.dumps(asdict(self.plan), indent=1).encode())
-        except OSError as exc:  # the update goes on; after a restart it would not
+            await asyncio.to_thread(write_atomically, self.path, json.dumps(asdict(self.plan), indent=1).encode())
+        except OSError as exc:
             log.error("update: cannot save %s: %s", self.path, exc)
 
     def status(self) -> dict[str, Any] | None:
