@@ -111,6 +111,8 @@ def _add_updates(config: Config, daemon: Daemon) -> None:
             return await rolling.abort()
         return await install.abort()
 
+    # The calls move only in the update's own handovers, and never back to a slot that is not proven.
+    daemon.failback_holds.append(lambda: rolling.running or install.running or bool(gate.trial and not gate.passed))
     for component in (gate, install, rolling):
         daemon.add_component(component)
         daemon.alarm_board.add_source(component.alarms)

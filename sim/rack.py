@@ -242,6 +242,7 @@ class TwoNodeRack:
         self.deadline_reboots = {name: 0 for name in NODES}
         self._journal_marks: dict[str, int] = {}
         self._start_lock = threading.Lock()
+        self._node_locks = {name: threading.Lock() for name in NODES}
         self._tearing_down = False
         self.power_specs = {name: self.base / "power" / f"{name}.json" for name in NODES}
         self.bmcs: dict[str, SimulatedBmc] = {}
@@ -476,7 +477,17 @@ class TwoNodeRack:
     # ------------------------------------------------------------------ processes
 
     def start_node(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start `tandem run` for a node; `env` adds to its environment (e.g. a NOTIFY_SOCKET of the caller's)."""
+        """Start `tandem run` for a node; `env` adds to its environment (e.g. a NOTIFY_SOCKET of the caller's).
+
+        RuntimeError if its daemon runs already (a simulated reboot's boot came first) or the rack is being
+        stopped: one start of a node at a time, each from a booted slot."""
+        with self._node_locks[name]:
+            running = self.procs.get(name)
+            if running is not None and running.poll() is None:
+                raise RuntimeError(f"not starting {name}: its daemon runs already (pid {running.pid})")
+            return self._start_node(name, env)
+
+    def _start_node(self, name: str, env: dict[str, str] | None) -> subprocess.Popen:
         previous = self._supervisors.get(name)
         if previous is not None:
             previous.join(timeout=60)  # as systemd: the stop (and its release) finishes before a start
@@ -498,9 +509,6 @@ class TwoNodeRack:
         with self._start_lock:  # never a daemon started after the teardown has begun (a simulated reboot's)
             if self._tearing_down:
                 raise RuntimeError(f"not starting {name}: the rack is being stopped")
-            running = self.procs.get(name)
-            if running is not None and running.poll() is None:  # a simulated reboot's boot came first
-                raise RuntimeError(f"not starting {name}: its daemon runs already (pid {running.pid})")
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     env=environment, preexec_fn=self._limits if self.nofile is not None else None)
             self.procs[name] = proc

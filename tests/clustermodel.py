@@ -73,6 +73,7 @@ class Node:
     action_delay: float | None = None  # how long its actions take (None: 5-50 ms at random)
     next_wake: float | None = None
     boot_counter: int = 0
+    failback_held: bool = False  # an update under way on this node (the daemon's failback holds)
     frozen_until: float = 0.0  # a stalled process: its events wait until then
     next_due: float = 0.0  # when its next heartbeat tick is due (the stall fence measures lateness from it)
     relays_closed: bool = False  # its trunk relays (closed by promote actions, opened by demote actions)
@@ -143,7 +144,8 @@ class TwoNodeModel:
         assert node.endpoint is not None
         return Inputs(now=self.now, wall=1_700_000_000 + self.now, minute_of_day=int(self.now // 60) % 1440,
                       tick=node.endpoint.tick, peer=node.endpoint.view(), health=node.health,
-                      witness=node.witness, actions=node.actions, lan=node.lan, fence=node.fence)
+                      witness=node.witness, actions=node.actions, lan=node.lan, fence=node.fence,
+                      failback_held=node.failback_held)
 
     def start(self, index: int) -> None:
         """Start (or restart) a node's daemon."""

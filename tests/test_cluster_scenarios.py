@@ -205,6 +205,17 @@ def test_failback_auto_waits_for_hold_down_then_hands_back(request) -> None:
     assert state_times(model, B, STANDBY)[-1] <= state_times(model, A, NodeState.TAKEOVER)[-1]
 
 
+def test_no_failback_while_an_update_holds_it_off(request) -> None:
+    """A primary being updated (or on trial) leaves the calls where the update put them until it is done."""
+    model = request.node.model = _failback_model("auto")
+    model.nodes[A].failback_held = True
+    model.run_until(12.0)  # well past the hold-down: without the hold it fails back by 8 s
+    assert (model.state_of(A), model.state_of(B)) == (STANDBY, ACTIVE)
+    model.nodes[A].failback_held = False
+    model.run_until(16.0)
+    assert (model.state_of(A), model.state_of(B)) == (ACTIVE, STANDBY)
+
+
 def test_failback_window_only_inside_the_window(request) -> None:
     # The model's clock: minute_of_day = simulated seconds // 60. Window minute 1 = seconds 60-120.
     model = request.node.model = _failback_model("window", window=(1, 2))

@@ -97,6 +97,8 @@ class Daemon:
         self.settings = settings_from_config(config)
         self.state: ClusterState | None = None
         self.health = 100
+        # Components that hold failback off while they say so (an update under way, a slot on trial).
+        self.failback_holds: list[Callable[[], bool]] = []
         self.witness_result: WitnessResult | None = None
         self.actions: ActionsReport | None = None
         self.started_wall = time.time()
@@ -349,7 +351,8 @@ class Daemon:
                       tick=self.endpoint.tick, peer=peer or self.endpoint.view(), health=self.health,
                       witness=self.witness_result, actions=self.actions, stalled_for_s=stalled_for,
                       stall_fenced=command is None and self.stall_fence.take_fired(), command=command,
-                      lan=self.arbiter.latest, fence=self.fencer.latest)
+                      lan=self.arbiter.latest, fence=self.fencer.latest,
+                      failback_held=any(hold() for hold in self.failback_holds))
 
     def _evaluate(self, now: float, stalled_for: float | None = None, peer: PeerView | None = None) -> None:
         if self.state is None or self.state.state == NodeState.STOPPED:

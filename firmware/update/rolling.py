@@ -142,6 +142,7 @@ class RollingUpdate:
         self.plan: Plan | None = None
         self._task: asyncio.Task | None = None
         self._starting = asyncio.Lock()
+        self._saving = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -225,23 +226,25 @@ class RollingUpdate:
         if plan.stage == "trial":
             raise ControlError("too late: this box is rebooting into, or running, the new slot on trial "
                                "(its good gate decides)")
+        # The stages see the flag: a waiting one within POLL_S, the others once their step is done (a
+        # copy or an install on a thread cannot be stopped halfway).
         plan.abort_requested = True
+        stage = plan.stage
         await self._save()
-        if plan.stage in ("copy", "peer-boot") and self._task is not None:  # only waiting: stop at once
-            self._task.cancel()
-            await self._finish("aborted", f"called off at {plan.stage}")
-        if plan.stage == "peer-install":
+        if stage == "peer-install":
             try:
                 said = await asyncio.to_thread(self.peer().call, {"cmd": "update-abort"})
             except (TandemError, OSError) as exc:
+                if "no install is under way" in str(exc):
+                    return f"stopped before {self.peer_name} installed anything"
                 return (f"stopped; {self.peer_name} could not call its install off ({exc}): if it reboots into the "
                         "new slot, its good gate decides")
             return f"stopped; {self.peer_name}: {said}"
-        return {"copy": "called off; nothing was installed",
+        return {"copy": "called off once the copy is done; nothing is installed",
                 "peer-boot": f"stopped; {self.peer_name} is on its new slot on trial (its good gate decides)",
                 "handover": "stopped after the handover",
                 "install": "this box's install is called off once RAUC is done; its running slot stays",
-                }.get(plan.stage, "stopped")
+                }.get(stage, "stopped")
 
     # ------------------------------------------------------------------ the stages
 
@@ -302,6 +305,16 @@ class RollingUpdate:
             return None
         return status.get("update") or {}
 
+    async def _peer_answer(self) -> dict[str, Any]:
+        """The peer's ``update`` status section once it answers (StageFailed if it does not within
+        SETTLE_TIMEOUT_S): what it says decides whether to ask it for anything."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            update = await self._peer_update()
+            if update is not None:
+                return update
+        raise StageFailed(f"{self.peer_name} does not answer on the bulk channel")
+
     async def _copy(self, plan: Plan) -> str:
         bundle = Path(plan.bundle)
         await self._peer_call(f"copying {bundle.name} to {self.peer_name}", lambda c: c.put(bundle, bundle.name))
@@ -311,11 +324,13 @@ class RollingUpdate:
         name = Path(plan.bundle).name
         # The peer's install and reboot may both be over before the next look: what tells this update's
         # outcome from an earlier one is that it came after `peer_last_before` (read at the start).
-        update = await self._peer_update()
-        job = (update or {}).get("install") or {}
-        if update is not None and update.get("last") != plan.peer_last_before:
+        update = await self._peer_answer()
+        job = update.get("install") or {}
+        if update.get("last") != plan.peer_last_before:
             return "peer-boot"  # its install has begun already (this daemon restarted since it asked)
         if Path(job.get("bundle", "")).name != name or job.get("stage") in ("failed", "aborted"):
+            if plan.abort_requested:
+                raise StageFailed(f"called off before {self.peer_name} was asked to install")
             await self._peer_call(f"{self.peer_name} refused the install",
                                   lambda c: c.call({"cmd": "update-install", "bundle": name, "mode": "pair",
                                                     "reboot": True}))
@@ -342,6 +357,8 @@ class RollingUpdate:
     async def _peer_boot(self, plan: Plan) -> str:
         deadline = time.monotonic() + BOOT_TIMEOUT_S
         while time.monotonic() < deadline:
+            if plan.abort_requested:
+                raise StageFailed("called off at peer-boot")
             update = await self._peer_update()
             if update is None:
                 continue  # still rebooting
@@ -437,10 +454,12 @@ class RollingUpdate:
         """The plan onto disk, off the heartbeat loop; a failure is logged and the update goes on (after a
         restart it would not)."""
         assert self.plan is not None
-        try:
-            await asyncio.to_thread(write_atomically, self.path, json.dumps(asdict(self.plan), indent=1).encode())
-        except OSError as exc:
-            log.error("update: cannot save %s: %s", self.path, exc)
+        async with self._saving:  # one write at a time: they share the temporary file
+            try:
+                await asyncio.to_thread(write_atomically, self.path,
+                                        json.dumps(asdict(self.plan), indent=1).encode())
+            except OSError as exc:
+                log.error("update: cannot save %s: %s", self.path, exc)
 
     def status(self) -> dict[str, Any] | None:
         """The ``update.rolling`` status key (None: no rolling update on record)."""

@@ -102,6 +102,8 @@ def failback_due(settings: Settings, st: ClusterState, inp: Inputs, msg: Heartbe
     """Whether this primary should now ask the ACTIVE secondary to hand back."""
     if settings.failback == "never" or settings.role != Role.PRIMARY or msg.role != Role.SECONDARY:
         return False
+    if inp.failback_held:  # the pair is being updated: the calls move only in the update's own handovers
+        return False
     if not self_candidate(st) or st.persisted.operator_hold or backing_off(st, inp) \
             or not healthy(inp.health, settings):
         return False

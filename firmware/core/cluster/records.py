@@ -97,6 +97,7 @@ class Inputs:
     command: Command | None = None  # an operator command to apply (and nothing else) in this decision
     lan: LanProbe | None = None  # the latest finished LAN probe round (LAN arbitration)
     fence: FenceReport | None = None  # the latest finished attempt to fence the peer
+    failback_held: bool = False  # an update is under way on this box (or its slot is on trial): no failback
 
 
 @dataclass(frozen=True)
