@@ -41,7 +41,7 @@ from firmware.core.journal import read_json, write_atomically
 from firmware.core.states import NodeState
 from firmware.errors import TandemError
 from firmware.update.bundle import UpdateError
-from firmware.update.install import LocalInstall
+from firmware.update.install import FINISHED, LocalInstall
 from firmware.update.slots import Slots
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,10 @@ class RollingUpdate:
             raise ControlError(f"{self.peer_name} runs a slot on trial: it must pass its good gate first")
         if (peer_update.get("rolling") or {}).get("outcome", "none") is None:
             raise ControlError(f"{self.peer_name} is running an update of its own")
+        peer_job = peer_update.get("install") or {}
+        if peer_job and peer_job.get("stage") not in FINISHED:
+            raise ControlError(f"{self.peer_name} is installing {Path(peer_job.get('bundle', '?')).name} "
+                               f"({peer_job.get('stage')}): wait for it to end")
         plan = Plan(str(bundle), info.version, self.peer_name, peer_last_before=peer_update.get("last"))
         try:  # on disk before the answer, or not started: a restart would lose it
             await asyncio.to_thread(write_atomically, self.path, json.dumps(asdict(plan), indent=1).encode())
@@ -328,7 +332,7 @@ class RollingUpdate:
         job = update.get("install") or {}
         if update.get("last") != plan.peer_last_before:
             return "peer-boot"  # its install has begun already (this daemon restarted since it asked)
-        if Path(job.get("bundle", "")).name != name or job.get("stage") in ("failed", "aborted"):
+        if Path(job.get("bundle", "")).name != name or job.get("stage") in FINISHED:
             if plan.abort_requested:
                 raise StageFailed(f"called off before {self.peer_name} was asked to install")
             await self._peer_call(f"{self.peer_name} refused the install",
