@@ -103,7 +103,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from firmware.core.control import ControlError  # noqa: E402
-from firmware.core.journal import read_journal  # noqa: E402
+from firmware.core.journal import journal_files, read_journal  # noqa: E402
 from sim.flood import flood_in_process  # noqa: E402
 from sim.rack import NODES, TwoNodeRack  # noqa: E402
 
@@ -140,11 +140,6 @@ def clock(wall: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- journals
-
-
-def journal_files(path: Path, keep: int = 5) -> list[Path]:
-    """The journal's files, oldest first (as firmware.core.journal.read_journal reads them)."""
-    return [path.with_name(f"{path.name}.{i}") for i in range(keep, 0, -1)] + [path]
 
 
 def journal_scan(path: Path, since: int, needles: tuple[bytes, ...]) -> list[dict[str, Any]]:

@@ -643,12 +643,13 @@ def _update_this_box(args: argparse.Namespace) -> int:
     """--check a bundle, or --single: install it into this box's other slot and reboot into it on trial."""
     import subprocess
 
-    from firmware.appliance import helper
-    from firmware.update.bundle import UpdateError, check_bundle, system_info
+    from firmware.update.bundle import UpdateError
+    from firmware.update.slots import RaucSlots
 
     bundle = Path(os.path.abspath(args.bundle))
+    slots = RaucSlots(system_conf=args.system_conf)
     try:
-        info = check_bundle(bundle, system_info(Path(args.system_conf)))
+        info = slots.check(bundle)
     except UpdateError as exc:
         raise ControlError(f"update: {exc}") from None
     print(f"{info.path}: Tandem {info.version} (build {info.build or '-'}) for {info.compatible} boards; "
@@ -661,14 +662,10 @@ def _update_this_box(args: argparse.Namespace) -> int:
     # The good gate of a paired box asks for its peer on every link too; an unpaired one has none.
     mode = "pair" if _config_path(args).exists() else "single"
     try:
-        reply = helper.call("bootgate", ["install", str(bundle), mode], timeout=helper.INSTALL_TIMEOUT_S + 30)
-    except helper.HelperError as exc:
-        raise ControlError(f"update: {exc}") from None
-    sys.stdout.write(reply["stdout"])
-    sys.stderr.write(reply["stderr"])
-    if reply["returncode"] != 0:
-        raise ControlError("update: the install did not finish (see above). If RAUC still runs it (`rauc status`), "
-                           "the new slot starts on trial at the next reboot; otherwise this box stays on its slot")
+        print(slots.install(bundle, mode), flush=True)
+    except UpdateError as exc:
+        raise ControlError(f"update: {exc}. If RAUC still runs the install (`rauc status`), the new slot starts on "
+                           "trial at the next reboot; otherwise this box stays on its slot") from None
     if args.no_reboot:
         print("installed: the new slot starts on trial at the next reboot")
         return 0

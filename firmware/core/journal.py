@@ -156,7 +156,7 @@ class Journal:
         return 0
 
     def _files_newest_first(self) -> list[Path]:
-        return [self.path] + [self.path.with_name(f"{self.path.name}.{i}") for i in range(1, self.keep + 1)]
+        return journal_files(self.path, self.keep)[::-1]
 
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call `listener(record)` for every new event (on the caller's thread)."""
@@ -382,7 +382,7 @@ def read_encoded(path: Path, keep: int, after_id: int) -> list[bytes]:
     its newline), oldest first. Only each line's leading id is read; a rotated file whose successor begins
     at or below ``after_id + 1`` holds none of them and is skipped; torn lines are left out. On a worker
     thread it sleeps a moment every :data:`PACE_LINES` lines, to leave the heartbeat loop the interpreter."""
-    files = [path.with_name(f"{path.name}.{i}") for i in range(keep, 0, -1)] + [path]
+    files = journal_files(path, keep)
     firsts = [_first_id(file) for file in files]
     skip = max((i + 1 for i in range(len(files) - 1) if firsts[i + 1] is not None and firsts[i + 1] <= after_id + 1),
                default=0)
@@ -411,11 +411,15 @@ def _first_id(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def journal_files(path: Path, keep: int = 5) -> list[Path]:
+    """The journal's files, oldest first: its `keep` rotated files (``events.jsonl.N`` … ``.1``), then itself."""
+    return [path.with_name(f"{path.name}.{i}") for i in range(keep, 0, -1)] + [path]
+
+
 def read_journal(path: Path, keep: int = 5) -> list[dict[str, Any]]:
     """Every event in the journal and its rotated files, oldest first."""
-    files = [path.with_name(f"{path.name}.{i}") for i in range(keep, 0, -1)] + [path]
     records: list[dict[str, Any]] = []
-    for file in files:
+    for file in journal_files(path, keep):
         records.extend(_read_records(file))
     return sorted(records, key=lambda r: r.get("id", 0))
 

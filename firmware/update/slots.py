@@ -38,8 +38,9 @@ class RaucSlots:
     """The appliance's slots: RAUC, through the boot gate (``bootgate install|abort``) as the privileged helper
     runs it, since the daemon is not root."""
 
-    def __init__(self, update: UpdateConfig, system_conf: str = str(SYSTEM_CONF)) -> None:
-        self.update = update
+    def __init__(self, update: UpdateConfig | None = None, system_conf: str = str(SYSTEM_CONF)) -> None:
+        """`update`: the node's [update] section, which every slots driver is given (this one needs none of it);
+        `system_conf`: RAUC's system config (compatible, keyring)."""
         self.system_conf = Path(system_conf)
 
     def check(self, bundle: Path) -> BundleInfo:
