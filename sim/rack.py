@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import psutil
 
+from firmware.cli import EXIT_CONFIG
 from firmware.config import find_board_profile
 from firmware.core.control import ControlError, request, stream
 from firmware.core.protocol import write_key_file
@@ -544,6 +545,7 @@ class TwoNodeRack:
         while proc.poll() is None:
             if self._trial_overdue(name, started):  # the boot gate's deadline: an orderly reboot
                 overdue = True
+                slots.send_back(self.update_dir(name), "deadline")
                 self.deadline_reboots[name] += 1
                 proc.terminate()
                 proc.wait()
@@ -575,9 +577,13 @@ class TwoNodeRack:
 
     def _reboot_asked(self, name: str, proc: subprocess.Popen) -> bool:
         """Whether the daemon that ended asked for a reboot (the operator's or an update's `reboot`: a `power`
-        record in its journal since it started), or failed while its slot is on trial (on a box the boot
-        gate's timer reboots it at the deadline; here at once)."""
+        record in its journal since it started), or failed while its slot is on trial: on a box, tandem.service's
+        OnFailure= runs ``bootgate failed`` when the daemon refuses to start (exit 78, which systemd does not
+        restart); here any failure on trial reboots (a SIGKILL stands for a power cut), and only exit 78 is
+        said to be the cause."""
         if proc.returncode != 0 and (self.update_dir(name) / "trial").exists():
+            if proc.returncode == EXIT_CONFIG:  # failed for good: systemd would not restart it
+                slots.send_back(self.update_dir(name), "daemon-failed")
             return True
         mark = self._journal_marks.get(name, 0)
         return any(r["kind"] == "power" and r["data"].get("action") == "reboot" for r in self.journal_file(name, mark))

@@ -26,10 +26,12 @@ from typing import Any
 from firmware.config.node import UpdateConfig
 from firmware.core.journal import write_atomically
 from firmware.update.bundle import BundleInfo, UpdateError
+from firmware.update.gate import read_key_values
 
 COMPATIBLE = "tandem-sim"
 FIRST_VERSION = "installed"  # the release a simulated box was built with
 STATE_FILE = "slots.json"
+SEND_BACK = ("deadline", "daemon-failed")  # the boot gate's events for a box it reboots off a slot on trial
 
 
 def write_bundle(path: Path, version: str, compatible: str = COMPATIBLE, signature: str = "good",
@@ -130,9 +132,19 @@ def boot(folder: Path) -> dict[str, Any]:
         state.update(trial=None, tried=False)
         state["slots"][trial]["good"] = False
         flag.unlink(missing_ok=True)
-        _result(folder / "result", "rolled-back", trial, booted)
+        cause = (read_key_values(folder / "result") or {}).get("event")
+        _result(folder / "result", "rolled-back", trial, booted, cause if cause in SEND_BACK else None)
     save(folder, state)
     return {"name": booted, **state["slots"][booted]}
+
+
+def send_back(folder: Path, event: str) -> None:
+    """What ``bootgate deadline`` (`event` "deadline") and ``bootgate failed`` ("daemon-failed") write before
+    the reboot that leaves a slot on trial (sim.rack's layout, as :func:`boot`); nothing off trial."""
+    assert event in SEND_BACK
+    state = load(folder)
+    if state["trial"] is not None and state["trial"] == state["booted"]:
+        _result(folder / "result", event, state["booted"], state["booted"])
 
 
 def pass_trial(folder: Path) -> str:
@@ -156,12 +168,13 @@ def _other(slot: str) -> str:
     return "B" if slot == "A" else "A"
 
 
-def _result(path: Path, event: str, slot: str, running: str) -> None:
+def _result(path: Path, event: str, slot: str, running: str, cause: str | None = None) -> None:
     """The boot gate's result file, replaced whole (its `at` has a finer grain than the boot gate's: two
     results of one simulated second must differ)."""
     at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, f"event={event}\nslot={slot}\nrunning={running}\nat={at}\n".encode())
+    text = f"event={event}\nslot={slot}\nrunning={running}\nat={at}\n" + (f"cause={cause}\n" if cause else "")
+    write_atomically(path, text.encode())
 
 
 def main(argv: list[str]) -> int:

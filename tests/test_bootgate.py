@@ -79,7 +79,25 @@ def test_a_slot_not_passed_by_the_deadline_is_left_and_marked_bad(box: Box) -> N
     assert env["ORDER"] == "A B" and "TRIAL" not in env
     assert env["B_OK"] == "0"  # not just its try spent: GRUB's "no slot left" reset can never bring it back
     assert box.last_result()["event"] == "rolled-back" and box.last_result()["slot"] == "B"
-    assert box.last_result()["running"] == "A"
+    assert box.last_result()["running"] == "A" and box.last_result()["cause"] == "deadline"
+
+
+def test_a_slot_on_trial_whose_tandem_cannot_run_goes_back_at_once_with_the_cause(box: Box) -> None:
+    """`bootgate failed` (tandem.service's OnFailure=): a box on trial reboots now, not at the deadline, and
+    the rollback at the next boot keeps the cause; on a proven slot it does nothing."""
+    assert box.gate("failed").returncode == 0 and not box.reboots.exists()  # slot A, proven
+    installed_into_b(box)
+    boot_b_on_trial(box)
+    box.gate("boot")
+    done = box.gate("failed")
+    assert done.returncode == 0, done.stderr
+    assert "slot B is left: Tandem cannot run on it" in done.stdout
+    assert box.reboots.read_text().split() == ["reboot"]
+    assert box.last_result()["event"] == "daemon-failed"
+    box.boot("A")
+    assert "slot B was not marked good" in box.gate("boot").stdout
+    assert box.boot_status() == {"A": "good", "B": "bad"}
+    assert box.last_result()["event"] == "rolled-back" and box.last_result()["cause"] == "daemon-failed"
 
 
 def test_an_install_cut_short_is_rolled_back_at_the_next_boot(box: Box) -> None:

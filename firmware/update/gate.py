@@ -66,6 +66,16 @@ def read_key_values(path: Path) -> dict[str, str] | None:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+CAUSES = {"deadline": "not in time", "daemon-failed": "Tandem could not run on it"}
+"""Why the boot gate left a slot on trial (its result file's ``cause``), in an operator's words."""
+
+
+def left_because(last: dict[str, str]) -> str:
+    """`` (why)`` for a boot gate result that names its cause; empty if it names none."""
+    cause = last.get("cause")
+    return f" ({CAUSES.get(cause, cause)})" if cause else ""
+
+
 class GoodGate:
     """Watches a node running a slot on trial and marks the slot good once the node has proven itself."""
 
@@ -156,8 +166,9 @@ class GoodGate:
             if last.get("event") != "rolled-back":
                 return []
             return [Alarm("update", "warning", f"the last update did not stay: slot {last.get('slot', '?')} was "
-                                               f"not marked good, and at {last.get('at', '?')} the box went back to "
-                                               f"slot {last.get('running', '?')} (journalctl -u tandem-bootgate)")]
+                                               f"not marked good{left_because(last)}, and at {last.get('at', '?')} the"
+                                               f" box went back to slot {last.get('running', '?')} "
+                                               "(journalctl -u tandem-bootgate)")]
         if self.failure is not None:
             return [Alarm("update", "critical", f"slot {self.trial} proved itself but could not be marked good "
                                                 f"({self.failure}): the boot gate will take the box back to the "

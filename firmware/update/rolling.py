@@ -41,6 +41,7 @@ from firmware.core.journal import read_json, write_atomically
 from firmware.core.states import NodeState
 from firmware.errors import TandemError
 from firmware.update.bundle import UpdateError
+from firmware.update.gate import left_because
 from firmware.update.install import FINISHED, LocalInstall
 from firmware.update.slots import Slots
 
@@ -97,6 +98,7 @@ class Plan:
     peer_last_before: dict[str, str] | None = None
     own_last_before: dict[str, str] | None = None
     abort_requested: bool = False
+    handover_ms: float | None = None  # the handover: from this box's demote to the peer announcing ACTIVE
 
 
 def on_trial(update: dict[str, Any]) -> bool:
@@ -371,16 +373,17 @@ class RollingUpdate:
                 continue  # nothing of this update's yet
             if last.get("event") == "good":
                 return "handover"
-            if last.get("event") in ("rolled-back", "deadline", "install-failed", "aborted"):
-                raise StageFailed(f"{self.peer_name} did not keep the new slot ({last.get('event')} at "
-                                  f"{last.get('at', '?')}): it runs its old release again, and this box kept the "
-                                  "calls")
+            if last.get("event") in ("rolled-back", "deadline", "daemon-failed", "install-failed", "aborted"):
+                raise StageFailed(f"{self.peer_name} did not keep the new slot ({last.get('event')}"
+                                  f"{left_because(last)} at {last.get('at', '?')}): it runs its old release again, "
+                                  "and this box kept the calls")
         raise StageFailed(f"{self.peer_name} was not marked good within {BOOT_TIMEOUT_S:g} s of its reboot")
 
     async def _handover(self, plan: Plan) -> str:
         state = self.view()
         if state is not None and state.state == NodeState.STANDBY and self.peer_state() == NodeState.ACTIVE:
             return "install"  # the calls are with the updated peer already (a failover, or a handover before)
+        began = time.monotonic()
         try:
             reply = await self.command("demote")
         except ControlError as exc:
@@ -388,6 +391,8 @@ class RollingUpdate:
         outcome = str((reply.get("result") or {}).get("outcome", ""))
         if not outcome.endswith("is ACTIVE"):
             raise StageFailed(f"the handover to {self.peer_name} did not complete: {outcome}")
+        plan.handover_ms = round((time.monotonic() - began) * 1000, 1)
+        self.record("update.handover", {"peer": self.peer_name, "ms": plan.handover_ms})
         return "install"
 
     async def _install(self, plan: Plan) -> str:
@@ -426,7 +431,8 @@ class RollingUpdate:
             if last.get("event") == "good":
                 return None
             if last.get("event") != "begin":
-                raise StageFailed(f"this box did not keep the new slot ({last.get('event')} at {last.get('at', '?')}):"
+                raise StageFailed(f"this box did not keep the new slot ({last.get('event')}{left_because(last)} at "
+                                  f"{last.get('at', '?')}):"
                                   f" it runs its old release as STANDBY; {self.peer_name} holds the calls on the "
                                   "new one")
             if not on_trial(gate):
@@ -473,7 +479,8 @@ class RollingUpdate:
         percent, eta = progress(plan, time.time())
         return {"version": plan.version, "bundle": plan.bundle, "peer": plan.peer, "stage": plan.stage,
                 "stages": [stage for stage, _ in STAGES], "percent": percent, "eta_s": eta,
-                "started": plan.started, "outcome": plan.outcome, "reason": plan.reason}
+                "started": plan.started, "outcome": plan.outcome, "reason": plan.reason,
+                "handover_ms": plan.handover_ms}
 
     def alarms(self) -> list[Alarm]:
         """A warning while the update runs (its stage and percent) and after it failed."""
