@@ -411,7 +411,12 @@ polkit.addRule(function(action, subject) {
         if (units.indexOf(action.lookup("unit")) >= 0 && verbs.indexOf(action.lookup("verb")) >= 0)
             return polkit.Result.YES;
     }
-    if (action.id == "org.freedesktop.login1.power-off" || action.id == "org.freedesktop.login1.reboot")
+    // The -multiple-sessions variants: logind asks for them while anyone else is logged in (an
+    // installer on the console or over SSH), and without them the box would leave the cluster and stay.
+    var power = ["org.freedesktop.login1.power-off", "org.freedesktop.login1.reboot",
+                 "org.freedesktop.login1.power-off-multiple-sessions",
+                 "org.freedesktop.login1.reboot-multiple-sessions"];
+    if (power.indexOf(action.id) >= 0)
         return polkit.Result.YES;
     if (action.id == "org.freedesktop.network1.reload" || action.id == "org.freedesktop.network1.reconfigure")
         return polkit.Result.YES;

@@ -586,7 +586,8 @@ class TwoNodeRack:
                 slots.send_back(self.update_dir(name), "daemon-failed")
             return True
         mark = self._journal_marks.get(name, 0)
-        return any(r["kind"] == "power" and r["data"].get("action") == "reboot" for r in self.journal_file(name, mark))
+        return any(r["kind"] == "power" and r["data"].get("action") == "reboot" and not r["data"].get("failed")
+                   for r in self.journal_file(name, mark))
 
     def wait_released(self, name: str, count: int = 1, timeout: float = 30.0) -> subprocess.CompletedProcess:
         """Wait until the supervisor ran `count` releases for `name`; the last one's result."""

@@ -106,6 +106,7 @@ class Daemon:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._components: list[Component] = []
         self._exit_callbacks: list[Callable[[], None]] = []
+        self.exit_status = 0  # the process's, once the node has left the cluster (an exit callback may set it)
         self._next_tick_at = 0.0
         self.tick_errors = 0
         self._tick_error_logged = 0.0
@@ -231,7 +232,7 @@ class Daemon:
                  ", ".join(f"{link.name} ({link.detail})" for link in self.links.values()))
         await self._stopped.wait()
         await self._finish()
-        return 0
+        return self.exit_status
 
     def _on_signal(self, sig: int) -> None:
         log.info("received %s: leaving the cluster", signal.Signals(sig).name)

@@ -10,8 +10,10 @@ does, then ask the board's power driver.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+from firmware.core.actions.power import PowerError
 from firmware.core.control import ControlError
 from firmware.core.endpoints import Endpoints, SourceParams
 from firmware.core.states import NodeState
@@ -28,7 +30,10 @@ class CommandParams(SourceParams):
     force: bool = False
 
 
+log = logging.getLogger(__name__)
+
 POWER_COMMANDS = ("poweroff", "reboot")
+EXIT_POWER_FAILED = 1  # the daemon's exit status when the power request after it left the cluster failed
 
 
 class OperatorCommands:
@@ -69,9 +74,19 @@ class OperatorCommands:
             raise
 
     def _power_request(self) -> None:
-        if self.power_after is not None:
-            self.daemon.journal.record("power", {"action": self.power_after,
-                                                 "detail": self.power.request(self.power_after)})
+        if self.power_after is None:
+            return
+        try:
+            detail = self.power.request(self.power_after)
+        except PowerError as exc:
+            # Exit with a failure: systemd starts the daemon again and the node rejoins; staying out of
+            # the cluster on a box that did not power off would leave it idle with no one told.
+            log.error("%s was not done: %s; the daemon exits with a failure to be started again", self.power_after,
+                      exc)
+            self.daemon.journal.record("power", {"action": self.power_after, "detail": str(exc), "failed": True})
+            self.daemon.exit_status = EXIT_POWER_FAILED
+            return
+        self.daemon.journal.record("power", {"action": self.power_after, "detail": detail})
 
     async def _outcome(self, name: str) -> str:
         """Wait (bounded) until a command has taken effect; describe what happened."""
