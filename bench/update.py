@@ -8,11 +8,20 @@
   bad_bundles_refused  of the wrong bundles `tandem update --check` is shown (signed by another PKI,
                        for another board family, truncated to half, cut by one byte, one payload byte
                        changed after signing, random bytes), how many it refused with one line
-  rolling_update_s, sip_gap_ms_max, rollback_ok
-                       null: the rolling update of the pair is not built yet
+  rollback_ok          1 when, on the two-VM rack (sim.vm.update.broken_then_good), the rolling update to a
+                       release whose Tandem cannot start stopped with the STANDBY back on its old slot and
+                       the ACTIVE never gave up the calls
+  rolling_update_s     then the rolling update to the good release: `tandem update` to both VMs on the
+                       new slot and marked good, seconds (`accel` says KVM or TCG)
+  sip_gap_ms_max       the longest run of SIP OPTIONS to the shared IP (one every 100 ms from the LAN) left
+                       unanswered during that update, ms; `handover_ms` is the planned handover inside it
+                       (the demote until the updated peer announced ACTIVE, as the ACTIVE timed it)
+  broken_update_s      the broken release's update, start to its stop, seconds
 
-Needs root (the image build) and the tools `./dev image` installs (rauc among them). The development
-PKI is made in a scratch directory, so the bench signs with keys of its own.
+Needs root (the image build, the VMs' taps) and the tools `./dev test` installs (rauc, qemu, ovmf). The
+development PKI is made in a scratch directory, so the bench signs with keys of its own. One run takes
+about an hour under software emulation (TCG), most of it the VMs' installs and boots; BENCH_VM=0 leaves
+the rolling update out (its figures null).
 
 Usage, from the repository root after the README's setup:
     .venv/bin/python bench/update.py
@@ -89,12 +98,37 @@ def main() -> int:
                  (scratch / "damaged.raucb", compatible),
                  (scratch / "junk.raucb", compatible)]
         count = sum(refused(bundle, family, keyring, scratch) for bundle, family in cases)
-    print(f"refused {count} of {len(cases)} wrong bundles")
+        print(f"refused {count} of {len(cases)} wrong bundles", flush=True)
+        rolling = (rolling_update(scratch, keyring) if os.environ.get("BENCH_VM", "1") != "0"
+                   else {"rolling_update_s": None, "sip_gap_ms_max": None, "rollback_ok": None})
     print(json.dumps({"bundle_build_s": round(statistics.median(times), 1), "bundle_build_s_max": max(times),
                       "bundle_mib": size,
-                      "bundle_check_s": round(statistics.median(checks), 2), "bad_bundles_refused": count, "bad_bundles_shown": len(cases),
-                      "rolling_update_s": None, "sip_gap_ms_max": None, "rollback_ok": None}))
+                      "bundle_check_s": round(statistics.median(checks), 2), "bad_bundles_refused": count,
+                      "bad_bundles_shown": len(cases), **rolling}))
     return 0
+
+
+def rolling_update(scratch: Path, keyring: Path) -> dict[str, object]:
+    """The two-VM rack's rolling updates (a broken release, then a good one) of the test image, signed by the
+    scratch PKI; their figures."""
+    from sim.vm.rack import TEST_IMAGE_ARGS
+    from sim.vm.update import broken_then_good, make_bundles
+
+    image = scratch / "vm-image"
+    build(image, Path(os.environ.get("TANDEM_IMAGE_CACHE", "/var/cache/tandem-image")), "--no-xz",
+          "--keyring", str(keyring), *TEST_IMAGE_ARGS)
+    bundles = make_bundles(image, scratch, env={**os.environ, "TANDEM_PKI_DIR": str(scratch / "pki")})
+    result = broken_then_good(image, bundles, scratch / "rack")
+    for kind, run, sip, problems in (("broken", result.broken, result.broken_sip, result.rollback_problems),
+                                     ("good", result.good, result.good_sip, result.update_problems)):
+        print(f"{kind} release: {run.seconds} s, {run.rolling.get('outcome')} at {run.rolling.get('stage')}; "
+              f"SIP: {sip['sent']} sent, {sip['answered']} answered, gaps {sip['gaps'][:5]}; problems: {problems}",
+              flush=True)
+    handover = result.good.rolling.get("handover_ms")
+    return {"rolling_update_s": result.good.seconds if not result.update_problems else None,
+            "sip_gap_ms_max": result.good_sip["gap_ms_max"], "handover_ms": handover,
+            "rollback_ok": int(not result.rollback_problems), "broken_update_s": result.broken.seconds,
+            "broken_sip_gap_ms_max": result.broken_sip["gap_ms_max"], "accel": result.accel}
 
 
 def _dev_keyring(pki: Path) -> Path:

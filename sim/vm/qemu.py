@@ -150,6 +150,15 @@ class Console:
                     raise VmError(f"{self.path.name}: no {pattern!r} within {timeout:g} s; last lines:\n{tail}")
                 self._cond.wait(min(remaining, 1.0))
 
+    def find_last(self, pattern: str, since: int = 0) -> int | None:
+        """The index (a mark) of the last whole line after `since` that matches a regex, or None."""
+        regex = re.compile(pattern)
+        with self._cond:
+            for index in range(len(self._lines) - 1, since - 1, -1):
+                if regex.search(self._lines[index]):
+                    return index
+        return None
+
     def send(self, text: str) -> None:
         """Type text at the console."""
         if self._sock is None:

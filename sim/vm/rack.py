@@ -95,6 +95,10 @@ mode = "cold"
 start = ["systemctl", "start", "kamailio.service"]
 stop = ["systemctl", "stop", "kamailio.service"]
 status = ["systemctl", "is-active", "--quiet", "kamailio.service"]
+
+[update]
+# The good gate of a slot on trial (default 60 s): shorter, for the rolling update's tests under emulation.
+good_after_s = 30
 """
 
 
@@ -107,10 +111,49 @@ def control_command(request: dict[str, Any]) -> str:
     return f"/opt/tandem/bin/python -c \"{code}\""
 
 
+class SipWatch:
+    """A SIP client on the LAN sending OPTIONS to the shared IP all along (sim.vm.sipprobe --watch)."""
+
+    def __init__(self, namespace: str, interval: float) -> None:
+        self._probe = popen_in(namespace, [sys.executable, "-m", "sim.vm.sipprobe", str(SHARED_IP), "--watch",
+                                           "--interval", str(interval), "--timeout", "14400"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._probe.stdout is not None
+        if self._probe.stdout.readline().strip() != "ready":
+            self._probe.kill()
+            raise VmError("the SIP probe did not start")
+
+    def stop(self) -> dict[str, Any]:
+        """Stop sending; what the probe saw (sim.vm.sipprobe.watch: sent, answered, gap_ms_max, gaps)."""
+        assert self._probe.stdin is not None and self._probe.stdout is not None
+        try:
+            self._probe.stdin.write("stop\n")
+            self._probe.stdin.flush()
+            return json.loads(self._probe.stdout.readline())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the probe (if it still runs)."""
+        if self._probe.poll() is None:
+            self._probe.kill()
+        self._probe.wait()
+
+
 class VmRack:
     """Two VMs of the appliance image, their LAN, heartbeat network and serial cable."""
 
-    def __init__(self, image_dir: Path, workdir: Path, accel: str | None = None) -> None:
+    def __init__(self, image_dir: Path, workdir: Path, accel: str | None = None, firmware: str = "kernel",
+                 disks: dict[str, list[Path]] | None = None) -> None:
+        """`firmware`: how the VMs boot (VmSpec.boot: "kernel" straight in, or "bios": SeaBIOS and GRUB, which
+        an update's A/B switch needs); `disks`: read-only raw disks for a VM (its /dev/vdb, /dev/vdc, …), by name.
+
+        Not "uefi": OVMF makes both COM1 and COM2 its consoles, and COM2 is the null-modem, so two VMs in
+        OVMF type their screens into each other (and a running peer's heartbeats are keystrokes to a VM in
+        OVMF). hardware_docs/appliance-image.md says the same to integrators of UEFI boxes."""
+        if firmware == "uefi":
+            raise VmError("the VM rack boots through SeaBIOS ('bios'), not OVMF: OVMF takes COM2, the null-modem, "
+                          "for a console")
         self.image_dir = image_dir
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +172,12 @@ class VmRack:
                     run_in(self.namespace, ["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
                     run_in(self.namespace, ["ip", "link", "set", tap, "master", bridge, "up"])
                     taps.append((tap, mac))
-                spec = VmSpec(plan.name, plan.serial, taps, nullmodem, nullmodem_server=plan.primary, disk_size="4G")
+                extra = []
+                for index, disk in enumerate((disks or {}).get(plan.name, []), start=1):
+                    extra += ["-drive", f"file={disk},if=none,id=d{index},format=raw,readonly=on",
+                              "-device", f"virtio-blk-pci,drive=d{index}"]
+                spec = VmSpec(plan.name, plan.serial, taps, nullmodem, nullmodem_server=plan.primary, disk_size="4G",
+                              boot=firmware, extra=extra)
                 self.vms[plan.name] = Vm(spec, image_dir, workdir, self.namespace, self.accel)
         except BaseException:
             self.lab.close()
@@ -223,6 +271,12 @@ class VmRack:
                 return json.loads(line)
         raise VmError(f"{name}: no status in {out!r}")
 
+    def events(self, name: str, since: int = 0, kinds: str = ".*") -> list[dict[str, Any]]:
+        """The VM's journal records after id `since` whose kind matches the regex `kinds` (`tandem events --json`)."""
+        _, out = self.console(name).run(f"tandem events --json --since {since} | grep -E '\"kind\": \"({kinds})\"'",
+                                        timeout=120, check=False)
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
     def state(self, name: str) -> str:
         """The VM's cluster state (ACTIVE, STANDBY, …), or the error text if it has none."""
         try:
@@ -258,6 +312,10 @@ class VmRack:
                                        str(timeout)], check=False, timeout=timeout + 30)
         match = re.search(r'"status": (\d+)', done.stdout)
         return int(match.group(1)) if match else None
+
+    def sip_watch(self, interval: float = 0.1) -> "SipWatch":
+        """SIP OPTIONS to the shared IP from the LAN every `interval` s until `stop()`, which returns the gaps."""
+        return SipWatch(self.namespace, interval)
 
     def power_pull_to_sip_ms(self, name: str, timeout: float = 60.0) -> float | None:
         """Pull the power of VM `name`; ms until SIP OPTIONS to the shared IP is answered again (None: never).
