@@ -56,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground."""
     from firmware.core.guardian import Guardian
     from firmware.core.logsetup import add_context, configure_logging
+    from firmware.core.operator import EXIT_POWER_FAILED
     from firmware.node import build_node
 
     configure_logging(args.verbose)
@@ -65,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     guardian = Guardian.fork(config.path)
     node = build_node(config, guardian)
     status = asyncio.run(node.daemon.run())
-    if status == 0:
+    if status in (0, EXIT_POWER_FAILED):  # the node left the cluster: nothing is held for the guardian to release
         guardian.clean_exit()
     return status
 

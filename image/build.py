@@ -411,11 +411,14 @@ polkit.addRule(function(action, subject) {
         if (units.indexOf(action.lookup("unit")) >= 0 && verbs.indexOf(action.lookup("verb")) >= 0)
             return polkit.Result.YES;
     }
-    // The -multiple-sessions variants: logind asks for them while anyone else is logged in (an
-    // installer on the console or over SSH), and without them the box would leave the cluster and stay.
+    // The -multiple-sessions and -ignore-inhibit variants: logind asks for them while anyone else is
+    // logged in (an installer on the console or over SSH) or holds an inhibitor; an operator's or an
+    // update's reboot must not wait for either (the daemon has left the cluster before it asks).
     var power = ["org.freedesktop.login1.power-off", "org.freedesktop.login1.reboot",
                  "org.freedesktop.login1.power-off-multiple-sessions",
-                 "org.freedesktop.login1.reboot-multiple-sessions"];
+                 "org.freedesktop.login1.reboot-multiple-sessions",
+                 "org.freedesktop.login1.power-off-ignore-inhibit",
+                 "org.freedesktop.login1.reboot-ignore-inhibit"];
     if (power.indexOf(action.id) >= 0)
         return polkit.Result.YES;
     if (action.id == "org.freedesktop.network1.reload" || action.id == "org.freedesktop.network1.reconfigure")

@@ -115,9 +115,10 @@ class Box:
         return {key: value for key, value in self.env.items()
                 if key in ("DBUS_SYSTEM_BUS_ADDRESS", "PATH") or key.startswith("TANDEM_")}
 
-    def gate(self, *args: str) -> subprocess.CompletedProcess:
-        """Run the boot gate with `args` as this box's root would."""
-        return subprocess.run([str(BOOTGATE), *args], env=self.env, capture_output=True, text=True, timeout=60)
+    def gate(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run the boot gate with `args` as this box's root would (`env`: more of its environment)."""
+        return subprocess.run([str(BOOTGATE), *args], env={**self.env, **(env or {})}, capture_output=True,
+                              text=True, timeout=60)
 
     def set(self, *assignments: str) -> None:
         """What GRUB (or RAUC) writes into grubenv."""

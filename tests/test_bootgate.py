@@ -83,13 +83,20 @@ def test_a_slot_not_passed_by_the_deadline_is_left_and_marked_bad(box: Box) -> N
 
 
 def test_a_slot_on_trial_whose_tandem_cannot_run_goes_back_at_once_with_the_cause(box: Box) -> None:
-    """`bootgate failed` (tandem.service's OnFailure=): a box on trial reboots now, not at the deadline, and
-    the rollback at the next boot keeps the cause; on a proven slot it does nothing."""
-    assert box.gate("failed").returncode == 0 and not box.reboots.exists()  # slot A, proven
+    """`bootgate failed` (tandem.service's OnFailure=) after the daemon refused to start (exit 78): a box on
+    trial reboots now, not at the deadline, and the rollback at the next boot keeps the cause; on a proven
+    slot it does nothing, nor after any other failure of the unit (a stop that timed out)."""
+    refused = {"MONITOR_SERVICE_RESULT": "exit-code", "MONITOR_EXIT_STATUS": "78"}
+    assert box.gate("failed", env=refused).returncode == 0 and not box.reboots.exists()  # slot A, proven
     installed_into_b(box)
     boot_b_on_trial(box)
     box.gate("boot")
-    done = box.gate("failed")
+    for other in ({"MONITOR_SERVICE_RESULT": "timeout", "MONITOR_EXIT_STATUS": "9"},
+                  {"MONITOR_SERVICE_RESULT": "exit-code", "MONITOR_EXIT_STATUS": "1"}, {}):
+        ignored = box.gate("failed", env=other)
+        assert ignored.returncode == 0 and "not a refused start: nothing to do" in ignored.stdout, other
+        assert not box.reboots.exists() and box.flag.exists()
+    done = box.gate("failed", env=refused)
     assert done.returncode == 0, done.stderr
     assert "slot B is left: Tandem cannot run on it" in done.stdout
     assert box.reboots.read_text().split() == ["reboot"]

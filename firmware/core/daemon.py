@@ -254,12 +254,15 @@ class Daemon:
         components, self._components = self._components, []
         for component in components:  # off the loop: the panel's last fetch may still wait on this very loop
             await asyncio.to_thread(component.close)
+        # Before the exit callbacks (a power request may wait for systemd's verdict): the heartbeat tick
+        # has stopped, so neither watchdog may be left counting, and systemd is told the daemon is stopping.
+        self.release_hardware()
+        self.notifier.stopping()
         for callback in self._exit_callbacks:
             callback()
         await self.control.close()
         for link in self.links.values():
             link.close()
-        self.release_hardware()
         self.journal.close()
 
     def release_hardware(self) -> None:

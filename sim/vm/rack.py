@@ -129,7 +129,10 @@ class SipWatch:
         try:
             self._probe.stdin.write("stop\n")
             self._probe.stdin.flush()
-            return json.loads(self._probe.stdout.readline())
+            line = self._probe.stdout.readline()
+            if not line.startswith("{"):
+                raise VmError(f"the SIP probe ended without its report (exit {self._probe.poll()}): {line!r}")
+            return json.loads(line)
         finally:
             self.close()
 

@@ -93,8 +93,10 @@ def watch(address: str, port: int, interval: float, answer_window: float, timeou
             break
         if sock in readable:
             _receive(sock, address, call_id, sent, answered)
-    time.sleep(min(answer_window, 1.0))  # the last requests' answers
-    _receive(sock, address, call_id, sent, answered)
+    drain_until = time.monotonic() + answer_window  # the last requests' answers, timed as they come
+    while (left := drain_until - time.monotonic()) > 0:
+        if select.select([sock], [], [], left)[0]:
+            _receive(sock, address, call_id, sent, answered)
     return _gaps(sent, answered, answer_window)
 
 

@@ -144,8 +144,12 @@ def await_rolling_update(rack: VmRack, starter: str, run: RollingRun, since: dic
         since[starter] = _login_if_rebooted(rack, starter, since[starter], run)
         try:
             rolling = (rack.status(starter).get("update") or {}).get("rolling") or {}
-        except VmError:
-            continue  # rebooting: its console went quiet
+        except VmError:  # rebooting (its console went quiet), or its daemon is between two runs
+            try:  # no typing while the box may be in GRUB's menu: a key there stops its countdown
+                rack.console(starter).wait_for(GRUB_BOOTS, timeout=120, since=since[starter])
+            except VmError:
+                pass
+            continue
         now = time.monotonic()
         run.stages.setdefault(str(rolling.get("stage")), now)
         if rolling.get("outcome") is not None:
@@ -320,6 +324,7 @@ def broken_then_good(image: Path, bundles: dict[str, Path], workdir: Path,
     bundle (its Tandem cannot start), then one to the ``good`` bundle, each under a SIP client; what each
     did and what went wrong (problem lists: empty when all went as it must). Prints the VMs' diagnostics
     when something went wrong."""
+    workdir.mkdir(parents=True, exist_ok=True)
     sticks = {kind: bundle_stick(path, workdir) for kind, path in bundles.items()}
     disks = [sticks["broken"][0], sticks["good"][0]]  # /dev/vdb, /dev/vdc
     with VmRack(image, workdir, firmware="bios", disks={name: disks for name in ("alpha", "bravo")}) as rack:

@@ -10,13 +10,15 @@ sitting out of the cluster on a box that did not reboot.
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 
 from firmware.errors import TandemError
 
 log = logging.getLogger(__name__)
 
-POWER_TIMEOUT_S = 30.0  # `systemctl reboot` returns once systemd has queued the job (or refused it)
+# `systemctl reboot` returns once systemd has queued the job (or refused it); below the unit's TimeoutStopSec.
+POWER_TIMEOUT_S = 20.0
 
 
 class PowerError(TandemError):
@@ -44,6 +46,9 @@ class SystemPower:
                                   timeout=POWER_TIMEOUT_S, start_new_session=True)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise PowerError(f"{command}: {exc}") from None
+        if done.returncode == -signal.SIGTERM:
+            # The shutdown it queued has begun and stops the unit's whole control group, this command too.
+            return f"ran {command} (the shutdown began before it returned)"
         if done.returncode != 0:
             said = " ".join((done.stderr or done.stdout).split())[-300:]
             raise PowerError(f"{command} exited {done.returncode}: {said or 'no reason given'}")
