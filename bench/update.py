@@ -19,9 +19,9 @@
   broken_update_s      the broken release's update, start to its stop, seconds
 
 Needs root (the image build, the VMs' taps) and the tools `./dev test` installs (rauc, qemu, ovmf). The
-development PKI is made in a scratch directory, so the bench signs with keys of its own. One run takes
-about an hour under software emulation (TCG), most of it the VMs' installs and boots; BENCH_VM=0 leaves
-the rolling update out (its figures null).
+development PKI is made in a scratch directory, so the bench signs with keys of its own. One run took
+30 minutes on a 2-core machine under software emulation (TCG), 20 of them the VMs' boots, installs and
+good gates; BENCH_VM=0 leaves the rolling update out (its figures null).
 
 Usage, from the repository root after the README's setup:
     .venv/bin/python bench/update.py
