@@ -58,9 +58,13 @@ def test_a_power_pull_of_the_standby_in_its_install_or_first_boot_leaves_the_pai
     stick, size = bundle_stick(bundles["good"], tmp_path)
     with VmRack(test_image, tmp_path, firmware="bios", disks={"alpha": [stick], "bravo": [stick]}) as rack:
         try:
-            active = paired_and_running(rack)
-            good = copy_from_stick(rack, active, "/dev/vdb", size, "good.raucb")
+            paired_and_running(rack)
+            for name in rack.vms:  # the update starts on either VM: the bundle on both
+                good = copy_from_stick(rack, name, "/dev/vdb", size, "good.raucb")
             for when in ("install", "first-boot"):
+                # Settled first: under emulation a loop stall can make the ACTIVE fence itself (and take the
+                # calls back) after the previous round; the update starts on whichever VM is ACTIVE now.
+                active = rack.wait_any_active(timeout=600)
                 before = pair_before(rack, active)
                 run, gaps = updated_under_sip(rack, active, good, SIP_INTERVAL_S, power_pull=when)
                 print(f"power pull in the {when}: {run.seconds} s, stages {run.stages}, SIP {gaps}")
