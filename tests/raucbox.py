@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from helpers import wait_for
+from sim.vm.update import rauc_slots
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTGATE = ROOT / "image/overlay/usr/libexec/tandem/bootgate"
@@ -131,11 +132,7 @@ class Box:
 
     def boot_status(self) -> dict[str, str]:
         """Each slot's boot status as RAUC reports it, by bootname."""
-        shell = self.rauc("status", "--output-format=shell").stdout
-        values = dict(line.split("=", 1) for line in shell.splitlines() if "=" in line)
-        values = {key: value.strip("'") for key, value in values.items()}
-        return {values[f"RAUC_SLOT_BOOTNAME_{i}"]: values[f"RAUC_SLOT_BOOT_STATUS_{i}"]
-                for i in values["RAUC_SLOTS"].split()}
+        return rauc_slots(self.rauc("status", "--output-format=shell").stdout)[1]
 
     def last_result(self) -> dict[str, str]:
         return dict(line.split("=", 1) for line in self.result.read_text().splitlines())

@@ -220,11 +220,18 @@ def _login_if_rebooted(rack: VmRack, name: str, since: int, run: RollingRun) -> 
 def booted_slot(rack: VmRack, name: str) -> dict[str, str]:
     """RAUC's view of the VM's slots: the booted slot's bootname and each slot's boot status."""
     _, out = rack.console(name).run("rauc status --output-format=shell", timeout=120)
-    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    booted, slots = rauc_slots(out)
+    return {"booted": booted, **slots}
+
+
+def rauc_slots(shell: str) -> tuple[str, dict[str, str]]:
+    """From `rauc status --output-format=shell`: the booted slot's bootname ("?" if none) and each slot's boot
+    status by bootname."""
+    values = dict(line.split("=", 1) for line in shell.splitlines() if "=" in line)
     values = {key: value.strip("'") for key, value in values.items()}
     slots = {values[f"RAUC_SLOT_BOOTNAME_{i}"]: values[f"RAUC_SLOT_BOOT_STATUS_{i}"]
              for i in values.get("RAUC_SLOTS", "").split()}
-    return {"booted": values.get("RAUC_SYSTEM_BOOTED_BOOTNAME", "?"), **slots}
+    return values.get("RAUC_SYSTEM_BOOTED_BOOTNAME", "?"), slots
 
 
 def updated_under_sip(rack: VmRack, starter: str, bundle: str, interval: float = 0.1, timeout: float = 3600.0,
